@@ -1,0 +1,1 @@
+//! The data plane (draft-18 §10): subgroup and fetch streams, objects, datagrams, padding.
