@@ -78,6 +78,10 @@ pub enum EncodeError {
         /// The largest size allowed.
         limit: usize,
     },
+    /// The value cannot be written in this context, e.g. an Object ID that does not follow
+    /// the previous one on a subgroup stream, or properties on a stream whose type omits them.
+    #[error("cannot encode: {0}")]
+    Invalid(&'static str),
 }
 
 macro_rules! error_codes {
