@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
         let mut cursor = buf.clone();
         match stream.decode_object_header(&mut cursor, V) {
             Ok(fields) => {
-                let Ok(len) = usize::try_from(fields.payload_len) else { return };
+                let Ok(len) = usize::try_from(fields.payload_len) else {
+                    return;
+                };
                 if fields.payload_len > MAX_PAYLOAD || cursor.remaining() < len {
                     return;
                 }
