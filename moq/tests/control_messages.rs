@@ -986,6 +986,38 @@ fn arb_message() -> impl Strategy<Value = Message> {
             error_reason: ReasonPhrase::from(reason),
         }
         .into()),
+        arb_namespace().prop_map(|track_namespace_suffix| Namespace {
+            track_namespace_suffix
+        }
+        .into()),
+        arb_namespace().prop_map(|track_namespace_suffix| NamespaceDone {
+            track_namespace_suffix
+        }
+        .into()),
+        (
+            any::<u64>(),
+            arb_namespace(),
+            arb_parameters(ParameterScope::PublishNamespace)
+        )
+            .prop_map(|(request_id, track_namespace, parameters)| PublishNamespace {
+                request_id,
+                track_namespace,
+                parameters
+            }
+            .into()),
+        (
+            any::<u64>(),
+            arb_namespace(),
+            arb_parameters(ParameterScope::SubscribeNamespace)
+        )
+            .prop_map(
+                |(request_id, track_namespace_prefix, parameters)| SubscribeNamespace {
+                    request_id,
+                    track_namespace_prefix,
+                    parameters
+                }
+                .into()
+            ),
         (arb_namespace(), arb_name()).prop_map(|(track_namespace_suffix, track_name)| PublishBlocked {
             track_namespace_suffix,
             track_name
