@@ -16,5 +16,7 @@
 pub mod coding;
 pub mod data;
 pub mod message;
+#[cfg(feature = "session")]
+pub mod session;
 
 pub use coding::Version;

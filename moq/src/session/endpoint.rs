@@ -1,0 +1,313 @@
+//! QUIC endpoints: a server that serves raw-QUIC MoQT and WebTransport on one UDP port (chosen
+//! by ALPN), and a client that dials `moqt://` (raw QUIC) or `https://` (WebTransport) URLs.
+
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+use url::Url;
+use web_transport_quinn::proto::ConnectResponse;
+
+use super::handshake::{self, ClientOptions, PendingSession};
+use super::{Error, Session, SessionConfig, SessionDriver, TransportConfig};
+use crate::Version;
+
+/// The ALPN token for WebTransport over HTTP/3.
+pub const ALPN_H3: &str = "h3";
+
+/// How a session is carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// MoQT directly on a QUIC connection (ALPN `moqt-18`).
+    Quic,
+    /// MoQT inside a WebTransport session over HTTP/3.
+    WebTransport,
+}
+
+impl TransportKind {
+    /// A short label for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Quic => "quic",
+            TransportKind::WebTransport => "webtransport",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bind a UDP socket; an unspecified IPv6 address is bound dual-stack so IPv4 clients
+/// (and `localhost` resolving to either family) reach it.
+fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack wherever the OS allows it; an IPv6-only host still works.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let socket = bind_socket(addr)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime found (run inside tokio)"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+}
+
+/// A MoQT server endpoint: one UDP port, raw QUIC and WebTransport.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    config: SessionConfig,
+}
+
+impl Server {
+    /// Bind `addr` and serve with `tls` (its ALPN list is replaced with ours).
+    pub fn bind(
+        addr: SocketAddr,
+        mut tls: rustls::ServerConfig,
+        transport: &TransportConfig,
+        config: SessionConfig,
+    ) -> Result<Self, Error> {
+        tls.alpn_protocols = Version::SUPPORTED
+            .iter()
+            .map(|v| v.alpn().as_bytes().to_vec())
+            .chain(std::iter::once(ALPN_H3.as_bytes().to_vec()))
+            .collect();
+        // QUIC requires early data to be either disabled or unlimited; we take no 0-RTT.
+        tls.max_early_data_size = 0;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| Error::InvalidArgument(format!("TLS configuration unusable for QUIC: {e}")))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(transport.to_quinn()));
+        let endpoint =
+            endpoint(addr, Some(server)).map_err(|e| Error::Transport(format!("bind {addr}: {e}")))?;
+        Ok(Self { endpoint, config })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The next incoming connection, or `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Incoming> {
+        let incoming = self.endpoint.accept().await?;
+        Some(Incoming {
+            incoming,
+            config: self.config.clone(),
+        })
+    }
+
+    /// Close every connection and stop accepting.
+    pub fn close(&self, code: u32, reason: &str) {
+        self.endpoint.close(code.into(), reason.as_bytes());
+    }
+
+    /// Wait until every connection has finished closing.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connection attempt that has not completed its handshakes yet.
+#[derive(Debug)]
+pub struct Incoming {
+    incoming: quinn::Incoming,
+    config: SessionConfig,
+}
+
+impl Incoming {
+    /// Where the connection comes from.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Refuse the connection (e.g. at the session limit) without completing the handshake.
+    pub fn refuse(self) {
+        self.incoming.refuse();
+    }
+
+    /// Complete QUIC (and, for `h3`, the WebTransport CONNECT), then read the client's SETUP.
+    ///
+    /// The returned [`PendingSession`] lets the application look at the path and SETUP
+    /// (e.g. to authorize) before it accepts or rejects the session.
+    pub async fn handshake(self) -> Result<PendingSession, Error> {
+        let config = self.config;
+        let timeout = config.setup_timeout;
+        let work = async move {
+            let conn = self.incoming.await.map_err(|e| Error::Connect(e.to_string()))?;
+            let alpn = negotiated_alpn(&conn);
+            match alpn.as_deref() {
+                Some(ALPN_H3) => {
+                    let request = web_transport_quinn::Request::accept(conn)
+                        .await
+                        .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
+                    let url = request.url.clone();
+                    // Browsers that cannot send WT-Available-Protocols get the default version.
+                    let version = if request.protocols.is_empty() {
+                        Version::default()
+                    } else if let Some(v) = Version::negotiate(&request.protocols) {
+                        v
+                    } else {
+                        let offered = request.protocols.clone();
+                        let _ = request.reject(http::StatusCode::BAD_REQUEST).await;
+                        return Err(Error::Version(offered));
+                    };
+                    let response = if request.protocols.is_empty() {
+                        ConnectResponse::OK
+                    } else {
+                        ConnectResponse::OK.with_protocol(version.alpn())
+                    };
+                    let transport = request
+                        .respond(response)
+                        .await
+                        .map_err(|e| Error::Connect(format!("WebTransport response: {e}")))?;
+                    handshake::accept(transport, TransportKind::WebTransport, version, Some(url), config)
+                        .await
+                }
+                Some(other) => {
+                    let version =
+                        Version::from_alpn(other).ok_or_else(|| Error::Version(vec![other.into()]))?;
+                    let transport = web_transport_quinn::Session::raw(conn);
+                    handshake::accept(transport, TransportKind::Quic, version, None, config).await
+                }
+                None => Err(Error::Version(Vec::new())),
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::Timeout("setup"))?
+    }
+}
+
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<String> {
+    let data = conn.handshake_data()?;
+    let data = data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?;
+    data.protocol.map(|p| String::from_utf8_lossy(&p).into_owned())
+}
+
+/// A MoQT client endpoint. One UDP socket serves any number of sessions.
+#[derive(Debug, Clone)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    tls: Arc<rustls::ClientConfig>,
+    transport: Arc<quinn::TransportConfig>,
+    config: SessionConfig,
+}
+
+impl Client {
+    /// A client that verifies servers with `tls` (its ALPN list is set per connection).
+    pub fn new(
+        tls: rustls::ClientConfig,
+        transport: &TransportConfig,
+        config: SessionConfig,
+    ) -> Result<Self, Error> {
+        let endpoint = endpoint(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)), None)
+            .or_else(|_| endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None))
+            .map_err(|e| Error::Transport(format!("bind client socket: {e}")))?;
+        Ok(Self {
+            endpoint,
+            tls: Arc::new(tls),
+            transport: Arc::new(transport.to_quinn()),
+            config,
+        })
+    }
+
+    /// Connect to `url` and complete SETUP.
+    ///
+    /// `moqt://host:port/path` uses raw QUIC and sends the authority and path in SETUP;
+    /// `https://host:port/path` uses WebTransport. The returned driver must be polled (e.g.
+    /// spawned) for the session to make progress.
+    pub async fn connect(
+        &self,
+        url: &Url,
+        options: ClientOptions,
+    ) -> Result<(Session, SessionDriver), Error> {
+        let kind = match url.scheme() {
+            "moqt" => TransportKind::Quic,
+            "https" => TransportKind::WebTransport,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unsupported URL scheme {other:?} (use moqt:// or https://)"
+                )))
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::InvalidArgument(format!("URL {url} has no host")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = url.port().unwrap_or(443);
+        let remote = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| Error::Connect(format!("resolve {host}: {e}")))?
+            .next()
+            .ok_or_else(|| Error::Connect(format!("{host} has no address")))?;
+
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = match kind {
+            TransportKind::Quic => Version::SUPPORTED
+                .iter()
+                .map(|v| v.alpn().as_bytes().to_vec())
+                .collect(),
+            TransportKind::WebTransport => vec![ALPN_H3.as_bytes().to_vec()],
+        };
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| Error::InvalidArgument(format!("TLS configuration unusable for QUIC: {e}")))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.transport.clone());
+
+        let config = self.config.clone();
+        let timeout = config.setup_timeout;
+        let work = async {
+            let conn = self
+                .endpoint
+                .connect_with(client, remote, &host)
+                .map_err(|e| Error::Connect(e.to_string()))?
+                .await
+                .map_err(|e| Error::Connect(format!("{remote}: {e}")))?;
+            match kind {
+                TransportKind::Quic => {
+                    let alpn = negotiated_alpn(&conn).unwrap_or_default();
+                    let version = Version::from_alpn(&alpn).ok_or_else(|| Error::Version(vec![alpn]))?;
+                    let transport = web_transport_quinn::Session::raw(conn);
+                    handshake::connect(transport, kind, version, url, options, config).await
+                }
+                TransportKind::WebTransport => {
+                    let protocols = Version::SUPPORTED.iter().map(|v| v.alpn().to_string());
+                    let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
+                        .with_protocols(protocols);
+                    let transport = web_transport_quinn::Session::connect(conn, request)
+                        .await
+                        .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
+                    // A server that ignores WT-Available-Protocols gets our default version.
+                    let version = match transport.protocol() {
+                        Some(p) => {
+                            Version::from_alpn(p).ok_or_else(|| Error::Version(vec![p.to_string()]))?
+                        }
+                        None => Version::default(),
+                    };
+                    handshake::connect(transport, kind, version, url, options, config).await
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| Error::Timeout("setup"))?
+    }
+
+    /// The local address of the client socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Close every session of this client.
+    pub fn close(&self) {
+        self.endpoint.close(0u32.into(), b"client closing");
+    }
+}

@@ -1,0 +1,310 @@
+//! Session initialization (draft-18 §3.2): each side opens a control stream that starts with
+//! SETUP. Data and request streams that beat the control stream are held until setup is done.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use url::Url;
+
+use super::driver::{EarlyStream, SessionDriver};
+use super::reader::StreamReader;
+use super::shared::Shared;
+use super::{Error, Session, SessionConfig, TransportKind};
+use crate::coding::{decode_varint, SessionErrorCode};
+use crate::data::SETUP as SETUP_STREAM;
+use crate::message::{Message, Setup, Token};
+use crate::Version;
+
+/// Which end of the session we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We opened the connection.
+    Client,
+    /// We accepted it.
+    Server,
+}
+
+/// What a client sends in SETUP beyond what the URL implies.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// AUTHORIZATION TOKEN setup options for session establishment.
+    pub tokens: Vec<Token>,
+}
+
+/// Data streams that may arrive before the peer's control stream and are held.
+const MAX_EARLY_STREAMS: usize = 16;
+
+/// A server-side session whose client SETUP has arrived: inspect it, then accept or reject.
+#[derive(Debug)]
+pub struct PendingSession {
+    transport: web_transport_quinn::Session,
+    kind: TransportKind,
+    version: Version,
+    url: Option<Url>,
+    setup: Setup,
+    control: StreamReader,
+    early: Vec<EarlyStream>,
+    config: SessionConfig,
+}
+
+impl PendingSession {
+    /// The client's SETUP.
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Which transport carries the session.
+    pub fn transport(&self) -> TransportKind {
+        self.kind
+    }
+
+    /// The negotiated version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The URL the client asked for: the WebTransport CONNECT URL, or for raw QUIC the
+    /// `moqt://` URL rebuilt from the AUTHORITY and PATH options (absent if it sent neither).
+    pub fn url(&self) -> Option<&Url> {
+        self.url.as_ref()
+    }
+
+    /// The client's address.
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        self.transport.remote_address()
+    }
+
+    /// Send our SETUP and start the session.
+    pub async fn accept(self) -> Result<(Session, SessionDriver), Error> {
+        let mut setup = Setup::default();
+        setup.moqt_implementation = self.config.implementation.clone().map(Into::into);
+        let control = open_control(&self.transport, &setup, self.version).await?;
+        Ok(start(
+            self.transport,
+            self.kind,
+            self.version,
+            Role::Server,
+            self.config,
+            self.url,
+            self.setup,
+            control,
+            self.control,
+            self.early,
+        ))
+    }
+
+    /// Close the session before it starts (e.g. UNAUTHORIZED).
+    pub fn reject(self, code: SessionErrorCode, reason: &str) {
+        self.transport
+            .close(code.code().try_into().unwrap_or(u32::MAX), reason.as_bytes());
+    }
+}
+
+/// Server side: wait for the client's control stream and SETUP.
+pub(crate) async fn accept(
+    transport: web_transport_quinn::Session,
+    kind: TransportKind,
+    version: Version,
+    url: Option<Url>,
+    config: SessionConfig,
+) -> Result<PendingSession, Error> {
+    let (setup, control, early) = match read_peer_setup(&transport, version, &config).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            close_with(&transport, &e);
+            return Err(e);
+        }
+    };
+    let url = match kind {
+        TransportKind::WebTransport => {
+            if setup.path.is_some() || setup.authority.is_some() {
+                let e = Error::Closed {
+                    code: SessionErrorCode::InvalidPath,
+                    reason: "PATH and AUTHORITY are not allowed over WebTransport".into(),
+                };
+                close_with(&transport, &e);
+                return Err(e);
+            }
+            url
+        }
+        TransportKind::Quic => match raw_url(&setup) {
+            Ok(url) => url,
+            Err(e) => {
+                close_with(&transport, &e);
+                return Err(e);
+            }
+        },
+    };
+    Ok(PendingSession {
+        transport,
+        kind,
+        version,
+        url,
+        setup,
+        control,
+        early,
+        config,
+    })
+}
+
+/// Client side: send SETUP, wait for the server's.
+pub(crate) async fn connect(
+    transport: web_transport_quinn::Session,
+    kind: TransportKind,
+    version: Version,
+    url: &Url,
+    options: ClientOptions,
+    config: SessionConfig,
+) -> Result<(Session, SessionDriver), Error> {
+    let mut setup = Setup::default();
+    setup.moqt_implementation = config.implementation.clone().map(Into::into);
+    setup.authorization_tokens = options.tokens;
+    if kind == TransportKind::Quic {
+        let authority = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => return Err(Error::InvalidArgument(format!("URL {url} has no host"))),
+        };
+        let mut path = url.path().to_string();
+        if let Some(query) = url.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        setup.authority = Some(authority);
+        setup.path = Some(path);
+    }
+    let control = open_control(&transport, &setup, version).await?;
+    let (peer_setup, control_reader, early) = match read_peer_setup(&transport, version, &config).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            close_with(&transport, &e);
+            return Err(e);
+        }
+    };
+    if peer_setup.path.is_some() || peer_setup.authority.is_some() {
+        let e = Error::Closed {
+            code: SessionErrorCode::InvalidPath,
+            reason: "a server must not send PATH or AUTHORITY".into(),
+        };
+        close_with(&transport, &e);
+        return Err(e);
+    }
+    Ok(start(
+        transport,
+        kind,
+        version,
+        Role::Client,
+        config,
+        Some(url.clone()),
+        peer_setup,
+        control,
+        control_reader,
+        early,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start(
+    transport: web_transport_quinn::Session,
+    kind: TransportKind,
+    version: Version,
+    role: Role,
+    config: SessionConfig,
+    url: Option<Url>,
+    peer_setup: Setup,
+    control: web_transport_quinn::SendStream,
+    control_reader: StreamReader,
+    early: Vec<EarlyStream>,
+) -> (Session, SessionDriver) {
+    let (requests_tx, requests_rx) = mpsc::channel(config.max_queued_requests.max(1));
+    let shared = Arc::new(Shared::new(
+        transport,
+        kind,
+        version,
+        role,
+        config,
+        url,
+        peer_setup,
+        control,
+        requests_rx,
+    ));
+    tracing::debug!(transport = %kind, %version, ?role, "session established");
+    let driver = SessionDriver::new(shared.clone(), control_reader, requests_tx, early);
+    (Session { shared }, driver)
+}
+
+async fn open_control(
+    transport: &web_transport_quinn::Session,
+    setup: &Setup,
+    version: Version,
+) -> Result<web_transport_quinn::SendStream, Error> {
+    let mut control = transport.open_uni().await?;
+    let mut buf = BytesMut::new();
+    Message::from(setup.clone()).encode_frame(&mut buf, version)?;
+    control.write_all(&buf).await?;
+    Ok(control)
+}
+
+/// Accept unidirectional streams until the peer's control stream arrives, and read SETUP.
+async fn read_peer_setup(
+    transport: &web_transport_quinn::Session,
+    version: Version,
+    config: &SessionConfig,
+) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
+    let mut early = Vec::new();
+    loop {
+        let recv = transport.accept_uni().await?;
+        let mut reader = StreamReader::new(recv, config.max_message_size + 16);
+        // Peek the stream type without consuming it: SETUP's message type is the stream type.
+        let stream_type = reader.peek(|c| decode_varint(c)).await?;
+        match stream_type {
+            Some(SETUP_STREAM) => {
+                let setup = match reader.message(version, config.max_message_size).await? {
+                    Some(Message::Setup(setup)) => setup,
+                    _ => return Err(Error::violation("control stream did not start with SETUP")),
+                };
+                return Ok((setup, reader, early));
+            }
+            Some(_) if early.len() < MAX_EARLY_STREAMS => early.push(EarlyStream(reader)),
+            _ => reader.stop(0),
+        }
+    }
+}
+
+/// Rebuild the `moqt://` URL a raw-QUIC client asked for from its AUTHORITY and PATH.
+fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
+    let (authority, path) = (&setup.authority, &setup.path);
+    if authority.is_none() && path.is_none() {
+        return Ok(None);
+    }
+    if let Some(path) = path {
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(Error::Closed {
+                code: SessionErrorCode::MalformedPath,
+                reason: "PATH must start with '/'".into(),
+            });
+        }
+    }
+    let text = format!(
+        "moqt://{}{}",
+        authority.as_deref().unwrap_or("localhost"),
+        path.as_deref().unwrap_or("")
+    );
+    Url::parse(&text).map(Some).map_err(|_| Error::Closed {
+        code: if authority.is_some() {
+            SessionErrorCode::MalformedAuthority
+        } else {
+            SessionErrorCode::MalformedPath
+        },
+        reason: format!("malformed AUTHORITY/PATH: {text}"),
+    })
+}
+
+fn close_with(transport: &web_transport_quinn::Session, error: &Error) {
+    let code = error.session_code();
+    transport.close(
+        code.code().try_into().unwrap_or(u32::MAX),
+        error.to_string().as_bytes(),
+    );
+}

@@ -1,0 +1,364 @@
+//! Sending objects: a subscription's [`TrackWriter`] with its [`SubgroupWriter`] streams and
+//! datagrams, and the [`FetchWriter`] that answers a FETCH.
+
+use bytes::{Bytes, BytesMut};
+
+use super::request::RequestStream;
+use super::{Error, Session};
+use crate::coding::{DecodeError, Encode, PublishDoneCode, ReasonPhrase, StreamResetCode};
+use crate::data::{
+    FetchGroupOrder, FetchHeader, FetchItem, FetchStream, ObjectDatagram, StreamType, SubgroupHeader,
+    SubgroupId, SubgroupObject,
+};
+use crate::message::{Message, Publish, PublishDone, Subscribe, SubscribeOk};
+
+/// The QUIC send order for a stream (higher is sent first), from draft-18 §7's rules:
+/// subscriber priority first, then publisher priority (both: lower value wins), then group
+/// order (newer groups first when `descending`, older first otherwise).
+///
+/// Only the low 15 bits of the Group ID take part, so ordering between groups 32768 apart
+/// wraps; live streams never keep that many groups in flight.
+pub fn send_order(subscriber_priority: u8, publisher_priority: u8, group_id: u64, descending: bool) -> i32 {
+    let group = (group_id & 0x7fff) as i32;
+    let group = if descending { group } else { 0x7fff - group };
+    (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group
+}
+
+/// Where a [`TrackWriter`]'s subscription came from.
+#[derive(Debug, Clone)]
+enum Origin {
+    Subscribe {
+        subscribe: Box<Subscribe>,
+        ok: Box<SubscribeOk>,
+    },
+    Publish(Box<Publish>),
+}
+
+/// Writes one subscription's objects: subgroup streams and datagrams, then PUBLISH_DONE.
+///
+/// Dropping it without [`finish`](Self::finish) resets the request stream.
+#[derive(Debug)]
+pub struct TrackWriter {
+    session: Session,
+    stream: RequestStream,
+    origin: Origin,
+    alias: u64,
+    subscriber_priority: u8,
+    descending: bool,
+    streams_opened: u64,
+    finished: bool,
+    cancelled: bool,
+}
+
+/// The message type of UNSUBSCRIBE in drafts before 18.
+const LEGACY_UNSUBSCRIBE: u64 = 0x0a;
+
+impl TrackWriter {
+    pub(crate) fn for_subscribe(
+        session: Session,
+        stream: RequestStream,
+        subscribe: Subscribe,
+        ok: SubscribeOk,
+    ) -> Self {
+        let subscriber_priority = subscribe.parameters.subscriber_priority.unwrap_or(128);
+        let descending = subscribe.parameters.group_order == Some(crate::message::GroupOrder::Descending);
+        Self {
+            alias: ok.track_alias,
+            session,
+            stream,
+            origin: Origin::Subscribe {
+                subscribe: Box::new(subscribe),
+                ok: Box::new(ok),
+            },
+            subscriber_priority,
+            descending,
+            streams_opened: 0,
+            finished: false,
+            cancelled: false,
+        }
+    }
+
+    pub(crate) fn for_publish(session: Session, stream: RequestStream, publish: Publish) -> Self {
+        Self {
+            alias: publish.track_alias,
+            session,
+            stream,
+            origin: Origin::Publish(Box::new(publish)),
+            subscriber_priority: 128,
+            descending: false,
+            streams_opened: 0,
+            finished: false,
+            cancelled: false,
+        }
+    }
+
+    /// The Track Alias objects carry.
+    pub fn track_alias(&self) -> u64 {
+        self.alias
+    }
+
+    /// The SUBSCRIBE this writer answers (`None` for a PUBLISH we initiated).
+    pub fn subscribe(&self) -> Option<&Subscribe> {
+        match &self.origin {
+            Origin::Subscribe { subscribe, .. } => Some(subscribe),
+            Origin::Publish(_) => None,
+        }
+    }
+
+    /// The PUBLISH we sent (`None` when answering a SUBSCRIBE).
+    pub fn publish(&self) -> Option<&Publish> {
+        match &self.origin {
+            Origin::Publish(publish) => Some(publish),
+            Origin::Subscribe { .. } => None,
+        }
+    }
+
+    /// The SUBSCRIBE_OK we sent (`None` for a PUBLISH).
+    pub fn subscribe_ok(&self) -> Option<&SubscribeOk> {
+        match &self.origin {
+            Origin::Subscribe { ok, .. } => Some(ok),
+            Origin::Publish(_) => None,
+        }
+    }
+
+    /// Change the subscriber priority and group order used for new streams (e.g. after a
+    /// REQUEST_UPDATE).
+    pub fn set_priority(&mut self, subscriber_priority: u8, descending: bool) {
+        self.subscriber_priority = subscriber_priority;
+        self.descending = descending;
+    }
+
+    /// Open a stream for one subgroup. `publisher_priority` of `None` inherits the track's.
+    pub async fn open_subgroup(
+        &mut self,
+        group_id: u64,
+        subgroup_id: u64,
+        publisher_priority: Option<u8>,
+        with_properties: bool,
+    ) -> Result<SubgroupWriter, Error> {
+        let header = SubgroupHeader {
+            track_alias: self.alias,
+            group_id,
+            subgroup_id: if subgroup_id == 0 {
+                SubgroupId::Zero
+            } else {
+                SubgroupId::Explicit(subgroup_id)
+            },
+            publisher_priority,
+            properties: with_properties,
+            end_of_group: false,
+            first_object: false,
+        };
+        let order = send_order(
+            self.subscriber_priority,
+            publisher_priority.unwrap_or(128),
+            group_id,
+            self.descending,
+        );
+        self.streams_opened += 1;
+        SubgroupWriter::open(&self.session, header, order).await
+    }
+
+    /// Send one object as a datagram (its Track Alias is set here). Datagrams larger than
+    /// the path allows are refused with an error rather than fragmented.
+    pub fn send_datagram(&self, mut datagram: ObjectDatagram) -> Result<(), Error> {
+        datagram.track_alias = self.alias;
+        let mut buf = BytesMut::new();
+        datagram
+            .encode(&mut buf, self.session.version())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.session.shared.transport.send_datagram(buf.freeze())?;
+        Ok(())
+    }
+
+    /// The next request from the subscriber on the request stream: a REQUEST_UPDATE, or for
+    /// a PUBLISH its PUBLISH_OK / REQUEST_ERROR. `None` once the subscriber has cancelled
+    /// (STOP_SENDING, FIN or reset of its side); then [`finish`](Self::finish) promptly.
+    ///
+    /// For interoperability, the pre-draft-18 UNSUBSCRIBE message (type 0x0A), which some
+    /// peers still send, is read as a cancellation.
+    pub async fn next_request(&mut self) -> Result<Option<Message>, Error> {
+        if self.cancelled {
+            return Ok(None);
+        }
+        match self.stream.next_or_stopped().await {
+            Ok(Some(message)) => Ok(Some(message)),
+            Ok(None)
+            | Err(Error::Cancelled(_))
+            | Err(Error::Decode(DecodeError::UnknownMessage(LEGACY_UNSUBSCRIBE))) => {
+                self.cancelled = true;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Answer a REQUEST_UPDATE (with REQUEST_OK or REQUEST_ERROR).
+    pub async fn respond(&mut self, message: Message) -> Result<(), Error> {
+        self.stream.send(&message).await
+    }
+
+    /// End the subscription: PUBLISH_DONE with the number of streams opened, then FIN.
+    /// Close every subgroup stream first (the spec requires it).
+    pub async fn finish(mut self, status: PublishDoneCode, reason: &str) -> Result<(), Error> {
+        self.finished = true;
+        let done = PublishDone {
+            status_code: status,
+            stream_count: self.streams_opened,
+            error_reason: ReasonPhrase::new(reason),
+        };
+        let result = self.stream.send(&done.into()).await;
+        self.stream.finish();
+        result
+    }
+}
+
+impl Drop for TrackWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.stream.reset(StreamResetCode::Cancelled);
+        }
+    }
+}
+
+/// One subgroup's stream: objects in increasing Object ID order.
+#[derive(Debug)]
+pub struct SubgroupWriter {
+    stream: web_transport_quinn::SendStream,
+    header: SubgroupHeader,
+    version: crate::Version,
+    prev_object_id: Option<u64>,
+    buf: BytesMut,
+}
+
+impl SubgroupWriter {
+    async fn open(session: &Session, header: SubgroupHeader, order: i32) -> Result<Self, Error> {
+        let stream = session.shared.transport.open_uni().await?;
+        let _ = stream.set_priority(order);
+        let version = session.version();
+        let mut writer = Self {
+            stream,
+            header,
+            version,
+            prev_object_id: None,
+            buf: BytesMut::with_capacity(64),
+        };
+        writer.header.encode(&mut writer.buf, version);
+        let head = writer.buf.split().freeze();
+        writer.stream.write_chunk(head).await?;
+        Ok(writer)
+    }
+
+    /// The stream's header.
+    pub fn header(&self) -> &SubgroupHeader {
+        &self.header
+    }
+
+    /// Write one object. Its payload is shared, not copied.
+    pub async fn write(&mut self, object: &SubgroupObject) -> Result<(), Error> {
+        object
+            .header()
+            .encode(&mut self.buf, &self.header, self.prev_object_id, self.version)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.prev_object_id = Some(object.object_id);
+        let head = self.buf.split().freeze();
+        if object.payload.is_empty() {
+            self.stream.write_chunk(head).await?;
+        } else {
+            let mut chunks = [head, object.payload.clone()];
+            self.stream.write_all_chunks(&mut chunks).await?;
+        }
+        Ok(())
+    }
+
+    /// Write an object from an id and payload.
+    pub async fn write_payload(&mut self, object_id: u64, payload: Bytes) -> Result<(), Error> {
+        self.write(&SubgroupObject::new(object_id, payload)).await
+    }
+
+    /// Change this stream's send order.
+    pub fn set_send_order(&self, order: i32) {
+        let _ = self.stream.set_priority(order);
+    }
+
+    /// End the subgroup cleanly (FIN).
+    pub fn finish(mut self) {
+        let _ = self.stream.finish();
+    }
+
+    /// Abandon the subgroup (e.g. a subscriber that fell behind skips it).
+    pub fn reset(mut self, code: StreamResetCode) {
+        let _ = self.stream.reset(code.code().try_into().unwrap_or(0));
+    }
+}
+
+/// Writes the objects answering one FETCH on its data stream.
+#[derive(Debug)]
+pub struct FetchWriter {
+    request: RequestStream,
+    stream: web_transport_quinn::SendStream,
+    state: FetchStream,
+    version: crate::Version,
+    buf: BytesMut,
+}
+
+impl FetchWriter {
+    pub(crate) async fn open(
+        request: RequestStream,
+        request_id: u64,
+        order: FetchGroupOrder,
+    ) -> Result<Self, Error> {
+        let session = request.session();
+        let mut stream = session.shared.transport.open_uni().await?;
+        let version = session.version();
+        let mut buf = BytesMut::new();
+        StreamType::Fetch.encode(&mut buf, version);
+        crate::coding::encode_varint(FetchHeader { request_id }.request_id, &mut buf);
+        stream.write_all(&buf).await?;
+        buf.clear();
+        Ok(Self {
+            request,
+            stream,
+            state: FetchStream::new(order),
+            version,
+            buf,
+        })
+    }
+
+    /// Write one object or End of Range marker.
+    pub async fn write(&mut self, item: &FetchItem) -> Result<(), Error> {
+        match item {
+            FetchItem::Object(object) => {
+                self.state
+                    .encode_record(
+                        &crate::data::FetchRecord::Object(object.header()),
+                        &mut self.buf,
+                        self.version,
+                    )
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let head = self.buf.split().freeze();
+                let mut chunks = [head, object.payload.clone()];
+                self.stream.write_all_chunks(&mut chunks).await?;
+            }
+            FetchItem::EndOfRange(_) => {
+                self.state
+                    .encode_item(item, &mut self.buf, self.version)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                let head = self.buf.split().freeze();
+                self.stream.write_chunk(head).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves when the requester cancels the fetch.
+    pub async fn cancelled(&self) -> Option<u64> {
+        self.request.stopped().await
+    }
+
+    /// Finish the data stream and the request stream.
+    pub fn finish(mut self) {
+        let _ = self.stream.finish();
+        self.request.finish();
+    }
+}

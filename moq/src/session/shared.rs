@@ -1,0 +1,389 @@
+//! The [`Session`] handle and the state it shares with its driver.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use url::Url;
+
+use super::handshake::Role;
+use super::publisher::TrackWriter;
+use super::request::{NamespacePublication, NamespaceSubscription, Request, RequestStream};
+use super::subscriber::{FetchReader, Subscription, TrackData};
+use super::{Error, SessionConfig, TransportKind};
+use crate::coding::{ReasonPhrase, SessionErrorCode};
+use crate::message::{
+    Fetch, Goaway, Message, Publish, PublishNamespace, RequestOk, Setup, Subscribe, SubscribeNamespace,
+    SubscribeTracks, TrackStatus,
+};
+use crate::Version;
+
+/// A MoQT session: a cheap, cloneable handle. Dropping every handle does not close the
+/// session; call [`Session::close`].
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Where incoming data streams and datagrams go.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// Subscriptions we receive objects for, by the Track Alias the peer chose.
+    pub tracks: HashMap<u64, mpsc::Sender<TrackData>>,
+    /// FETCH requests awaiting their data stream, by Request ID.
+    pub fetches: HashMap<u64, oneshot::Sender<FetchReader>>,
+    /// Data streams currently waiting for their alias to be registered.
+    pub orphans: usize,
+    /// Request IDs the peer has used (for duplicate detection).
+    pub peer_ids: RequestIds,
+}
+
+/// Request IDs seen from the peer: every id below `floor` (of the peer's parity) plus a
+/// bounded set of ids at or above it, so detection is exact and memory stays bounded.
+#[derive(Debug, Default)]
+pub(crate) struct RequestIds {
+    floor: u64,
+    above: BTreeSet<u64>,
+}
+
+impl RequestIds {
+    /// The most out-of-order ids tolerated before the peer is considered hostile.
+    const MAX_GAPS: usize = 4096;
+
+    pub fn with_parity(first: u64) -> Self {
+        Self {
+            floor: first,
+            above: BTreeSet::new(),
+        }
+    }
+
+    /// One past the highest id seen (the first id if none was).
+    pub fn next_unseen(&self) -> u64 {
+        self.above.last().map_or(self.floor, |last| last + 2)
+    }
+
+    /// Record `id`; `Err` for a duplicate or when the peer leaves too many gaps.
+    pub fn insert(&mut self, id: u64) -> Result<(), Error> {
+        if id < self.floor || !self.above.insert(id) {
+            return Err(Error::Closed {
+                code: SessionErrorCode::InvalidRequestId,
+                reason: format!("duplicate request id {id}"),
+            });
+        }
+        while self.above.first() == Some(&self.floor) {
+            self.above.pop_first();
+            self.floor += 2;
+        }
+        if self.above.len() > Self::MAX_GAPS {
+            return Err(Error::violation("too many outstanding request ids"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub transport: web_transport_quinn::Session,
+    pub kind: TransportKind,
+    pub version: Version,
+    pub role: Role,
+    pub config: SessionConfig,
+    pub url: Option<Url>,
+    pub peer_setup: Setup,
+    next_request_id: AtomicU64,
+    next_alias: AtomicU64,
+    pub routes: Mutex<Routes>,
+    /// Woken whenever a route is added, for data that arrived before its route.
+    pub route_added: Notify,
+    /// Our control stream (SETUP was the first message on it).
+    pub control: tokio::sync::Mutex<web_transport_quinn::SendStream>,
+    pub goaway_sent: AtomicBool,
+    pub goaway_received: watch::Sender<Option<Goaway>>,
+    pub requests: tokio::sync::Mutex<mpsc::Receiver<Request>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        transport: web_transport_quinn::Session,
+        kind: TransportKind,
+        version: Version,
+        role: Role,
+        config: SessionConfig,
+        url: Option<Url>,
+        peer_setup: Setup,
+        control: web_transport_quinn::SendStream,
+        requests: mpsc::Receiver<Request>,
+    ) -> Self {
+        let (first_own, first_peer) = match role {
+            Role::Client => (0, 1),
+            Role::Server => (1, 0),
+        };
+        Self {
+            transport,
+            kind,
+            version,
+            role,
+            config,
+            url,
+            peer_setup,
+            next_request_id: AtomicU64::new(first_own),
+            next_alias: AtomicU64::new(0),
+            routes: Mutex::new(Routes {
+                peer_ids: RequestIds::with_parity(first_peer),
+                ..Default::default()
+            }),
+            route_added: Notify::new(),
+            control: tokio::sync::Mutex::new(control),
+            goaway_sent: AtomicBool::new(false),
+            goaway_received: watch::Sender::new(None),
+            requests: tokio::sync::Mutex::new(requests),
+        }
+    }
+
+    pub fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // A poisoned lock means a panic elsewhere already; the data is still consistent.
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True if `id` has the parity of the peer's request ids.
+    pub fn is_peer_request_id(&self, id: u64) -> bool {
+        match self.role {
+            Role::Client => id % 2 == 1,
+            Role::Server => id % 2 == 0,
+        }
+    }
+
+    pub fn close(&self, code: SessionErrorCode, reason: &str) {
+        let reason = ReasonPhrase::new(reason);
+        self.transport.close(
+            code.code().try_into().unwrap_or(u32::MAX),
+            reason.as_str().as_bytes(),
+        );
+    }
+}
+
+impl Session {
+    /// Which transport carries the session.
+    pub fn transport(&self) -> TransportKind {
+        self.shared.kind
+    }
+
+    /// The negotiated MoQT version.
+    pub fn version(&self) -> Version {
+        self.shared.version
+    }
+
+    /// Whether we are the client or the server.
+    pub fn role(&self) -> Role {
+        self.shared.role
+    }
+
+    /// The peer's SETUP message (its options: path, authority, tokens, implementation).
+    pub fn peer_setup(&self) -> &Setup {
+        &self.shared.peer_setup
+    }
+
+    /// The URL the session was established for: the WebTransport URL, or for raw QUIC the
+    /// `moqt://` URL rebuilt from the AUTHORITY and PATH setup options (when sent).
+    pub fn url(&self) -> Option<&Url> {
+        self.shared.url.as_ref()
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        self.shared.transport.remote_address()
+    }
+
+    /// The current round-trip time estimate.
+    pub fn rtt(&self) -> std::time::Duration {
+        self.shared.transport.rtt()
+    }
+
+    /// Allocate the next Request ID of our parity.
+    pub fn next_request_id(&self) -> u64 {
+        self.shared.next_request_id.fetch_add(2, Ordering::Relaxed)
+    }
+
+    /// Allocate a Track Alias unique within this session, for SUBSCRIBE_OK or PUBLISH.
+    pub fn next_track_alias(&self) -> u64 {
+        self.shared.next_alias.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The next request from the peer, or `None` once the session has ended.
+    pub async fn accept(&self) -> Option<Request> {
+        self.shared.requests.lock().await.recv().await
+    }
+
+    /// Subscribe to a track. The Request ID is assigned here. Resolves on SUBSCRIBE_OK.
+    pub async fn subscribe(&self, mut subscribe: Subscribe) -> Result<Subscription, Error> {
+        subscribe.request_id = self.next_request_id();
+        let mut stream = self.open_request(subscribe.clone().into()).await?;
+        match stream.response(self.shared.config.request_timeout).await? {
+            Message::SubscribeOk(ok) => Subscription::register(self.clone(), stream, subscribe, ok),
+            other => Err(unexpected(&other, "SUBSCRIBE_OK")),
+        }
+    }
+
+    /// Fetch past objects. Resolves on FETCH_OK; objects then arrive on the returned reader.
+    pub async fn fetch(&self, mut fetch: Fetch) -> Result<FetchReader, Error> {
+        fetch.request_id = self.next_request_id();
+        let (tx, rx) = oneshot::channel();
+        self.shared.routes().fetches.insert(fetch.request_id, tx);
+        self.shared.route_added.notify_waiters();
+        let result = async {
+            let mut stream = self.open_request(fetch.clone().into()).await?;
+            match stream.response(self.shared.config.request_timeout).await? {
+                Message::FetchOk(ok) => Ok((stream, ok)),
+                other => Err(unexpected(&other, "FETCH_OK")),
+            }
+        }
+        .await;
+        match result {
+            Ok((stream, ok)) => FetchReader::wait(self.clone(), stream, ok, rx).await,
+            Err(e) => {
+                self.shared.routes().fetches.remove(&fetch.request_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ask for a track's status. Resolves with TRACK_STATUS's REQUEST_OK.
+    pub async fn track_status(&self, mut request: TrackStatus) -> Result<RequestOk, Error> {
+        request.request_id = self.next_request_id();
+        let mut stream = self.open_request(request.into()).await?;
+        let reply = stream.response(self.shared.config.request_timeout).await?;
+        stream.finish();
+        match reply {
+            Message::RequestOk(ok) => Ok(ok),
+            other => Err(unexpected(&other, "REQUEST_OK")),
+        }
+    }
+
+    /// Advertise a namespace. Dropping (or [`NamespacePublication::withdraw`]ing) the result
+    /// withdraws it.
+    pub async fn publish_namespace(
+        &self,
+        mut request: PublishNamespace,
+    ) -> Result<NamespacePublication, Error> {
+        request.request_id = self.next_request_id();
+        let mut stream = self.open_request(request.clone().into()).await?;
+        match stream.response(self.shared.config.request_timeout).await? {
+            Message::RequestOk(_) => Ok(NamespacePublication::new(stream, request.track_namespace)),
+            other => Err(unexpected(&other, "REQUEST_OK")),
+        }
+    }
+
+    /// Subscribe to namespaces under a prefix; NAMESPACE / NAMESPACE_DONE arrive on the result.
+    pub async fn subscribe_namespace(
+        &self,
+        mut request: SubscribeNamespace,
+    ) -> Result<NamespaceSubscription, Error> {
+        request.request_id = self.next_request_id();
+        let mut stream = self.open_request(request.clone().into()).await?;
+        match stream.response(self.shared.config.request_timeout).await? {
+            Message::RequestOk(_) => Ok(NamespaceSubscription::new(stream, request.track_namespace_prefix)),
+            other => Err(unexpected(&other, "REQUEST_OK")),
+        }
+    }
+
+    /// Ask the peer to PUBLISH every track under a prefix. The returned stream stays open
+    /// for PUBLISH_BLOCKED messages; dropping it cancels the request.
+    pub async fn subscribe_tracks(&self, mut request: SubscribeTracks) -> Result<RequestStream, Error> {
+        request.request_id = self.next_request_id();
+        let mut stream = self.open_request(request.into()).await?;
+        match stream.response(self.shared.config.request_timeout).await? {
+            Message::RequestOk(_) => Ok(stream),
+            other => Err(unexpected(&other, "REQUEST_OK")),
+        }
+    }
+
+    /// Push a track to the peer (PUBLISH). The Request ID and Track Alias are assigned here.
+    ///
+    /// Objects may be written at once (before PUBLISH_OK, as the spec allows); the returned
+    /// writer reports the peer's answer through [`TrackWriter::accepted`].
+    pub async fn publish(&self, mut publish: Publish) -> Result<TrackWriter, Error> {
+        publish.request_id = self.next_request_id();
+        publish.track_alias = self.next_track_alias();
+        let stream = self.open_request(publish.clone().into()).await?;
+        Ok(TrackWriter::for_publish(self.clone(), stream, publish))
+    }
+
+    /// Send GOAWAY on the control stream: the peer should move to `new_uri` (servers only;
+    /// empty keeps the current URI) within `timeout`. New requests are then refused with
+    /// GOING_AWAY.
+    pub async fn goaway(&self, new_uri: &str, timeout: std::time::Duration) -> Result<(), Error> {
+        if self.shared.goaway_sent.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let uri = match self.shared.role {
+            Role::Server => new_uri.to_string(),
+            Role::Client => String::new(),
+        };
+        if uri.len() > crate::message::goaway::MAX_NEW_SESSION_URI_LEN {
+            return Err(Error::InvalidArgument("GOAWAY URI longer than 8192 bytes".into()));
+        }
+        // The smallest peer Request ID we might not have processed: one past the highest seen.
+        let next_peer_id = self.shared.routes().peer_ids.next_unseen();
+        let goaway = Goaway {
+            new_session_uri: uri,
+            timeout: timeout.as_millis().try_into().unwrap_or(u64::MAX),
+            request_id: Some(next_peer_id),
+        };
+        let mut buf = bytes::BytesMut::new();
+        Message::from(goaway).encode_frame(&mut buf, self.shared.version)?;
+        self.shared.control.lock().await.write_all(&buf).await?;
+        Ok(())
+    }
+
+    /// The GOAWAY the peer sent, once it arrives.
+    pub async fn goaway_received(&self) -> Goaway {
+        let mut rx = self.shared.goaway_received.subscribe();
+        loop {
+            if let Some(goaway) = rx.borrow_and_update().clone() {
+                return goaway;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives as long as the session state; this is unreachable in
+                // practice, but never resolve rather than invent a GOAWAY.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Close the session with a code and reason.
+    pub fn close(&self, code: SessionErrorCode, reason: &str) {
+        self.shared.close(code, reason);
+    }
+
+    /// Resolves when the session has closed, with the reason.
+    pub async fn closed(&self) -> Error {
+        self.shared.transport.closed().await.into()
+    }
+
+    async fn open_request(&self, first: Message) -> Result<RequestStream, Error> {
+        if self.shared.goaway_received.borrow().is_some() {
+            return Err(Error::GoingAway);
+        }
+        let (send, recv) = self.shared.transport.open_bi().await?;
+        let mut stream = RequestStream::new(self.shared.clone(), send, recv);
+        stream.send(&first).await?;
+        Ok(stream)
+    }
+}
+
+/// The error for a response other than the one expected (REQUEST_ERROR becomes `Refused`).
+pub(crate) fn unexpected(message: &Message, expected: &str) -> Error {
+    match message {
+        Message::RequestError(e) => Error::Refused {
+            code: e.error_code,
+            reason: e.error_reason.to_string(),
+            retry_interval: e.retry_interval,
+        },
+        other => Error::violation(format!(
+            "expected {expected}, got message type {:#x}",
+            other.type_id()
+        )),
+    }
+}

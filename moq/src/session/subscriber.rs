@@ -1,0 +1,389 @@
+//! Receiving objects: a [`Subscription`]'s subgroup streams and datagrams, and a FETCH's
+//! [`FetchReader`].
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::reader::StreamReader;
+use super::request::RequestStream;
+use super::shared::Shared;
+use super::{Error, Session};
+use crate::coding::{SessionErrorCode, StreamResetCode};
+use crate::data::{
+    FetchGroupOrder, FetchItem, FetchObject, FetchRecord, FetchStream, ObjectDatagram, SubgroupHeader,
+    SubgroupObject, SubgroupStream,
+};
+use crate::message::{
+    FetchOk, Message, Publish, PublishDone, RequestError, RequestOk, RequestUpdate, Subscribe, SubscribeOk,
+};
+
+/// Data routed to a subscription by the driver.
+#[derive(Debug)]
+pub(crate) enum TrackData {
+    Subgroup(SubgroupReader),
+    Datagram(ObjectDatagram),
+}
+
+/// What a subscription yields.
+#[derive(Debug)]
+pub enum TrackEvent {
+    /// A new subgroup stream; read its objects with [`SubgroupReader::next`].
+    Subgroup(SubgroupReader),
+    /// One object received as a datagram.
+    Datagram(ObjectDatagram),
+    /// The publisher's answer to a REQUEST_UPDATE.
+    UpdateOk(RequestOk),
+    /// The publisher refused a REQUEST_UPDATE.
+    UpdateError(RequestError),
+    /// PUBLISH_DONE: the publisher ended the subscription. Streams it already opened may
+    /// still arrive; `next` returns `None` once they have (or after a short grace period).
+    Done(PublishDone),
+}
+
+#[derive(Debug)]
+enum Origin {
+    Subscribe {
+        subscribe: Box<Subscribe>,
+        ok: Box<SubscribeOk>,
+    },
+    Publish(Box<Publish>),
+}
+
+/// An established subscription (ours via SUBSCRIBE, or the peer's PUBLISH we accepted).
+/// Dropping it unsubscribes (STOP_SENDING on the request stream).
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+    stream: RequestStream,
+    origin: Origin,
+    alias: u64,
+    data: mpsc::Receiver<TrackData>,
+    request_open: bool,
+    done: Option<(u64, tokio::time::Instant)>,
+    streams_received: u64,
+}
+
+/// Subgroup streams and datagrams queued for a subscription before the application reads them.
+const TRACK_QUEUE: usize = 256;
+
+impl Subscription {
+    pub(crate) fn register(
+        session: Session,
+        stream: RequestStream,
+        subscribe: Subscribe,
+        ok: SubscribeOk,
+    ) -> Result<Self, Error> {
+        let alias = ok.track_alias;
+        Self::new(
+            session,
+            stream,
+            alias,
+            Origin::Subscribe {
+                subscribe: Box::new(subscribe),
+                ok: Box::new(ok),
+            },
+        )
+    }
+
+    pub(crate) fn register_publish(
+        session: Session,
+        stream: RequestStream,
+        publish: Publish,
+    ) -> Result<Self, Error> {
+        let alias = publish.track_alias;
+        Self::new(session, stream, alias, Origin::Publish(Box::new(publish)))
+    }
+
+    fn new(session: Session, stream: RequestStream, alias: u64, origin: Origin) -> Result<Self, Error> {
+        let shared = session.shared;
+        let (tx, data) = mpsc::channel(TRACK_QUEUE);
+        {
+            let mut routes = shared.routes();
+            if routes
+                .tracks
+                .get(&alias)
+                .is_some_and(|existing| !existing.is_closed())
+            {
+                drop(routes);
+                let reason = format!("track alias {alias} is already in use");
+                shared.close(SessionErrorCode::DuplicateTrackAlias, &reason);
+                return Err(Error::Closed {
+                    code: SessionErrorCode::DuplicateTrackAlias,
+                    reason,
+                });
+            }
+            routes.tracks.insert(alias, tx);
+        }
+        shared.route_added.notify_waiters();
+        Ok(Self {
+            shared,
+            stream,
+            origin,
+            alias,
+            data,
+            request_open: true,
+            done: None,
+            streams_received: 0,
+        })
+    }
+
+    /// The Track Alias the publisher chose.
+    pub fn track_alias(&self) -> u64 {
+        self.alias
+    }
+
+    /// The SUBSCRIBE we sent and the SUBSCRIBE_OK we got (`None` for an accepted PUBLISH).
+    pub fn subscribe(&self) -> Option<(&Subscribe, &SubscribeOk)> {
+        match &self.origin {
+            Origin::Subscribe { subscribe, ok } => Some((subscribe, ok)),
+            Origin::Publish(_) => None,
+        }
+    }
+
+    /// The PUBLISH the peer sent (`None` for our own SUBSCRIBE).
+    pub fn publish(&self) -> Option<&Publish> {
+        match &self.origin {
+            Origin::Publish(p) => Some(p),
+            Origin::Subscribe { .. } => None,
+        }
+    }
+
+    /// Send REQUEST_UPDATE; the answer arrives as [`TrackEvent::UpdateOk`]/[`TrackEvent::UpdateError`].
+    pub async fn update(&mut self, update: RequestUpdate) -> Result<(), Error> {
+        self.stream.send(&update.into()).await
+    }
+
+    /// The next event, or `None` when the subscription is over.
+    pub async fn next(&mut self) -> Result<Option<TrackEvent>, Error> {
+        loop {
+            if let Some((count, _)) = self.done {
+                if self.streams_received >= count && self.data.is_empty() {
+                    return Ok(None);
+                }
+            }
+            let grace = self.done.map(|(_, deadline)| deadline);
+            tokio::select! {
+                data = self.data.recv() => match data {
+                    Some(TrackData::Subgroup(s)) => {
+                        self.streams_received += 1;
+                        return Ok(Some(TrackEvent::Subgroup(s)));
+                    }
+                    Some(TrackData::Datagram(d)) => return Ok(Some(TrackEvent::Datagram(d))),
+                    None => return Ok(None),
+                },
+                message = self.stream.next(), if self.request_open => match message {
+                    Ok(Some(Message::PublishDone(done))) => {
+                        if self.done.is_some() {
+                            return Err(Error::violation("second PUBLISH_DONE"));
+                        }
+                        let deadline = tokio::time::Instant::now() + self.shared.config.orphan_timeout;
+                        self.done = Some((done.stream_count, deadline));
+                        return Ok(Some(TrackEvent::Done(done)));
+                    }
+                    Ok(Some(Message::RequestOk(ok))) => return Ok(Some(TrackEvent::UpdateOk(ok))),
+                    Ok(Some(Message::RequestError(e))) => return Ok(Some(TrackEvent::UpdateError(e))),
+                    Ok(Some(Message::Goaway(_))) => continue,
+                    Ok(Some(other)) => {
+                        return Err(Error::violation(format!(
+                            "unexpected message type {:#x} on a subscription stream",
+                            other.type_id()
+                        )))
+                    }
+                    Ok(None) | Err(Error::Cancelled(_)) => {
+                        self.request_open = false;
+                        if self.done.is_none() {
+                            // The publisher closed the stream without PUBLISH_DONE.
+                            return Ok(None);
+                        }
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ = sleep_until(grace), if grace.is_some() => return Ok(None),
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.routes().tracks.remove(&self.alias);
+        self.stream.stop(StreamResetCode::Cancelled);
+        self.stream.finish();
+    }
+}
+
+/// One subgroup stream: its header and then its objects in order.
+#[derive(Debug)]
+pub struct SubgroupReader {
+    shared: Arc<Shared>,
+    state: SubgroupStream,
+    reader: StreamReader,
+}
+
+impl SubgroupReader {
+    pub(crate) fn new(shared: Arc<Shared>, header: SubgroupHeader, reader: StreamReader) -> Self {
+        Self {
+            shared,
+            state: SubgroupStream::new(header),
+            reader,
+        }
+    }
+
+    /// The stream's header (Track Alias, Group ID, Subgroup ID, priority, flags).
+    pub fn header(&self) -> &SubgroupHeader {
+        &self.state.header
+    }
+
+    /// The Group ID.
+    pub fn group_id(&self) -> u64 {
+        self.state.header.group_id
+    }
+
+    /// The Subgroup ID, once known.
+    pub fn subgroup_id(&self) -> Option<u64> {
+        self.state.subgroup_id()
+    }
+
+    /// The next object, or `None` at the end of the stream. A payload larger than the
+    /// configured limit is refused (the stream is stopped) before any of it is buffered.
+    pub async fn next(&mut self) -> Result<Option<SubgroupObject>, Error> {
+        let version = self.shared.version;
+        let state = &mut self.state;
+        let Some(header) = self
+            .reader
+            .decode(|c| state.decode_object_header(c, version))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let limit = self.shared.config.max_object_size;
+        if header.payload_len > limit as u64 {
+            self.stop(StreamResetCode::ExcessiveLoad);
+            return Err(Error::Limit(format!(
+                "object of {} bytes exceeds {limit}",
+                header.payload_len
+            )));
+        }
+        let payload = self.reader.read_exact(header.payload_len as usize).await?;
+        Ok(Some(SubgroupObject {
+            object_id: header.object_id,
+            properties: header.properties,
+            status: header.status,
+            payload,
+        }))
+    }
+
+    /// Stop receiving this subgroup.
+    pub fn stop(&mut self, code: StreamResetCode) {
+        self.reader.stop(code.code().try_into().unwrap_or(0));
+    }
+}
+
+/// The response to our FETCH: FETCH_OK and then the objects on the fetch's data stream.
+#[derive(Debug)]
+pub struct FetchReader {
+    shared: Arc<Shared>,
+    request: Option<RequestStream>,
+    ok: Option<FetchOk>,
+    reader: StreamReader,
+    state: FetchStream,
+}
+
+impl FetchReader {
+    /// What the driver hands over when the FETCH_HEADER stream arrives.
+    pub(crate) fn stream(shared: Arc<Shared>, reader: StreamReader) -> Self {
+        Self {
+            shared,
+            request: None,
+            ok: None,
+            reader,
+            state: FetchStream::new(FetchGroupOrder::Ascending),
+        }
+    }
+
+    pub(crate) async fn wait(
+        session: Session,
+        request: RequestStream,
+        ok: FetchOk,
+        data: oneshot::Receiver<FetchReader>,
+    ) -> Result<Self, Error> {
+        let timeout = session.shared.config.request_timeout;
+        let mut reader = match tokio::time::timeout(timeout, data).await {
+            Ok(Ok(reader)) => reader,
+            Ok(Err(_)) => {
+                return Err(Error::Transport(
+                    "session closed before the fetch stream arrived".into(),
+                ))
+            }
+            Err(_) => return Err(Error::Timeout("fetch data stream")),
+        };
+        let order = fetch_order(ok.parameters.group_order);
+        reader.state = FetchStream::new(order);
+        reader.request = Some(request);
+        reader.ok = Some(ok);
+        Ok(reader)
+    }
+
+    /// The FETCH_OK.
+    pub fn fetch_ok(&self) -> Option<&FetchOk> {
+        self.ok.as_ref()
+    }
+
+    /// The next object or End of Range, or `None` when the publisher finished the stream.
+    pub async fn next(&mut self) -> Result<Option<FetchItem>, Error> {
+        let version = self.shared.version;
+        let state = &mut self.state;
+        let Some(record) = self.reader.decode(|c| state.decode_record(c, version)).await? else {
+            return Ok(None);
+        };
+        match record {
+            FetchRecord::EndOfRange(end) => Ok(Some(FetchItem::EndOfRange(end))),
+            FetchRecord::Object(h) => {
+                let limit = self.shared.config.max_object_size;
+                if h.payload_len > limit as u64 {
+                    self.reader.stop(StreamResetCode::ExcessiveLoad.code() as u32);
+                    return Err(Error::Limit(format!(
+                        "object of {} bytes exceeds {limit}",
+                        h.payload_len
+                    )));
+                }
+                let payload = self.reader.read_exact(h.payload_len as usize).await?;
+                Ok(Some(FetchItem::Object(FetchObject {
+                    group_id: h.group_id,
+                    subgroup_id: h.subgroup_id,
+                    object_id: h.object_id,
+                    publisher_priority: h.publisher_priority,
+                    properties: h.properties,
+                    payload,
+                })))
+            }
+        }
+    }
+}
+
+impl Drop for FetchReader {
+    fn drop(&mut self) {
+        if !self.reader.is_finished() {
+            self.reader.stop(StreamResetCode::Cancelled.code() as u32);
+        }
+        if let Some(request) = &mut self.request {
+            request.finish();
+        }
+    }
+}
+
+/// The data-plane order of a fetch response from FETCH_OK's GROUP_ORDER (ascending by default).
+pub(crate) fn fetch_order(order: Option<crate::message::GroupOrder>) -> FetchGroupOrder {
+    match order {
+        Some(crate::message::GroupOrder::Descending) => FetchGroupOrder::Descending,
+        _ => FetchGroupOrder::Ascending,
+    }
+}

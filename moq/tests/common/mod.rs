@@ -1,0 +1,139 @@
+//! Loopback harness for session tests: a server on an ephemeral port with an in-memory
+//! development certificate, and clients that pin that certificate.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use banyan_certs::{client_config, server_config, DevOptions, Identity, ServerVerification};
+use banyan_moq::session::{
+    Client, ClientOptions, PendingSession, Server, Session, SessionConfig, SessionDriver, TransportConfig,
+    TransportKind,
+};
+use tokio::sync::mpsc;
+use url::Url;
+
+pub struct Harness {
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// Sessions the server accepted, in order.
+    pub sessions: mpsc::Receiver<Session>,
+    /// Errors from server-side handshakes and drivers, for tests that expect them.
+    pub server_errors: mpsc::UnboundedReceiver<banyan_moq::session::Error>,
+    pub identity_hash: banyan_certs::CertHash,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn test_config() -> SessionConfig {
+    SessionConfig {
+        setup_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+/// Start a server whose accepted sessions are delivered on `Harness::sessions`.
+pub async fn start() -> Harness {
+    start_with(test_config()).await
+}
+
+pub async fn start_with(config: SessionConfig) -> Harness {
+    init_tracing();
+    let identity = Identity::mint_dev(&DevOptions::default()).expect("mint");
+    let tls = server_config(&identity, &[]).expect("server tls");
+    let server = Server::bind(
+        "[::]:0".parse().unwrap(),
+        tls,
+        &TransportConfig::default(),
+        config.clone(),
+    )
+    .expect("bind");
+    let port = server.local_addr().unwrap().port();
+    let (tx, sessions) = mpsc::channel(64);
+    let (etx, server_errors) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let tx = tx.clone();
+            let etx = etx.clone();
+            tokio::spawn(async move {
+                let pending: PendingSession = match incoming.handshake().await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = etx.send(e);
+                        return;
+                    }
+                };
+                match pending.accept().await {
+                    Ok((session, driver)) => {
+                        let _ = tx.send(session).await;
+                        if let Err(e) = driver.run().await {
+                            let _ = etx.send(e);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = etx.send(e);
+                    }
+                }
+            });
+        }
+    });
+    let hash = identity.sha256();
+    let client_tls = client_config(&ServerVerification::PinnedSha256(vec![hash]), &[]).expect("client tls");
+    let client = Client::new(client_tls, &TransportConfig::default(), config).expect("client");
+    Harness {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        client,
+        sessions,
+        server_errors,
+        identity_hash: hash,
+    }
+}
+
+impl Harness {
+    pub fn url(&self, kind: TransportKind) -> Url {
+        let scheme = match kind {
+            TransportKind::Quic => "moqt",
+            TransportKind::WebTransport => "https",
+        };
+        Url::parse(&format!(
+            "{scheme}://localhost:{}/banyan?room=1",
+            self.addr.port()
+        ))
+        .unwrap()
+    }
+
+    /// Connect a client, run its driver, and return it with the server's side.
+    pub async fn pair(&mut self, kind: TransportKind) -> (Session, Session) {
+        let (client, driver) = self
+            .client
+            .connect(&self.url(kind), ClientOptions::default())
+            .await
+            .expect("connect");
+        spawn_driver(driver);
+        let server = tokio::time::timeout(Duration::from_secs(5), self.sessions.recv())
+            .await
+            .expect("server session in time")
+            .expect("server running");
+        (client, server)
+    }
+}
+
+pub fn spawn_driver(driver: SessionDriver) {
+    tokio::spawn(async move {
+        let _ = driver.run().await;
+    });
+}
+
+/// Wait for a future with a generous bound so a hang fails the test instead of CI.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
