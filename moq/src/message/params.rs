@@ -322,7 +322,7 @@ impl Decode for Parameters {
             match ty {
                 Self::OBJECT_DELIVERY_TIMEOUT => params.object_delivery_timeout = Some(decode_varint(buf)?),
                 Self::AUTHORIZATION_TOKEN => {
-                    let mut value = length_prefixed(buf, ty)?;
+                    let mut value = length_prefixed(buf)?;
                     params
                         .authorization_tokens
                         .push(Token::decode(&mut value, version)?);
@@ -343,7 +343,7 @@ impl Decode for Parameters {
                 }
                 Self::SUBSCRIBER_PRIORITY => params.subscriber_priority = Some(decode_u8(buf)?),
                 Self::SUBSCRIPTION_FILTER => {
-                    let mut value = length_prefixed(buf, ty)?;
+                    let mut value = length_prefixed(buf)?;
                     let filter = SubscriptionFilter::decode(&mut value, version).map_err(|e| match e {
                         DecodeError::Incomplete => DecodeError::KeyValueFormat(ty),
                         other => other,
@@ -435,6 +435,6 @@ impl Encode for Parameters {
 }
 
 /// Read a length-prefixed parameter value (bounded by the largest control message).
-fn length_prefixed<B: Buf>(buf: &mut B, _ty: u64) -> Result<Bytes, DecodeError> {
+fn length_prefixed<B: Buf>(buf: &mut B) -> Result<Bytes, DecodeError> {
     decode_length_prefixed(buf, "parameter value", MAX_MESSAGE_SIZE)
 }
