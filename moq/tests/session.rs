@@ -2,6 +2,8 @@
 //! subscriptions with objects on subgroup streams (in order, byte-identical), datagrams,
 //! fetch, track status, PUBLISH, GOAWAY, and refused requests, on both transports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod common;
 
 use std::time::Duration;

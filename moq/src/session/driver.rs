@@ -300,10 +300,10 @@ async fn handle_request_stream(
         )));
     };
     if !shared.is_peer_request_id(id) {
-        return Err(Error::Closed {
-            code: SessionErrorCode::InvalidRequestId,
-            reason: format!("request id {id} has our parity"),
-        });
+        return Err(Error::protocol(
+            SessionErrorCode::InvalidRequestId,
+            format!("request id {id} has our parity"),
+        ));
     }
     shared.routes().peer_ids.insert(id)?;
     let mut stream = RequestStream::from_reader(shared.clone(), send, reader);

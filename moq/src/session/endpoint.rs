@@ -139,50 +139,51 @@ impl Incoming {
     /// (e.g. to authorize) before it accepts or rejects the session.
     pub async fn handshake(self) -> Result<PendingSession, Error> {
         let config = self.config;
-        let timeout = config.setup_timeout;
-        let work = async move {
-            let conn = self.incoming.await.map_err(|e| Error::Connect(e.to_string()))?;
-            let alpn = negotiated_alpn(&conn);
-            match alpn.as_deref() {
-                Some(ALPN_H3) => {
-                    let request = web_transport_quinn::Request::accept(conn)
-                        .await
-                        .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
-                    let url = request.url.clone();
-                    // Browsers that cannot send WT-Available-Protocols get the default version.
-                    let version = if request.protocols.is_empty() {
-                        Version::default()
-                    } else if let Some(v) = Version::negotiate(&request.protocols) {
-                        v
-                    } else {
-                        let offered = request.protocols.clone();
-                        let _ = request.reject(http::StatusCode::BAD_REQUEST).await;
-                        return Err(Error::Version(offered));
-                    };
-                    let response = if request.protocols.is_empty() {
-                        ConnectResponse::OK
-                    } else {
-                        ConnectResponse::OK.with_protocol(version.alpn())
-                    };
-                    let transport = request
-                        .respond(response)
-                        .await
-                        .map_err(|e| Error::Connect(format!("WebTransport response: {e}")))?;
-                    handshake::accept(transport, TransportKind::WebTransport, version, Some(url), config)
-                        .await
-                }
-                Some(other) => {
-                    let version =
-                        Version::from_alpn(other).ok_or_else(|| Error::Version(vec![other.into()]))?;
-                    let transport = web_transport_quinn::Session::raw(conn);
-                    handshake::accept(transport, TransportKind::Quic, version, None, config).await
-                }
-                None => Err(Error::Version(Vec::new())),
+        // Each phase has the setup timeout: the QUIC (and CONNECT) handshake here, SETUP in
+        // `handshake::accept`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
+        let connect = tokio::time::timeout(config.setup_timeout, Self::connect(self.incoming));
+        let (transport, kind, version, url) = connect.await.map_err(|_| Error::Timeout("setup"))??;
+        handshake::accept(transport, kind, version, url, config).await
+    }
+
+    /// The QUIC handshake and, for `h3`, the WebTransport CONNECT with version negotiation.
+    async fn connect(
+        incoming: quinn::Incoming,
+    ) -> Result<(web_transport_quinn::Session, TransportKind, Version, Option<Url>), Error> {
+        let conn = incoming.await.map_err(|e| Error::Connect(e.to_string()))?;
+        match negotiated_alpn(&conn).as_deref() {
+            Some(ALPN_H3) => {
+                let request = web_transport_quinn::Request::accept(conn)
+                    .await
+                    .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
+                let url = request.url.clone();
+                // Clients that send no WT-Available-Protocols get the default version.
+                let (version, response) = if request.protocols.is_empty() {
+                    (Version::default(), ConnectResponse::OK)
+                } else if let Some(v) = Version::negotiate(&request.protocols) {
+                    (v, ConnectResponse::OK.with_protocol(v.alpn()))
+                } else {
+                    let offered = request.protocols.clone();
+                    let _ = request.reject(http::StatusCode::NOT_ACCEPTABLE).await;
+                    return Err(Error::Version(offered));
+                };
+                let transport = request
+                    .respond(response)
+                    .await
+                    .map_err(|e| Error::Connect(format!("WebTransport response: {e}")))?;
+                Ok((transport, TransportKind::WebTransport, version, Some(url)))
             }
-        };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| Error::Timeout("setup"))?
+            Some(other) => {
+                let version = Version::from_alpn(other).ok_or_else(|| Error::Version(vec![other.into()]))?;
+                Ok((
+                    web_transport_quinn::Session::raw(conn),
+                    TransportKind::Quic,
+                    version,
+                    None,
+                ))
+            }
+            None => Err(Error::Version(Vec::new())),
+        }
     }
 }
 
@@ -263,7 +264,8 @@ impl Client {
         client.transport_config(self.transport.clone());
 
         let config = self.config.clone();
-        let timeout = config.setup_timeout;
+        // The setup timeout bounds the QUIC (and CONNECT) handshake here, and reading the
+        // server's SETUP inside `handshake::connect`.
         let work = async {
             let conn = self
                 .endpoint
@@ -275,8 +277,7 @@ impl Client {
                 TransportKind::Quic => {
                     let alpn = negotiated_alpn(&conn).unwrap_or_default();
                     let version = Version::from_alpn(&alpn).ok_or_else(|| Error::Version(vec![alpn]))?;
-                    let transport = web_transport_quinn::Session::raw(conn);
-                    handshake::connect(transport, kind, version, url, options, config).await
+                    Ok::<_, Error>((web_transport_quinn::Session::raw(conn), version))
                 }
                 TransportKind::WebTransport => {
                     let protocols = Version::SUPPORTED.iter().map(|v| v.alpn().to_string());
@@ -292,13 +293,14 @@ impl Client {
                         }
                         None => Version::default(),
                     };
-                    handshake::connect(transport, kind, version, url, options, config).await
+                    Ok((transport, version))
                 }
             }
         };
-        tokio::time::timeout(timeout, work)
+        let (transport, version) = tokio::time::timeout(config.setup_timeout, work)
             .await
-            .map_err(|_| Error::Timeout("setup"))?
+            .map_err(|_| Error::Timeout("setup"))??;
+        handshake::connect(transport, kind, version, url, options, config).await
     }
 
     /// The local address of the client socket.

@@ -12,9 +12,14 @@ pub enum Error {
     /// The peer sent bytes we could not decode.
     #[error("malformed input: {0}")]
     Decode(#[from] DecodeError),
-    /// The peer broke a rule of the protocol.
-    #[error("protocol violation: {0}")]
-    ProtocolViolation(String),
+    /// The peer broke a rule of the protocol; the session closes with `code`.
+    #[error("{code}: {reason}")]
+    Protocol {
+        /// The termination code to close with (usually PROTOCOL_VIOLATION).
+        code: SessionErrorCode,
+        /// What the peer did.
+        reason: String,
+    },
     /// The peer closed the session with a MoQT error code.
     #[error("session closed by peer: {code}: {reason}")]
     Closed {
@@ -69,7 +74,7 @@ impl Error {
     pub fn session_code(&self) -> SessionErrorCode {
         match self {
             Error::Decode(e) => e.session_code(),
-            Error::ProtocolViolation(_) => SessionErrorCode::ProtocolViolation,
+            Error::Protocol { code, .. } => *code,
             Error::Timeout("setup") => SessionErrorCode::ControlMessageTimeout,
             Error::Timeout(_) => SessionErrorCode::DataStreamTimeout,
             Error::Version(_) => SessionErrorCode::VersionNegotiationFailed,
@@ -80,7 +85,18 @@ impl Error {
 
     /// A protocol violation with a reason.
     pub(crate) fn violation(reason: impl Into<String>) -> Self {
-        Error::ProtocolViolation(reason.into())
+        Error::Protocol {
+            code: SessionErrorCode::ProtocolViolation,
+            reason: reason.into(),
+        }
+    }
+
+    /// A rule broken by the peer that closes the session with a specific code.
+    pub(crate) fn protocol(code: SessionErrorCode, reason: impl Into<String>) -> Self {
+        Error::Protocol {
+            code,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -77,8 +77,10 @@ impl PendingSession {
 
     /// Send our SETUP and start the session.
     pub async fn accept(self) -> Result<(Session, SessionDriver), Error> {
-        let mut setup = Setup::default();
-        setup.moqt_implementation = self.config.implementation.clone().map(Into::into);
+        let setup = Setup {
+            moqt_implementation: self.config.implementation.clone().map(Into::into),
+            ..Default::default()
+        };
         let control = open_control(&self.transport, &setup, self.version).await?;
         Ok(start(
             self.transport,
@@ -119,10 +121,10 @@ pub(crate) async fn accept(
     let url = match kind {
         TransportKind::WebTransport => {
             if setup.path.is_some() || setup.authority.is_some() {
-                let e = Error::Closed {
-                    code: SessionErrorCode::InvalidPath,
-                    reason: "PATH and AUTHORITY are not allowed over WebTransport".into(),
-                };
+                let e = Error::protocol(
+                    SessionErrorCode::InvalidPath,
+                    "PATH and AUTHORITY are not allowed over WebTransport",
+                );
                 close_with(&transport, &e);
                 return Err(e);
             }
@@ -157,8 +159,10 @@ pub(crate) async fn connect(
     options: ClientOptions,
     config: SessionConfig,
 ) -> Result<(Session, SessionDriver), Error> {
-    let mut setup = Setup::default();
-    setup.moqt_implementation = config.implementation.clone().map(Into::into);
+    let mut setup = Setup {
+        moqt_implementation: config.implementation.clone().map(Into::into),
+        ..Default::default()
+    };
     setup.authorization_tokens = options.tokens;
     if kind == TransportKind::Quic {
         let authority = match (url.host_str(), url.port()) {
@@ -183,10 +187,10 @@ pub(crate) async fn connect(
         }
     };
     if peer_setup.path.is_some() || peer_setup.authority.is_some() {
-        let e = Error::Closed {
-            code: SessionErrorCode::InvalidPath,
-            reason: "a server must not send PATH or AUTHORITY".into(),
-        };
+        let e = Error::protocol(
+            SessionErrorCode::InvalidPath,
+            "a server must not send PATH or AUTHORITY",
+        );
         close_with(&transport, &e);
         return Err(e);
     }
@@ -252,6 +256,19 @@ async fn read_peer_setup(
     version: Version,
     config: &SessionConfig,
 ) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
+    tokio::time::timeout(
+        config.setup_timeout,
+        read_peer_setup_inner(transport, version, config),
+    )
+    .await
+    .map_err(|_| Error::Timeout("setup"))?
+}
+
+async fn read_peer_setup_inner(
+    transport: &web_transport_quinn::Session,
+    version: Version,
+    config: &SessionConfig,
+) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
     let mut early = Vec::new();
     loop {
         let recv = transport.accept_uni().await?;
@@ -280,10 +297,10 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
     }
     if let Some(path) = path {
         if !path.is_empty() && !path.starts_with('/') {
-            return Err(Error::Closed {
-                code: SessionErrorCode::MalformedPath,
-                reason: "PATH must start with '/'".into(),
-            });
+            return Err(Error::protocol(
+                SessionErrorCode::MalformedPath,
+                "PATH must start with '/'",
+            ));
         }
     }
     let text = format!(
@@ -291,14 +308,14 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
         authority.as_deref().unwrap_or("localhost"),
         path.as_deref().unwrap_or("")
     );
-    Url::parse(&text).map(Some).map_err(|_| Error::Closed {
-        code: if authority.is_some() {
-            SessionErrorCode::MalformedAuthority
-        } else {
-            SessionErrorCode::MalformedPath
-        },
-        reason: format!("malformed AUTHORITY/PATH: {text}"),
-    })
+    let code = if authority.is_some() {
+        SessionErrorCode::MalformedAuthority
+    } else {
+        SessionErrorCode::MalformedPath
+    };
+    Url::parse(&text)
+        .map(Some)
+        .map_err(|_| Error::protocol(code, format!("malformed AUTHORITY/PATH: {text}")))
 }
 
 fn close_with(transport: &web_transport_quinn::Session, error: &Error) {

@@ -66,10 +66,10 @@ impl RequestIds {
     /// Record `id`; `Err` for a duplicate or when the peer leaves too many gaps.
     pub fn insert(&mut self, id: u64) -> Result<(), Error> {
         if id < self.floor || !self.above.insert(id) {
-            return Err(Error::Closed {
-                code: SessionErrorCode::InvalidRequestId,
-                reason: format!("duplicate request id {id}"),
-            });
+            return Err(Error::protocol(
+                SessionErrorCode::InvalidRequestId,
+                format!("duplicate request id {id}"),
+            ));
         }
         while self.above.first() == Some(&self.floor) {
             self.above.pop_first();

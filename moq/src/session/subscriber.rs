@@ -108,7 +108,7 @@ impl Subscription {
                 drop(routes);
                 let reason = format!("track alias {alias} is already in use");
                 shared.close(SessionErrorCode::DuplicateTrackAlias, &reason);
-                return Err(Error::Closed {
+                return Err(Error::ClosedLocally {
                     code: SessionErrorCode::DuplicateTrackAlias,
                     reason,
                 });

@@ -1,7 +1,7 @@
 //! Loopback harness for session tests: a server on an ephemeral port with an in-memory
 //! development certificate, and clients that pin that certificate.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,11 +117,17 @@ impl Harness {
             .await
             .expect("connect");
         spawn_driver(driver);
-        let server = tokio::time::timeout(Duration::from_secs(5), self.sessions.recv())
-            .await
-            .expect("server session in time")
-            .expect("server running");
-        (client, server)
+        // Skip sessions of other (e.g. deliberately broken) clients accepted earlier.
+        let port = self.client.local_addr().unwrap().port();
+        loop {
+            let server = tokio::time::timeout(Duration::from_secs(5), self.sessions.recv())
+                .await
+                .expect("server session in time")
+                .expect("server running");
+            if server.remote_address().port() == port {
+                return (client, server);
+            }
+        }
     }
 }
 
