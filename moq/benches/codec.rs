@@ -14,6 +14,7 @@ use banyan_moq::coding::{Encode, KeyValuePair};
 use banyan_moq::data::{
     ObjectDatagram, ObjectProperties, SubgroupHeader, SubgroupId, SubgroupObject, SubgroupStream,
 };
+use banyan_moq::message::{Message, MAX_MESSAGE_SIZE};
 use banyan_moq::Version;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -171,9 +172,80 @@ fn decode_datagrams(wires: &[Bytes]) -> usize {
 /// PLACEHOLDER for the control-message engineer: bench `Message::encode_frame` /
 /// `decode_frame` for SUBSCRIBE and SUBSCRIBE_OK here (Throughput::Elements per message and
 /// Throughput::Bytes per frame), following the batch pattern above.
+/// Control messages a relay handles per subscriber: SUBSCRIBE (with a token and a filter) and
+/// SUBSCRIBE_OK, framed (type, length, payload) as on a request stream.
+fn control_messages() -> Vec<Message> {
+    use banyan_moq::coding::{Location, TrackName, TrackNamespace};
+    use banyan_moq::message::{GroupOrder, Parameters, Subscribe, SubscribeOk, SubscriptionFilter, Token};
+    let namespace = TrackNamespace::from_path("banyan/live/celebrity-show").unwrap_or_default();
+    (0..BATCH as u64)
+        .map(|i| {
+            if i % 2 == 0 {
+                let parameters = Parameters {
+                    authorization_tokens: vec![Token::UseValue {
+                        token_type: 0,
+                        token_value: Bytes::from(vec![b'j'; 180]),
+                    }],
+                    subscriber_priority: Some(64),
+                    group_order: Some(GroupOrder::Ascending),
+                    subscription_filter: Some(SubscriptionFilter::LargestObject),
+                    ..Default::default()
+                };
+                Message::from(Subscribe {
+                    request_id: i,
+                    track_namespace: namespace.clone(),
+                    track_name: TrackName::from("video"),
+                    parameters,
+                })
+            } else {
+                let parameters = Parameters {
+                    largest_object: Some(Location::new(i, 29)),
+                    ..Default::default()
+                };
+                Message::from(SubscribeOk {
+                    track_alias: i,
+                    parameters,
+                    track_properties: Default::default(),
+                })
+            }
+        })
+        .collect()
+}
+
 fn control_benches(c: &mut Criterion) {
-    let _ = c;
-    let _ = subgroup_header(false).to_bytes(V);
+    let messages = control_messages();
+    let mut wire = BytesMut::new();
+    for message in &messages {
+        if message.encode_frame(&mut wire, V).is_err() {
+            unreachable!("benchmark messages are valid");
+        }
+    }
+    let wire = wire.freeze();
+    let mut group = c.benchmark_group("control/subscribe+subscribe_ok");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("encode", |b| {
+        let mut out = BytesMut::with_capacity(wire.len());
+        b.iter(|| {
+            out.clear();
+            for message in &messages {
+                let _ = message.encode_frame(&mut out, V);
+            }
+            black_box(out.len())
+        })
+    });
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            let mut cursor = wire.clone();
+            let mut count = 0;
+            while let Ok(message) = Message::decode_frame(&mut cursor, V, MAX_MESSAGE_SIZE) {
+                black_box(&message);
+                count += 1;
+            }
+            assert_eq!(count, BATCH);
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, subgroup_benches, datagram_benches, control_benches);
