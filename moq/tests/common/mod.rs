@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod moq_rs;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
