@@ -26,7 +26,7 @@ use common::within;
 use moq_transport::coding::{KeyValuePairs, TrackNamespace as TheirNamespace};
 use moq_transport::data::ObjectStatus;
 use moq_transport::serve::{self, ServeError, Track, TrackReaderMode, Tracks};
-use moq_transport::session::Publisher;
+use moq_transport::session::{Publisher, SessionError};
 
 /// No case may take longer than this, whatever hangs.
 const CASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,7 +85,23 @@ mod their_client {
         they_subscribe_we_publish,
         datagrams_to_us,
         datagrams_to_them,
+        they_unsubscribe,
+        we_unsubscribe,
+        we_withdraw,
     );
+
+    /// Cases that only work over WebTransport because moq-transport requires
+    /// WebTransport-mapped stream error codes even on raw QUIC; see moq/README.md,
+    /// "Interoperability".
+    mod webtransport_only {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn we_abandon() {
+            crate::bounded(super::we_abandon(
+                banyan_moq::session::TransportKind::WebTransport,
+            ))
+            .await
+        }
+    }
 
     /// Our server with moq-transport's client connected: (harness, their side, our side).
     async fn connect(kind: TransportKind) -> (common::Harness, Peer, Session) {
@@ -265,6 +281,79 @@ mod their_client {
     async fn datagrams_to_them(kind: TransportKind) {
         let (_h, mut theirs, ours) = connect(kind).await;
         they_subscribe_we_answer(&mut theirs, &ours, "interop/dg-them", Payload::Datagrams).await;
+    }
+
+    /// moq-transport ends a subscription with the pre-draft-18 UNSUBSCRIBE message on the
+    /// request stream; our publisher reads it as a cancellation and finishes.
+    async fn they_unsubscribe(kind: TransportKind) {
+        let (_h, theirs, ours) = connect(kind).await;
+        let (writer, _reader) = Track::new(their_ns("interop/unsub"), "video").produce();
+        let mut subscriber = theirs.subscriber.clone();
+        let subscribing = tokio::spawn(async move { subscriber.subscribe_open(writer).await });
+        let Some(Request::Subscribe(request)) = within("SUBSCRIBE at us", ours.accept()).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        let mut writer = request
+            .accept(SubscribeOk::default())
+            .await
+            .expect("SUBSCRIBE_OK sent");
+        let subscription = within("SUBSCRIBE_OK", subscribing).await.unwrap().unwrap();
+        let unsubscribing = tokio::spawn(subscription.unsubscribe());
+        assert_eq!(
+            within("cancellation at us", writer.next_request()).await.unwrap(),
+            None
+        );
+        writer
+            .finish(PublishDoneCode::SubscriptionEnded, "unsubscribed")
+            .await
+            .unwrap();
+        within("moq-transport's unsubscribe completes", unsubscribing)
+            .await
+            .unwrap();
+        assert!(theirs.is_running());
+    }
+
+    /// We cancel a subscription (STOP_SENDING, CANCELLED, on the request stream).
+    async fn we_unsubscribe(kind: TransportKind) {
+        let (_h, mut theirs, ours) = connect(kind).await;
+        we_unsubscribe_from(&mut theirs, &ours, "interop/we-unsub").await;
+    }
+
+    /// We abandon a subscription we accepted (drop the `TrackWriter` unfinished: RESET_STREAM
+    /// CANCELLED on the request stream). moq-transport must end that subscription only.
+    /// Over raw QUIC it instead ends the whole session (`InvalidReset(1)`): it only accepts
+    /// stream codes in WebTransport's mapped range, which raw QUIC does not use.
+    async fn we_abandon(kind: TransportKind) {
+        let (_h, theirs, ours) = connect(kind).await;
+        let (writer, _reader) = Track::new(their_ns("interop/abandon"), "video").produce();
+        let mut subscriber = theirs.subscriber.clone();
+        let subscribing = tokio::spawn(async move { subscriber.subscribe_open(writer).await });
+        let Some(Request::Subscribe(request)) = within("SUBSCRIBE at us", ours.accept()).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        let writer = request
+            .accept(SubscribeOk::default())
+            .await
+            .expect("SUBSCRIBE_OK sent");
+        let subscription = within("SUBSCRIBE_OK", subscribing).await.unwrap().unwrap();
+        drop(writer);
+        let closed = within("moq-transport sees the reset", subscription.closed()).await;
+        assert!(closed.is_err(), "the subscription ends abnormally: {closed:?}");
+        // The session survives: a new request still works.
+        they_are_refused(&theirs, &ours).await;
+    }
+
+    /// We withdraw a namespace moq-transport accepted (cancel the request stream).
+    async fn we_withdraw(kind: TransportKind) {
+        let (_h, mut theirs, ours) = connect(kind).await;
+        let (publication, inbound) = we_announce(&ours, &mut theirs, "interop/withdrawn").await;
+        publication.withdraw();
+        within("withdrawal at moq-transport", inbound.closed())
+            .await
+            .unwrap();
+        // The session survives and the namespace can be published again.
+        let _again = we_announce(&ours, &mut theirs, "interop/withdrawn").await;
+        assert!(theirs.is_running());
     }
 }
 
@@ -498,6 +587,71 @@ async fn we_announce(
     let publication = within("REQUEST_OK at us", publishing).await.unwrap().unwrap();
     assert_eq!(publication.namespace(), &ns(namespace));
     (publication, inbound)
+}
+
+/// We subscribe to a track moq-transport serves, receive its objects, then cancel (drop the
+/// `Subscription`: STOP_SENDING CANCELLED and FIN on the request stream). moq-transport must
+/// end its side of that subscription only, so the same track can be subscribed again.
+async fn we_unsubscribe_from(theirs: &mut Peer, ours: &Session, namespace: &str) {
+    let (mut tracks, _, catalog) = Tracks::new(their_ns(namespace)).produce();
+    let track = tracks.create("video").expect("track");
+    // Serve each SUBSCRIBE and report when serving it ends.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let mut publisher = theirs.publisher.clone();
+    let _responder = tokio::spawn(async move {
+        while let Some(held) = publisher.subscribed().await {
+            let (catalog, ended_tx) = (catalog.clone(), ended_tx.clone());
+            tokio::spawn(async move {
+                let _ = ended_tx.send(Publisher::serve_subscribe(held, catalog).await);
+            });
+        }
+    });
+    let mut subscription = within("SUBSCRIBE_OK", ours.subscribe(subscribe(namespace, "video")))
+        .await
+        .expect("moq-transport accepts the SUBSCRIBE");
+    let mut subgroups = they_write_subgroups(track);
+    assert_eq!(we_read_subgroups(&mut subscription).await, expected_objects());
+
+    drop(subscription);
+    let served = within("moq-transport ends the subscription", ended.recv()).await;
+    assert!(
+        matches!(served, Some(Err(SessionError::Serve(ServeError::Cancel)))),
+        "serving ends as cancelled: {served:?}"
+    );
+    assert!(
+        theirs.is_running(),
+        "the cancellation ends one request, not the session"
+    );
+
+    // The same track again: not a duplicate any more, and new objects flow.
+    let mut again = within(
+        "second SUBSCRIBE_OK",
+        ours.subscribe(subscribe(namespace, "video")),
+    )
+    .await
+    .expect("moq-transport accepts the second SUBSCRIBE");
+    let mut writer = subgroups
+        .create(serve::Subgroup {
+            group_id: GROUPS,
+            subgroup_id: 0,
+            priority: 7,
+        })
+        .expect("subgroup");
+    writer.write(payload(GROUPS, 0, 0)).expect("object");
+    writer.finish().expect("FIN");
+    loop {
+        let Some(TrackEvent::Subgroup(mut subgroup)) = within("subgroup", again.next()).await.unwrap() else {
+            panic!("expected a subgroup stream")
+        };
+        let (group, sub) = (subgroup.group_id(), subgroup.subgroup_id().expect("subgroup id"));
+        while let Some(object) = within("object", subgroup.next()).await.unwrap() {
+            assert_eq!(object.payload, payload(group, sub, object.object_id));
+        }
+        if group == GROUPS {
+            break;
+        }
+    }
+    assert!(theirs.is_running());
 }
 
 /// moq-transport subscribes to one of our tracks; we refuse with DOES_NOT_EXIST.
