@@ -30,7 +30,7 @@ pub use driver::SessionDriver;
 pub use endpoint::{Client, Incoming, Server, TransportKind, ALPN_H3};
 pub use error::Error;
 pub use handshake::{ClientOptions, PendingSession, Role};
-pub use publisher::{send_order, FetchWriter, SubgroupWriter, TrackWriter};
+pub use publisher::{send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};
 pub use request::{
     FetchRequest, NamespaceAnnouncer, NamespaceEvent, NamespacePublication, NamespaceSubscription,
     PublishNamespaceRequest, PublishRequest, Request, RequestStream, SubscribeNamespaceRequest,

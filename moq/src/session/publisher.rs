@@ -1,6 +1,9 @@
 //! Sending objects: a subscription's [`TrackWriter`] with its [`SubgroupWriter`] streams and
 //! datagrams, and the [`FetchWriter`] that answers a FETCH.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::request::RequestStream;
@@ -39,15 +42,109 @@ enum Origin {
 /// Dropping it without [`finish`](Self::finish) resets the request stream.
 #[derive(Debug)]
 pub struct TrackWriter {
-    session: Session,
+    sender: TrackSender,
     stream: RequestStream,
     origin: Origin,
-    alias: u64,
-    subscriber_priority: u8,
-    descending: bool,
-    streams_opened: u64,
     finished: bool,
     cancelled: bool,
+}
+
+/// The cloneable half of a [`TrackWriter`] that sends objects: open subgroup streams and send
+/// datagrams from as many tasks as needed (e.g. one per group in flight).
+#[derive(Debug, Clone)]
+pub struct TrackSender {
+    session: Session,
+    alias: u64,
+    shared: Arc<SenderState>,
+}
+
+#[derive(Debug)]
+struct SenderState {
+    streams_opened: AtomicU64,
+    /// Subscriber priority in the low 8 bits, bit 8 set for descending group order.
+    priority: AtomicU32,
+}
+
+impl TrackSender {
+    fn new(session: Session, alias: u64, subscriber_priority: u8, descending: bool) -> Self {
+        let state = SenderState {
+            streams_opened: AtomicU64::new(0),
+            priority: AtomicU32::new(pack_priority(subscriber_priority, descending)),
+        };
+        Self {
+            session,
+            alias,
+            shared: Arc::new(state),
+        }
+    }
+
+    /// The Track Alias objects carry.
+    pub fn track_alias(&self) -> u64 {
+        self.alias
+    }
+
+    /// Open a stream for one subgroup. `publisher_priority` of `None` inherits the track's.
+    /// Its send order follows [`send_order`] with the subscription's current priority.
+    pub async fn open_subgroup(
+        &self,
+        group_id: u64,
+        subgroup_id: u64,
+        publisher_priority: Option<u8>,
+        with_properties: bool,
+    ) -> Result<SubgroupWriter, Error> {
+        let header = SubgroupHeader {
+            track_alias: self.alias,
+            group_id,
+            subgroup_id: if subgroup_id == 0 {
+                SubgroupId::Zero
+            } else {
+                SubgroupId::Explicit(subgroup_id)
+            },
+            publisher_priority,
+            properties: with_properties,
+            end_of_group: false,
+            first_object: false,
+        };
+        let (subscriber_priority, descending) = unpack_priority(self.shared.priority.load(Ordering::Relaxed));
+        let order = send_order(
+            subscriber_priority,
+            publisher_priority.unwrap_or(128),
+            group_id,
+            descending,
+        );
+        self.shared.streams_opened.fetch_add(1, Ordering::Relaxed);
+        SubgroupWriter::open(&self.session, header, order).await
+    }
+
+    /// Send one object as a datagram (its Track Alias is set here). Datagrams larger than
+    /// the path allows are refused with an error rather than fragmented.
+    pub fn send_datagram(&self, mut datagram: ObjectDatagram) -> Result<(), Error> {
+        datagram.track_alias = self.alias;
+        let mut buf = BytesMut::new();
+        datagram
+            .encode(&mut buf, self.session.version())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        self.session.shared.transport.send_datagram(buf.freeze())?;
+        Ok(())
+    }
+
+    /// The number of subgroup streams opened so far.
+    pub fn streams_opened(&self) -> u64 {
+        self.shared.streams_opened.load(Ordering::Relaxed)
+    }
+
+    /// The session this sender writes to.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+}
+
+fn pack_priority(subscriber_priority: u8, descending: bool) -> u32 {
+    u32::from(subscriber_priority) | (u32::from(descending) << 8)
+}
+
+fn unpack_priority(packed: u32) -> (u8, bool) {
+    ((packed & 0xff) as u8, packed & 0x100 != 0)
 }
 
 /// The message type of UNSUBSCRIBE in drafts before 18.
@@ -63,16 +160,12 @@ impl TrackWriter {
         let subscriber_priority = subscribe.parameters.subscriber_priority.unwrap_or(128);
         let descending = subscribe.parameters.group_order == Some(crate::message::GroupOrder::Descending);
         Self {
-            alias: ok.track_alias,
-            session,
+            sender: TrackSender::new(session, ok.track_alias, subscriber_priority, descending),
             stream,
             origin: Origin::Subscribe {
                 subscribe: Box::new(subscribe),
                 ok: Box::new(ok),
             },
-            subscriber_priority,
-            descending,
-            streams_opened: 0,
             finished: false,
             cancelled: false,
         }
@@ -80,13 +173,9 @@ impl TrackWriter {
 
     pub(crate) fn for_publish(session: Session, stream: RequestStream, publish: Publish) -> Self {
         Self {
-            alias: publish.track_alias,
-            session,
+            sender: TrackSender::new(session, publish.track_alias, 128, false),
             stream,
             origin: Origin::Publish(Box::new(publish)),
-            subscriber_priority: 128,
-            descending: false,
-            streams_opened: 0,
             finished: false,
             cancelled: false,
         }
@@ -94,7 +183,12 @@ impl TrackWriter {
 
     /// The Track Alias objects carry.
     pub fn track_alias(&self) -> u64 {
-        self.alias
+        self.sender.alias
+    }
+
+    /// A cloneable sender for this subscription's objects.
+    pub fn sender(&self) -> TrackSender {
+        self.sender.clone()
     }
 
     /// The SUBSCRIBE this writer answers (`None` for a PUBLISH we initiated).
@@ -122,53 +216,30 @@ impl TrackWriter {
     }
 
     /// Change the subscriber priority and group order used for new streams (e.g. after a
-    /// REQUEST_UPDATE).
-    pub fn set_priority(&mut self, subscriber_priority: u8, descending: bool) {
-        self.subscriber_priority = subscriber_priority;
-        self.descending = descending;
+    /// REQUEST_UPDATE); every [`TrackSender`] clone sees the change.
+    pub fn set_priority(&self, subscriber_priority: u8, descending: bool) {
+        self.sender
+            .shared
+            .priority
+            .store(pack_priority(subscriber_priority, descending), Ordering::Relaxed);
     }
 
-    /// Open a stream for one subgroup. `publisher_priority` of `None` inherits the track's.
+    /// Open a stream for one subgroup (see [`TrackSender::open_subgroup`]).
     pub async fn open_subgroup(
-        &mut self,
+        &self,
         group_id: u64,
         subgroup_id: u64,
         publisher_priority: Option<u8>,
         with_properties: bool,
     ) -> Result<SubgroupWriter, Error> {
-        let header = SubgroupHeader {
-            track_alias: self.alias,
-            group_id,
-            subgroup_id: if subgroup_id == 0 {
-                SubgroupId::Zero
-            } else {
-                SubgroupId::Explicit(subgroup_id)
-            },
-            publisher_priority,
-            properties: with_properties,
-            end_of_group: false,
-            first_object: false,
-        };
-        let order = send_order(
-            self.subscriber_priority,
-            publisher_priority.unwrap_or(128),
-            group_id,
-            self.descending,
-        );
-        self.streams_opened += 1;
-        SubgroupWriter::open(&self.session, header, order).await
+        self.sender
+            .open_subgroup(group_id, subgroup_id, publisher_priority, with_properties)
+            .await
     }
 
-    /// Send one object as a datagram (its Track Alias is set here). Datagrams larger than
-    /// the path allows are refused with an error rather than fragmented.
-    pub fn send_datagram(&self, mut datagram: ObjectDatagram) -> Result<(), Error> {
-        datagram.track_alias = self.alias;
-        let mut buf = BytesMut::new();
-        datagram
-            .encode(&mut buf, self.session.version())
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        self.session.shared.transport.send_datagram(buf.freeze())?;
-        Ok(())
+    /// Send one object as a datagram (see [`TrackSender::send_datagram`]).
+    pub fn send_datagram(&self, datagram: ObjectDatagram) -> Result<(), Error> {
+        self.sender.send_datagram(datagram)
     }
 
     /// The next request from the subscriber on the request stream: a REQUEST_UPDATE, or for
@@ -204,7 +275,7 @@ impl TrackWriter {
         self.finished = true;
         let done = PublishDone {
             status_code: status,
-            stream_count: self.streams_opened,
+            stream_count: self.sender.streams_opened(),
             error_reason: ReasonPhrase::new(reason),
         };
         let result = self.stream.send(&done.into()).await;

@@ -357,6 +357,11 @@ impl Session {
         self.shared.close(code, reason);
     }
 
+    /// True once the session has closed (either side).
+    pub fn is_closed(&self) -> bool {
+        self.shared.transport.close_reason().is_some()
+    }
+
     /// Resolves when the session has closed, with the reason.
     pub async fn closed(&self) -> Error {
         self.shared.transport.closed().await.into()
