@@ -1,0 +1,1006 @@
+//! The relay's configuration: one struct, [`RelayConfig`], filled from command-line flags,
+//! `BANYAN_RELAY_*` environment variables and an optional TOML file.
+//!
+//! Precedence, highest first: **flag > environment variable > TOML file > default**.
+//!
+//! - Every flag `--some-flag` has the variable `BANYAN_RELAY_SOME_FLAG` and the TOML key
+//!   `some-flag`. An empty variable counts as unset.
+//! - Boolean flags take an optional value: `--dev-cert` means `--dev-cert=true`, and
+//!   `--dev-cert=false` (or `BANYAN_RELAY_DEV_CERT=false`) turns off a value set by a lower layer.
+//!   `true/false`, `yes/no`, `on/off` and `1/0` are accepted.
+//! - `--upstream` is repeatable; its variable holds a comma- or space-separated list and its TOML
+//!   key an array. A higher layer's list replaces a lower layer's, it is not appended to.
+//! - The TOML file is named by `--config` / `BANYAN_RELAY_CONFIG`; unknown keys are an error.
+//!
+//! How: the flags and the variables are parsed by clap together (each variable becomes a
+//! synthetic `--flag=value` placed before the real arguments, for flags not given on the
+//! command line), so both go through the same value parsers; clap's
+//! [`ValueSource`](clap::parser::ValueSource) then tells explicit values from defaults. The
+//! result is serialized into a TOML table, the file's keys are laid over every key that was not
+//! explicit, and the merged table is deserialized back into [`RelayConfig`] (with
+//! `deny_unknown_fields`). Range and consistency checks live in [`RelayConfig::validate`],
+//! which runs after the merge so they apply to values from every layer.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The prefix of every environment variable the relay reads.
+pub const ENV_PREFIX: &str = "BANYAN_RELAY_";
+
+/// The largest control message draft-18 allows (the length field is 16 bits).
+pub const MAX_CONTROL_MESSAGE_SIZE: usize = 65535;
+
+const AFTER_HELP: &str = "\
+Every flag can also be set by an environment variable BANYAN_RELAY_<FLAG> (the flag's name in
+SCREAMING_SNAKE_CASE, e.g. BANYAN_RELAY_MAX_SESSIONS=500; lists comma-separated) or by a key in
+the --config TOML file (the flag's name, e.g. max-sessions = 500).
+Precedence: flag > environment variable > TOML file > default.";
+
+/// Everything the relay binary can be told, from flags, `BANYAN_RELAY_*` variables and TOML.
+///
+/// Build one with [`RelayConfig::load`] (process arguments and environment) or
+/// [`RelayConfig::load_from`] (tests); both merge the layers and [`validate`](Self::validate).
+#[derive(Debug, Clone, PartialEq, Parser, Serialize, Deserialize)]
+#[command(name = "banyan-relay", version, about, long_about = None, after_help = AFTER_HELP)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RelayConfig {
+    /// UDP address for MoQT, both raw QUIC (ALPN moqt-18) and WebTransport (HTTP/3) on one port.
+    #[arg(long, value_name = "ADDR", default_value = "[::]:4443")]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM). Needs --tls-key; excludes --dev-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mint a short-lived, browser-acceptable development certificate at start-up, print its
+    /// SHA-256 hash and serve it at GET /certificate.sha256. Excludes --tls-cert/--tls-key.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_cert: bool,
+
+    /// TCP address of the internal HTTP listener (/metrics, /health, /certificate.sha256).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub http_listen: SocketAddr,
+
+    /// A parent relay to subscribe to for namespaces this relay does not have:
+    /// moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport); the port
+    /// defaults to 443. Repeatable.
+    #[arg(long, value_name = "URL", value_parser = parse_upstream)]
+    #[serde(with = "serde_urls", default)]
+    pub upstream: Vec<Url>,
+
+    /// JWT verification key: an HS256 shared secret (at least 32 bytes, surrounding whitespace
+    /// trimmed) or an ES256 PEM key (PUBLIC KEY, or a PKCS#8 P-256 PRIVATE KEY). See README.
+    #[arg(long, value_name = "FILE")]
+    pub auth_key: Option<PathBuf>,
+
+    /// Accept every client without a token. Without --auth-key the relay refuses to start unless
+    /// this is given.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
+
+    /// A TOML file with more settings (keys are flag names, e.g. max-sessions = 500).
+    /// Flags and environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This relay's name in logs, metrics, /health and loop detection
+    /// [default: <hostname>:<port of --listen>].
+    #[arg(long, value_name = "ID", default_value = "", hide_default_value = true)]
+    pub relay_id: String,
+
+    /// Most concurrent sessions (raw QUIC and WebTransport together); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
+    /// Most concurrent subscriptions (SUBSCRIBE, FETCH, TRACK_STATUS) on one session.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_subscriptions_per_session: usize,
+
+    /// Most namespaces (PUBLISH_NAMESPACE and SUBSCRIBE_NAMESPACE) on one session.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_namespaces_per_session: usize,
+
+    /// Largest control message accepted, in bytes (at most 65535, the draft-18 limit).
+    #[arg(long, value_name = "BYTES", default_value = "65535", value_parser = parse_size)]
+    #[serde(with = "serde_size")]
+    pub max_message_size: usize,
+
+    /// Largest object payload accepted, in bytes (suffixes KiB, MiB, GiB accepted).
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_size)]
+    #[serde(with = "serde_size")]
+    pub max_object_size: usize,
+
+    /// Sustained control requests per second allowed on one session (token bucket rate).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 200)]
+    pub request_rate: u32,
+
+    /// Requests one session may make in a burst above --request-rate (token bucket size).
+    #[arg(long, value_name = "N", default_value_t = 400)]
+    pub request_burst: u32,
+
+    /// Most recent groups kept in memory per track, so new subscribers start at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub cache_groups: usize,
+
+    /// Most bytes of cached objects across all tracks (suffixes KiB, MiB, GiB accepted).
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_size)]
+    #[serde(with = "serde_size")]
+    pub cache_bytes: usize,
+
+    /// How many groups a subscriber may fall behind the newest before its older group streams
+    /// are reset and it is skipped forward to the newest group.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_lag_groups: u64,
+
+    /// How long a SUBSCRIBE for a namespace that is not (yet) published waits for a publisher
+    /// before it fails (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "serde_duration")]
+    pub namespace_wait: Duration,
+
+    /// Let a second publisher of a live namespace replace the first (the first gets an error)
+    /// instead of being refused.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub replace_publisher: bool,
+
+    /// On SIGTERM, how long to wait for sessions to leave after GOAWAY before closing them.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[serde(with = "serde_duration")]
+    pub drain_timeout: Duration,
+
+    /// Log filter in tracing's EnvFilter syntax (e.g. info, banyan_relay=debug,info).
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log: String,
+}
+
+/// A configuration that cannot be used; returned by [`RelayConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither `--tls-cert`/`--tls-key` nor `--dev-cert` was given.
+    #[error("no TLS certificate: give --tls-cert PEM and --tls-key PEM, or --dev-cert for a development certificate")]
+    NoCertificate,
+    /// `--dev-cert` together with `--tls-cert` or `--tls-key`.
+    #[error("--dev-cert cannot be combined with --tls-cert/--tls-key: choose one way to get a certificate")]
+    BothCertificateModes,
+    /// Only one of `--tls-cert` and `--tls-key`.
+    #[error("--tls-cert and --tls-key must be given together")]
+    IncompleteCertificate,
+    /// No `--auth-key` and no `--insecure-no-auth`.
+    #[error("refusing to start without authentication: give --auth-key FILE, or --insecure-no-auth to accept every client without a token")]
+    NoAuth,
+    /// Both `--auth-key` and `--insecure-no-auth`.
+    #[error("--auth-key and --insecure-no-auth contradict each other: give one")]
+    BothAuthModes,
+    /// A file named by a flag does not exist or is not a regular file.
+    #[error("{flag} {}: file not found", path.display())]
+    FileMissing {
+        /// The flag that names the file.
+        flag: &'static str,
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A limit outside its allowed range.
+    #[error("{flag} = {value} is out of range: {expected}")]
+    OutOfRange {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// `--log` is not a valid tracing filter.
+    #[error("--log {filter:?} is not a valid log filter: {reason}")]
+    BadLogFilter {
+        /// The filter given.
+        filter: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl RelayConfig {
+    /// The configuration from the process's arguments, environment and `--config` file, validated.
+    ///
+    /// `--help` and `--version` print and exit the process (status 0), like any clap program.
+    pub fn load() -> anyhow::Result<Self> {
+        let result = Self::load_from(std::env::args_os(), |key| {
+            std::env::var_os(key).map(|v| v.to_string_lossy().into_owned())
+        });
+        if let Err(err) = &result {
+            if let Some(clap_err) = err.downcast_ref::<clap::Error>() {
+                if matches!(
+                    clap_err.kind(),
+                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                ) {
+                    clap_err.exit();
+                }
+            }
+        }
+        result
+    }
+
+    /// The configuration from `args` (the first item is the program name), the variables that
+    /// `env` returns (called with names like `BANYAN_RELAY_LISTEN`) and the `--config` file,
+    /// merged (flag > env > file > default) and validated.
+    ///
+    /// A `--help`/`--version` request comes back as an error holding a [`clap::Error`].
+    pub fn load_from<I, T, E>(args: I, env: E) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+        E: Fn(&str) -> Option<String>,
+    {
+        let mut config = Self::merge(args, env)?;
+        if config.relay_id.is_empty() {
+            config.relay_id = format!("{}:{}", hostname(), config.listen.port());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check ranges and consistency: exactly one certificate mode, an auth key or an explicit
+    /// `--insecure-no-auth`, files that exist, limits in range, a parseable log filter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (self.dev_cert, &self.tls_cert, &self.tls_key) {
+            (true, None, None) => {}
+            (true, _, _) => return Err(ConfigError::BothCertificateModes),
+            (false, None, None) => return Err(ConfigError::NoCertificate),
+            (false, Some(cert), Some(key)) => {
+                check_file("--tls-cert", cert)?;
+                check_file("--tls-key", key)?;
+            }
+            (false, _, _) => return Err(ConfigError::IncompleteCertificate),
+        }
+        match (&self.auth_key, self.insecure_no_auth) {
+            (Some(_), true) => return Err(ConfigError::BothAuthModes),
+            (None, false) => return Err(ConfigError::NoAuth),
+            (Some(key), false) => check_file("--auth-key", key)?,
+            (None, true) => {}
+        }
+        check_range(
+            "--max-message-size",
+            self.max_message_size,
+            16..=MAX_CONTROL_MESSAGE_SIZE,
+            "16 to 65535 bytes",
+        )?;
+        let positive = 1..=usize::MAX;
+        check_range(
+            "--max-sessions",
+            self.max_sessions,
+            positive.clone(),
+            "at least 1",
+        )?;
+        check_range(
+            "--max-subscriptions-per-session",
+            self.max_subscriptions_per_session,
+            positive.clone(),
+            "at least 1",
+        )?;
+        check_range(
+            "--max-namespaces-per-session",
+            self.max_namespaces_per_session,
+            positive.clone(),
+            "at least 1",
+        )?;
+        check_range(
+            "--max-object-size",
+            self.max_object_size,
+            positive.clone(),
+            "at least 1 byte",
+        )?;
+        check_range("--cache-groups", self.cache_groups, positive, "at least 1")?;
+        check_range(
+            "--request-rate",
+            self.request_rate,
+            1..=u32::MAX,
+            "at least 1 per second",
+        )?;
+        check_range(
+            "--request-burst",
+            self.request_burst,
+            self.request_rate.max(1)..=u32::MAX,
+            "at least --request-rate",
+        )?;
+        check_range(
+            "--cache-bytes",
+            self.cache_bytes,
+            self.max_object_size..=usize::MAX,
+            "at least --max-object-size",
+        )?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            return Err(ConfigError::BadLogFilter {
+                filter: self.log.clone(),
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Layer flags, environment and file; no validation.
+    fn merge<I, T, E>(args: I, env: E) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+        E: Fn(&str) -> Option<String>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let cmd = Self::command();
+
+        // Which flags the command line sets (these hide the environment).
+        let cli = cmd.clone().try_get_matches_from(&args)?;
+        let on_cli = explicit_ids(&cmd, &cli);
+
+        // Variables become `--flag=value` arguments for flags not on the command line.
+        let program = args.first().cloned().unwrap_or_else(|| "banyan-relay".into());
+        let mut env_args: Vec<OsString> = Vec::new();
+        for arg in cmd.get_arguments() {
+            let (id, Some(long)) = (arg.get_id().as_str(), arg.get_long()) else {
+                continue;
+            };
+            if on_cli.contains(id) {
+                continue;
+            }
+            let var = env_var_name(id);
+            let Some(value) = env(&var).filter(|v| !v.trim().is_empty()) else {
+                continue;
+            };
+            let values: Vec<&str> = if arg.get_action().takes_values() && is_list(arg) {
+                value
+                    .split([',', ' ', '\t', '\n'])
+                    .filter(|v| !v.is_empty())
+                    .collect()
+            } else {
+                vec![value.trim()]
+            };
+            for v in values {
+                let flag = OsString::from(format!("--{long}={v}"));
+                // Parse each alone first, so an error names the variable.
+                cmd.clone()
+                    .try_get_matches_from([program.clone(), flag.clone()])
+                    .with_context(|| format!("environment variable {var}={value:?}"))?;
+                env_args.push(flag);
+            }
+        }
+
+        let mut all = Vec::with_capacity(1 + env_args.len() + args.len());
+        all.push(program);
+        all.extend(env_args);
+        all.extend(args.into_iter().skip(1));
+        let matches = cmd.clone().try_get_matches_from(all)?;
+        let explicit = explicit_ids(&cmd, &matches);
+        let layered = Self::from_arg_matches(&matches)?;
+
+        let Some(path) = layered.config.clone() else {
+            return Ok(layered);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let file: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+
+        let mut merged =
+            toml::Table::try_from(&layered).context("internal error: serializing the configuration")?;
+        for (key, value) in file {
+            if key == "config" {
+                anyhow::bail!(
+                    "config file {}: `config` cannot be set inside a config file",
+                    path.display()
+                );
+            }
+            if !explicit.contains(key.replace('-', "_").as_str()) {
+                merged.insert(key, value);
+            }
+        }
+        let mut config: Self = toml::Value::Table(merged)
+            .try_into()
+            .with_context(|| format!("config file {}", path.display()))?;
+        config.config = Some(path);
+        Ok(config)
+    }
+
+    /// The TLS certificate and key paths, when a real certificate (not `--dev-cert`) is used.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) if !self.dev_cert => Some((cert, key)),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable for a flag's argument id: `max_sessions` → `BANYAN_RELAY_MAX_SESSIONS`.
+pub fn env_var_name(id: &str) -> String {
+    format!("{ENV_PREFIX}{}", id.replace('-', "_").to_ascii_uppercase())
+}
+
+/// Parse and check an upstream URL: `moqt://` (raw QUIC) or `https://` (WebTransport), with a host.
+pub fn parse_upstream(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "moqt" | "https" => {}
+        other => {
+            return Err(format!(
+                "{text:?}: scheme {other:?} is not supported (use moqt://host:port for raw QUIC or https://host:port/path for WebTransport)"
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{text:?}: credentials in the URL are not supported"));
+    }
+    Ok(url)
+}
+
+/// Parse a byte size: a plain number of bytes, or a number with a unit: `KiB`, `MiB`, `GiB`
+/// (also written `K`, `M`, `G`), or decimal `KB`, `MB`, `GB`; e.g. `8MiB`, `256 MiB`, `65535`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 65535, 8MiB, 256MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown size unit {other:?} (use KiB, MiB or GiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Argument ids whose value came from the command line (after env vars became arguments).
+fn explicit_ids(cmd: &clap::Command, matches: &clap::ArgMatches) -> HashSet<String> {
+    cmd.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| matches!(matches.value_source(id), Some(ValueSource::CommandLine)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// True for repeatable arguments (`Vec` fields).
+fn is_list(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), clap::ArgAction::Append)
+}
+
+fn check_file(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_file() {
+        Ok(())
+    } else {
+        Err(ConfigError::FileMissing {
+            flag,
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn check_range<T: PartialOrd + ToString>(
+    flag: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            flag,
+            value: value.to_string(),
+            expected,
+        })
+    }
+}
+
+/// This host's name, for the default relay id.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "relay".to_owned())
+}
+
+/// `Duration` as humantime text (`"5s"`, `"1m 30s"`).
+mod serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"5s\" or \"500ms\": {e}"
+            ))
+        })
+    }
+}
+
+/// Byte sizes as an integer or a string with a unit (see [`super::parse_size`]).
+mod serde_size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Int(n) => usize::try_from(n).map_err(|_| serde::de::Error::custom("size too large")),
+            Size::Text(t) => super::parse_size(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Upstream URLs as an array of strings, each checked by [`super::parse_upstream`].
+mod serde_urls {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(urls.iter().map(Url::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| super::parse_upstream(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// A directory with an auth key and a TOML file, removed on drop.
+    struct Fixture {
+        dir: PathBuf,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("banyan-relay-config-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self { dir }
+        }
+
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let path = self.dir.join(name);
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            path
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<RelayConfig> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        RelayConfig::load_from(std::iter::once("banyan-relay").chain(args.iter().copied()), |k| {
+            env.get(k).cloned()
+        })
+    }
+
+    const MINIMAL: &[&str] = &["--dev-cert", "--insecure-no-auth"];
+
+    #[test]
+    fn defaults() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.listen, "[::]:4443".parse().unwrap());
+        assert_eq!(c.http_listen, "127.0.0.1:9090".parse().unwrap());
+        assert!(c.dev_cert && c.insecure_no_auth && !c.replace_publisher);
+        assert_eq!(c.max_sessions, 10_000);
+        assert_eq!(c.max_subscriptions_per_session, 1_000);
+        assert_eq!(c.max_namespaces_per_session, 64);
+        assert_eq!(c.max_message_size, 65535);
+        assert_eq!(c.max_object_size, 8 << 20);
+        assert_eq!((c.request_rate, c.request_burst), (200, 400));
+        assert_eq!((c.cache_groups, c.cache_bytes), (4, 256 << 20));
+        assert_eq!(c.max_lag_groups, 2);
+        assert_eq!(c.namespace_wait, Duration::from_secs(5));
+        assert_eq!(c.drain_timeout, Duration::from_secs(10));
+        assert_eq!(c.log, "info");
+        assert!(c.upstream.is_empty());
+        assert!(c.relay_id.ends_with(":4443"), "{}", c.relay_id);
+    }
+
+    #[test]
+    fn flags() {
+        let c = load(
+            &[
+                "--listen",
+                "127.0.0.1:5000",
+                "--dev-cert",
+                "--insecure-no-auth",
+                "--upstream",
+                "moqt://origin.example:4443/relay",
+                "--upstream=https://other.example/moq",
+                "--max-object-size",
+                "1MiB",
+                "--namespace-wait=250ms",
+                "--replace-publisher",
+                "--relay-id",
+                "edge-1",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 5000);
+        assert_eq!(c.upstream.len(), 2);
+        assert_eq!(c.upstream[0].scheme(), "moqt");
+        assert_eq!(c.upstream[1].as_str(), "https://other.example/moq");
+        assert_eq!(c.max_object_size, 1 << 20);
+        assert_eq!(c.namespace_wait, Duration::from_millis(250));
+        assert!(c.replace_publisher);
+        assert_eq!(c.relay_id, "edge-1");
+    }
+
+    #[test]
+    fn toml_only() {
+        let fx = Fixture::new("toml-only");
+        let key = fx.file("hs.key", "0123456789abcdef0123456789abcdef");
+        let toml = fx.file(
+            "relay.toml",
+            &format!(
+                r#"
+listen = "127.0.0.1:7000"
+dev-cert = true
+auth-key = "{}"
+upstream = ["moqt://parent:4443"]
+max-sessions = 5
+cache-bytes = "1GiB"
+max-object-size = 1048576
+namespace-wait = "2s"
+replace-publisher = true
+log = "debug"
+"#,
+                key.display()
+            ),
+        );
+        let c = load(&["--config", toml.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert!(c.dev_cert);
+        assert_eq!(c.auth_key.as_deref(), Some(key.as_path()));
+        assert_eq!(c.upstream[0].as_str(), "moqt://parent:4443");
+        assert_eq!(c.max_sessions, 5);
+        assert_eq!(c.cache_bytes, 1 << 30);
+        assert_eq!(c.max_object_size, 1 << 20);
+        assert_eq!(c.namespace_wait, Duration::from_secs(2));
+        assert!(c.replace_publisher);
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.config.as_deref(), Some(toml.as_path()));
+        // Untouched keys keep their defaults.
+        assert_eq!(c.max_lag_groups, 2);
+        assert_eq!(c.http_listen.port(), 9090);
+    }
+
+    #[test]
+    fn env_overrides_toml_and_flag_overrides_env() {
+        let fx = Fixture::new("layers");
+        let toml = fx.file(
+            "relay.toml",
+            r#"
+dev-cert = true
+insecure-no-auth = true
+max-sessions = 5
+max-lag-groups = 7
+cache-groups = 9
+upstream = ["moqt://from-file:1"]
+replace-publisher = true
+"#,
+        );
+        let path = toml.to_str().unwrap();
+        let env = [
+            ("BANYAN_RELAY_CONFIG", path),
+            ("BANYAN_RELAY_MAX_SESSIONS", "6"),
+            ("BANYAN_RELAY_MAX_LAG_GROUPS", "8"),
+            ("BANYAN_RELAY_UPSTREAM", "moqt://from-env:1, https://from-env:2/x"),
+            ("BANYAN_RELAY_REPLACE_PUBLISHER", "false"),
+            ("BANYAN_RELAY_LOG", ""), // empty = unset
+        ];
+        let c = load(&[], &env).unwrap();
+        assert_eq!(c.max_sessions, 6, "env over file");
+        assert_eq!(c.max_lag_groups, 8, "env over file");
+        assert_eq!(c.cache_groups, 9, "file over default");
+        assert!(!c.replace_publisher, "env false over file true");
+        assert_eq!(c.log, "info");
+        let ups: Vec<&str> = c.upstream.iter().map(Url::as_str).collect();
+        assert_eq!(
+            ups,
+            ["moqt://from-env:1", "https://from-env:2/x"],
+            "env list replaces file list"
+        );
+
+        let c = load(&["--max-sessions", "7", "--upstream", "moqt://from-flag:1"], &env).unwrap();
+        assert_eq!(c.max_sessions, 7, "flag over env");
+        assert_eq!(c.max_lag_groups, 8);
+        assert_eq!(c.cache_groups, 9);
+        assert_eq!(c.upstream.len(), 1);
+        assert_eq!(c.upstream[0].as_str(), "moqt://from-flag:1");
+
+        // A flag that sets a bool back to false beats the file.
+        let c = load(
+            &[
+                "--config",
+                path,
+                "--dev-cert=false",
+                "--tls-cert",
+                path,
+                "--tls-key",
+                path,
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!c.dev_cert);
+        assert!(c.tls_files().is_some());
+    }
+
+    #[test]
+    fn unknown_toml_key_is_an_error() {
+        let fx = Fixture::new("unknown");
+        let toml = fx.file("relay.toml", "dev-cert = true\nmax-sesions = 5\n");
+        let err = load(&["--insecure-no-auth", "--config", toml.to_str().unwrap()], &[]).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("max-sesions"), "{text}");
+
+        let toml = fx.file("relay2.toml", "config = \"other.toml\"\n");
+        assert!(load(&["--config", toml.to_str().unwrap()], &[]).is_err());
+
+        let toml = fx.file("relay3.toml", "max-sessions = \"many\"\n");
+        assert!(load(&["--config", toml.to_str().unwrap()], &[]).is_err());
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err = load(
+            &[
+                "--dev-cert",
+                "--insecure-no-auth",
+                "--config",
+                "/nonexistent/relay.toml",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/relay.toml"));
+    }
+
+    #[test]
+    fn invalid_urls_are_errors() {
+        for bad in [
+            "http://x:1",
+            "moqt://",
+            "not a url",
+            "quic://x:1",
+            "https://user:pw@x/",
+        ] {
+            assert!(
+                load(&["--dev-cert", "--insecure-no-auth", "--upstream", bad], &[]).is_err(),
+                "{bad}"
+            );
+        }
+        let err = load(MINIMAL, &[("BANYAN_RELAY_UPSTREAM", "ftp://x")]).unwrap_err();
+        assert!(format!("{err:#}").contains("BANYAN_RELAY_UPSTREAM"), "{err:#}");
+
+        let fx = Fixture::new("badurl");
+        let toml = fx.file("relay.toml", "upstream = [\"gopher://x\"]\n");
+        assert!(load(
+            &[
+                "--dev-cert",
+                "--insecure-no-auth",
+                "--config",
+                toml.to_str().unwrap()
+            ],
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn certificate_modes() {
+        let err = load(&["--insecure-no-auth"], &[]).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ConfigError>(),
+            Some(&ConfigError::NoCertificate)
+        );
+
+        let fx = Fixture::new("certs");
+        let pem = fx.file("cert.pem", "x");
+        let pem = pem.to_str().unwrap();
+        let err = load(
+            &[
+                "--insecure-no-auth",
+                "--dev-cert",
+                "--tls-cert",
+                pem,
+                "--tls-key",
+                pem,
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ConfigError>(),
+            Some(&ConfigError::BothCertificateModes)
+        );
+
+        let err = load(&["--insecure-no-auth", "--tls-cert", pem], &[]).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ConfigError>(),
+            Some(&ConfigError::IncompleteCertificate)
+        );
+
+        let err = load(
+            &[
+                "--insecure-no-auth",
+                "--tls-cert",
+                pem,
+                "--tls-key",
+                "/nonexistent.pem",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<ConfigError>(),
+            Some(ConfigError::FileMissing {
+                flag: "--tls-key",
+                ..
+            })
+        ));
+
+        let c = load(&["--insecure-no-auth", "--tls-cert", pem, "--tls-key", pem], &[]).unwrap();
+        assert_eq!(c.tls_files(), Some((Path::new(pem), Path::new(pem))));
+    }
+
+    #[test]
+    fn auth_is_required_unless_insecure() {
+        let err = load(&["--dev-cert"], &[]).unwrap_err();
+        assert_eq!(err.downcast_ref::<ConfigError>(), Some(&ConfigError::NoAuth));
+        assert!(err.to_string().contains("--insecure-no-auth"));
+
+        let err = load(&["--dev-cert", "--auth-key", "/nonexistent.key"], &[]).unwrap_err();
+        assert!(matches!(
+            err.downcast_ref::<ConfigError>(),
+            Some(ConfigError::FileMissing {
+                flag: "--auth-key",
+                ..
+            })
+        ));
+
+        let fx = Fixture::new("auth");
+        let key = fx.file("k", "secret");
+        let key = key.to_str().unwrap();
+        assert!(load(&["--dev-cert", "--auth-key", key], &[]).is_ok());
+        let err = load(&["--dev-cert", "--auth-key", key, "--insecure-no-auth"], &[]).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ConfigError>(),
+            Some(&ConfigError::BothAuthModes)
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        for (flag, value) in [
+            ("--max-message-size", "65536"),
+            ("--max-message-size", "0"),
+            ("--max-sessions", "0"),
+            ("--cache-groups", "0"),
+            ("--request-rate", "0"),
+            ("--request-burst", "10"),
+            ("--cache-bytes", "1KiB"),
+            ("--log", "foo=bar=baz"),
+        ] {
+            let err = load(&["--dev-cert", "--insecure-no-auth", flag, value], &[]).unwrap_err();
+            assert!(
+                err.downcast_ref::<ConfigError>().is_some(),
+                "{flag} {value}: {err:#}"
+            );
+        }
+        for (flag, value) in [
+            ("--max-sessions", "-1"),
+            ("--namespace-wait", "soon"),
+            ("--listen", "nowhere"),
+        ] {
+            assert!(
+                load(&["--dev-cert", "--insecure-no-auth", flag, value], &[]).is_err(),
+                "{flag}"
+            );
+        }
+        let err = load(MINIMAL, &[("BANYAN_RELAY_MAX_SESSIONS", "lots")]).unwrap_err();
+        assert!(format!("{err:#}").contains("BANYAN_RELAY_MAX_SESSIONS"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("65535"), Ok(65535));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("256 MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn help_mentions_every_flag_and_env_rule() {
+        let help = RelayConfig::command().render_long_help().to_string();
+        for arg in RelayConfig::command().get_arguments() {
+            if let Some(long) = arg.get_long() {
+                assert!(help.contains(&format!("--{long}")), "{long}");
+                assert!(arg.get_help().is_some(), "{long} has no help");
+            }
+        }
+        assert!(help.contains("BANYAN_RELAY_"));
+        let err = load(&["--help"], &[]).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<clap::Error>().map(clap::Error::kind),
+            Some(clap::error::ErrorKind::DisplayHelp)
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        RelayConfig::command().debug_assert();
+        assert_eq!(env_var_name("max_lag_groups"), "BANYAN_RELAY_MAX_LAG_GROUPS");
+    }
+}
