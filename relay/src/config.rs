@@ -84,7 +84,7 @@ pub struct RelayConfig {
     pub upstream: Vec<Url>,
 
     /// JWT verification key: an HS256 shared secret (at least 32 bytes, surrounding whitespace
-    /// trimmed) or an ES256 PEM key (PUBLIC KEY, or a PKCS#8 P-256 PRIVATE KEY). See README.
+    /// trimmed) or an ES256 P-256 PEM key (PUBLIC KEY, PRIVATE KEY or EC PRIVATE KEY). See README.
     #[arg(long, value_name = "FILE")]
     pub auth_key: Option<PathBuf>,
 

@@ -1,0 +1,251 @@
+//! Fan-out: one forwarder per downstream subscription, reading the shared cache with its own
+//! cursor. A subscriber that cannot keep up never slows anyone else: its streams back up in
+//! its own QUIC flow control, and once it is more than `max_lag` groups behind the newest,
+//! its oldest group streams are reset and it carries on with the newest group (counted).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, StreamResetCode};
+use banyan_moq::data::SubgroupObject;
+use banyan_moq::message::{Message, RequestError, RequestOk};
+use banyan_moq::session::{TrackSender, TrackWriter};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+
+use crate::cache::{Group, Start, Subgroup};
+use crate::metrics::Metrics;
+use crate::track::{SubscriberGuard, TrackState};
+
+/// How a forwarder behaves.
+#[derive(Clone, Debug)]
+pub struct ForwardConfig {
+    /// Groups a subscriber may have in flight behind the newest before the oldest is skipped.
+    pub max_lag: usize,
+    /// How long, after the track ends, in-flight groups may take before PUBLISH_DONE.
+    pub drain: Duration,
+}
+
+/// Forward a track to one subscriber until it unsubscribes or the track ends.
+pub async fn forward(
+    guard: SubscriberGuard,
+    mut writer: TrackWriter,
+    start: Start,
+    end_group: Option<u64>,
+    config: ForwardConfig,
+    metrics: Arc<Metrics>,
+) {
+    let track = guard.track().clone();
+    let sender = writer.sender();
+    let datagram_id = track.add_datagram_sender(sender.clone());
+    let mut state = track.state();
+    metrics.subscriptions.inc();
+
+    let mut active = FuturesUnordered::new();
+    let mut in_flight: VecDeque<(u64, watch::Sender<bool>)> = VecDeque::new();
+    let mut next = Some(start);
+    let mut last_group: Option<u64> = None;
+    let outcome = loop {
+        // The next group to send: the start point once, then each newer group.
+        let upcoming = async {
+            match next {
+                Some(start) => track.cache.first_group(start).await,
+                None => (track.cache.next_group_after(last_group).await, 0),
+            }
+        };
+        tokio::select! {
+            (group, first_object) = upcoming => {
+                next = None;
+                if end_group.is_some_and(|end| group.id > end) {
+                    break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
+                }
+                last_group = Some(group.id);
+                let (cancel, cancelled) = watch::channel(false);
+                active.push(send_group(sender.clone(), group.clone(), first_object, cancelled, metrics.clone()));
+                in_flight.push_back((group.id, cancel));
+                while in_flight.len() > config.max_lag + 1 {
+                    if let Some((skipped, cancel)) = in_flight.pop_front() {
+                        tracing::debug!(track = %track.name, group = skipped, "subscriber behind; skipping group");
+                        metrics.groups_skipped.inc();
+                        let _ = cancel.send(true);
+                    }
+                }
+            }
+            Some(finished) = active.next(), if !active.is_empty() => {
+                in_flight.retain(|(id, _)| *id != finished);
+                if end_group.is_some_and(|end| finished >= end) && active.is_empty() {
+                    break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
+                }
+            }
+            request = writer.next_request() => match request {
+                Ok(Some(Message::RequestUpdate(update))) => {
+                    let reply: Message = if update.parameters.subscription_filter.is_some() {
+                        RequestError::new(RequestErrorCode::NotSupported, 0, "changing the filter is not supported").into()
+                    } else {
+                        let priority = update.parameters.subscriber_priority;
+                        let order = update.parameters.group_order;
+                        if priority.is_some() || order.is_some() {
+                            let descending = order == Some(banyan_moq::message::GroupOrder::Descending);
+                            writer.set_priority(priority.unwrap_or(128), descending);
+                        }
+                        RequestOk::default().into()
+                    };
+                    if writer.respond(reply).await.is_err() {
+                        break Outcome::Gone;
+                    }
+                }
+                Ok(Some(other)) => {
+                    tracing::debug!(message = other.name(), "unexpected message on a subscription stream");
+                    break Outcome::Gone;
+                }
+                Ok(None) | Err(_) => break Outcome::Gone,
+            },
+            changed = state.changed() => {
+                let ended = match &*state.borrow_and_update() {
+                    TrackState::Ended { code, reason } => Some((*code, reason.clone())),
+                    TrackState::Failed { reason, .. } => Some((PublishDoneCode::InternalError, reason.clone())),
+                    _ => None,
+                };
+                if let Some((code, reason)) = ended {
+                    break Outcome::Done(code, reason);
+                }
+                if changed.is_err() {
+                    break Outcome::Done(PublishDoneCode::InternalError, "track gone".into());
+                }
+            }
+        }
+    };
+    track.remove_datagram_sender(datagram_id);
+    match outcome {
+        Outcome::Done(code, reason) => {
+            // Let in-flight groups finish (bounded), then PUBLISH_DONE.
+            let _ =
+                tokio::time::timeout(config.drain, async { while active.next().await.is_some() {} }).await;
+            for (_, cancel) in in_flight {
+                let _ = cancel.send(true);
+            }
+            drop(active);
+            let _ = writer.finish(code, &reason).await;
+        }
+        Outcome::Gone => {
+            for (_, cancel) in in_flight {
+                let _ = cancel.send(true);
+            }
+        }
+    }
+    metrics.subscriptions.dec();
+    drop(guard);
+}
+
+enum Outcome {
+    /// End with PUBLISH_DONE.
+    Done(PublishDoneCode, String),
+    /// The subscriber went away (or its stream failed): nothing more to send.
+    Gone,
+}
+
+/// Send one group: a stream per subgroup, opened as subgroups appear. Returns the group id.
+async fn send_group(
+    sender: TrackSender,
+    group: Arc<Group>,
+    first_object: u64,
+    cancelled: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) -> u64 {
+    let mut subgroups = FuturesUnordered::new();
+    let mut seen = 0;
+    let mut group_closed = false;
+    let mut cancel = cancelled.clone();
+    loop {
+        tokio::select! {
+            more = group.subgroups_from(seen), if !group_closed => {
+                if more.is_empty() {
+                    group_closed = true;
+                }
+                for subgroup in more {
+                    seen += 1;
+                    subgroups.push(send_subgroup(sender.clone(), subgroup, first_object, cancelled.clone(), metrics.clone()));
+                }
+            }
+            Some(()) = subgroups.next(), if !subgroups.is_empty() => {}
+            _ = cancel.changed() => break,
+            else => break,
+        }
+        if group_closed && subgroups.is_empty() {
+            break;
+        }
+    }
+    // On cancel the subgroup futures reset their own streams; drive them to do so.
+    while subgroups.next().await.is_some() {}
+    group.id
+}
+
+/// Send one subgroup's objects on one stream, from `first_object` on.
+async fn send_subgroup(
+    sender: TrackSender,
+    subgroup: Arc<Subgroup>,
+    first_object: u64,
+    mut cancelled: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut stream = None;
+    let mut next = 0;
+    loop {
+        if *cancelled.borrow() {
+            break;
+        }
+        let objects = tokio::select! {
+            objects = subgroup.read_from(next) => objects,
+            _ = cancelled.changed() => break,
+        };
+        if objects.is_empty() {
+            if let Some(stream) = stream.take() {
+                banyan_moq::session::SubgroupWriter::finish(stream);
+            }
+            return;
+        }
+        for object in objects {
+            next += 1;
+            if object.id < first_object {
+                continue;
+            }
+            if stream.is_none() {
+                let opened = tokio::select! {
+                    opened = sender.open_subgroup(subgroup.group_id, subgroup.subgroup_id, subgroup.publisher_priority, subgroup.properties) => opened,
+                    _ = cancelled.changed() => return,
+                };
+                match opened {
+                    Ok(s) => stream = Some(s),
+                    Err(_) => return,
+                }
+            }
+            let Some(writer) = stream.as_mut() else { return };
+            let len = object.payload.len() as u64;
+            let received = object.received;
+            let out = SubgroupObject {
+                object_id: object.id,
+                properties: object.properties,
+                status: object.status,
+                payload: object.payload,
+            };
+            let written = tokio::select! {
+                written = writer.write(&out) => Some(written.is_ok()),
+                _ = cancelled.changed() => None,
+            };
+            match written {
+                Some(true) => {
+                    metrics.objects_out.inc();
+                    metrics.bytes_out.add(len);
+                    metrics.forward_delay.observe(received.elapsed());
+                }
+                Some(false) => return,
+                None => break,
+            }
+        }
+    }
+    // Cancelled: the subscriber skips this group.
+    if let Some(stream) = stream {
+        stream.reset(StreamResetCode::Cancelled);
+    }
+}

@@ -1,0 +1,31 @@
+//! `banyan-relay`: the MoQT draft-18 relay.
+//!
+//! A publisher's PUBLISH_NAMESPACE registers it in [`origin`]; the first SUBSCRIBE for a track
+//! creates its entry in [`track`], which subscribes upstream exactly once and fills the track's
+//! [`cache`]; every subscriber then gets a [`forward`]er that reads the cache with its own cursor.
+//!
+//! # Module map
+//! - [`relay`]: [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP listener,
+//!   accepts and authorizes sessions, shuts down with GOAWAY and a bounded drain.
+//! - [`session`]: one session's requests: authorization, per-session limits, dispatch.
+//! - [`origin`]: published namespaces, routing a track to its publisher, namespace watchers.
+//! - [`track`]: one entry per track: the coalesced upstream subscription and its ingest.
+//! - [`cache`]: recent groups per track, bounded by count and by a shared byte budget.
+//! - [`forward`]: per-subscriber fan-out that skips a slow subscriber forward.
+//! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
+//! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
+//! - [`metrics`]: counters in atomics and their Prometheus text rendering.
+//! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`.
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod metrics;
+pub mod origin;
+pub mod relay;
+pub mod session;
+pub mod track;
+
+pub use relay::Relay;

@@ -1,0 +1,200 @@
+//! Published namespaces: which session publishes what, and who wants to hear about it.
+//!
+//! A PUBLISH_NAMESPACE registers its namespace here (refused, or replacing the old one, when
+//! the namespace is already live); a SUBSCRIBE finds its publisher by the longest published
+//! prefix of its namespace, waiting a bounded time for one to appear; SUBSCRIBE_NAMESPACE
+//! watchers receive NAMESPACE / NAMESPACE_DONE as namespaces come and go.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use banyan_moq::coding::TrackNamespace;
+use banyan_moq::session::{NamespaceEvent, Session};
+use tokio::sync::{mpsc, Notify};
+
+/// A session that publishes a namespace.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    /// Unique per registration, so a stale guard never removes a newer publisher.
+    pub id: u64,
+    /// The publisher's session, to subscribe through.
+    pub session: Session,
+    /// The namespace it published.
+    pub namespace: TrackNamespace,
+}
+
+/// Why a namespace could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Another session already publishes it and replacement is off.
+    #[error("namespace {0} is already published by another session")]
+    AlreadyPublished(TrackNamespace),
+}
+
+#[derive(Debug)]
+struct Watcher {
+    id: u64,
+    prefix: TrackNamespace,
+    events: mpsc::UnboundedSender<NamespaceEvent>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    namespaces: HashMap<TrackNamespace, Publisher>,
+    watchers: Vec<Watcher>,
+}
+
+/// The relay's namespace registry.
+#[derive(Debug, Default)]
+pub struct Origins {
+    inner: Mutex<Inner>,
+    changed: Notify,
+    next_id: AtomicU64,
+}
+
+impl Origins {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Register `session` as the publisher of `namespace`. With `replace`, a live publisher of
+    /// the same namespace is displaced (its registration ends); otherwise this is refused.
+    pub fn publish(
+        self: &Arc<Self>,
+        namespace: TrackNamespace,
+        session: Session,
+        replace: bool,
+    ) -> Result<PublishGuard, PublishError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if let Some(existing) = inner.namespaces.get(&namespace) {
+            if !replace && !existing.session.is_closed() {
+                return Err(PublishError::AlreadyPublished(namespace));
+            }
+        }
+        let publisher = Publisher {
+            id,
+            session,
+            namespace: namespace.clone(),
+        };
+        let replaced = inner.namespaces.insert(namespace.clone(), publisher).is_some();
+        if !replaced {
+            notify_watchers(&mut inner.watchers, &NamespaceEvent::Published(namespace.clone()));
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+        tracing::info!(%namespace, replaced, "namespace published");
+        Ok(PublishGuard {
+            origins: self.clone(),
+            namespace,
+            id,
+        })
+    }
+
+    /// The publisher of the longest published prefix of `namespace`.
+    pub fn route(&self, namespace: &TrackNamespace) -> Option<Publisher> {
+        let inner = self.lock();
+        inner
+            .namespaces
+            .values()
+            .filter(|p| namespace.has_prefix(&p.namespace) && !p.session.is_closed())
+            .max_by_key(|p| p.namespace.fields().len())
+            .cloned()
+    }
+
+    /// Like [`route`](Self::route), waiting up to `wait` for a publisher to appear.
+    pub async fn wait_route(&self, namespace: &TrackNamespace, wait: Duration) -> Option<Publisher> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(publisher) = self.route(namespace) {
+                return Some(publisher);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Watch namespaces under `prefix`: the current ones are reported at once, then changes.
+    pub fn watch(self: &Arc<Self>, prefix: TrackNamespace) -> NamespaceWatch {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut inner = self.lock();
+        for namespace in inner.namespaces.keys() {
+            if namespace.has_prefix(&prefix) {
+                let _ = tx.send(NamespaceEvent::Published(namespace.clone()));
+            }
+        }
+        inner.watchers.push(Watcher {
+            id,
+            prefix,
+            events: tx,
+        });
+        NamespaceWatch {
+            origins: self.clone(),
+            id,
+            events: rx,
+        }
+    }
+
+    /// Every published namespace.
+    pub fn namespaces(&self) -> Vec<TrackNamespace> {
+        self.lock().namespaces.keys().cloned().collect()
+    }
+
+    fn unpublish(&self, namespace: &TrackNamespace, id: u64) {
+        let mut inner = self.lock();
+        if inner.namespaces.get(namespace).is_some_and(|p| p.id == id) {
+            inner.namespaces.remove(namespace);
+            notify_watchers(&mut inner.watchers, &NamespaceEvent::Done(namespace.clone()));
+            tracing::info!(%namespace, "namespace withdrawn");
+        }
+    }
+}
+
+fn notify_watchers(watchers: &mut Vec<Watcher>, event: &NamespaceEvent) {
+    let namespace = match event {
+        NamespaceEvent::Published(n) | NamespaceEvent::Done(n) => n,
+    };
+    watchers.retain(|w| !namespace.has_prefix(&w.prefix) || w.events.send(event.clone()).is_ok());
+}
+
+/// Keeps a namespace registered; dropping it withdraws the namespace.
+#[derive(Debug)]
+pub struct PublishGuard {
+    origins: Arc<Origins>,
+    namespace: TrackNamespace,
+    id: u64,
+}
+
+impl Drop for PublishGuard {
+    fn drop(&mut self) {
+        self.origins.unpublish(&self.namespace, self.id);
+    }
+}
+
+/// A SUBSCRIBE_NAMESPACE's view of the registry.
+#[derive(Debug)]
+pub struct NamespaceWatch {
+    origins: Arc<Origins>,
+    id: u64,
+    events: mpsc::UnboundedReceiver<NamespaceEvent>,
+}
+
+impl NamespaceWatch {
+    /// The next change under the prefix.
+    pub async fn next(&mut self) -> Option<NamespaceEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for NamespaceWatch {
+    fn drop(&mut self) {
+        self.origins.lock().watchers.retain(|w| w.id != self.id);
+    }
+}

@@ -1,0 +1,297 @@
+//! The relay process: one UDP port for raw QUIC and WebTransport sessions, the internal HTTP
+//! listener, and graceful shutdown (GOAWAY, bounded drain, exit).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use banyan_certs::{DevOptions, Identity};
+use banyan_moq::coding::SessionErrorCode;
+use banyan_moq::session::{Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::auth::{self, Authenticator, Claims};
+use crate::cache::CacheBudget;
+use crate::config::RelayConfig;
+use crate::forward::ForwardConfig;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::origin::Origins;
+use crate::session::{SessionHandler, SessionLimits, Shared};
+use crate::track::{TrackConfig, Tracks};
+
+/// A bound, ready-to-run relay.
+#[derive(Debug)]
+pub struct Relay {
+    server: Server,
+    http: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    cert_hash: Option<String>,
+    relay_id: String,
+    max_sessions: usize,
+    drain_timeout: Duration,
+}
+
+impl Relay {
+    /// Bind the QUIC port and the HTTP listener, and load (or mint) the certificate.
+    pub async fn bind(config: &RelayConfig) -> anyhow::Result<Self> {
+        let identity = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Identity::load_pem(cert, key).context("loading the TLS certificate and key")?
+            }
+            _ => Identity::mint_dev(&DevOptions::default()).context("minting a development certificate")?,
+        };
+        let cert_hash = config.dev_cert.then(|| identity.sha256().to_hex());
+        let tls = banyan_certs::server_config(&identity, &[]).context("building the TLS configuration")?;
+        let session_config = SessionConfig {
+            max_message_size: config.max_message_size,
+            max_object_size: config.max_object_size,
+            ..SessionConfig::default()
+        };
+        let transport = TransportConfig {
+            max_concurrent_requests: u32::try_from(config.max_subscriptions_per_session.saturating_add(16))
+                .unwrap_or(u32::MAX),
+            ..TransportConfig::default()
+        };
+        let server = Server::bind(config.listen, tls, &transport, session_config)
+            .with_context(|| format!("binding the relay to udp {}", config.listen))?;
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
+
+        let auth = match &config.auth_key {
+            Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
+            None => None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let origins = Arc::new(Origins::default());
+        let tracks = Tracks::new(
+            origins.clone(),
+            TrackConfig {
+                cache_groups: config.cache_groups,
+                namespace_wait: config.namespace_wait,
+                linger: Duration::from_secs(2),
+            },
+            CacheBudget::new(config.cache_bytes),
+            metrics.clone(),
+        );
+        let shared = Arc::new(Shared {
+            origins,
+            tracks,
+            metrics,
+            auth,
+            limits: SessionLimits {
+                subscriptions: config.max_subscriptions_per_session,
+                namespaces: config.max_namespaces_per_session,
+                request_rate: f64::from(config.request_rate),
+                request_burst: f64::from(config.request_burst),
+            },
+            forward: ForwardConfig {
+                max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),
+                drain: Duration::from_secs(2),
+            },
+            replace_publisher: config.replace_publisher,
+        });
+        Ok(Self {
+            server,
+            http,
+            shared,
+            cert_hash,
+            relay_id: config.relay_id.clone(),
+            max_sessions: config.max_sessions,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// The UDP address serving MoQT.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// The development certificate's SHA-256 (hex), when serving one.
+    pub fn cert_hash(&self) -> Option<&str> {
+        self.cert_hash.as_deref()
+    }
+
+    /// The relay's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serve until `shutdown` resolves, then send GOAWAY to every session, wait for them to
+    /// leave (at most the drain timeout) and return.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let draining = Arc::new(AtomicBool::new(false));
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = HttpState {
+            metrics: self.shared.metrics.clone(),
+            cert_hash: self.cert_hash.clone(),
+            draining: draining.clone(),
+            relay_id: self.relay_id.clone(),
+        };
+        let http_task = tokio::spawn(http::serve(self.http, state, async move {
+            let _ = http_stopped.await;
+        }));
+
+        let sessions = Arc::new(Sessions::default());
+        let permits = Arc::new(Semaphore::new(self.max_sessions));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                incoming = self.server.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        self.shared.metrics.sessions_rejected.inc();
+                        tracing::warn!(remote = %incoming.remote_address(), "session limit reached; refusing");
+                        incoming.refuse();
+                        continue;
+                    };
+                    let shared = self.shared.clone();
+                    let sessions = sessions.clone();
+                    tokio::spawn(async move {
+                        serve_connection(incoming, shared, sessions).await;
+                        drop(permit);
+                    });
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+
+        tracing::info!(
+            sessions = sessions.len(),
+            "shutting down: sending GOAWAY and draining"
+        );
+        draining.store(true, Ordering::SeqCst);
+        for session in sessions.all() {
+            let _ = session.goaway("", self.drain_timeout).await;
+        }
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while sessions.len() > 0 {
+                sessions.changed.notified().await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = sessions.len(),
+                "drain timeout; closing remaining sessions"
+            );
+        }
+        for session in sessions.all() {
+            session.close(SessionErrorCode::GoawayTimeout, "relay shutting down");
+        }
+        self.server.close(0, "relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.server.wait_idle()).await;
+        let _ = http_stop.send(());
+        let _ = http_task.await;
+        Ok(())
+    }
+}
+
+/// Live sessions, for GOAWAY at shutdown.
+#[derive(Debug, Default)]
+struct Sessions {
+    map: Mutex<HashMap<u64, Session>>,
+    next: AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl Sessions {
+    fn insert(&self, session: Session) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, session);
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.changed.notify_waiters();
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn all(&self) -> Vec<Session> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Handshake, authorize and serve one connection.
+async fn serve_connection(incoming: Incoming, shared: Arc<Shared>, sessions: Arc<Sessions>) {
+    let remote = incoming.remote_address();
+    let pending = match incoming.handshake().await {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let kind = pending.transport();
+    let span = tracing::info_span!("conn", %remote, transport = %kind);
+    serve_session(pending, shared, sessions).instrument(span).await;
+}
+
+async fn serve_session(pending: PendingSession, shared: Arc<Shared>, sessions: Arc<Sessions>) {
+    let kind = pending.transport();
+    let claims = match session_claims(&pending, &shared) {
+        Ok(claims) => claims,
+        Err(e) => {
+            shared.metrics.auth_failures.inc();
+            tracing::info!(error = %e, "session refused: bad token");
+            pending.reject(e.session_code(), &e.to_string());
+            return;
+        }
+    };
+    let (session, driver) = match pending.accept().await {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::debug!(error = %e, "session setup failed");
+            return;
+        }
+    };
+    let _gauge = shared.metrics.session_guard(kind);
+    shared.metrics.sessions_accepted.inc();
+    let id = sessions.insert(session.clone());
+    tracing::info!("session started");
+    let handler = SessionHandler::new(shared.clone(), session, claims);
+    let driver = tokio::spawn(driver.run().in_current_span());
+    handler.run().await;
+    match driver.await {
+        Ok(Err(e)) => tracing::info!(error = %e, "session ended"),
+        _ => tracing::info!("session ended"),
+    }
+    sessions.remove(id);
+}
+
+/// Session-level claims from a SETUP AUTHORIZATION TOKEN, or `?jwt=` in the URL for browsers.
+/// `Ok(None)` when auth is off or no token was sent (requests may then carry their own).
+fn session_claims(pending: &PendingSession, shared: &Shared) -> Result<Option<Claims>, auth::AuthError> {
+    let Some(authenticator) = &shared.auth else {
+        return Ok(None);
+    };
+    let token = auth::jwt_from_tokens(&pending.setup().authorization_tokens)
+        .or_else(|| pending.url().and_then(auth::token_from_url).map(Ok));
+    match token {
+        None => Ok(None),
+        Some(jwt) => authenticator.verify(&jwt?).map(Some),
+    }
+}

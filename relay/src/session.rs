@@ -1,0 +1,563 @@
+//! One client session at the relay: authorize each request, enforce the session's limits,
+//! and hand it to the namespace registry, the track registry or a forwarder.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespace};
+use banyan_moq::data::{FetchItem, FetchObject};
+use banyan_moq::message::{
+    Fetch, FetchOk, FetchType, Parameters, RequestOk, SubscribeOk, SubscriptionFilter, Token,
+};
+use banyan_moq::session::{
+    FetchRequest, PublishNamespaceRequest, PublishRequest, Request, Session, SubscribeNamespaceRequest,
+    SubscribeRequest, TrackStatusRequest,
+};
+
+use crate::auth::{Action, AuthError, Authenticator, Claims};
+use crate::cache::Start;
+use crate::forward::{forward, ForwardConfig};
+use crate::metrics::{Metrics, RefuseReason};
+use crate::origin::Origins;
+use crate::track::{Track, TrackState, Tracks};
+
+/// What every session handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Published namespaces.
+    pub origins: Arc<Origins>,
+    /// Tracks and their caches.
+    pub tracks: Arc<Tracks>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Token verification; `None` runs without auth (`--insecure-no-auth`).
+    pub auth: Option<Authenticator>,
+    /// Per-session limits.
+    pub limits: SessionLimits,
+    /// Fan-out tuning.
+    pub forward: ForwardConfig,
+    /// Whether a second publisher of a live namespace replaces the first.
+    pub replace_publisher: bool,
+}
+
+/// Limits applied to each session.
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    /// Concurrent subscriptions.
+    pub subscriptions: usize,
+    /// Concurrently published namespaces.
+    pub namespaces: usize,
+    /// Sustained requests per second.
+    pub request_rate: f64,
+    /// Requests allowed in a burst.
+    pub request_burst: f64,
+}
+
+/// A token bucket for the session's request rate.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The state of one session at the relay.
+#[derive(Debug)]
+pub struct SessionHandler {
+    shared: Arc<Shared>,
+    session: Session,
+    /// Claims from the session's SETUP token or URL `?jwt=`, if any.
+    claims: Option<Claims>,
+    subscriptions: Arc<AtomicUsize>,
+    namespaces: Arc<AtomicUsize>,
+    rate: Mutex<RateLimit>,
+    /// Our subscriptions by Request ID, for joining FETCH.
+    joinable: Mutex<HashMap<u64, Joinable>>,
+}
+
+impl SessionHandler {
+    /// A handler for `session` with the claims established at setup.
+    pub fn new(shared: Arc<Shared>, session: Session, claims: Option<Claims>) -> Arc<Self> {
+        let limits = &shared.limits;
+        let rate = RateLimit {
+            tokens: limits.request_burst,
+            last: Instant::now(),
+            rate: limits.request_rate,
+            burst: limits.request_burst,
+        };
+        Arc::new(Self {
+            session,
+            claims,
+            subscriptions: Arc::new(AtomicUsize::new(0)),
+            namespaces: Arc::new(AtomicUsize::new(0)),
+            rate: Mutex::new(rate),
+            joinable: Mutex::new(HashMap::new()),
+            shared,
+        })
+    }
+
+    /// Serve the session's requests until it closes.
+    pub async fn run(self: Arc<Self>) {
+        while let Some(request) = self.session.accept().await {
+            let allowed = self.rate.lock().map(|mut r| r.allow()).unwrap_or(false);
+            if !allowed {
+                self.shared.metrics.refuse(RefuseReason::RateLimited);
+                tokio::spawn(async move {
+                    let _ = request
+                        .reject(RequestErrorCode::ExcessiveLoad, "request rate limit")
+                        .await;
+                });
+                continue;
+            }
+            tokio::spawn(self.clone().handle(request));
+        }
+    }
+
+    async fn handle(self: Arc<Self>, request: Request) {
+        let result = match request {
+            Request::Subscribe(r) => self.subscribe(r).await,
+            Request::PublishNamespace(r) => self.publish_namespace(r).await,
+            Request::SubscribeNamespace(r) => self.subscribe_namespace(r).await,
+            Request::Publish(r) => self.publish(r).await,
+            Request::TrackStatus(r) => self.track_status(r).await,
+            Request::Fetch(r) => self.fetch(r).await,
+            other => {
+                self.shared.metrics.refuse(RefuseReason::Other);
+                other
+                    .reject(RequestErrorCode::NotSupported, "not supported by this relay")
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "request ended with an error");
+        }
+    }
+
+    /// Check `tokens` (from the request) or the session's claims for `action` on `namespace`.
+    fn authorize(
+        &self,
+        tokens: &[Token],
+        action: Action,
+        namespace: &TrackNamespace,
+    ) -> Result<(), AuthError> {
+        let Some(auth) = &self.shared.auth else {
+            return Ok(());
+        };
+        let claims = match crate::auth::jwt_from_tokens(tokens) {
+            Some(jwt) => auth.verify(&jwt?)?,
+            None => self.claims.clone().ok_or(AuthError::Missing)?,
+        };
+        claims.check(action, namespace)
+    }
+
+    async fn refuse_auth<R>(&self, error: AuthError, reject: R) -> Result<(), banyan_moq::session::Error>
+    where
+        R: std::future::Future<Output = Result<(), banyan_moq::session::Error>>,
+    {
+        tracing::info!(error = %error, "request refused: not authorized");
+        self.shared.metrics.auth_failures.inc();
+        self.shared.metrics.refuse(RefuseReason::Unauthorized);
+        reject.await
+    }
+
+    async fn subscribe(self: Arc<Self>, request: SubscribeRequest) -> Result<(), banyan_moq::session::Error> {
+        let message = request.message.clone();
+        if let Err(e) = self.authorize(
+            &message.parameters.authorization_tokens,
+            Action::Subscribe,
+            &message.track_namespace,
+        ) {
+            let code = e.request_code();
+            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+        }
+        let Some(_slot) = Slot::take(&self.subscriptions, self.shared.limits.subscriptions) else {
+            self.shared.metrics.refuse(RefuseReason::Limit);
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many subscriptions on this session",
+                )
+                .await;
+        };
+        let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                return request
+                    .reject(RequestErrorCode::InvalidRange, &e.to_string())
+                    .await
+            }
+        };
+        let guard = self.shared.tracks.subscribe(name);
+        let track = guard.track().clone();
+        let info = match track.ready().await {
+            TrackState::Live(info) => info,
+            TrackState::Failed { code, reason } => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                return request.reject(code, &reason).await;
+            }
+            TrackState::Ended { reason, .. } => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                return request
+                    .reject(RequestErrorCode::DoesNotExist, &format!("track ended: {reason}"))
+                    .await;
+            }
+            TrackState::Pending => {
+                return request
+                    .reject(RequestErrorCode::Timeout, "upstream did not answer")
+                    .await
+            }
+        };
+        let largest = track.cache.largest();
+        let (start, end_group) = match message.parameters.subscription_filter {
+            None | Some(SubscriptionFilter::LargestObject) => (Start::CurrentGroup, None),
+            Some(SubscriptionFilter::NextGroupStart) => (Start::NextGroup, None),
+            Some(SubscriptionFilter::AbsoluteStart { start_location }) => (
+                Start::At {
+                    group: start_location.group,
+                    object: start_location.object,
+                },
+                None,
+            ),
+            Some(SubscriptionFilter::AbsoluteRange {
+                start_location,
+                end_group_delta,
+            }) => (
+                Start::At {
+                    group: start_location.group,
+                    object: start_location.object,
+                },
+                Some(start_location.group.saturating_add(end_group_delta)),
+            ),
+        };
+        let ok = SubscribeOk {
+            track_alias: 0,
+            parameters: Parameters {
+                largest_object: largest,
+                group_order: info.group_order,
+                ..Default::default()
+            },
+            track_properties: info.track_properties,
+        };
+        let request_id = message.request_id;
+        let writer = request.accept(ok).await?;
+        self.joinable
+            .lock()
+            .map(|mut j| j.insert(request_id, (track.clone(), largest)))
+            .ok();
+        forward(
+            guard,
+            writer,
+            start,
+            end_group,
+            self.shared.forward.clone(),
+            self.shared.metrics.clone(),
+        )
+        .await;
+        self.joinable.lock().map(|mut j| j.remove(&request_id)).ok();
+        Ok(())
+    }
+
+    async fn publish_namespace(
+        self: Arc<Self>,
+        request: PublishNamespaceRequest,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let namespace = request.message.track_namespace.clone();
+        if let Err(e) = self.authorize(
+            &request.message.parameters.authorization_tokens,
+            Action::Publish,
+            &namespace,
+        ) {
+            let code = e.request_code();
+            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+        }
+        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
+            self.shared.metrics.refuse(RefuseReason::Limit);
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many namespaces on this session",
+                )
+                .await;
+        };
+        let guard =
+            match self
+                .shared
+                .origins
+                .publish(namespace, self.session.clone(), self.shared.replace_publisher)
+            {
+                Ok(guard) => guard,
+                Err(e) => {
+                    self.shared.metrics.refuse(RefuseReason::Other);
+                    return request
+                        .reject(RequestErrorCode::Uninterested, &e.to_string())
+                        .await;
+                }
+            };
+        let mut publication = request.accept().await?;
+        tokio::select! {
+            _ = publication.withdrawn() => {}
+            _ = self.session.closed() => {}
+        }
+        drop(guard);
+        Ok(())
+    }
+
+    async fn subscribe_namespace(
+        self: Arc<Self>,
+        request: SubscribeNamespaceRequest,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let prefix = request.message.track_namespace_prefix.clone();
+        if let Err(e) = self.authorize(
+            &request.message.parameters.authorization_tokens,
+            Action::Subscribe,
+            &prefix,
+        ) {
+            let code = e.request_code();
+            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+        }
+        let mut watch = self.shared.origins.watch(prefix);
+        let mut announcer = request.accept().await?;
+        loop {
+            tokio::select! {
+                event = watch.next() => match event {
+                    Some(banyan_moq::session::NamespaceEvent::Published(ns)) => announcer.announce(&ns).await?,
+                    Some(banyan_moq::session::NamespaceEvent::Done(ns)) => announcer.done(&ns).await?,
+                    None => return Ok(()),
+                },
+                _ = announcer.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
+        let message = request.message.clone();
+        if let Err(e) = self.authorize(
+            &message.parameters.authorization_tokens,
+            Action::Publish,
+            &message.track_namespace,
+        ) {
+            let code = e.request_code();
+            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+        }
+        let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                return request
+                    .reject(RequestErrorCode::InvalidRange, &e.to_string())
+                    .await
+            }
+        };
+        let subscription = request.accept(RequestOk::default()).await?;
+        self.shared.tracks.insert_pushed(name, subscription);
+        Ok(())
+    }
+
+    async fn track_status(
+        self: Arc<Self>,
+        request: TrackStatusRequest,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let message = request.message.clone();
+        if let Err(e) = self.authorize(
+            &message.parameters.authorization_tokens,
+            Action::Subscribe,
+            &message.track_namespace,
+        ) {
+            let code = e.request_code();
+            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+        }
+        let name = FullTrackName {
+            namespace: message.track_namespace.clone(),
+            name: message.track_name.clone(),
+        };
+        if let Some(track) = self.shared.tracks.get(&name) {
+            if let Some(largest) = track.cache.largest() {
+                let mut ok = RequestOk::default();
+                ok.parameters.largest_object = Some(largest);
+                return request.respond(ok).await;
+            }
+        }
+        let Some(publisher) = self.shared.origins.route(&message.track_namespace) else {
+            return request
+                .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
+                .await;
+        };
+        let mut upstream = message.clone();
+        upstream.parameters = Parameters::default();
+        match publisher.session.track_status(upstream).await {
+            Ok(ok) => request.respond(ok).await,
+            Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
+                request.reject(code, &reason).await
+            }
+            Err(e) => {
+                request
+                    .reject(RequestErrorCode::InternalError, &e.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn fetch(self: Arc<Self>, request: FetchRequest) -> Result<(), banyan_moq::session::Error> {
+        let message = request.message.clone();
+        let (track, start, end) = match &message.fetch_type {
+            FetchType::Standalone(range) => {
+                if let Err(e) = self.authorize(
+                    &message.parameters.authorization_tokens,
+                    Action::Subscribe,
+                    &range.track_namespace,
+                ) {
+                    let code = e.request_code();
+                    return self.refuse_auth(e, request.reject(code, "not authorized")).await;
+                }
+                let name = FullTrackName {
+                    namespace: range.track_namespace.clone(),
+                    name: range.track_name.clone(),
+                };
+                match self.shared.tracks.get(&name) {
+                    Some(track) if track.cache.oldest().is_some_and(|o| o <= range.start_location) => {
+                        (track, range.start_location, range.end_location)
+                    }
+                    _ => return self.fetch_upstream(request, message).await,
+                }
+            }
+            FetchType::RelativeJoining(join) | FetchType::AbsoluteJoining(join) => {
+                let joined = self
+                    .joinable
+                    .lock()
+                    .ok()
+                    .and_then(|j| j.get(&join.joining_request_id).cloned());
+                let Some((track, joining_location)) = joined else {
+                    return request
+                        .reject(
+                            RequestErrorCode::InvalidJoiningRequestId,
+                            "no such subscription on this session",
+                        )
+                        .await;
+                };
+                let joining_group = joining_location.map_or(0, |l| l.group);
+                let start_group = match &message.fetch_type {
+                    FetchType::RelativeJoining(_) => joining_group.saturating_sub(join.joining_start),
+                    _ => join.joining_start,
+                };
+                let end =
+                    joining_location.map_or(Location::new(0, 0), |l| Location::new(l.group, l.object + 1));
+                (track, Location::new(start_group, 0), end)
+            }
+        };
+        self.shared.metrics.cache_hits.inc();
+        let objects = track.cache.range(start, end);
+        let end_location = objects
+            .last()
+            .map_or(start, |(g, _, _, o)| Location::new(*g, o.id));
+        let ok = FetchOk {
+            end_of_track: false,
+            end_location,
+            ..Default::default()
+        };
+        let mut writer = request.accept(ok).await?;
+        for (group, subgroup, priority, object) in objects {
+            let item = FetchItem::Object(FetchObject {
+                group_id: group,
+                subgroup_id: Some(subgroup),
+                object_id: object.id,
+                publisher_priority: priority.unwrap_or(128),
+                properties: object.properties,
+                payload: object.payload,
+            });
+            writer.write(&item).await?;
+        }
+        writer.finish();
+        Ok(())
+    }
+
+    /// Forward a FETCH the cache cannot answer to the publisher and relay its objects.
+    async fn fetch_upstream(
+        &self,
+        request: FetchRequest,
+        message: Fetch,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let FetchType::Standalone(range) = &message.fetch_type else {
+            return request
+                .reject(
+                    RequestErrorCode::NotSupported,
+                    "joining fetch needs a subscription",
+                )
+                .await;
+        };
+        let Some(publisher) = self.shared.origins.route(&range.track_namespace) else {
+            return request
+                .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
+                .await;
+        };
+        self.shared.metrics.cache_misses.inc();
+        let mut upstream = message.clone();
+        upstream.parameters = Parameters::default();
+        let mut reader = match publisher.session.fetch(upstream).await {
+            Ok(reader) => reader,
+            Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
+                return request.reject(code, &reason).await
+            }
+            Err(e) => {
+                return request
+                    .reject(RequestErrorCode::InternalError, &e.to_string())
+                    .await
+            }
+        };
+        let ok = reader.fetch_ok().cloned().unwrap_or_default();
+        let mut writer = request
+            .accept(FetchOk {
+                parameters: Parameters::default(),
+                ..ok
+            })
+            .await?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), reader.next()).await {
+                Ok(Ok(Some(item))) => writer.write(&item).await?,
+                Ok(Ok(None)) => break,
+                Ok(Err(_)) | Err(_) => {
+                    drop(writer);
+                    return Ok(());
+                }
+            }
+        }
+        writer.finish();
+        Ok(())
+    }
+}
+
+/// A subscription a joining FETCH can refer to: its track and its joining location.
+type Joinable = (Arc<Track>, Option<Location>);
+
+/// A counted slot in a per-session limit, released on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Slot> {
+        let taken = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < limit).then_some(n + 1)
+        });
+        taken.ok().map(|_| Slot(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

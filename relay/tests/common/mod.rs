@@ -1,0 +1,207 @@
+//! Harness for relay tests: an in-process relay on ephemeral ports with a development
+//! certificate, clients pinned to it, and a publisher that serves generated groups.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banyan_certs::{client_config, parse_sha256_hex, ServerVerification};
+use banyan_moq::coding::{PublishDoneCode, TrackNamespace};
+use banyan_moq::message::{Parameters, PublishNamespace};
+use banyan_moq::session::{
+    Client, ClientOptions, NamespacePublication, Request, Session, SessionConfig, TransportConfig,
+    TransportKind,
+};
+use banyan_relay::config::RelayConfig;
+use banyan_relay::metrics::Metrics;
+use banyan_relay::Relay;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use url::Url;
+
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub http: SocketAddr,
+    pub hash: String,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Start a relay with `--insecure-no-auth` plus `extra` flags.
+pub async fn relay(extra: &[&str]) -> TestRelay {
+    init_tracing();
+    let mut args = vec![
+        "banyan-relay",
+        "--listen",
+        "[::]:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--dev-cert",
+    ];
+    if !extra.contains(&"--namespace-wait") {
+        args.extend(["--namespace-wait", "2s"]);
+    }
+    if !extra.contains(&"--auth-key") {
+        args.push("--insecure-no-auth");
+    }
+    args.extend_from_slice(extra);
+    let config = RelayConfig::load_from(args, |_| None).expect("config");
+    let relay = Relay::bind(&config).await.expect("bind relay");
+    let addr = SocketAddr::from(([127, 0, 0, 1], relay.local_addr().unwrap().port()));
+    let http = relay.http_addr().unwrap();
+    let hash = relay.cert_hash().expect("dev cert").to_string();
+    let metrics = relay.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run(async move {
+        let _ = stopped.await;
+    }));
+    TestRelay {
+        addr,
+        http,
+        hash,
+        metrics,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl TestRelay {
+    pub fn url(&self, kind: TransportKind, path: &str) -> Url {
+        let scheme = match kind {
+            TransportKind::Quic => "moqt",
+            TransportKind::WebTransport => "https",
+        };
+        Url::parse(&format!("{scheme}://localhost:{}{path}", self.addr.port())).unwrap()
+    }
+
+    pub fn client(&self) -> Client {
+        let hash = parse_sha256_hex(&self.hash).unwrap();
+        let tls = client_config(&ServerVerification::PinnedSha256(vec![hash]), &[]).unwrap();
+        let config = SessionConfig {
+            setup_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        Client::new(tls, &TransportConfig::default(), config).unwrap()
+    }
+
+    /// Connect a session (driver spawned).
+    pub async fn connect(&self, client: &Client, kind: TransportKind) -> Session {
+        self.connect_with(client, kind, "/", ClientOptions::default())
+            .await
+            .unwrap()
+    }
+
+    pub async fn connect_with(
+        &self,
+        client: &Client,
+        kind: TransportKind,
+        path: &str,
+        options: ClientOptions,
+    ) -> Result<Session, banyan_moq::session::Error> {
+        let (session, driver) = client.connect(&self.url(kind, path), options).await?;
+        tokio::spawn(async move {
+            let _ = driver.run().await;
+        });
+        Ok(session)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The payload of object `object` in group `group`: distinct and checkable.
+pub fn payload(group: u64, object: u64) -> Bytes {
+    let mut bytes = format!("g{group}o{object}:").into_bytes();
+    bytes.resize(200 + (object as usize * 37) % 300, (group as u8) ^ (object as u8));
+    Bytes::from(bytes)
+}
+
+/// What a test publisher serves: `groups` groups of `objects` objects, one every `interval`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pattern {
+    pub groups: u64,
+    pub objects: u64,
+    pub interval: Duration,
+}
+
+/// Publish `namespace` through `session` and answer every SUBSCRIBE with `pattern`, live:
+/// each subscriber (i.e. the relay's one upstream subscription) gets the groups as they are
+/// produced. Returns the publication handle (keep it alive) and a task counting SUBSCRIBEs.
+pub async fn publish(
+    session: Session,
+    namespace: &str,
+    pattern: Pattern,
+) -> (NamespacePublication, tokio::task::JoinHandle<usize>) {
+    let request = PublishNamespace {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
+        parameters: Parameters::default(),
+    };
+    let publication = session
+        .publish_namespace(request)
+        .await
+        .expect("publish namespace");
+    let serving = tokio::spawn(async move {
+        let mut subscribes = 0;
+        while let Some(request) = session.accept().await {
+            let Request::Subscribe(request) = request else {
+                let _ = request
+                    .reject(
+                        banyan_moq::coding::RequestErrorCode::NotSupported,
+                        "test publisher",
+                    )
+                    .await;
+                continue;
+            };
+            subscribes += 1;
+            tokio::spawn(async move {
+                let writer = request.accept(Default::default()).await.unwrap();
+                for group in 0..pattern.groups {
+                    let mut subgroup = writer.open_subgroup(group, 0, Some(10), false).await.unwrap();
+                    for object in 0..pattern.objects {
+                        if subgroup
+                            .write_payload(object, payload(group, object))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        tokio::time::sleep(pattern.interval).await;
+                    }
+                    subgroup.finish();
+                }
+                let _ = writer
+                    .finish(PublishDoneCode::TrackEnded, "pattern complete")
+                    .await;
+            });
+        }
+        subscribes
+    });
+    (publication, serving)
+}
+
+/// Bound a future so a hang fails the test.
+pub async fn within<F: std::future::Future>(what: &str, secs: u64, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
