@@ -104,10 +104,10 @@ impl StreamReader {
     }
 
     /// Read exactly `len` bytes as one `Bytes`.
+    ///
+    /// Memory grows only as bytes arrive (never reserved up front from a declared length), so a
+    /// peer that announces large objects and sends nothing costs nothing.
     pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, Error> {
-        if self.buf.len() < len {
-            self.buf.reserve(len - self.buf.len());
-        }
         while self.buf.len() < len {
             if !self.fill().await? {
                 return Err(Error::violation("stream ended in the middle of an object"));
