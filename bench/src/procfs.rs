@@ -1,0 +1,245 @@
+//! Sampling a process's CPU time and resident memory from `/proc/<pid>/stat` and
+//! `/proc/<pid>/status` (Linux).
+//!
+//! CPU% between two samples is `Δ(utime + stime) / Δwall × 100`: the share of one core, so a
+//! process busy on two cores shows 200 %.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Why a `/proc` file could not be read or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// Reading the file failed (e.g. the process exited).
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is not in the expected format.
+    #[error("unexpected format: {0}")]
+    Format(&'static str),
+}
+
+/// CPU time a process has used, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// User-mode time.
+    pub utime: u64,
+    /// Kernel-mode time.
+    pub stime: u64,
+}
+
+impl CpuTicks {
+    /// User plus kernel time.
+    pub fn total(&self) -> u64 {
+        self.utime.saturating_add(self.stime)
+    }
+}
+
+/// Parse `/proc/<pid>/stat`: fields 14 (utime) and 15 (stime). The command name (field 2) is
+/// in parentheses and may itself contain spaces and parentheses, so fields are counted from
+/// the last `)`.
+pub fn parse_stat(text: &str) -> Result<CpuTicks, ProcError> {
+    let close = text
+        .rfind(')')
+        .ok_or(ProcError::Format("no ')' after the command name"))?;
+    let rest = text
+        .get(close + 1..)
+        .ok_or(ProcError::Format("nothing after the command name"))?;
+    // After the name: field 3 (state) is index 0, so field N is index N - 3.
+    let mut fields = rest.split_ascii_whitespace().skip(14 - 3);
+    let mut next = |what| {
+        fields
+            .next()
+            .ok_or(ProcError::Format(what))?
+            .parse::<u64>()
+            .map_err(|_| ProcError::Format(what))
+    };
+    let utime = next("utime")?;
+    let stime = next("stime")?;
+    Ok(CpuTicks { utime, stime })
+}
+
+/// Parse the `VmRSS:` line of `/proc/<pid>/status` into bytes.
+pub fn parse_status_rss(text: &str) -> Result<u64, ProcError> {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .ok_or(ProcError::Format("no VmRSS line"))?;
+    let mut parts = line.split_ascii_whitespace();
+    let value: u64 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or(ProcError::Format("VmRSS value"))?;
+    let unit = match parts.next() {
+        Some("kB") | Some("KB") | Some("kb") => 1024,
+        Some("mB") | Some("MB") => 1024 * 1024,
+        Some("B") | None => 1,
+        Some(_) => return Err(ProcError::Format("VmRSS unit")),
+    };
+    value.checked_mul(unit).ok_or(ProcError::Format("VmRSS value"))
+}
+
+/// Clock ticks per second (`USER_HZ`), from `getconf CLK_TCK`; 100 (the value on every
+/// mainstream Linux architecture) if that fails.
+pub fn ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When it was taken.
+    pub at: Instant,
+    /// CPU time so far.
+    pub cpu: CpuTicks,
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+}
+
+/// Reads one process's `/proc` files.
+#[derive(Debug, Clone)]
+pub struct ProcessSampler {
+    stat: PathBuf,
+    status: PathBuf,
+    ticks_per_second: u64,
+}
+
+impl ProcessSampler {
+    /// A sampler for `pid`.
+    pub fn new(pid: u32) -> Self {
+        Self::at(PathBuf::from(format!("/proc/{pid}")))
+    }
+
+    /// A sampler for the calling process.
+    pub fn this_process() -> Self {
+        Self::at(PathBuf::from("/proc/self"))
+    }
+
+    fn at(dir: PathBuf) -> Self {
+        Self {
+            stat: dir.join("stat"),
+            status: dir.join("status"),
+            ticks_per_second: ticks_per_second(),
+        }
+    }
+
+    /// Take a sample now.
+    pub fn sample(&self) -> Result<Sample, ProcError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|source| ProcError::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        let at = Instant::now();
+        let cpu = parse_stat(&read(&self.stat)?)?;
+        let rss_bytes = parse_status_rss(&read(&self.status)?)?;
+        Ok(Sample { at, cpu, rss_bytes })
+    }
+
+    /// CPU% between two samples (see the module documentation); `None` if no time passed.
+    pub fn cpu_percent(&self, earlier: &Sample, later: &Sample) -> Option<f64> {
+        cpu_percent(earlier, later, self.ticks_per_second)
+    }
+}
+
+/// CPU% of one core used between two samples, given `USER_HZ`.
+pub fn cpu_percent(earlier: &Sample, later: &Sample, ticks_per_second: u64) -> Option<f64> {
+    let wall = later.at.checked_duration_since(earlier.at)?.as_secs_f64();
+    if wall <= 0.0 || ticks_per_second == 0 {
+        return None;
+    }
+    let ticks = later.cpu.total().saturating_sub(earlier.cpu.total());
+    Some(ticks as f64 / ticks_per_second as f64 / wall * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A real line from a relay process, with a hostile command name.
+    const STAT: &str = "4242 (banyan relay) (x)) S 1 4242 4242 0 -1 4194560 2935 0 0 0 \
+        1234 567 0 0 20 0 3 0 98765 123456789 4321 18446744073709551615 1 1 0 0 0 0 0 4096 17920 \
+        0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    const STATUS: &str = "Name:\tbanyan-relay\nUmask:\t0022\nState:\tS (sleeping)\n\
+        VmPeak:\t  300000 kB\nVmSize:\t  250000 kB\nVmHWM:\t   40000 kB\nVmRSS:\t   35840 kB\n\
+        RssAnon:\t   30000 kB\nThreads:\t3\n";
+
+    #[test]
+    fn stat_fields_after_the_last_paren() {
+        let t = parse_stat(STAT).unwrap();
+        assert_eq!(
+            t,
+            CpuTicks {
+                utime: 1234,
+                stime: 567
+            }
+        );
+        assert_eq!(t.total(), 1801);
+    }
+
+    #[test]
+    fn bad_stat_is_an_error() {
+        assert!(parse_stat("").is_err());
+        assert!(parse_stat("1 (x) S 1 2").is_err());
+        assert!(parse_stat("1 (x) S 1 2 3 4 5 6 7 8 9 10 minus 11").is_err());
+        assert!(parse_stat("no parens at all 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15").is_err());
+    }
+
+    #[test]
+    fn rss_in_bytes() {
+        assert_eq!(parse_status_rss(STATUS).unwrap(), 35840 * 1024);
+        assert!(parse_status_rss("Name:\tx\n").is_err());
+        assert!(parse_status_rss("VmRSS:\t lots kB\n").is_err());
+        assert!(parse_status_rss("VmRSS:\t 12 parsecs\n").is_err());
+        assert!(parse_status_rss("VmRSS:\t 18446744073709551615 kB\n").is_err());
+    }
+
+    #[test]
+    fn cpu_percent_is_share_of_one_core() {
+        let t0 = Instant::now();
+        let a = Sample {
+            at: t0,
+            cpu: CpuTicks {
+                utime: 100,
+                stime: 50,
+            },
+            rss_bytes: 0,
+        };
+        let b = Sample {
+            at: t0 + Duration::from_secs(2),
+            cpu: CpuTicks {
+                utime: 400,
+                stime: 150,
+            },
+            rss_bytes: 0,
+        };
+        // 400 ticks at 100 Hz in 2 s: two cores busy.
+        assert_eq!(cpu_percent(&a, &b, 100), Some(200.0));
+        assert_eq!(cpu_percent(&b, &a, 100), None, "time went backwards");
+        assert_eq!(cpu_percent(&a, &a, 100), None);
+        assert_eq!(cpu_percent(&a, &b, 0), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let sampler = ProcessSampler::this_process();
+        let s = sampler.sample().unwrap();
+        assert!(s.rss_bytes > 0);
+        assert!(ProcessSampler::new(u32::MAX).sample().is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Subscribers: connect, SUBSCRIBE to a broadcast's `video` track, read every subgroup and
+//! object, and record latency, time to first object and which groups arrived.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use banyan_moq::coding::{SessionErrorCode, TrackName};
+use banyan_moq::message::{Parameters, Subscribe};
+use banyan_moq::session::{Client, ClientOptions, SubgroupReader, TrackEvent};
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::publisher::{capture_timestamp, unix_micros, Broadcast, TRACK};
+
+/// Counters shared by every subscriber, read once a second for progress.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Objects received.
+    pub objects: AtomicU64,
+    /// Payload bytes received.
+    pub bytes: AtomicU64,
+    /// Subscribers connected right now.
+    pub connected: AtomicU64,
+    /// Subscribers whose connect or SUBSCRIBE failed.
+    pub failed: AtomicU64,
+}
+
+/// One subscriber's plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where to connect (scheme chooses the transport).
+    pub url: Url,
+    /// The client endpoint to dial from.
+    pub client: Client,
+    /// Setup options (token).
+    pub options: ClientOptions,
+    /// The broadcast to subscribe to.
+    pub broadcast: Arc<Broadcast>,
+    /// When to start connecting.
+    pub start_at: Instant,
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// Connect or SUBSCRIBE failed.
+    pub failed: bool,
+    /// Got SUBSCRIBE_OK.
+    pub established: bool,
+    /// The subscription ended before the publisher's last object.
+    pub dropped: bool,
+    /// Received the publisher's last object.
+    pub completed: bool,
+    /// The publisher's group when SUBSCRIBE_OK arrived.
+    pub group_at_subscribe: Option<u64>,
+    /// Microseconds from starting to connect to the first object.
+    pub ttff_us: Option<u64>,
+    /// The objects' latencies in microseconds (live objects only).
+    pub latencies_us: Vec<u64>,
+    /// Objects received.
+    pub objects: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Objects captured before SUBSCRIBE was sent.
+    pub cached_objects: u64,
+    /// Objects without a timestamp.
+    pub without_timestamp: u64,
+    /// Group IDs of which at least one object arrived.
+    pub groups: BTreeSet<u64>,
+    /// The publisher's last group when this subscriber stopped (its last object's group
+    /// once the publisher has stopped).
+    pub last_group: Option<u64>,
+}
+
+/// What the subgroup readers record into.
+#[derive(Debug)]
+struct Recorder {
+    outcome: Mutex<Outcome>,
+    got_last: Notify,
+    connect_started: Instant,
+    subscribed_at_us: u64,
+}
+
+impl Recorder {
+    fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Run one subscriber until it has the publisher's last object, its subscription ends, or
+/// `abort` turns true.
+pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver<bool>) -> Outcome {
+    tokio::select! {
+        _ = tokio::time::sleep_until(plan.start_at) => {}
+        _ = abort.wait_for(|a| *a) => return Outcome::default(),
+    }
+    let connect_started = Instant::now();
+    let connected = tokio::select! {
+        c = plan.client.connect(&plan.url, plan.options.clone()) => c,
+        _ = abort.wait_for(|a| *a) => return Outcome::default(),
+    };
+    let (session, driver) = match connected {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "subscriber connect failed");
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Outcome {
+                failed: true,
+                ..Default::default()
+            };
+        }
+    };
+    let driver = tokio::spawn(driver.run());
+    let subscribed_at_us = unix_micros();
+    let subscribe = Subscribe {
+        request_id: 0,
+        track_namespace: plan.broadcast.namespace.clone(),
+        track_name: TrackName::from(TRACK),
+        parameters: Parameters::default(),
+    };
+    let subscribed = tokio::select! {
+        s = session.subscribe(subscribe) => s,
+        _ = abort.wait_for(|a| *a) => {
+            session.close(SessionErrorCode::NoError, "bench aborted");
+            driver.abort();
+            return Outcome::default();
+        }
+    };
+    let mut subscription = match subscribed {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "subscribe failed");
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            session.close(SessionErrorCode::NoError, "subscribe failed");
+            driver.abort();
+            return Outcome {
+                failed: true,
+                ..Default::default()
+            };
+        }
+    };
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let recorder = Arc::new(Recorder {
+        outcome: Mutex::new(Outcome {
+            established: true,
+            group_at_subscribe: plan.broadcast.current_group(),
+            ..Default::default()
+        }),
+        got_last: Notify::new(),
+        connect_started,
+        subscribed_at_us,
+    });
+
+    let mut readers = tokio::task::JoinSet::new();
+    let mut open = true;
+    let mut ended_early = false;
+    loop {
+        tokio::select! {
+            event = subscription.next(), if open => match event {
+                Ok(Some(TrackEvent::Subgroup(reader))) => {
+                    readers.spawn(read_subgroup(reader, recorder.clone(), counters.clone(), plan.broadcast.clone()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    open = false;
+                    ended_early = plan.broadcast.last_object.borrow().is_none();
+                    if readers.is_empty() {
+                        break;
+                    }
+                }
+            },
+            Some(_) = readers.join_next(), if !readers.is_empty() => {
+                if !open && readers.is_empty() {
+                    break;
+                }
+            }
+            _ = recorder.got_last.notified() => {
+                recorder.outcome().completed = true;
+                break;
+            }
+            _ = abort.wait_for(|a| *a) => break,
+        }
+    }
+    readers.abort_all();
+    drop(subscription);
+    session.close(SessionErrorCode::NoError, "bench finished");
+    driver.abort();
+    counters.connected.fetch_sub(1, Ordering::Relaxed);
+    let mut outcome = std::mem::take(&mut *recorder.outcome());
+    outcome.dropped = ended_early && !outcome.completed;
+    outcome.last_group = plan
+        .broadcast
+        .last_object
+        .borrow()
+        .map(|(group, _)| group)
+        .or_else(|| plan.broadcast.current_group());
+    outcome
+}
+
+async fn read_subgroup(
+    mut reader: SubgroupReader,
+    recorder: Arc<Recorder>,
+    counters: Arc<Counters>,
+    broadcast: Arc<Broadcast>,
+) {
+    let group = reader.group_id();
+    while let Ok(Some(object)) = reader.next().await {
+        let now_us = unix_micros();
+        let len = object.payload.len() as u64;
+        counters.objects.fetch_add(1, Ordering::Relaxed);
+        counters.bytes.fetch_add(len, Ordering::Relaxed);
+        {
+            let mut o = recorder.outcome();
+            if o.ttff_us.is_none() {
+                o.ttff_us = Some(
+                    recorder
+                        .connect_started
+                        .elapsed()
+                        .as_micros()
+                        .try_into()
+                        .unwrap_or(u64::MAX),
+                );
+            }
+            o.objects += 1;
+            o.bytes += len;
+            o.groups.insert(group);
+            match capture_timestamp(&object.properties) {
+                None => o.without_timestamp += 1,
+                Some(ts) if ts < recorder.subscribed_at_us => o.cached_objects += 1,
+                Some(ts) => o.latencies_us.push(now_us.saturating_sub(ts)),
+            }
+        }
+        if *broadcast.last_object.borrow() == Some((group, object.object_id)) {
+            recorder.got_last.notify_one();
+        }
+    }
+}
