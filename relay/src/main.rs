@@ -31,6 +31,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: RelayConfig) -> anyhow::Result<()> {
+    // Install the signal handlers before announcing readiness: a SIGTERM sent as soon as the
+    // `listening:` line appears must drain the relay, not kill it with the default action.
+    let shutdown = shutdown_signal()?;
     let relay = Relay::bind(&config).await?;
     let addr = relay.local_addr()?;
     let http = relay.http_addr()?;
@@ -40,24 +43,28 @@ async fn run(config: RelayConfig) -> anyhow::Result<()> {
         println!("certificate sha256: {hash}");
     }
     println!("listening: udp {addr} http {http}");
-    relay.run(shutdown_signal()).await
+    relay.run(shutdown).await
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// A future that resolves on SIGTERM or Ctrl-C (SIGINT); the handlers are installed now.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        use anyhow::Context as _;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use banyan_moq::coding::TrackNamespace;
 use banyan_moq::session::{NamespaceEvent, Session};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// A session that publishes a namespace.
 #[derive(Clone, Debug)]
@@ -23,6 +23,17 @@ pub struct Publisher {
     pub session: Session,
     /// The namespace it published.
     pub namespace: TrackNamespace,
+    /// Set when another publisher replaces this one (`--replace-publisher`).
+    replaced: Arc<watch::Sender<bool>>,
+}
+
+impl Publisher {
+    /// Resolves once another session has replaced this publisher of its namespace.
+    pub async fn replaced(&self) {
+        let mut rx = self.replaced.subscribe();
+        // The sender lives in `self`, so this only ends when the flag is set.
+        let _ = rx.wait_for(|replaced| *replaced).await;
+    }
 }
 
 /// Why a namespace could not be registered.
@@ -78,19 +89,26 @@ impl Origins {
             id,
             session,
             namespace: namespace.clone(),
+            replaced: Arc::new(watch::Sender::new(false)),
         };
-        let replaced = inner.namespaces.insert(namespace.clone(), publisher).is_some();
+        let guard = PublishGuard {
+            origins: self.clone(),
+            namespace: namespace.clone(),
+            publisher: publisher.clone(),
+        };
+        let old = inner.namespaces.insert(namespace.clone(), publisher);
+        let replaced = old.is_some();
+        if let Some(old) = old {
+            // Its PUBLISH_NAMESPACE and the tracks routed through it end (see `replaced`).
+            old.replaced.send_replace(true);
+        }
         if !replaced {
             notify_watchers(&mut inner.watchers, &NamespaceEvent::Published(namespace.clone()));
         }
         drop(inner);
         self.changed.notify_waiters();
         tracing::info!(%namespace, replaced, "namespace published");
-        Ok(PublishGuard {
-            origins: self.clone(),
-            namespace,
-            id,
-        })
+        Ok(guard)
     }
 
     /// The publisher of the longest published prefix of `namespace`.
@@ -169,12 +187,19 @@ fn notify_watchers(watchers: &mut Vec<Watcher>, event: &NamespaceEvent) {
 pub struct PublishGuard {
     origins: Arc<Origins>,
     namespace: TrackNamespace,
-    id: u64,
+    publisher: Publisher,
+}
+
+impl PublishGuard {
+    /// Resolves once another session has replaced this registration.
+    pub async fn replaced(&self) {
+        self.publisher.replaced().await;
+    }
 }
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
-        self.origins.unpublish(&self.namespace, self.id);
+        self.origins.unpublish(&self.namespace, self.publisher.id);
     }
 }
 

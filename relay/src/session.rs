@@ -296,25 +296,30 @@ impl SessionHandler {
                 )
                 .await;
         };
-        let guard =
-            match self
-                .shared
-                .origins
-                .publish(namespace, self.session.clone(), self.shared.replace_publisher)
-            {
-                Ok(guard) => guard,
-                Err(e) => {
-                    self.shared.metrics.refuse(RefuseReason::Other);
-                    return request
-                        .reject(RequestErrorCode::Uninterested, &e.to_string())
-                        .await;
-                }
-            };
+        let guard = match self.shared.origins.publish(
+            namespace.clone(),
+            self.session.clone(),
+            self.shared.replace_publisher,
+        ) {
+            Ok(guard) => guard,
+            Err(e) => {
+                self.shared.metrics.refuse(RefuseReason::Other);
+                return request
+                    .reject(RequestErrorCode::Uninterested, &e.to_string())
+                    .await;
+            }
+        };
         let mut publication = request.accept().await?;
         tokio::select! {
             _ = publication.withdrawn() => {}
             _ = self.session.closed() => {}
+            // Replaced by another session (`--replace-publisher`): ending the request stream
+            // tells this publisher its namespace is no longer routed to it.
+            () = guard.replaced() => {
+                tracing::info!(%namespace, "publisher replaced by another session");
+            }
         }
+        drop(publication);
         drop(guard);
         Ok(())
     }
@@ -332,6 +337,15 @@ impl SessionHandler {
             let code = e.request_code();
             return self.refuse_auth(e, request.reject(code, "not authorized")).await;
         }
+        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
+            self.shared.metrics.refuse(RefuseReason::Limit);
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many namespaces on this session",
+                )
+                .await;
+        };
         let mut watch = self.shared.origins.watch(prefix);
         let mut announcer = request.accept().await?;
         loop {

@@ -317,7 +317,19 @@ impl Tracks {
             .unwrap_or_default();
         tracing::debug!(track = %name, "upstream subscription live");
         track.set_state(TrackState::Live(info));
-        let end = ingest(track, subscription, Some(self.config.linger), &self.metrics).await;
+        let end = tokio::select! {
+            end = ingest(track, subscription, Some(self.config.linger), &self.metrics) => end,
+            // Another session took over the namespace (`--replace-publisher`): end this copy
+            // (dropping the upstream subscription) so subscribers never get a mix of both;
+            // they re-subscribe and reach the new publisher.
+            () = publisher.replaced() => {
+                tracing::debug!(track = %name, "publisher replaced; ending the track");
+                TrackState::Ended {
+                    code: PublishDoneCode::GoingAway,
+                    reason: "the publisher was replaced".into(),
+                }
+            }
+        };
         self.metrics.upstream_subscriptions.dec();
         end
     }
