@@ -165,6 +165,90 @@ pub fn cpu_percent(earlier: &Sample, later: &Sample, ticks_per_second: u64) -> O
     Some(ticks as f64 / ticks_per_second as f64 / wall * 100.0)
 }
 
+/// Whole-machine CPU time from the first line of `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostCpu {
+    /// Ticks spent doing anything but idle and iowait, all CPUs.
+    pub busy: u64,
+    /// All ticks, all CPUs.
+    pub total: u64,
+}
+
+/// Parse the aggregate `cpu` line of `/proc/stat` (user nice system idle iowait irq softirq
+/// steal ...; guest time is already inside user and nice, so it is not added again).
+pub fn parse_host_stat(text: &str) -> Result<HostCpu, ProcError> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or(ProcError::Format("no aggregate cpu line"))?;
+    let values: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().map_err(|_| ProcError::Format("cpu line value")))
+        .collect::<Result<_, _>>()?;
+    if values.len() < 4 {
+        return Err(ProcError::Format("cpu line too short"));
+    }
+    let total: u64 = values.iter().sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Ok(HostCpu {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+/// The UDP `RcvbufErrors` counter (datagrams dropped because a socket's receive buffer was
+/// full, all sockets) from `/proc/net/snmp`.
+pub fn parse_udp_rcvbuf_errors(text: &str) -> Result<u64, ProcError> {
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let header = lines.next().ok_or(ProcError::Format("no Udp header"))?;
+    let values = lines.next().ok_or(ProcError::Format("no Udp values"))?;
+    let index = header
+        .split_ascii_whitespace()
+        .position(|h| h == "RcvbufErrors")
+        .ok_or(ProcError::Format("no RcvbufErrors column"))?;
+    values
+        .split_ascii_whitespace()
+        .nth(index)
+        .and_then(|v| v.parse().ok())
+        .ok_or(ProcError::Format("RcvbufErrors value"))
+}
+
+/// One reading of the whole machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostSample {
+    /// CPU time of all CPUs.
+    pub cpu: HostCpu,
+    /// UDP receive-buffer drops so far.
+    pub udp_rcvbuf_errors: Option<u64>,
+}
+
+impl HostSample {
+    /// Read `/proc/stat` and `/proc/net/snmp`.
+    pub fn take() -> Result<Self, ProcError> {
+        let stat = std::fs::read_to_string("/proc/stat").map_err(|source| ProcError::Io {
+            path: "/proc/stat".into(),
+            source,
+        })?;
+        let udp = std::fs::read_to_string("/proc/net/snmp")
+            .ok()
+            .and_then(|t| parse_udp_rcvbuf_errors(&t).ok());
+        Ok(Self {
+            cpu: parse_host_stat(&stat)?,
+            udp_rcvbuf_errors: udp,
+        })
+    }
+}
+
+/// Busy share of all CPUs between two host samples, as a percentage of one core (so a
+/// fully busy 2-CPU machine shows 200 %).
+pub fn host_busy_percent(earlier: &HostCpu, later: &HostCpu, cpus: usize) -> Option<f64> {
+    let total = later.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
+    let busy = later.busy.saturating_sub(earlier.busy);
+    Some(busy as f64 / total as f64 * 100.0 * cpus as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +325,33 @@ mod tests {
         let s = sampler.sample().unwrap();
         assert!(s.rss_bytes > 0);
         assert!(ProcessSampler::new(u32::MAX).sample().is_err());
+    }
+
+    #[test]
+    fn host_cpu_line() {
+        let text = "cpu  100 5 50 800 20 3 2 0 7 0\ncpu0 50 2 25 400 10 1 1 0 0 0\nintr 1 2 3\n";
+        let h = parse_host_stat(text).unwrap();
+        assert_eq!(h.total, 980);
+        assert_eq!(h.busy, 160);
+        assert!(parse_host_stat("cpu0 1 2 3 4\n").is_err());
+        assert!(parse_host_stat("cpu  1 x 3 4\n").is_err());
+        assert!(parse_host_stat("cpu  1 2\n").is_err());
+        let later = HostCpu {
+            busy: 260,
+            total: 1180,
+        };
+        assert_eq!(host_busy_percent(&h, &later, 2), Some(100.0));
+        assert_eq!(host_busy_percent(&h, &h, 2), None);
+    }
+
+    #[test]
+    fn udp_receive_buffer_drops() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+            Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors\n\
+            Udp: 993969 4696 83502 1086405 83502 0 0\n\
+            UdpLite: InDatagrams NoPorts\nUdpLite: 0 0\n";
+        assert_eq!(parse_udp_rcvbuf_errors(snmp).unwrap(), 83502);
+        assert!(parse_udp_rcvbuf_errors("Udp: InDatagrams\nUdp: 1\n").is_err());
+        assert!(parse_udp_rcvbuf_errors("").is_err());
     }
 }

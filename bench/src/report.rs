@@ -38,6 +38,22 @@ pub struct Report {
     pub relay: RelayUsage,
     /// The bench process's own cost in the window (it shares the machine with the relay).
     pub bench: BenchUsage,
+    /// The whole machine during the window: who else was using the CPUs, UDP drops.
+    pub host: HostUsage,
+}
+
+/// The machine the run shared, over the measurement window.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct HostUsage {
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Busy time of all CPUs, percentage of one core (at most `100 × cpus`).
+    pub cpu_busy_percent: Option<f64>,
+    /// `cpu_busy_percent − relay.cpu_percent − bench.cpu_percent`: everything else on the
+    /// machine (other processes, and kernel work not charged to either process).
+    pub other_cpu_percent: Option<f64>,
+    /// UDP datagrams dropped for a full socket receive buffer (all sockets on the host).
+    pub udp_rcvbuf_errors: Option<u64>,
 }
 
 /// Delivery counts and rates.
@@ -253,6 +269,14 @@ impl Report {
             "bench process: {} cpu, rss {}\n",
             opt(self.bench.cpu_percent.map(|v| format!("{v:.1}")), "%"),
             opt(self.bench.rss_bytes.map(mib), "")
+        ));
+        let h = &self.host;
+        s.push_str(&format!(
+            "host: {} cpus, {} busy ({} not relay or bench), {} UDP receive-buffer drops\n",
+            h.cpus,
+            opt(h.cpu_busy_percent.map(|v| format!("{v:.1}")), "%"),
+            opt(h.other_cpu_percent.map(|v| format!("{v:.1}")), "%"),
+            opt(h.udp_rcvbuf_errors, "")
         ));
         s
     }

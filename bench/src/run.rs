@@ -13,11 +13,12 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::procfs::{ProcessSampler, Sample};
+use crate::procfs::{host_busy_percent, HostSample, ProcessSampler, Sample};
 use crate::profile::{url_for, Args, Profile};
 use crate::publisher::{self, Broadcast, Stream};
 use crate::report::{
-    BenchUsage, Connections, Delivered, Groups, Progress, Published, RelayUsage, Report, SCHEMA_VERSION,
+    BenchUsage, Connections, Delivered, Groups, HostUsage, Progress, Published, RelayUsage, Report,
+    SCHEMA_VERSION,
 };
 use crate::stats::{round3, Distribution};
 use crate::subscriber::{self, Counters, Outcome, Plan};
@@ -42,6 +43,7 @@ struct Snapshot {
     bytes: u64,
     relay: Option<Sample>,
     bench: Option<Sample>,
+    host: Option<HostSample>,
 }
 
 impl Bench {
@@ -86,6 +88,7 @@ impl Bench {
             bytes: 0,
             relay: relay.as_ref().and_then(|r| r.sample().ok()),
             bench: this.sample().ok(),
+            host: HostSample::take().ok(),
         };
         let mut rss_peak = baseline.map(|b| b.rss_bytes);
 
@@ -344,6 +347,26 @@ impl Bench {
             rss_bytes: end.bench.map(|s| s.rss_bytes),
         };
 
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let host_busy = match (start.host, end.host) {
+            (Some(a), Some(b)) => host_busy_percent(&a.cpu, &b.cpu, cpus),
+            _ => None,
+        };
+        let host = HostUsage {
+            cpus,
+            cpu_busy_percent: host_busy.map(|v| (v * 10.0).round() / 10.0),
+            other_cpu_percent: host_busy.map(|busy| {
+                let other = busy - relay_usage.cpu_percent.unwrap_or(0.0) - bench.cpu_percent.unwrap_or(0.0);
+                (other.max(0.0) * 10.0).round() / 10.0
+            }),
+            udp_rcvbuf_errors: match (start.host, end.host) {
+                (Some(a), Some(b)) => b
+                    .udp_rcvbuf_errors
+                    .zip(a.udp_rcvbuf_errors)
+                    .map(|(b, a)| b.saturating_sub(a)),
+                _ => None,
+            },
+        };
         Report {
             schema: SCHEMA_VERSION,
             profile: p.clone(),
@@ -357,6 +380,7 @@ impl Bench {
             connections,
             relay: relay_usage,
             bench,
+            host,
         }
     }
 }
