@@ -36,13 +36,13 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// The TLS configuration could not be built (e.g. unreadable `--tls-ca`).
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Tls(#[from] banyan_certs::Error),
     /// A client endpoint could not be created.
     #[error("client endpoint: {0}")]
     Client(banyan_moq::session::Error),
     /// A publisher could not connect or advertise its namespaces; the run cannot proceed.
-    #[error("publisher {index}: {source}")]
+    #[error("publisher {index} could not connect or advertise its namespaces")]
     Publisher {
         /// Which publisher.
         index: usize,
@@ -50,6 +50,6 @@ pub enum Error {
         source: banyan_moq::session::Error,
     },
     /// `--relay-pid` names a process whose `/proc` files cannot be read.
-    #[error("relay process: {0}")]
+    #[error("sampling the relay process")]
     Proc(#[from] procfs::ProcError),
 }

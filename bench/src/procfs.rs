@@ -11,7 +11,7 @@ use std::time::Instant;
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
     /// Reading the file failed (e.g. the process exited).
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,

@@ -416,8 +416,8 @@ impl TrackCache {
             .collect()
     }
 
-    /// Every cached object in `[start, end)` (end exclusive; object 0 of `end.group` means
-    /// the whole previous group), for FETCH.
+    /// Every cached object in `[start, end)` (end exclusive), for FETCH. Callers convert a
+    /// FETCH's End Location (whose Object 0 means "all of that group") to this form.
     pub fn range(
         &self,
         start: banyan_moq::coding::Location,

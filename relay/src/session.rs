@@ -445,7 +445,15 @@ impl SessionHandler {
                 };
                 match self.shared.tracks.get(&name) {
                     Some(track) if track.cache.oldest().is_some_and(|o| o <= range.start_location) => {
-                        (track, range.start_location, range.end_location)
+                        // End Location is the last Object plus one; Object 0 asks for the
+                        // whole of that group (draft-18, "Standalone Fetch"). The cache
+                        // wants `[start, end)`.
+                        let end = if range.end_location.object == 0 {
+                            Location::new(range.end_location.group.saturating_add(1), 0)
+                        } else {
+                            range.end_location
+                        };
+                        (track, range.start_location, end)
                     }
                     _ => return self.fetch_upstream(request, message).await,
                 }
@@ -476,9 +484,10 @@ impl SessionHandler {
         };
         self.shared.metrics.cache_hits.inc();
         let objects = track.cache.range(start, end);
+        // FETCH_OK's End Location uses the request's encoding: the last Object plus one.
         let end_location = objects
             .last()
-            .map_or(start, |(g, _, _, o)| Location::new(*g, o.id));
+            .map_or(start, |(g, _, _, o)| Location::new(*g, o.id.saturating_add(1)));
         let ok = FetchOk {
             end_of_track: false,
             end_location,

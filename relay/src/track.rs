@@ -348,6 +348,9 @@ impl Tracks {
     }
 }
 
+/// How long, after upstream ends a track, its open subgroup streams may take to finish.
+const SUBGROUP_DRAIN: Duration = Duration::from_secs(2);
+
 /// Read an upstream subscription into the track's cache until it ends, or (with `linger`)
 /// until the track has had no subscribers for that long. Returns the final state.
 async fn ingest(
@@ -358,6 +361,10 @@ async fn ingest(
 ) -> TrackState {
     let mut done: Option<(PublishDoneCode, String)> = None;
     let mut subscribers = track.subscribers.subscribe();
+    // The subgroup ingests in flight: when upstream ends the track, their last objects may
+    // still be on the way, and the cache must not close under them.
+    let mut subgroups = tokio::task::JoinSet::new();
+    let mut abandoned = false;
     loop {
         let idle = async {
             match linger {
@@ -368,7 +375,7 @@ async fn ingest(
         tokio::select! {
             event = subscription.next() => match event {
                 Ok(Some(TrackEvent::Subgroup(reader))) => {
-                    tokio::spawn(ingest_subgroup(track.clone(), reader, metrics.clone()));
+                    subgroups.spawn(ingest_subgroup(track.clone(), reader, metrics.clone()));
                 }
                 Ok(Some(TrackEvent::Datagram(datagram))) => {
                     metrics.objects_in.inc();
@@ -384,13 +391,27 @@ async fn ingest(
                     break;
                 }
             },
+            Some(_) = subgroups.join_next(), if !subgroups.is_empty() => {}
             _ = idle => {
                 tracing::debug!(track = %track.name, "no subscribers left; unsubscribing upstream");
                 done = Some((PublishDoneCode::SubscriptionEnded, "no subscribers".into()));
+                abandoned = true;
                 break;
             }
         }
     }
+    if !abandoned {
+        // Let the subgroups upstream already opened finish (bounded), so the end of the
+        // track never cuts off their last objects; then abort whatever is left.
+        let finished = tokio::time::timeout(SUBGROUP_DRAIN, async {
+            while subgroups.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::debug!(track = %track.name, left = subgroups.len(), "upstream subgroups unfinished at the end of the track");
+        }
+    }
+    drop(subgroups);
     let (code, reason) = done.unwrap_or((PublishDoneCode::TrackEnded, "upstream ended".into()));
     TrackState::Ended { code, reason }
 }
