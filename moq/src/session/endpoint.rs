@@ -39,6 +39,9 @@ impl std::fmt::Display for TransportKind {
     }
 }
 
+/// The UDP socket buffer size requested for every endpoint.
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
 /// Bind a UDP socket; an unspecified IPv6 address is bound dual-stack so IPv4 clients
 /// (and `localhost` resolving to either family) reach it.
 fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -48,6 +51,10 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         // Dual-stack wherever the OS allows it; an IPv6-only host still works.
         let _ = socket.set_only_v6(false);
     }
+    // Many sessions share one socket: the kernel's default buffers (~208 KiB) overflow and
+    // drop datagrams under fan-out. Ask for more; the kernel caps it at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
