@@ -28,6 +28,10 @@ use bytes::Bytes;
 use common::live::{check_stamped, now_us, percentile, rss_kib, stamped, Live, LivePublisher};
 use common::{relay, within, TestRelay};
 
+/// Held by the heavy tests (200 sessions, the slow-subscriber run) so they never share the
+/// 2 CI cores, nor the process's RSS that the slow-subscriber test measures, with each other.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn subscribe_msg(namespace: &str, track: &str) -> Subscribe {
     Subscribe {
         request_id: 0,
@@ -158,6 +162,7 @@ async fn poll_until(mut ready: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_to_200_subscribers_on_both_transports() {
+    let _heavy = HEAVY.lock().await;
     let started = Instant::now();
     let relay = relay(&[]).await;
     let client = relay.client();
@@ -240,6 +245,7 @@ async fn one_publisher_to_200_subscribers_on_both_transports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_subscribes_within_50ms_make_one_upstream_subscribe() {
+    let _heavy = HEAVY.lock().await;
     let relay = relay(&[]).await;
     let client = relay.client();
     let live = Live {
@@ -489,6 +495,7 @@ async fn slow_subscriber_phase(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_skipped_without_hurting_the_others() {
+    let _heavy = HEAVY.lock().await;
     const CACHE_BYTES: i64 = 4 * 1024 * 1024;
     let relay = relay(&["--cache-bytes", "4MiB", "--max-object-size", "1MiB"]).await;
     // Video-like: 30 objects/s, 10-50 KB each, 30-object groups (1 s GOPs), ~0.9 MB/s.
