@@ -6,7 +6,7 @@
 //! cursor and wait on a `watch` channel for more. Memory is bounded twice: by a group count per
 //! track and by a byte budget shared by all tracks ([`CacheBudget`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -245,6 +245,7 @@ impl TrackCache {
         publisher_priority: Option<u8>,
         properties: bool,
     ) -> Option<Arc<Subgroup>> {
+        let mut created = false;
         let group = {
             let mut groups = lock(&self.groups);
             let position = groups.iter().position(|g| g.id == group_id);
@@ -269,6 +270,7 @@ impl TrackCache {
                             self.evicted(&evicted);
                         }
                     }
+                    created = true;
                     group
                 }
             }
@@ -288,13 +290,13 @@ impl TrackCache {
             let n = subgroups.len();
             group.progress.send_modify(|p| p.0 = n);
         }
+        // Wake readers for every new group, not only a newer one: upstream streams race, so
+        // an older group can start after a newer one, and forwarders still owe it.
         self.newest.send_if_modified(|newest| {
             if newest.is_none_or(|n| group_id > n) {
                 *newest = Some(group_id);
-                true
-            } else {
-                false
             }
+            created
         });
         Some(subgroup)
     }
@@ -400,6 +402,26 @@ impl TrackCache {
                         return group;
                     }
                 }
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Wait for a cached group with an ID of at least `from` that is not in `sent`, lowest
+    /// ID first. Groups can start out of order (their upstream streams race), so a group
+    /// older than one already sent may still appear, and is still owed to the subscriber.
+    pub async fn next_unsent_group(&self, from: u64, sent: &BTreeSet<u64>) -> Arc<Group> {
+        let mut rx = self.newest.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let unsent = lock(&self.groups)
+                .iter()
+                .find(|g| g.id >= from && !sent.contains(&g.id))
+                .cloned();
+            if let Some(group) = unsent {
+                return group;
             }
             if rx.changed().await.is_err() {
                 std::future::pending::<()>().await;

@@ -3,7 +3,7 @@
 //! its own QUIC flow control, and once it is more than `max_lag` groups behind the newest,
 //! its oldest group streams are reset and it carries on with the newest group (counted).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,26 +44,38 @@ pub async fn forward(
 
     let mut active = FuturesUnordered::new();
     let mut in_flight: VecDeque<(u64, watch::Sender<bool>)> = VecDeque::new();
-    let mut next = Some(start);
-    let mut last_group: Option<u64> = None;
+    // The first group sent, and every group sent since (pruned to what the cache still holds):
+    // groups can start out of order upstream, so "newer than the last one sent" would lose
+    // an older group that starts late.
+    let mut from: Option<u64> = None;
+    let mut sent = BTreeSet::new();
     let outcome = loop {
-        // The next group to send: the start point once, then each newer group.
+        // The next group to send: the start point once, then each group not yet sent.
         let upcoming = async {
-            match next {
-                Some(start) => track.cache.first_group(start).await,
-                None => (track.cache.next_group_after(last_group).await, 0),
+            match from {
+                None => track.cache.first_group(start).await,
+                Some(from) => (track.cache.next_unsent_group(from, &sent).await, 0),
             }
         };
         tokio::select! {
             (group, first_object) = upcoming => {
-                next = None;
+                // From the start group even if a later group was found first.
+                from.get_or_insert(match start {
+                    Start::At { group: target, .. } => target.min(group.id),
+                    _ => group.id,
+                });
+                sent.insert(group.id);
+                if let Some(oldest) = track.cache.oldest() {
+                    sent = sent.split_off(&oldest.group);
+                }
                 if end_group.is_some_and(|end| group.id > end) {
                     break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
                 }
-                last_group = Some(group.id);
                 let (cancel, cancelled) = watch::channel(false);
                 active.push(send_group(sender.clone(), group.clone(), first_object, cancelled, metrics.clone()));
-                in_flight.push_back((group.id, cancel));
+                // Oldest first, so a lagging subscriber skips its oldest groups.
+                let at = in_flight.partition_point(|(id, _)| *id < group.id);
+                in_flight.insert(at, (group.id, cancel));
                 while in_flight.len() > config.max_lag + 1 {
                     if let Some((skipped, cancel)) = in_flight.pop_front() {
                         tracing::debug!(track = %track.name, group = skipped, "subscriber behind; skipping group");

@@ -224,10 +224,27 @@ impl SessionHandler {
                     .await
             }
         };
+        // The Largest Object that SUBSCRIBE_OK reports is the one the filters are relative to
+        // (draft-18 §Subscription Filters; {0, 0} when nothing has arrived yet), so the start
+        // is fixed here, not when the forwarder first looks at the cache: objects arriving in
+        // between belong to this subscriber.
         let largest = track.cache.largest();
         let (start, end_group) = match message.parameters.subscription_filter {
-            None | Some(SubscriptionFilter::LargestObject) => (Start::CurrentGroup, None),
-            Some(SubscriptionFilter::NextGroupStart) => (Start::NextGroup, None),
+            // Join fast: from the first object of the Largest Object's group.
+            None | Some(SubscriptionFilter::LargestObject) => (
+                Start::At {
+                    group: largest.map_or(0, |l| l.group),
+                    object: 0,
+                },
+                None,
+            ),
+            Some(SubscriptionFilter::NextGroupStart) => (
+                Start::At {
+                    group: largest.map_or(0, |l| l.group.saturating_add(1)),
+                    object: 0,
+                },
+                None,
+            ),
             Some(SubscriptionFilter::AbsoluteStart { start_location }) => (
                 Start::At {
                     group: start_location.group,

@@ -17,7 +17,7 @@ use banyan_moq::message::{GroupOrder, Parameters, Subscribe};
 use banyan_moq::session::{Error as SessionError, SubgroupReader, Subscription, TrackEvent, TrackSender};
 use tokio::sync::watch;
 
-use crate::cache::{CacheBudget, CachedObject, TrackCache};
+use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::metrics::Metrics;
 use crate::origin::Origins;
 
@@ -374,8 +374,12 @@ async fn ingest(
         };
         tokio::select! {
             event = subscription.next() => match event {
-                Ok(Some(TrackEvent::Subgroup(reader))) => {
-                    subgroups.spawn(ingest_subgroup(track.clone(), reader, metrics.clone()));
+                Ok(Some(TrackEvent::Subgroup(mut reader))) => {
+                    // Enter the subgroup in the cache now, in the order its stream arrived,
+                    // when its header names it; waiting for its first (possibly large) object
+                    // would let a later group's stream overtake it.
+                    let Some(cached) = open_cached(track, &mut reader) else { continue };
+                    subgroups.spawn(ingest_subgroup(track.clone(), reader, cached, metrics.clone()));
                 }
                 Ok(Some(TrackEvent::Datagram(datagram))) => {
                     metrics.objects_in.inc();
@@ -432,10 +436,36 @@ async fn wait_idle(subscribers: &mut watch::Receiver<usize>, linger: Duration) {
     }
 }
 
-/// Copy one upstream subgroup stream into the cache.
-async fn ingest_subgroup(track: Arc<Track>, mut reader: SubgroupReader, metrics: Arc<Metrics>) {
+/// The cache entry for an upstream subgroup whose header carries its Subgroup ID:
+/// `Some(None)` when the ID comes with the first object, `None` when the group is too old
+/// to cache (the stream is then stopped: nobody can be served from it).
+fn open_cached(track: &Track, reader: &mut SubgroupReader) -> Option<Option<Arc<Subgroup>>> {
+    let Some(subgroup_id) = reader.subgroup_id() else {
+        return Some(None);
+    };
+    let header = reader.header();
+    match track.cache.open_subgroup(
+        header.group_id,
+        subgroup_id,
+        header.publisher_priority,
+        header.properties,
+    ) {
+        Some(subgroup) => Some(Some(subgroup)),
+        None => {
+            reader.stop(banyan_moq::coding::StreamResetCode::Cancelled);
+            None
+        }
+    }
+}
+
+/// Copy one upstream subgroup stream into the cache (entered already when `cached`).
+async fn ingest_subgroup(
+    track: Arc<Track>,
+    mut reader: SubgroupReader,
+    mut cached: Option<Arc<Subgroup>>,
+    metrics: Arc<Metrics>,
+) {
     let header = reader.header().clone();
-    let mut cached = None;
     loop {
         let object = match reader.next().await {
             Ok(Some(object)) => object,
