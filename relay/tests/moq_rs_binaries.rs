@@ -11,6 +11,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -190,9 +191,12 @@ struct Process {
 
 impl Process {
     fn spawn(name: &str, program: &Path, args: &[String], capture: bool) -> Self {
+        // Tests run in parallel and share process names: number each log.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let log = std::env::temp_dir().join(format!(
-            "banyan-moq-rs-binaries-{}-{}.log",
+            "banyan-moq-rs-binaries-{}-{}-{}.log",
             std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
             name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
         ));
         let stderr = std::fs::File::create(&log).expect("stderr log file");
