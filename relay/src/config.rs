@@ -76,7 +76,8 @@ pub struct RelayConfig {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub http_listen: SocketAddr,
 
-    /// A parent relay to subscribe to for namespaces this relay does not have:
+    /// A parent relay to subscribe to for namespaces this relay does not have (not supported
+    /// yet: the relay refuses to start with it until the replication tree lands):
     /// moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport); the port
     /// defaults to 443. Repeatable.
     #[arg(long, value_name = "URL", value_parser = parse_upstream)]

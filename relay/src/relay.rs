@@ -40,6 +40,13 @@ pub struct Relay {
 impl Relay {
     /// Bind the QUIC port and the HTTP listener, and load (or mint) the certificate.
     pub async fn bind(config: &RelayConfig) -> anyhow::Result<Self> {
+        // Relaying through parents (the replication tree) is not built yet: refuse rather than
+        // start a relay that silently ignores its upstreams.
+        if !config.upstream.is_empty() {
+            anyhow::bail!(
+                "--upstream is not supported yet: this relay only serves namespaces published to it directly"
+            );
+        }
         let identity = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
                 Identity::load_pem(cert, key).context("loading the TLS certificate and key")?
