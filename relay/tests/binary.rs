@@ -233,6 +233,13 @@ async fn help_explains_the_flags() {
 }
 
 #[tokio::test]
+async fn refuses_upstreams_until_the_tree_exists() {
+    let mut args = DEV.to_vec();
+    args.extend(["--upstream", "moqt://parent.invalid:4443/"]);
+    refuses_to_start(&args, &["--upstream is not supported yet"]).await;
+}
+
+#[tokio::test]
 async fn refuses_to_start_without_an_auth_decision() {
     let base = ["--dev-cert", "--listen", "[::]:0", "--http-listen", "127.0.0.1:0"];
     refuses_to_start(
