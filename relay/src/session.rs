@@ -131,6 +131,13 @@ impl SessionHandler {
     }
 
     async fn handle(self: Arc<Self>, request: Request) {
+        if let Err(e) = self.authorize_request(&request) {
+            tracing::info!(error = %e, "request refused: not authorized");
+            self.shared.metrics.auth_failures.inc();
+            self.shared.metrics.refuse(RefuseReason::Unauthorized);
+            let _ = request.reject(e.request_code(), "not authorized").await;
+            return;
+        }
         let result = match request {
             Request::Subscribe(r) => self.subscribe(r).await,
             Request::PublishNamespace(r) => self.publish_namespace(r).await,
@@ -167,26 +174,46 @@ impl SessionHandler {
         claims.check(action, namespace)
     }
 
-    async fn refuse_auth<R>(&self, error: AuthError, reject: R) -> Result<(), banyan_moq::session::Error>
-    where
-        R: std::future::Future<Output = Result<(), banyan_moq::session::Error>>,
-    {
-        tracing::info!(error = %error, "request refused: not authorized");
-        self.shared.metrics.auth_failures.inc();
-        self.shared.metrics.refuse(RefuseReason::Unauthorized);
-        reject.await
+    /// Authorize a request before dispatch: its own AUTHORIZATION TOKEN, or the session's.
+    /// A joining FETCH rides on a subscription that was authorized when it was made.
+    fn authorize_request(&self, request: &Request) -> Result<(), AuthError> {
+        let (tokens, action, namespace) = match request {
+            Request::Subscribe(r) => (
+                &r.message.parameters,
+                Action::Subscribe,
+                &r.message.track_namespace,
+            ),
+            Request::TrackStatus(r) => (
+                &r.message.parameters,
+                Action::Subscribe,
+                &r.message.track_namespace,
+            ),
+            Request::SubscribeNamespace(r) => (
+                &r.message.parameters,
+                Action::Subscribe,
+                &r.message.track_namespace_prefix,
+            ),
+            Request::SubscribeTracks(r) => (
+                &r.message.parameters,
+                Action::Subscribe,
+                &r.message.track_namespace_prefix,
+            ),
+            Request::PublishNamespace(r) => {
+                (&r.message.parameters, Action::Publish, &r.message.track_namespace)
+            }
+            Request::Publish(r) => (&r.message.parameters, Action::Publish, &r.message.track_namespace),
+            Request::Fetch(r) => match &r.message.fetch_type {
+                FetchType::Standalone(range) => {
+                    (&r.message.parameters, Action::Subscribe, &range.track_namespace)
+                }
+                FetchType::RelativeJoining(_) | FetchType::AbsoluteJoining(_) => return Ok(()),
+            },
+        };
+        self.authorize(&tokens.authorization_tokens, action, namespace)
     }
 
     async fn subscribe(self: Arc<Self>, request: SubscribeRequest) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
-        if let Err(e) = self.authorize(
-            &message.parameters.authorization_tokens,
-            Action::Subscribe,
-            &message.track_namespace,
-        ) {
-            let code = e.request_code();
-            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-        }
         let Some(_slot) = Slot::take(&self.subscriptions, self.shared.limits.subscriptions) else {
             self.shared.metrics.refuse(RefuseReason::Limit);
             return request
@@ -296,14 +323,6 @@ impl SessionHandler {
         request: PublishNamespaceRequest,
     ) -> Result<(), banyan_moq::session::Error> {
         let namespace = request.message.track_namespace.clone();
-        if let Err(e) = self.authorize(
-            &request.message.parameters.authorization_tokens,
-            Action::Publish,
-            &namespace,
-        ) {
-            let code = e.request_code();
-            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-        }
         let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
             self.shared.metrics.refuse(RefuseReason::Limit);
             return request
@@ -346,14 +365,6 @@ impl SessionHandler {
         request: SubscribeNamespaceRequest,
     ) -> Result<(), banyan_moq::session::Error> {
         let prefix = request.message.track_namespace_prefix.clone();
-        if let Err(e) = self.authorize(
-            &request.message.parameters.authorization_tokens,
-            Action::Subscribe,
-            &prefix,
-        ) {
-            let code = e.request_code();
-            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-        }
         let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
             self.shared.metrics.refuse(RefuseReason::Limit);
             return request
@@ -379,14 +390,6 @@ impl SessionHandler {
 
     async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
-        if let Err(e) = self.authorize(
-            &message.parameters.authorization_tokens,
-            Action::Publish,
-            &message.track_namespace,
-        ) {
-            let code = e.request_code();
-            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-        }
         let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
             Ok(name) => name,
             Err(e) => {
@@ -405,14 +408,6 @@ impl SessionHandler {
         request: TrackStatusRequest,
     ) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
-        if let Err(e) = self.authorize(
-            &message.parameters.authorization_tokens,
-            Action::Subscribe,
-            &message.track_namespace,
-        ) {
-            let code = e.request_code();
-            return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-        }
         let name = FullTrackName {
             namespace: message.track_namespace.clone(),
             name: message.track_name.clone(),
@@ -448,14 +443,6 @@ impl SessionHandler {
         let message = request.message.clone();
         let (track, start, end) = match &message.fetch_type {
             FetchType::Standalone(range) => {
-                if let Err(e) = self.authorize(
-                    &message.parameters.authorization_tokens,
-                    Action::Subscribe,
-                    &range.track_namespace,
-                ) {
-                    let code = e.request_code();
-                    return self.refuse_auth(e, request.reject(code, "not authorized")).await;
-                }
                 let name = FullTrackName {
                     namespace: range.track_namespace.clone(),
                     name: range.track_name.clone(),
