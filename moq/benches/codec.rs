@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use banyan_moq::coding::{Encode, KeyValuePair};
+use banyan_moq::coding::KeyValuePair;
 use banyan_moq::data::{
     ObjectDatagram, ObjectProperties, SubgroupHeader, SubgroupId, SubgroupObject, SubgroupStream,
 };

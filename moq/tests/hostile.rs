@@ -231,7 +231,7 @@ async fn object_above_the_size_limit_is_refused_without_closing_the_session() {
         let Some(Request::Subscribe(request)) = server.accept().await else {
             panic!("expected SUBSCRIBE")
         };
-        let mut writer = request.accept(SubscribeOk::default()).await.unwrap();
+        let writer = request.accept(SubscribeOk::default()).await.unwrap();
         let mut big = writer.open_subgroup(0, 0, None, false).await.unwrap();
         // The write may or may not complete before the subscriber stops the stream.
         let _ = big.write_payload(0, Bytes::from(vec![7u8; 50_000])).await;

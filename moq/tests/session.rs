@@ -107,7 +107,7 @@ async fn subscribe_receives_every_object_in_order(kind: TransportKind) {
             panic!("expected SUBSCRIBE")
         };
         assert_eq!(request.message.track_name, TrackName::from("video"));
-        let mut writer = request.accept(SubscribeOk::default()).await.unwrap();
+        let writer = request.accept(SubscribeOk::default()).await.unwrap();
         for group in 0..GROUPS {
             let mut subgroup = writer.open_subgroup(group, 0, Some(1), false).await.unwrap();
             for object in 0..OBJECTS {
