@@ -285,3 +285,53 @@ async fn subgroup_header_alone_with_unknown_alias_is_dropped_not_fatal() {
     assert!(conn.close_reason().is_none(), "the session survives");
     still_serving(&mut h).await;
 }
+
+#[tokio::test]
+async fn malformed_object_on_a_data_stream_closes_the_session() {
+    let mut h = start().await;
+    let conn = raw_connection(&h).await;
+    let _control = send_setup(&conn).await;
+    // PUBLISH a track with alias 5, then a subgroup stream for it whose first object has an
+    // empty payload and an Object Status that draft-18 does not define (0x07).
+    let publish = banyan_moq::message::Publish {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path("live").unwrap(),
+        track_name: TrackName::from("video"),
+        track_alias: 5,
+        parameters: Parameters::default(),
+        track_properties: Default::default(),
+    };
+    let (mut request, _response) = conn.open_bi().await.unwrap();
+    request.write_all(&frame(publish)).await.unwrap();
+    let server = within("server session", h.sessions.recv()).await.unwrap();
+    let Some(Request::Publish(incoming)) = within("PUBLISH", server.accept()).await else {
+        panic!("expected PUBLISH")
+    };
+    let mut subscription = incoming.accept(Default::default()).await.unwrap();
+
+    let header = SubgroupHeader {
+        track_alias: 5,
+        group_id: 0,
+        subgroup_id: SubgroupId::Zero,
+        publisher_priority: None,
+        properties: false,
+        end_of_group: false,
+        first_object: false,
+    };
+    let mut stream = conn.open_uni().await.unwrap();
+    let mut bytes = BytesMut::from(&header.to_bytes(V)[..]);
+    bytes.put_slice(&[0x00, 0x00, 0x07]); // object id delta 0, payload length 0, status 7
+    stream.write_all(&bytes).await.unwrap();
+
+    let Some(TrackEvent::Subgroup(mut subgroup)) = within("subgroup", subscription.next()).await.unwrap()
+    else {
+        panic!("expected a subgroup")
+    };
+    let error = within("object", subgroup.next()).await.unwrap_err();
+    assert!(matches!(error, Error::Decode(_)), "got {error:?}");
+    assert_eq!(
+        close_code(&conn).await,
+        SessionErrorCode::ProtocolViolation.code()
+    );
+    still_serving(&mut h).await;
+}

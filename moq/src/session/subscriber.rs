@@ -257,11 +257,11 @@ impl SubgroupReader {
     pub async fn next(&mut self) -> Result<Option<SubgroupObject>, Error> {
         let version = self.shared.version;
         let state = &mut self.state;
-        let Some(header) = self
+        let decoded = self
             .reader
             .decode(|c| state.decode_object_header(c, version))
-            .await?
-        else {
+            .await;
+        let Some(header) = close_on_violation(&self.shared, decoded)? else {
             return Ok(None);
         };
         let limit = self.shared.config.max_object_size;
@@ -272,7 +272,8 @@ impl SubgroupReader {
                 header.payload_len
             )));
         }
-        let payload = self.reader.read_exact(header.payload_len as usize).await?;
+        let read = self.reader.read_exact(header.payload_len as usize).await;
+        let payload = close_on_violation(&self.shared, read)?;
         Ok(Some(SubgroupObject {
             object_id: header.object_id,
             properties: header.properties,
@@ -341,7 +342,8 @@ impl FetchReader {
     pub async fn next(&mut self) -> Result<Option<FetchItem>, Error> {
         let version = self.shared.version;
         let state = &mut self.state;
-        let Some(record) = self.reader.decode(|c| state.decode_record(c, version)).await? else {
+        let decoded = self.reader.decode(|c| state.decode_record(c, version)).await;
+        let Some(record) = close_on_violation(&self.shared, decoded)? else {
             return Ok(None);
         };
         match record {
@@ -355,7 +357,8 @@ impl FetchReader {
                         h.payload_len
                     )));
                 }
-                let payload = self.reader.read_exact(h.payload_len as usize).await?;
+                let read = self.reader.read_exact(h.payload_len as usize).await;
+                let payload = close_on_violation(&self.shared, read)?;
                 Ok(Some(FetchItem::Object(FetchObject {
                     group_id: h.group_id,
                     subgroup_id: h.subgroup_id,
@@ -386,4 +389,13 @@ pub(crate) fn fetch_order(order: Option<crate::message::GroupOrder>) -> FetchGro
         Some(crate::message::GroupOrder::Descending) => FetchGroupOrder::Descending,
         _ => FetchGroupOrder::Ascending,
     }
+}
+
+/// A malformed data stream is a protocol violation of the whole session (draft-18 closes the
+/// session for malformed input), not just of the stream: close it, then report the error.
+fn close_on_violation<T>(shared: &Shared, result: Result<T, Error>) -> Result<T, Error> {
+    if let Err(e @ (Error::Decode(_) | Error::Protocol { .. })) = &result {
+        shared.close(e.session_code(), &e.to_string());
+    }
+    result
 }
