@@ -1,0 +1,153 @@
+//! `banyan-impair`: a UDP impairment proxy for manual testing.
+//!
+//! ```text
+//! banyan-impair --listen 127.0.0.1:5000 --upstream 127.0.0.1:4443 --delay 20ms --jitter 5ms --loss 1% --seed 1
+//! banyan-impair --listen 127.0.0.1:5000 --upstream 127.0.0.1:4443 --delay 20ms --s2c rate=1M,loss=3%
+//! ```
+//!
+//! The plain flags apply to both directions; `--c2s` / `--s2c` take `key=value,...` overrides
+//! for one direction. Counters are printed to stderr every second.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use banyan_tests::impair::{self, DirectionStats, Impairment, Proxy, ProxyConfig};
+use clap::Parser;
+
+/// UDP impairment proxy: seeded delay, jitter, loss, reordering, duplication and a rate cap per
+/// direction, one upstream socket per client.
+#[derive(Debug, Parser)]
+#[command(name = "banyan-impair", version)]
+struct Args {
+    /// Address to listen on for clients.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Address to forward to.
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// RNG seed; the same seed and traffic give the same impairments.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One-way delay, both directions (e.g. 20ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<Duration>,
+    /// Uniform jitter (±), both directions.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jitter: Option<Duration>,
+    /// Loss probability, both directions (0.01 or 1%).
+    #[arg(long, value_parser = probability)]
+    loss: Option<f64>,
+    /// Probability a datagram is held back by --reorder-delay, both directions.
+    #[arg(long, value_parser = probability)]
+    reorder: Option<f64>,
+    /// Extra hold for reordered datagrams.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    reorder_delay: Option<Duration>,
+    /// Duplication probability, both directions.
+    #[arg(long, value_parser = probability)]
+    duplicate: Option<f64>,
+    /// Rate cap in bytes per second (125000, 125k, 1M), both directions.
+    #[arg(long, value_parser = rate)]
+    rate: Option<u64>,
+    /// Longest rate-cap backlog, as time, before datagrams are dropped.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    rate_queue: Option<Duration>,
+    /// Client → server overrides, e.g. `delay=30ms,loss=2%`.
+    #[arg(long, value_name = "SPEC")]
+    c2s: Option<String>,
+    /// Server → client overrides, e.g. `rate=1M,duplicate=1%`.
+    #[arg(long, value_name = "SPEC")]
+    s2c: Option<String>,
+    /// Forget a client after this long without traffic.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    idle_timeout: Duration,
+}
+
+fn probability(value: &str) -> Result<f64, impair::SpecError> {
+    impair::parse_probability("probability", value)
+}
+
+fn rate(value: &str) -> Result<u64, impair::SpecError> {
+    impair::parse_rate(value)?.ok_or_else(|| impair::SpecError::Rate(value.into()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+
+    let mut both = Impairment::default();
+    let set = |slot: &mut _, v: Option<_>| {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    };
+    set(&mut both.delay, args.delay);
+    set(&mut both.jitter, args.jitter);
+    set(&mut both.reorder_delay, args.reorder_delay);
+    set(&mut both.rate_queue, args.rate_queue);
+    let setf = |slot: &mut f64, v: Option<f64>| {
+        if let Some(v) = v {
+            *slot = v;
+        }
+    };
+    setf(&mut both.loss, args.loss);
+    setf(&mut both.reorder, args.reorder);
+    setf(&mut both.duplicate, args.duplicate);
+    both.rate_bytes_per_s = args.rate.or(both.rate_bytes_per_s);
+
+    let mut config = ProxyConfig::new(args.upstream);
+    config.listen = args.listen;
+    config.seed = args.seed;
+    config.idle_timeout = args.idle_timeout;
+    config.client_to_server = both.clone();
+    config.server_to_client = both;
+    if let Some(spec) = &args.c2s {
+        config.client_to_server.apply_spec(spec).context("--c2s")?;
+    }
+    if let Some(spec) = &args.s2c {
+        config.server_to_client.apply_spec(spec).context("--s2c")?;
+    }
+
+    let (proxy, driver) = Proxy::bind(config.clone())
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    eprintln!("banyan-impair: {} -> {}", proxy.local_addr(), args.upstream);
+    eprintln!("  c2s: {:?}", config.client_to_server);
+    eprintln!("  s2c: {:?}", config.server_to_client);
+    let driver = tokio::spawn(driver);
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = proxy.stats();
+                eprintln!(
+                    "clients {} | c2s {} | s2c {}",
+                    s.clients,
+                    line(&s.client_to_server),
+                    line(&s.server_to_client)
+                );
+            }
+            r = tokio::signal::ctrl_c() => {
+                r.context("waiting for ctrl-c")?;
+                break;
+            }
+        }
+    }
+    drop(proxy);
+    driver.await.context("proxy driver")?;
+    Ok(())
+}
+
+fn line(d: &DirectionStats) -> String {
+    format!(
+        "in {} fwd {} loss {} rate {} other {} dup {} reord {}",
+        d.packets_in, d.forwarded, d.dropped_loss, d.dropped_rate, d.dropped_other, d.duplicated, d.reordered
+    )
+}

@@ -1,0 +1,721 @@
+//! A userspace UDP impairment proxy.
+//!
+//! The proxy listens on one local UDP address and forwards every datagram to one upstream
+//! address. Each client address gets its own upstream socket, so the upstream sees one source
+//! port per client and QUIC connections stay distinct. Each direction (client → server and
+//! server → client) has its own [`Impairment`] and its own seeded RNG, and is applied in this
+//! order:
+//!
+//! 1. **loss**: drop with probability `loss`;
+//! 2. **rate cap**: the datagram joins a link that drains at `rate_bytes_per_s`; if the queued
+//!    backlog already exceeds `rate_queue` (in time), it is dropped;
+//! 3. **delay and jitter**: held for `delay` ± a uniform draw in `[-jitter, +jitter]` (never
+//!    below zero; like netem, jitter larger than the gap between datagrams reorders them);
+//! 4. **reordering**: with probability `reorder`, held a further `reorder_delay`, so later
+//!    datagrams overtake it;
+//! 5. **duplication**: with probability `duplicate`, sent twice.
+//!
+//! Every step is counted in [`DirectionStats`] so tests can prove the impairment happened.
+//! Memory is bounded: the release queue per direction holds at most [`MAX_QUEUED`] datagrams,
+//! at most `max_clients` clients are tracked and clients idle for `idle_timeout` are forgotten.
+//!
+//! [`Proxy::bind`] returns a handle and a driver future; the caller runs the driver (the
+//! library spawns nothing unless asked to, via [`Proxy::start`]). Dropping the handle stops the
+//! driver.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Largest number of datagrams held in one direction's release queue; beyond it, datagrams
+/// are dropped and counted in [`DirectionStats::dropped_other`].
+pub const MAX_QUEUED: usize = 16_384;
+
+/// Largest UDP payload the proxy relays.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Impairments applied to one direction. `Default` is a clean link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Impairment {
+    /// Fixed one-way delay added to every datagram.
+    pub delay: Duration,
+    /// Uniform jitter: each datagram's delay is `delay` plus a draw in `[-jitter, +jitter]`,
+    /// clamped at zero.
+    pub jitter: Duration,
+    /// Probability in `[0, 1]` that a datagram is dropped.
+    pub loss: f64,
+    /// Probability in `[0, 1]` that a datagram is held a further `reorder_delay`.
+    pub reorder: f64,
+    /// Extra hold for reordered datagrams.
+    pub reorder_delay: Duration,
+    /// Probability in `[0, 1]` that a datagram is sent twice.
+    pub duplicate: f64,
+    /// Link rate in bytes per second; `None` for unlimited.
+    pub rate_bytes_per_s: Option<u64>,
+    /// Longest backlog (as time to drain at the link rate) before datagrams are dropped.
+    pub rate_queue: Duration,
+}
+
+impl Default for Impairment {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::from_millis(10),
+            duplicate: 0.0,
+            rate_bytes_per_s: None,
+            rate_queue: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A malformed impairment spec (see [`Impairment::apply_spec`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// A `key=value` item had no `=`.
+    #[error("expected key=value, got {0:?}")]
+    NotKeyValue(String),
+    /// The key is not one of the known impairments.
+    #[error("unknown impairment {0:?} (known: delay, jitter, loss, reorder, reorder-delay, duplicate, rate, rate-queue)")]
+    UnknownKey(String),
+    /// A duration did not parse.
+    #[error("{key}: {source}")]
+    Duration {
+        /// The key whose value was wrong.
+        key: String,
+        /// Why.
+        source: humantime::DurationError,
+    },
+    /// A probability was not a number in `[0, 1]` or a percentage in `[0%, 100%]`.
+    #[error("{key}: expected a probability like 0.01 or 1%, got {value:?}")]
+    Probability {
+        /// The key whose value was wrong.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// A rate was not a whole number of bytes per second (optionally with k, M or G).
+    #[error("rate: expected bytes per second like 125000, 125k or 1M, got {0:?}")]
+    Rate(String),
+}
+
+impl Impairment {
+    /// Applies a comma-separated list of `key=value` overrides, e.g.
+    /// `delay=20ms,jitter=5ms,loss=1%,reorder=0.5%,reorder-delay=10ms,duplicate=0.1%,rate=1M`.
+    /// `rate=none` removes the rate cap. Durations use humantime syntax, probabilities are
+    /// fractions or percentages, rates are bytes per second with an optional k/M/G (×1000).
+    pub fn apply_spec(&mut self, spec: &str) -> Result<(), SpecError> {
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| SpecError::NotKeyValue(item.into()))?;
+            let (key, value) = (key.trim(), value.trim());
+            let duration = || {
+                humantime::parse_duration(value).map_err(|source| SpecError::Duration {
+                    key: key.into(),
+                    source,
+                })
+            };
+            match key {
+                "delay" => self.delay = duration()?,
+                "jitter" => self.jitter = duration()?,
+                "reorder-delay" => self.reorder_delay = duration()?,
+                "rate-queue" => self.rate_queue = duration()?,
+                "loss" => self.loss = parse_probability(key, value)?,
+                "reorder" => self.reorder = parse_probability(key, value)?,
+                "duplicate" => self.duplicate = parse_probability(key, value)?,
+                "rate" => self.rate_bytes_per_s = parse_rate(value)?,
+                _ => return Err(SpecError::UnknownKey(key.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Impairment {
+    type Err = SpecError;
+
+    /// A clean link with the spec's overrides applied (see [`Impairment::apply_spec`]).
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let mut impairment = Self::default();
+        impairment.apply_spec(spec)?;
+        Ok(impairment)
+    }
+}
+
+/// Parses `0.01` or `1%` into a probability in `[0, 1]`.
+pub fn parse_probability(key: &str, value: &str) -> Result<f64, SpecError> {
+    let err = || SpecError::Probability {
+        key: key.into(),
+        value: value.into(),
+    };
+    let p = match value.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map_err(|_| err())? / 100.0,
+        None => value.parse::<f64>().map_err(|_| err())?,
+    };
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(err())
+    }
+}
+
+/// Parses a rate in bytes per second (`125000`, `125k`, `1M`, `1G`; `none` for unlimited).
+pub fn parse_rate(value: &str) -> Result<Option<u64>, SpecError> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let err = || SpecError::Rate(value.into());
+    let (digits, multiplier) = match value.char_indices().last() {
+        Some((i, 'k' | 'K')) => (value.get(..i).ok_or_else(err)?, 1_000),
+        Some((i, 'm' | 'M')) => (value.get(..i).ok_or_else(err)?, 1_000_000),
+        Some((i, 'g' | 'G')) => (value.get(..i).ok_or_else(err)?, 1_000_000_000),
+        _ => (value, 1),
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| err())?;
+    match n.checked_mul(multiplier) {
+        Some(0) | None => Err(err()),
+        Some(rate) => Ok(Some(rate)),
+    }
+}
+
+/// Configuration of a [`Proxy`].
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Address to listen on for clients (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Address every client's datagrams are forwarded to.
+    pub upstream: SocketAddr,
+    /// Impairments on datagrams from clients to the upstream.
+    pub client_to_server: Impairment,
+    /// Impairments on datagrams from the upstream back to clients.
+    pub server_to_client: Impairment,
+    /// Seed for the impairment RNGs (each direction derives its own stream from it).
+    pub seed: u64,
+    /// A client with no datagram in either direction for this long is forgotten, and its
+    /// upstream socket closed.
+    pub idle_timeout: Duration,
+    /// Most clients tracked at once; datagrams from further new clients are dropped.
+    pub max_clients: usize,
+}
+
+impl ProxyConfig {
+    /// A clean proxy to `upstream`, listening on a free loopback port of the same family.
+    pub fn new(upstream: SocketAddr) -> Self {
+        let listen = match upstream {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+        };
+        Self {
+            listen,
+            upstream,
+            client_to_server: Impairment::default(),
+            server_to_client: Impairment::default(),
+            seed: 0,
+            idle_timeout: Duration::from_secs(30),
+            max_clients: 1024,
+        }
+    }
+}
+
+/// Counters for one direction, as read by [`Proxy::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectionStats {
+    /// Datagrams received from the sending side.
+    pub packets_in: u64,
+    /// Bytes received from the sending side.
+    pub bytes_in: u64,
+    /// Datagrams sent to the receiving side, duplicates included.
+    pub forwarded: u64,
+    /// Bytes sent to the receiving side, duplicates included.
+    pub bytes_forwarded: u64,
+    /// Datagrams dropped by the `loss` draw.
+    pub dropped_loss: u64,
+    /// Datagrams dropped because the rate-capped link's queue was full.
+    pub dropped_rate: u64,
+    /// Datagrams dropped for other reasons: release queue full, too many clients, the client
+    /// expired before release, or a send error.
+    pub dropped_other: u64,
+    /// Extra copies sent by the `duplicate` draw.
+    pub duplicated: u64,
+    /// Datagrams held back by the `reorder` draw.
+    pub reordered: u64,
+}
+
+/// A snapshot of all the proxy's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Client → upstream.
+    pub client_to_server: DirectionStats,
+    /// Upstream → client.
+    pub server_to_client: DirectionStats,
+    /// Clients currently tracked (each with its own upstream socket).
+    pub clients: u64,
+    /// Clients seen since start.
+    pub clients_total: u64,
+    /// Clients forgotten after `idle_timeout`.
+    pub clients_expired: u64,
+}
+
+/// Handle to a running proxy. Dropping it stops the driver.
+#[derive(Debug)]
+pub struct Proxy {
+    local_addr: SocketAddr,
+    counters: Arc<Counters>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Proxy {
+    /// Binds the listening socket and returns the handle and the driver future that relays
+    /// datagrams. The driver must be polled (e.g. `tokio::spawn(driver)`) for anything to
+    /// happen; it completes when the handle is dropped.
+    pub async fn bind(config: ProxyConfig) -> io::Result<(Proxy, impl Future<Output = ()> + Send + 'static)> {
+        let listen = UdpSocket::bind(config.listen).await?;
+        let local_addr = listen.local_addr()?;
+        let counters = Arc::new(Counters::default());
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let driver = Driver::new(config, listen, counters.clone());
+        let handle = Proxy {
+            local_addr,
+            counters,
+            _shutdown: shutdown_tx,
+        };
+        Ok((handle, driver.run(shutdown_rx)))
+    }
+
+    /// [`Proxy::bind`], then spawns the driver on the current tokio runtime.
+    pub async fn start(config: ProxyConfig) -> io::Result<Proxy> {
+        let (proxy, driver) = Self::bind(config).await?;
+        tokio::spawn(driver);
+        Ok(proxy)
+    }
+
+    /// The address clients should send to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ProxyStats {
+        self.counters.snapshot()
+    }
+}
+
+#[derive(Debug, Default)]
+struct DirectionCounters {
+    packets_in: AtomicU64,
+    bytes_in: AtomicU64,
+    forwarded: AtomicU64,
+    bytes_forwarded: AtomicU64,
+    dropped_loss: AtomicU64,
+    dropped_rate: AtomicU64,
+    dropped_other: AtomicU64,
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+}
+
+impl DirectionCounters {
+    fn snapshot(&self) -> DirectionStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        DirectionStats {
+            packets_in: get(&self.packets_in),
+            bytes_in: get(&self.bytes_in),
+            forwarded: get(&self.forwarded),
+            bytes_forwarded: get(&self.bytes_forwarded),
+            dropped_loss: get(&self.dropped_loss),
+            dropped_rate: get(&self.dropped_rate),
+            dropped_other: get(&self.dropped_other),
+            duplicated: get(&self.duplicated),
+            reordered: get(&self.reordered),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    client_to_server: DirectionCounters,
+    server_to_client: DirectionCounters,
+    clients: AtomicU64,
+    clients_total: AtomicU64,
+    clients_expired: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> ProxyStats {
+        ProxyStats {
+            client_to_server: self.client_to_server.snapshot(),
+            server_to_client: self.server_to_client.snapshot(),
+            clients: self.clients.load(Ordering::Relaxed),
+            clients_total: self.clients_total.load(Ordering::Relaxed),
+            clients_expired: self.clients_expired.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// A datagram waiting for its release time.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    client: SocketAddr,
+    copies: u8,
+    payload: Vec<u8>,
+}
+
+/// One direction's impairment state.
+#[derive(Debug)]
+struct Lane {
+    impairment: Impairment,
+    rng: StdRng,
+    /// When the rate-capped link finishes sending what is already queued on it.
+    link_free_at: Instant,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+}
+
+impl Lane {
+    fn new(impairment: Impairment, seed: u64) -> Self {
+        Self {
+            impairment,
+            rng: StdRng::seed_from_u64(seed),
+            link_free_at: Instant::now(),
+            queue: BinaryHeap::new(),
+        }
+    }
+
+    /// Runs loss, rate, delay, reordering and duplication for one datagram.
+    fn admit(&mut self, now: Instant, seq: u64, client: SocketAddr, payload: &[u8], c: &DirectionCounters) {
+        bump(&c.packets_in, 1);
+        bump(&c.bytes_in, payload.len() as u64);
+        let imp = &self.impairment;
+        if imp.loss > 0.0 && self.rng.random_bool(imp.loss) {
+            bump(&c.dropped_loss, 1);
+            return;
+        }
+        let mut at = now;
+        if let Some(rate) = imp.rate_bytes_per_s {
+            let start = self.link_free_at.max(now);
+            if start.saturating_duration_since(now) > imp.rate_queue {
+                bump(&c.dropped_rate, 1);
+                return;
+            }
+            let nanos = (payload.len() as u128 * 1_000_000_000) / u128::from(rate.max(1));
+            self.link_free_at = start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+            at = self.link_free_at;
+        }
+        let mut hold = imp.delay;
+        if !imp.jitter.is_zero() {
+            let j = imp.jitter.as_secs_f64();
+            let draw = self.rng.random_range(-j..=j);
+            hold = Duration::from_secs_f64((hold.as_secs_f64() + draw).max(0.0));
+        }
+        if imp.reorder > 0.0 && self.rng.random_bool(imp.reorder) {
+            bump(&c.reordered, 1);
+            hold += imp.reorder_delay;
+        }
+        let copies = if imp.duplicate > 0.0 && self.rng.random_bool(imp.duplicate) {
+            2
+        } else {
+            1
+        };
+        if self.queue.len() >= MAX_QUEUED {
+            bump(&c.dropped_other, 1);
+            return;
+        }
+        self.queue.push(Reverse(Scheduled {
+            at: at + hold,
+            seq,
+            client,
+            copies,
+            payload: payload.to_vec(),
+        }));
+    }
+
+    fn next_release(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse(s)| s.at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Scheduled> {
+        if self.next_release()? <= now {
+            self.queue.pop().map(|Reverse(s)| s)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    upstream: UdpSocket,
+    last_seen: Instant,
+}
+
+enum Event {
+    Shutdown,
+    FromClient(io::Result<(usize, SocketAddr)>),
+    FromUpstream(SocketAddr, io::Result<usize>),
+    Release,
+    Sweep,
+}
+
+#[derive(Debug)]
+struct Driver {
+    config: ProxyConfig,
+    listen: UdpSocket,
+    counters: Arc<Counters>,
+    clients: HashMap<SocketAddr, Client>,
+    c2s: Lane,
+    s2c: Lane,
+    seq: u64,
+    /// Where the next poll of the upstream sockets starts, so no client starves the others.
+    poll_start: usize,
+}
+
+impl Driver {
+    fn new(config: ProxyConfig, listen: UdpSocket, counters: Arc<Counters>) -> Self {
+        let c2s = Lane::new(config.client_to_server.clone(), config.seed);
+        let s2c = Lane::new(
+            config.server_to_client.clone(),
+            config.seed ^ 0x9e37_79b9_7f4a_7c15,
+        );
+        Self {
+            config,
+            listen,
+            counters,
+            clients: HashMap::new(),
+            c2s,
+            s2c,
+            seq: 0,
+            poll_start: 0,
+        }
+    }
+
+    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+        let mut from_client = vec![0u8; MAX_DATAGRAM];
+        let mut from_upstream = vec![0u8; MAX_DATAGRAM];
+        let sweep_every = (self.config.idle_timeout / 4).max(Duration::from_millis(10));
+        let mut sweep = tokio::time::interval(sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next = match (self.c2s.next_release(), self.s2c.next_release()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let event = tokio::select! {
+                biased;
+                _ = &mut shutdown => Event::Shutdown,
+                _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Event::Release,
+                r = self.listen.recv_from(&mut from_client) => Event::FromClient(r),
+                (client, r) = poll_upstreams(&self.clients, &mut self.poll_start, &mut from_upstream) => {
+                    Event::FromUpstream(client, r)
+                }
+                _ = sweep.tick() => Event::Sweep,
+            };
+            let now = Instant::now();
+            match event {
+                Event::Shutdown => break,
+                Event::Release => self.release(now).await,
+                Event::FromClient(Ok((len, client))) => {
+                    let payload = from_client.get(..len).unwrap_or_default();
+                    self.handle_client_datagram(now, client, payload).await;
+                }
+                Event::FromClient(Err(e)) => tracing::debug!(error = %e, "impair: listen socket error"),
+                Event::FromUpstream(client, Ok(len)) => {
+                    if let Some(c) = self.clients.get_mut(&client) {
+                        c.last_seen = now;
+                    }
+                    let payload = from_upstream.get(..len).unwrap_or_default();
+                    self.seq += 1;
+                    self.s2c
+                        .admit(now, self.seq, client, payload, &self.counters.server_to_client);
+                }
+                Event::FromUpstream(client, Err(e)) => {
+                    // E.g. ICMP port unreachable surfaced on the connected socket.
+                    tracing::debug!(%client, error = %e, "impair: upstream socket error");
+                }
+                Event::Sweep => self.sweep(now),
+            }
+        }
+    }
+
+    async fn handle_client_datagram(&mut self, now: Instant, client: SocketAddr, payload: &[u8]) {
+        let counters = &self.counters;
+        let full = self.clients.len() >= self.config.max_clients;
+        match self.clients.entry(client) {
+            Entry::Occupied(mut e) => e.get_mut().last_seen = now,
+            Entry::Vacant(e) => {
+                if full {
+                    bump(&counters.client_to_server.packets_in, 1);
+                    bump(&counters.client_to_server.bytes_in, payload.len() as u64);
+                    bump(&counters.client_to_server.dropped_other, 1);
+                    return;
+                }
+                let upstream = match connect_upstream(self.config.upstream).await {
+                    Ok(s) => s,
+                    Err(err) => {
+                        tracing::warn!(%client, error = %err, "impair: cannot open upstream socket");
+                        bump(&counters.client_to_server.packets_in, 1);
+                        bump(&counters.client_to_server.bytes_in, payload.len() as u64);
+                        bump(&counters.client_to_server.dropped_other, 1);
+                        return;
+                    }
+                };
+                tracing::debug!(%client, via = ?upstream.local_addr().ok(), "impair: new client");
+                e.insert(Client {
+                    upstream,
+                    last_seen: now,
+                });
+                bump(&counters.clients, 1);
+                bump(&counters.clients_total, 1);
+            }
+        }
+        self.seq += 1;
+        self.c2s
+            .admit(now, self.seq, client, payload, &self.counters.client_to_server);
+        // A zero-delay clean lane releases at once rather than waiting for the next loop turn.
+        self.release(now).await;
+    }
+
+    async fn release(&mut self, now: Instant) {
+        while let Some(s) = self.c2s.pop_due(now) {
+            let c = &self.counters.client_to_server;
+            for _ in 0..s.copies {
+                let sent = match self.clients.get(&s.client) {
+                    Some(client) => client.upstream.send(&s.payload).await.is_ok(),
+                    None => false,
+                };
+                count_send(c, sent, s.payload.len());
+            }
+            if s.copies > 1 {
+                bump(&c.duplicated, u64::from(s.copies - 1));
+            }
+        }
+        while let Some(s) = self.s2c.pop_due(now) {
+            let c = &self.counters.server_to_client;
+            for _ in 0..s.copies {
+                let sent = self.listen.send_to(&s.payload, s.client).await.is_ok();
+                count_send(c, sent, s.payload.len());
+            }
+            if s.copies > 1 {
+                bump(&c.duplicated, u64::from(s.copies - 1));
+            }
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let idle = self.config.idle_timeout;
+        let before = self.clients.len();
+        self.clients
+            .retain(|_, c| now.saturating_duration_since(c.last_seen) < idle);
+        let expired = (before - self.clients.len()) as u64;
+        if expired > 0 {
+            tracing::debug!(expired, "impair: idle clients forgotten");
+            self.counters.clients.fetch_sub(expired, Ordering::Relaxed);
+            bump(&self.counters.clients_expired, expired);
+        }
+    }
+}
+
+fn count_send(c: &DirectionCounters, sent: bool, len: usize) {
+    if sent {
+        bump(&c.forwarded, 1);
+        bump(&c.bytes_forwarded, len as u64);
+    } else {
+        bump(&c.dropped_other, 1);
+    }
+}
+
+async fn connect_upstream(upstream: SocketAddr) -> io::Result<UdpSocket> {
+    let local = match upstream {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(upstream).await?;
+    Ok(socket)
+}
+
+/// Waits for a datagram on any client's upstream socket, starting the scan at a rotating
+/// position so a busy client cannot starve the others. Never completes with no clients.
+async fn poll_upstreams(
+    clients: &HashMap<SocketAddr, Client>,
+    start: &mut usize,
+    buf: &mut [u8],
+) -> (SocketAddr, io::Result<usize>) {
+    std::future::poll_fn(|cx| {
+        let n = clients.len();
+        if n == 0 {
+            return Poll::Pending;
+        }
+        let first = *start % n;
+        for (addr, client) in clients.iter().skip(first).chain(clients.iter().take(first)) {
+            let mut read = ReadBuf::new(buf);
+            match client.upstream.poll_recv(cx, &mut read) {
+                Poll::Ready(r) => {
+                    *start = start.wrapping_add(1);
+                    return Poll::Ready((*addr, r.map(|()| read.filled().len())));
+                }
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parses_every_key() {
+        let imp: Impairment =
+            "delay=20ms, jitter=5ms,loss=1%,reorder=0.5,reorder-delay=3ms,duplicate=2%,rate=125k,rate-queue=80ms"
+                .parse()
+                .unwrap();
+        assert_eq!(imp.delay, Duration::from_millis(20));
+        assert_eq!(imp.jitter, Duration::from_millis(5));
+        assert!((imp.loss - 0.01).abs() < 1e-12);
+        assert!((imp.reorder - 0.5).abs() < 1e-12);
+        assert_eq!(imp.reorder_delay, Duration::from_millis(3));
+        assert!((imp.duplicate - 0.02).abs() < 1e-12);
+        assert_eq!(imp.rate_bytes_per_s, Some(125_000));
+        assert_eq!(imp.rate_queue, Duration::from_millis(80));
+        assert_eq!("".parse::<Impairment>().unwrap(), Impairment::default());
+    }
+
+    #[test]
+    fn spec_rejects_nonsense() {
+        for bad in [
+            "loss",
+            "loss=2",
+            "loss=-1%",
+            "delay=fast",
+            "rate=0",
+            "rate=1x",
+            "colour=red",
+        ] {
+            assert!(bad.parse::<Impairment>().is_err(), "{bad} accepted");
+        }
+    }
+}
