@@ -78,14 +78,14 @@ pub fn client_config(verification: &ServerVerification, alpns: &[&[u8]]) -> Resu
         ServerVerification::PinnedSha256(hashes) => {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                    hashes: hashes.clone(),
+                .with_custom_certificate_verifier(Arc::new(SignatureOnlyVerifier {
+                    pins: Some(hashes.clone()),
                     provider,
                 }))
         }
         ServerVerification::InsecureSkipVerify => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(InsecureVerifier { provider })),
+            .with_custom_certificate_verifier(Arc::new(SignatureOnlyVerifier { pins: None, provider })),
     }
     .with_no_client_auth();
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
@@ -102,10 +102,12 @@ fn root_store(certs: Vec<CertificateDer<'static>>) -> Result<RootCertStore, Erro
     Ok(roots)
 }
 
-/// Trusts a leaf by its SHA-256, like a browser honouring `serverCertificateHashes`.
+/// Skips WebPKI path validation but always checks the handshake signature. With `pins`, it
+/// trusts a leaf by its SHA-256 within its validity period, like a browser honouring
+/// `serverCertificateHashes`; without, it trusts any certificate (local testing only).
 #[derive(Debug)]
-struct PinnedVerifier {
-    hashes: Vec<CertHash>,
+struct SignatureOnlyVerifier {
+    pins: Option<Vec<CertHash>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -131,7 +133,7 @@ impl fmt::Display for NotPinned {
 
 impl std::error::Error for NotPinned {}
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for SignatureOnlyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -140,8 +142,11 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pins) = &self.pins else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let hash = CertHash::of(end_entity);
-        if !self.hashes.contains(&hash) {
+        if !pins.contains(&hash) {
             return Err(CertificateError::Other(OtherError(Arc::new(NotPinned(hash)))).into());
         }
         let info = CertInfo::parse(end_entity).map_err(|_| CertificateError::BadEncoding)?;
@@ -154,59 +159,6 @@ impl ServerCertVerifier for PinnedVerifier {
             Err(Error::NotYetValid { .. }) => Err(CertificateError::NotValidYet.into()),
             Err(_) => Err(CertificateError::Expired.into()),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Trusts any certificate, but still checks the handshake signature.
-#[derive(Debug)]
-struct InsecureVerifier {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for InsecureVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
