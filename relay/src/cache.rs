@@ -114,21 +114,6 @@ impl Subgroup {
             }
         }
     }
-
-    /// Objects so far.
-    pub fn len(&self) -> usize {
-        self.progress.borrow().0
-    }
-
-    /// True before the first object.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// True once upstream finished (or abandoned) the subgroup.
-    pub fn is_finished(&self) -> bool {
-        self.progress.borrow().1
-    }
 }
 
 /// A group: its subgroups, as they appear.
@@ -326,16 +311,13 @@ impl TrackCache {
     }
 
     /// Evict this track's oldest groups while over budget, keeping the newest.
-    pub fn shrink(&self) -> bool {
-        let mut evicted = false;
+    fn shrink(&self) {
         let mut groups = lock(&self.groups);
         while self.budget.over() && groups.len() > 1 {
             if let Some(group) = groups.pop_front() {
                 self.evicted(&group);
-                evicted = true;
             }
         }
-        evicted
     }
 
     /// End of track: close every group so readers finish.
@@ -388,7 +370,7 @@ impl TrackCache {
     }
 
     /// Wait for the first group newer than `after` (any group when `None`).
-    pub async fn next_group_after(&self, after: Option<u64>) -> Arc<Group> {
+    async fn next_group_after(&self, after: Option<u64>) -> Arc<Group> {
         let mut rx = self.newest.subscribe();
         loop {
             let newest = *rx.borrow_and_update();
@@ -427,15 +409,6 @@ impl TrackCache {
                 std::future::pending::<()>().await;
             }
         }
-    }
-
-    /// Groups newer than `after` that are cached right now.
-    pub fn groups_after(&self, after: u64) -> Vec<Arc<Group>> {
-        lock(&self.groups)
-            .iter()
-            .filter(|g| g.id > after)
-            .cloned()
-            .collect()
     }
 
     /// Every cached object in `[start, end)` (end exclusive), for FETCH. Callers convert a
@@ -503,7 +476,7 @@ mod tests {
             cache.push(&s, object(0, 10));
         }
         assert_eq!(
-            cache.groups_after(0).iter().map(|g| g.id).collect::<Vec<_>>(),
+            lock(&cache.groups).iter().map(|g| g.id).collect::<Vec<_>>(),
             vec![3, 4]
         );
         assert!(

@@ -124,11 +124,6 @@ impl Track {
         self.state.subscribe()
     }
 
-    /// Subscribers currently reading this track.
-    pub fn subscriber_count(&self) -> usize {
-        *self.subscribers.borrow()
-    }
-
     /// Register a subscriber's datagram sender; datagram objects go to every registered one.
     pub fn add_datagram_sender(&self, sender: TrackSender) -> u64 {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
@@ -261,16 +256,6 @@ impl Tracks {
     /// The track `name` if this relay has it.
     pub fn get(&self, name: &FullTrackName) -> Option<Arc<Track>> {
         lock(&self.tracks).get(name).cloned()
-    }
-
-    /// How many tracks are held.
-    pub fn len(&self) -> usize {
-        lock(&self.tracks).len()
-    }
-
-    /// True when no track is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     async fn run_upstream(self: Arc<Self>, track: Arc<Track>) {
