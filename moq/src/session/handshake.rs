@@ -9,7 +9,7 @@ use url::Url;
 
 use super::driver::{EarlyStream, SessionDriver};
 use super::reader::StreamReader;
-use super::shared::Shared;
+use super::shared::{close_transport, Shared};
 use super::{Error, Session, SessionConfig, TransportKind};
 use crate::coding::{decode_varint, SessionErrorCode};
 use crate::data::SETUP as SETUP_STREAM;
@@ -98,8 +98,7 @@ impl PendingSession {
 
     /// Close the session before it starts (e.g. UNAUTHORIZED).
     pub fn reject(self, code: SessionErrorCode, reason: &str) {
-        self.transport
-            .close(code.code().try_into().unwrap_or(u32::MAX), reason.as_bytes());
+        close_transport(&self.transport, code, reason);
     }
 }
 
@@ -319,9 +318,5 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
 }
 
 fn close_with(transport: &web_transport_quinn::Session, error: &Error) {
-    let code = error.session_code();
-    transport.close(
-        code.code().try_into().unwrap_or(u32::MAX),
-        error.to_string().as_bytes(),
-    );
+    close_transport(transport, error.session_code(), &error.to_string());
 }

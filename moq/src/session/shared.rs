@@ -156,11 +156,7 @@ impl Shared {
     }
 
     pub fn close(&self, code: SessionErrorCode, reason: &str) {
-        let reason = ReasonPhrase::new(reason);
-        self.transport.close(
-            code.code().try_into().unwrap_or(u32::MAX),
-            reason.as_str().as_bytes(),
-        );
+        close_transport(&self.transport, code, reason);
     }
 }
 
@@ -391,4 +387,17 @@ pub(crate) fn unexpected(message: &Message, expected: &str) -> Error {
             other.type_id()
         )),
     }
+}
+
+/// Close a transport with a MoQT termination code and a reason (cut to the spec's 1024 bytes).
+pub(crate) fn close_transport(
+    transport: &web_transport_quinn::Session,
+    code: SessionErrorCode,
+    reason: &str,
+) {
+    let reason = ReasonPhrase::new(reason);
+    transport.close(
+        code.code().try_into().unwrap_or(u32::MAX),
+        reason.as_str().as_bytes(),
+    );
 }
