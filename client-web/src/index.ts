@@ -1,0 +1,15 @@
+/**
+ * Banyan's browser client.
+ *
+ * Module map:
+ * - `coding/`  wire primitives (draft-18 varint, Key-Value-Pairs, names, Reader/Writer)
+ * - `message/` control messages and parameters, framing
+ * - `data/`    subgroup/fetch streams, datagrams, object properties
+ * - `session/` MoQT session over WebTransport (SETUP, SUBSCRIBE, FETCH, GOAWAY, data streams)
+ * - `player/`  MSF catalog, LOC, jitter buffer, WebCodecs decoding, audio worklet, stats
+ * - `api.ts`   the small public API: connect, watch, like, comment
+ */
+// export * from "./api"; (the session and player land next)
+export * as coding from "./coding";
+export * as message from "./message";
+export * as data from "./data";
