@@ -1,0 +1,580 @@
+/**
+ * A MoQT draft-18 client session over WebTransport (the browser's `WebTransport`).
+ *
+ * What the Rust server (`moq/src/session/`) expects, and what this does:
+ * - WebTransport CONNECT to `https://host:port/path`, offering `WT-Available-Protocols: moqt-18`
+ *   through the `protocols` option (a server that gets none assumes draft-18).
+ * - Each side opens a unidirectional control stream that starts with SETUP (type 0x2F00). Over
+ *   WebTransport the client's SETUP carries no PATH or AUTHORITY (the CONNECT URL has them).
+ * - Every request (SUBSCRIBE, FETCH, ...) is its own bidirectional stream; the answer and later
+ *   messages (SUBSCRIBE_OK, PUBLISH_DONE) come back on it.
+ * - Objects arrive on unidirectional subgroup streams (and datagrams) tagged with the Track Alias
+ *   from SUBSCRIBE_OK.
+ * - GOAWAY arrives on the server's control stream.
+ *
+ * Any malformed input closes the whole session with PROTOCOL_VIOLATION (or the code the
+ * DecodeError maps to) and rejects `closed`; nothing is retried in a loop here — reconnecting
+ * is the caller's job (see `player/resilient.ts`).
+ */
+import { DecodeError, SessionErrorCode, namespaceFromPath, utf8, type KeyValuePair } from "../coding";
+import {
+  FetchStream,
+  SETUP_STREAM,
+  SubgroupStream,
+  decodeDatagram,
+  decodeSubgroupHeaderAfterType,
+  streamTypeFromCode,
+  type FetchGroupOrder,
+  type ObjectStatus,
+} from "../data";
+import {
+  decodeFrame,
+  encodeFrame,
+  type Goaway,
+  type Message,
+  type Parameters,
+  type PublishDone,
+  type RequestError,
+  type Setup,
+  type SubscriptionFilter,
+} from "../message";
+import { StreamReader } from "./stream";
+
+export const MOQT_VERSION = "moqt-18";
+const IMPLEMENTATION = "banyan-client-web/0.1";
+
+export interface ConnectOptions {
+  /** SHA-256 hashes (hex, colons allowed) of development certificates to accept. */
+  serverCertificateHashes?: string[];
+  /** The largest object payload accepted (default 8 MiB, as the relay). */
+  maxObjectSize?: number;
+  /** How long to wait for the server's SETUP (default 10 s). */
+  setupTimeoutMs?: number;
+}
+
+export interface SubscribeOptions {
+  subscriberPriority?: number;
+  filter?: SubscriptionFilter;
+  groupOrder?: 1 | 2;
+}
+
+/** One object of a subscribed track, as delivered to the application. */
+export interface TrackObject {
+  groupId: number;
+  subgroupId: number;
+  objectId: number;
+  status: ObjectStatus;
+  properties: KeyValuePair[];
+  payload: Uint8Array;
+  /** `performance.now()` when the object was fully received. */
+  receivedAt: number;
+}
+
+export interface FetchedObject {
+  groupId: number;
+  objectId: number;
+  payload: Uint8Array;
+  properties: KeyValuePair[];
+}
+
+export interface SessionClosed {
+  code: number;
+  reason: string;
+  /** True when we closed it ourselves without an error. */
+  local: boolean;
+}
+
+export class MoqtError extends Error {
+  override readonly name = "MoqtError";
+  constructor(
+    message: string,
+    readonly code?: bigint | number,
+  ) {
+    super(message);
+  }
+}
+
+/** A track subscription: objects flow to `onObject`; `done` settles when the track ends. */
+export class Subscription {
+  /** Called for each object in stream order (per subgroup). */
+  onObject: (object: TrackObject) => void = () => {};
+  /** Called once when the publisher sends PUBLISH_DONE or the request stream ends. */
+  readonly done: Promise<PublishDone | undefined>;
+  private resolveDone!: (d: PublishDone | undefined) => void;
+  private readonly streams = new Map<StreamReader, number>();
+  /** Bytes received on this subscription's data streams (payloads and headers). */
+  bytesReceived = 0;
+
+  constructor(
+    readonly session: Session,
+    readonly namespace: string,
+    readonly name: string,
+    readonly trackAlias: number,
+    readonly largest: { group: number; object: number } | undefined,
+    private readonly writer: WritableStreamDefaultWriter<Uint8Array>,
+    private readonly reader: StreamReader,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+  }
+
+  /** Stop reading every subgroup stream of a group older than `group` (catch-up). */
+  cancelGroupsBefore(group: number): void {
+    for (const [stream, g] of this.streams) {
+      if (g < group) {
+        this.streams.delete(stream);
+        void stream.cancel();
+      }
+    }
+  }
+
+  /** End the subscription: STOP_SENDING + FIN on the request stream, cancel data streams. */
+  unsubscribe(): void {
+    for (const stream of this.streams.keys()) void stream.cancel();
+    this.streams.clear();
+    void this.reader.cancel();
+    this.writer.close().catch(() => {});
+    this.session.forget(this);
+    this.resolveDone(undefined);
+  }
+
+  /** @internal */
+  async readRequestStream(): Promise<void> {
+    const message = await this.reader.decode((r) => decodeFrame(r));
+    if (message === undefined) {
+      this.resolveDone(undefined);
+      return;
+    }
+    if (message.type === "PUBLISH_DONE") {
+      this.resolveDone(message);
+      return;
+    }
+    if (message.type === "GOAWAY") return this.readRequestStream();
+    throw new DecodeError("invalid", `unexpected ${message.type} on a subscription stream`);
+  }
+
+  /** @internal Read one subgroup stream's objects. */
+  async readSubgroup(stream: StreamReader, state: SubgroupStream, maxObjectSize: number): Promise<void> {
+    const group = state.header.groupId;
+    this.streams.set(stream, group);
+    try {
+      for (;;) {
+        if (!this.streams.has(stream)) return;
+        let size = 0;
+        const object = await stream.decode((r) => {
+          const start = r.pos;
+          const o = state.decodeObject(r, maxObjectSize);
+          size = r.pos - start;
+          return o;
+        });
+        if (object === undefined) return;
+        this.bytesReceived += size;
+        this.onObject({
+          groupId: group,
+          subgroupId: state.subgroupId ?? 0,
+          objectId: object.objectId,
+          status: object.status,
+          properties: object.properties,
+          payload: object.payload,
+          receivedAt: performance.now(),
+        });
+      }
+    } finally {
+      this.streams.delete(stream);
+    }
+  }
+}
+
+export class Session {
+  /** The server's SETUP. */
+  peerSetup: Setup | undefined;
+  /** The GOAWAY the server sent, if any. */
+  goaway: Goaway | undefined;
+  /** Called when the server sends GOAWAY (move to `newSessionUri`, or reconnect, soon). */
+  onGoaway: (goaway: Goaway) => void = () => {};
+  /** Settles once when the session ends, for any reason. */
+  readonly closed: Promise<SessionClosed>;
+  private resolveClosed!: (c: SessionClosed) => void;
+  private isClosed = false;
+  private nextRequestId = 0;
+  private readonly byAlias = new Map<number, Subscription>();
+  private readonly aliasWaiters = new Map<number, (() => void)[]>();
+  private readonly maxObjectSize: number;
+
+  private constructor(
+    readonly url: string,
+    private readonly transport: WebTransport,
+    options: ConnectOptions,
+  ) {
+    this.maxObjectSize = options.maxObjectSize ?? 8 << 20;
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    transport.closed.then(
+      (info) => this.finish({ code: info.closeCode ?? 0, reason: info.reason ?? "", local: false }),
+      (e: unknown) => this.finish({ code: SessionErrorCode.InternalError, reason: describe(e), local: false }),
+    );
+  }
+
+  /** Open a WebTransport session to `url` (https://host:port/path) and exchange SETUP. */
+  static async connect(url: string, options: ConnectOptions = {}): Promise<Session> {
+    const wtOptions: WebTransportOptions & { protocols?: string[] } = {
+      protocols: [MOQT_VERSION],
+      congestionControl: "low-latency",
+    };
+    if (options.serverCertificateHashes?.length) {
+      wtOptions.serverCertificateHashes = options.serverCertificateHashes.map((h) => ({
+        algorithm: "sha-256",
+        value: hexToBytes(h),
+      }));
+    }
+    const transport = new WebTransport(url, wtOptions);
+    try {
+      await transport.ready;
+    } catch (e) {
+      throw new MoqtError(`WebTransport to ${url} failed: ${describe(e)}`);
+    }
+    const negotiated = (transport as WebTransport & { protocol?: string }).protocol;
+    if (negotiated && negotiated !== MOQT_VERSION) {
+      transport.close({ closeCode: SessionErrorCode.VersionNegotiationFailed, reason: "no common version" });
+      throw new MoqtError(`server chose protocol ${negotiated}, not ${MOQT_VERSION}`);
+    }
+    const session = new Session(url, transport, options);
+    try {
+      await session.setup(options.setupTimeoutMs ?? 10_000);
+    } catch (e) {
+      session.fail(e);
+      throw e instanceof MoqtError ? e : new MoqtError(`SETUP with ${url} failed: ${describe(e)}`);
+    }
+    return session;
+  }
+
+  /** SUBSCRIBE to `namespace/name`; resolves on SUBSCRIBE_OK, rejects with REQUEST_ERROR. */
+  async subscribe(namespace: string, name: string, options: SubscribeOptions = {}): Promise<Subscription> {
+    const requestId = this.takeRequestId();
+    const parameters: Parameters = { forward: true };
+    if (options.subscriberPriority !== undefined) parameters.subscriberPriority = options.subscriberPriority;
+    if (options.filter) parameters.subscriptionFilter = options.filter;
+    if (options.groupOrder) parameters.groupOrder = options.groupOrder;
+    const { writer, reader } = await this.openRequest({
+      type: "SUBSCRIBE",
+      requestId,
+      trackNamespace: namespaceFromPath(namespace),
+      trackName: utf8(name),
+      parameters,
+    });
+    const answer = await this.answer(reader);
+    if (answer.type === "REQUEST_ERROR") {
+      writer.close().catch(() => {});
+      throw requestError(`SUBSCRIBE ${namespace}/${name}`, answer);
+    }
+    if (answer.type !== "SUBSCRIBE_OK") throw this.violation(`${answer.type} in answer to SUBSCRIBE`);
+    if (this.byAlias.has(answer.trackAlias)) {
+      throw this.fail(new MoqtError("duplicate track alias", SessionErrorCode.DuplicateTrackAlias));
+    }
+    const sub = new Subscription(
+      this,
+      namespace,
+      name,
+      answer.trackAlias,
+      answer.parameters.largestObject,
+      writer,
+      reader,
+    );
+    this.byAlias.set(answer.trackAlias, sub);
+    for (const wake of this.aliasWaiters.get(answer.trackAlias) ?? []) wake();
+    this.aliasWaiters.delete(answer.trackAlias);
+    sub.readRequestStream().catch((e: unknown) => this.fail(e));
+    return sub;
+  }
+
+  /**
+   * A standalone FETCH of `[start, end)`; resolves with the objects once the stream ends.
+   * Used for the catalog's latest group when a subscription alone would wait.
+   */
+  async fetch(
+    namespace: string,
+    name: string,
+    start: { group: number; object: number },
+    end: { group: number; object: number },
+  ): Promise<FetchedObject[]> {
+    const requestId = this.takeRequestId();
+    const { writer, reader } = await this.openRequest({
+      type: "FETCH",
+      requestId,
+      fetchType: {
+        kind: "standalone",
+        trackNamespace: namespaceFromPath(namespace),
+        trackName: utf8(name),
+        start,
+        end,
+      },
+      parameters: {},
+    });
+    const answer = await this.answer(reader);
+    writer.close().catch(() => {});
+    if (answer.type === "REQUEST_ERROR") throw requestError(`FETCH ${namespace}/${name}`, answer);
+    if (answer.type !== "FETCH_OK") throw this.violation(`${answer.type} in answer to FETCH`);
+    return (this.fetchWaiters.get(requestId) ?? this.waitFetch(requestId)).promise;
+  }
+
+  /** Close the session (code 0 = no error). */
+  close(code: number = SessionErrorCode.NoError, reason = ""): void {
+    if (this.isClosed) return;
+    try {
+      this.transport.close({ closeCode: code, reason: reason.slice(0, 1024) });
+    } catch {
+      // already closed
+    }
+    this.finish({ code, reason, local: code === SessionErrorCode.NoError });
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  /** @internal */
+  forget(sub: Subscription): void {
+    if (this.byAlias.get(sub.trackAlias) === sub) this.byAlias.delete(sub.trackAlias);
+  }
+
+  // ---- internals ----
+
+  private readonly fetchWaiters = new Map<
+    number,
+    { promise: Promise<FetchedObject[]>; resolve: (v: FetchedObject[]) => void }
+  >();
+
+  private waitFetch(requestId: number) {
+    let resolve!: (v: FetchedObject[]) => void;
+    const promise = new Promise<FetchedObject[]>((r) => (resolve = r));
+    const waiter = { promise, resolve };
+    this.fetchWaiters.set(requestId, waiter);
+    return waiter;
+  }
+
+  private takeRequestId(): number {
+    // Client-initiated requests use even IDs (draft-18 §10.1).
+    const id = this.nextRequestId;
+    this.nextRequestId += 2;
+    return id;
+  }
+
+  private async setup(timeoutMs: number): Promise<void> {
+    const control = await this.transport.createUnidirectionalStream();
+    const writer = control.getWriter();
+    await writer.write(encodeFrame({ type: "SETUP", moqtImplementation: utf8(IMPLEMENTATION) }));
+    writer.releaseLock();
+    const incoming = this.transport.incomingUnidirectionalStreams.getReader();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new MoqtError("timed out waiting for the server's SETUP")), timeoutMs);
+    });
+    // Data streams that beat the server's control stream are held (at most 16) and read after.
+    const early: StreamReader[] = [];
+    try {
+      for (;;) {
+        const next = await Promise.race([incoming.read(), timeout]);
+        if (next.done) throw new MoqtError("session closed before SETUP");
+        const stream = new StreamReader(next.value.getReader(), 1 << 20);
+        // SETUP's message type doubles as the stream type: peek it, then decode the frame.
+        const type = await Promise.race([stream.peek((r) => r.varint("stream type")), timeout]);
+        if (type === SETUP_STREAM) {
+          const setup = await Promise.race([stream.decode((r) => decodeFrame(r)), timeout]);
+          if (setup?.type !== "SETUP") throw new DecodeError("invalid", "control stream did not start with SETUP");
+          if (setup.path !== undefined || setup.authority !== undefined) {
+            throw new MoqtError("a server must not send PATH or AUTHORITY", SessionErrorCode.InvalidPath);
+          }
+          this.peerSetup = setup;
+          this.readControl(stream).catch((e: unknown) => this.fail(e));
+          for (const s of early) this.handleDataStream(s).catch((e: unknown) => this.fail(e));
+          this.acceptStreams(incoming).catch((e: unknown) => this.fail(e));
+          this.readDatagrams().catch(() => {});
+          return;
+        }
+        if (early.length < 16) early.push(stream);
+        else void stream.cancel();
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The server's control stream after SETUP: only GOAWAY may follow, once. */
+  private async readControl(control: StreamReader): Promise<void> {
+    for (;;) {
+      const m = await control.decode((r) => decodeFrame(r));
+      if (m === undefined) {
+        throw new MoqtError("the server closed its control stream", SessionErrorCode.ProtocolViolation);
+      }
+      if (m.type !== "GOAWAY") throw new DecodeError("invalid", `${m.type} is not allowed on the control stream`);
+      if (this.goaway) throw new DecodeError("invalid", "second GOAWAY on the control stream");
+      this.goaway = m;
+      this.onGoaway(m);
+    }
+  }
+
+  private async acceptStreams(incoming: ReadableStreamDefaultReader<ReadableStream<Uint8Array>>): Promise<void> {
+    for (;;) {
+      const next = await incoming.read().catch(() => ({ done: true as const, value: undefined }));
+      if (next.done) return;
+      const stream = new StreamReader(next.value.getReader(), this.maxObjectSize + (1 << 20) + 64);
+      this.handleDataStream(stream).catch((e: unknown) => this.fail(e));
+    }
+  }
+
+  private async handleDataStream(stream: StreamReader): Promise<void> {
+    let type;
+    try {
+      type = await stream.decode((r) => streamTypeFromCode(r.varint("stream type")));
+    } catch (e) {
+      if (e instanceof DecodeError) throw e;
+      return; // the stream was reset before its type arrived: nothing to read
+    }
+    if (type === undefined) return;
+    try {
+      if (type.kind === "subgroup") {
+        const t = type.subgroup;
+        const header = await stream.decode((r) => decodeSubgroupHeaderAfterType(t, r));
+        if (header === undefined) return;
+        const sub = await this.subscriptionFor(header.trackAlias);
+        if (!sub) {
+          void stream.cancel();
+          return;
+        }
+        await sub.readSubgroup(stream, new SubgroupStream(header), this.maxObjectSize);
+      } else if (type.kind === "fetch") {
+        await this.readFetchStream(stream);
+      } else if (type.kind === "padding") {
+        await stream.cancel();
+      } else {
+        throw new DecodeError("invalid", "a second SETUP stream");
+      }
+    } catch (e) {
+      // A reset stream (the relay skipping us ahead, a publisher going away) is not an error;
+      // malformed bytes are.
+      if (e instanceof DecodeError || e instanceof MoqtError) throw e;
+    }
+  }
+
+  private async readFetchStream(stream: StreamReader): Promise<void> {
+    const requestId = await stream.decode((r) => r.varint("request id"));
+    if (requestId === undefined) return;
+    const waiter = this.fetchWaiters.get(requestId) ?? this.waitFetch(requestId);
+    const order: FetchGroupOrder = "ascending";
+    const state = new FetchStream(order);
+    const objects: FetchedObject[] = [];
+    try {
+      for (;;) {
+        const item = await stream.decode((r) => state.decodeItem(r, this.maxObjectSize));
+        if (item === undefined) break;
+        if (item.kind === "object") {
+          const o = item.object;
+          objects.push({ groupId: o.groupId, objectId: o.objectId, payload: o.payload, properties: o.properties });
+        }
+      }
+    } finally {
+      waiter.resolve(objects);
+      this.fetchWaiters.delete(requestId);
+    }
+  }
+
+  private async readDatagrams(): Promise<void> {
+    const reader = this.transport.datagrams.readable.getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      if (!value) continue;
+      const d = decodeDatagram(value);
+      if (d.kind !== "object") continue;
+      const sub = this.byAlias.get(d.object.trackAlias);
+      if (!sub) continue;
+      const o = d.object;
+      sub.onObject({
+        groupId: o.groupId,
+        subgroupId: 0,
+        objectId: o.objectId,
+        status: o.status,
+        properties: o.properties,
+        payload: o.payload,
+        receivedAt: performance.now(),
+      });
+    }
+  }
+
+  /** The subscription for a Track Alias, waiting briefly for a SUBSCRIBE_OK still in flight. */
+  private async subscriptionFor(alias: number): Promise<Subscription | undefined> {
+    const known = this.byAlias.get(alias);
+    if (known || this.isClosed) return known;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      const list = this.aliasWaiters.get(alias) ?? [];
+      list.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.aliasWaiters.set(alias, list);
+    });
+    return this.byAlias.get(alias);
+  }
+
+  private async openRequest(m: Message): Promise<{
+    writer: WritableStreamDefaultWriter<Uint8Array>;
+    reader: StreamReader;
+  }> {
+    if (this.isClosed) throw new MoqtError("session is closed");
+    const bidi = await this.transport.createBidirectionalStream();
+    const writer = bidi.writable.getWriter();
+    await writer.write(encodeFrame(m));
+    return { writer, reader: new StreamReader(bidi.readable.getReader(), 1 << 17) };
+  }
+
+  private async answer(reader: StreamReader): Promise<Message> {
+    let message: Message | undefined;
+    try {
+      message = await reader.decode((r) => decodeFrame(r));
+    } catch (e) {
+      throw this.fail(e);
+    }
+    if (message === undefined) throw new MoqtError("request stream ended without an answer");
+    return message;
+  }
+
+  private violation(what: string): MoqtError {
+    return this.fail(new MoqtError(what, SessionErrorCode.ProtocolViolation));
+  }
+
+  /** Close the session because of `e` (a DecodeError closes with its mapped code). */
+  fail(e: unknown): MoqtError {
+    const error = e instanceof MoqtError ? e : new MoqtError(describe(e));
+    let code: number = SessionErrorCode.InternalError;
+    if (e instanceof DecodeError) code = e.sessionCode;
+    else if (e instanceof MoqtError && typeof e.code === "number") code = e.code;
+    if (!this.isClosed) this.close(code, error.message);
+    return error;
+  }
+
+  private finish(c: SessionClosed): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    for (const sub of this.byAlias.values()) sub.unsubscribe();
+    this.byAlias.clear();
+    this.resolveClosed(c);
+  }
+}
+
+function requestError(what: string, e: RequestError): MoqtError {
+  return new MoqtError(`${what} refused: code 0x${e.errorCode.toString(16)} ${e.errorReason}`, e.errorCode);
+}
+
+export function hexToBytes(hex: string): Uint8Array<ArrayBuffer> {
+  const clean = hex.replace(/[:\s]/g, "");
+  if (!/^([0-9a-fA-F]{2})+$/.test(clean)) throw new MoqtError(`not a hex hash: ${hex}`);
+  const out = new Uint8Array(clean.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  if (typeof e === "object" && e !== null && "message" in e) return String((e as { message: unknown }).message);
+  return String(e);
+}
+
