@@ -9,7 +9,7 @@
  * - `player/`  MSF catalog, LOC, jitter buffer, WebCodecs decoding, audio worklet, stats
  * - `api.ts`   the small public API: connect, watch, like, comment
  */
-// export * from "./api"; (the session and player land next)
+export * from "./api";
 export * as coding from "./coding";
 export * as message from "./message";
 export * as data from "./data";

@@ -50,6 +50,8 @@ export interface ConnectOptions {
   maxObjectSize?: number;
   /** How long to wait for the server's SETUP (default 10 s). */
   setupTimeoutMs?: number;
+  /** A JWT for the relay, sent in SETUP as an AUTHORIZATION TOKEN (USE_VALUE, type 0). */
+  token?: string;
 }
 
 export interface SubscribeOptions {
@@ -238,7 +240,7 @@ export class Session {
     }
     const session = new Session(url, transport, options);
     try {
-      await session.setup(options.setupTimeoutMs ?? 10_000);
+      await session.setup(options.setupTimeoutMs ?? 10_000, options.token);
     } catch (e) {
       session.fail(e);
       throw e instanceof MoqtError ? e : new MoqtError(`SETUP with ${url} failed: ${describe(e)}`);
@@ -357,10 +359,12 @@ export class Session {
     return id;
   }
 
-  private async setup(timeoutMs: number): Promise<void> {
+  private async setup(timeoutMs: number, token: string | undefined): Promise<void> {
     const control = await this.transport.createUnidirectionalStream();
     const writer = control.getWriter();
-    await writer.write(encodeFrame({ type: "SETUP", moqtImplementation: utf8(IMPLEMENTATION) }));
+    const setup: Setup = { type: "SETUP", moqtImplementation: utf8(IMPLEMENTATION) };
+    if (token) setup.authorizationTokens = [{ aliasType: "use-value", tokenType: 0, tokenValue: utf8(token) }];
+    await writer.write(encodeFrame(setup));
     writer.releaseLock();
     const incoming = this.transport.incomingUnidirectionalStreams.getReader();
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -1,0 +1,275 @@
+/**
+ * The player: connect → catalog → subscribe video (and audio) → jitter buffer → WebCodecs, with
+ * live stats, and reconnect on GOAWAY or connection failure that resumes at the next group.
+ */
+import { MoqtError, Session, type ConnectOptions, type Subscription, type TrackObject } from "../session/session";
+import { AudioRenderer } from "./audio";
+import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
+import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
+import { locMeta } from "./loc";
+import { VideoRenderer, type VideoPayload } from "./video";
+
+export interface PlayerOptions {
+  /** WebTransport URL of the relay, e.g. `https://127.0.0.1:4443/`. */
+  relay: string;
+  /** The broadcast's namespace, e.g. `live/demo`. */
+  broadcast: string;
+  canvas: HTMLCanvasElement;
+  /** Development certificate hashes (hex SHA-256). */
+  serverCertificateHashes?: string[];
+  token?: string;
+  /** Jitter slack beyond the fastest recent frame (ms, default 60; aims under 150 ms total). */
+  targetLatencyMs?: number;
+  /** Play audio when the catalog has an audio track (default true). */
+  audio?: boolean;
+  /** Called whenever stats change noticeably (about every 250 ms while playing). */
+  onStats?: (stats: PlayerStats) => void;
+}
+
+export interface PlayerStats {
+  state: "connecting" | "playing" | "reconnecting" | "stopped";
+  relay: string;
+  framesDecoded: number;
+  framesDropped: number;
+  /** Glass-to-glass latency of the last rendered frame: viewer wall clock − capture time. */
+  latencyMs: number | undefined;
+  /** min(arrival − capture) over 10 s: fastest transit plus the publisher/viewer clock offset. */
+  clockOffsetMs: number | undefined;
+  /** Received media bitrate over the last second, kbit/s. */
+  bitrateKbps: number;
+  width: number;
+  height: number;
+  videoCodec: string;
+  audioFramesDecoded: number;
+  bufferedMs: number;
+  groupsSkipped: number;
+  reconnects: number;
+  likes: number;
+  lastError: string | undefined;
+}
+
+const wallNow = () => performance.timeOrigin + performance.now();
+
+export class Player {
+  readonly stats: PlayerStats;
+  private stopped = false;
+  private session: Session | undefined;
+  private readonly clock = new PlayoutClock();
+  private readonly videoBuffer: JitterBuffer<VideoPayload>;
+  private readonly audioBuffer: JitterBuffer<VideoPayload>;
+  private video: VideoRenderer | undefined;
+  private audio: AudioRenderer | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private bytes: { at: number; n: number }[] = [];
+  private catalog: ParsedCatalog | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly options: PlayerOptions) {
+    const target = options.targetLatencyMs ?? 60;
+    this.videoBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
+    this.audioBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
+    this.stats = {
+      state: "connecting",
+      relay: options.relay,
+      framesDecoded: 0,
+      framesDropped: 0,
+      latencyMs: undefined,
+      clockOffsetMs: undefined,
+      bitrateKbps: 0,
+      width: 0,
+      height: 0,
+      videoCodec: "",
+      audioFramesDecoded: 0,
+      bufferedMs: 0,
+      groupsSkipped: 0,
+      reconnects: 0,
+      likes: 0,
+      lastError: undefined,
+    };
+    void this.run();
+    this.tick();
+  }
+
+  /** Resume audio output after a user gesture (browsers start AudioContexts suspended). */
+  async unmute(): Promise<void> {
+    await this.audio?.start();
+    await this.audio?.resume();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stats.state = "stopped";
+    clearTimeout(this.timer);
+    this.session?.close(0, "player stopped");
+    this.video?.close();
+    this.audio?.close();
+    this.wake?.();
+  }
+
+  // ---- connection loop ----
+
+  private async run(): Promise<void> {
+    let url = this.options.relay;
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        const connect: ConnectOptions = {};
+        if (this.options.serverCertificateHashes) connect.serverCertificateHashes = this.options.serverCertificateHashes;
+        if (this.options.token) connect.token = this.options.token;
+        const session = await Session.connect(url, connect);
+        this.session = session;
+        this.stats.relay = url;
+        failures = 0;
+        const next = await this.play(session);
+        url = next ?? this.options.relay;
+      } catch (e) {
+        this.stats.lastError = e instanceof Error ? e.message : String(e);
+        failures++;
+        url = this.options.relay;
+      }
+      if (this.stopped) return;
+      this.stats.state = "reconnecting";
+      this.stats.reconnects++;
+      // Reconnected media starts at a new group: wait for its keyframe.
+      this.videoBuffer.reset();
+      this.audioBuffer.reset();
+      if (failures > 0) await this.sleep(Math.min(2000, 100 * 2 ** (failures - 1)));
+    }
+  }
+
+  /** Play from one session until it closes (→ undefined) or sends GOAWAY (→ the URL to move to). */
+  private async play(session: Session): Promise<string | undefined> {
+    const goaway = new Promise<string>((resolve) => {
+      session.onGoaway = (g) => resolve(g.newSessionUri || this.options.relay);
+    });
+    const closed = session.closed.then((c) => {
+      if (!c.local) this.stats.lastError = `session closed: code ${c.code} ${c.reason}`;
+      return undefined;
+    });
+    const setup = this.subscribeAll(session);
+    const result = await Promise.race([goaway, closed, setup.then(() => new Promise<never>(() => {}))]);
+    // GOAWAY: leave at once; the new session resumes at the next group boundary.
+    session.close(0, "moving on");
+    return result;
+  }
+
+  private async subscribeAll(session: Session): Promise<void> {
+    const catalog = await this.loadCatalog(session);
+    this.catalog = catalog;
+    const video = catalog.video;
+    if (!video) throw new MoqtError("catalog has no video track");
+    this.stats.videoCodec = video.codec;
+    this.video ??= new VideoRenderer(this.options.canvas, video, {
+      onRendered: (captureUs, w, h) => {
+        this.stats.framesDecoded++;
+        this.stats.latencyMs = wallNow() - captureUs / 1000;
+        this.stats.width = w;
+        this.stats.height = h;
+      },
+      onDropped: (n) => (this.otherDropped += n),
+      onError: (m) => (this.stats.lastError = m),
+    });
+    const subs: Promise<Subscription>[] = [
+      session.subscribe(video.namespace, video.name, { subscriberPriority: 1 }),
+    ];
+    const audio = this.options.audio !== false ? catalog.audio : undefined;
+    if (audio) {
+      this.audio ??= new AudioRenderer(audio, (m) => (this.stats.lastError = m));
+      void this.audio.start().catch((e: unknown) => (this.stats.lastError = `audio: ${String(e)}`));
+      subs.push(session.subscribe(audio.namespace, audio.name, { subscriberPriority: 2 }));
+    }
+    const [videoSub, audioSub] = await Promise.all(subs);
+    if (videoSub) this.feed(videoSub, video, this.videoBuffer);
+    if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
+    this.stats.state = "playing";
+  }
+
+  private async loadCatalog(session: Session): Promise<ParsedCatalog> {
+    const sub = await session.subscribe(this.options.broadcast, CATALOG_TRACK, { subscriberPriority: 0 });
+    return new Promise<ParsedCatalog>((resolve, reject) => {
+      sub.onObject = (o) => {
+        // The first object of a group is an independent catalog; later ones are deltas.
+        if (o.objectId !== 0 || o.payload.length === 0) return;
+        try {
+          const parsed = parseCatalog(o.payload, this.options.broadcast);
+          resolve(parsed);
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      };
+      void sub.done.then(() => reject(new MoqtError("catalog track ended before a catalog arrived")));
+    });
+  }
+
+  private feed(sub: Subscription, track: MediaTrack, buffer: JitterBuffer<VideoPayload>): void {
+    let newestGroup = -1;
+    sub.onObject = (o: TrackObject) => {
+      if (o.payload.length === 0) return; // end-of-group / end-of-track markers
+      this.bytes.push({ at: performance.now(), n: o.payload.length });
+      const meta = locMeta(o.properties, track.role);
+      if (meta.captureUs === undefined) {
+        this.otherDropped++;
+        this.stats.lastError = "object without a LOC Timestamp";
+        return;
+      }
+      if (o.groupId > newestGroup) {
+        newestGroup = o.groupId;
+        // Never spend bandwidth on groups we will skip: keep the newest two.
+        sub.cancelGroupsBefore(newestGroup - 1);
+      }
+      const frame: Frame<VideoPayload> = {
+        group: o.groupId,
+        object: o.objectId,
+        captureUs: meta.captureUs,
+        arrivalMs: wallNow(),
+        keyframe: o.objectId === 0,
+        data: meta.config ? { data: o.payload, config: meta.config } : { data: o.payload },
+      };
+      buffer.push(frame);
+      this.wake?.();
+    };
+  }
+
+  // ---- playout loop ----
+
+  private tick = (): void => {
+    if (this.stopped) return;
+    const now = wallNow();
+    for (const f of this.videoBuffer.pop(now)) this.video?.decode(f);
+    for (const f of this.audioBuffer.pop(now)) this.audio?.decode(f);
+    this.updateStats();
+    const due = [this.videoBuffer.nextDue(now), this.audioBuffer.nextDue(now)].filter(
+      (d): d is number => d !== undefined,
+    );
+    const wait = due.length > 0 ? Math.min(...due, 50) : 50;
+    this.timer = setTimeout(this.tick, Math.max(1, wait));
+    this.wake = () => {
+      this.wake = undefined;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(this.tick, 0);
+    };
+  };
+
+  private lastStats = 0;
+  /** Frames dropped outside the jitter buffer (decoder refused, no timestamp). */
+  private otherDropped = 0;
+
+  private updateStats(): void {
+    const now = performance.now();
+    while (this.bytes.length > 0 && (this.bytes[0]?.at ?? now) < now - 1000) this.bytes.shift();
+    this.stats.bitrateKbps = Math.round((this.bytes.reduce((n, b) => n + b.n, 0) * 8) / 1000);
+    this.stats.clockOffsetMs = this.clock.offsetMs;
+    this.stats.bufferedMs = this.videoBuffer.bufferedMs();
+    this.stats.groupsSkipped = this.videoBuffer.skips;
+    this.stats.framesDropped = this.otherDropped + this.videoBuffer.dropped;
+    this.stats.audioFramesDecoded = this.audio?.decoded ?? 0;
+    if (now - this.lastStats > 250) {
+      this.lastStats = now;
+      this.options.onStats?.(this.stats);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+}

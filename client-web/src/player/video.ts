@@ -1,0 +1,124 @@
+/**
+ * WebCodecs video: frames released by the jitter buffer are decoded and drawn to a canvas.
+ * Configuration comes from the catalog (codec string, inline description) or from the LOC
+ * Video Config property on each group's first object; without a description H.264 is fed as
+ * Annex B. A decoder error resets it and waits for the next keyframe.
+ */
+import type { Frame } from "./jitter";
+import type { MediaTrack } from "./catalog";
+
+export interface VideoPayload {
+  data: Uint8Array;
+  /** The LOC Video Config (WebCodecs description) carried by this object, if any. */
+  config?: Uint8Array;
+}
+
+export interface VideoEvents {
+  /** A frame was drawn: its capture time (µs since the epoch). */
+  onRendered(captureUs: number, width: number, height: number): void;
+  /** A frame could not be decoded (counted as dropped). */
+  onDropped(count: number): void;
+  onError(message: string): void;
+}
+
+/** Decoder queue depth beyond which delta frames are shed until the next keyframe. */
+const MAX_DECODE_QUEUE = 30;
+
+export class VideoRenderer {
+  private decoder: VideoDecoder | undefined;
+  private configured: string | undefined;
+  private needKeyframe = true;
+  private readonly ctx: CanvasRenderingContext2D | null;
+
+  constructor(
+    private readonly canvas: HTMLCanvasElement,
+    private readonly track: MediaTrack,
+    private readonly events: VideoEvents,
+  ) {
+    this.ctx = canvas.getContext("2d");
+  }
+
+  decode(frame: Frame<VideoPayload>): void {
+    if (frame.keyframe) {
+      const description = frame.data.config ?? this.track.description;
+      const key = `${this.track.codec}|${description ? hexOf(description) : "annexb"}`;
+      if (!this.decoder || this.decoder.state === "closed" || key !== this.configured) {
+        this.configure(description, key);
+      }
+      this.needKeyframe = false;
+    }
+    const decoder = this.decoder;
+    if (!decoder || decoder.state !== "configured" || this.needKeyframe) {
+      this.events.onDropped(1);
+      return;
+    }
+    if (!frame.keyframe && decoder.decodeQueueSize > MAX_DECODE_QUEUE) {
+      this.needKeyframe = true;
+      this.events.onDropped(1);
+      return;
+    }
+    try {
+      decoder.decode(
+        new EncodedVideoChunk({
+          type: frame.keyframe ? "key" : "delta",
+          timestamp: frame.captureUs,
+          data: frame.data.data,
+        }),
+      );
+    } catch (e) {
+      this.fail(`decode: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  close(): void {
+    if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
+    this.decoder = undefined;
+  }
+
+  private configure(description: Uint8Array | undefined, key: string): void {
+    this.close();
+    const decoder = new VideoDecoder({
+      output: (f) => this.render(f),
+      error: (e) => this.fail(`decoder: ${e.message}`),
+    });
+    const config: VideoDecoderConfig = { codec: this.track.codec, optimizeForLatency: true };
+    if (description) config.description = description as Uint8Array<ArrayBuffer>;
+    if (this.track.width) config.codedWidth = this.track.width;
+    if (this.track.height) config.codedHeight = this.track.height;
+    try {
+      decoder.configure(config);
+    } catch (e) {
+      this.events.onError(`configure ${this.track.codec}: ${e instanceof Error ? e.message : String(e)}`);
+      decoder.close();
+      return;
+    }
+    this.decoder = decoder;
+    this.configured = key;
+  }
+
+  private render(f: VideoFrame): void {
+    try {
+      if (this.canvas.width !== f.displayWidth || this.canvas.height !== f.displayHeight) {
+        this.canvas.width = f.displayWidth;
+        this.canvas.height = f.displayHeight;
+      }
+      this.ctx?.drawImage(f, 0, 0);
+      this.events.onRendered(f.timestamp, f.displayWidth, f.displayHeight);
+    } finally {
+      f.close();
+    }
+  }
+
+  private fail(message: string): void {
+    this.events.onError(message);
+    this.needKeyframe = true;
+    this.configured = undefined;
+    this.close();
+  }
+}
+
+function hexOf(b: Uint8Array): string {
+  let s = "";
+  for (const x of b) s += x.toString(16).padStart(2, "0");
+  return s;
+}
