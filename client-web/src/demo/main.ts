@@ -3,13 +3,18 @@
  * plane (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay. Live figures are
  * exposed to automation as `window.banyanStats`.
  */
+import * as api from "../api";
 import { like, watch, type PlayerStats } from "../api";
 
 declare global {
   interface Window {
-    banyanStats: PlayerStats & { error?: string };
+    banyanStats: PlayerStats | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; likes: 0 };
+    /** The client API, for automation and the console. */
+    banyan: typeof api;
   }
 }
+
+window.banyan = api;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -69,6 +74,15 @@ async function main(): Promise<void> {
 
 main().catch((e: unknown) => {
   const message = e instanceof Error ? e.message : String(e);
+  window.banyanStats = {
+    state: "error",
+    lastError: message,
+    framesDecoded: 0,
+    framesDropped: 0,
+    latencyMs: undefined,
+    relay: "",
+    likes: 0,
+  };
   errorBox.textContent = message;
   $("overlay").textContent = "not playing";
 });
