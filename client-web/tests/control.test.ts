@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DecodeError, Reader, namespaceToPath } from "../src/coding";
 import { MESSAGE_TYPES, decodeFrame, encodeFrame, type Message } from "../src/message";
-import { hex, loadVectors, toHex } from "./helpers";
+import { catchDecode, hex, loadVectors, toHex } from "./helpers";
 
 const vectors = loadVectors("control");
 
@@ -128,12 +128,3 @@ describe("malformed control messages", () => {
   });
 });
 
-function catchDecode(f: () => unknown): DecodeError | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof DecodeError) return e;
-    throw e;
-  }
-  return undefined;
-}

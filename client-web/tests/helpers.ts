@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { DecodeError } from "../src/coding";
 
 /** One entry of moq/vectors/{control,data}.json, read from the Rust crate (never copied). */
 export interface Vector {
@@ -25,4 +26,15 @@ export function hex(s: string): Uint8Array {
 
 export function toHex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** The DecodeError `f` throws, or undefined; any other exception fails the test. */
+export function catchDecode(f: () => unknown): DecodeError | undefined {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof DecodeError) return e;
+    throw e;
+  }
+  return undefined;
 }

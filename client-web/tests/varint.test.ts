@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { DecodeError, Reader, U64_MAX, encodeVarint, varintLen } from "../src/coding";
-import { hex, toHex } from "./helpers";
+import { Reader, U64_MAX, encodeVarint, varintLen } from "../src/coding";
+import { catchDecode, hex, toHex } from "./helpers";
 
 describe("draft-18 varint", () => {
   // The spec's table of example encodings (§1.4.1), including non-minimal ones.
@@ -22,7 +22,7 @@ describe("draft-18 varint", () => {
       expect(r.varintBig()).toBe(value);
       expect(r.remaining).toBe(0);
       for (let cut = 0; cut < bytes.length; cut++) {
-        const err = catchError(() => new Reader(bytes.subarray(0, cut)).varintBig());
+        const err = catchDecode(() => new Reader(bytes.subarray(0, cut)).varintBig());
         expect(err?.kind, `${h} cut ${cut}`).toBe("incomplete");
       }
     }
@@ -46,17 +46,8 @@ describe("draft-18 varint", () => {
   });
 
   it("refuses values beyond a JS number where a number is required", () => {
-    const err = catchError(() => new Reader(encodeVarint(1n << 60n)).varint("group id"));
+    const err = catchDecode(() => new Reader(encodeVarint(1n << 60n)).varint("group id"));
     expect(err?.kind).toBe("too-large");
   });
 });
 
-function catchError(f: () => unknown): DecodeError | undefined {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof DecodeError) return e;
-    throw e;
-  }
-  return undefined;
-}

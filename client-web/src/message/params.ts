@@ -159,6 +159,16 @@ export type ParameterScope =
   | "request-ok";
 
 const P = ParameterType;
+const PUBLISH_OK_PARAMETERS = [
+  P.ObjectDeliveryTimeout,
+  P.SubgroupDeliveryTimeout,
+  P.Expires,
+  P.Forward,
+  P.SubscriberPriority,
+  P.SubscriptionFilter,
+  P.NewGroupRequest,
+  P.GroupOrder,
+];
 const ALLOWED: Record<ParameterScope, readonly number[]> = {
   subscribe: [
     P.ObjectDeliveryTimeout,
@@ -173,16 +183,7 @@ const ALLOWED: Record<ParameterScope, readonly number[]> = {
   ],
   "subscribe-ok": [P.Expires, P.LargestObject],
   publish: [P.AuthorizationToken, P.Expires, P.LargestObject, P.Forward],
-  "publish-ok": [
-    P.ObjectDeliveryTimeout,
-    P.SubgroupDeliveryTimeout,
-    P.Expires,
-    P.Forward,
-    P.SubscriberPriority,
-    P.SubscriptionFilter,
-    P.NewGroupRequest,
-    P.GroupOrder,
-  ],
+  "publish-ok": PUBLISH_OK_PARAMETERS,
   fetch: [P.AuthorizationToken, P.FillTimeout, P.SubscriberPriority, P.GroupOrder],
   "fetch-ok": [],
   "track-status": [P.AuthorizationToken],
@@ -202,17 +203,7 @@ const ALLOWED: Record<ParameterScope, readonly number[]> = {
     P.TrackNamespacePrefix,
   ],
   // PUBLISH_OK ∪ REQUEST_UPDATE_OK ∪ TRACK_STATUS_OK.
-  "request-ok": [
-    P.ObjectDeliveryTimeout,
-    P.SubgroupDeliveryTimeout,
-    P.Expires,
-    P.Forward,
-    P.SubscriberPriority,
-    P.SubscriptionFilter,
-    P.NewGroupRequest,
-    P.GroupOrder,
-    P.LargestObject,
-  ],
+  "request-ok": [...PUBLISH_OK_PARAMETERS, P.LargestObject],
 };
 
 export function decodeParameters(r: Reader, scope: ParameterScope): Parameters {
