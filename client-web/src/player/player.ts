@@ -147,10 +147,13 @@ export class Player {
       return undefined;
     });
     const setup = this.subscribeAll(session);
-    const result = await Promise.race([goaway, closed, setup.then(() => new Promise<never>(() => {}))]);
-    // GOAWAY: leave at once; the new session resumes at the next group boundary.
-    session.close(0, "moving on");
-    return result;
+    try {
+      return await Promise.race([goaway, closed, setup.then(() => new Promise<never>(() => {}))]);
+    } finally {
+      // GOAWAY: leave at once; the new session resumes at the next group boundary. Failure to
+      // set up (no catalog, refused SUBSCRIBE): close before retrying.
+      session.close(0, "moving on");
+    }
   }
 
   private async subscribeAll(session: Session): Promise<void> {

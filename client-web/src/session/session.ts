@@ -228,6 +228,8 @@ export class Session {
       }));
     }
     const transport = new WebTransport(url, wtOptions);
+    // `closed` rejects too when `ready` does; the Session observes it once constructed.
+    transport.closed.catch(() => {});
     try {
       await transport.ready;
     } catch (e) {
@@ -390,7 +392,9 @@ export class Session {
           this.readControl(stream).catch((e: unknown) => this.fail(e));
           for (const s of early) this.handleDataStream(s).catch((e: unknown) => this.fail(e));
           this.acceptStreams(incoming).catch((e: unknown) => this.fail(e));
-          this.readDatagrams().catch(() => {});
+          this.readDatagrams().catch((e: unknown) => {
+            if (e instanceof DecodeError) this.fail(e);
+          });
           return;
         }
         if (early.length < 16) early.push(stream);
