@@ -15,6 +15,7 @@ export type { PlayerOptions, PlayerStats, ConnectOptions };
 export { MoqtError, Subscription, type TrackObject, type SessionClosed } from "./session/session";
 export { JitterBuffer, PlayoutClock, type Frame, type JitterOptions } from "./player/jitter";
 export { parseCatalog, type MediaTrack, type ParsedCatalog } from "./player/catalog";
+export { VideoRenderer, type VideoPayload } from "./player/video";
 
 export interface RelayTarget {
   /** WebTransport URL, e.g. `https://127.0.0.1:4443/`. */

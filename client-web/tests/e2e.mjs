@@ -4,6 +4,8 @@
 // Stage 1 (transport): banyan-bench's synthetic publisher (no catalog, filler payloads) feeds
 //   bench/0 "video"; the page's client API does SETUP/SUBSCRIBE over WebTransport with a pinned
 //   certificate hash and must receive >= 60 objects, each with a LOC capture timestamp.
+// Stage 1b (WebCodecs): H.264 (avcC) and VP8 frames encoded in the page go through the player's
+//   VideoRenderer; all 60 must be decoded and drawn.
 // Stage 2 (media): ffmpeg testsrc -> H.264 fMP4 -> banyan-publish -> relay -> demo page: the page
 //   must decode >= 60 real H.264 frames, its overlay latency must be < 250 ms on loopback
 //   (printed), it must survive a relay restart (same port and certificate), and a screenshot is
@@ -201,6 +203,64 @@ async function main() {
     log(`stage 1 (transport): ${probe.objects} objects in ${probe.groups} groups over WebTransport, median object latency ${probe.medianMs.toFixed(1)} ms`);
     summary.transport = probe;
     stopChild(bench, "SIGINT");
+
+    // ---- stage 1b: the WebCodecs path (VideoRenderer) with frames encoded in the page ----
+    const codecs = await page.evaluate(async () => {
+      const { VideoRenderer } = window.banyan;
+      const results = {};
+      for (const codec of ["avc1.42001f", "vp8"]) {
+        const support = await VideoEncoder.isConfigSupported({ codec, width: 320, height: 240 });
+        if (!support.supported) {
+          results[codec] = "encoder unsupported";
+          continue;
+        }
+        const chunks = [];
+        let description;
+        const encoder = new VideoEncoder({
+          output: (c, meta) => {
+            if (meta?.decoderConfig?.description) description = new Uint8Array(meta.decoderConfig.description);
+            const data = new Uint8Array(c.byteLength);
+            c.copyTo(data);
+            chunks.push({ data, key: c.type === "key" });
+          },
+          error: (e) => (results[codec] = `encode error ${e.message}`),
+        });
+        encoder.configure({ codec, width: 320, height: 240, latencyMode: "realtime", ...(codec.startsWith("avc") ? { avc: { format: "avc" } } : {}) });
+        const source = new OffscreenCanvas(320, 240);
+        const g = source.getContext("2d");
+        for (let i = 0; i < 60; i++) {
+          g.fillStyle = `hsl(${i * 6}, 80%, 50%)`;
+          g.fillRect(0, 0, 320, 240);
+          const frame = new VideoFrame(source, { timestamp: i * 33_333 });
+          encoder.encode(frame, { keyFrame: i % 30 === 0 });
+          frame.close();
+        }
+        await encoder.flush();
+        encoder.close();
+        let rendered = 0;
+        const errors = [];
+        const track = { namespace: "x", name: "v", role: "video", codec, synthetic: false, ...(description ? { description } : {}) };
+        const renderer = new VideoRenderer(document.querySelector("canvas"), track, {
+          onRendered: () => rendered++,
+          onDropped: () => {},
+          onError: (m) => errors.push(m),
+        });
+        const deadline = Date.now() + 10_000;
+        // Feed as a live source would (a few frames ahead of the decoder, never a 60-frame burst,
+        // which the renderer deliberately sheds as backlog).
+        for (const [i, c] of chunks.entries()) {
+          while (rendered < i - 4 && errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+          renderer.decode({ group: Math.floor(i / 30), object: i % 30, captureUs: Date.now() * 1000, arrivalMs: 0, keyframe: c.key, data: { data: c.data } });
+        }
+        while (rendered < chunks.length && errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        renderer.close();
+        results[codec] = errors.length ? `errors: ${errors.join("; ")}` : `${rendered}/${chunks.length} frames decoded and drawn`;
+      }
+      return results;
+    });
+    log(`stage 1b (WebCodecs renderer): ${JSON.stringify(codecs)}`);
+    summary.webcodecs = codecs;
+    if (!Object.values(codecs).some((r) => /^60\/60 frames/.test(r))) throw new Error("the WebCodecs renderer decoded no codec fully");
     await page.close();
 
     // ---- stage 2: real H.264 from banyan-publish ----
