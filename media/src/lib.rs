@@ -1,0 +1,23 @@
+//! `banyan-media`: how Banyan turns media into MoQT objects and back.
+//!
+//! # Module map
+//! - [`catalog`]: the MSF catalog (JSON on the `catalog` track) with serde.
+//! - [`loc`]: LOC packaging: one frame per object, its capture timestamp and codec
+//!   configuration as Object Properties.
+//! - [`codec`]: MP4 sample entries to WebCodecs codec strings and `description` bytes
+//!   (`avc1.640028` + avcC, `av01.0.04M.08` + av1C, `vp09...`, `opus` + OpusHead,
+//!   `mp4a.40.2` + AudioSpecificConfig) and back.
+//! - [`fmp4`]: fragmented MP4 / CMAF: [`fmp4::Demuxer`] (what ffmpeg writes, fed in chunks,
+//!   sans-IO) and [`fmp4::Muxer`] (init segment and one fragment per frame, for native
+//!   playback).
+//!
+//! Nothing here does I/O or spawns tasks; the publisher and viewer drive it.
+
+pub mod catalog;
+pub mod codec;
+pub mod fmp4;
+pub mod loc;
+
+pub use catalog::{Catalog, Track};
+pub use codec::TrackConfig;
+pub use loc::{LocFrame, MediaKind};

@@ -1,0 +1,1 @@
+//! `banyan-publisher`: `banyan-publish` and `banyan-watch`.
