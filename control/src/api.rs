@@ -329,7 +329,9 @@ impl Heartbeat {
             return bad("load.cpu must be a finite, non-negative number of cores".into());
         }
         if self.broadcasts.len() > MAX_HEARTBEAT_ITEMS || self.parents.len() > MAX_HEARTBEAT_ITEMS {
-            return bad(format!("at most {MAX_HEARTBEAT_ITEMS} broadcasts and parent links"));
+            return bad(format!(
+                "at most {MAX_HEARTBEAT_ITEMS} broadcasts and parent links"
+            ));
         }
         for b in &self.broadcasts {
             if let Err(m) = check_name("broadcasts[].namespace", &b.namespace) {
@@ -351,8 +353,16 @@ impl Heartbeat {
 /// The path (and query) of a route lookup for `namespace` by `relay_id`:
 /// `/v1/route/{namespace}?relay={relay_id}`, each namespace field and the id percent-encoded.
 pub fn route_path(namespace: &str, relay_id: &str) -> String {
-    let fields: Vec<String> = namespace.trim_matches('/').split('/').map(percent_encode).collect();
-    format!("/v1/route/{}?relay={}", fields.join("/"), percent_encode(relay_id))
+    let fields: Vec<String> = namespace
+        .trim_matches('/')
+        .split('/')
+        .map(percent_encode)
+        .collect();
+    format!(
+        "/v1/route/{}?relay={}",
+        fields.join("/"),
+        percent_encode(relay_id)
+    )
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters.
@@ -450,6 +460,9 @@ mod tests {
 
     #[test]
     fn route_path_encodes_fields_not_slashes() {
-        assert_eq!(route_path("live/show 1", "r/1"), "/v1/route/live/show%201?relay=r%2F1");
+        assert_eq!(
+            route_path("live/show 1", "r/1"),
+            "/v1/route/live/show%201?relay=r%2F1"
+        );
     }
 }

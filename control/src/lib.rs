@@ -7,5 +7,39 @@
 //! # Module map
 //! - [`api`]: the HTTP/JSON contract (request and response types of every endpoint). With
 //!   `default-features = false` this is the whole crate and depends on `serde` only.
+//!
+//! With the `server` feature (default):
+//! - [`config`]: [`ControlConfig`](config::ControlConfig), one struct for flags,
+//!   `BANYAN_CONTROL_*` variables and TOML; the policy numbers and why.
+//! - [`registry`]: the fleet from heartbeats (soft state, expiry) and placement over it:
+//!   viewer assignment, route lookup, origin choice. Pure, explicit `now`.
+//! - [`autoscale`]: the flash-crowd autoscaler. Pure, explicit `now`: join velocity,
+//!   replicate ahead, time-to-full, spawn ahead, cool-down and drain.
+//! - [`spawner`]: the [`Spawner`](spawner::Spawner) trait; [`spawner::process`] (child
+//!   `banyan-relay` processes) and, with feature `kubernetes`, `spawner::kubernetes`.
+//! - [`token`]: minting viewer and publisher JWTs the relay accepts.
+//! - [`http`]: the axum router: handlers, CORS, rate limiting, status page.
+//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`service`]: [`Control`](service::Control): binds, serves and runs the control loop.
 
 pub mod api;
+
+#[cfg(feature = "server")]
+pub mod autoscale;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod registry;
+#[cfg(feature = "server")]
+pub mod service;
+#[cfg(feature = "server")]
+pub mod spawner;
+#[cfg(feature = "server")]
+pub mod token;
+
+#[cfg(feature = "server")]
+pub use service::Control;

@@ -1,0 +1,343 @@
+//! The HTTP API (axum): handlers parse and validate, take the registry lock briefly, mint
+//! tokens outside it and answer. No handler does I/O besides reading its request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
+use crate::metrics::Metrics;
+use crate::registry::{PlaceError, Registry};
+use crate::token::Minter;
+
+/// The largest request body accepted (a heartbeat listing thousands of broadcasts fits).
+pub const MAX_BODY: usize = 1 << 20;
+
+const STATUS_PAGE: &str = include_str!("status.html");
+
+/// State shared by the handlers and the control loop.
+#[derive(Debug)]
+pub struct Shared {
+    /// The registry.
+    pub registry: Mutex<Registry>,
+    /// Token minter (None: tokens are empty).
+    pub minter: Option<Minter>,
+    /// Viewer token lifetime.
+    pub token_ttl: Duration,
+    /// Publisher token lifetime.
+    pub publish_token_ttl: Duration,
+    /// Assignment rate limiter.
+    pub limiter: Mutex<TokenBucket>,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// A token bucket: `rate` tokens per second up to `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Take one token, or say how long until one is available.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now.max(self.last);
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
+/// The API router over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(STATUS_PAGE) }))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/relays/heartbeat", post(heartbeat))
+        .route("/v1/relays/{id}/drain", post(drain))
+        .route("/v1/watch/{*broadcast}", get(watch))
+        .route("/v1/route/{*namespace}", get(route))
+        .route("/v1/publish/{*broadcast}", post(publish))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see control/README.md".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(cors))
+        .with_state(shared)
+}
+
+/// An error response with an [`ErrorBody`].
+pub fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: code.to_owned(),
+            message,
+        }),
+    )
+        .into_response()
+}
+
+async fn cors(request: Request, next: Next) -> Response {
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the registry worse than stale soft state.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let status = lock(&shared.registry).status(Instant::now());
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(&status),
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Response {
+    Json(lock(&shared.registry).status(Instant::now())).into_response()
+}
+
+async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let parsed = serde_json::from_slice::<Heartbeat>(&body)
+        .map_err(|e| format!("malformed heartbeat: {e}"))
+        .and_then(|hb| {
+            hb.validate()
+                .map(|()| hb)
+                .map_err(|e| format!("invalid heartbeat: {e}"))
+        });
+    match parsed {
+        Ok(hb) => {
+            Metrics::inc(&shared.metrics.heartbeats);
+            let response = lock(&shared.registry).heartbeat(hb, Instant::now());
+            Json(response).into_response()
+        }
+        Err(message) => {
+            Metrics::inc(&shared.metrics.heartbeats_rejected);
+            tracing::debug!(%message, "heartbeat refused");
+            error(StatusCode::BAD_REQUEST, "bad_heartbeat", message)
+        }
+    }
+}
+
+async fn drain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if lock(&shared.registry).order_drain(&id) {
+        Metrics::inc(&shared.metrics.drains);
+        Json(DrainResponse {
+            relay_id: id,
+            draining: true,
+        })
+        .into_response()
+    } else {
+        place_error(PlaceError::UnknownRelay(id))
+    }
+}
+
+async fn watch(
+    State(shared): State<Arc<Shared>>,
+    Path(broadcast): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = rate_limit(&shared) {
+        return refused;
+    }
+    let broadcast = broadcast.trim_matches('/').to_owned();
+    let region = query.get("region").map(String::as_str).unwrap_or("");
+    let placed = lock(&shared.registry).watch(&broadcast, region, Instant::now());
+    let placement = match placed {
+        Ok(p) => p,
+        Err(e) => {
+            match e {
+                PlaceError::UnknownBroadcast(_) => Metrics::inc(&shared.metrics.watch_unknown),
+                _ => Metrics::inc(&shared.metrics.watch_no_capacity),
+            }
+            return place_error(e);
+        }
+    };
+    let (token, exp) = match mint(&shared, &broadcast, false) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    Metrics::inc(&shared.metrics.watch_assigned);
+    Json(WatchResponse {
+        broadcast,
+        relay_id: placement.relay_id,
+        region: placement.region,
+        moqt: placement.moqt,
+        webtransport: placement.webtransport,
+        cert_sha256: placement.cert_sha256,
+        token,
+        token_expires: exp,
+        chat_room: placement.chat_room,
+    })
+    .into_response()
+}
+
+async fn route(
+    State(shared): State<Arc<Shared>>,
+    Path(namespace): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(relay) = query.get("relay").filter(|r| !r.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing ?relay=ID (the asking relay's id)".into(),
+        );
+    };
+    let namespace = namespace.trim_matches('/');
+    match lock(&shared.registry).route(namespace, relay, Instant::now()) {
+        Ok(upstream) => {
+            Metrics::inc(&shared.metrics.routes);
+            Json(RouteResponse { upstream }).into_response()
+        }
+        Err(e) => {
+            Metrics::inc(&shared.metrics.routes_refused);
+            place_error(e)
+        }
+    }
+}
+
+async fn publish(
+    State(shared): State<Arc<Shared>>,
+    Path(broadcast): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(refused) = rate_limit(&shared) {
+        return refused;
+    }
+    let broadcast = broadcast.trim_matches('/').to_owned();
+    if broadcast.is_empty() || broadcast.split('/').any(str::is_empty) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the broadcast must be a /-separated path with no empty fields".into(),
+        );
+    }
+    let region = query.get("region").map(String::as_str).unwrap_or("");
+    let placement = match lock(&shared.registry).publish(&broadcast, region) {
+        Ok(p) => p,
+        Err(e) => return place_error(e),
+    };
+    let (token, exp) = match mint(&shared, &broadcast, true) {
+        Ok(t) => t,
+        Err(response) => return response,
+    };
+    Metrics::inc(&shared.metrics.publishes);
+    Json(PublishResponse {
+        broadcast,
+        relay_id: placement.relay_id,
+        moqt: placement.moqt,
+        webtransport: placement.webtransport,
+        cert_sha256: placement.cert_sha256,
+        token,
+        token_expires: exp,
+    })
+    .into_response()
+}
+
+fn rate_limit(shared: &Shared) -> Option<Response> {
+    let verdict = lock(&shared.limiter).take(Instant::now());
+    let wait = verdict.err()?;
+    Metrics::inc(&shared.metrics.rate_limited);
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many assignment requests; retry later".into(),
+    );
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(response)
+}
+
+/// A viewer (or publisher) token for `broadcast` and its expiry; empty without a key.
+fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u64), Response> {
+    let ttl = if publisher {
+        shared.publish_token_ttl
+    } else {
+        shared.token_ttl
+    };
+    let exp = unix_now().saturating_add(ttl.as_secs().max(1));
+    let Some(minter) = &shared.minter else {
+        return Ok((String::new(), exp));
+    };
+    let minted = if publisher {
+        minter.publisher(broadcast, exp)
+    } else {
+        minter.viewer(broadcast, exp)
+    };
+    minted
+        .map(|token| (token, exp))
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()))
+}
+
+fn place_error(e: PlaceError) -> Response {
+    let (status, code) = match &e {
+        PlaceError::UnknownBroadcast(_) => (StatusCode::NOT_FOUND, "unknown_broadcast"),
+        PlaceError::UnknownRelay(_) => (StatusCode::NOT_FOUND, "unknown_relay"),
+        PlaceError::NoCapacity(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity"),
+        PlaceError::NoRelays => (StatusCode::SERVICE_UNAVAILABLE, "no_relays"),
+    };
+    error(status, code, e.to_string())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,56 @@
+//! Spawners grow and shrink the relay fleet; relays they start register themselves by
+//! heartbeat like any other.
+//!
+//! - [`process`]: child `banyan-relay` processes on this host (the default).
+//! - `kubernetes` (feature `kubernetes`): scales a relay StatefulSet through the Kubernetes API.
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod process;
+
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+
+/// A boxed future, so [`Spawner`] is object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a spawner operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Starting or signalling a process failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The relay binary does not exist or cannot run.
+    #[error("relay binary {0}: not found or not executable (build it with `cargo build -p banyan-relay` or give --relay-binary)")]
+    NoBinary(String),
+    /// The relay id is not one this spawner started.
+    #[error("relay {0:?} was not spawned here")]
+    Unknown(String),
+    /// The fleet backend (e.g. the Kubernetes API) refused or failed.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+/// Starts and stops relays.
+pub trait Spawner: Send + Sync + std::fmt::Debug {
+    /// The backend's name for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Start one relay; returns the relay id it will register with.
+    fn spawn(&self) -> BoxFuture<'_, Result<String, SpawnError>>;
+
+    /// Stop a relay this spawner started (it should already be drained).
+    fn stop(&self, relay_id: String) -> BoxFuture<'_, Result<(), SpawnError>>;
+
+    /// Housekeeping, called every tick: restart crashed relays, reap stopped ones.
+    fn supervise(&self) -> BoxFuture<'_, Result<(), SpawnError>>;
+
+    /// Relays started and not yet reaped.
+    fn running(&self) -> Vec<String>;
+}

@@ -1,0 +1,129 @@
+//! Minting relay tokens: JWTs the relay's `auth` module accepts (HS256 shared secret or ES256
+//! P-256 key; claims `sub`, `ns`, `pub`, `subs`, `exp`).
+//!
+//! Key files use the relay's `--auth-key` format: a PEM file (`PRIVATE KEY`, PKCS#8, P-256)
+//! selects ES256; anything else is an HS256 secret, surrounding ASCII whitespace trimmed, at
+//! least 32 bytes. (A SEC1 `EC PRIVATE KEY` is refused here: convert it with
+//! `openssl pkcs8 -topk8 -nocrypt`.)
+
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+
+/// The smallest HS256 secret accepted, in bytes (as the relay).
+pub const MIN_HS256_SECRET_LEN: usize = 32;
+
+/// Why a key could not be loaded or a token minted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The key file could not be read.
+    #[error("reading key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An HS256 secret that is too short.
+    #[error("HS256 secret is {0} bytes; at least 32 are required")]
+    ShortSecret(usize),
+    /// A PEM key jsonwebtoken cannot use for ES256.
+    #[error("unsupported PEM key (need a PKCS#8 P-256 `PRIVATE KEY`): {0}")]
+    Pem(String),
+    /// Signing failed.
+    #[error("signing the token: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+/// The claims the relay reads (see `relay/src/auth.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Claims {
+    /// Who the token is for (logged by the relay).
+    pub sub: String,
+    /// The namespace prefix covered, `/`-separated.
+    pub ns: String,
+    /// May publish.
+    #[serde(rename = "pub")]
+    pub publish: bool,
+    /// May subscribe.
+    #[serde(rename = "subs")]
+    pub subscribe: bool,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Signs tokens with one key.
+pub struct Minter {
+    algorithm: Algorithm,
+    key: EncodingKey,
+}
+
+impl std::fmt::Debug for Minter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minter")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Minter {
+    /// Load a key file (format in the module docs).
+    pub fn from_file(path: &Path) -> Result<Self, TokenError> {
+        let bytes = std::fs::read(path).map_err(|source| TokenError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_key(&bytes)
+    }
+
+    /// A minter from a key file's contents.
+    pub fn from_key(bytes: &[u8]) -> Result<Self, TokenError> {
+        let trimmed = bytes.trim_ascii();
+        if trimmed.starts_with(b"-----BEGIN") {
+            let key = EncodingKey::from_ec_pem(trimmed).map_err(|e| TokenError::Pem(e.to_string()))?;
+            Ok(Self {
+                algorithm: Algorithm::ES256,
+                key,
+            })
+        } else if trimmed.len() < MIN_HS256_SECRET_LEN {
+            Err(TokenError::ShortSecret(trimmed.len()))
+        } else {
+            Ok(Self {
+                algorithm: Algorithm::HS256,
+                key: EncodingKey::from_secret(trimmed),
+            })
+        }
+    }
+
+    /// Sign `claims`.
+    pub fn mint(&self, claims: &Claims) -> Result<String, TokenError> {
+        Ok(jsonwebtoken::encode(
+            &Header::new(self.algorithm),
+            claims,
+            &self.key,
+        )?)
+    }
+
+    /// A subscribe-only token for `broadcast`, expiring at `exp`.
+    pub fn viewer(&self, broadcast: &str, exp: u64) -> Result<String, TokenError> {
+        self.mint(&Claims {
+            sub: "viewer".into(),
+            ns: broadcast.trim_matches('/').to_owned(),
+            publish: false,
+            subscribe: true,
+            exp,
+        })
+    }
+
+    /// A publish-only token for `broadcast`, expiring at `exp`.
+    pub fn publisher(&self, broadcast: &str, exp: u64) -> Result<String, TokenError> {
+        self.mint(&Claims {
+            sub: "publisher".into(),
+            ns: broadcast.trim_matches('/').to_owned(),
+            publish: true,
+            subscribe: false,
+            exp,
+        })
+    }
+}
