@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
 use crate::metrics::Metrics;
 use crate::registry::{PlaceError, Registry};
-use crate::token::Minter;
+use crate::token::{Minter, TokenError};
 
 /// The largest request body accepted (a heartbeat listing thousands of broadcasts fits).
 pub const MAX_BODY: usize = 1 << 20;
@@ -208,7 +208,7 @@ async fn watch(
     };
     let (token, exp) = match mint(&shared, &broadcast, false) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
     };
     Metrics::inc(&shared.metrics.watch_assigned);
     Json(WatchResponse {
@@ -273,7 +273,7 @@ async fn publish(
     };
     let (token, exp) = match mint(&shared, &broadcast, true) {
         Ok(t) => t,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
     };
     Metrics::inc(&shared.metrics.publishes);
     Json(PublishResponse {
@@ -305,7 +305,7 @@ fn rate_limit(shared: &Shared) -> Option<Response> {
 }
 
 /// A viewer (or publisher) token for `broadcast` and its expiry; empty without a key.
-fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u64), Response> {
+fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u64), TokenError> {
     let ttl = if publisher {
         shared.publish_token_ttl
     } else {
@@ -320,9 +320,7 @@ fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u6
     } else {
         minter.viewer(broadcast, exp)
     };
-    minted
-        .map(|token| (token, exp))
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()))
+    minted.map(|token| (token, exp))
 }
 
 fn place_error(e: PlaceError) -> Response {

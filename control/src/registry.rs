@@ -81,7 +81,7 @@ pub struct Placement {
     pub chat_room: String,
 }
 
-/// Viewer ranking, smaller is better: above high-water, other region, is the origin,
+/// Viewer ranking, smaller is better: above high-water, is the origin, other region,
 /// not a carrier, depth, load (parts per million of capacity).
 type WatchRank = (bool, bool, bool, bool, u32, u64);
 
@@ -326,8 +326,8 @@ impl Registry {
             let load = u64::from(occupancy) * 1_000_000 / u64::from(capacity.max(1));
             let key = (
                 above_high_water,
-                !region.is_empty() && relay.heartbeat.region != region,
                 *id == origin,
+                !region.is_empty() && relay.heartbeat.region != region,
                 !carrier,
                 depth,
                 load,

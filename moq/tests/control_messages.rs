@@ -73,6 +73,7 @@ fn every_message() -> Vec<Message> {
             max_auth_token_cache_size: Some(1 << 20),
             authority: Some("relay.example:443".into()),
             moqt_implementation: Some(Bytes::from_static(b"banyan/0.1.0")),
+            hop_id: None,
             unknown_options: [
                 KeyValuePair::bytes(0x9d, &b"grease"[..]).unwrap(),
                 KeyValuePair::varint(0x11c, 7).unwrap(),
@@ -763,9 +764,10 @@ fn arb_parameters(scope: ParameterScope) -> impl Strategy<Value = Parameters> {
             any::<Option<u64>>(),
             prop::option::of(arb_namespace()),
         ),
+        prop::option::of(prop::collection::vec(0u64..1 << 62, 0..5)),
     )
         .prop_map(
-            move |((odt, tokens, rt, sdt, exp, lo, ft), (fw, sp, sf, go, ngr, tnp))| {
+            move |((odt, tokens, rt, sdt, exp, lo, ft), (fw, sp, sf, go, ngr, tnp), hops)| {
                 let keep = |ty: u64| Parameters::allowed(ty, scope);
                 Parameters {
                     object_delivery_timeout: odt.filter(|_| keep(Parameters::OBJECT_DELIVERY_TIMEOUT)),
@@ -785,6 +787,7 @@ fn arb_parameters(scope: ParameterScope) -> impl Strategy<Value = Parameters> {
                     group_order: go.filter(|_| keep(Parameters::GROUP_ORDER)),
                     new_group_request: ngr.filter(|_| keep(Parameters::NEW_GROUP_REQUEST)),
                     track_namespace_prefix: tnp.filter(|_| keep(Parameters::TRACK_NAMESPACE_PREFIX)),
+                    hop_path: hops.and_then(HopPath::new).filter(|_| keep(Parameters::HOP_PATH)),
                 }
             },
         )
@@ -1027,20 +1030,24 @@ fn arb_message() -> impl Strategy<Value = Message> {
             prop::option::of("[ -~]{0,20}"),
             prop::collection::vec(arb_token(), 0..3),
             any::<Option<u64>>(),
-            prop::option::of("[ -~]{0,20}")
+            prop::option::of("[ -~]{0,20}"),
+            prop::option::of(0u64..1 << 62),
         )
-            .prop_map(|(path, tokens, max_auth_token_cache_size, authority)| Setup {
-                path,
-                authorization_tokens: tokens
-                    .into_iter()
-                    .filter(|t| matches!(t.alias_type(), AliasType::Register | AliasType::UseValue))
-                    .collect(),
-                max_auth_token_cache_size,
-                authority,
-                moqt_implementation: None,
-                unknown_options: KeyValuePairs::new(),
-            }
-            .into()),
+            .prop_map(
+                |(path, tokens, max_auth_token_cache_size, authority, hop_id)| Setup {
+                    path,
+                    authorization_tokens: tokens
+                        .into_iter()
+                        .filter(|t| matches!(t.alias_type(), AliasType::Register | AliasType::UseValue))
+                        .collect(),
+                    max_auth_token_cache_size,
+                    authority,
+                    moqt_implementation: None,
+                    hop_id,
+                    unknown_options: KeyValuePairs::new(),
+                }
+                .into()
+            ),
     ]
 }
 
@@ -1076,4 +1083,35 @@ proptest! {
             prop_assert_eq!(decode(&wire[..cut]), Err(DecodeError::Incomplete));
         }
     }
+}
+
+#[test]
+fn hop_path_extension_rides_on_requests_and_setup_only() {
+    let path = HopPath::new(vec![0xa, 0x3fff_ffff_ffff_ffff]).unwrap();
+    let params = Parameters {
+        hop_path: Some(path.clone()),
+        ..Parameters::default()
+    };
+    let mut buf = Vec::new();
+    params.encode(&mut buf, V);
+    for scope in [
+        ParameterScope::Subscribe,
+        ParameterScope::Fetch,
+        ParameterScope::TrackStatus,
+        ParameterScope::SubscribeNamespace,
+    ] {
+        let decoded = Parameters::decode_scoped(&mut &buf[..], V, scope).unwrap();
+        assert_eq!(decoded.hop_path.as_ref(), Some(&path), "{scope:?}");
+    }
+    // Not a response parameter.
+    assert!(Parameters::decode_scoped(&mut &buf[..], V, ParameterScope::SubscribeOk).is_err());
+
+    let setup = Setup {
+        hop_id: Some(0xba5e),
+        ..Setup::default()
+    };
+    let mut bytes = Vec::new();
+    setup.encode(&mut bytes, V);
+    let decoded = <Setup as banyan_moq::coding::Decode>::decode(&mut &bytes[..], V).unwrap();
+    assert_eq!(decoded.hop_id, Some(0xba5e));
 }

@@ -76,13 +76,46 @@ pub struct RelayConfig {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub http_listen: SocketAddr,
 
-    /// A parent relay to subscribe to for namespaces this relay does not have (not supported
-    /// yet: the relay refuses to start with it until the replication tree lands):
-    /// moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport); the port
-    /// defaults to 443. Repeatable.
+    /// A parent relay to subscribe to for namespaces nobody publishes here (the replication
+    /// tree): moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport);
+    /// the port defaults to 443. Repeatable, most preferred first; later ones are failovers.
+    /// With --control, these are used when the control plane names no parent or cannot be reached.
     #[arg(long, value_name = "URL", value_parser = parse_upstream)]
     #[serde(with = "serde_urls", default)]
     pub upstream: Vec<Url>,
+
+    /// The control plane (an http:// base URL). The relay asks it for parents:
+    /// GET {control}/v1/route/{namespace}?relay={relay-id} → {"upstream": [URL, ...]}.
+    #[arg(long, value_name = "URL", value_parser = parse_control)]
+    #[serde(with = "serde_control", default)]
+    pub control: Option<Url>,
+
+    /// Verify parent relays against the CA certificates in this PEM file (instead of the
+    /// system roots).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Accept any certificate from parent relays (still checking the handshake signature).
+    /// For development and loopback tests with dev certificates only.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub upstream_insecure: bool,
+
+    /// A JWT this relay presents to its parents in SETUP, when they require auth.
+    #[arg(long, value_name = "JWT")]
+    pub upstream_token: Option<String>,
+
+    /// How long a parent may be silent (QUIC keep-alives included) before it is taken for dead
+    /// and its tracks fail over to another parent. Also bounds connecting to a parent (3x).
+    #[arg(long, value_name = "DURATION", default_value = "750ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "serde_duration")]
+    pub upstream_timeout: Duration,
+
+    /// Most relays a request may pass through, this one included (edge = 1). A request relayed
+    /// through more is refused, as is one whose path already contains this relay (a loop).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_depth: usize,
 
     /// JWT verification key: an HS256 shared secret (at least 32 bytes, surrounding whitespace
     /// trimmed) or an ES256 P-256 PEM key (PUBLIC KEY, PRIVATE KEY or EC PRIVATE KEY). See README.
@@ -210,6 +243,9 @@ pub enum ConfigError {
         /// What is allowed.
         expected: &'static str,
     },
+    /// Both `--upstream-ca` and `--upstream-insecure`.
+    #[error("--upstream-ca and --upstream-insecure contradict each other: give one")]
+    BothUpstreamVerifications,
     /// `--log` is not a valid tracing filter.
     #[error("--log {filter:?} is not a valid log filter: {reason}")]
     BadLogFilter {
@@ -311,6 +347,25 @@ impl RelayConfig {
             "at least 1 byte",
         )?;
         check_range("--cache-groups", self.cache_groups, positive, "at least 1")?;
+        check_range(
+            "--max-depth",
+            self.max_depth,
+            1..=banyan_moq::message::hop_path::MAX_HOPS,
+            "1 to 32",
+        )?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.upstream_timeout) {
+            return Err(ConfigError::OutOfRange {
+                flag: "--upstream-timeout",
+                value: humantime::format_duration(self.upstream_timeout).to_string(),
+                expected: "100ms to 60s",
+            });
+        }
+        if self.upstream_insecure && self.upstream_ca.is_some() {
+            return Err(ConfigError::BothUpstreamVerifications);
+        }
+        if let Some(ca) = &self.upstream_ca {
+            check_file("--upstream-ca", ca)?;
+        }
         check_range(
             "--request-rate",
             self.request_rate,
@@ -454,6 +509,21 @@ pub fn parse_upstream(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Parse the control plane's base URL: `http://host[:port][/path]`.
+pub fn parse_control(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "{text:?}: the control plane URL must be http://host:port (scheme {:?} is not supported)",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(url)
+}
+
 /// Parse a byte size: a plain number of bytes, or a number with a unit: `KiB`, `MiB`, `GiB`
 /// (also written `K`, `M`, `G`), or decimal `KB`, `MB`, `GB`; e.g. `8MiB`, `256 MiB`, `65535`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
@@ -575,6 +645,25 @@ mod serde_size {
             Size::Int(n) => usize::try_from(n).map_err(|_| serde::de::Error::custom("size too large")),
             Size::Text(t) => super::parse_size(&t).map_err(serde::de::Error::custom),
         }
+    }
+}
+
+/// The control URL as a string, checked by [`super::parse_control`].
+mod serde_control {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use url::Url;
+
+    pub fn serialize<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+        match url {
+            Some(url) => s.serialize_some(url.as_str()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| super::parse_control(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 

@@ -3,13 +3,18 @@
 //! A publisher's PUBLISH_NAMESPACE registers it in [`origin`]; the first SUBSCRIBE for a track
 //! creates its entry in [`track`], which subscribes upstream exactly once and fills the track's
 //! [`cache`]; every subscriber then gets a [`forward`]er that reads the cache with its own cursor.
+//! A namespace nobody publishes here is fetched from a parent relay ([`upstream`]), so relays
+//! form a replication tree: each holds one upstream copy of a track for all its subscribers.
 //!
 //! # Module map
 //! - [`relay`]: [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP listener,
 //!   accepts and authorizes sessions, shuts down with GOAWAY and a bounded drain.
 //! - [`session`]: one session's requests: authorization, per-session limits, dispatch.
 //! - [`origin`]: published namespaces, routing a track to its publisher, namespace watchers.
-//! - [`track`]: one entry per track: the coalesced upstream subscription and its ingest.
+//! - [`track`]: one entry per track: the coalesced upstream subscription (to a local publisher
+//!   or a parent relay, with failover) and its ingest.
+//! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
+//!   session per parent, relay paths for loop and depth safety.
 //! - [`cache`]: recent groups per track, bounded by count and by a shared byte budget.
 //! - [`forward`]: per-subscriber fan-out that skips a slow subscriber forward.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
@@ -27,5 +32,6 @@ pub mod origin;
 pub mod relay;
 pub mod session;
 pub mod track;
+pub mod upstream;
 
 pub use relay::Relay;

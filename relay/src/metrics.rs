@@ -131,17 +131,20 @@ pub enum RefuseReason {
     NotFound,
     /// The token was missing, invalid or did not cover the request.
     Unauthorized,
+    /// The request's relay path loops through this relay or exceeds the depth limit.
+    Loop,
     /// Anything else (malformed request, duplicate, going away, internal).
     Other,
 }
 
 impl RefuseReason {
     /// Every reason, in label order.
-    pub const ALL: [RefuseReason; 5] = [
+    pub const ALL: [RefuseReason; 6] = [
         RefuseReason::RateLimited,
         RefuseReason::Limit,
         RefuseReason::NotFound,
         RefuseReason::Unauthorized,
+        RefuseReason::Loop,
         RefuseReason::Other,
     ];
 
@@ -152,6 +155,7 @@ impl RefuseReason {
             RefuseReason::Limit => "limit",
             RefuseReason::NotFound => "not_found",
             RefuseReason::Unauthorized => "unauthorized",
+            RefuseReason::Loop => "loop",
             RefuseReason::Other => "other",
         }
     }
@@ -187,6 +191,12 @@ pub struct Metrics {
     pub upstream_subscriptions: Gauge,
     /// Upstream SUBSCRIBEs sent (coalescing keeps this at one per track).
     pub upstream_subscribe_total: Counter,
+    /// Sessions opened to parent relays.
+    pub parent_connects: Counter,
+    /// Attempts to reach a parent relay that failed.
+    pub parent_connect_failures: Counter,
+    /// Upstream subscriptions moved to another parent session after a failure or GOAWAY.
+    pub upstream_failovers: Counter,
     /// Subscriptions or fetches served (at least partly) from the cache.
     pub cache_hits: Counter,
     /// Subscriptions or fetches that found nothing cached.
@@ -200,7 +210,7 @@ pub struct Metrics {
     /// Tokens refused (missing, malformed, expired, bad signature, out of scope).
     pub auth_failures: Counter,
     /// Requests refused, by reason ([`RefuseReason`]).
-    requests_refused: [Counter; 5],
+    requests_refused: [Counter; 6],
     /// Delay from receiving an object to writing its first byte downstream.
     pub forward_delay: Histogram,
 }
@@ -313,6 +323,21 @@ impl Metrics {
             "upstream_subscribe_total",
             "Upstream SUBSCRIBE requests sent.",
             self.upstream_subscribe_total.get(),
+        );
+        w.counter(
+            "parent_connects_total",
+            "Sessions opened to parent relays.",
+            self.parent_connects.get(),
+        );
+        w.counter(
+            "parent_connect_failures_total",
+            "Failed attempts to reach a parent relay.",
+            self.parent_connect_failures.get(),
+        );
+        w.counter(
+            "upstream_failovers_total",
+            "Upstream subscriptions moved to another parent session after a failure or GOAWAY.",
+            self.upstream_failovers.get(),
         );
         w.counter(
             "cache_hits_total",

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use banyan_certs::{DevOptions, Identity};
+use banyan_certs::{DevOptions, Identity, ServerVerification};
 use banyan_moq::coding::SessionErrorCode;
-use banyan_moq::session::{Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig};
+use banyan_moq::session::{
+    Client, Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig,
+};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -24,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::session::{SessionHandler, SessionLimits, Shared};
 use crate::track::{TrackConfig, Tracks};
+use crate::upstream::{self, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver};
 
 /// A bound, ready-to-run relay.
 #[derive(Debug)]
@@ -40,13 +43,6 @@ pub struct Relay {
 impl Relay {
     /// Bind the QUIC port and the HTTP listener, and load (or mint) the certificate.
     pub async fn bind(config: &RelayConfig) -> anyhow::Result<Self> {
-        // Relaying through parents (the replication tree) is not built yet: refuse rather than
-        // start a relay that silently ignores its upstreams.
-        if !config.upstream.is_empty() {
-            anyhow::bail!(
-                "--upstream is not supported yet: this relay only serves namespaces published to it directly"
-            );
-        }
         let identity = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
                 Identity::load_pem(cert, key).context("loading the TLS certificate and key")?
@@ -55,9 +51,11 @@ impl Relay {
         };
         let cert_hash = config.dev_cert.then(|| identity.sha256().to_hex());
         let tls = banyan_certs::server_config(&identity, &[]).context("building the TLS configuration")?;
+        let hop_id = upstream::hop_id(&config.relay_id);
         let session_config = SessionConfig {
             max_message_size: config.max_message_size,
             max_object_size: config.max_object_size,
+            hop_id: Some(hop_id),
             ..SessionConfig::default()
         };
         let transport = TransportConfig {
@@ -65,7 +63,7 @@ impl Relay {
                 .unwrap_or(u32::MAX),
             ..TransportConfig::default()
         };
-        let server = Server::bind(config.listen, tls, &transport, session_config)
+        let server = Server::bind(config.listen, tls, &transport, session_config.clone())
             .with_context(|| format!("binding the relay to udp {}", config.listen))?;
         let http = tokio::net::TcpListener::bind(config.http_listen)
             .await
@@ -77,12 +75,15 @@ impl Relay {
         };
         let metrics = Arc::new(Metrics::default());
         let origins = Arc::new(Origins::default());
+        let parents = parents(config, hop_id, &session_config, &metrics)?;
         let tracks = Tracks::new(
             origins.clone(),
+            parents,
             TrackConfig {
                 cache_groups: config.cache_groups,
                 namespace_wait: config.namespace_wait,
                 linger: Duration::from_secs(2),
+                failover_window: FAILOVER_WINDOW,
             },
             CacheBudget::new(config.cache_bytes),
             metrics.clone(),
@@ -103,6 +104,8 @@ impl Relay {
                 drain: Duration::from_secs(2),
             },
             replace_publisher: config.replace_publisher,
+            hop_id,
+            max_depth: config.max_depth,
         });
         Ok(Self {
             server,
@@ -203,6 +206,65 @@ impl Relay {
         let _ = http_task.await;
         Ok(())
     }
+}
+
+/// How long a live track whose parent was lost keeps trying to reach one (another parent, or
+/// the same one back) before it ends for its subscribers: long enough for a control plane to
+/// notice a dead relay and route around it, short enough that viewers are not left hanging.
+const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
+
+/// The parent links, when the relay has parents (`--upstream` or `--control`).
+fn parents(
+    config: &RelayConfig,
+    hop_id: u64,
+    session_config: &SessionConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<Parents>>> {
+    let mut resolvers: Vec<Arc<dyn Resolver>> = Vec::new();
+    if let Some(control) = &config.control {
+        let resolver = HttpResolver::new(control.clone(), config.relay_id.clone(), Duration::from_secs(2))
+            .context("setting up the control plane client")?;
+        resolvers.push(Arc::new(resolver));
+    }
+    if !config.upstream.is_empty() {
+        resolvers.push(Arc::new(StaticResolver::new(config.upstream.clone())));
+    }
+    if resolvers.is_empty() {
+        return Ok(None);
+    }
+    let verification = if config.upstream_insecure {
+        ServerVerification::InsecureSkipVerify
+    } else if let Some(ca) = &config.upstream_ca {
+        ServerVerification::CaFile(ca.clone())
+    } else {
+        ServerVerification::SystemRoots
+    };
+    let tls = banyan_certs::client_config(&verification, &[]).context(
+        "building the TLS configuration for parent relays (see --upstream-ca, --upstream-insecure)",
+    )?;
+    // A short idle timeout with frequent keep-alives: a parent that dies silently is noticed
+    // within --upstream-timeout, which bounds failover.
+    let transport = TransportConfig {
+        idle_timeout: config.upstream_timeout,
+        keep_alive: config.upstream_timeout / 4,
+        ..TransportConfig::default()
+    };
+    let client_config = SessionConfig {
+        setup_timeout: config.upstream_timeout * 3,
+        ..session_config.clone()
+    };
+    let client =
+        Client::new(tls, &transport, client_config).context("opening the parent-relay client socket")?;
+    Ok(Some(Parents::new(
+        client,
+        Arc::new(Resolvers(resolvers)),
+        ParentsConfig {
+            hop_id,
+            token: config.upstream_token.clone(),
+            retry_after: Duration::from_secs(1),
+        },
+        metrics.clone(),
+    )))
 }
 
 /// Live sessions, for GOAWAY at shutdown.

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespace};
 use banyan_moq::data::{FetchItem, FetchObject};
 use banyan_moq::message::{
-    Fetch, FetchOk, FetchType, Parameters, RequestOk, SubscribeOk, SubscriptionFilter, Token,
+    Fetch, FetchOk, FetchType, HopPath, Parameters, RequestOk, SubscribeOk, SubscriptionFilter, Token,
 };
 use banyan_moq::session::{
-    FetchRequest, PublishNamespaceRequest, PublishRequest, Request, Session, SubscribeNamespaceRequest,
-    SubscribeRequest, TrackStatusRequest,
+    FetchRequest, NamespaceAnnouncer, NamespaceEvent, PublishNamespaceRequest, PublishRequest, Request,
+    Session, SubscribeNamespaceRequest, SubscribeRequest, TrackStatusRequest,
 };
 
 use crate::auth::{Action, AuthError, Authenticator, Claims};
@@ -40,6 +40,10 @@ pub struct Shared {
     pub forward: ForwardConfig,
     /// Whether a second publisher of a live namespace replaces the first.
     pub replace_publisher: bool,
+    /// This relay's Hop ID (loop detection; see [`banyan_moq::message::hop_path`]).
+    pub hop_id: u64,
+    /// Most relays a request may pass through, this one included.
+    pub max_depth: usize,
 }
 
 /// Limits applied to each session.
@@ -138,13 +142,22 @@ impl SessionHandler {
             let _ = request.reject(e.request_code(), "not authorized").await;
             return;
         }
+        let path = match self.check_path(&request) {
+            Ok(path) => path,
+            Err(reason) => {
+                tracing::warn!(%reason, "request refused: relay path");
+                self.shared.metrics.refuse(RefuseReason::Loop);
+                let _ = request.reject(RequestErrorCode::DoesNotExist, &reason).await;
+                return;
+            }
+        };
         let result = match request {
-            Request::Subscribe(r) => self.subscribe(r).await,
+            Request::Subscribe(r) => self.subscribe(r, path).await,
             Request::PublishNamespace(r) => self.publish_namespace(r).await,
-            Request::SubscribeNamespace(r) => self.subscribe_namespace(r).await,
+            Request::SubscribeNamespace(r) => self.subscribe_namespace(r, path).await,
             Request::Publish(r) => self.publish(r).await,
-            Request::TrackStatus(r) => self.track_status(r).await,
-            Request::Fetch(r) => self.fetch(r).await,
+            Request::TrackStatus(r) => self.track_status(r, path).await,
+            Request::Fetch(r) => self.fetch(r, path).await,
             other => {
                 self.shared.metrics.refuse(RefuseReason::Other);
                 other
@@ -172,6 +185,35 @@ impl SessionHandler {
             None => self.claims.clone().ok_or(AuthError::Missing)?,
         };
         claims.check(action, namespace)
+    }
+
+    /// The relay path of a request (empty when it comes straight from a client), refused when
+    /// it already passed through this relay (a loop) or would make this relay deeper in the
+    /// tree than `--max-depth`.
+    fn check_path(&self, request: &Request) -> Result<HopPath, String> {
+        let parameters = match request {
+            Request::Subscribe(r) => &r.message.parameters,
+            Request::TrackStatus(r) => &r.message.parameters,
+            Request::SubscribeNamespace(r) => &r.message.parameters,
+            Request::SubscribeTracks(r) => &r.message.parameters,
+            Request::Fetch(r) => &r.message.parameters,
+            _ => return Ok(HopPath::default()),
+        };
+        let path = parameters.hop_path.clone().unwrap_or_default();
+        if path.contains(self.shared.hop_id) {
+            return Err(format!(
+                "relay loop: this relay ({:x}) is already on the request's path {path}",
+                self.shared.hop_id
+            ));
+        }
+        let depth = path.len() + 1;
+        if depth > self.shared.max_depth {
+            return Err(format!(
+                "relay tree too deep: this relay would be hop {depth} of at most {} (path {path})",
+                self.shared.max_depth
+            ));
+        }
+        Ok(path)
     }
 
     /// Authorize a request before dispatch: its own AUTHORIZATION TOKEN, or the session's.
@@ -212,7 +254,11 @@ impl SessionHandler {
         self.authorize(&tokens.authorization_tokens, action, namespace)
     }
 
-    async fn subscribe(self: Arc<Self>, request: SubscribeRequest) -> Result<(), banyan_moq::session::Error> {
+    async fn subscribe(
+        self: Arc<Self>,
+        request: SubscribeRequest,
+        path: HopPath,
+    ) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
         let Some(_slot) = Slot::take(&self.subscriptions, self.shared.limits.subscriptions) else {
             self.shared.metrics.refuse(RefuseReason::Limit);
@@ -231,8 +277,19 @@ impl SessionHandler {
                     .await
             }
         };
-        let guard = self.shared.tracks.subscribe(name);
+        let guard = self.shared.tracks.subscribe(name, &path);
         let track = guard.track().clone();
+        // A relay asking for a track this relay gets from that very relay (or from one on the
+        // request's path) would close a loop that coalescing hides from the path check.
+        if let Some(parent) = track.parent_hop() {
+            if path.contains(parent) || self.session.peer_setup().hop_id == Some(parent) {
+                self.shared.metrics.refuse(RefuseReason::Loop);
+                let reason = format!(
+                    "relay loop: this relay receives the track from relay {parent:x}, which asks for it"
+                );
+                return request.reject(RequestErrorCode::DoesNotExist, &reason).await;
+            }
+        }
         let info = match track.ready().await {
             TrackState::Live(info) => info,
             TrackState::Failed { code, reason } => {
@@ -363,6 +420,7 @@ impl SessionHandler {
     async fn subscribe_namespace(
         self: Arc<Self>,
         request: SubscribeNamespaceRequest,
+        path: HopPath,
     ) -> Result<(), banyan_moq::session::Error> {
         let prefix = request.message.track_namespace_prefix.clone();
         let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
@@ -374,14 +432,52 @@ impl SessionHandler {
                 )
                 .await;
         };
-        let mut watch = self.shared.origins.watch(prefix);
+        let mut watch = self.shared.origins.watch(prefix.clone());
+        // Namespaces published higher up the tree, as the first reachable parent sees them.
+        let mut upstream = match self.shared.tracks.parents() {
+            Some(parents) => {
+                let message = request.message.clone();
+                let result = parents
+                    .request(&prefix, &path, |session, hop_path| {
+                        let mut message = message.clone();
+                        message.parameters = Parameters {
+                            hop_path,
+                            ..Default::default()
+                        };
+                        async move { session.subscribe_namespace(message).await }
+                    })
+                    .await;
+                match result {
+                    Ok((subscription, _)) => Some(subscription),
+                    Err(e) => {
+                        tracing::debug!(%prefix, error = %e, "no namespaces from parents");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let mut announcer = request.accept().await?;
+        let mut seen = NamespaceSources::default();
         loop {
+            let from_parent = async {
+                match &mut upstream {
+                    Some(subscription) => subscription.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 event = watch.next() => match event {
-                    Some(banyan_moq::session::NamespaceEvent::Published(ns)) => announcer.announce(&ns).await?,
-                    Some(banyan_moq::session::NamespaceEvent::Done(ns)) => announcer.done(&ns).await?,
+                    Some(event) => seen.apply(&mut announcer, Source::Local, event).await?,
                     None => return Ok(()),
+                },
+                event = from_parent => match event {
+                    Ok(Some(event)) => seen.apply(&mut announcer, Source::Parent, event).await?,
+                    Ok(None) | Err(_) => {
+                        // The parent link ended: what only it reported is gone.
+                        upstream = None;
+                        seen.parent_lost(&mut announcer).await?;
+                    }
                 },
                 _ = announcer.cancelled() => return Ok(()),
             }
@@ -406,6 +502,7 @@ impl SessionHandler {
     async fn track_status(
         self: Arc<Self>,
         request: TrackStatusRequest,
+        path: HopPath,
     ) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
         let name = FullTrackName {
@@ -419,14 +516,30 @@ impl SessionHandler {
                 return request.respond(ok).await;
             }
         }
-        let Some(publisher) = self.shared.origins.route(&message.track_namespace) else {
-            return request
-                .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
-                .await;
-        };
         let mut upstream = message.clone();
         upstream.parameters = Parameters::default();
-        match publisher.session.track_status(upstream).await {
+        let result = match self.shared.origins.route(&message.track_namespace) {
+            Some(publisher) => publisher.session.track_status(upstream).await,
+            None => {
+                let Some(parents) = self.shared.tracks.parents() else {
+                    return request
+                        .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
+                        .await;
+                };
+                let result = parents
+                    .request(&message.track_namespace, &path, |session, hop_path| {
+                        let mut upstream = upstream.clone();
+                        upstream.parameters.hop_path = hop_path;
+                        async move { session.track_status(upstream).await }
+                    })
+                    .await;
+                match result {
+                    Ok((ok, _)) => Ok(ok),
+                    Err(e) => return request.reject(e.request_code(), &e.reason()).await,
+                }
+            }
+        };
+        match result {
             Ok(ok) => request.respond(ok).await,
             Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
                 request.reject(code, &reason).await
@@ -439,7 +552,11 @@ impl SessionHandler {
         }
     }
 
-    async fn fetch(self: Arc<Self>, request: FetchRequest) -> Result<(), banyan_moq::session::Error> {
+    async fn fetch(
+        self: Arc<Self>,
+        request: FetchRequest,
+        path: HopPath,
+    ) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
         let (track, start, end) = match &message.fetch_type {
             FetchType::Standalone(range) => {
@@ -459,7 +576,7 @@ impl SessionHandler {
                         };
                         (track, range.start_location, end)
                     }
-                    _ => return self.fetch_upstream(request, message).await,
+                    _ => return self.fetch_upstream(request, message, path).await,
                 }
             }
             FetchType::RelativeJoining(join) | FetchType::AbsoluteJoining(join) => {
@@ -518,6 +635,7 @@ impl SessionHandler {
         &self,
         request: FetchRequest,
         message: Fetch,
+        path: HopPath,
     ) -> Result<(), banyan_moq::session::Error> {
         let FetchType::Standalone(range) = &message.fetch_type else {
             return request
@@ -527,15 +645,31 @@ impl SessionHandler {
                 )
                 .await;
         };
-        let Some(publisher) = self.shared.origins.route(&range.track_namespace) else {
-            return request
-                .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
-                .await;
-        };
         self.shared.metrics.cache_misses.inc();
         let mut upstream = message.clone();
         upstream.parameters = Parameters::default();
-        let mut reader = match publisher.session.fetch(upstream).await {
+        let result = match self.shared.origins.route(&range.track_namespace) {
+            Some(publisher) => publisher.session.fetch(upstream).await,
+            None => {
+                let Some(parents) = self.shared.tracks.parents() else {
+                    return request
+                        .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
+                        .await;
+                };
+                let result = parents
+                    .request(&range.track_namespace, &path, |session, hop_path| {
+                        let mut upstream = upstream.clone();
+                        upstream.parameters.hop_path = hop_path;
+                        async move { session.fetch(upstream).await }
+                    })
+                    .await;
+                match result {
+                    Ok((reader, _)) => Ok(reader),
+                    Err(e) => return request.reject(e.request_code(), &e.reason()).await,
+                }
+            }
+        };
+        let mut reader = match result {
             Ok(reader) => reader,
             Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
                 return request.reject(code, &reason).await
@@ -564,6 +698,64 @@ impl SessionHandler {
             }
         }
         writer.finish();
+        Ok(())
+    }
+}
+
+/// Where a namespace announcement came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Local,
+    Parent,
+}
+
+/// The namespaces one SUBSCRIBE_NAMESPACE has announced, and from which sources: a namespace
+/// published both here and above is announced once, and withdrawn when neither has it.
+#[derive(Debug, Default)]
+struct NamespaceSources(HashMap<TrackNamespace, (bool, bool)>);
+
+impl NamespaceSources {
+    async fn apply(
+        &mut self,
+        announcer: &mut NamespaceAnnouncer,
+        source: Source,
+        event: NamespaceEvent,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let (namespace, present) = match event {
+            NamespaceEvent::Published(ns) => (ns, true),
+            NamespaceEvent::Done(ns) => (ns, false),
+        };
+        let entry = self.0.entry(namespace.clone()).or_default();
+        let before = entry.0 || entry.1;
+        match source {
+            Source::Local => entry.0 = present,
+            Source::Parent => entry.1 = present,
+        }
+        let after = entry.0 || entry.1;
+        if !after {
+            self.0.remove(&namespace);
+        }
+        match (before, after) {
+            (false, true) => announcer.announce(&namespace).await,
+            (true, false) => announcer.done(&namespace).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn parent_lost(
+        &mut self,
+        announcer: &mut NamespaceAnnouncer,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let from_parent: Vec<TrackNamespace> = self
+            .0
+            .iter()
+            .filter(|(_, (_, parent))| *parent)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for namespace in from_parent {
+            self.apply(announcer, Source::Parent, NamespaceEvent::Done(namespace))
+                .await?;
+        }
         Ok(())
     }
 }

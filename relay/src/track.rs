@@ -11,15 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use banyan_moq::coding::{FullTrackName, KeyValuePairs, PublishDoneCode, RequestErrorCode};
+use banyan_moq::coding::{FullTrackName, KeyValuePairs, Location, PublishDoneCode, RequestErrorCode};
 use banyan_moq::data::ObjectDatagram;
-use banyan_moq::message::{GroupOrder, Parameters, Subscribe};
+use banyan_moq::message::{GroupOrder, HopPath, Parameters, Subscribe, SubscriptionFilter};
 use banyan_moq::session::{Error as SessionError, SubgroupReader, Subscription, TrackEvent, TrackSender};
 use tokio::sync::watch;
 
 use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::metrics::Metrics;
-use crate::origin::Origins;
+use crate::origin::{Origins, Publisher};
+use crate::upstream::{Parents, UpstreamError};
 
 /// Where a track stands.
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ pub struct TrackConfig {
     pub namespace_wait: Duration,
     /// How long a track without subscribers keeps its upstream subscription.
     pub linger: Duration,
+    /// How long a live track whose parent was lost keeps trying other parents before it ends.
+    pub failover_window: Duration,
 }
 
 /// One track at this relay.
@@ -76,6 +79,8 @@ pub struct Track {
     datagram_senders: Mutex<HashMap<u64, TrackSender>>,
     next_subscriber: AtomicU64,
     closing: AtomicBool,
+    /// The Hop ID of the parent relay feeding this track, when a parent does.
+    parent_hop: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
 }
 
@@ -98,8 +103,15 @@ impl Track {
             datagram_senders: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            parent_hop: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// The Hop ID of the parent relay this track comes from, if it comes from one that
+    /// declared it. A request from that relay for this track would loop.
+    pub fn parent_hop(&self) -> Option<u64> {
+        *lock(&self.parent_hop)
     }
 
     /// Wait until the track is live (or has failed / ended).
@@ -180,15 +192,18 @@ impl Drop for SubscriberGuard {
 pub struct Tracks {
     tracks: Mutex<HashMap<FullTrackName, Arc<Track>>>,
     origins: Arc<Origins>,
+    parents: Option<Arc<Parents>>,
     config: TrackConfig,
     budget: Arc<CacheBudget>,
     metrics: Arc<Metrics>,
 }
 
 impl Tracks {
-    /// An empty registry that finds publishers in `origins`.
+    /// An empty registry that finds publishers in `origins`, and otherwise (when given) asks
+    /// `parents`.
     pub fn new(
         origins: Arc<Origins>,
+        parents: Option<Arc<Parents>>,
         config: TrackConfig,
         budget: Arc<CacheBudget>,
         metrics: Arc<Metrics>,
@@ -196,6 +211,7 @@ impl Tracks {
         Arc::new(Self {
             tracks: Mutex::new(HashMap::new()),
             origins,
+            parents,
             config,
             budget,
             metrics,
@@ -204,7 +220,8 @@ impl Tracks {
 
     /// Join the track `name`, starting its one upstream subscription if this is the first
     /// subscriber. However many subscribers call this at once, upstream sees one SUBSCRIBE.
-    pub fn subscribe(self: &Arc<Self>, name: FullTrackName) -> SubscriberGuard {
+    /// `path` is the relay path of the request that creates the track (sent on to a parent).
+    pub fn subscribe(self: &Arc<Self>, name: FullTrackName, path: &HopPath) -> SubscriberGuard {
         let mut tracks = lock(&self.tracks);
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
@@ -220,7 +237,7 @@ impl Tracks {
         tracks.insert(name, track.clone());
         let guard = SubscriberGuard::new(track.clone());
         drop(tracks);
-        tokio::spawn(self.clone().run_upstream(track));
+        tokio::spawn(self.clone().run_upstream(track, path.clone()));
         guard
     }
 
@@ -247,8 +264,12 @@ impl Tracks {
         let tracks = self.clone();
         let pushed = track.clone();
         tokio::spawn(async move {
-            let end = ingest(&pushed, subscription, None, &tracks.metrics).await;
-            tracks.retire(&pushed, end);
+            let mut ingest = Ingest::new(subscription);
+            let end = ingest
+                .run(&pushed, None, &tracks.metrics, std::future::pending())
+                .await;
+            ingest.finish(&pushed).await;
+            tracks.retire(&pushed, end.into_state());
         });
         track
     }
@@ -258,23 +279,43 @@ impl Tracks {
         lock(&self.tracks).get(name).cloned()
     }
 
-    async fn run_upstream(self: Arc<Self>, track: Arc<Track>) {
-        let end = self.upstream(&track).await;
+    /// The parents this registry asks, if any.
+    pub fn parents(&self) -> Option<&Arc<Parents>> {
+        self.parents.as_ref()
+    }
+
+    async fn run_upstream(self: Arc<Self>, track: Arc<Track>, path: HopPath) {
+        let end = self.upstream(&track, &path).await;
         self.retire(&track, end);
     }
 
-    async fn upstream(&self, track: &Arc<Track>) -> TrackState {
+    /// Feed the track from a local publisher if there is one, else from a parent, else from a
+    /// publisher that appears within the namespace wait.
+    async fn upstream(&self, track: &Arc<Track>, path: &HopPath) -> TrackState {
         let name = &track.name;
-        let Some(publisher) = self
+        if let Some(publisher) = self.origins.route(&name.namespace) {
+            return self.feed_from_publisher(track, publisher).await;
+        }
+        if let Some(parents) = &self.parents {
+            if let Some(end) = self.feed_from_parents(track, parents, path).await {
+                return end;
+            }
+        }
+        match self
             .origins
             .wait_route(&name.namespace, self.config.namespace_wait)
             .await
-        else {
-            return TrackState::Failed {
+        {
+            Some(publisher) => self.feed_from_publisher(track, publisher).await,
+            None => TrackState::Failed {
                 code: RequestErrorCode::DoesNotExist,
                 reason: format!("no publisher for namespace {}", name.namespace),
-            };
-        };
+            },
+        }
+    }
+
+    async fn feed_from_publisher(&self, track: &Arc<Track>, publisher: Publisher) -> TrackState {
+        let name = &track.name;
         let subscribe = Subscribe {
             request_id: 0,
             track_namespace: name.namespace.clone(),
@@ -292,31 +333,135 @@ impl Tracks {
                 }
             }
         };
-        self.metrics.upstream_subscriptions.inc();
-        let info = subscription
-            .subscribe()
-            .map(|(_, ok)| LiveInfo {
-                track_properties: ok.track_properties.clone(),
-                group_order: ok.parameters.group_order,
-            })
-            .unwrap_or_default();
+        let _upstream = UpstreamGauge::new(&self.metrics);
         tracing::debug!(track = %name, "upstream subscription live");
-        track.set_state(TrackState::Live(info));
-        let end = tokio::select! {
-            end = ingest(track, subscription, Some(self.config.linger), &self.metrics) => end,
-            // Another session took over the namespace (`--replace-publisher`): end this copy
-            // (dropping the upstream subscription) so subscribers never get a mix of both;
-            // they re-subscribe and reach the new publisher.
-            () = publisher.replaced() => {
+        track.set_state(TrackState::Live(live_info(&subscription)));
+        let mut ingest = Ingest::new(subscription);
+        // Another session taking over the namespace (`--replace-publisher`) ends this copy
+        // (dropping the upstream subscription) so subscribers never get a mix of both; they
+        // re-subscribe and reach the new publisher.
+        match ingest
+            .run(
+                track,
+                Some(self.config.linger),
+                &self.metrics,
+                publisher.replaced(),
+            )
+            .await
+        {
+            IngestEnd::Stopped => {
                 tracing::debug!(track = %name, "publisher replaced; ending the track");
                 TrackState::Ended {
                     code: PublishDoneCode::GoingAway,
                     reason: "the publisher was replaced".into(),
                 }
             }
-        };
-        self.metrics.upstream_subscriptions.dec();
-        end
+            IngestEnd::Abandoned => IngestEnd::Abandoned.into_state(),
+            end => {
+                ingest.finish(track).await;
+                end.into_state()
+            }
+        }
+    }
+
+    /// Feed the track from parent relays, failing over to another parent (or a new session to
+    /// the same one) when a parent dies or sends GOAWAY, resuming at the group after the
+    /// newest one cached. `None` when no parent is known for the namespace.
+    async fn feed_from_parents(
+        &self,
+        track: &Arc<Track>,
+        parents: &Parents,
+        path: &HopPath,
+    ) -> Option<TrackState> {
+        let name = &track.name;
+        let mut live = false;
+        let mut lost_since: Option<Instant> = None;
+        let mut backoff = FAILOVER_BACKOFF_MIN;
+        let subscribers = track.subscribers.subscribe();
+        loop {
+            // After a failover, start at the group after the newest we have: the new parent
+            // may still hold it, and nothing is received twice.
+            let filter = track.cache.largest().map(|l| SubscriptionFilter::AbsoluteStart {
+                start_location: Location::new(l.group.saturating_add(1), 0),
+            });
+            let result = parents
+                .request(&name.namespace, path, |session, hop_path| {
+                    let subscribe = Subscribe {
+                        request_id: 0,
+                        track_namespace: name.namespace.clone(),
+                        track_name: name.name.clone(),
+                        parameters: Parameters {
+                            subscription_filter: filter,
+                            hop_path,
+                            ..Default::default()
+                        },
+                    };
+                    async move { session.subscribe(subscribe).await }
+                })
+                .await;
+            let (subscription, parent) = match result {
+                Ok(ok) => ok,
+                Err(UpstreamError::NoParent) if !live => return None,
+                Err(e) if !live => {
+                    return Some(TrackState::Failed {
+                        code: e.request_code(),
+                        reason: e.reason(),
+                    })
+                }
+                Err(e) => {
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.config.failover_window || *subscribers.borrow() == 0 {
+                        tracing::info!(track = %name, error = %e, "no parent to fail over to; ending the track");
+                        return Some(TrackState::Ended {
+                            code: PublishDoneCode::InternalError,
+                            reason: format!("lost the upstream relay: {}", e.reason()),
+                        });
+                    }
+                    tracing::debug!(track = %name, error = %e, retry_in = ?backoff, "failover attempt failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(FAILOVER_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            self.metrics.upstream_subscribe_total.inc();
+            if let Some(since) = lost_since.take() {
+                self.metrics.upstream_failovers.inc();
+                tracing::info!(track = %name, parent = %parent.url, after = ?since.elapsed(), "failed over to parent");
+            }
+            backoff = FAILOVER_BACKOFF_MIN;
+            *lock(&track.parent_hop) = parent.session.peer_setup().hop_id;
+            if !live {
+                live = true;
+                tracing::debug!(track = %name, parent = %parent.url, "upstream subscription live");
+                track.set_state(TrackState::Live(live_info(&subscription)));
+            }
+            let _upstream = UpstreamGauge::new(&self.metrics);
+            let mut ingest = Ingest::new(subscription);
+            let goaway = parent.session.clone();
+            let end = ingest
+                .run(track, Some(self.config.linger), &self.metrics, async move {
+                    goaway.goaway_received().await;
+                })
+                .await;
+            match end {
+                IngestEnd::Abandoned => return Some(end.into_state()),
+                IngestEnd::Done { .. } if !parent.session.is_closed() => {
+                    ingest.finish(track).await;
+                    return Some(end.into_state());
+                }
+                IngestEnd::Stopped => {
+                    tracing::info!(track = %name, parent = %parent.url, "parent going away; moving");
+                    // The groups already on their way from the old parent may finish.
+                    let track = track.clone();
+                    tokio::spawn(async move { ingest.finish(&track).await });
+                }
+                IngestEnd::Lost(ref reason) | IngestEnd::Done { ref reason, .. } => {
+                    tracing::info!(track = %name, parent = %parent.url, %reason, "lost the parent; failing over");
+                }
+            }
+            parents.failed(&parent);
+            lost_since = Some(Instant::now());
+        }
     }
 
     /// Take a finished track out of the registry and tell its readers.
@@ -336,73 +481,161 @@ impl Tracks {
 /// How long, after upstream ends a track, its open subgroup streams may take to finish.
 const SUBGROUP_DRAIN: Duration = Duration::from_secs(2);
 
-/// Read an upstream subscription into the track's cache until it ends, or (with `linger`)
-/// until the track has had no subscribers for that long. Returns the final state.
-async fn ingest(
-    track: &Arc<Track>,
-    mut subscription: Subscription,
-    linger: Option<Duration>,
-    metrics: &Arc<Metrics>,
-) -> TrackState {
-    let mut done: Option<(PublishDoneCode, String)> = None;
-    let mut subscribers = track.subscribers.subscribe();
-    // The subgroup ingests in flight: when upstream ends the track, their last objects may
-    // still be on the way, and the cache must not close under them.
-    let mut subgroups = tokio::task::JoinSet::new();
-    let mut abandoned = false;
-    loop {
-        let idle = async {
-            match linger {
-                Some(linger) => wait_idle(&mut subscribers, linger).await,
-                None => std::future::pending().await,
-            }
+/// The first pause between failover attempts; doubled up to [`FAILOVER_BACKOFF_MAX`].
+const FAILOVER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// The longest pause between failover attempts.
+const FAILOVER_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// How an [`Ingest`] stopped.
+#[derive(Debug)]
+enum IngestEnd {
+    /// Upstream ended the track (PUBLISH_DONE, or the end of the subscription).
+    Done {
+        /// The status to pass on.
+        code: PublishDoneCode,
+        /// Why.
+        reason: String,
+    },
+    /// The subscription (or its session) failed.
+    Lost(String),
+    /// The track had no subscribers for the linger time; the subscription was dropped.
+    Abandoned,
+    /// The caller's stop signal fired (publisher replaced, parent going away).
+    Stopped,
+}
+
+impl IngestEnd {
+    fn into_state(self) -> TrackState {
+        let (code, reason) = match self {
+            IngestEnd::Done { code, reason } => (code, reason),
+            IngestEnd::Lost(reason) => (PublishDoneCode::InternalError, reason),
+            IngestEnd::Abandoned => (PublishDoneCode::SubscriptionEnded, "no subscribers".into()),
+            IngestEnd::Stopped => (PublishDoneCode::GoingAway, "upstream going away".into()),
         };
-        tokio::select! {
-            event = subscription.next() => match event {
-                Ok(Some(TrackEvent::Subgroup(mut reader))) => {
-                    // Enter the subgroup in the cache now, in the order its stream arrived,
-                    // when its header names it; waiting for its first (possibly large) object
-                    // would let a later group's stream overtake it.
-                    let Some(cached) = open_cached(track, &mut reader) else { continue };
-                    subgroups.spawn(ingest_subgroup(track.clone(), reader, cached, metrics.clone()));
+        TrackState::Ended { code, reason }
+    }
+}
+
+/// Counts an active upstream subscription for as long as it lives.
+struct UpstreamGauge(Arc<Metrics>);
+
+impl UpstreamGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.upstream_subscriptions.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for UpstreamGauge {
+    fn drop(&mut self) {
+        self.0.upstream_subscriptions.dec();
+    }
+}
+
+/// What downstream SUBSCRIBE_OKs repeat from an upstream subscription.
+fn live_info(subscription: &Subscription) -> LiveInfo {
+    if let Some((_, ok)) = subscription.subscribe() {
+        return LiveInfo {
+            track_properties: ok.track_properties.clone(),
+            group_order: ok.parameters.group_order,
+        };
+    }
+    subscription
+        .publish()
+        .map(|p| LiveInfo {
+            track_properties: p.track_properties.clone(),
+            group_order: p.parameters.group_order,
+        })
+        .unwrap_or_default()
+}
+
+/// One upstream subscription being read into a track's cache, with the subgroup streams it
+/// has opened (each copied by its own task).
+struct Ingest {
+    subscription: Subscription,
+    subgroups: tokio::task::JoinSet<()>,
+}
+
+impl Ingest {
+    fn new(subscription: Subscription) -> Self {
+        Self {
+            subscription,
+            subgroups: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Read the subscription into the track's cache until it ends, `stop` resolves, or (with
+    /// `linger`) the track has had no subscribers for that long.
+    async fn run(
+        &mut self,
+        track: &Arc<Track>,
+        linger: Option<Duration>,
+        metrics: &Arc<Metrics>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> IngestEnd {
+        let mut subscribers = track.subscribers.subscribe();
+        tokio::pin!(stop);
+        loop {
+            let idle = async {
+                match linger {
+                    Some(linger) => wait_idle(&mut subscribers, linger).await,
+                    None => std::future::pending().await,
                 }
-                Ok(Some(TrackEvent::Datagram(datagram))) => {
-                    metrics.objects_in.inc();
-                    metrics.bytes_in.add(datagram.payload.len() as u64);
-                    track.fan_out_datagram(&datagram);
+            };
+            tokio::select! {
+                event = self.subscription.next() => match event {
+                    Ok(Some(TrackEvent::Subgroup(mut reader))) => {
+                        // Enter the subgroup in the cache now, in the order its stream arrived,
+                        // when its header names it; waiting for its first (possibly large)
+                        // object would let a later group's stream overtake it.
+                        let Some(cached) = open_cached(track, &mut reader) else { continue };
+                        self.subgroups
+                            .spawn(ingest_subgroup(track.clone(), reader, cached, metrics.clone()));
+                    }
+                    Ok(Some(TrackEvent::Datagram(datagram))) => {
+                        metrics.objects_in.inc();
+                        metrics.bytes_in.add(datagram.payload.len() as u64);
+                        track.fan_out_datagram(&datagram);
+                    }
+                    Ok(Some(TrackEvent::Done(d))) => {
+                        return IngestEnd::Done {
+                            code: d.status_code,
+                            reason: d.error_reason.to_string(),
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return IngestEnd::Done {
+                            code: PublishDoneCode::TrackEnded,
+                            reason: "upstream ended".into(),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(track = %track.name, error = %e, "upstream subscription failed");
+                        return IngestEnd::Lost(e.to_string());
+                    }
+                },
+                Some(_) = self.subgroups.join_next(), if !self.subgroups.is_empty() => {}
+                () = &mut stop => return IngestEnd::Stopped,
+                () = idle => {
+                    tracing::debug!(track = %track.name, "no subscribers left; unsubscribing upstream");
+                    return IngestEnd::Abandoned;
                 }
-                Ok(Some(TrackEvent::Done(d))) => done = Some((d.status_code, d.error_reason.to_string())),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(track = %track.name, error = %e, "upstream subscription failed");
-                    done.get_or_insert((PublishDoneCode::InternalError, e.to_string()));
-                    break;
-                }
-            },
-            Some(_) = subgroups.join_next(), if !subgroups.is_empty() => {}
-            _ = idle => {
-                tracing::debug!(track = %track.name, "no subscribers left; unsubscribing upstream");
-                done = Some((PublishDoneCode::SubscriptionEnded, "no subscribers".into()));
-                abandoned = true;
-                break;
             }
         }
     }
-    if !abandoned {
-        // Let the subgroups upstream already opened finish (bounded), so the end of the
-        // track never cuts off their last objects; then abort whatever is left.
+
+    /// Let the subgroups upstream already opened finish (bounded), so the end of the track
+    /// never cuts off their last objects; then abort whatever is left.
+    async fn finish(mut self, track: &Track) {
         let finished = tokio::time::timeout(SUBGROUP_DRAIN, async {
-            while subgroups.join_next().await.is_some() {}
+            while self.subgroups.join_next().await.is_some() {}
         })
         .await;
         if finished.is_err() {
-            tracing::debug!(track = %track.name, left = subgroups.len(), "upstream subgroups unfinished at the end of the track");
+            tracing::debug!(track = %track.name, left = self.subgroups.len(), "upstream subgroups unfinished at the end of the track");
         }
     }
-    drop(subgroups);
-    let (code, reason) = done.unwrap_or((PublishDoneCode::TrackEnded, "upstream ended".into()));
-    TrackState::Ended { code, reason }
 }
 
 /// Resolve when the subscriber count has been zero for `linger`.

@@ -62,6 +62,16 @@ impl TrackNamespace {
         Self::new(path.split('/').map(|f| Bytes::copy_from_slice(f.as_bytes())))
     }
 
+    /// The fields joined by `/` (the inverse of [`from_path`](Self::from_path) for UTF-8
+    /// fields without `/`; other bytes are replaced with U+FFFD).
+    pub fn to_path(&self) -> String {
+        self.0
+            .iter()
+            .map(|f| String::from_utf8_lossy(f))
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// The fields in order.
     pub fn fields(&self) -> &[Bytes] {
         &self.0

@@ -25,6 +25,7 @@
 //! # Module map
 //! - parameters: [`params`] ([`Parameters`], [`ParameterScope`]), [`auth_token`] ([`Token`]),
 //!   [`subscription_filter`] ([`SubscriptionFilter`]), [`group_order`] ([`GroupOrder`]).
+//! - extensions: [`hop_path`] ([`HopPath`]: Banyan's relay-path loop and depth safety).
 //! - session: [`setup`], [`goaway`].
 //! - generic responses: [`request_ok`], [`request_error`] ([`Redirect`]), [`request_update`].
 //! - subscriptions: [`subscribe`], [`subscribe_ok`], [`publish`], [`publish_ok`],
@@ -38,6 +39,7 @@ pub mod fetch;
 pub mod fetch_ok;
 pub mod goaway;
 pub mod group_order;
+pub mod hop_path;
 pub mod namespace;
 pub mod namespace_done;
 pub mod params;
@@ -62,6 +64,7 @@ pub use fetch::{Fetch, FetchType, JoiningFetch, StandaloneFetch};
 pub use fetch_ok::FetchOk;
 pub use goaway::Goaway;
 pub use group_order::GroupOrder;
+pub use hop_path::{HopPath, HOP_ID_OPTION};
 pub use namespace::Namespace;
 pub use namespace_done::NamespaceDone;
 pub use params::{ParameterScope, Parameters, UpdateTarget};

@@ -24,7 +24,7 @@ use crate::coding::{
     DecodeError, Encode, Location, TrackNamespace, Version,
 };
 
-use super::{GroupOrder, SubscriptionFilter, Token, MAX_MESSAGE_SIZE};
+use super::{GroupOrder, HopPath, SubscriptionFilter, Token, MAX_MESSAGE_SIZE};
 
 /// The optional parameters of a control message, one field per draft-18 parameter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub struct Parameters {
     pub new_group_request: Option<u64>,
     /// TRACK_NAMESPACE_PREFIX (0x34, Track Namespace): a new prefix for a namespace request.
     pub track_namespace_prefix: Option<TrackNamespace>,
+    /// HOP_PATH (0xBA41, length-prefixed): Banyan's relay-path extension ([`HopPath`]); only
+    /// sent to peers that declared it in SETUP.
+    pub hop_path: Option<HopPath>,
 }
 
 /// Where a parameter block appears, which decides the parameters allowed in it (each
@@ -144,6 +147,8 @@ impl Parameters {
     pub const NEW_GROUP_REQUEST: u64 = 0x32;
     /// TRACK_NAMESPACE_PREFIX.
     pub const TRACK_NAMESPACE_PREFIX: u64 = 0x34;
+    /// HOP_PATH (Banyan extension, see [`super::hop_path`]).
+    pub const HOP_PATH: u64 = 0xBA41;
 
     /// No parameters.
     pub fn new() -> Self {
@@ -193,6 +198,7 @@ impl Parameters {
                     self.track_namespace_prefix.is_some(),
                     Self::TRACK_NAMESPACE_PREFIX,
                 ),
+                single(self.hop_path.is_some(), Self::HOP_PATH),
             ]
             .into_iter()
             .flatten(),
@@ -269,6 +275,10 @@ impl Parameters {
                         S::RequestUpdate(U::SubscribeNamespace | U::SubscribeTracks)
                     )
                 }
+                Self::HOP_PATH => matches!(
+                    scope,
+                    S::Subscribe | S::Fetch | S::TrackStatus | S::SubscribeNamespace | S::SubscribeTracks
+                ),
                 _ => false,
             },
         }
@@ -363,6 +373,10 @@ impl Decode for Parameters {
                 Self::TRACK_NAMESPACE_PREFIX => {
                     params.track_namespace_prefix = Some(TrackNamespace::decode(buf, version)?)
                 }
+                Self::HOP_PATH => {
+                    let mut value = length_prefixed(buf)?;
+                    params.hop_path = Some(HopPath::decode_value(&mut value, ty)?);
+                }
                 other => return Err(DecodeError::UnknownParameter(other)),
             }
         }
@@ -430,6 +444,11 @@ impl Encode for Parameters {
         if let Some(v) = &self.track_namespace_prefix {
             put_type(buf, Self::TRACK_NAMESPACE_PREFIX);
             v.encode(buf, version);
+        }
+        if let Some(v) = &self.hop_path {
+            put_type(buf, Self::HOP_PATH);
+            encode_varint(v.encoded_len() as u64, buf);
+            v.encode_value(buf);
         }
     }
 }

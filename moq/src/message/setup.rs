@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes};
 
 use crate::coding::{Decode, DecodeError, Encode, KeyValuePair, KeyValuePairs, KvpValue, Version};
 
-use super::{AliasType, Token};
+use super::{AliasType, Token, HOP_ID_OPTION};
 
 /// Session setup options, sent by both endpoints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Setup {
     /// MOQT IMPLEMENTATION (0x07): the sender's implementation name and version (SHOULD be
     /// UTF-8, so kept as bytes).
     pub moqt_implementation: Option<Bytes>,
+    /// HOP_ID (Banyan extension, [`HOP_ID_OPTION`]): the sender's relay Hop ID; its presence
+    /// declares support for the HOP_PATH parameter (see [`super::hop_path`]).
+    pub hop_id: Option<u64>,
     /// Options this version does not define, in ascending type order; never holds a type above.
     pub unknown_options: KeyValuePairs,
 }
@@ -80,6 +83,12 @@ impl Setup {
         if let Some(implementation) = &self.moqt_implementation {
             bytes(Self::MOQT_IMPLEMENTATION, implementation.clone());
         }
+        if let Some(hop_id) = self.hop_id {
+            options.push(KeyValuePair {
+                key: HOP_ID_OPTION,
+                value: KvpValue::Varint(hop_id),
+            });
+        }
         if let Some(size) = self.max_auth_token_cache_size {
             options.push(KeyValuePair {
                 key: Self::MAX_AUTH_TOKEN_CACHE_SIZE,
@@ -110,6 +119,7 @@ impl Decode for Setup {
                 (Self::MAX_AUTH_TOKEN_CACHE_SIZE, KvpValue::Varint(v)) => {
                     set_once(&mut setup.max_auth_token_cache_size, key, *v)?
                 }
+                (HOP_ID_OPTION, KvpValue::Varint(v)) => set_once(&mut setup.hop_id, key, *v)?,
                 (Self::AUTHORIZATION_TOKEN, KvpValue::Bytes(v)) => {
                     let token = Token::decode(&mut v.clone(), version)?;
                     if matches!(token.alias_type(), AliasType::Delete | AliasType::UseAlias) {

@@ -29,6 +29,9 @@ pub struct SessionConfig {
     pub orphan_timeout: Duration,
     /// The MOQT_IMPLEMENTATION setup option we send, if any.
     pub implementation: Option<String>,
+    /// The HOP_ID setup option we send (relays only): declares our Hop ID and support for the
+    /// HOP_PATH parameter (see [`crate::message::hop_path`]).
+    pub hop_id: Option<u64>,
 }
 
 impl Default for SessionConfig {
@@ -43,6 +46,7 @@ impl Default for SessionConfig {
             max_orphan_streams: 64,
             orphan_timeout: Duration::from_secs(2),
             implementation: Some(format!("banyan-moq/{}", env!("CARGO_PKG_VERSION"))),
+            hop_id: None,
         }
     }
 }

@@ -79,6 +79,7 @@ impl PendingSession {
     pub async fn accept(self) -> Result<(Session, SessionDriver), Error> {
         let setup = Setup {
             moqt_implementation: self.config.implementation.clone().map(Into::into),
+            hop_id: self.config.hop_id,
             ..Default::default()
         };
         let control = open_control(&self.transport, &setup, self.version).await?;
@@ -160,6 +161,7 @@ pub(crate) async fn connect(
 ) -> Result<(Session, SessionDriver), Error> {
     let mut setup = Setup {
         moqt_implementation: config.implementation.clone().map(Into::into),
+        hop_id: config.hop_id,
         ..Default::default()
     };
     setup.authorization_tokens = options.tokens;

@@ -333,6 +333,11 @@ impl Session {
         Ok(())
     }
 
+    /// True once the peer has sent GOAWAY (it wants no new requests on this session).
+    pub fn is_going_away(&self) -> bool {
+        self.shared.goaway_received.borrow().is_some()
+    }
+
     /// The GOAWAY the peer sent, once it arrives.
     pub async fn goaway_received(&self) -> Goaway {
         let mut rx = self.shared.goaway_received.subscribe();

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod live;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,220 @@
+//! Shared helpers: an in-process control plane on 127.0.0.1:0 and a tiny HTTP/1.1 client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use banyan_control::api::{BroadcastLoad, Capacity, Heartbeat, Load, ParentLink, RelayUrls};
+use banyan_control::config::ControlConfig;
+use banyan_control::Control;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running control plane; dropping it shuts it down.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Shut down and wait until the listener is closed.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A config for tests: no spawner, listen on 127.0.0.1:0, plus `args`.
+pub fn config(args: &[&str]) -> ControlConfig {
+    let base = ["banyan-control", "--listen", "127.0.0.1:0", "--spawner", "none"];
+    ControlConfig::load_from(base.iter().chain(args.iter()).copied(), |_| None).unwrap()
+}
+
+/// Start a control plane with `config`.
+pub async fn start(config: &ControlConfig) -> Running {
+    let control = Control::bind(config).await.unwrap();
+    start_control(control)
+}
+
+/// Run an already bound control plane.
+pub fn start_control(control: Control) -> Running {
+    let addr = control.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        control
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request over a fresh connection (`Connection: close`).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<Reply> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nOrigin: http://example.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None).await.unwrap()
+}
+
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, Some(body)).await.unwrap()
+}
+
+/// A heartbeat for relay `id` in `region` with capacity `cap` and `sessions`.
+pub fn heartbeat(id: &str, region: &str, cap: u32, sessions: u32) -> Heartbeat {
+    Heartbeat {
+        relay_id: id.into(),
+        urls: RelayUrls {
+            moqt: Some(format!("moqt://{id}.test:4443")),
+            webtransport: Some(format!("https://{id}.test:4443/")),
+            http: None,
+        },
+        cert_sha256: Some("0f".repeat(32)),
+        region: region.into(),
+        capacity: Capacity {
+            max_viewers: cap,
+            egress_bps: 1_000_000_000,
+        },
+        load: Load {
+            sessions,
+            egress_bps: 0,
+            cpu: 0.1,
+        },
+        broadcasts: vec![],
+        parents: vec![],
+        draining: false,
+    }
+}
+
+/// `heartbeat` for the origin of `namespace`.
+pub fn origin(id: &str, region: &str, cap: u32, namespace: &str) -> Heartbeat {
+    let mut h = heartbeat(id, region, cap, 1);
+    h.broadcasts.push(BroadcastLoad {
+        namespace: namespace.into(),
+        viewers: 0,
+        local: true,
+    });
+    h
+}
+
+/// Add a reported parent link.
+pub fn with_parent(mut h: Heartbeat, namespace: &str, parent: &str) -> Heartbeat {
+    h.parents.push(ParentLink {
+        namespace: namespace.into(),
+        upstream: format!("moqt://{parent}.test:4443"),
+    });
+    h
+}
+
+pub async fn send(addr: SocketAddr, h: &Heartbeat) -> Reply {
+    let reply = post(addr, "/v1/relays/heartbeat", &serde_json::to_string(h).unwrap()).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply
+}
+
+/// Poll `check` every 20 ms until it is true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
