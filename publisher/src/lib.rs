@@ -1,1 +1,18 @@
-//! `banyan-publisher`: `banyan-publish` and `banyan-watch`.
+//! `banyan-publisher`: the `banyan-publish` and `banyan-watch` binaries as a library, so tests
+//! and other tools can drive them.
+//!
+//! # Module map
+//! - [`connect`]: the shared relay options (URL, `--tls-hash`, `--tls-ca`, `--tls-insecure`,
+//!   `--token`), dialling with a bounded handshake, reconnection [`connect::Backoff`].
+//! - [`hub`]: the publisher's catalog and per-track producers that subscriptions read from.
+//! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the hub.
+//! - [`publish`]: serving SUBSCRIBEs from the hub and the reconnecting publish loop.
+//! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
+//! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
+
+pub mod cli;
+pub mod connect;
+pub mod hub;
+pub mod publish;
+pub mod source;
+pub mod watch;

@@ -1,0 +1,760 @@
+//! `banyan-watch`: subscribe to a broadcast's catalog, then its first video and first audio
+//! track; put each track's objects back in (group, object) order; measure latency from the
+//! LOC capture timestamps; write fragmented MP4; print a JSON summary.
+//!
+//! When the relay goes away the viewer reconnects with backoff and resubscribes; groups it
+//! never received are counted as gaps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::Context;
+use banyan_bench::stats::Distribution;
+use banyan_media::catalog::{Catalog, CATALOG_TRACK};
+use banyan_media::fmp4::{Muxer, Sample};
+use banyan_media::loc::unix_micros;
+use banyan_media::{LocFrame, MediaKind, TrackConfig};
+use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
+use banyan_moq::data::SubgroupObject;
+use banyan_moq::message::{Parameters, Subscribe};
+use banyan_moq::session::{Session, Subscription, TrackEvent};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::cli::WatchArgs;
+use crate::connect::Backoff;
+
+/// How long a later group is held back waiting for an earlier one still streaming.
+const REORDER_WAIT: Duration = Duration::from_millis(200);
+
+/// The JSON summary (the last line of stdout unless stdout carries media).
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Media objects received.
+    pub objects: u64,
+    /// Distinct (track, group) pairs received.
+    pub groups: u64,
+    /// Media payload bytes received.
+    pub bytes: u64,
+    /// Discontinuities in the group sequence of the primary track (video if any): each run
+    /// of one or more missing groups counts once.
+    pub gaps: u64,
+    /// Groups missing in the primary track's sequence, in total.
+    pub missing_groups: u64,
+    /// Capture-to-receipt latency of live objects (not those the relay had cached before we
+    /// subscribed), milliseconds.
+    pub latency_ms: Distribution,
+    /// Milliseconds from start to the first media object.
+    pub ttff_ms: Option<f64>,
+    /// Sessions re-established after the first.
+    pub reconnects: u64,
+    /// Objects that arrived after their group had been given up on.
+    pub late_objects: u64,
+    /// Objects without a valid LOC capture timestamp.
+    pub invalid_objects: u64,
+    /// Per track: objects and gaps.
+    pub tracks: BTreeMap<String, TrackSummary>,
+}
+
+/// Per-track figures.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TrackSummary {
+    /// Objects received.
+    pub objects: u64,
+    /// Groups received.
+    pub groups: u64,
+    /// Discontinuities in the group sequence.
+    pub gaps: u64,
+}
+
+/// What the subscription tasks report.
+#[derive(Debug)]
+enum Msg {
+    Object {
+        track: usize,
+        group: u64,
+        object: SubgroupObject,
+        received_us: u64,
+    },
+    GroupEnd {
+        track: usize,
+        group: u64,
+    },
+    TrackEnd {
+        track: usize,
+    },
+}
+
+/// One watched track.
+#[derive(Debug)]
+struct Watched {
+    name: String,
+    kind: MediaKind,
+    order: GroupOrder,
+    seen_groups: BTreeSet<u64>,
+    last_group: Option<u64>,
+    summary: TrackSummary,
+    ended: bool,
+    /// The frame waiting for its successor (which gives its duration).
+    pending: Option<Sample>,
+    last_duration: u32,
+    last_dts: Option<u64>,
+}
+
+/// Run the viewer with `args`.
+pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    let connector = args.connect.connector()?;
+    let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
+    let media_to_stdout = args.output == "-";
+    let mut output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_str() {
+        "none" => None,
+        "-" => Some(Box::new(tokio::io::stdout())),
+        path => Some(Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {path}"))?,
+        )),
+    };
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + d);
+    let mut summary = Summary::default();
+    let mut latencies = Vec::new();
+    let mut tracks: Vec<Watched> = Vec::new();
+    let mut muxer: Option<Muxer> = None;
+    let mut base_us: Option<u64> = None;
+    let mut backoff = Backoff::default();
+    let mut first = true;
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
+
+    'sessions: loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let connected = connector.connect(None).await;
+        let (session, driver) = match connected {
+            Ok(pair) => pair,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::info!(error = %format!("{e:#}"), "reconnect failed");
+                if sleep_or_deadline(backoff.next_delay(), deadline).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let driver = tokio::spawn(driver.run());
+        if !first {
+            summary.reconnects += 1;
+        }
+        let session_start = Instant::now();
+        let catalog = match read_catalog(&session, &namespace).await {
+            Ok(c) => c,
+            Err(e) if first => {
+                session.close(SessionErrorCode::NoError, "no catalog");
+                driver.abort();
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::info!(error = %format!("{e:#}"), "catalog after reconnect");
+                session.close(SessionErrorCode::NoError, "no catalog");
+                driver.abort();
+                if sleep_or_deadline(backoff.next_delay(), deadline).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if first {
+            let (selected, configs) = select_tracks(&catalog, output.is_some())?;
+            tracks = selected;
+            if let (Some(out), Some(configs)) = (output.as_mut(), configs) {
+                let m = Muxer::new(configs);
+                out.write_all(&m.init_segment().context("writing the MP4 init segment")?)
+                    .await
+                    .context("writing output")?;
+                muxer = Some(m);
+            }
+            eprintln!(
+                "watch: {} tracks: {}",
+                tracks.len(),
+                tracks
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        first = false;
+        if catalog.is_complete == Some(true) || tracks.iter().all(|t| t.ended) {
+            session.close(SessionErrorCode::NoError, "broadcast complete");
+            driver.abort();
+            break;
+        }
+
+        let subscribed_at = unix_micros();
+        let (tx, mut rx) = mpsc::channel::<Msg>(1024);
+        let mut subs = tokio::task::JoinSet::new();
+        for (i, t) in tracks.iter().enumerate() {
+            if t.ended {
+                continue;
+            }
+            match subscribe(&session, &namespace, &t.name).await {
+                Ok(sub) => {
+                    subs.spawn(read_subscription(i, sub, tx.clone()));
+                }
+                Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
+            }
+        }
+        drop(tx);
+        loop {
+            let deadline_sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => {
+                        handle(msg, &mut tracks, &mut summary, &mut latencies, subscribed_at, started, &mut base_us, &mut muxer, &mut output).await?;
+                        if tracks.iter().all(|t| t.ended) {
+                            break 'sessions;
+                        }
+                    }
+                    // Every subscription ended without the tracks ending: the session is gone.
+                    None => break,
+                },
+                _ = stats_tick.tick() => {
+                    release_stalled(&mut tracks, &mut summary, &mut latencies, subscribed_at, started, &mut base_us, &mut muxer, &mut output).await?;
+                    let mut sorted = latencies.clone();
+                    sorted.sort_unstable();
+                    eprintln!(
+                        "watch: objects {} groups {} gaps {} latency p50 {} ms",
+                        summary.objects,
+                        summary.groups,
+                        tracks.first().map_or(0, |t| t.summary.gaps),
+                        banyan_bench::stats::percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
+                    );
+                }
+                _ = session.closed() => break,
+                _ = deadline_sleep => break 'sessions,
+                _ = tokio::signal::ctrl_c() => break 'sessions,
+            }
+        }
+        subs.abort_all();
+        session.close(SessionErrorCode::NoError, "reconnecting");
+        driver.abort();
+        eprintln!("watch: lost the relay; reconnecting");
+        if session_start.elapsed() > Duration::from_secs(5) {
+            backoff.reset();
+        }
+        if sleep_or_deadline(backoff.next_delay(), deadline).await {
+            break;
+        }
+    }
+
+    // Flush what is buffered.
+    for i in 0..tracks.len() {
+        let frames = tracks.get_mut(i).map(|t| t.order.drain()).unwrap_or_default();
+        for (group, object, received_us) in frames {
+            deliver(
+                i,
+                group,
+                object,
+                received_us,
+                &mut tracks,
+                &mut summary,
+                &mut latencies,
+                0,
+                started,
+                &mut base_us,
+                &mut muxer,
+                &mut output,
+            )
+            .await?;
+        }
+        flush_pending(i, &mut tracks, &mut muxer, &mut output).await?;
+    }
+    if let Some(out) = output.as_mut() {
+        out.flush().await.context("writing output")?;
+    }
+    if let Some(primary) = tracks.first() {
+        summary.gaps = primary.summary.gaps;
+        summary.missing_groups = missing(&primary.seen_groups);
+    }
+    summary.latency_ms = Distribution::from_micros(latencies);
+    for t in &tracks {
+        summary.tracks.insert(t.name.clone(), t.summary.clone());
+    }
+    let json = serde_json::to_string(&summary).context("summary")?;
+    if let Some(path) = &args.summary {
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !media_to_stdout {
+        println!("{json}");
+    }
+    Ok(())
+}
+
+async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
+    let wake = Instant::now() + delay;
+    match deadline {
+        Some(d) if d <= wake => {
+            tokio::time::sleep_until(d).await;
+            true
+        }
+        _ => {
+            tokio::time::sleep_until(wake).await;
+            false
+        }
+    }
+}
+
+async fn subscribe(
+    session: &Session,
+    namespace: &TrackNamespace,
+    name: &str,
+) -> anyhow::Result<Subscription> {
+    let subscribe = Subscribe {
+        request_id: 0,
+        track_namespace: namespace.clone(),
+        track_name: TrackName::from(name),
+        parameters: Parameters::default(),
+    };
+    session
+        .subscribe(subscribe)
+        .await
+        .with_context(|| format!("SUBSCRIBE {name}"))
+}
+
+/// Subscribe to the catalog and read its first object (the current independent catalog).
+async fn read_catalog(session: &Session, namespace: &TrackNamespace) -> anyhow::Result<Catalog> {
+    let mut sub = subscribe(session, namespace, CATALOG_TRACK).await?;
+    let read = async {
+        loop {
+            match sub.next().await? {
+                Some(TrackEvent::Subgroup(mut reader)) => {
+                    if let Some(object) = reader.next().await? {
+                        return Ok::<_, anyhow::Error>(Catalog::parse(&object.payload)?);
+                    }
+                }
+                Some(_) => continue,
+                None => anyhow::bail!("the catalog track ended before a catalog arrived"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .map_err(|_| anyhow::anyhow!("no catalog within 10 s"))?
+}
+
+/// The first video and first audio track; their mux configurations when output is wanted.
+fn select_tracks(catalog: &Catalog, mux: bool) -> anyhow::Result<(Vec<Watched>, Option<Vec<TrackConfig>>)> {
+    let mut selected = Vec::new();
+    let mut configs = Vec::new();
+    for kind in [MediaKind::Video, MediaKind::Audio] {
+        let Some(track) = catalog.tracks().iter().find(|t| t.media_kind() == Some(kind)) else {
+            continue;
+        };
+        if mux {
+            anyhow::ensure!(
+                !track.is_synthetic(),
+                "track {} is synthetic (filler payload): use --output none",
+                track.name
+            );
+            configs.push(
+                TrackConfig::from_catalog(catalog, track).with_context(|| format!("track {}", track.name))?,
+            );
+        }
+        selected.push(Watched {
+            name: track.name.clone(),
+            kind,
+            order: GroupOrder::default(),
+            seen_groups: BTreeSet::new(),
+            last_group: None,
+            summary: TrackSummary::default(),
+            ended: false,
+            pending: None,
+            last_duration: 0,
+            last_dts: None,
+        });
+    }
+    anyhow::ensure!(
+        !selected.is_empty(),
+        "the catalog has no LOC video or audio track"
+    );
+    Ok((selected, mux.then_some(configs)))
+}
+
+/// Forward a subscription's objects (every subgroup read concurrently) to the main loop.
+async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender<Msg>) {
+    let mut readers = tokio::task::JoinSet::new();
+    let mut ended = false;
+    loop {
+        match sub.next().await {
+            Ok(Some(TrackEvent::Subgroup(mut reader))) => {
+                let tx = tx.clone();
+                readers.spawn(async move {
+                    let group = reader.group_id();
+                    while let Ok(Some(object)) = reader.next().await {
+                        let received_us = unix_micros();
+                        if tx
+                            .send(Msg::Object {
+                                track,
+                                group,
+                                object,
+                                received_us,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    let _ = tx.send(Msg::GroupEnd { track, group }).await;
+                });
+            }
+            Ok(Some(TrackEvent::Done(_))) => ended = true,
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => return,
+        }
+    }
+    while readers.join_next().await.is_some() {}
+    if ended {
+        let _ = tx.send(Msg::TrackEnd { track }).await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    msg: Msg,
+    tracks: &mut [Watched],
+    summary: &mut Summary,
+    latencies: &mut Vec<u64>,
+    subscribed_at: u64,
+    started: Instant,
+    base_us: &mut Option<u64>,
+    muxer: &mut Option<Muxer>,
+    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+) -> anyhow::Result<()> {
+    let (track, ready) = match msg {
+        Msg::Object {
+            track,
+            group,
+            object,
+            received_us,
+        } => {
+            let Some(t) = tracks.get_mut(track) else {
+                return Ok(());
+            };
+            let ready = t.order.object(group, object, received_us, Instant::now());
+            if ready.is_none() {
+                summary.late_objects += 1;
+            }
+            (track, ready.unwrap_or_default())
+        }
+        Msg::GroupEnd { track, group } => {
+            let Some(t) = tracks.get_mut(track) else {
+                return Ok(());
+            };
+            (track, t.order.group_end(group))
+        }
+        Msg::TrackEnd { track } => {
+            let Some(t) = tracks.get_mut(track) else {
+                return Ok(());
+            };
+            t.ended = true;
+            (track, t.order.drain())
+        }
+    };
+    for (group, object, received_us) in ready {
+        deliver(
+            track,
+            group,
+            object,
+            received_us,
+            tracks,
+            summary,
+            latencies,
+            subscribed_at,
+            started,
+            base_us,
+            muxer,
+            output,
+        )
+        .await?;
+    }
+    if tracks.get(track).is_some_and(|t| t.ended) {
+        flush_pending(track, tracks, muxer, output).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn release_stalled(
+    tracks: &mut [Watched],
+    summary: &mut Summary,
+    latencies: &mut Vec<u64>,
+    subscribed_at: u64,
+    started: Instant,
+    base_us: &mut Option<u64>,
+    muxer: &mut Option<Muxer>,
+    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+) -> anyhow::Result<()> {
+    for i in 0..tracks.len() {
+        let ready = tracks
+            .get_mut(i)
+            .map(|t| t.order.tick(Instant::now()))
+            .unwrap_or_default();
+        for (group, object, received_us) in ready {
+            deliver(
+                i,
+                group,
+                object,
+                received_us,
+                tracks,
+                summary,
+                latencies,
+                subscribed_at,
+                started,
+                base_us,
+                muxer,
+                output,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// One object, in order: count it, measure it, mux it.
+#[allow(clippy::too_many_arguments)]
+async fn deliver(
+    track: usize,
+    group: u64,
+    object: SubgroupObject,
+    received_us: u64,
+    tracks: &mut [Watched],
+    summary: &mut Summary,
+    latencies: &mut Vec<u64>,
+    subscribed_at: u64,
+    started: Instant,
+    base_us: &mut Option<u64>,
+    muxer: &mut Option<Muxer>,
+    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+) -> anyhow::Result<()> {
+    let Some(t) = tracks.get_mut(track) else {
+        return Ok(());
+    };
+    summary.objects += 1;
+    summary.bytes += object.payload.len() as u64;
+    t.summary.objects += 1;
+    if summary.ttff_ms.is_none() {
+        summary.ttff_ms = Some((started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
+    }
+    if t.seen_groups.insert(group) {
+        summary.groups += 1;
+        t.summary.groups += 1;
+        if let Some(last) = t.last_group {
+            if group > last + 1 {
+                t.summary.gaps += 1;
+            }
+        }
+        t.last_group = Some(t.last_group.map_or(group, |l| l.max(group)));
+    }
+    let frame = match LocFrame::from_object(t.kind, &object) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!(error = %e, "invalid LOC object");
+            summary.invalid_objects += 1;
+            return Ok(());
+        }
+    };
+    if frame.timestamp_us >= subscribed_at {
+        latencies.push(received_us.saturating_sub(frame.timestamp_us));
+    }
+    let Some(muxer) = muxer.as_mut() else {
+        return Ok(());
+    };
+    // Presentation times start half a second after the first timestamp seen, so a track whose
+    // first frame is slightly earlier than another's still lands at or after zero.
+    let base = *base_us.get_or_insert(frame.timestamp_us.saturating_sub(500_000));
+    let pts = frame.timestamp_us.saturating_sub(base);
+    let mut dts = pts.saturating_sub(frame.decode_offset_us);
+    if let Some(last) = t.last_dts {
+        dts = dts.max(last + 1);
+    }
+    t.last_dts = Some(dts);
+    let sample = Sample {
+        track_id: u32::try_from(track + 1).unwrap_or(1),
+        timescale: 1_000_000,
+        decode_time: dts,
+        composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
+        duration: 0,
+        keyframe: object.object_id == 0,
+        data: frame.payload,
+    };
+    if let Some(mut previous) = t.pending.replace(sample) {
+        let delta = u32::try_from(dts.saturating_sub(previous.decode_time)).unwrap_or(u32::MAX);
+        // Across a gap the delta is the outage, not a frame: keep the usual duration.
+        previous.duration = if t.last_duration == 0 || delta <= t.last_duration.saturating_mul(4) {
+            delta.max(1)
+        } else {
+            t.last_duration
+        };
+        t.last_duration = previous.duration;
+        let bytes = muxer.fragment(previous.track_id, std::slice::from_ref(&previous))?;
+        if let Some(out) = output.as_mut() {
+            out.write_all(&bytes).await.context("writing output")?;
+        }
+    }
+    Ok(())
+}
+
+async fn flush_pending(
+    track: usize,
+    tracks: &mut [Watched],
+    muxer: &mut Option<Muxer>,
+    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
+) -> anyhow::Result<()> {
+    let Some(t) = tracks.get_mut(track) else {
+        return Ok(());
+    };
+    let (Some(muxer), Some(mut last)) = (muxer.as_mut(), t.pending.take()) else {
+        return Ok(());
+    };
+    last.duration = t.last_duration.max(1);
+    let bytes = muxer.fragment(last.track_id, std::slice::from_ref(&last))?;
+    if let Some(out) = output.as_mut() {
+        out.write_all(&bytes).await.context("writing output")?;
+    }
+    Ok(())
+}
+
+/// Groups missing between the first and last group seen.
+fn missing(groups: &BTreeSet<u64>) -> u64 {
+    match (groups.first(), groups.last()) {
+        (Some(&a), Some(&b)) => (b - a + 1).saturating_sub(groups.len() as u64),
+        _ => 0,
+    }
+}
+
+type Ready = Vec<(u64, SubgroupObject, u64)>;
+
+/// Puts one track's objects back in group order when group streams overlap: objects of the
+/// current group pass at once; a later group's are held until the current group's stream
+/// ends, or for [`REORDER_WAIT`]; objects of a group already passed are late.
+#[derive(Debug, Default)]
+pub struct GroupOrder {
+    current: Option<u64>,
+    held: BTreeMap<u64, (Instant, Ready, bool)>,
+}
+
+impl GroupOrder {
+    /// An object arrived; what can be delivered now (`None`: it is late and dropped).
+    fn object(
+        &mut self,
+        group: u64,
+        object: SubgroupObject,
+        received_us: u64,
+        now: Instant,
+    ) -> Option<Ready> {
+        match self.current {
+            None => {
+                self.current = Some(group);
+                Some(vec![(group, object, received_us)])
+            }
+            Some(c) if c == group => Some(vec![(group, object, received_us)]),
+            Some(c) if group < c => None,
+            Some(_) => {
+                let entry = self.held.entry(group).or_insert_with(|| (now, Vec::new(), false));
+                entry.1.push((group, object, received_us));
+                Some(Vec::new())
+            }
+        }
+    }
+
+    /// A group's stream ended: if it was the current one, move on to held groups.
+    fn group_end(&mut self, group: u64) -> Ready {
+        if let Some(entry) = self.held.get_mut(&group) {
+            entry.2 = true;
+            return Vec::new();
+        }
+        if self.current == Some(group) {
+            return self.advance();
+        }
+        Vec::new()
+    }
+
+    /// Give up on the current group if a later one has waited too long.
+    fn tick(&mut self, now: Instant) -> Ready {
+        match self.held.values().next() {
+            Some((since, _, _)) if now.duration_since(*since) >= REORDER_WAIT => self.advance(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Everything held, in order (end of track or of the run).
+    fn drain(&mut self) -> Ready {
+        let mut out = Vec::new();
+        while !self.held.is_empty() {
+            out.extend(self.advance());
+        }
+        out
+    }
+
+    fn advance(&mut self) -> Ready {
+        let mut out = Vec::new();
+        while let Some((group, (_, objects, ended))) = self.held.pop_first() {
+            self.current = Some(group);
+            out.extend(objects);
+            if !ended {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use bytes::Bytes;
+
+    fn obj(id: u64) -> SubgroupObject {
+        SubgroupObject::new(id, Bytes::new())
+    }
+
+    fn ids(r: &Ready) -> Vec<(u64, u64)> {
+        r.iter().map(|(g, o, _)| (*g, o.object_id)).collect()
+    }
+
+    #[test]
+    fn overlapping_groups_come_out_in_order() {
+        let now = Instant::now();
+        let mut order = GroupOrder::default();
+        assert_eq!(ids(&order.object(5, obj(0), 0, now).unwrap()), [(5, 0)]);
+        // Group 6 starts before group 5's stream has finished: held.
+        assert!(order.object(6, obj(0), 0, now).unwrap().is_empty());
+        assert_eq!(ids(&order.object(5, obj(1), 0, now).unwrap()), [(5, 1)]);
+        assert_eq!(ids(&order.group_end(5)), [(6, 0)]);
+        assert_eq!(ids(&order.object(6, obj(1), 0, now).unwrap()), [(6, 1)]);
+        assert!(order.object(5, obj(2), 0, now).is_none(), "late");
+        // A stalled group is abandoned after the reorder wait.
+        assert!(order.object(8, obj(0), 0, now).unwrap().is_empty());
+        assert!(order.tick(now).is_empty());
+        assert_eq!(ids(&order.tick(now + REORDER_WAIT)), [(8, 0)]);
+    }
+
+    #[test]
+    fn missing_groups_are_counted() {
+        assert_eq!(missing(&BTreeSet::from([1, 2, 3])), 0);
+        assert_eq!(missing(&BTreeSet::from([1, 2, 6, 7])), 3);
+        assert_eq!(missing(&BTreeSet::new()), 0);
+    }
+}
