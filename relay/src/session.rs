@@ -518,37 +518,16 @@ impl SessionHandler {
         }
         let mut upstream = message.clone();
         upstream.parameters = Parameters::default();
-        let result = match self.shared.origins.route(&message.track_namespace) {
-            Some(publisher) => publisher.session.track_status(upstream).await,
-            None => {
-                let Some(parents) = self.shared.tracks.parents() else {
-                    return request
-                        .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
-                        .await;
-                };
-                let result = parents
-                    .request(&message.track_namespace, &path, |session, hop_path| {
-                        let mut upstream = upstream.clone();
-                        upstream.parameters.hop_path = hop_path;
-                        async move { session.track_status(upstream).await }
-                    })
-                    .await;
-                match result {
-                    Ok((ok, _)) => Ok(ok),
-                    Err(e) => return request.reject(e.request_code(), &e.reason()).await,
-                }
-            }
-        };
+        let result = self
+            .ask_upstream(&message.track_namespace, &path, |session, hop_path| {
+                let mut upstream = upstream.clone();
+                upstream.parameters.hop_path = hop_path;
+                async move { session.track_status(upstream).await }
+            })
+            .await;
         match result {
             Ok(ok) => request.respond(ok).await,
-            Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
-                request.reject(code, &reason).await
-            }
-            Err(e) => {
-                request
-                    .reject(RequestErrorCode::InternalError, &e.to_string())
-                    .await
-            }
+            Err((code, reason)) => request.reject(code, &reason).await,
         }
     }
 
@@ -648,37 +627,16 @@ impl SessionHandler {
         self.shared.metrics.cache_misses.inc();
         let mut upstream = message.clone();
         upstream.parameters = Parameters::default();
-        let result = match self.shared.origins.route(&range.track_namespace) {
-            Some(publisher) => publisher.session.fetch(upstream).await,
-            None => {
-                let Some(parents) = self.shared.tracks.parents() else {
-                    return request
-                        .reject(RequestErrorCode::DoesNotExist, "no publisher for this namespace")
-                        .await;
-                };
-                let result = parents
-                    .request(&range.track_namespace, &path, |session, hop_path| {
-                        let mut upstream = upstream.clone();
-                        upstream.parameters.hop_path = hop_path;
-                        async move { session.fetch(upstream).await }
-                    })
-                    .await;
-                match result {
-                    Ok((reader, _)) => Ok(reader),
-                    Err(e) => return request.reject(e.request_code(), &e.reason()).await,
-                }
-            }
-        };
+        let result = self
+            .ask_upstream(&range.track_namespace, &path, |session, hop_path| {
+                let mut upstream = upstream.clone();
+                upstream.parameters.hop_path = hop_path;
+                async move { session.fetch(upstream).await }
+            })
+            .await;
         let mut reader = match result {
             Ok(reader) => reader,
-            Err(banyan_moq::session::Error::Refused { code, reason, .. }) => {
-                return request.reject(code, &reason).await
-            }
-            Err(e) => {
-                return request
-                    .reject(RequestErrorCode::InternalError, &e.to_string())
-                    .await
-            }
+            Err((code, reason)) => return request.reject(code, &reason).await,
         };
         let ok = reader.fetch_ok().cloned().unwrap_or_default();
         let mut writer = request
@@ -699,6 +657,37 @@ impl SessionHandler {
         }
         writer.finish();
         Ok(())
+    }
+    /// Send a request about `namespace` to its local publisher or, when nobody publishes it
+    /// here, to a parent relay (`send` gets the session and the HOP_PATH to carry). On failure:
+    /// the REQUEST_ERROR code and reason to pass downstream.
+    async fn ask_upstream<T, F, Fut>(
+        &self,
+        namespace: &TrackNamespace,
+        path: &HopPath,
+        send: F,
+    ) -> Result<T, (RequestErrorCode, String)>
+    where
+        F: Fn(Session, Option<HopPath>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, banyan_moq::session::Error>>,
+    {
+        let result = match (self.shared.origins.route(namespace), self.shared.tracks.parents()) {
+            (Some(publisher), _) => send(publisher.session, None).await,
+            (None, Some(parents)) => match parents.request(namespace, path, &send).await {
+                Ok((value, _)) => Ok(value),
+                Err(e) => return Err((e.request_code(), e.reason())),
+            },
+            (None, None) => {
+                return Err((
+                    RequestErrorCode::DoesNotExist,
+                    "no publisher for this namespace".into(),
+                ))
+            }
+        };
+        result.map_err(|e| match e {
+            banyan_moq::session::Error::Refused { code, reason, .. } => (code, reason),
+            e => (RequestErrorCode::InternalError, e.to_string()),
+        })
     }
 }
 

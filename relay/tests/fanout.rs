@@ -19,27 +19,18 @@ use banyan_moq::coding::{Location, PublishDoneCode, TrackName, TrackNamespace};
 use banyan_moq::data::FetchItem;
 use banyan_moq::message::{
     Fetch, FetchType, JoiningFetch, Message, Parameters, Publish, PublishNamespace, RequestUpdate,
-    StandaloneFetch, Subscribe, SubscribeNamespace, TrackStatus,
+    StandaloneFetch, SubscribeNamespace, TrackStatus,
 };
 use banyan_moq::session::{
     Client, NamespaceEvent, Session, Subscription, TrackEvent, TransportConfig, TransportKind,
 };
 use bytes::Bytes;
 use common::live::{check_stamped, now_us, percentile, rss_kib, stamped, Live, LivePublisher};
-use common::{relay, within, TestRelay};
+use common::{relay, subscribe_msg, within, TestRelay};
 
 /// Held by the heavy tests (200 sessions, the slow-subscriber run) so they never share the
 /// 2 CI cores, nor the process's RSS that the slow-subscriber test measures, with each other.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn subscribe_msg(namespace: &str, track: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
-        track_name: TrackName::from(track),
-        parameters: Parameters::default(),
-    }
-}
 
 fn kind_for(i: usize) -> TransportKind {
     if i % 2 == 0 {

@@ -10,19 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use banyan_moq::coding::{RequestErrorCode, TrackName, TrackNamespace};
-use banyan_moq::message::{Parameters, Subscribe};
+use banyan_moq::coding::RequestErrorCode;
 use banyan_moq::session::{Error, Session, Subscription, TrackEvent, TransportKind};
-use common::{payload, publish, relay, within, Pattern};
-
-fn subscribe_msg(namespace: &str, track: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
-        track_name: TrackName::from(track),
-        parameters: Parameters::default(),
-    }
-}
+use common::{payload, publish, relay, subscribe_msg, within, Pattern};
 
 /// Read a subscription to its end: every (group, object ids in stream order), checking bytes.
 async fn drain(mut subscription: Subscription) -> Vec<(u64, Vec<u64>)> {

@@ -14,21 +14,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banyan_moq::coding::{RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{RequestErrorCode, TrackNamespace};
 use banyan_moq::message::{HopPath, Parameters, Subscribe, SubscribeNamespace};
 use banyan_moq::session::{Error, NamespaceEvent, Session, Subscription, TrackEvent};
 use common::live::{check_stamped, now_us, percentile, Live, LivePublisher};
 use common::process::{relay_command, start, Running, DEV};
-use common::within;
-
-fn subscribe_msg(namespace: &str, track: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
-        track_name: TrackName::from(track),
-        parameters: Parameters::default(),
-    }
-}
+use common::{subscribe_msg, within};
 
 /// A relay process named `id` whose parents are `parents`, in order.
 async fn relay(id: &str, parents: &[&Running], extra: &[&str]) -> Running {

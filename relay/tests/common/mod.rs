@@ -202,6 +202,16 @@ pub async fn publish(
     (publication, serving)
 }
 
+/// A SUBSCRIBE for `namespace` (a `/`-separated path) and `track`, default parameters.
+pub fn subscribe_msg(namespace: &str, track: &str) -> banyan_moq::message::Subscribe {
+    banyan_moq::message::Subscribe {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
+        track_name: banyan_moq::coding::TrackName::from(track),
+        parameters: Parameters::default(),
+    }
+}
+
 /// Bound a future so a hang fails the test.
 pub async fn within<F: std::future::Future>(what: &str, secs: u64, f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), f)
