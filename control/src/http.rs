@@ -151,8 +151,12 @@ async fn status(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let parsed = serde_json::from_slice::<Heartbeat>(&body)
-        .map_err(|e| format!("malformed heartbeat: {e}"))
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    let parsed = serde_path_to_error::deserialize::<_, Heartbeat>(&mut json)
+        .map_err(|e| match e.path().to_string().as_str() {
+            "." => format!("malformed heartbeat: {}", e.inner()),
+            path => format!("malformed heartbeat: at {path}: {}", e.inner()),
+        })
         .and_then(|hb| {
             hb.validate()
                 .map(|()| hb)
