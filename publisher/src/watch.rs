@@ -416,7 +416,11 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
                     let _ = tx.send(Msg::GroupEnd { track, group }).await;
                 });
             }
-            Ok(Some(TrackEvent::Done(_))) => ended = true,
+            // Only Track Ended means the broadcast is over; anything else (the relay going
+            // away, an upstream failure) is worth a reconnect.
+            Ok(Some(TrackEvent::Done(done))) => {
+                ended = done.status_code == banyan_moq::coding::PublishDoneCode::TrackEnded;
+            }
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(_) => return,
