@@ -231,8 +231,16 @@ async fn a_seven_relay_tree_serves_forty_subscribers_with_one_upstream_subscript
     drop(publisher);
 }
 
-#[tokio::test]
-async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
+/// How a mid relay leaves in [`a_mid_relay_leaving_moves_its_edges_to_the_other_mid`].
+#[derive(Clone, Copy, Debug)]
+enum Leave {
+    /// SIGKILL: nothing said; its children notice by the upstream timeout.
+    Killed,
+    /// SIGTERM: it sends GOAWAY and drains; its children move at once.
+    Drained,
+}
+
+async fn a_mid_relay_leaving_moves_its_edges_to_the_other_mid(leave: Leave) {
     let mut tree = tree().await;
     // 500 ms groups, like a 2 fps GOP: failover (≈ --upstream-timeout, 750 ms) fits in the
     // cache of the surviving mid, so nothing but the group in flight can be cut short.
@@ -263,9 +271,14 @@ async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
     publisher.open_gate();
     publisher.wait_written(|w| w.group >= 5).await;
     let mut mid1 = tree.mids.remove(0);
-    mid1.child.start_kill().unwrap();
-    let killed = Instant::now();
-    mid1.exit(10).await;
+    let left = Instant::now();
+    match leave {
+        Leave::Killed => {
+            mid1.child.start_kill().unwrap();
+            mid1.exit(10).await;
+        }
+        Leave::Drained => mid1.sigterm(),
+    }
 
     let mut worst_resume = Duration::ZERO;
     for (i, (_session, reader)) in readers.into_iter().enumerate() {
@@ -283,8 +296,13 @@ async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
             .count();
         assert!(
             missing + short <= 1,
-            "subscriber {i} (edge {}): at most one group lost or cut short; got groups {groups:?}",
-            i / 3
+            "{leave:?}: subscriber {i} (edge {}): at most one group lost or cut short; got {:?}",
+            i / 3,
+            received
+                .groups
+                .iter()
+                .map(|(g, ids)| (*g, ids.len()))
+                .collect::<Vec<_>>()
         );
         assert_eq!(
             groups.last(),
@@ -293,13 +311,13 @@ async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
         );
         if i < 6 {
             // Edges 0 and 1 lost their parent: how long until the next group arrived.
-            if let Some((_, at)) = received.first_seen.iter().find(|(_, at)| **at > killed) {
-                worst_resume = worst_resume.max(at.duration_since(killed));
+            if let Some((_, at)) = received.first_seen.iter().find(|(_, at)| **at > left) {
+                worst_resume = worst_resume.max(at.duration_since(left));
             }
         }
     }
     println!(
-        "mid relay killed: its edges' subscribers got the next group {worst_resume:?} later (worst of 6)"
+        "mid relay {leave:?}: its edges' subscribers got the next group {worst_resume:?} later (worst of 6)"
     );
     for edge in &tree.edges[..2] {
         assert!(
@@ -309,7 +327,22 @@ async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
         );
     }
     assert_eq!(metric(&tree.mids[0], "upstream_subscribe_total").await, 1.0);
+    if let Leave::Drained = leave {
+        // Its children left once they had moved, so the drain ends well before its timeout.
+        let status = mid1.exit(15).await;
+        assert!(status.success(), "the drained mid relay exits 0: {status:?}");
+    }
     drop(publisher);
+}
+
+#[tokio::test]
+async fn killing_a_mid_relay_moves_its_edges_to_the_other_mid() {
+    a_mid_relay_leaving_moves_its_edges_to_the_other_mid(Leave::Killed).await;
+}
+
+#[tokio::test]
+async fn a_mid_relay_sending_goaway_moves_its_edges_to_the_other_mid() {
+    a_mid_relay_leaving_moves_its_edges_to_the_other_mid(Leave::Drained).await;
 }
 
 #[tokio::test]
