@@ -185,6 +185,8 @@ export class Player {
     if (videoSub) this.feed(videoSub, video, this.videoBuffer);
     if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
     this.stats.state = "playing";
+    // Playing again: an error from a failed reconnect attempt no longer describes the player.
+    this.stats.lastError = undefined;
   }
 
   private async loadCatalog(session: Session): Promise<ParsedCatalog> {
