@@ -276,7 +276,10 @@ async fn h264_and_opus_clip_arrives_frame_for_frame() {
     let (source, watched, summary) = through_relay(&clip, "e2e/h264").await;
     assert_eq!(source.len(), 2);
     assert_eq!(source[0], ("h264".to_string(), 60));
-    assert_eq!(watched, source, "same codecs and frame counts after the relay");
+    assert_eq!(
+        watched, source,
+        "same codecs and frame counts after the relay: {summary}"
+    );
     assert_summary_keys(&summary);
     assert_eq!(summary["gaps"], 0);
     assert_eq!(summary["tracks"]["video"]["objects"], 60);
