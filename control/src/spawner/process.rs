@@ -2,8 +2,9 @@
 //!
 //! Each relay gets an id (`<prefix>-<n>`), a generated TOML config in the spawn directory
 //! (`<id>.toml`: listen on `<host>:0` for UDP and HTTP, so the kernel picks free ports and no
-//! port is ever raced for), and flags `--control`, `--region`, `--capacity-viewers` so it
-//! registers by heartbeat. Its stdout (where it prints `listening: udp ADDR http ADDR`) goes
+//! port is ever raced for), and flags `--control`, `--region`, `--capacity-viewers` and
+//! `--public-host` so it registers by heartbeat with URLs that reach it. (Flags the binary's
+//! `--help` does not list are left out, with a warning.) Its stdout (where it prints `listening: udp ADDR http ADDR`) goes
 //! to `<id>.out` and its stderr to `<id>.log`.
 //!
 //! Supervision ([`Spawner::supervise`]): a relay that exits while not being stopped is
@@ -85,7 +86,7 @@ struct Child {
 #[derive(Debug)]
 pub struct ProcessSpawner {
     config: ProcessConfig,
-    /// Which of `--control`, `--region`, `--capacity-viewers` the binary accepts.
+    /// Which of `--control`, `--region`, `--capacity-viewers`, `--public-host` the binary accepts.
     supported: Vec<&'static str>,
     children: Mutex<HashMap<String, Child>>,
     next: AtomicU64,
@@ -106,15 +107,15 @@ impl ProcessSpawner {
             .output()
             .map_err(|_| SpawnError::NoBinary(config.binary.display().to_string()))?;
         let help = String::from_utf8_lossy(&help.stdout);
-        let supported: Vec<&'static str> = ["--control", "--region", "--capacity-viewers"]
+        let supported: Vec<&'static str> = ["--control", "--region", "--capacity-viewers", "--public-host"]
             .into_iter()
             .filter(|flag| help.contains(&format!("{flag} ")))
             .collect();
-        if supported.len() < 3 {
+        if supported.len() < 4 {
             tracing::warn!(
                 binary = %config.binary.display(),
                 ?supported,
-                "banyan-relay lacks some control flags (--control/--region/--capacity-viewers); spawned relays will not register by heartbeat"
+                "banyan-relay lacks some control flags (--control/--region/--capacity-viewers/--public-host); spawned relays may not register by heartbeat"
             );
         }
         Ok(Self {
@@ -193,6 +194,7 @@ impl ProcessSpawner {
             ("--control", c.control_url.clone()),
             ("--region", c.region.clone()),
             ("--capacity-viewers", c.capacity_viewers.to_string()),
+            ("--public-host", c.host.clone()),
         ] {
             if self.supported.contains(&flag) {
                 command.arg(format!("{flag}={value}"));
