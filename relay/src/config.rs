@@ -85,10 +85,35 @@ pub struct RelayConfig {
     pub upstream: Vec<Url>,
 
     /// The control plane (an http:// base URL). The relay asks it for parents:
-    /// GET {control}/v1/route/{namespace}?relay={relay-id} → {"upstream": [URL, ...]}.
+    /// GET {control}/v1/route/{namespace}?relay={relay-id} → {"upstream": [URL, ...]}, and
+    /// reports to it every interval: POST {control}/v1/relays/heartbeat (its URLs, capacity,
+    /// load, broadcasts, parents); a response with "drain": true drains the relay like SIGTERM.
     #[arg(long, value_name = "URL", value_parser = parse_control)]
     #[serde(with = "serde_control", default)]
     pub control: Option<Url>,
+
+    /// The host name (or IP address) clients and child relays reach this relay at, as reported
+    /// to the control plane in heartbeats: moqt://HOST:PORT and https://HOST:PORT/ with the
+    /// bound UDP port.
+    #[arg(long, value_name = "HOST", default_value = "localhost", value_parser = parse_public_host)]
+    #[serde(deserialize_with = "deserialize_public_host")]
+    pub public_host: String,
+
+    /// This relay's region (e.g. eu-west), reported to the control plane, which prefers relays
+    /// in the viewer's region.
+    #[arg(long, value_name = "REGION", default_value = "")]
+    pub region: String,
+
+    /// Most viewer sessions this relay offers the control plane for assignment
+    /// [default: --max-sessions].
+    #[arg(long, value_name = "N")]
+    pub capacity_viewers: Option<u32>,
+
+    /// Most egress this relay offers the control plane, in bits per second (suffixes Kbps,
+    /// Mbps, Gbps accepted, decimal); 0 = not limited by egress.
+    #[arg(long, value_name = "BPS", default_value = "0", value_parser = parse_bitrate)]
+    #[serde(with = "serde_bitrate")]
+    pub capacity_egress: u64,
 
     /// Verify parent relays against the CA certificates in this PEM file (instead of the
     /// system roots).
@@ -347,6 +372,17 @@ impl RelayConfig {
             "at least 1 byte",
         )?;
         check_range("--cache-groups", self.cache_groups, positive, "at least 1")?;
+        if let Some(viewers) = self.capacity_viewers {
+            check_range("--capacity-viewers", viewers, 1..=u32::MAX, "at least 1")?;
+        }
+        if self.region.len() > banyan_control::api::MAX_NAME_LEN || self.region.chars().any(char::is_control)
+        {
+            return Err(ConfigError::OutOfRange {
+                flag: "--region",
+                value: self.region.clone(),
+                expected: "at most 1024 bytes, no control characters",
+            });
+        }
         check_range(
             "--max-depth",
             self.max_depth,
@@ -475,6 +511,13 @@ impl RelayConfig {
         Ok(config)
     }
 
+    /// The viewer capacity reported to the control plane: `--capacity-viewers`, or
+    /// `--max-sessions` when not given.
+    pub fn capacity_viewers(&self) -> u32 {
+        self.capacity_viewers
+            .unwrap_or_else(|| u32::try_from(self.max_sessions).unwrap_or(u32::MAX))
+    }
+
     /// The TLS certificate and key paths, when a real certificate (not `--dev-cert`) is used.
     pub fn tls_files(&self) -> Option<(&Path, &Path)> {
         match (&self.tls_cert, &self.tls_key) {
@@ -524,16 +567,62 @@ pub fn parse_control(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Parse `--public-host`: a DNS name or an IP address (IPv6 with or without brackets), no
+/// port, scheme or path.
+pub fn parse_public_host(text: &str) -> Result<String, String> {
+    let host = text.trim();
+    let bracketed = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let bad = || {
+        format!(
+            "{text:?} is not a host name or IP address (e.g. relay.example.com, 198.51.100.7, [2001:db8::7])"
+        )
+    };
+    if host.is_empty() || host.contains(['/', '@', '?', '#']) || host.chars().any(char::is_whitespace) {
+        return Err(bad());
+    }
+    let url = Url::parse(&format!("moqt://{bracketed}:1")).map_err(|_| bad())?;
+    // A port in the text would make the URL's port differ from the probe's.
+    if url.port() != Some(1) || url.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(bracketed)
+}
+
+/// Parse a bit rate in bits per second: a plain number, or a number with a decimal unit:
+/// `Kbps`, `Mbps`, `Gbps`, `Tbps` (also `K`, `M`, `G`, `T`; `bps` alone is 1); e.g. `1Gbps`,
+/// `500 Mbps`, `0`.
+pub fn parse_bitrate(text: &str) -> Result<u64, String> {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a bit rate (e.g. 0, 500Mbps, 10Gbps)"))?;
+    let unit = unit.strip_suffix("bps").unwrap_or(unit);
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown rate unit {other:?} (use Kbps, Mbps or Gbps)"
+            ))
+        }
+    };
+    // TOML integers are signed 64-bit; larger rates could not be merged with a config file.
+    n.checked_mul(mult)
+        .filter(|bps| i64::try_from(*bps).is_ok())
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// Parse a byte size: a plain number of bytes, or a number with a unit: `KiB`, `MiB`, `GiB`
 /// (also written `K`, `M`, `G`), or decimal `KB`, `MB`, `GB`; e.g. `8MiB`, `256 MiB`, `65535`.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 65535, 8MiB, 256MiB)"))?;
-    let mult: u64 = match unit.trim() {
+    let (n, unit) =
+        number_and_unit(text).ok_or_else(|| format!("{text:?} is not a size (e.g. 65535, 8MiB, 256MiB)"))?;
+    let mult: u64 = match unit {
         "" | "B" => 1,
         "K" | "k" | "KiB" => 1 << 10,
         "M" | "MiB" => 1 << 20,
@@ -550,6 +639,14 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     n.checked_mul(mult)
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// The leading integer of `text` and the (trimmed) unit after it: `"256 MiB"` → `(256, "MiB")`.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    Some((digits.parse().ok()?, unit.trim()))
 }
 
 /// Argument ids whose value came from the command line (after env vars became arguments).
@@ -644,6 +741,34 @@ mod serde_size {
         match Size::deserialize(d)? {
             Size::Int(n) => usize::try_from(n).map_err(|_| serde::de::Error::custom("size too large")),
             Size::Text(t) => super::parse_size(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `--public-host` from TOML, checked (and an IPv6 address bracketed) like the flag.
+fn deserialize_public_host<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    parse_public_host(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+/// Bit rates as an integer or a string with a unit (see [`super::parse_bitrate`]).
+mod serde_bitrate {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Rate {
+        Int(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Rate::deserialize(d)? {
+            Rate::Int(n) => Ok(n),
+            Rate::Text(t) => super::parse_bitrate(&t).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -748,6 +873,13 @@ mod tests {
         assert_eq!(c.log, "info");
         assert!(c.upstream.is_empty());
         assert!(c.relay_id.ends_with(":4443"), "{}", c.relay_id);
+        assert_eq!(c.public_host, "localhost");
+        assert_eq!(c.region, "");
+        assert_eq!(c.capacity_viewers, None);
+        assert_eq!(c.capacity_viewers(), 10_000, "follows --max-sessions");
+        assert_eq!(c.capacity_egress, 0);
+        let c = load(&["--dev-cert", "--insecure-no-auth", "--max-sessions", "50"], &[]).unwrap();
+        assert_eq!(c.capacity_viewers(), 50);
     }
 
     #[test]
@@ -767,10 +899,21 @@ mod tests {
                 "--replace-publisher",
                 "--relay-id",
                 "edge-1",
+                "--public-host",
+                "2001:db8::7",
+                "--region=eu-west",
+                "--capacity-viewers",
+                "300",
+                "--capacity-egress",
+                "10Gbps",
             ],
             &[],
         )
         .unwrap();
+        assert_eq!(c.public_host, "[2001:db8::7]");
+        assert_eq!(c.region, "eu-west");
+        assert_eq!(c.capacity_viewers(), 300);
+        assert_eq!(c.capacity_egress, 10_000_000_000);
         assert_eq!(c.listen.port(), 5000);
         assert_eq!(c.upstream.len(), 2);
         assert_eq!(c.upstream[0].scheme(), "moqt");
@@ -799,6 +942,10 @@ max-object-size = 1048576
 namespace-wait = "2s"
 replace-publisher = true
 log = "debug"
+public-host = "relay.example"
+region = "us-east"
+capacity-viewers = 250
+capacity-egress = "2Gbps"
 "#,
                 key.display()
             ),
@@ -814,6 +961,10 @@ log = "debug"
         assert_eq!(c.namespace_wait, Duration::from_secs(2));
         assert!(c.replace_publisher);
         assert_eq!(c.log, "debug");
+        assert_eq!(c.public_host, "relay.example");
+        assert_eq!(c.region, "us-east");
+        assert_eq!(c.capacity_viewers(), 250);
+        assert_eq!(c.capacity_egress, 2_000_000_000);
         assert_eq!(c.config.as_deref(), Some(toml.as_path()));
         // Untouched keys keep their defaults.
         assert_eq!(c.max_lag_groups, 2);
@@ -833,6 +984,9 @@ max-lag-groups = 7
 cache-groups = 9
 upstream = ["moqt://from-file:1"]
 replace-publisher = true
+region = "from-file"
+capacity-viewers = 10
+capacity-egress = 1000
 "#,
         );
         let path = toml.to_str().unwrap();
@@ -843,8 +997,13 @@ replace-publisher = true
             ("BANYAN_RELAY_UPSTREAM", "moqt://from-env:1, https://from-env:2/x"),
             ("BANYAN_RELAY_REPLACE_PUBLISHER", "false"),
             ("BANYAN_RELAY_LOG", ""), // empty = unset
+            ("BANYAN_RELAY_REGION", "from-env"),
+            ("BANYAN_RELAY_CAPACITY_EGRESS", "5Mbps"),
         ];
         let c = load(&[], &env).unwrap();
+        assert_eq!(c.region, "from-env", "env over file");
+        assert_eq!(c.capacity_egress, 5_000_000, "env over file");
+        assert_eq!(c.capacity_viewers(), 10, "file over default");
         assert_eq!(c.max_sessions, 6, "env over file");
         assert_eq!(c.max_lag_groups, 8, "env over file");
         assert_eq!(c.cache_groups, 9, "file over default");
@@ -857,8 +1016,20 @@ replace-publisher = true
             "env list replaces file list"
         );
 
-        let c = load(&["--max-sessions", "7", "--upstream", "moqt://from-flag:1"], &env).unwrap();
+        let c = load(
+            &[
+                "--max-sessions",
+                "7",
+                "--upstream",
+                "moqt://from-flag:1",
+                "--region",
+                "from-flag",
+            ],
+            &env,
+        )
+        .unwrap();
         assert_eq!(c.max_sessions, 7, "flag over env");
+        assert_eq!(c.region, "from-flag", "flag over env");
         assert_eq!(c.max_lag_groups, 8);
         assert_eq!(c.cache_groups, 9);
         assert_eq!(c.upstream.len(), 1);
@@ -895,6 +1066,19 @@ replace-publisher = true
 
         let toml = fx.file("relay3.toml", "max-sessions = \"many\"\n");
         assert!(load(&["--config", toml.to_str().unwrap()], &[]).is_err());
+
+        let toml = fx.file("relay4.toml", "public-host = \"h:1\"\n");
+        let err = load(
+            &[
+                "--dev-cert",
+                "--insecure-no-auth",
+                "--config",
+                toml.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("h:1"), "{err:#}");
     }
 
     #[test]
@@ -1037,6 +1221,8 @@ replace-publisher = true
             ("--request-burst", "10"),
             ("--cache-bytes", "1KiB"),
             ("--log", "foo=bar=baz"),
+            ("--capacity-viewers", "0"),
+            ("--region", "a\u{7}b"),
         ] {
             let err = load(&["--dev-cert", "--insecure-no-auth", flag, value], &[]).unwrap_err();
             assert!(
@@ -1048,6 +1234,11 @@ replace-publisher = true
             ("--max-sessions", "-1"),
             ("--namespace-wait", "soon"),
             ("--listen", "nowhere"),
+            ("--public-host", "relay.example:4443"),
+            ("--public-host", "moqt://relay.example"),
+            ("--public-host", ""),
+            ("--capacity-egress", "fast"),
+            ("--capacity-viewers", "-1"),
         ] {
             assert!(
                 load(&["--dev-cert", "--insecure-no-auth", flag, value], &[]).is_err(),
@@ -1056,6 +1247,28 @@ replace-publisher = true
         }
         let err = load(MINIMAL, &[("BANYAN_RELAY_MAX_SESSIONS", "lots")]).unwrap_err();
         assert!(format!("{err:#}").contains("BANYAN_RELAY_MAX_SESSIONS"));
+    }
+
+    #[test]
+    fn bitrates_and_hosts_parse() {
+        assert_eq!(parse_bitrate("0"), Ok(0));
+        assert_eq!(parse_bitrate("1500"), Ok(1500));
+        assert_eq!(parse_bitrate("1500bps"), Ok(1500));
+        assert_eq!(parse_bitrate("10Kbps"), Ok(10_000));
+        assert_eq!(parse_bitrate("500 Mbps"), Ok(500_000_000));
+        assert_eq!(parse_bitrate("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_bitrate("2Tbps"), Ok(2_000_000_000_000));
+        assert!(parse_bitrate("").is_err());
+        assert!(parse_bitrate("Gbps").is_err());
+        assert!(parse_bitrate("1 GiB").is_err());
+        assert!(parse_bitrate("99999999999Tbps").is_err());
+        assert_eq!(parse_public_host("relay.example"), Ok("relay.example".into()));
+        assert_eq!(parse_public_host("198.51.100.7"), Ok("198.51.100.7".into()));
+        assert_eq!(parse_public_host("::1"), Ok("[::1]".into()));
+        assert_eq!(parse_public_host("[::1]"), Ok("[::1]".into()));
+        for bad in ["", "a b", "h:1", "[::1]:1", "h/p", "u@h", "moqt://h"] {
+            assert!(parse_public_host(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

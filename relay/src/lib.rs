@@ -19,6 +19,8 @@
 //! - [`forward`]: per-subscriber fan-out that skips a slow subscriber forward.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
+//! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
+//!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
 //! - [`metrics`]: counters in atomics and their Prometheus text rendering.
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`.
 
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod forward;
+pub mod heartbeat;
 pub mod http;
 pub mod metrics;
 pub mod origin;

@@ -10,17 +10,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_certs::{DevOptions, Identity, ServerVerification};
+use banyan_control::api::Capacity;
 use banyan_moq::coding::SessionErrorCode;
 use banyan_moq::session::{
     Client, Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::auth::{self, Authenticator, Claims};
 use crate::cache::CacheBudget;
 use crate::config::RelayConfig;
 use crate::forward::ForwardConfig;
+use crate::heartbeat::{self, HeartbeatConfig, Reporter};
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::origin::Origins;
@@ -38,6 +40,7 @@ pub struct Relay {
     relay_id: String,
     max_sessions: usize,
     drain_timeout: Duration,
+    heartbeat: Option<Reporter>,
 }
 
 impl Relay {
@@ -107,6 +110,30 @@ impl Relay {
             hop_id,
             max_depth: config.max_depth,
         });
+        let heartbeat = match &config.control {
+            Some(control) => {
+                let urls = heartbeat::relay_urls(
+                    &config.public_host,
+                    server.local_addr().context("reading the bound UDP address")?,
+                    http.local_addr().context("reading the bound HTTP address")?,
+                );
+                let reporter = Reporter::new(HeartbeatConfig {
+                    control: control.clone(),
+                    relay_id: config.relay_id.clone(),
+                    urls,
+                    cert_sha256: cert_hash.clone(),
+                    region: config.region.clone(),
+                    capacity: Capacity {
+                        max_viewers: config.capacity_viewers(),
+                        egress_bps: config.capacity_egress,
+                    },
+                    timeout: Duration::from_secs(2),
+                })
+                .context("setting up heartbeats to the control plane")?;
+                Some(reporter)
+            }
+            None => None,
+        };
         Ok(Self {
             server,
             http,
@@ -115,6 +142,7 @@ impl Relay {
             relay_id: config.relay_id.clone(),
             max_sessions: config.max_sessions,
             drain_timeout: config.drain_timeout,
+            heartbeat,
         })
     }
 
@@ -138,10 +166,21 @@ impl Relay {
         self.shared.metrics.clone()
     }
 
-    /// Serve until `shutdown` resolves, then send GOAWAY to every session, wait for them to
-    /// leave (at most the drain timeout) and return.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Serve until `shutdown` resolves (or, with `--control`, the control plane orders a
+    /// drain), then send GOAWAY to every session, wait for them to leave (at most the drain
+    /// timeout) and return.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let draining = Arc::new(AtomicBool::new(false));
+        let (draining_tx, draining_rx) = watch::channel(false);
+        let drain_ordered = Arc::new(Notify::new());
+        let heartbeat_task = self.heartbeat.take().map(|reporter| {
+            let sources = heartbeat::Sources {
+                metrics: self.shared.metrics.clone(),
+                tracks: self.shared.tracks.clone(),
+                origins: self.shared.origins.clone(),
+            };
+            tokio::spawn(reporter.run(sources, draining_rx, drain_ordered.clone()))
+        });
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = HttpState {
             metrics: self.shared.metrics.clone(),
@@ -174,6 +213,7 @@ impl Relay {
                     });
                 }
                 _ = &mut shutdown => break,
+                () = drain_ordered.notified() => break,
             }
         }
 
@@ -182,6 +222,7 @@ impl Relay {
             "shutting down: sending GOAWAY and draining"
         );
         draining.store(true, Ordering::SeqCst);
+        draining_tx.send_replace(true);
         for session in sessions.all() {
             let _ = session.goaway("", self.drain_timeout).await;
         }
@@ -204,6 +245,9 @@ impl Relay {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.server.wait_idle()).await;
         let _ = http_stop.send(());
         let _ = http_task.await;
+        if let Some(task) = heartbeat_task {
+            task.abort();
+        }
         Ok(())
     }
 }

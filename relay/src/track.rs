@@ -16,6 +16,7 @@ use banyan_moq::data::ObjectDatagram;
 use banyan_moq::message::{GroupOrder, HopPath, Parameters, Subscribe, SubscriptionFilter};
 use banyan_moq::session::{Error as SessionError, SubgroupReader, Subscription, TrackEvent, TrackSender};
 use tokio::sync::watch;
+use url::Url;
 
 use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::metrics::Metrics;
@@ -79,9 +80,18 @@ pub struct Track {
     datagram_senders: Mutex<HashMap<u64, TrackSender>>,
     next_subscriber: AtomicU64,
     closing: AtomicBool,
-    /// The Hop ID of the parent relay feeding this track, when a parent does.
-    parent_hop: Mutex<Option<u64>>,
+    /// The parent relay feeding this track, when a parent does.
+    parent: Mutex<Option<ParentRef>>,
     metrics: Arc<Metrics>,
+}
+
+/// The parent relay a track comes from.
+#[derive(Debug, Clone)]
+struct ParentRef {
+    /// Its URL, as dialled.
+    url: Url,
+    /// Its Hop ID, when it declared one.
+    hop: Option<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +113,7 @@ impl Track {
             datagram_senders: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(0),
             closing: AtomicBool::new(false),
-            parent_hop: Mutex::new(None),
+            parent: Mutex::new(None),
             metrics,
         }
     }
@@ -111,7 +121,24 @@ impl Track {
     /// The Hop ID of the parent relay this track comes from, if it comes from one that
     /// declared it. A request from that relay for this track would loop.
     pub fn parent_hop(&self) -> Option<u64> {
-        *lock(&self.parent_hop)
+        lock(&self.parent).as_ref().and_then(|p| p.hop)
+    }
+
+    /// The URL of the parent relay this track comes from (the last one, after a failover),
+    /// when a parent feeds it.
+    pub fn parent_url(&self) -> Option<Url> {
+        lock(&self.parent).as_ref().map(|p| p.url.clone())
+    }
+
+    /// How many downstream subscriptions read this track now.
+    pub fn subscribers(&self) -> usize {
+        *self.subscribers.borrow()
+    }
+
+    /// True while objects flow (or will): upstream accepted the subscription and has not
+    /// ended it.
+    pub fn is_live(&self) -> bool {
+        matches!(*self.state.borrow(), TrackState::Live(_))
     }
 
     /// Wait until the track is live (or has failed / ended).
@@ -279,6 +306,11 @@ impl Tracks {
         lock(&self.tracks).get(name).cloned()
     }
 
+    /// Every track at this relay now.
+    pub fn all(&self) -> Vec<Arc<Track>> {
+        lock(&self.tracks).values().cloned().collect()
+    }
+
     /// The parents this registry asks, if any.
     pub fn parents(&self) -> Option<&Arc<Parents>> {
         self.parents.as_ref()
@@ -429,7 +461,10 @@ impl Tracks {
                 tracing::info!(track = %name, parent = %parent.url, after = ?since.elapsed(), "failed over to parent");
             }
             backoff = FAILOVER_BACKOFF_MIN;
-            *lock(&track.parent_hop) = parent.session.peer_setup().hop_id;
+            *lock(&track.parent) = Some(ParentRef {
+                url: parent.url.clone(),
+                hop: parent.session.peer_setup().hop_id,
+            });
             if !live {
                 live = true;
                 tracing::debug!(track = %name, parent = %parent.url, "upstream subscription live");
