@@ -39,6 +39,10 @@ export class VideoRenderer {
   }
 
   decode(frame: Frame<VideoPayload>): void {
+    if (this.track.synthetic) {
+      this.drawSynthetic(frame);
+      return;
+    }
     if (frame.keyframe) {
       const description = frame.data.config ?? this.track.description;
       const key = `${this.track.codec}|${description ? hexOf(description) : "annexb"}`;
@@ -73,6 +77,30 @@ export class VideoRenderer {
   close(): void {
     if (this.decoder && this.decoder.state !== "closed") this.decoder.close();
     this.decoder = undefined;
+  }
+
+  /**
+   * A synthetic track's payload is filler, not media: draw a card naming the frame instead, and
+   * report it played out so the overlay's latency and counters still work.
+   */
+  private drawSynthetic(frame: Frame<VideoPayload>): void {
+    const { canvas, ctx } = this;
+    const width = this.track.width ?? canvas.width;
+    const height = this.track.height ?? canvas.height;
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+    if (ctx) {
+      ctx.fillStyle = `hsl(${(frame.group * 47) % 360}, 45%, 25%)`;
+      ctx.fillRect(0, 0, width, height);
+      ctx.fillStyle = "#fff";
+      ctx.font = `${Math.max(16, Math.round(height / 14))}px monospace`;
+      ctx.textAlign = "center";
+      ctx.fillText("synthetic source (no picture)", width / 2, height / 2 - height / 12);
+      ctx.fillText(`group ${frame.group}  frame ${frame.object}`, width / 2, height / 2 + height / 12);
+    }
+    this.events.onRendered(frame.captureUs, width, height);
   }
 
   private configure(description: Uint8Array | undefined, key: string): void {
