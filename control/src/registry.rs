@@ -99,18 +99,11 @@ struct Relay {
 }
 
 impl Relay {
-    /// Reported sessions plus assignments a heartbeat may not show yet.
-    fn occupancy(&self, grace: Duration) -> u32 {
-        let cutoff = self.last_seen.checked_sub(grace);
-        let pending = self
-            .assignments
-            .iter()
-            .filter(|t| cutoff.is_none_or(|c| **t > c))
-            .count();
-        self.heartbeat
-            .load
-            .sessions
-            .saturating_add(u32::try_from(pending).unwrap_or(u32::MAX))
+    /// Reported sessions plus assignments a heartbeat may not show yet. Every assignment kept
+    /// is one of those: [`Registry::heartbeat`] drops the ones older than the grace before it.
+    fn occupancy(&self) -> u32 {
+        let pending = u32::try_from(self.assignments.len()).unwrap_or(u32::MAX);
+        self.heartbeat.load.sessions.saturating_add(pending)
     }
 
     fn urls_match(&self, url: &str) -> bool {
@@ -304,7 +297,6 @@ impl Registry {
             .ok_or_else(|| PlaceError::UnknownBroadcast(broadcast.to_owned()))?
             .to_owned();
         let depths = self.depths(broadcast, &origin);
-        let grace = self.policy.assignment_grace;
         let high_water = self.policy.high_water;
         let mut best: Option<(WatchRank, &String)> = None;
         for (id, relay) in &self.relays {
@@ -312,7 +304,7 @@ impl Registry {
                 continue;
             }
             let capacity = relay.heartbeat.capacity.max_viewers;
-            let occupancy = relay.occupancy(grace);
+            let occupancy = relay.occupancy();
             if occupancy >= capacity {
                 continue;
             }
@@ -362,13 +354,12 @@ impl Registry {
         let id = match current {
             Some(id) => id,
             None => {
-                let grace = self.policy.assignment_grace;
                 let id = self
                     .relays
                     .iter()
                     .filter(|(id, r)| !self.draining(id, r))
                     .min_by_key(|(id, r)| {
-                        let load = u64::from(r.occupancy(grace)) * 1_000_000
+                        let load = u64::from(r.occupancy()) * 1_000_000
                             / u64::from(r.heartbeat.capacity.max_viewers.max(1));
                         (
                             !region.is_empty() && r.heartbeat.region != region,
@@ -468,7 +459,6 @@ impl Registry {
 
     /// The fleet as the autoscaler sees it.
     pub fn fleet(&self) -> FleetView {
-        let grace = self.policy.assignment_grace;
         let mut relays: Vec<RelayView> = self
             .relays
             .iter()
@@ -486,7 +476,7 @@ impl Registry {
                 RelayView {
                     id: id.clone(),
                     capacity: r.heartbeat.capacity.max_viewers,
-                    occupancy: r.occupancy(grace),
+                    occupancy: r.occupancy(),
                     draining: self.draining(id, r),
                     origin: r.heartbeat.broadcasts.iter().any(|b| b.local)
                         || self.origins.values().any(|o| o == id),
@@ -500,7 +490,6 @@ impl Registry {
 
     /// The live view for `/v1/status`.
     pub fn status(&self, now: Instant) -> Status {
-        let grace = self.policy.assignment_grace;
         let mut relays: Vec<RelayStatus> = self
             .relays
             .iter()
@@ -510,7 +499,7 @@ impl Registry {
                 urls: r.heartbeat.urls.clone(),
                 capacity: r.heartbeat.capacity,
                 load: r.heartbeat.load,
-                viewers: r.occupancy(grace),
+                viewers: r.occupancy(),
                 broadcasts: r.heartbeat.broadcasts.clone(),
                 parents: r
                     .heartbeat
