@@ -197,6 +197,9 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             }
             Action::Drain { relay } => {
                 tracing::info!(%relay, "draining idle spawned relay");
+                if let Some(spawner) = spawner {
+                    spawner.expect_exit(&relay);
+                }
                 if lock(shared).order_drain(&relay) {
                     Metrics::inc(&shared.metrics.drains);
                 }
@@ -220,8 +223,10 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             }
             Action::Stop { relay } => {
                 if let Some(spawner) = spawner {
-                    if let Err(e) = spawner.stop(relay.clone()).await {
-                        tracing::warn!(%relay, error = %e, "stopping a relay failed");
+                    match spawner.stop(relay.clone()).await {
+                        // Already exited after its drain and reaped.
+                        Ok(()) | Err(SpawnError::Unknown(_)) => {}
+                        Err(e) => tracing::warn!(%relay, error = %e, "stopping a relay failed"),
                     }
                 }
                 Metrics::inc(&shared.metrics.stopped);

@@ -4,29 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use banyan_control::spawner::process::{ProcessConfig, ProcessSpawner};
 use banyan_control::spawner::Spawner;
 use common::*;
-
-/// Build `banyan-relay` (incremental: quick when up to date) and return its path in the
-/// target directory this test runs from (target/<profile>/deps/<test> → target/<profile>/).
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-p", "banyan-relay", "--bin", "banyan-relay"])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building banyan-relay failed");
-    let binary = profile_dir.join(format!("banyan-relay{}", std::env::consts::EXE_SUFFIX));
-    assert!(binary.exists(), "{} missing", binary.display());
-    binary
-}
 
 async fn healthy(spawner: &ProcessSpawner, id: &str) -> bool {
     eventually(Duration::from_secs(30), || async {

@@ -48,6 +48,9 @@ pub trait Spawner: Send + Sync + std::fmt::Debug {
     /// Stop a relay this spawner started (it should already be drained).
     fn stop(&self, relay_id: String) -> BoxFuture<'_, Result<(), SpawnError>>;
 
+    /// The relay was ordered to drain and will exit by itself: do not restart it when it does.
+    fn expect_exit(&self, _relay_id: &str) {}
+
     /// Housekeeping, called every tick: restart crashed relays, reap stopped ones.
     fn supervise(&self) -> BoxFuture<'_, Result<(), SpawnError>>;
 

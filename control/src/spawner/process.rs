@@ -7,8 +7,8 @@
 //! `--help` does not list are left out, with a warning.) Its stdout (where it prints `listening: udp ADDR http ADDR`) goes
 //! to `<id>.out` and its stderr to `<id>.log`.
 //!
-//! Supervision ([`Spawner::supervise`]): a relay that exits while not being stopped is
-//! restarted with the same id after a backoff (200 ms doubling to 10 s); a stopped relay gets
+//! Supervision ([`Spawner::supervise`]): a relay that exits while not being stopped (or
+//! drained, [`Spawner::expect_exit`]) is restarted with the same id after a backoff (200 ms doubling to 10 s); a stopped relay gets
 //! SIGTERM (the relay drains on it), is SIGKILLed if still there after `kill_after`, and is
 //! reaped. Dropping the spawner kills every child.
 
@@ -321,6 +321,14 @@ impl Spawner for ProcessSpawner {
             }
             Ok(())
         })
+    }
+
+    fn expect_exit(&self, relay_id: &str) {
+        if let Ok(mut children) = self.children.lock() {
+            if let Some(child) = children.get_mut(relay_id) {
+                child.stopping.get_or_insert(Instant::now());
+            }
+        }
     }
 
     fn supervise(&self) -> BoxFuture<'_, Result<(), SpawnError>> {

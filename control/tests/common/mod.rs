@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use banyan_control::api::{BroadcastLoad, Capacity, Heartbeat, Load, ParentLink, RelayUrls};
@@ -217,4 +218,21 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Build `banyan-relay` (incremental: quick when up to date) and return its path in the
+/// target directory this test runs from (target/<profile>/deps/<test> → target/<profile>/).
+pub fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", "banyan-relay", "--bin", "banyan-relay"])
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building banyan-relay failed");
+    let binary = profile_dir.join(format!("banyan-relay{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} missing", binary.display());
+    binary
 }
