@@ -142,7 +142,7 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
     tokio::spawn(async move {
         let _ = driver.run().await;
     });
-    let publications = publisher::announce(&session, &[broadcast.clone()]).await.unwrap();
+    let publications = publisher::announce(&session, std::slice::from_ref(&broadcast)).await.unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let stream = Stream {
         interval: Duration::from_millis(33),
