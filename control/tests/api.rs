@@ -1,6 +1,7 @@
 //! The HTTP API over real HTTP on 127.0.0.1:0: heartbeats build the registry; viewer assignment
 //! respects capacity, high-water and region and mints tokens the relay accepts; route lookups
 //! bound fan-out and depth and prefer the region; drain, CORS, metrics, status page.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;

@@ -2,6 +2,7 @@
 //! replicated and relays spawned before the fleet reaches high-water, spawning is bounded,
 //! relays that never register are written off, and idle spawned relays are drained and
 //! stopped only after the cool-down.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! Bad input never takes the service down: malformed heartbeats get 400 naming the problem,
 //! unknown relays and broadcasts get 404, and a flood of assignment requests gets 429 while
 //! heartbeats and health keep working.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;

@@ -8,6 +8,7 @@
 //! Scaled to the 2-core CI machine: 120 viewers in 6 s onto relays of 20 viewers (the issue's
 //! 1,000 in 10 s onto relays of 100 is the same shape, ~8 relays' worth, and is run with
 //! `BANYAN_FLASH_VIEWERS=1000 BANYAN_FLASH_CAPACITY=100 BANYAN_FLASH_SECONDS=10`).
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -142,7 +143,9 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
     tokio::spawn(async move {
         let _ = driver.run().await;
     });
-    let publications = publisher::announce(&session, std::slice::from_ref(&broadcast)).await.unwrap();
+    let publications = publisher::announce(&session, std::slice::from_ref(&broadcast))
+        .await
+        .unwrap();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let stream = Stream {
         interval: Duration::from_millis(33),

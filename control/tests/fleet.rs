@@ -2,6 +2,7 @@
 //! viewer assignments makes the autoscaler spawn relays, which register by heartbeat and take
 //! the next viewers; when the viewers stop coming, the idle spawned relays are drained, exit
 //! and are reaped.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;

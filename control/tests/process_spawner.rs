@@ -1,5 +1,6 @@
 //! The process spawner really runs `banyan-relay`: a spawned relay becomes healthy on its
 //! own free ports, is restarted with the same id after a crash, and is reaped when stopped.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;

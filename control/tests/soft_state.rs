@@ -1,5 +1,6 @@
 //! Soft state: a relay that misses heartbeats is dropped, and a restarted control plane
 //! rebuilds its whole view from heartbeats within two heartbeat intervals.
+#![cfg(feature = "server")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
