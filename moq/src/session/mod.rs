@@ -15,6 +15,7 @@
 //!   and datagrams; [`FetchReader`] reads a FETCH response.
 
 mod config;
+mod congestion;
 mod driver;
 mod endpoint;
 mod error;

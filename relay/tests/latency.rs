@@ -1,0 +1,207 @@
+//! The latency suite: glass-to-glass (publisher write → subscriber receive) through 1, 2 and 3
+//! relays, every link — publisher to origin, relay to relay, edge to subscriber — going through
+//! the UDP impairment proxy with 20 ms one-way delay, at 0 %, 1 % and 3 % loss in both
+//! directions. Asserts p99 < 250 ms for every case (the budget viewers are promised; the
+//! floor is (hops + 1) × 20 ms of propagation) and that the proxies really dropped packets, and
+//! prints a table of p50/p90/p99 per case.
+//!
+//! Method: a 30 fps publisher (1 s groups, 1–4 KB objects, stamped with the send time in µs on
+//! this process's clock) runs for 4 s per case; each case gets fresh in-process relays and
+//! proxies (seeded, so runs repeat), and cases run one after another so they never share the CPU.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::Duration;
+
+use banyan_moq::session::{ClientOptions, Session, Subscription, TrackEvent};
+use banyan_tests::impair::{Impairment, Proxy, ProxyConfig};
+use common::live::{check_stamped, now_us, percentile, Live, LivePublisher};
+use common::{relay, subscribe_msg, within, TestRelay};
+use url::Url;
+
+const LINK_DELAY: Duration = Duration::from_millis(20);
+const BUDGET_MS: f64 = 250.0;
+
+/// A proxy in front of `relay` with `loss` and [`LINK_DELAY`] each way.
+async fn link(relay: &TestRelay, loss: f64, seed: u64) -> Proxy {
+    let impairment = Impairment {
+        delay: LINK_DELAY,
+        loss,
+        ..Impairment::default()
+    };
+    let config = ProxyConfig {
+        client_to_server: impairment.clone(),
+        server_to_client: impairment,
+        seed,
+        ..ProxyConfig::new(relay.addr)
+    };
+    Proxy::start(config).await.unwrap()
+}
+
+/// A session to `relay` through `proxy`.
+async fn connect_via(relay: &TestRelay, proxy: &Proxy) -> Session {
+    let url = Url::parse(&format!("moqt://localhost:{}/", proxy.local_addr().port())).unwrap();
+    let (session, driver) = relay
+        .client()
+        .connect(&url, ClientOptions::default())
+        .await
+        .expect("connect through the proxy");
+    tokio::spawn(driver.run());
+    session
+}
+
+/// Latencies (µs) of every object received until PUBLISH_DONE.
+async fn latencies(mut subscription: Subscription) -> Vec<u64> {
+    let mut readers = Vec::new();
+    while let Some(event) = subscription.next().await.unwrap() {
+        match event {
+            TrackEvent::Subgroup(mut subgroup) => readers.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while let Some(object) = subgroup.next().await.unwrap() {
+                    let at = now_us();
+                    samples.push(at.saturating_sub(check_stamped(&object.payload).sent_us));
+                }
+                samples
+            })),
+            TrackEvent::Done(_) => break,
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    for reader in readers {
+        all.extend(reader.await.unwrap());
+    }
+    all
+}
+
+struct Case {
+    hops: usize,
+    loss: f64,
+    objects: usize,
+    expected: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+    dropped: u64,
+}
+
+async fn run_case(hops: usize, loss: f64, live: Live) -> Case {
+    let seed = (hops as u64) * 100 + (loss * 1000.0) as u64;
+    // relays[0] is the origin; relays[i] gets its parent through a proxy.
+    let mut relays = vec![relay(&["--relay-id", "lat-0"]).await];
+    let mut proxies = Vec::new();
+    for i in 1..hops {
+        let parent = link(&relays[i - 1], loss, seed + i as u64).await;
+        let upstream = format!("moqt://localhost:{}", parent.local_addr().port());
+        let id = format!("lat-{i}");
+        relays.push(relay(&["--relay-id", &id, "--upstream", &upstream, "--upstream-insecure"]).await);
+        proxies.push(parent);
+    }
+    let publisher_link = link(&relays[0], loss, seed + 50).await;
+    let viewer_link = link(&relays[hops - 1], loss, seed + 60).await;
+
+    let publisher_session = connect_via(&relays[0], &publisher_link).await;
+    let publisher = LivePublisher::start(publisher_session, "latency/show", live, true).await;
+    let viewer = connect_via(&relays[hops - 1], &viewer_link).await;
+    let subscription = within(
+        "SUBSCRIBE_OK through the impaired tree",
+        30,
+        viewer.subscribe(subscribe_msg("latency/show", "video")),
+    )
+    .await
+    .expect("SUBSCRIBE_OK");
+    let reader = tokio::spawn(latencies(subscription));
+    publisher.open_gate();
+    let mut samples = within("the whole broadcast", 60, reader).await.unwrap();
+    samples.sort_unstable();
+
+    let dropped: u64 = proxies
+        .iter()
+        .chain([&publisher_link, &viewer_link])
+        .map(|p| {
+            let s = p.stats();
+            s.client_to_server.dropped_loss + s.server_to_client.dropped_loss
+        })
+        .sum();
+    let ms = |p: f64| percentile(&samples, p) as f64 / 1000.0;
+    Case {
+        hops,
+        loss,
+        objects: samples.len(),
+        expected: (live.groups * live.objects) as usize,
+        p50: ms(50.0),
+        p90: ms(90.0),
+        p99: ms(99.0),
+        max: ms(100.0),
+        dropped,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glass_to_glass_p99_stays_under_250ms_through_three_hops_at_three_percent_loss() {
+    let live = Live {
+        groups: 4,
+        objects: 30,
+        interval: Duration::from_micros(33_333),
+        min_size: 1000,
+        max_size: 4000,
+        finish: true,
+    };
+    let mut cases = Vec::new();
+    for hops in 1..=3 {
+        for loss in [0.0, 0.01, 0.03] {
+            cases.push(run_case(hops, loss, live).await);
+        }
+    }
+
+    println!(
+        "\nglass-to-glass latency, {} ms one-way per link, {} objects at 30 fps per case",
+        LINK_DELAY.as_millis(),
+        live.groups * live.objects
+    );
+    println!(
+        "relays  links  loss   floor ms   p50 ms   p90 ms   p99 ms   max ms  delivered  packets dropped"
+    );
+    for c in &cases {
+        println!(
+            "{:>6}  {:>5}  {:>3.0}%  {:>9}  {:>7.1}  {:>7.1}  {:>7.1}  {:>7.1}  {:>4}/{:<4}  {:>15}",
+            c.hops,
+            c.hops + 1,
+            c.loss * 100.0,
+            (c.hops as u128 + 1) * LINK_DELAY.as_millis(),
+            c.p50,
+            c.p90,
+            c.p99,
+            c.max,
+            c.objects,
+            c.expected,
+            c.dropped
+        );
+    }
+    for c in &cases {
+        let case = format!("{} relay(s), {:.0}% loss", c.hops, c.loss * 100.0);
+        assert_eq!(
+            c.objects, c.expected,
+            "{case}: every object arrives (streams are reliable)"
+        );
+        assert!(
+            c.p99 < BUDGET_MS,
+            "{case}: p99 {:.1} ms is over the {BUDGET_MS} ms budget",
+            c.p99
+        );
+        let floor = (c.hops as f64 + 1.0) * LINK_DELAY.as_secs_f64() * 1000.0;
+        assert!(
+            c.p50 >= floor,
+            "{case}: p50 {:.1} ms is below the propagation floor {floor} ms: the proxies are not in the path",
+            c.p50
+        );
+        if c.loss > 0.0 {
+            assert!(c.dropped > 0, "{case}: the proxies dropped nothing");
+        } else {
+            assert_eq!(c.dropped, 0, "{case}");
+        }
+    }
+}
