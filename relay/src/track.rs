@@ -609,6 +609,7 @@ impl Ingest {
         stop: impl std::future::Future<Output = ()>,
     ) -> IngestEnd {
         let mut subscribers = track.subscribers.subscribe();
+        let mut done = None;
         tokio::pin!(stop);
         loop {
             let idle = async {
@@ -632,22 +633,25 @@ impl Ingest {
                         metrics.bytes_in.add(datagram.payload.len() as u64);
                         track.fan_out_datagram(&datagram);
                     }
+                    // PUBLISH_DONE can overtake the data streams it counts: keep reading
+                    // until the session has seen them all (or gave up waiting), then end.
                     Ok(Some(TrackEvent::Done(d))) => {
-                        return IngestEnd::Done {
+                        done = Some(IngestEnd::Done {
                             code: d.status_code,
                             reason: d.error_reason.to_string(),
-                        }
+                        });
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        return IngestEnd::Done {
+                        return done.take().unwrap_or_else(|| IngestEnd::Done {
                             code: PublishDoneCode::TrackEnded,
                             reason: "upstream ended".into(),
-                        }
+                        })
                     }
                     Err(e) => {
                         tracing::debug!(track = %track.name, error = %e, "upstream subscription failed");
-                        return IngestEnd::Lost(e.to_string());
+                        // After PUBLISH_DONE the track is over whatever happens to the session.
+                        return done.take().unwrap_or(IngestEnd::Lost(e.to_string()));
                     }
                 },
                 Some(_) = self.subgroups.join_next(), if !self.subgroups.is_empty() => {}
