@@ -286,8 +286,9 @@ impl Parents {
 
     /// Send a request for `namespace` to the first usable parent. `attempt` sends it on the
     /// given session with the HOP_PATH to put in its parameters (`None` when the parent did
-    /// not declare the extension). A refusal ends the search (every parent serves the same
-    /// tree, so another would say the same); a failed session moves on to the next parent.
+    /// not declare the extension). DOES_NOT_EXIST moves on to the next parent (a publisher
+    /// that reconnected to another origin is found there); any other refusal ends the search
+    /// (another parent would say the same); a failed session moves on to the next parent.
     pub async fn request<T, F, Fut>(
         &self,
         namespace: &TrackNamespace,
@@ -330,6 +331,11 @@ impl Parents {
             };
             match attempt(session.clone(), hop_path).await {
                 Ok(value) => return Ok((value, Parent { url, session })),
+                Err(SessionError::Refused {
+                    code: code @ RequestErrorCode::DoesNotExist,
+                    reason,
+                    ..
+                }) => last = Some(UpstreamError::Refused { code, reason }),
                 Err(SessionError::Refused { code, reason, .. }) => {
                     return Err(UpstreamError::Refused { code, reason })
                 }

@@ -3,8 +3,9 @@
 //! subscription per relay per track (and namespace discovery reaches the edges); killing a mid
 //! relay moves its edges to the other mid within about a second while every subscriber
 //! continues with at most one group cut short; a configured loop and an over-deep chain are
-//! refused with clear errors; parents can come from a control plane's route endpoint; and the
-//! per-hop added latency on clean loopback is measured and printed.
+//! refused with clear errors; parents can come from a control plane's route endpoint; a
+//! publisher that leaves and comes back, to the same origin or another, is picked up again; and
+//! the per-hop added latency on clean loopback is measured and printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banyan_moq::coding::{RequestErrorCode, TrackNamespace};
+use banyan_moq::coding::{RequestErrorCode, SessionErrorCode, TrackNamespace};
 use banyan_moq::message::{HopPath, Parameters, Subscribe, SubscribeNamespace};
 use banyan_moq::session::{Error, NamespaceEvent, Session, Subscription, TrackEvent};
 use common::live::{check_stamped, now_us, percentile, Live, LivePublisher};
@@ -33,7 +34,10 @@ async fn relay(id: &str, parents: &[&Running], extra: &[&str]) -> Running {
         let at = args.iter().position(|a| *a == "--listen").unwrap();
         args.drain(at..at + 2);
     }
-    args.extend(["--relay-id", id, "--namespace-wait", "10s", "--upstream-insecure"]);
+    args.extend(["--relay-id", id, "--upstream-insecure"]);
+    if !extra.contains(&"--namespace-wait") {
+        args.extend(["--namespace-wait", "10s"]);
+    }
     for url in &urls {
         args.extend(["--upstream", url]);
     }
@@ -490,5 +494,56 @@ async fn parents_come_from_the_control_planes_route_endpoint() {
         asked.lock().unwrap().first().cloned(),
         Some(("ctl/show".to_string(), "ctl-edge".to_string())),
         "the edge asked for its namespace's route, naming itself"
+    );
+}
+
+#[tokio::test]
+async fn a_returning_publisher_is_picked_up_again_on_the_same_or_another_origin() {
+    // Origins answer quickly for a namespace nobody publishes, so the edge moves on to the
+    // next parent instead of waiting for a publisher that is elsewhere.
+    let wait = ["--namespace-wait", "300ms"];
+    let a = relay("origin-a", &[], &wait).await;
+    let b = relay("origin-b", &[], &wait).await;
+    let edge = relay("edge", &[&a, &b], &wait).await;
+    let viewer = session(&edge).await;
+    let live = Live {
+        groups: 10_000,
+        objects: 10,
+        interval: Duration::from_millis(10),
+        min_size: 100,
+        max_size: 1000,
+        finish: false,
+    };
+    // The publisher starts on A, reconnects to B (another origin), then to B again (the same).
+    for (round, (origin, name)) in [(&a, "A"), (&b, "B"), (&b, "B again")].into_iter().enumerate() {
+        let publishing = session(origin).await;
+        let publisher = LivePublisher::start(publishing.clone(), "back/show", live, false).await;
+        let asked = Instant::now();
+        let subscription = within(
+            "the edge finds the publisher",
+            10,
+            viewer.subscribe(subscribe_msg("back/show", "video")),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round} (origin {name}): {e}"));
+        let reader = tokio::spawn(read_all(subscription));
+        let first = within("objects flow", 10, publisher.wait_written(|w| w.group >= 3)).await;
+        println!(
+            "origin {name}: SUBSCRIBE at the edge answered and 3 groups written {:.0} ms after asking",
+            first.at.duration_since(asked).as_secs_f64() * 1000.0
+        );
+        // The publisher goes away: the track ends down the tree (PUBLISH_DONE), it does not hang.
+        publishing.close(SessionErrorCode::NoError, "publisher leaves");
+        drop(publisher);
+        let received = within("the track ends at the edge", 10, reader).await.unwrap();
+        let objects: usize = received.groups.values().map(Vec::len).sum();
+        assert!(
+            objects >= 20,
+            "round {round} (origin {name}): the edge's subscriber got only {objects} objects"
+        );
+    }
+    assert!(
+        metric(&edge, "upstream_subscribe_total").await >= 3.0,
+        "one upstream subscription per publisher session"
     );
 }
