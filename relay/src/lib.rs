@@ -23,6 +23,8 @@
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
 //! - [`metrics`]: counters in atomics and their Prometheus text rendering.
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`.
+//! - [`interact`]: likes, comments and gifts: payloads, cumulative like sums, per-viewer
+//!   admission (rate, size, UTF-8, room); see `docs/interactions.md`.
 
 pub mod auth;
 pub mod cache;
@@ -30,6 +32,7 @@ pub mod config;
 pub mod forward;
 pub mod heartbeat;
 pub mod http;
+pub mod interact;
 pub mod metrics;
 pub mod origin;
 pub mod relay;

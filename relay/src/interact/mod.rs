@@ -1,0 +1,113 @@
+//! Interactions: likes, comments and gifts carried over the MoQT tree (see `docs/interactions.md`).
+//!
+//! This module is the relay's interaction logic without sockets or clocks: callers feed
+//! payloads and `now`, and read back verdicts and what to send. Sessions wire it to tracks.
+//!
+//! # Module map
+//! - [`payload`]: the wire format of interaction objects (`interact` track up, `likes`,
+//!   `chat/<room>` and `events` tracks down).
+//! - [`likes`]: cumulative like counters per source, summed without double counting, and the
+//!   aggregation window that decides when a new total goes out.
+//! - [`viewer`]: per-publisher admission: token buckets, size limits, UTF-8 and room checks.
+
+pub mod likes;
+pub mod payload;
+pub mod viewer;
+
+use std::time::Duration;
+
+/// Why an interaction was refused. Each maps to an application error code sent to the
+/// viewer (see [`Refusal::code`]) and to a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The publisher sent likes, comments or gifts faster than its token bucket allows.
+    #[error("rate limited")]
+    RateLimited,
+    /// A comment, room name or gift client id is longer than the configured limit.
+    #[error("too large")]
+    TooLarge,
+    /// Comment text or a room name is not valid UTF-8.
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+    /// The room is not one the control plane could have assigned (not a decimal room number
+    /// below the configured count).
+    #[error("unknown room")]
+    BadRoom,
+    /// The payload does not parse (unknown type, truncated, trailing bytes).
+    #[error("malformed payload")]
+    Malformed,
+}
+
+impl Refusal {
+    /// Every refusal, in label order.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::RateLimited,
+        Refusal::TooLarge,
+        Refusal::InvalidUtf8,
+        Refusal::BadRoom,
+        Refusal::Malformed,
+    ];
+
+    /// The application error code the relay resets a viewer's stream with (documented in
+    /// `docs/interactions.md`).
+    pub const fn code(self) -> u64 {
+        match self {
+            Refusal::RateLimited => 0x1,
+            Refusal::TooLarge => 0x2,
+            Refusal::InvalidUtf8 => 0x3,
+            Refusal::BadRoom => 0x4,
+            Refusal::Malformed => 0x5,
+        }
+    }
+
+    /// The metric label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::TooLarge => "too_large",
+            Refusal::InvalidUtf8 => "invalid_utf8",
+            Refusal::BadRoom => "bad_room",
+            Refusal::Malformed => "malformed",
+        }
+    }
+}
+
+/// Interaction limits and timing, shared by every session of a relay.
+#[derive(Clone, Debug)]
+pub struct InteractConfig {
+    /// How long likes are summed before a new cumulative total goes upstream or down.
+    pub window: Duration,
+    /// Sustained likes per second one publisher may add.
+    pub like_rate: f64,
+    /// Likes one publisher may add in a burst.
+    pub like_burst: f64,
+    /// Sustained comments and gifts per second one publisher may send.
+    pub comment_rate: f64,
+    /// Comments and gifts one publisher may send in a burst.
+    pub comment_burst: f64,
+    /// Longest comment text, in bytes.
+    pub max_comment_bytes: usize,
+    /// Number of chat rooms a broadcast may have (rooms are `0` to `rooms - 1`).
+    pub rooms: u64,
+    /// Longest gift client id, in bytes.
+    pub max_client_id_bytes: usize,
+    /// How long a finished source's last total is kept so that the same source returning
+    /// (a child relay reconnecting) continues its count instead of adding it twice.
+    pub source_retention: Duration,
+}
+
+impl Default for InteractConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(100),
+            like_rate: 20.0,
+            like_burst: 100.0,
+            comment_rate: 1.0,
+            comment_burst: 5.0,
+            max_comment_bytes: 500,
+            rooms: 100_000,
+            max_client_id_bytes: 64,
+            source_retention: Duration::from_secs(60),
+        }
+    }
+}

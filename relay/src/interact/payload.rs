@@ -1,0 +1,268 @@
+//! Interaction object payloads. Every integer is a MoQT varint; every string is a varint
+//! length followed by that many bytes. Decoding takes one whole object payload: a payload
+//! that ends early or has bytes left over is [`Refusal::Malformed`].
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use banyan_moq::coding::{decode_varint, encode_varint};
+
+use super::Refusal;
+
+/// Up-track object type: a cumulative like count.
+pub const TYPE_LIKE: u64 = 0x1;
+/// Up-track object type: a chat comment.
+pub const TYPE_COMMENT: u64 = 0x2;
+/// Up-track object type: a gift.
+pub const TYPE_GIFT: u64 = 0x3;
+
+/// One object on an `interact` track (viewer → edge, relay → parent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Up {
+    /// The sender's cumulative likes since `source` started; a later object carries a total
+    /// at least as large, so a lost datagram loses nothing once a later one arrives.
+    Like {
+        /// The sender's random 62-bit source id, stable across its reconnections.
+        source: u64,
+        /// Likes counted by the source so far.
+        total: u64,
+    },
+    /// A comment for one chat room, raw bytes as received (see [`super::viewer`] for checks).
+    Comment {
+        /// The room, as assigned by the control plane (`chat_room`).
+        room: Bytes,
+        /// The text; must be UTF-8.
+        text: Bytes,
+    },
+    /// A gift; `client_id` makes retries idempotent.
+    Gift {
+        /// The sender's id for this gift, reused on every retry.
+        client_id: Bytes,
+        /// Application-defined gift kind.
+        kind: u64,
+        /// How many of `kind`.
+        amount: u64,
+    },
+}
+
+impl Up {
+    /// Decode one whole object payload.
+    pub fn decode(mut payload: Bytes) -> Result<Self, Refusal> {
+        let buf = &mut payload;
+        let message = match varint(buf)? {
+            TYPE_LIKE => Up::Like {
+                source: varint(buf)?,
+                total: varint(buf)?,
+            },
+            TYPE_COMMENT => Up::Comment {
+                room: string(buf)?,
+                text: string(buf)?,
+            },
+            TYPE_GIFT => Up::Gift {
+                client_id: string(buf)?,
+                kind: varint(buf)?,
+                amount: varint(buf)?,
+            },
+            _ => return Err(Refusal::Malformed),
+        };
+        if buf.has_remaining() {
+            return Err(Refusal::Malformed);
+        }
+        Ok(message)
+    }
+
+    /// Encode as one object payload.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        match self {
+            Up::Like { source, total } => {
+                encode_varint(TYPE_LIKE, &mut buf);
+                encode_varint(*source, &mut buf);
+                encode_varint(*total, &mut buf);
+            }
+            Up::Comment { room, text } => {
+                encode_varint(TYPE_COMMENT, &mut buf);
+                put_string(room, &mut buf);
+                put_string(text, &mut buf);
+            }
+            Up::Gift {
+                client_id,
+                kind,
+                amount,
+            } => {
+                encode_varint(TYPE_GIFT, &mut buf);
+                put_string(client_id, &mut buf);
+                encode_varint(*kind, &mut buf);
+                encode_varint(*amount, &mut buf);
+            }
+        }
+        buf.freeze()
+    }
+}
+
+/// One object on a `chat/<room>` track (origin → everyone). The group id is the comment's
+/// sequence number in its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatObject {
+    /// When the edge accepted the comment, milliseconds since the Unix epoch.
+    pub accepted_ms: u64,
+    /// The comment text (valid UTF-8).
+    pub text: String,
+}
+
+impl ChatObject {
+    /// Encode as one object payload.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_varint(self.accepted_ms, &mut buf);
+        put_string(self.text.as_bytes(), &mut buf);
+        buf.freeze()
+    }
+
+    /// Decode one whole object payload.
+    pub fn decode(mut payload: Bytes) -> Result<Self, Refusal> {
+        let accepted_ms = varint(&mut payload)?;
+        let text = string(&mut payload)?;
+        if payload.has_remaining() {
+            return Err(Refusal::Malformed);
+        }
+        let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+        Ok(Self { accepted_ms, text })
+    }
+}
+
+/// Encode a `likes` track object: the broadcast's cumulative like total.
+pub fn encode_total(total: u64) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_varint(total, &mut buf);
+    buf.freeze()
+}
+
+/// Decode a `likes` track object.
+pub fn decode_total(mut payload: Bytes) -> Result<u64, Refusal> {
+    let total = varint(&mut payload)?;
+    if payload.has_remaining() {
+        return Err(Refusal::Malformed);
+    }
+    Ok(total)
+}
+
+fn varint(buf: &mut Bytes) -> Result<u64, Refusal> {
+    decode_varint(buf).map_err(|_| Refusal::Malformed)
+}
+
+fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
+    let len = varint(buf)?;
+    let len = usize::try_from(len).map_err(|_| Refusal::Malformed)?;
+    if len > buf.remaining() {
+        return Err(Refusal::Malformed);
+    }
+    Ok(buf.split_to(len))
+}
+
+fn put_string(value: &[u8], buf: &mut BytesMut) {
+    encode_varint(value.len() as u64, buf);
+    buf.put_slice(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Up> {
+        vec![
+            Up::Like {
+                source: 0x3fff_ffff_ffff_ffff,
+                total: 0,
+            },
+            Up::Like {
+                source: 7,
+                total: 1_000_000,
+            },
+            Up::Comment {
+                room: Bytes::from_static(b"12"),
+                text: Bytes::from("héllo"),
+            },
+            Up::Comment {
+                room: Bytes::new(),
+                text: Bytes::new(),
+            },
+            Up::Gift {
+                client_id: Bytes::from_static(b"c-1"),
+                kind: 3,
+                amount: 10,
+            },
+        ]
+    }
+
+    #[test]
+    fn up_round_trips() {
+        for message in samples() {
+            assert_eq!(Up::decode(message.encode()), Ok(message));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_any_suffix_is_malformed() {
+        for message in samples() {
+            let bytes = message.encode();
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    Up::decode(bytes.slice(..cut)),
+                    Err(Refusal::Malformed),
+                    "{message:?} cut at {cut}"
+                );
+            }
+            let mut longer = BytesMut::from(&bytes[..]);
+            longer.put_u8(0);
+            assert_eq!(Up::decode(longer.freeze()), Err(Refusal::Malformed));
+        }
+    }
+
+    #[test]
+    fn unknown_type_and_huge_length_are_malformed() {
+        assert_eq!(
+            Up::decode(Bytes::from_static(&[0x09, 0x00])),
+            Err(Refusal::Malformed)
+        );
+        // A comment whose room claims 2^62-1 bytes.
+        let mut buf = BytesMut::new();
+        encode_varint(TYPE_COMMENT, &mut buf);
+        encode_varint((1 << 62) - 1, &mut buf);
+        assert_eq!(Up::decode(buf.freeze()), Err(Refusal::Malformed));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // Every 1- and 2-byte input, and a deterministic spread of longer ones.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..64usize {
+            for _ in 0..256 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                let _ = Up::decode(Bytes::from(bytes.clone()));
+                let _ = ChatObject::decode(Bytes::from(bytes.clone()));
+                let _ = decode_total(Bytes::from(bytes));
+            }
+        }
+    }
+
+    #[test]
+    fn down_objects_round_trip() {
+        let chat = ChatObject {
+            accepted_ms: 1_700_000_000_000,
+            text: "hi 👋".into(),
+        };
+        assert_eq!(ChatObject::decode(chat.encode()), Ok(chat));
+        assert_eq!(decode_total(encode_total(123_456_789)), Ok(123_456_789));
+        let mut bad = BytesMut::new();
+        encode_varint(1, &mut bad);
+        put_string(&[0xff, 0xfe], &mut bad);
+        assert_eq!(ChatObject::decode(bad.freeze()), Err(Refusal::InvalidUtf8));
+    }
+}

@@ -1,0 +1,359 @@
+//! Admission of one publisher's `interact` track: every object is parsed, checked against
+//! size, encoding and room rules, and charged to the publisher's token buckets.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::payload::Up;
+use super::{InteractConfig, Refusal};
+
+/// A token bucket driven by the caller's clock.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket refilling at `rate` per second up to `burst`.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            rate,
+            burst,
+            last: now,
+        }
+    }
+
+    /// Take up to `wanted` whole tokens at `now`; returns how many were granted.
+    pub fn take(&mut self, now: Instant, wanted: u64) -> u64 {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = self.last.max(now);
+        // `tokens` is within [0, burst], so the cast cannot overflow for any sane burst.
+        let granted = wanted.min(self.tokens.floor().max(0.0) as u64);
+        self.tokens -= granted as f64;
+        granted
+    }
+}
+
+/// What an admitted object asks the relay to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// The publisher's accepted cumulative likes under `source` (likes refused by the rate
+    /// limit are subtracted for good, so the total never runs ahead of the limit).
+    Like {
+        /// The publication's source id.
+        source: u64,
+        /// Accepted likes so far.
+        total: u64,
+        /// Likes in this object refused by the rate limit (counted as `rate_limited`).
+        refused: u64,
+    },
+    /// A checked comment for a room.
+    Comment {
+        /// The room number.
+        room: u64,
+        /// The text.
+        text: String,
+    },
+    /// A checked gift.
+    Gift {
+        /// The sender's id for this gift.
+        client_id: Bytes,
+        /// Gift kind.
+        kind: u64,
+        /// Amount, at least 1.
+        amount: u64,
+    },
+}
+
+/// One publication of an `interact` track and its limits.
+#[derive(Debug)]
+pub struct Publisher {
+    config: InteractConfig,
+    likes: Option<TokenBucket>,
+    messages: Option<TokenBucket>,
+    source: Option<u64>,
+    /// The largest total the publisher claimed.
+    claimed: u64,
+    /// Likes refused by the rate limit so far.
+    refused: u64,
+}
+
+impl Publisher {
+    /// A viewer's publication, rate limited per `config`.
+    pub fn viewer(config: &InteractConfig, now: Instant) -> Self {
+        Self {
+            likes: Some(TokenBucket::new(config.like_rate, config.like_burst, now)),
+            messages: Some(TokenBucket::new(config.comment_rate, config.comment_burst, now)),
+            ..Self::relay(config)
+        }
+    }
+
+    /// A child relay's publication: it already enforced its viewers' rates, so only the size,
+    /// encoding and room rules apply.
+    pub fn relay(config: &InteractConfig) -> Self {
+        Self {
+            config: config.clone(),
+            likes: None,
+            messages: None,
+            source: None,
+            claimed: 0,
+            refused: 0,
+        }
+    }
+
+    /// The source id this publication sends likes under, once it sent one.
+    pub fn source(&self) -> Option<u64> {
+        self.source
+    }
+
+    /// Parse and check one object payload received at `now`.
+    pub fn admit(&mut self, now: Instant, payload: Bytes) -> Result<Admitted, Refusal> {
+        match Up::decode(payload)? {
+            Up::Like { source, total } => self.like(now, source, total),
+            Up::Comment { room, text } => {
+                self.charge(now)?;
+                if text.len() > self.config.max_comment_bytes {
+                    return Err(Refusal::TooLarge);
+                }
+                let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+                let room = parse_room(&room, self.config.rooms)?;
+                Ok(Admitted::Comment { room, text })
+            }
+            Up::Gift {
+                client_id,
+                kind,
+                amount,
+            } => {
+                self.charge(now)?;
+                if client_id.len() > self.config.max_client_id_bytes {
+                    return Err(Refusal::TooLarge);
+                }
+                if client_id.is_empty() || amount == 0 {
+                    return Err(Refusal::Malformed);
+                }
+                Ok(Admitted::Gift {
+                    client_id,
+                    kind,
+                    amount,
+                })
+            }
+        }
+    }
+
+    fn like(&mut self, now: Instant, source: u64, total: u64) -> Result<Admitted, Refusal> {
+        match self.source {
+            Some(bound) if bound != source => return Err(Refusal::Malformed),
+            _ => self.source = Some(source),
+        }
+        let mut refused = 0;
+        if total > self.claimed {
+            let added = total - self.claimed;
+            let granted = match &mut self.likes {
+                Some(bucket) => bucket.take(now, added),
+                None => added,
+            };
+            refused = added - granted;
+            self.refused += refused;
+            self.claimed = total;
+        }
+        Ok(Admitted::Like {
+            source,
+            total: self.claimed - self.refused,
+            refused,
+        })
+    }
+
+    fn charge(&mut self, now: Instant) -> Result<(), Refusal> {
+        let granted = self.messages.as_mut().map_or(1, |bucket| bucket.take(now, 1));
+        if granted == 0 {
+            return Err(Refusal::RateLimited);
+        }
+        Ok(())
+    }
+}
+
+/// A room is a decimal number without leading zeros below `rooms`, as the control plane
+/// assigns them (`chat_room`); anything else names a room nobody could have been given.
+pub fn parse_room(room: &[u8], rooms: u64) -> Result<u64, Refusal> {
+    let text = std::str::from_utf8(room).map_err(|_| Refusal::InvalidUtf8)?;
+    let canonical = !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit());
+    match text.parse::<u64>() {
+        Ok(number) if canonical && number < rooms && number.to_string() == text => Ok(number),
+        _ => Err(Refusal::BadRoom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> InteractConfig {
+        InteractConfig {
+            like_rate: 10.0,
+            like_burst: 20.0,
+            comment_rate: 1.0,
+            comment_burst: 2.0,
+            max_comment_bytes: 16,
+            rooms: 10,
+            ..InteractConfig::default()
+        }
+    }
+
+    fn like(source: u64, total: u64) -> Bytes {
+        Up::Like { source, total }.encode()
+    }
+
+    fn comment(room: &[u8], text: &[u8]) -> Bytes {
+        Up::Comment {
+            room: Bytes::copy_from_slice(room),
+            text: Bytes::copy_from_slice(text),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_like_flood_is_cut_to_the_bucket_and_stays_cut() {
+        let start = Instant::now();
+        let mut viewer = Publisher::viewer(&config(), start);
+        // Claims 1000 likes at once: the burst of 20 passes, 980 are refused for good.
+        assert_eq!(
+            viewer.admit(start, like(5, 1000)),
+            Ok(Admitted::Like {
+                source: 5,
+                total: 20,
+                refused: 980
+            })
+        );
+        // One second later 10 more tokens: the next 10 claimed likes pass.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(
+            viewer.admit(later, like(5, 1010)),
+            Ok(Admitted::Like {
+                source: 5,
+                total: 30,
+                refused: 0
+            })
+        );
+        // Old totals (lost and late datagrams) change nothing.
+        assert_eq!(
+            viewer.admit(later, like(5, 400)),
+            Ok(Admitted::Like {
+                source: 5,
+                total: 30,
+                refused: 0
+            })
+        );
+    }
+
+    #[test]
+    fn likes_within_the_rate_all_count() {
+        let start = Instant::now();
+        let mut viewer = Publisher::viewer(&config(), start);
+        let mut last = None;
+        for i in 1..=100u64 {
+            // 10 likes/s, one every 100 ms.
+            last = Some(viewer.admit(start + Duration::from_millis(100 * i), like(1, i)));
+        }
+        assert_eq!(
+            last,
+            Some(Ok(Admitted::Like {
+                source: 1,
+                total: 100,
+                refused: 0
+            }))
+        );
+    }
+
+    #[test]
+    fn a_publication_cannot_switch_source() {
+        let now = Instant::now();
+        let mut viewer = Publisher::viewer(&config(), now);
+        viewer.admit(now, like(1, 1)).unwrap();
+        assert_eq!(viewer.admit(now, like(2, 1)), Err(Refusal::Malformed));
+    }
+
+    #[test]
+    fn comments_are_checked_in_order_size_encoding_room_rate() {
+        let now = Instant::now();
+        let mut relay = Publisher::relay(&config());
+        assert_eq!(
+            relay.admit(now, comment(b"3", "ok ✓".as_bytes())),
+            Ok(Admitted::Comment {
+                room: 3,
+                text: "ok ✓".into()
+            })
+        );
+        assert_eq!(
+            relay.admit(now, comment(b"3", &[b'a'; 17])),
+            Err(Refusal::TooLarge)
+        );
+        assert_eq!(
+            relay.admit(now, comment(b"3", &[0xc3, 0x28])),
+            Err(Refusal::InvalidUtf8)
+        );
+        for forged in [
+            &b"10"[..],
+            b"03",
+            b"",
+            b"-1",
+            b"1 ",
+            b"room",
+            b"99999999999999999999999",
+            &[0xff],
+        ] {
+            assert!(
+                matches!(
+                    relay.admit(now, comment(forged, b"x")),
+                    Err(Refusal::BadRoom | Refusal::InvalidUtf8)
+                ),
+                "room {forged:?}"
+            );
+        }
+        assert_eq!(
+            relay.admit(now, Bytes::from_static(&[0x02, 0x05])),
+            Err(Refusal::Malformed)
+        );
+    }
+
+    #[test]
+    fn a_comment_flood_is_refused_after_the_burst() {
+        let start = Instant::now();
+        let mut viewer = Publisher::viewer(&config(), start);
+        let results: Vec<_> = (0..5)
+            .map(|_| viewer.admit(start, comment(b"0", b"spam")).is_ok())
+            .collect();
+        assert_eq!(results, [true, true, false, false, false]);
+        assert_eq!(
+            viewer.admit(start, comment(b"0", b"spam")),
+            Err(Refusal::RateLimited)
+        );
+        let later = start + Duration::from_secs(1);
+        assert!(viewer.admit(later, comment(b"0", b"back")).is_ok());
+    }
+
+    #[test]
+    fn gifts_need_an_id_and_an_amount() {
+        let now = Instant::now();
+        let mut relay = Publisher::relay(&config());
+        let gift = |id: &[u8], amount| {
+            Up::Gift {
+                client_id: Bytes::copy_from_slice(id),
+                kind: 1,
+                amount,
+            }
+            .encode()
+        };
+        assert!(relay.admit(now, gift(b"g1", 5)).is_ok());
+        assert_eq!(relay.admit(now, gift(b"", 5)), Err(Refusal::Malformed));
+        assert_eq!(relay.admit(now, gift(b"g1", 0)), Err(Refusal::Malformed));
+        assert_eq!(relay.admit(now, gift(&[b'x'; 65], 1)), Err(Refusal::TooLarge));
+    }
+}
