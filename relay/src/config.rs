@@ -215,6 +215,20 @@ pub struct RelayConfig {
     #[serde(with = "serde_duration")]
     pub namespace_wait: Duration,
 
+    /// How long likes are summed before a new cumulative total goes to the parent (or, at
+    /// the origin, onto the `likes` track) (e.g. 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "serde_duration")]
+    pub like_window: Duration,
+
+    /// Sustained likes per second one viewer may add (its token bucket allows 5 s of them at once).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub like_rate: u32,
+
+    /// Sustained comments per second one viewer may send (bursts of 5 s of them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub comment_rate: u32,
+
     /// Let a second publisher of a live namespace replace the first (the first gets an error)
     /// instead of being refused.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
@@ -869,6 +883,10 @@ mod tests {
         assert_eq!((c.cache_groups, c.cache_bytes), (4, 256 << 20));
         assert_eq!(c.max_lag_groups, 2);
         assert_eq!(c.namespace_wait, Duration::from_secs(5));
+        assert_eq!(
+            (c.like_window, c.like_rate, c.comment_rate),
+            (Duration::from_millis(100), 20, 1)
+        );
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.log, "info");
         assert!(c.upstream.is_empty());

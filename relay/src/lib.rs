@@ -23,8 +23,9 @@
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
 //! - [`metrics`]: counters in atomics and their Prometheus text rendering.
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`.
-//! - [`interact`]: likes, comments and gifts: payloads, cumulative like sums, per-viewer
-//!   admission (rate, size, UTF-8, room); see `docs/interactions.md`.
+//! - [`interact`]: likes and comments up and down the tree: viewers' `interact` tracks,
+//!   per-viewer admission (rate, size, UTF-8, room), cumulative like sums forwarded to the
+//!   parent, the origin's `likes` and `chat/<room>` tracks; see `docs/interactions.md`.
 
 pub mod auth;
 pub mod cache;

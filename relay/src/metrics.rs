@@ -211,6 +211,12 @@ pub struct Metrics {
     pub auth_failures: Counter,
     /// Requests refused, by reason ([`RefuseReason`]).
     requests_refused: [Counter; 6],
+    /// Likes added to this relay's sums (accepted from viewers or child relays).
+    pub likes_in: Counter,
+    /// Comments accepted.
+    pub comments_in: Counter,
+    /// Interaction objects refused, by [`crate::interact::Refusal`].
+    interact_refused: [Counter; 5],
     /// Delay from receiving an object to writing its first byte downstream.
     pub forward_delay: Histogram,
 }
@@ -239,6 +245,20 @@ impl Metrics {
         if let Some(c) = self.requests_refused.get(reason.index()) {
             c.inc();
         }
+    }
+
+    /// Count a refused interaction.
+    pub fn interact_refuse(&self, refusal: crate::interact::Refusal) {
+        if let Some(c) = self.interact_refused.get(refusal as usize) {
+            c.inc();
+        }
+    }
+
+    /// Interactions refused as `refusal` so far.
+    pub fn interact_refused(&self, refusal: crate::interact::Refusal) -> u64 {
+        self.interact_refused
+            .get(refusal as usize)
+            .map_or(0, Counter::get)
     }
 
     /// Requests refused for `reason` so far.
@@ -378,6 +398,25 @@ impl Metrics {
         for reason in RefuseReason::ALL {
             let labels = format!("{{reason=\"{}\"}}", reason.label());
             w.sample("requests_refused_total", &labels, self.refused(reason));
+        }
+        w.counter(
+            "likes_in_total",
+            "Likes added to this relay's sums.",
+            self.likes_in.get(),
+        );
+        w.counter("comments_in_total", "Comments accepted.", self.comments_in.get());
+        w.family(
+            "interactions_refused_total",
+            "counter",
+            "Interaction objects refused, by reason.",
+        );
+        for refusal in crate::interact::Refusal::ALL {
+            let labels = format!("{{reason=\"{}\"}}", refusal.label());
+            w.sample(
+                "interactions_refused_total",
+                &labels,
+                self.interact_refused(refusal),
+            );
         }
 
         let name = "forward_delay_seconds";

@@ -24,6 +24,8 @@ use crate::config::RelayConfig;
 use crate::forward::ForwardConfig;
 use crate::heartbeat::{self, HeartbeatConfig, Reporter};
 use crate::http::{self, HttpState};
+use crate::interact::hub::Hub;
+use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::session::{SessionHandler, SessionLimits, Shared};
@@ -91,9 +93,23 @@ impl Relay {
             CacheBudget::new(config.cache_bytes),
             metrics.clone(),
         );
+        let interact = Hub::new(
+            InteractConfig {
+                window: config.like_window,
+                like_rate: f64::from(config.like_rate),
+                like_burst: f64::from(config.like_rate) * 5.0,
+                comment_rate: f64::from(config.comment_rate),
+                comment_burst: f64::from(config.comment_rate) * 5.0,
+                ..InteractConfig::default()
+            },
+            tracks.clone(),
+            origins.clone(),
+            metrics.clone(),
+        );
         let shared = Arc::new(Shared {
             origins,
             tracks,
+            interact,
             metrics,
             auth,
             limits: SessionLimits {

@@ -19,6 +19,7 @@ use banyan_moq::session::{
 use crate::auth::{Action, AuthError, Authenticator, Claims};
 use crate::cache::Start;
 use crate::forward::{forward, ForwardConfig};
+use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::origin::Origins;
 use crate::track::{Track, TrackState, Tracks};
@@ -30,6 +31,8 @@ pub struct Shared {
     pub origins: Arc<Origins>,
     /// Tracks and their caches.
     pub tracks: Arc<Tracks>,
+    /// Likes, comments and gifts per broadcast.
+    pub interact: Arc<Hub>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Token verification; `None` runs without auth (`--insecure-no-auth`).
@@ -243,6 +246,12 @@ impl SessionHandler {
             Request::PublishNamespace(r) => {
                 (&r.message.parameters, Action::Publish, &r.message.track_namespace)
             }
+            // A viewer may publish interactions for a broadcast it may watch.
+            Request::Publish(r) if r.message.track_name.as_bytes().as_ref() == INTERACT => (
+                &r.message.parameters,
+                Action::Subscribe,
+                &r.message.track_namespace,
+            ),
             Request::Publish(r) => (&r.message.parameters, Action::Publish, &r.message.track_namespace),
             Request::Fetch(r) => match &r.message.fetch_type {
                 FetchType::Standalone(range) => {
@@ -277,6 +286,7 @@ impl SessionHandler {
                     .await
             }
         };
+        self.shared.interact.prepare(&name);
         let guard = self.shared.tracks.subscribe(name, &path);
         let track = guard.track().clone();
         // A relay asking for a track this relay gets from that very relay (or from one on the
@@ -486,6 +496,11 @@ impl SessionHandler {
 
     async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
+        if message.track_name.as_bytes().as_ref() == INTERACT {
+            // Relays declare a Hop ID; their publications carry already-limited sums.
+            let from_relay = self.session.peer_setup().hop_id.is_some();
+            return self.shared.interact.clone().serve(request, from_relay).await;
+        }
         let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
             Ok(name) => name,
             Err(e) => {

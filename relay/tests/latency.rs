@@ -15,11 +15,10 @@ mod common;
 
 use std::time::Duration;
 
-use banyan_moq::session::{ClientOptions, Session, Subscription, TrackEvent};
-use banyan_tests::impair::{Impairment, Proxy, ProxyConfig};
+use banyan_moq::session::{Subscription, TrackEvent};
+use banyan_tests::impair::{Impairment, Proxy};
 use common::live::{check_stamped, now_us, percentile, Live, LivePublisher};
-use common::{relay, subscribe_msg, within, TestRelay};
-use url::Url;
+use common::{connect_via, impaired, relay, subscribe_msg, within, TestRelay};
 
 const LINK_DELAY: Duration = Duration::from_millis(20);
 const BUDGET_MS: f64 = 250.0;
@@ -31,25 +30,7 @@ async fn link(relay: &TestRelay, loss: f64, seed: u64) -> Proxy {
         loss,
         ..Impairment::default()
     };
-    let config = ProxyConfig {
-        client_to_server: impairment.clone(),
-        server_to_client: impairment,
-        seed,
-        ..ProxyConfig::new(relay.addr)
-    };
-    Proxy::start(config).await.unwrap()
-}
-
-/// A session to `relay` through `proxy`.
-async fn connect_via(relay: &TestRelay, proxy: &Proxy) -> Session {
-    let url = Url::parse(&format!("moqt://localhost:{}/", proxy.local_addr().port())).unwrap();
-    let (session, driver) = relay
-        .client()
-        .connect(&url, ClientOptions::default())
-        .await
-        .expect("connect through the proxy");
-    tokio::spawn(driver.run());
-    session
+    impaired(relay, impairment, seed).await
 }
 
 /// Latencies (µs) of every object received until PUBLISH_DONE.

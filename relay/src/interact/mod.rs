@@ -1,7 +1,7 @@
 //! Interactions: likes, comments and gifts carried over the MoQT tree (see `docs/interactions.md`).
 //!
-//! This module is the relay's interaction logic without sockets or clocks: callers feed
-//! payloads and `now`, and read back verdicts and what to send. Sessions wire it to tracks.
+//! [`payload`], [`likes`] and [`viewer`] are the logic without sockets or clocks: callers feed
+//! payloads and `now`, and read back verdicts and what to send; [`hub`] wires them to sessions.
 //!
 //! # Module map
 //! - [`payload`]: the wire format of interaction objects (`interact` track up, `likes`,
@@ -9,7 +9,10 @@
 //! - [`likes`]: cumulative like counters per source, summed without double counting, and the
 //!   aggregation window that decides when a new total goes out.
 //! - [`viewer`]: per-publisher admission: token buckets, size limits, UTF-8 and room checks.
+//! - [`hub`]: per-broadcast state wired to sessions and tracks: the origin's `likes` and
+//!   `chat/<room>` tracks, an edge's `interact` publication to its parent.
 
+pub mod hub;
 pub mod likes;
 pub mod payload;
 pub mod viewer;
@@ -48,15 +51,15 @@ impl Refusal {
         Refusal::Malformed,
     ];
 
-    /// The application error code the relay resets a viewer's stream with (documented in
-    /// `docs/interactions.md`).
+    /// The code the relay stops a viewer's stream with (STOP_SENDING; documented in
+    /// `docs/interactions.md`), above the codes draft-18 assigns to streams.
     pub const fn code(self) -> u64 {
         match self {
-            Refusal::RateLimited => 0x1,
-            Refusal::TooLarge => 0x2,
-            Refusal::InvalidUtf8 => 0x3,
-            Refusal::BadRoom => 0x4,
-            Refusal::Malformed => 0x5,
+            Refusal::RateLimited => 0x1001,
+            Refusal::TooLarge => 0x1002,
+            Refusal::InvalidUtf8 => 0x1003,
+            Refusal::BadRoom => 0x1004,
+            Refusal::Malformed => 0x1005,
         }
     }
 

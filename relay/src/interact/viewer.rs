@@ -1,5 +1,6 @@
 //! Admission of one publisher's `interact` track: every object is parsed, checked against
-//! size, encoding and room rules, and charged to the publisher's token buckets.
+//! size, encoding and room rules, and then (only if valid, so each refusal names the real
+//! fault) charged to the publisher's token buckets.
 
 use std::time::Instant;
 
@@ -117,12 +118,12 @@ impl Publisher {
         match Up::decode(payload)? {
             Up::Like { source, total } => self.like(now, source, total),
             Up::Comment { room, text } => {
-                self.charge(now)?;
                 if text.len() > self.config.max_comment_bytes {
                     return Err(Refusal::TooLarge);
                 }
                 let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
                 let room = parse_room(&room, self.config.rooms)?;
+                self.charge(now)?;
                 Ok(Admitted::Comment { room, text })
             }
             Up::Gift {
@@ -130,13 +131,13 @@ impl Publisher {
                 kind,
                 amount,
             } => {
-                self.charge(now)?;
                 if client_id.len() > self.config.max_client_id_bytes {
                     return Err(Refusal::TooLarge);
                 }
                 if client_id.is_empty() || amount == 0 {
                     return Err(Refusal::Malformed);
                 }
+                self.charge(now)?;
                 Ok(Admitted::Gift {
                     client_id,
                     kind,

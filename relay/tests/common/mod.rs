@@ -218,3 +218,30 @@ pub async fn within<F: std::future::Future>(what: &str, secs: u64, f: F) -> F::O
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// A UDP impairment proxy in front of `relay`, impairing both directions alike.
+pub async fn impaired(
+    relay: &TestRelay,
+    impairment: banyan_tests::impair::Impairment,
+    seed: u64,
+) -> banyan_tests::impair::Proxy {
+    let config = banyan_tests::impair::ProxyConfig {
+        client_to_server: impairment.clone(),
+        server_to_client: impairment,
+        seed,
+        ..banyan_tests::impair::ProxyConfig::new(relay.addr)
+    };
+    banyan_tests::impair::Proxy::start(config).await.unwrap()
+}
+
+/// A raw QUIC session to `relay` through `proxy` (driver spawned).
+pub async fn connect_via(relay: &TestRelay, proxy: &banyan_tests::impair::Proxy) -> Session {
+    let url = Url::parse(&format!("moqt://localhost:{}/", proxy.local_addr().port())).unwrap();
+    let (session, driver) = relay
+        .client()
+        .connect(&url, ClientOptions::default())
+        .await
+        .expect("connect through the proxy");
+    tokio::spawn(driver.run());
+    session
+}

@@ -1,0 +1,492 @@
+//! The relay's interaction state per broadcast, wired to sessions and tracks.
+//!
+//! At the broadcast's origin (its namespace is published here, or this relay has no
+//! parents) accepted likes are summed and written once per window to the local `likes`
+//! track, and comments to `chat/<room>`, tracks that flow down the tree like video. Elsewhere
+//! the relay publishes its own `interact` track to a parent: its sum as a LIKE datagram every
+//! window and each accepted comment on a stream.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use banyan_moq::coding::{FullTrackName, RequestErrorCode, StreamResetCode, TrackName, TrackNamespace};
+use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
+use banyan_moq::message::{HopPath, Message, Parameters, Publish, RequestOk};
+use banyan_moq::session::{Error as SessionError, PublishRequest, SubgroupReader, TrackEvent, TrackWriter};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::likes::LikeSum;
+use super::payload::{encode_total, ChatObject, Up};
+use super::viewer::{parse_room, Admitted, Publisher};
+use super::{InteractConfig, Refusal};
+use crate::metrics::Metrics;
+use crate::origin::Origins;
+use crate::track::{Track, Tracks};
+
+/// The up track's name.
+pub const INTERACT: &[u8] = b"interact";
+/// The origin's like total track.
+pub const LIKES: &[u8] = b"likes";
+/// The prefix of the origin's per-room chat tracks.
+pub const CHAT_PREFIX: &[u8] = b"chat/";
+
+/// Comments per `chat/<room>` group: comment `seq` is object `seq % CHAT_GROUP` of group
+/// `seq / CHAT_GROUP`, so a busy room opens few groups (fan-out skips subscribers that lag by
+/// groups) and a joiner's first group already holds recent history.
+pub const CHAT_GROUP: u64 = 64;
+
+/// Most broadcasts with interaction state at one relay.
+const MAX_BROADCASTS: usize = 10_000;
+/// Comments queued for a parent before new ones are refused as rate limited.
+const UPSTREAM_QUEUE: usize = 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Interaction state for every broadcast at this relay.
+#[derive(Debug)]
+pub struct Hub {
+    config: InteractConfig,
+    tracks: Arc<Tracks>,
+    origins: Arc<Origins>,
+    metrics: Arc<Metrics>,
+    /// This relay's like source id towards its parents.
+    source: u64,
+    broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
+}
+
+#[derive(Debug)]
+struct Broadcast {
+    namespace: TrackNamespace,
+    likes: Mutex<LikeSum>,
+    role: Role,
+}
+
+#[derive(Debug)]
+struct Room {
+    track: Arc<Track>,
+    /// The next comment's sequence number in the room.
+    next: u64,
+    /// The open subgroup of the current group.
+    open: Option<Arc<crate::cache::Subgroup>>,
+}
+
+#[derive(Debug)]
+enum Role {
+    /// This relay publishes the broadcast's down tracks.
+    Origin {
+        likes: Arc<Track>,
+        likes_group: AtomicU64,
+        /// Room → its track and where the next comment goes.
+        rooms: Mutex<HashMap<u64, Room>>,
+    },
+    /// This relay forwards to a parent.
+    Edge { comments: mpsc::Sender<Bytes> },
+}
+
+impl Hub {
+    /// A hub with no broadcasts yet.
+    pub fn new(
+        config: InteractConfig,
+        tracks: Arc<Tracks>,
+        origins: Arc<Origins>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // Distinct per relay process: the clock mixed with the process id, kept to 62 bits.
+        let source =
+            ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 2;
+        Arc::new(Self {
+            config,
+            tracks,
+            origins,
+            metrics,
+            source,
+            broadcasts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `name` is an interaction track (`interact`, `likes`, `chat/<room>`).
+    pub fn is_down_track(name: &TrackName) -> bool {
+        let bytes = name.as_bytes();
+        bytes.as_ref() == LIKES || bytes.starts_with(CHAT_PREFIX)
+    }
+
+    /// Before a SUBSCRIBE or FETCH for `name`: at the broadcast's origin, make sure the local
+    /// interaction track exists so the request finds it rather than asking the publisher.
+    pub fn prepare(self: &Arc<Self>, name: &FullTrackName) {
+        if !Self::is_down_track(&name.name) || !self.is_origin(&name.namespace) {
+            return;
+        }
+        let Some(broadcast) = self.broadcast(&name.namespace) else {
+            return;
+        };
+        let bytes = name.name.as_bytes();
+        if let Some(room) = bytes.strip_prefix(CHAT_PREFIX) {
+            if let Ok(room) = parse_room(room, self.config.rooms) {
+                self.room(&broadcast, room);
+            }
+        }
+    }
+
+    /// Serve a viewer's (or child relay's) PUBLISH of an `interact` track until it ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        request: PublishRequest,
+        from_relay: bool,
+    ) -> Result<(), SessionError> {
+        let namespace = request.message.track_namespace.clone();
+        let Some(broadcast) = self.broadcast(&namespace) else {
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many broadcasts with interactions",
+                )
+                .await;
+        };
+        let mut subscription = request.accept(RequestOk::default()).await?;
+        let mut publisher = if from_relay {
+            Publisher::relay(&self.config)
+        } else {
+            Publisher::viewer(&self.config, Instant::now())
+        };
+        let (objects, mut received) =
+            mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
+        let mut attached = None;
+        let result = loop {
+            tokio::select! {
+                event = subscription.next() => match event {
+                    Ok(Some(TrackEvent::Datagram(datagram))) => {
+                        // A refused like datagram is dropped; `apply` counts it.
+                        let _ = self.apply(&broadcast, &mut publisher, &mut attached, datagram.payload);
+                    }
+                    Ok(Some(TrackEvent::Subgroup(reader))) => {
+                        tokio::spawn(read_subgroup(reader, objects.clone()));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                },
+                Some((payload, reply)) = received.recv() => {
+                    if let Err(refusal) = self.apply(&broadcast, &mut publisher, &mut attached, payload) {
+                        if let Some(reply) = reply {
+                            let _ = reply.send(refusal);
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(source) = attached {
+            lock(&broadcast.likes).detach(source, Instant::now());
+        }
+        result
+    }
+
+    /// The current like total this relay knows for `namespace` (its subtree's at an edge,
+    /// the broadcast's at the origin).
+    pub fn likes(&self, namespace: &TrackNamespace) -> Option<u64> {
+        let broadcast = lock(&self.broadcasts).get(namespace).cloned()?;
+        let total = lock(&broadcast.likes).total();
+        Some(total)
+    }
+
+    fn apply(
+        &self,
+        broadcast: &Arc<Broadcast>,
+        publisher: &mut Publisher,
+        attached: &mut Option<u64>,
+        payload: Bytes,
+    ) -> Result<(), Refusal> {
+        let admitted = publisher.admit(Instant::now(), payload).inspect_err(|refusal| {
+            self.metrics.interact_refuse(*refusal);
+        })?;
+        match admitted {
+            Admitted::Like {
+                source,
+                total,
+                refused,
+            } => {
+                if refused > 0 {
+                    self.metrics.interact_refuse(Refusal::RateLimited);
+                }
+                let mut likes = lock(&broadcast.likes);
+                if attached.is_none() {
+                    likes.attach(source);
+                    *attached = Some(source);
+                }
+                let before = likes.total();
+                likes.update(source, total);
+                self.metrics.likes_in.add(likes.total().saturating_sub(before));
+                Ok(())
+            }
+            Admitted::Comment { room, text } => {
+                self.metrics.comments_in.inc();
+                match &broadcast.role {
+                    Role::Origin { .. } => {
+                        let accepted_ms = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        self.post(broadcast, room, ChatObject { accepted_ms, text });
+                        Ok(())
+                    }
+                    Role::Edge { comments } => {
+                        let up = Up::Comment {
+                            room: Bytes::from(room.to_string()),
+                            text: Bytes::from(text),
+                        };
+                        comments.try_send(up.encode()).map_err(|_| {
+                            self.metrics.interact_refuse(Refusal::RateLimited);
+                            Refusal::RateLimited
+                        })
+                    }
+                }
+            }
+            // Gifts need the ledger (not built yet): refused rather than silently dropped.
+            Admitted::Gift { .. } => {
+                self.metrics.interact_refuse(Refusal::Malformed);
+                Err(Refusal::Malformed)
+            }
+        }
+    }
+
+    fn post(&self, broadcast: &Broadcast, room: u64, comment: ChatObject) {
+        let Role::Origin { rooms, .. } = &broadcast.role else {
+            return;
+        };
+        let mut rooms = lock(rooms);
+        let room = rooms
+            .entry(room)
+            .or_insert_with(|| self.new_room(&broadcast.namespace, room));
+        let (group, object) = (room.next / CHAT_GROUP, room.next % CHAT_GROUP);
+        if object == 0 {
+            if let Some(done) = room.open.take() {
+                room.track.finish_local(&done);
+            }
+            room.open = room.track.open_local(group);
+        }
+        if let Some(open) = &room.open {
+            room.track.append(open, object, comment.encode());
+            room.next += 1;
+        }
+    }
+
+    fn room(&self, broadcast: &Broadcast, room: u64) {
+        if let Role::Origin { rooms, .. } = &broadcast.role {
+            lock(rooms)
+                .entry(room)
+                .or_insert_with(|| self.new_room(&broadcast.namespace, room));
+        }
+    }
+
+    fn new_room(&self, namespace: &TrackNamespace, room: u64) -> Room {
+        let mut name = CHAT_PREFIX.to_vec();
+        name.extend_from_slice(room.to_string().as_bytes());
+        let track = self.tracks.local(FullTrackName {
+            namespace: namespace.clone(),
+            name: TrackName::new(name),
+        });
+        Room {
+            track,
+            next: 0,
+            open: None,
+        }
+    }
+
+    fn is_origin(&self, namespace: &TrackNamespace) -> bool {
+        self.tracks.parents().is_none() || self.origins.route(namespace).is_some()
+    }
+
+    fn broadcast(self: &Arc<Self>, namespace: &TrackNamespace) -> Option<Arc<Broadcast>> {
+        let mut broadcasts = lock(&self.broadcasts);
+        if let Some(broadcast) = broadcasts.get(namespace) {
+            return Some(broadcast.clone());
+        }
+        if broadcasts.len() >= MAX_BROADCASTS {
+            return None;
+        }
+        let role = if self.is_origin(namespace) {
+            let likes = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(LIKES.to_vec()),
+            });
+            Role::Origin {
+                likes,
+                likes_group: AtomicU64::new(0),
+                rooms: Mutex::new(HashMap::new()),
+            }
+        } else {
+            let (comments, queued) = mpsc::channel(UPSTREAM_QUEUE);
+            tokio::spawn(self.clone().upstream(namespace.clone(), queued));
+            Role::Edge { comments }
+        };
+        let broadcast = Arc::new(Broadcast {
+            namespace: namespace.clone(),
+            likes: Mutex::new(LikeSum::new()),
+            role,
+        });
+        broadcasts.insert(namespace.clone(), broadcast.clone());
+        if let Role::Origin { .. } = broadcast.role {
+            tokio::spawn(self.clone().publish_likes(broadcast.clone()));
+        }
+        Some(broadcast)
+    }
+
+    /// At the origin: once per window, a new `likes` group when the total changed.
+    async fn publish_likes(self: Arc<Self>, broadcast: Arc<Broadcast>) {
+        let Role::Origin {
+            likes, likes_group, ..
+        } = &broadcast.role
+        else {
+            return;
+        };
+        let mut tick = tokio::time::interval(self.config.window);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let total = {
+                let mut sum = lock(&broadcast.likes);
+                sum.expire(Instant::now(), self.config.source_retention);
+                sum.flush()
+            };
+            if let Some(total) = total {
+                let group = likes_group.fetch_add(1, Ordering::Relaxed);
+                likes.append_group(group, encode_total(total));
+            }
+        }
+    }
+
+    /// Off the origin: keep an `interact` publication open to a parent; send the subtree's
+    /// like sum every window (a lost datagram is repaired by the next) and each comment on
+    /// its own stream.
+    async fn upstream(self: Arc<Self>, namespace: TrackNamespace, mut comments: mpsc::Receiver<Bytes>) {
+        let Some(parents) = self.tracks.parents().cloned() else {
+            return;
+        };
+        let mut pending: Option<Bytes> = None;
+        let mut group = 0u64;
+        loop {
+            let publish = Publish {
+                request_id: 0,
+                track_namespace: namespace.clone(),
+                track_name: TrackName::new(INTERACT.to_vec()),
+                track_alias: 0,
+                parameters: Parameters::default(),
+                track_properties: Default::default(),
+            };
+            let opened = parents
+                .request(&namespace, &HopPath::default(), |session, _| {
+                    let publish = publish.clone();
+                    async move {
+                        let mut writer = session.publish(publish).await?;
+                        match writer.next_request().await? {
+                            Some(Message::RequestOk(_)) => Ok(writer),
+                            other => Err(SessionError::InvalidArgument(format!(
+                                "parent refused interact: {other:?}"
+                            ))),
+                        }
+                    }
+                })
+                .await;
+            let writer = match opened {
+                Ok((writer, _parent)) => writer,
+                Err(e) => {
+                    tracing::debug!(error = %e, "interact: no parent yet");
+                    tokio::time::sleep(self.config.window * 10).await;
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .feed(&namespace, writer, &mut comments, &mut pending, &mut group)
+                .await
+            {
+                tracing::info!(error = %e, "interact: parent publication ended");
+            }
+        }
+    }
+
+    async fn feed(
+        &self,
+        namespace: &TrackNamespace,
+        mut writer: TrackWriter,
+        comments: &mut mpsc::Receiver<Bytes>,
+        pending: &mut Option<Bytes>,
+        group: &mut u64,
+    ) -> Result<(), SessionError> {
+        let sender = writer.sender();
+        let mut tick = tokio::time::interval(self.config.window);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Comments go on one stream per publication, so the parent reads them in order.
+        let mut stream = None;
+        let mut object = 0u64;
+        let comment_group = *group;
+        *group += 1;
+        loop {
+            // A comment taken but not yet delivered goes first (again, after a reconnect).
+            if let Some(payload) = pending.clone() {
+                let out = match &mut stream {
+                    Some(out) => out,
+                    None => stream.insert(sender.open_subgroup(comment_group, 0, None, false).await?),
+                };
+                out.write_payload(object, payload).await?;
+                object += 1;
+                *pending = None;
+            }
+            tokio::select! {
+                _ = tick.tick() => {
+                    let total = self.likes(namespace).unwrap_or(0);
+                    if total > 0 {
+                        let datagram = ObjectDatagram {
+                            track_alias: 0,
+                            group_id: *group,
+                            object_id: 0,
+                            publisher_priority: None,
+                            properties: ObjectProperties::default(),
+                            end_of_group: false,
+                            status: ObjectStatus::Normal,
+                            payload: Up::Like { source: self.source, total }.encode(),
+                        };
+                        *group += 1;
+                        sender.send_datagram(datagram)?;
+                    }
+                }
+                comment = comments.recv() => match comment {
+                    Some(payload) => *pending = Some(payload),
+                    None => return Ok(()),
+                },
+                request = writer.next_request() => {
+                    if request?.is_none() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Read one subgroup stream of an `interact` publication, handing each object to the
+/// session's loop; a refused object stops the stream with the refusal's code.
+async fn read_subgroup(
+    mut reader: SubgroupReader,
+    objects: mpsc::Sender<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>,
+) {
+    loop {
+        let object = match reader.next().await {
+            Ok(Some(object)) => object,
+            Ok(None) | Err(_) => return,
+        };
+        let (reply, refused) = tokio::sync::oneshot::channel();
+        if objects.send((object.payload, Some(reply))).await.is_err() {
+            return;
+        }
+        if let Ok(refusal) = refused.await {
+            reader.stop(StreamResetCode::from_code(refusal.code()));
+            return;
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Proves likes and comments flow up and down a relay tree over real QUIC on loopback: the
+//! like total every watcher sees equals the likes sent, through a 3-hop tree with 3 % loss on
+//! every link; comments keep one order per room at every hop and a joiner FETCHes the history;
+//! floods, oversize, invalid UTF-8, forged rooms and malformed payloads are refused and counted.
+//!
+//! Figures are printed (`cargo test -p banyan-relay --test interactions -- --nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use banyan_moq::coding::{Location, TrackName, TrackNamespace};
+use banyan_moq::data::{FetchItem, ObjectDatagram, ObjectProperties, ObjectStatus};
+use banyan_moq::message::{Fetch, FetchType, Message, Parameters, Publish, StandaloneFetch};
+use banyan_moq::session::{Session, Subscription, TrackEvent, TrackWriter, TransportKind};
+use banyan_relay::interact::hub::CHAT_GROUP;
+use banyan_relay::interact::payload::{decode_total, ChatObject, Up};
+use banyan_relay::interact::Refusal;
+use banyan_tests::impair::{Impairment, Proxy};
+use bytes::Bytes;
+use common::live::percentile;
+use common::{connect_via, impaired, relay, subscribe_msg, within, TestRelay};
+
+const BROADCAST: &str = "likes/show";
+
+/// A UDP proxy in front of `relay` dropping `loss` of packets both ways.
+async fn lossy(relay: &TestRelay, loss: f64, seed: u64) -> Proxy {
+    let impairment = Impairment {
+        loss,
+        ..Impairment::default()
+    };
+    impaired(relay, impairment, seed).await
+}
+
+/// PUBLISH the `interact` track of `broadcast` and wait for PUBLISH_OK.
+async fn interact(session: &Session, broadcast: &str) -> TrackWriter {
+    let mut writer = session
+        .publish(Publish {
+            request_id: 0,
+            track_namespace: TrackNamespace::from_path(broadcast).unwrap(),
+            track_name: TrackName::from("interact"),
+            track_alias: 0,
+            parameters: Parameters::default(),
+            track_properties: Default::default(),
+        })
+        .await
+        .unwrap();
+    let answer = within("PUBLISH_OK for interact", 10, writer.next_request())
+        .await
+        .unwrap();
+    assert!(matches!(answer, Some(Message::RequestOk(_))), "got {answer:?}");
+    writer
+}
+
+fn like_datagram(group: u64, source: u64, total: u64) -> ObjectDatagram {
+    ObjectDatagram {
+        track_alias: 0,
+        group_id: group,
+        object_id: 0,
+        publisher_priority: None,
+        properties: ObjectProperties::default(),
+        end_of_group: false,
+        status: ObjectStatus::Normal,
+        payload: Up::Like { source, total }.encode(),
+    }
+}
+
+/// Send `payloads` as the objects of one subgroup stream.
+async fn send_stream(writer: &TrackWriter, group: u64, payloads: Vec<Bytes>) {
+    let mut stream = writer
+        .sender()
+        .open_subgroup(group, 0, None, false)
+        .await
+        .unwrap();
+    for (id, payload) in payloads.into_iter().enumerate() {
+        stream.write_payload(id as u64, payload).await.unwrap();
+    }
+    stream.finish();
+}
+
+fn comment(room: &str, text: &str) -> Bytes {
+    Up::Comment {
+        room: Bytes::copy_from_slice(room.as_bytes()),
+        text: Bytes::copy_from_slice(text.as_bytes()),
+    }
+    .encode()
+}
+
+/// Read the `likes` track until it shows `want`; returns when it did.
+async fn watch_likes(mut subscription: Subscription, want: u64) -> Instant {
+    loop {
+        match subscription.next().await.unwrap() {
+            Some(TrackEvent::Subgroup(mut reader)) => {
+                while let Some(object) = reader.next().await.unwrap() {
+                    let total = decode_total(object.payload).unwrap();
+                    assert!(total <= want, "total {total} ran past the {want} likes sent");
+                    if total == want {
+                        return Instant::now();
+                    }
+                }
+            }
+            Some(_) => {}
+            None => panic!("likes track ended before reaching {want}"),
+        }
+    }
+}
+
+/// Read `n` comments from a `chat/<room>` subscription: (sequence number, text) in arrival
+/// order (comment `seq` is object `seq % 64` of group `seq / 64`).
+async fn read_chat(mut subscription: Subscription, n: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match subscription.next().await.unwrap() {
+            Some(TrackEvent::Subgroup(mut reader)) => {
+                let group = reader.group_id();
+                while let Some(object) = reader.next().await.unwrap() {
+                    let seq = group * CHAT_GROUP + object.object_id;
+                    out.push((seq, ChatObject::decode(object.payload).unwrap().text));
+                    // A group stays open until it holds CHAT_GROUP comments.
+                    if out.len() == n {
+                        return out;
+                    }
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    out
+}
+
+/// origin ← mid ← edge, each link through a proxy losing `loss` of packets.
+async fn tree(loss: f64, extra: &[&str]) -> (Vec<TestRelay>, Vec<Proxy>) {
+    let mut relays = vec![relay(&[&["--relay-id", "int-0"], extra].concat()).await];
+    let mut proxies = Vec::new();
+    for i in 1..3u64 {
+        let proxy = lossy(&relays[i as usize - 1], loss, 7 + i).await;
+        let upstream = format!("moqt://localhost:{}", proxy.local_addr().port());
+        let id = format!("int-{i}");
+        let args = [
+            &["--relay-id", &id, "--upstream", &upstream, "--upstream-insecure"],
+            extra,
+        ]
+        .concat();
+        relays.push(relay(&args).await);
+        proxies.push(proxy);
+    }
+    (relays, proxies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn like_total_equals_likes_sent_through_three_hops_with_3pct_loss() {
+    let (relays, mut proxies) = tree(0.03, &["--like-rate", "1000"]).await;
+    let client = relays[0].client();
+    // Watchers at the origin and at the edge (the edge one through the lossy link).
+    let viewer_link = lossy(&relays[2], 0.03, 99).await;
+
+    // Watchers at the origin and at the edge (the edge one through the lossy link).
+    let origin_watch = relays[0].connect(&client, TransportKind::Quic).await;
+    let edge_watch = connect_via(&relays[2], &viewer_link).await;
+    let viewers: Vec<Session> =
+        futures::future::join_all((0..4).map(|_| connect_via(&relays[2], &viewer_link))).await;
+    let per_viewer = 250u64;
+    let sent = per_viewer * viewers.len() as u64;
+
+    let at_origin = within(
+        "origin likes SUBSCRIBE_OK",
+        20,
+        origin_watch.subscribe(subscribe_msg(BROADCAST, "likes")),
+    )
+    .await
+    .unwrap();
+    let at_edge = within(
+        "edge likes SUBSCRIBE_OK",
+        20,
+        edge_watch.subscribe(subscribe_msg(BROADCAST, "likes")),
+    )
+    .await
+    .unwrap();
+    let origin_seen = tokio::spawn(watch_likes(at_origin, sent));
+    let edge_seen = tokio::spawn(watch_likes(at_edge, sent));
+
+    // Each viewer: one datagram per like with its running total (≈ 500 likes/s each), then
+    // its final total once on a stream, as docs/interactions.md asks of a client.
+    let start = Instant::now();
+    let senders = viewers.iter().enumerate().map(|(v, session)| async move {
+        let writer = interact(session, BROADCAST).await;
+        let source = 1000 + v as u64;
+        for total in 1..=per_viewer {
+            writer.send_datagram(like_datagram(total, source, total)).unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        send_stream(
+            &writer,
+            per_viewer + 1,
+            vec![Up::Like {
+                source,
+                total: per_viewer,
+            }
+            .encode()],
+        )
+        .await;
+        writer
+    });
+    let writers = futures::future::join_all(senders).await;
+    let last_sent = Instant::now();
+
+    let origin_at = within("origin total reaches the likes sent", 30, origin_seen)
+        .await
+        .unwrap();
+    let edge_at = within("edge total reaches the likes sent", 30, edge_seen)
+        .await
+        .unwrap();
+    let dropped: u64 = proxies
+        .iter_mut()
+        .chain([&mut { viewer_link }])
+        .map(|p| {
+            let s = p.stats();
+            s.client_to_server.dropped_loss + s.server_to_client.dropped_loss
+        })
+        .sum();
+    println!(
+        "likes: {sent} sent by 4 viewers in {:?}; total visible at the origin {:?} and at the edge {:?} after the last like; {dropped} packets dropped by the proxies",
+        last_sent - start,
+        origin_at.saturating_duration_since(last_sent),
+        edge_at.saturating_duration_since(last_sent),
+    );
+    assert!(
+        dropped > 0,
+        "the proxies dropped nothing: the loss was not exercised"
+    );
+    // Origin work is per relay, not per viewer: the origin summed one source (the mid relay).
+    assert_eq!(relays[0].metrics.likes_in.get(), sent);
+    drop(writers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_keep_one_order_per_room_across_three_hops_and_joiners_fetch_history() {
+    let (relays, _proxies) = tree(0.0, &["--comment-rate", "1000"]).await;
+    // Each relay has its own development certificate: a client pinned to it.
+    let clients: Vec<_> = relays.iter().map(TestRelay::client).collect();
+    let edge_watch = relays[2].connect(&clients[2], TransportKind::Quic).await;
+    let origin_watch = relays[0].connect(&clients[0], TransportKind::Quic).await;
+    let at_edge = within(
+        "chat SUBSCRIBE_OK at the edge",
+        20,
+        edge_watch.subscribe(subscribe_msg(BROADCAST, "chat/3")),
+    )
+    .await
+    .unwrap();
+    let at_origin = within(
+        "chat SUBSCRIBE_OK at the origin",
+        20,
+        origin_watch.subscribe(subscribe_msg(BROADCAST, "chat/3")),
+    )
+    .await
+    .unwrap();
+    let n = 30;
+    let edge_read = tokio::spawn(read_chat(at_edge, n));
+    let origin_read = tokio::spawn(read_chat(at_origin, n));
+
+    // Two viewers on the edge and one on the mid relay, each with its own ordered stream.
+    let mut sessions = Vec::new();
+    for r in [2usize, 2, 1] {
+        sessions.push(relays[r].connect(&clients[r], TransportKind::Quic).await);
+    }
+    let start = Instant::now();
+    let sends = sessions.iter().enumerate().map(|(v, session)| async move {
+        let writer = interact(session, BROADCAST).await;
+        let texts = (0..n / 3)
+            .map(|i| comment("3", &format!("viewer {v} comment {i}")))
+            .collect();
+        send_stream(&writer, 0, texts).await;
+        writer
+    });
+    let writers = futures::future::join_all(sends).await;
+    let at_edge = within("30 comments at the edge", 20, edge_read).await.unwrap();
+    let delivered = start.elapsed();
+    let at_origin = within("30 comments at the origin", 20, origin_read)
+        .await
+        .unwrap();
+    println!("comments: {n} from 3 viewers visible at the edge (2 hops down) {delivered:?} after the viewers began publishing");
+
+    assert_eq!(at_edge, at_origin, "every hop sees the origin's order");
+    let groups: Vec<u64> = at_edge.iter().map(|(g, _)| *g).collect();
+    assert_eq!(
+        groups,
+        (0..n as u64).collect::<Vec<_>>(),
+        "every comment, in sequence"
+    );
+    for v in 0..3 {
+        let mine: Vec<&String> = at_edge
+            .iter()
+            .map(|(_, t)| t)
+            .filter(|t| t.starts_with(&format!("viewer {v} ")))
+            .collect();
+        let expected: Vec<String> = (0..n / 3).map(|i| format!("viewer {v} comment {i}")).collect();
+        assert_eq!(
+            mine,
+            expected.iter().collect::<Vec<_>>(),
+            "viewer {v}'s comments in its order"
+        );
+    }
+
+    // A viewer joining at the edge fetches the last 10 comments from the tree's caches.
+    let joiner = relays[2].connect(&clients[2], TransportKind::Quic).await;
+    let fetch = Fetch {
+        request_id: 0,
+        parameters: Parameters::default(),
+        fetch_type: FetchType::Standalone(StandaloneFetch {
+            track_namespace: TrackNamespace::from_path(BROADCAST).unwrap(),
+            track_name: TrackName::from("chat/3"),
+            start_location: Location::new(0, n as u64 - 10),
+            end_location: Location::new(0, n as u64),
+        }),
+    };
+    let mut reader = within("FETCH history", 20, joiner.fetch(fetch)).await.unwrap();
+    let mut history = Vec::new();
+    while let Some(item) = within("history object", 20, reader.next()).await.unwrap() {
+        if let FetchItem::Object(object) = item {
+            let seq = object.group_id * CHAT_GROUP + object.object_id;
+            history.push((seq, ChatObject::decode(object.payload).unwrap().text));
+        }
+    }
+    assert_eq!(history, at_edge[n - 10..].to_vec());
+    drop(writers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abusive_inputs_are_refused_counted_and_do_not_close_the_session() {
+    let relay = relay(&[]).await;
+    let client = relay.client();
+    let watch = relay.connect(&client, TransportKind::Quic).await;
+    let chat = within(
+        "chat SUBSCRIBE_OK",
+        10,
+        watch.subscribe(subscribe_msg(BROADCAST, "chat/0")),
+    )
+    .await
+    .unwrap();
+    let likes = within(
+        "likes SUBSCRIBE_OK",
+        10,
+        watch.subscribe(subscribe_msg(BROADCAST, "likes")),
+    )
+    .await
+    .unwrap();
+
+    let viewer = relay.connect(&client, TransportKind::Quic).await;
+    let writer = interact(&viewer, BROADCAST).await;
+    // A good comment first: it reaches the room.
+    send_stream(&writer, 0, vec![comment("0", "hello")]).await;
+    let seen = within("the good comment", 10, read_chat(chat, 1)).await;
+    assert_eq!(seen, vec![(0, "hello".to_string())]);
+
+    // A like flood: one object claims 10,000 likes; the default bucket (20/s, burst 100)
+    // passes exactly the burst and the rest is refused for good.
+    send_stream(
+        &writer,
+        1,
+        vec![Up::Like {
+            source: 1,
+            total: 10_000,
+        }
+        .encode()],
+    )
+    .await;
+    within("like total", 10, watch_likes(likes, 100)).await;
+
+    // Each bad comment on its own stream (a refusal stops that stream).
+    let bad: Vec<Bytes> = vec![
+        comment("0", &"x".repeat(501)),
+        Up::Comment {
+            room: Bytes::from_static(b"0"),
+            text: Bytes::from_static(&[0xc3, 0x28]),
+        }
+        .encode(),
+        comment("100000", "forged"),
+        comment("00", "forged"),
+        Bytes::from_static(&[0x02, 0x01]),
+    ];
+    for (i, payload) in bad.into_iter().enumerate() {
+        send_stream(&writer, 2 + i as u64, vec![payload]).await;
+    }
+    // A comment flood on one stream: the bucket (1/s, burst 5) paid for "hello" only (invalid
+    // comments are refused before they are charged), so about 4 pass and the rest are refused.
+    let flood: Vec<Bytes> = (0..20).map(|i| comment("0", &format!("flood {i}"))).collect();
+    send_stream(&writer, 10, flood).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = |r| relay.metrics.interact_refused(r);
+    let bad_total = || {
+        refused(Refusal::TooLarge)
+            + refused(Refusal::InvalidUtf8)
+            + refused(Refusal::BadRoom)
+            + refused(Refusal::Malformed)
+    };
+    // Readiness polled: the refusals are counted as the relay reads the streams.
+    while bad_total() < 5 || refused(Refusal::RateLimited) < 2 {
+        assert!(Instant::now() < deadline, "refusals not counted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(refused(Refusal::TooLarge), 1);
+    assert_eq!(refused(Refusal::InvalidUtf8), 1);
+    assert_eq!(refused(Refusal::BadRoom), 2);
+    assert_eq!(refused(Refusal::Malformed), 1);
+    // The like flood and the comment flood (stopped at its first refusal) were both limited.
+    assert!(refused(Refusal::RateLimited) >= 2);
+    assert!(
+        relay.metrics.comments_in.get() <= 5,
+        "the flood got past the bucket"
+    );
+
+    // Refusals stop streams, not the session: it still subscribes.
+    within(
+        "SUBSCRIBE after abuse",
+        10,
+        viewer.subscribe(subscribe_msg(BROADCAST, "chat/1")),
+    )
+    .await
+    .expect("session still open");
+    let text = relay.metrics.render();
+    assert!(
+        text.contains("interactions_refused_total{reason=\"bad_room\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_sent_on_one_edge_are_visible_on_another() {
+    // origin ← mid ← {edge A, edge B}: likes go A → mid → origin → mid → B.
+    let extra = ["--like-rate", "1000"];
+    let origin = relay(&[&["--relay-id", "lv-0"][..], &extra].concat()).await;
+    let up = |parent: &TestRelay, id: &'static str| {
+        let upstream = format!("moqt://localhost:{}", parent.addr.port());
+        async move {
+            relay(
+                &[
+                    &["--relay-id", id, "--upstream", &upstream, "--upstream-insecure"][..],
+                    &extra,
+                ]
+                .concat(),
+            )
+            .await
+        }
+    };
+    let mid = up(&origin, "lv-1").await;
+    let edge_a = up(&mid, "lv-2a").await;
+    let edge_b = up(&mid, "lv-2b").await;
+    let (client_a, client_b) = (edge_a.client(), edge_b.client());
+
+    let watcher = edge_b.connect(&client_b, TransportKind::Quic).await;
+    let mut likes = within(
+        "likes SUBSCRIBE_OK on edge B",
+        20,
+        watcher.subscribe(subscribe_msg(BROADCAST, "likes")),
+    )
+    .await
+    .unwrap();
+    let (viewers, rate, seconds) = (20u64, 50u64, 2u64);
+    let per_viewer = rate * seconds;
+    let sent = viewers * per_viewer;
+    let sessions: Vec<Session> =
+        futures::future::join_all((0..viewers).map(|_| edge_a.connect(&client_a, TransportKind::Quic))).await;
+    let writers: Vec<TrackWriter> =
+        futures::future::join_all(sessions.iter().map(|s| interact(s, BROADCAST))).await;
+
+    // Totals as they become visible on edge B, with the time each was seen.
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            match likes.next().await.unwrap() {
+                Some(TrackEvent::Subgroup(mut reader)) => {
+                    while let Some(object) = reader.next().await.unwrap() {
+                        let total = decode_total(object.payload).unwrap();
+                        seen.push((total, Instant::now()));
+                        if total == sent {
+                            return seen;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => return seen,
+            }
+        }
+    });
+
+    // Every viewer sends one like per 1/rate s as a datagram with its running total; the
+    // send time of each like is recorded.
+    let start = Instant::now();
+    let tasks = writers.iter().enumerate().map(|(v, writer)| async move {
+        let mut times = Vec::with_capacity(per_viewer as usize);
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+        for total in 1..=per_viewer {
+            tick.tick().await;
+            writer
+                .send_datagram(like_datagram(total, v as u64, total))
+                .unwrap();
+            times.push(Instant::now());
+        }
+        send_stream(
+            writer,
+            per_viewer + 1,
+            vec![Up::Like {
+                source: v as u64,
+                total: per_viewer,
+            }
+            .encode()],
+        )
+        .await;
+        times
+    });
+    let mut send_times: Vec<Instant> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let sending = start.elapsed();
+    send_times.sort_unstable();
+    let seen = within("edge B sees every like", 30, seen).await.unwrap();
+    assert_eq!(seen.last().map(|(t, _)| *t), Some(sent), "edge B's final total");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "the total never goes down"
+    );
+
+    // Like j (in send order) is visible once a total ≥ j is seen.
+    let mut latencies = Vec::with_capacity(send_times.len());
+    let mut next = 0;
+    for (j, sent_at) in send_times.iter().enumerate() {
+        while seen[next].0 < j as u64 + 1 {
+            next += 1;
+        }
+        latencies.push(seen[next].1.saturating_duration_since(*sent_at).as_micros() as u64);
+    }
+    latencies.sort_unstable();
+    println!(
+        "like-to-visible, edge A → mid → origin → mid → edge B, {viewers} viewers × {rate} likes/s ({} likes/s for {sending:?}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} totals reached edge B (one per window); the origin took in {} likes from one source (the mid relay)",
+        viewers * rate,
+        percentile(&latencies, 50.0) as f64 / 1000.0,
+        percentile(&latencies, 99.0) as f64 / 1000.0,
+        percentile(&latencies, 100.0) as f64 / 1000.0,
+        seen.len(),
+        origin.metrics.likes_in.get(),
+    );
+    drop(writers);
+}
