@@ -229,6 +229,11 @@ pub struct RelayConfig {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub comment_rate: u32,
 
+    /// The gift ledger (SQLite, created if missing). Gifts reaching this relay as the origin
+    /// are recorded there exactly once; without it they are refused as unavailable.
+    #[arg(long, value_name = "FILE")]
+    pub gift_ledger: Option<PathBuf>,
+
     /// Let a second publisher of a live namespace replace the first (the first gets an error)
     /// instead of being refused.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,

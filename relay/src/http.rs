@@ -11,12 +11,15 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use banyan_moq::coding::TrackNamespace;
+
+use crate::interact::ledger::Ledger;
 use crate::metrics::Metrics;
 
 /// The content type of the Prometheus text exposition format.
@@ -33,6 +36,8 @@ pub struct HttpState {
     pub draining: Arc<AtomicBool>,
     /// This relay's id (`--relay-id`).
     pub relay_id: String,
+    /// The gift ledger (`--gift-ledger`), for `/v1/gifts/{broadcast}`.
+    pub gifts: Option<Arc<Ledger>>,
 }
 
 impl HttpState {
@@ -43,6 +48,7 @@ impl HttpState {
             cert_hash: None,
             draining: Arc::new(AtomicBool::new(false)),
             relay_id: relay_id.into(),
+            gifts: None,
         }
     }
 }
@@ -64,6 +70,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/certificate.sha256", get(certificate_hash))
+        .route("/v1/gifts/{*broadcast}", get(gift_totals))
         .with_state(state)
 }
 
@@ -118,6 +125,22 @@ async fn certificate_hash(State(state): State<HttpState>) -> Response {
             "no development certificate\n",
         )
             .into_response(),
+    }
+}
+
+/// `GET /v1/gifts/{broadcast}`: the broadcast's gift totals from the ledger, as JSON
+/// (`{"gifts": N, "amount": A}`); 404 on a relay without a ledger.
+async fn gift_totals(State(state): State<HttpState>, Path(broadcast): Path<String>) -> Response {
+    let Some(ledger) = &state.gifts else {
+        return (StatusCode::NOT_FOUND, "no gift ledger on this relay\n").into_response();
+    };
+    let namespace = match TrackNamespace::from_path(&broadcast) {
+        Ok(namespace) => namespace,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match ledger.totals(&namespace.to_string()) {
+        Ok(totals) => Json(totals).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 

@@ -22,10 +22,12 @@
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
 //! - [`metrics`]: counters in atomics and their Prometheus text rendering.
-//! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`.
-//! - [`interact`]: likes and comments up and down the tree: viewers' `interact` tracks,
-//!   per-viewer admission (rate, size, UTF-8, room), cumulative like sums forwarded to the
-//!   parent, the origin's `likes` and `chat/<room>` tracks; see `docs/interactions.md`.
+//! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`,
+//!   `/v1/gifts/{broadcast}`.
+//! - [`interact`]: likes, comments and gifts up and down the tree: viewers' `interact`
+//!   tracks, per-viewer admission (rate, size, UTF-8, room), cumulative like sums forwarded to
+//!   the parent, the origin's `likes`, `chat/<room>` and `events` tracks and its SQLite gift
+//!   ledger; see `docs/interactions.md`.
 
 pub mod auth;
 pub mod cache;

@@ -215,8 +215,10 @@ pub struct Metrics {
     pub likes_in: Counter,
     /// Comments accepted.
     pub comments_in: Counter,
+    /// Gifts newly recorded in this relay's ledger (retries not counted).
+    pub gifts_in: Counter,
     /// Interaction objects refused, by [`crate::interact::Refusal`].
-    interact_refused: [Counter; 5],
+    interact_refused: [Counter; 6],
     /// Delay from receiving an object to writing its first byte downstream.
     pub forward_delay: Histogram,
 }
@@ -405,6 +407,11 @@ impl Metrics {
             self.likes_in.get(),
         );
         w.counter("comments_in_total", "Comments accepted.", self.comments_in.get());
+        w.counter(
+            "gifts_recorded_total",
+            "Gifts newly recorded in the ledger.",
+            self.gifts_in.get(),
+        );
         w.family(
             "interactions_refused_total",
             "counter",

@@ -25,6 +25,7 @@ use crate::forward::ForwardConfig;
 use crate::heartbeat::{self, HeartbeatConfig, Reporter};
 use crate::http::{self, HttpState};
 use crate::interact::hub::Hub;
+use crate::interact::ledger::Ledger;
 use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
@@ -43,6 +44,7 @@ pub struct Relay {
     max_sessions: usize,
     drain_timeout: Duration,
     heartbeat: Option<Reporter>,
+    gifts: Option<Arc<Ledger>>,
 }
 
 impl Relay {
@@ -93,6 +95,14 @@ impl Relay {
             CacheBudget::new(config.cache_bytes),
             metrics.clone(),
         );
+        let ledger = match &config.gift_ledger {
+            Some(path) => {
+                Some(Arc::new(Ledger::open(path).with_context(|| {
+                    format!("opening the gift ledger {}", path.display())
+                })?))
+            }
+            None => None,
+        };
         let interact = Hub::new(
             InteractConfig {
                 window: config.like_window,
@@ -105,6 +115,7 @@ impl Relay {
             tracks.clone(),
             origins.clone(),
             metrics.clone(),
+            ledger.clone(),
         );
         let shared = Arc::new(Shared {
             origins,
@@ -159,6 +170,7 @@ impl Relay {
             max_sessions: config.max_sessions,
             drain_timeout: config.drain_timeout,
             heartbeat,
+            gifts: ledger,
         })
     }
 
@@ -203,6 +215,7 @@ impl Relay {
             cert_hash: self.cert_hash.clone(),
             draining: draining.clone(),
             relay_id: self.relay_id.clone(),
+            gifts: self.gifts.clone(),
         };
         let http_task = tokio::spawn(http::serve(self.http, state, async move {
             let _ = http_stopped.await;

@@ -1,7 +1,10 @@
 //! Proves likes and comments flow up and down a relay tree over real QUIC on loopback: the
 //! like total every watcher sees equals the likes sent, through a 3-hop tree with 3 % loss on
 //! every link; comments keep one order per room at every hop and a joiner FETCHes the history;
-//! floods, oversize, invalid UTF-8, forged rooms and malformed payloads are refused and counted.
+//! floods, oversize, invalid UTF-8, forged rooms and malformed payloads are refused and counted;
+//! a gift is recorded once in the origin's SQLite ledger across client retries and an edge
+//! restart, and its totals are served over HTTP; likes sent on one edge become visible on
+//! another (latency printed).
 //!
 //! Figures are printed (`cargo test -p banyan-relay --test interactions -- --nocapture`).
 
@@ -16,7 +19,7 @@ use banyan_moq::data::{FetchItem, ObjectDatagram, ObjectProperties, ObjectStatus
 use banyan_moq::message::{Fetch, FetchType, Message, Parameters, Publish, StandaloneFetch};
 use banyan_moq::session::{Session, Subscription, TrackEvent, TrackWriter, TransportKind};
 use banyan_relay::interact::hub::CHAT_GROUP;
-use banyan_relay::interact::payload::{decode_total, ChatObject, Up};
+use banyan_relay::interact::payload::{decode_total, ChatObject, GiftEvent, Up};
 use banyan_relay::interact::Refusal;
 use banyan_tests::impair::{Impairment, Proxy};
 use bytes::Bytes;
@@ -546,4 +549,119 @@ async fn likes_sent_on_one_edge_are_visible_on_another() {
         origin.metrics.likes_in.get(),
     );
     drop(writers);
+}
+
+/// Collect the gift events of an `events` subscription into a channel.
+fn gift_events(mut subscription: Subscription) -> tokio::sync::mpsc::UnboundedReceiver<GiftEvent> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = subscription.next().await {
+            if let TrackEvent::Subgroup(mut reader) = event {
+                while let Ok(Some(object)) = reader.next().await {
+                    let _ = tx.send(GiftEvent::decode(object.payload).unwrap());
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn gift(id: &str, amount: u64) -> Bytes {
+    Up::Gift {
+        client_id: Bytes::copy_from_slice(id.as_bytes()),
+        kind: 1,
+        amount,
+    }
+    .encode()
+}
+
+/// The client's side of exactly once: send the gift, and send it again (same client id)
+/// until its event shows the origin recorded it. Returns the ledger sequence number.
+async fn send_until_recorded(
+    writer: &TrackWriter,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<GiftEvent>,
+    group: &mut u64,
+    id: &str,
+    amount: u64,
+) -> u64 {
+    for _ in 0..20 {
+        send_stream(writer, *group, vec![gift(id, amount)]).await;
+        *group += 1;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            if event.client_id.as_ref() == id.as_bytes() {
+                return event.seq;
+            }
+        }
+    }
+    panic!("gift {id} never recorded");
+}
+
+/// A viewer on `edge`: its session, the `events` it sees, and its `interact` publication.
+async fn gift_viewer(
+    edge: &TestRelay,
+) -> (
+    Session,
+    tokio::sync::mpsc::UnboundedReceiver<GiftEvent>,
+    TrackWriter,
+) {
+    let session = edge.connect(&edge.client(), TransportKind::Quic).await;
+    let subscription = within(
+        "events SUBSCRIBE_OK",
+        20,
+        session.subscribe(subscribe_msg(BROADCAST, "events")),
+    )
+    .await
+    .unwrap();
+    let events = gift_events(subscription);
+    let writer = interact(&session, BROADCAST).await;
+    (session, events, writer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gifts_are_recorded_exactly_once_across_retries_and_an_edge_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gifts.sqlite3");
+    let origin = relay(&["--relay-id", "gift-0", "--gift-ledger", path.to_str().unwrap()]).await;
+    let upstream = format!("moqt://localhost:{}", origin.addr.port());
+    let edge_args = [
+        "--relay-id",
+        "gift-1",
+        "--upstream",
+        &upstream,
+        "--upstream-insecure",
+    ];
+
+    let mut edge = relay(&edge_args).await;
+    let (session, mut events, writer) = gift_viewer(&edge).await;
+    let mut group = 0;
+    let g1 = send_until_recorded(&writer, &mut events, &mut group, "g1", 10).await;
+    // A retry of a recorded gift is answered with the same record.
+    let again = send_until_recorded(&writer, &mut events, &mut group, "g1", 10).await;
+    assert_eq!(again, g1, "a retry maps to the first record");
+
+    // g2 is sent and the edge is stopped at once, before the viewer learns its fate.
+    send_stream(&writer, group, vec![gift("g2", 5)]).await;
+    group += 1;
+    drop(writer);
+    drop(session);
+    edge.stop();
+    let _ = within("edge stops", 20, &mut edge.task).await;
+
+    // The viewer comes back through a new edge and retries g2, then sends g3.
+    let edge = relay(&edge_args).await;
+    let (_session, mut events, writer) = gift_viewer(&edge).await;
+    let g2 = send_until_recorded(&writer, &mut events, &mut group, "g2", 5).await;
+    let g3 = send_until_recorded(&writer, &mut events, &mut group, "g3", 1).await;
+    assert!(g1 < g2 && g2 < g3, "one record each, in order: {g1} {g2} {g3}");
+
+    // Totals over HTTP count each gift once.
+    let url = format!("http://{}/v1/gifts/{BROADCAST}", origin.http);
+    let totals: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(totals, serde_json::json!({"gifts": 3, "amount": 16}));
+    assert_eq!(origin.metrics.gifts_in.get(), 3);
+    println!(
+        "gifts: 3 recorded once each (seq {g1}, {g2}, {g3}) across a retry and an edge restart: {totals}"
+    );
+    drop(writer);
 }

@@ -2,9 +2,10 @@
 //!
 //! At the broadcast's origin (its namespace is published here, or this relay has no
 //! parents) accepted likes are summed and written once per window to the local `likes`
-//! track, and comments to `chat/<room>`, tracks that flow down the tree like video. Elsewhere
-//! the relay publishes its own `interact` track to a parent: its sum as a LIKE datagram every
-//! window and each accepted comment on a stream.
+//! track, comments to `chat/<room>` and gifts, once recorded in the ledger, to `events`:
+//! tracks that flow down the tree like video. Elsewhere the relay publishes its own
+//! `interact` track to a parent: its sum as a LIKE datagram every window, and accepted
+//! comments and gifts in order on one stream.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +19,9 @@ use banyan_moq::session::{Error as SessionError, PublishRequest, SubgroupReader,
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use super::ledger::Ledger;
 use super::likes::LikeSum;
-use super::payload::{encode_total, ChatObject, Up};
+use super::payload::{encode_total, ChatObject, GiftEvent, Up};
 use super::viewer::{parse_room, Admitted, Publisher};
 use super::{InteractConfig, Refusal};
 use crate::metrics::Metrics;
@@ -30,6 +32,8 @@ use crate::track::{Track, Tracks};
 pub const INTERACT: &[u8] = b"interact";
 /// The origin's like total track.
 pub const LIKES: &[u8] = b"likes";
+/// The origin's recorded-gifts track.
+pub const EVENTS: &[u8] = b"events";
 /// The prefix of the origin's per-room chat tracks.
 pub const CHAT_PREFIX: &[u8] = b"chat/";
 
@@ -56,6 +60,8 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// This relay's like source id towards its parents.
     source: u64,
+    /// The gift ledger, at an origin configured with one.
+    ledger: Option<Arc<Ledger>>,
     broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
 }
 
@@ -81,6 +87,8 @@ enum Role {
     Origin {
         likes: Arc<Track>,
         likes_group: AtomicU64,
+        events: Arc<Track>,
+        events_group: AtomicU64,
         /// Room → its track and where the next comment goes.
         rooms: Mutex<HashMap<u64, Room>>,
     },
@@ -89,12 +97,13 @@ enum Role {
 }
 
 impl Hub {
-    /// A hub with no broadcasts yet.
+    /// A hub with no broadcasts yet; `ledger` records gifts when this relay is an origin.
     pub fn new(
         config: InteractConfig,
         tracks: Arc<Tracks>,
         origins: Arc<Origins>,
         metrics: Arc<Metrics>,
+        ledger: Option<Arc<Ledger>>,
     ) -> Arc<Self> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -108,6 +117,7 @@ impl Hub {
             origins,
             metrics,
             source,
+            ledger,
             broadcasts: Mutex::new(HashMap::new()),
         })
     }
@@ -115,7 +125,7 @@ impl Hub {
     /// Whether `name` is an interaction track (`interact`, `likes`, `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
-        bytes.as_ref() == LIKES || bytes.starts_with(CHAT_PREFIX)
+        bytes.as_ref() == LIKES || bytes.as_ref() == EVENTS || bytes.starts_with(CHAT_PREFIX)
     }
 
     /// Before a SUBSCRIBE or FETCH for `name`: at the broadcast's origin, make sure the local
@@ -247,11 +257,55 @@ impl Hub {
                     }
                 }
             }
-            // Gifts need the ledger (not built yet): refused rather than silently dropped.
-            Admitted::Gift { .. } => {
-                self.metrics.interact_refuse(Refusal::Malformed);
-                Err(Refusal::Malformed)
-            }
+            Admitted::Gift {
+                client_id,
+                kind,
+                amount,
+            } => match &broadcast.role {
+                Role::Origin {
+                    events, events_group, ..
+                } => {
+                    let recorded = self.ledger.as_ref().map(|ledger| {
+                        ledger.record(&broadcast.namespace.to_string(), &client_id, kind, amount)
+                    });
+                    match recorded {
+                        Some(Ok(recorded)) => {
+                            if recorded.new {
+                                self.metrics.gifts_in.inc();
+                            }
+                            // Announced on every receipt, so a retry learns it was recorded.
+                            let event = GiftEvent {
+                                seq: recorded.seq,
+                                client_id,
+                                kind: recorded.kind,
+                                amount: recorded.amount,
+                            };
+                            events.append_group(events_group.fetch_add(1, Ordering::Relaxed), event.encode());
+                            Ok(())
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "gift not recorded");
+                            self.metrics.interact_refuse(Refusal::Unavailable);
+                            Err(Refusal::Unavailable)
+                        }
+                        None => {
+                            self.metrics.interact_refuse(Refusal::Unavailable);
+                            Err(Refusal::Unavailable)
+                        }
+                    }
+                }
+                Role::Edge { comments } => {
+                    let up = Up::Gift {
+                        client_id,
+                        kind,
+                        amount,
+                    };
+                    comments.try_send(up.encode()).map_err(|_| {
+                        self.metrics.interact_refuse(Refusal::RateLimited);
+                        Refusal::RateLimited
+                    })
+                }
+            },
         }
     }
 
@@ -315,9 +369,15 @@ impl Hub {
                 namespace: namespace.clone(),
                 name: TrackName::new(LIKES.to_vec()),
             });
+            let events = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(EVENTS.to_vec()),
+            });
             Role::Origin {
                 likes,
                 likes_group: AtomicU64::new(0),
+                events,
+                events_group: AtomicU64::new(0),
                 rooms: Mutex::new(HashMap::new()),
             }
         } else {

@@ -9,10 +9,12 @@
 //! - [`likes`]: cumulative like counters per source, summed without double counting, and the
 //!   aggregation window that decides when a new total goes out.
 //! - [`viewer`]: per-publisher admission: token buckets, size limits, UTF-8 and room checks.
+//! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id).
 //! - [`hub`]: per-broadcast state wired to sessions and tracks: the origin's `likes` and
 //!   `chat/<room>` tracks, an edge's `interact` publication to its parent.
 
 pub mod hub;
+pub mod ledger;
 pub mod likes;
 pub mod payload;
 pub mod viewer;
@@ -39,16 +41,20 @@ pub enum Refusal {
     /// The payload does not parse (unknown type, truncated, trailing bytes).
     #[error("malformed payload")]
     Malformed,
+    /// A gift reached an origin without a working ledger (`--gift-ledger`); the viewer retries.
+    #[error("gift ledger unavailable")]
+    Unavailable,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 6] = [
         Refusal::RateLimited,
         Refusal::TooLarge,
         Refusal::InvalidUtf8,
         Refusal::BadRoom,
         Refusal::Malformed,
+        Refusal::Unavailable,
     ];
 
     /// The code the relay stops a viewer's stream with (STOP_SENDING; documented in
@@ -60,6 +66,7 @@ impl Refusal {
             Refusal::InvalidUtf8 => 0x1003,
             Refusal::BadRoom => 0x1004,
             Refusal::Malformed => 0x1005,
+            Refusal::Unavailable => 0x1006,
         }
     }
 
@@ -71,6 +78,7 @@ impl Refusal {
             Refusal::InvalidUtf8 => "invalid_utf8",
             Refusal::BadRoom => "bad_room",
             Refusal::Malformed => "malformed",
+            Refusal::Unavailable => "unavailable",
         }
     }
 }

@@ -130,6 +130,47 @@ impl ChatObject {
     }
 }
 
+/// One object on the `events` track (origin → everyone): a gift as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftEvent {
+    /// Its ledger sequence number; a retry of a recorded gift is announced again with the
+    /// same `seq`, so readers deduplicate by it.
+    pub seq: u64,
+    /// The sender's id for the gift.
+    pub client_id: Bytes,
+    /// Gift kind.
+    pub kind: u64,
+    /// Amount.
+    pub amount: u64,
+}
+
+impl GiftEvent {
+    /// Encode as one object payload.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        encode_varint(self.seq, &mut buf);
+        put_string(&self.client_id, &mut buf);
+        encode_varint(self.kind, &mut buf);
+        encode_varint(self.amount, &mut buf);
+        buf.freeze()
+    }
+
+    /// Decode one whole object payload.
+    pub fn decode(mut payload: Bytes) -> Result<Self, Refusal> {
+        let buf = &mut payload;
+        let event = Self {
+            seq: varint(buf)?,
+            client_id: string(buf)?,
+            kind: varint(buf)?,
+            amount: varint(buf)?,
+        };
+        if buf.has_remaining() {
+            return Err(Refusal::Malformed);
+        }
+        Ok(event)
+    }
+}
+
 /// Encode a `likes` track object: the broadcast's cumulative like total.
 pub fn encode_total(total: u64) -> Bytes {
     let mut buf = BytesMut::new();
@@ -260,6 +301,17 @@ mod tests {
         };
         assert_eq!(ChatObject::decode(chat.encode()), Ok(chat));
         assert_eq!(decode_total(encode_total(123_456_789)), Ok(123_456_789));
+        let gift = GiftEvent {
+            seq: 9,
+            client_id: Bytes::from_static(b"c"),
+            kind: 2,
+            amount: 3,
+        };
+        assert_eq!(GiftEvent::decode(gift.encode()), Ok(gift.clone()));
+        let bytes = gift.encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(GiftEvent::decode(bytes.slice(..cut)), Err(Refusal::Malformed));
+        }
         let mut bad = BytesMut::new();
         encode_varint(1, &mut bad);
         put_string(&[0xff, 0xfe], &mut bad);
