@@ -4,7 +4,7 @@
 //! floods, oversize, invalid UTF-8, forged rooms and malformed payloads are refused and counted;
 //! a gift is recorded once in the origin's SQLite ledger across client retries and an edge
 //! restart, and its totals are served over HTTP; likes sent on one edge become visible on
-//! another (latency printed).
+//! another (latency printed), and the relay's `likes` egress follows the window, not the like rate.
 //!
 //! Figures are printed (`cargo test -p banyan-relay --test interactions -- --nocapture`).
 
@@ -664,4 +664,70 @@ async fn gifts_are_recorded_exactly_once_across_retries_and_an_edge_restart() {
         "gifts: 3 recorded once each (seq {g1}, {g2}, {g3}) across a retry and an edge restart: {totals}"
     );
     drop(writer);
+}
+
+/// Send `rate` likes/s for one second from one viewer on `relay` and return how many objects
+/// the relay sent to `watchers` `likes` subscribers meanwhile.
+async fn likes_egress(relay: &TestRelay, broadcast: &str, watchers: usize, rate: u64) -> (u64, u64) {
+    let client = relay.client();
+    let sessions: Vec<Session> =
+        futures::future::join_all((0..watchers).map(|_| relay.connect(&client, TransportKind::Quic))).await;
+    let subscriptions = futures::future::join_all(
+        sessions
+            .iter()
+            .map(|s| s.subscribe(subscribe_msg(broadcast, "likes"))),
+    )
+    .await;
+    let readers: Vec<_> = subscriptions
+        .into_iter()
+        .map(|s| tokio::spawn(watch_likes(s.unwrap(), rate)))
+        .collect();
+    let viewer = relay.connect(&client, TransportKind::Quic).await;
+    let writer = interact(&viewer, broadcast).await;
+    let before = relay.metrics.objects_out.get();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate as u32);
+    let start = Instant::now();
+    for total in 1..rate {
+        tick.tick().await;
+        writer.send_datagram(like_datagram(total, 1, total)).unwrap();
+    }
+    send_stream(
+        &writer,
+        rate,
+        vec![Up::Like {
+            source: 1,
+            total: rate,
+        }
+        .encode()],
+    )
+    .await;
+    for reader in readers {
+        within("every watcher sees the total", 20, reader).await.unwrap();
+    }
+    let windows = (start.elapsed().as_millis() / 100) as u64 + 1;
+    (relay.metrics.objects_out.get() - before, windows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn likes_egress_follows_the_window_not_the_like_rate() {
+    let relay = relay(&["--like-rate", "1000"]).await;
+    let watchers = 50;
+    let (slow, slow_windows) = likes_egress(&relay, "egress/slow", watchers, 10).await;
+    let (fast, fast_windows) = likes_egress(&relay, "egress/fast", watchers, 100).await;
+    println!(
+        "likes egress to {watchers} watchers over ~1 s: {slow} objects at 10 likes/s, {fast} objects at 100 likes/s (10x the likes)"
+    );
+    // At most one `likes` object per window per watcher, whatever the like rate (+1 for the
+    // group a watcher joins on).
+    let bound = |windows: u64| (windows + 1) * watchers as u64;
+    assert!(
+        slow <= bound(slow_windows),
+        "{slow} objects > {}",
+        bound(slow_windows)
+    );
+    assert!(
+        fast <= bound(fast_windows),
+        "{fast} objects > {}",
+        bound(fast_windows)
+    );
 }
