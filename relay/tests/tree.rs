@@ -4,8 +4,9 @@
 //! relay moves its edges to the other mid within about a second while every subscriber
 //! continues with at most one group cut short; a configured loop and an over-deep chain are
 //! refused with clear errors; parents can come from a control plane's route endpoint; a
-//! publisher that leaves and comes back, to the same origin or another, is picked up again; and
-//! the per-hop added latency on clean loopback is measured and printed.
+//! publisher that leaves and comes back, to the same origin or another, is picked up again;
+//! parents are verified against `--upstream-ca`; and the per-hop added latency on clean loopback
+//! is measured and printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -546,4 +547,91 @@ async fn a_returning_publisher_is_picked_up_again_on_the_same_or_another_origin(
         metric(&edge, "upstream_subscribe_total").await >= 3.0,
         "one upstream subscription per publisher session"
     );
+}
+
+#[tokio::test]
+async fn parents_are_verified_against_the_configured_ca() {
+    use banyan_certs::{DevOptions, Identity};
+    // The origin serves a certificate of its own; one edge trusts it as its CA, the other edge
+    // trusts an unrelated one (and neither accepts any certificate, as --upstream-insecure does).
+    let dir = tempfile::tempdir().unwrap();
+    let pem = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (origin_cert, origin_key) = (pem("origin.pem"), pem("origin.key"));
+    let (other_cert, other_key) = (pem("other.pem"), pem("other.key"));
+    let origin_identity = Identity::mint_dev(&DevOptions::default()).unwrap();
+    origin_identity
+        .write_pem(origin_cert.as_ref(), origin_key.as_ref())
+        .unwrap();
+    Identity::mint_dev(&DevOptions::default())
+        .unwrap()
+        .write_pem(other_cert.as_ref(), other_key.as_ref())
+        .unwrap();
+    let mut origin = start(relay_command(&[
+        "--tls-cert",
+        &origin_cert,
+        "--tls-key",
+        &origin_key,
+        "--listen",
+        "[::]:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--insecure-no-auth",
+        "--relay-id",
+        "ca-origin",
+    ]))
+    .await;
+    origin.hash = Some(origin_identity.sha256().to_hex());
+    let parent = format!("moqt://localhost:{}", origin.udp.port());
+    let edge = |id: &'static str, ca: String| {
+        let parent = parent.clone();
+        async move {
+            let mut args = DEV.to_vec();
+            args.extend(["--relay-id", id, "--upstream", &parent, "--upstream-ca", &ca]);
+            start(relay_command(&args)).await
+        }
+    };
+    let trusting = edge("ca-trusting", origin_cert.clone()).await;
+    let wrong = edge("ca-wrong", other_cert.clone()).await;
+    let live = Live {
+        groups: 1000,
+        objects: 10,
+        interval: Duration::from_millis(10),
+        min_size: 100,
+        max_size: 1000,
+        finish: false,
+    };
+    let _publisher = LivePublisher::start(session(&origin).await, "ca/show", live, false).await;
+
+    let mut subscription = within(
+        "the trusting edge subscribes through the origin",
+        10,
+        session(&trusting)
+            .await
+            .subscribe(subscribe_msg("ca/show", "video")),
+    )
+    .await
+    .expect("the origin's certificate is trusted through --upstream-ca");
+    let object = within("an object arrives", 10, async {
+        loop {
+            if let Some(TrackEvent::Subgroup(mut subgroup)) = subscription.next().await.unwrap() {
+                break subgroup.next().await.unwrap().expect("an object");
+            }
+        }
+    })
+    .await;
+    check_stamped(&object.payload);
+
+    match within(
+        "the wrong-CA edge answers",
+        10,
+        session(&wrong).await.subscribe(subscribe_msg("ca/show", "video")),
+    )
+    .await
+    {
+        Err(Error::Refused { reason, .. }) => assert!(
+            reason.contains("certificate"),
+            "the refusal says the parent's certificate is not trusted: {reason}"
+        ),
+        other => panic!("an untrusted parent must not be used, got {other:?}"),
+    }
 }
