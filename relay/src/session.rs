@@ -497,8 +497,17 @@ impl SessionHandler {
     async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
         if message.track_name.as_bytes().as_ref() == INTERACT {
-            // Relays declare a Hop ID; their publications carry already-limited sums.
-            let from_relay = self.session.peer_setup().hop_id.is_some();
+            // Relays declare a Hop ID and their publications carry already-limited sums; a
+            // declared Hop ID alone is not enough to skip the per-viewer limits: the session
+            // must also be allowed to publish the broadcast (any session, without auth).
+            let from_relay = self.session.peer_setup().hop_id.is_some()
+                && self
+                    .authorize(
+                        &message.parameters.authorization_tokens,
+                        Action::Publish,
+                        &message.track_namespace,
+                    )
+                    .is_ok();
             return self.shared.interact.clone().serve(request, from_relay).await;
         }
         let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {

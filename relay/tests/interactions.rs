@@ -731,3 +731,87 @@ async fn likes_egress_follows_the_window_not_the_like_rate() {
         bound(fast_windows)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
+    use banyan_certs::{client_config, parse_sha256_hex, ServerVerification};
+    use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig};
+    use banyan_relay::auth::{mint_hs256, Claims};
+    const SECRET: &str = "interactions-test-secret-0123456789abcdef012345";
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, format!("{SECRET}\n")).unwrap();
+    let relay = relay(&["--auth-key", key.to_str().unwrap()]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    // A viewer token: subscribe-only, scoped to the broadcast.
+    let viewer_jwt = mint_hs256(
+        &Claims {
+            sub: Some("viewer".into()),
+            ns: BROADCAST.into(),
+            publish: false,
+            subscribe: true,
+            exp,
+        },
+        SECRET.as_bytes(),
+    )
+    .unwrap();
+    let options = || ClientOptions {
+        tokens: vec![banyan_moq::message::Token::UseValue {
+            token_type: 0,
+            token_value: Bytes::from(viewer_jwt.clone()),
+        }],
+    };
+    let watch = relay
+        .connect_with(&relay.client(), TransportKind::Quic, "/", options())
+        .await
+        .unwrap();
+    let likes = within(
+        "likes SUBSCRIBE_OK",
+        10,
+        watch.subscribe(subscribe_msg(BROADCAST, "likes")),
+    )
+    .await
+    .unwrap();
+
+    // The viewer declares a Hop ID in its SETUP, as relays do.
+    let hash = parse_sha256_hex(&relay.hash).unwrap();
+    let tls = client_config(&ServerVerification::PinnedSha256(vec![hash]), &[]).unwrap();
+    let posing = Client::new(
+        tls,
+        &TransportConfig::default(),
+        SessionConfig {
+            hop_id: Some(banyan_relay::upstream::hop_id("not-a-relay")),
+            setup_timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let viewer = relay
+        .connect_with(&posing, TransportKind::Quic, "/", options())
+        .await
+        .unwrap();
+    let writer = interact(&viewer, BROADCAST).await;
+    // It claims 10,000 likes: a relay's sum would pass whole, a viewer's is held to the burst.
+    send_stream(
+        &writer,
+        0,
+        vec![Up::Like {
+            source: 1,
+            total: 10_000,
+        }
+        .encode()],
+    )
+    .await;
+    // `watch_likes` fails on any published total past 100: as a relay's sum, the claim
+    // would have gone out whole.
+    within("like total", 10, watch_likes(likes, 100)).await;
+    assert_eq!(
+        relay.metrics.likes_in.get(),
+        100,
+        "the posing viewer was held to the viewer burst"
+    );
+}
