@@ -58,6 +58,9 @@ pub async fn forward(
             }
         };
         tokio::select! {
+            // Groups first: when the track ends right after its last group entered the cache,
+            // both are ready, and that group must still go out before PUBLISH_DONE.
+            biased;
             (group, first_object) = upcoming => {
                 // From the start group even if a later group was found first.
                 from.get_or_insert(match start {
