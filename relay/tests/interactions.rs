@@ -57,6 +57,13 @@ async fn interact(session: &Session, broadcast: &str) -> TrackWriter {
     writer
 }
 
+/// SUBSCRIBE to `track` of the test broadcast on `session`; `what` names the wait if it hangs.
+async fn subscribed(session: &Session, track: &str, what: &str, secs: u64) -> Subscription {
+    within(what, secs, session.subscribe(subscribe_msg(BROADCAST, track)))
+        .await
+        .unwrap()
+}
+
 fn like_datagram(group: u64, source: u64, total: u64) -> ObjectDatagram {
     ObjectDatagram {
         track_alias: 0,
@@ -168,20 +175,8 @@ async fn like_total_equals_likes_sent_through_three_hops_with_3pct_loss() {
     let per_viewer = 250u64;
     let sent = per_viewer * viewers.len() as u64;
 
-    let at_origin = within(
-        "origin likes SUBSCRIBE_OK",
-        20,
-        origin_watch.subscribe(subscribe_msg(BROADCAST, "likes")),
-    )
-    .await
-    .unwrap();
-    let at_edge = within(
-        "edge likes SUBSCRIBE_OK",
-        20,
-        edge_watch.subscribe(subscribe_msg(BROADCAST, "likes")),
-    )
-    .await
-    .unwrap();
+    let at_origin = subscribed(&origin_watch, "likes", "origin likes SUBSCRIBE_OK", 20).await;
+    let at_edge = subscribed(&edge_watch, "likes", "edge likes SUBSCRIBE_OK", 20).await;
     let origin_seen = tokio::spawn(watch_likes(at_origin, sent));
     let edge_seen = tokio::spawn(watch_likes(at_edge, sent));
 
@@ -246,20 +241,8 @@ async fn comments_keep_one_order_per_room_across_three_hops_and_joiners_fetch_hi
     let clients: Vec<_> = relays.iter().map(TestRelay::client).collect();
     let edge_watch = relays[2].connect(&clients[2], TransportKind::Quic).await;
     let origin_watch = relays[0].connect(&clients[0], TransportKind::Quic).await;
-    let at_edge = within(
-        "chat SUBSCRIBE_OK at the edge",
-        20,
-        edge_watch.subscribe(subscribe_msg(BROADCAST, "chat/3")),
-    )
-    .await
-    .unwrap();
-    let at_origin = within(
-        "chat SUBSCRIBE_OK at the origin",
-        20,
-        origin_watch.subscribe(subscribe_msg(BROADCAST, "chat/3")),
-    )
-    .await
-    .unwrap();
+    let at_edge = subscribed(&edge_watch, "chat/3", "chat SUBSCRIBE_OK at the edge", 20).await;
+    let at_origin = subscribed(&origin_watch, "chat/3", "chat SUBSCRIBE_OK at the origin", 20).await;
     let n = 30;
     let edge_read = tokio::spawn(read_chat(at_edge, n));
     let origin_read = tokio::spawn(read_chat(at_origin, n));
@@ -336,20 +319,8 @@ async fn abusive_inputs_are_refused_counted_and_do_not_close_the_session() {
     let relay = relay(&[]).await;
     let client = relay.client();
     let watch = relay.connect(&client, TransportKind::Quic).await;
-    let chat = within(
-        "chat SUBSCRIBE_OK",
-        10,
-        watch.subscribe(subscribe_msg(BROADCAST, "chat/0")),
-    )
-    .await
-    .unwrap();
-    let likes = within(
-        "likes SUBSCRIBE_OK",
-        10,
-        watch.subscribe(subscribe_msg(BROADCAST, "likes")),
-    )
-    .await
-    .unwrap();
+    let chat = subscribed(&watch, "chat/0", "chat SUBSCRIBE_OK", 10).await;
+    let likes = subscribed(&watch, "likes", "likes SUBSCRIBE_OK", 10).await;
 
     let viewer = relay.connect(&client, TransportKind::Quic).await;
     let writer = interact(&viewer, BROADCAST).await;
@@ -455,13 +426,7 @@ async fn likes_sent_on_one_edge_are_visible_on_another() {
     let (client_a, client_b) = (edge_a.client(), edge_b.client());
 
     let watcher = edge_b.connect(&client_b, TransportKind::Quic).await;
-    let mut likes = within(
-        "likes SUBSCRIBE_OK on edge B",
-        20,
-        watcher.subscribe(subscribe_msg(BROADCAST, "likes")),
-    )
-    .await
-    .unwrap();
+    let mut likes = subscribed(&watcher, "likes", "likes SUBSCRIBE_OK on edge B", 20).await;
     let (viewers, rate, seconds) = (20u64, 50u64, 2u64);
     let per_viewer = rate * seconds;
     let sent = viewers * per_viewer;
@@ -606,13 +571,7 @@ async fn gift_viewer(
     TrackWriter,
 ) {
     let session = edge.connect(&edge.client(), TransportKind::Quic).await;
-    let subscription = within(
-        "events SUBSCRIBE_OK",
-        20,
-        session.subscribe(subscribe_msg(BROADCAST, "events")),
-    )
-    .await
-    .unwrap();
+    let subscription = subscribed(&session, "events", "events SUBSCRIBE_OK", 20).await;
     let events = gift_events(subscription);
     let writer = interact(&session, BROADCAST).await;
     (session, events, writer)
@@ -769,13 +728,7 @@ async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
         .connect_with(&relay.client(), TransportKind::Quic, "/", options())
         .await
         .unwrap();
-    let likes = within(
-        "likes SUBSCRIBE_OK",
-        10,
-        watch.subscribe(subscribe_msg(BROADCAST, "likes")),
-    )
-    .await
-    .unwrap();
+    let likes = subscribed(&watch, "likes", "likes SUBSCRIBE_OK", 10).await;
 
     // The viewer declares a Hop ID in its SETUP, as relays do.
     let hash = parse_sha256_hex(&relay.hash).unwrap();
