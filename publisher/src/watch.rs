@@ -4,6 +4,10 @@
 //!
 //! When the relay goes away the viewer reconnects with backoff and resubscribes; groups it
 //! never received are counted as gaps.
+//!
+//! It also subscribes to the broadcast's `likes` track (docs/interactions.md: one group per like
+//! window, its object the cumulative total) and reports the latest total as `likes` in the
+//! progress line and the summary; a relay without interactions just leaves it out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -56,6 +60,9 @@ pub struct Summary {
     pub invalid_objects: u64,
     /// Per track: objects and gaps.
     pub tracks: BTreeMap<String, TrackSummary>,
+    /// The broadcast's like total, as last read from its `likes` track (absent until one arrives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub likes: Option<u64>,
 }
 
 /// Per-track figures.
@@ -84,6 +91,11 @@ enum Msg {
     },
     TrackEnd {
         track: usize,
+    },
+    /// A new cumulative total on the `likes` track.
+    Likes {
+        group: u64,
+        total: u64,
     },
 }
 
@@ -207,7 +219,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
             }
         }
+        subs.spawn(read_likes(session.clone(), namespace.clone(), tx.clone()));
         drop(tx);
+        let mut likes_group = None;
         loop {
             let deadline_sleep = async {
                 match deadline {
@@ -217,6 +231,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             };
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    Some(Msg::Likes { group, total }) => {
+                        // Groups may overlap on their streams: a total from an older group is stale.
+                        if likes_group.is_none_or(|g| group >= g) {
+                            likes_group = Some(group);
+                            summary.likes = Some(total);
+                        }
+                    }
                     Some(msg) => {
                         handle(msg, &mut tracks, &mut summary, &mut latencies, subscribed_at, started, &mut base_us, &mut muxer, &mut output).await?;
                         if tracks.iter().all(|t| t.ended) {
@@ -231,11 +252,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     let mut sorted = latencies.clone();
                     sorted.sort_unstable();
                     eprintln!(
-                        "watch: objects {} groups {} gaps {} latency p50 {} ms",
+                        "watch: objects {} groups {} gaps {} latency p50 {} ms{}",
                         summary.objects,
                         summary.groups,
                         tracks.first().map_or(0, |t| t.summary.gaps),
                         banyan_bench::stats::percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
+                        summary.likes.map_or(String::new(), |n| format!(" likes {n}")),
                     );
                 }
                 _ = session.closed() => break,
@@ -432,6 +454,46 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
     }
 }
 
+/// Follow the broadcast's `likes` track (each object a cumulative total). A relay without
+/// interactions refuses the SUBSCRIBE: then there is nothing to report.
+async fn read_likes(session: Session, namespace: TrackNamespace, tx: mpsc::Sender<Msg>) {
+    let mut sub = match subscribe(&session, &namespace, "likes").await {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::debug!(error = %format!("{e:#}"), "no likes track");
+            return;
+        }
+    };
+    let mut readers = tokio::task::JoinSet::new();
+    while let Ok(Some(event)) = sub.next().await {
+        let TrackEvent::Subgroup(mut reader) = event else {
+            continue;
+        };
+        let tx = tx.clone();
+        readers.spawn(async move {
+            let group = reader.group_id();
+            while let Ok(Some(object)) = reader.next().await {
+                match decode_total(&object.payload) {
+                    Some(total) => {
+                        if tx.send(Msg::Likes { group, total }).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => tracing::debug!(group, "malformed likes object"),
+                }
+            }
+        });
+    }
+    while readers.join_next().await.is_some() {}
+}
+
+/// A `likes` object: exactly one varint, the total.
+fn decode_total(payload: &[u8]) -> Option<u64> {
+    let mut buf = payload;
+    let total = banyan_moq::coding::decode_varint(&mut buf).ok()?;
+    buf.is_empty().then_some(total)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn handle(
     msg: Msg,
@@ -473,6 +535,7 @@ async fn handle(
             t.ended = true;
             (track, t.order.drain())
         }
+        Msg::Likes { .. } => return Ok(()),
     };
     for (group, object, received_us) in ready {
         deliver(
@@ -753,6 +816,15 @@ mod tests {
         assert!(order.object(8, obj(0), 0, now).unwrap().is_empty());
         assert!(order.tick(now).is_empty());
         assert_eq!(ids(&order.tick(now + REORDER_WAIT)), [(8, 0)]);
+    }
+
+    #[test]
+    fn likes_objects_are_one_varint() {
+        assert_eq!(decode_total(&[0x25]), Some(37));
+        assert_eq!(decode_total(&[0xbb, 0xbd]), Some(15_293));
+        assert_eq!(decode_total(&[0x25, 0x00]), None, "trailing bytes");
+        assert_eq!(decode_total(&[0xbb]), None, "truncated");
+        assert_eq!(decode_total(&[]), None);
     }
 
     #[test]
