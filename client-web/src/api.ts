@@ -1,12 +1,16 @@
 /**
- * The public API: `connect`, `watch`, `like`, `comment`.
+ * The public API: `connect`, `watch`, `like`, `comment`, `gift`.
  *
  * ```ts
- * import { watch } from "@banyan/client-web";
+ * import { watch, like, comment } from "@banyan/client-web";
  * const player = watch({ relay: "https://127.0.0.1:4443/", hash: "3f1c…", broadcast: "live/demo", canvas });
  * player.stats.latencyMs;
+ * like(player);
+ * await comment(player, "hello");
  * ```
  */
+import type { ChatComment } from "./interact/interactions";
+import type { GiftEvent } from "./interact/payload";
 import { Player, type PlayerOptions, type PlayerStats } from "./player/player";
 import { Session, type ConnectOptions } from "./session/session";
 
@@ -16,6 +20,9 @@ export { MoqtError, Subscription, type TrackObject, type SessionClosed } from ".
 export { JitterBuffer, PlayoutClock, type Frame, type JitterOptions } from "./player/jitter";
 export { parseCatalog, type MediaTrack, type ParsedCatalog } from "./player/catalog";
 export { VideoRenderer, type VideoPayload } from "./player/video";
+export { Publication, SubgroupWriter } from "./session/publication";
+export { Interactions, InteractionError, type ChatComment, type InteractionsOptions } from "./interact/interactions";
+export { refusalLabel, type GiftEvent } from "./interact/payload";
 
 export interface RelayTarget {
   /** WebTransport URL, e.g. `https://127.0.0.1:4443/`. */
@@ -37,6 +44,10 @@ export interface WatchOptions extends RelayTarget {
   targetLatencyMs?: number;
   audio?: boolean;
   onStats?: (stats: PlayerStats) => void;
+  /** Likes, chat and gifts (default true): `player.interactions`, `like`, `comment`, `gift`. */
+  interactions?: boolean;
+  /** The chat room to join: the control plane's `chat_room` (default `"0"`). */
+  room?: string;
 }
 
 /** Start playing a broadcast into a canvas; reconnects by itself until `stop()`. */
@@ -48,25 +59,49 @@ export function watch(options: WatchOptions): Player {
   if (options.targetLatencyMs !== undefined) player.targetLatencyMs = options.targetLatencyMs;
   if (options.audio !== undefined) player.audio = options.audio;
   if (options.onStats) player.onStats = options.onStats;
+  if (options.interactions !== undefined) player.interactions = options.interactions;
+  if (options.room !== undefined) player.room = options.room;
   return new Player(player);
 }
 
-/** Thrown by `like` and `comment` until the interaction tracks exist on the relay side. */
+/** Thrown by `like`, `comment` and `gift` on a player started with `interactions: false`. */
 export class InteractionsUnavailableError extends Error {
   override readonly name = "InteractionsUnavailableError";
   constructor(what: string) {
-    super(`${what}: interactions not available yet (likes and chat arrive with the interactions issue)`);
+    super(`${what}: this player was started with interactions: false`);
   }
 }
 
-/** Send a like for the broadcast being watched. Not available yet: always rejects. */
-export async function like(_player: Player): Promise<never> {
-  throw new InteractionsUnavailableError("like");
+/**
+ * Like the broadcast being watched: one like, sent as a datagram carrying this viewer's
+ * cumulative total (docs/interactions.md). Resolves at once with the likes this viewer has sent;
+ * the broadcast's total arrives on the `likes` track (`player.stats.likes`).
+ */
+export async function like(player: Player): Promise<number> {
+  return interactionsOf(player, "like").like();
 }
 
-/** Send a chat comment. Not available yet: always rejects. */
-export async function comment(_player: Player, _text: string): Promise<never> {
-  throw new InteractionsUnavailableError("comment");
+/**
+ * Post a comment to the player's chat room. Resolves once it appears on `chat/<room>` (with its
+ * sequence number in the room); rejects with an `InteractionError` whose `refusal` says why the
+ * relay refused it (`rate_limited`, `too_large`, `invalid_utf8`, `bad_room`).
+ */
+export async function comment(player: Player, text: string): Promise<ChatComment> {
+  return interactionsOf(player, "comment").comment(text);
+}
+
+/**
+ * Send a gift (`kind`, `amount`); resolves once the origin has recorded it exactly once (it
+ * appears on `events`), retrying with the same client id until then (default up to 30 s).
+ * Needs an origin relay started with `--gift-ledger`.
+ */
+export async function gift(player: Player, kind = 1, amount = 1, timeoutMs?: number): Promise<GiftEvent> {
+  return interactionsOf(player, "gift").gift(kind, amount, timeoutMs);
+}
+
+function interactionsOf(player: Player, what: string) {
+  if (!player.interactions) throw new InteractionsUnavailableError(what);
+  return player.interactions;
 }
 
 function connectOptions(target: RelayTarget): ConnectOptions {

@@ -10,6 +10,11 @@
 //   must decode >= 60 real H.264 frames, its overlay latency must be < 250 ms on loopback
 //   (printed), it must survive a relay restart (same port and certificate), and a screenshot is
 //   saved to test-results/.
+// Stage 3 (interactions): an edge relay pulls from that relay (the origin); page A watches on the
+//   origin, page B and banyan-watch on the edge. Likes clicked in A are counted in B and by
+//   banyan-watch, likes clicked in B (summed by the edge, sent up) in A; a comment typed in A
+//   appears in B's chat panel and one typed in B in A's (same room); B reloaded shows both from
+//   the room's history. Cross-page delays are printed.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -94,10 +99,10 @@ function mintCert(dir) {
   return { cert, key, hash: createHash("sha256").update(der).digest("hex") };
 }
 
-async function startRelay(tls, listen = "[::]:0") {
-  const relay = start("banyan-relay", bin("banyan-relay"), [
+async function startRelay(tls, listen = "[::]:0", extra = [], name = "banyan-relay") {
+  const relay = start(name, bin("banyan-relay"), [
     "--listen", listen, "--http-listen", "127.0.0.1:0", "--tls-cert", tls.cert, "--tls-key", tls.key,
-    "--insecure-no-auth", "--drain-timeout", "2s",
+    "--insecure-no-auth", "--drain-timeout", "2s", ...extra,
   ]);
   const line = await waitFor("relay to listen", 20_000, () => {
     if (relay.exited) throw new Error(`relay exited: ${JSON.stringify(relay.exited)}\n${tail(relay)}`);
@@ -143,6 +148,7 @@ async function main() {
     args: ["--autoplay-policy=no-user-gesture-required", "--no-sandbox"],
   });
   const summary = {};
+  let edgeRelay;
   try {
     // ---- stage 1: transport against the synthetic publisher ----
     const bench = start("banyan-bench", bin("banyan-bench"), [
@@ -349,12 +355,113 @@ async function main() {
     if (!(after.latencyMs < 250)) throw new Error(`latency after the restart ${after.latencyMs} ms is not below 250 ms`);
     await watchPage.screenshot({ path: join(results, "after-restart.png") });
     summary.restart = { reconnects: after.reconnects, framesDecoded: after.framesDecoded, latencyMs: after.latencyMs, resumedMs };
+
+    // ---- stage 3: likes and chat across two relays (origin + edge) ----
+    const edge = await startRelay(tls, "[::]:0", [
+      "--relay-id", "e2e-edge", "--upstream", `moqt://127.0.0.1:${port}`, "--upstream-insecure",
+    ], "edge banyan-relay");
+    edgeRelay = edge.relay;
+    log(`edge relay on udp port ${edge.port} (upstream: the relay on ${port})`);
+    const watcher = start("banyan-watch", bin("banyan-watch"), [
+      `moqt://127.0.0.1:${edge.port}`, "--broadcast", broadcast, "--tls-hash", tls.hash, "--output", "none",
+    ]);
+    const pageB = await browser.newPage();
+    pageB.on("console", (m) => m.type() === "error" && log("page B:", m.text()));
+    const urlB = `${pageBase}/?relay=${encodeURIComponent(`https://127.0.0.1:${edge.port}/`)}&hash=${tls.hash}&broadcast=${encodeURIComponent(broadcast)}&room=0`;
+    await pageB.goto(urlB);
+    const statsOf = (p) => p.evaluate(() => JSON.parse(JSON.stringify(window.banyanStats ?? null)));
+    const chatOf = (p) => p.evaluate(() => Array.from(document.querySelectorAll("#chat-list li.comment"), (li) => li.lastChild?.textContent ?? ""));
+    await waitFor("page B playing through the edge", 30_000, async () => {
+      const s = await statsOf(pageB);
+      return s && s.state === "playing" && s.framesDecoded > 0;
+    }, 100).catch(async (e) => {
+      throw new Error(`${e.message}; B stats ${JSON.stringify(await statsOf(pageB))}\nedge:\n${tail(edge.relay)}`);
+    });
+    await waitFor("banyan-watch to receive media", 30_000, () => {
+      if (watcher.exited) throw new Error(`banyan-watch exited: ${tail(watcher)}`);
+      return /watch: objects [1-9]/.test(watcher.text);
+    }, 100);
+    const likesOf = async (p) => (await statsOf(p))?.likes ?? 0;
+    const base = Math.max(await likesOf(watchPage), await likesOf(pageB));
+    const clickLikes = async (p, n) => {
+      for (let i = 0; i < n; i++) await p.click("#like");
+    };
+    // A likes three times: B (on the edge) must count them.
+    let t0 = Date.now();
+    await clickLikes(watchPage, 3);
+    await waitFor(`page B to count ${base + 3} likes`, 10_000, async () => (await likesOf(pageB)) >= base + 3, 10)
+      .catch(async (e) => {
+        throw new Error(`${e.message}; A ${await likesOf(watchPage)}, B ${await likesOf(pageB)}\nedge:\n${tail(edge.relay)}`);
+      });
+    const likeAtoB = Date.now() - t0;
+    // B likes twice: the edge sums them and sends its total up; A (on the origin) must count them.
+    t0 = Date.now();
+    await clickLikes(pageB, 2);
+    await waitFor(`page A to count ${base + 5} likes`, 10_000, async () => (await likesOf(watchPage)) >= base + 5, 10);
+    const likeBtoA = Date.now() - t0;
+    const finalA = await likesOf(watchPage);
+    const finalB = await waitFor("page B to show the same total", 5_000, async () => {
+      const n = await likesOf(pageB);
+      return n === finalA ? n : undefined;
+    }, 20);
+    if (finalA !== base + 5) throw new Error(`like total ${finalA}, expected exactly ${base + 5}`);
+    await waitFor(`banyan-watch to report likes ${finalA}`, 10_000, () => new RegExp(`likes ${finalA}\\b`).test(watcher.text), 50)
+      .catch((e) => {
+        throw new Error(`${e.message}\nbanyan-watch:\n${tail(watcher, 10)}`);
+      });
+    const likeToWatch = Date.now() - t0;
+    log(`likes: 3 clicked in page A (origin) counted in page B (edge) after ${likeAtoB} ms; 2 clicked in B counted in A after ${likeBtoA} ms; total ${finalA} in A, ${finalB} in B, banyan-watch (edge) reported likes ${finalA} within ${likeToWatch} ms`);
+    // Comments: A → B and B → A, same room.
+    const sendComment = async (p, text) => {
+      await p.fill("#chat-input", text);
+      await p.press("#chat-input", "Enter");
+    };
+    const textA = `hello from A ${Date.now()}`;
+    t0 = Date.now();
+    await sendComment(watchPage, textA);
+    await waitFor("A's comment in page B's chat panel", 10_000, async () => (await chatOf(pageB)).includes(textA), 10)
+      .catch(async (e) => {
+        throw new Error(`${e.message}; B chat ${JSON.stringify(await chatOf(pageB))}; A error ${JSON.stringify((await statsOf(watchPage))?.lastError)} ${await watchPage.textContent("#error")}`);
+      });
+    const commentAtoB = Date.now() - t0;
+    const textB = `hi from B ${Date.now()}`;
+    t0 = Date.now();
+    await sendComment(pageB, textB);
+    await waitFor("B's comment in page A's chat panel", 10_000, async () => (await chatOf(watchPage)).includes(textB), 10);
+    const commentBtoA = Date.now() - t0;
+    const chatA = await chatOf(watchPage);
+    if (chatA.indexOf(textA) > chatA.indexOf(textB)) throw new Error(`chat order in A: ${JSON.stringify(chatA)}`);
+    await pageB.screenshot({ path: join(results, "interactions.png") });
+    // History on join: B reloads and gets both comments from the room.
+    t0 = Date.now();
+    await pageB.reload();
+    const history = await waitFor("the room's history after a reload", 15_000, async () => {
+      const chat = await chatOf(pageB);
+      return chat.includes(textA) && chat.includes(textB) ? chat : undefined;
+    }, 20);
+    const historyMs = Date.now() - t0;
+    log(`comments: typed in page A shown in page B after ${commentAtoB} ms; typed in B shown in A after ${commentBtoA} ms; B reloaded shows ${history.length} comment(s) of room 0 (history) after ${historyMs} ms; screenshot ${join(results, "interactions.png")}`);
+    stopChild(watcher, "SIGINT");
+    await waitExit(watcher, 10_000);
+    const watchSummary = JSON.parse(watcher.text.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "{}");
+    if (watchSummary.likes !== finalA) throw new Error(`banyan-watch summary likes ${watchSummary.likes}, expected ${finalA}`);
+    summary.interactions = {
+      likes: finalA,
+      likeAtoBMs: likeAtoB,
+      likeBtoAMs: likeBtoA,
+      likeToWatchMs: likeToWatch,
+      watchSummaryLikes: watchSummary.likes,
+      commentAtoBMs: commentAtoB,
+      commentBtoAMs: commentBtoA,
+      historyComments: history.length,
+    };
     stopChild(pub.publisher);
     pub.ffmpeg.kill("SIGTERM");
     return summary;
   } finally {
     await browser.close();
     server.close();
+    stopChild(edgeRelay);
     stopChild(relay);
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,16 +1,19 @@
 /**
- * The demo page: `/?relay=URL&hash=HEX&broadcast=NAME`, or `/?broadcast=NAME` to ask the control
- * plane (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay. Live figures are
- * exposed to automation as `window.banyanStats`.
+ * The demo page: `/?relay=URL&hash=HEX&broadcast=NAME` (chat room `&room=N`, default 0), or
+ * `/?broadcast=NAME` to ask the control plane (`/v1/watch/{broadcast}`, same origin or
+ * `&control=URL`) for a relay and a chat room. Live figures are exposed to automation as
+ * `window.banyanStats`; the like button, chat panel and gift button use the interaction tracks.
  */
 import * as api from "../api";
-import { like, watch, type PlayerStats } from "../api";
+import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
 
 declare global {
   interface Window {
     banyanStats: PlayerStats | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; likes: 0 };
     /** The client API, for automation and the console. */
     banyan: typeof api;
+    /** The page's player (automation: `banyanPlayer.interactions.comments`). */
+    banyanPlayer?: api.Player;
   }
 }
 
@@ -20,23 +23,34 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 const params = new URLSearchParams(location.search);
 const errorBox = $("error");
 
-async function resolveTarget(): Promise<{ relay: string; hash?: string; token?: string; broadcast: string }> {
+interface Target {
+  relay: string;
+  hash?: string;
+  token?: string;
+  broadcast: string;
+  room: string;
+}
+
+async function resolveTarget(): Promise<Target> {
   const broadcast = params.get("broadcast") ?? "";
   if (!broadcast) throw new Error("add ?broadcast=NAME (and ?relay=https://host:port/&hash=HEX)");
   const relay = params.get("relay");
   if (relay) {
     const hash = params.get("hash") ?? undefined;
-    return hash ? { relay, hash, broadcast } : { relay, broadcast };
+    const room = params.get("room") ?? "0";
+    return hash ? { relay, hash, broadcast, room } : { relay, broadcast, room };
   }
   const control = params.get("control") ?? location.origin;
   const response = await fetch(`${control}/v1/watch/${encodeURIComponent(broadcast).replace(/%2F/g, "/")}`);
   if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/watch/${broadcast}`);
-  const body = (await response.json()) as { webtransport?: string; cert_sha256?: string; token?: string };
-  if (!body.webtransport) throw new Error("control plane assigned a relay without a WebTransport URL");
-  const target: { relay: string; hash?: string; token?: string; broadcast: string } = {
-    relay: body.webtransport,
-    broadcast,
+  const body = (await response.json()) as {
+    webtransport?: string;
+    cert_sha256?: string;
+    token?: string;
+    chat_room?: string;
   };
+  if (!body.webtransport) throw new Error("control plane assigned a relay without a WebTransport URL");
+  const target: Target = { relay: body.webtransport, broadcast, room: body.chat_room ?? "0" };
   if (body.cert_sha256) target.hash = body.cert_sha256;
   if (body.token) target.token = body.token;
   return target;
@@ -52,8 +66,72 @@ function render(stats: PlayerStats): void {
     `video     ${stats.videoCodec} ${stats.width}x${stats.height}  buffer ${ms(stats.bufferedMs)}`,
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
   ].join("\n");
-  $("likes").textContent = String(stats.likes);
   errorBox.textContent = stats.lastError ?? "";
+}
+
+// ---- likes: the counter counts up to each new total, with a pop ----
+
+let shownLikes = 0;
+let likesTarget = 0;
+let likesTimer: ReturnType<typeof setInterval> | undefined;
+
+function showLikes(total: number): void {
+  likesTarget = total;
+  const counter = $("likes");
+  counter.classList.remove("pop");
+  void counter.offsetWidth; // restart the animation
+  counter.classList.add("pop");
+  if (likesTimer) return;
+  likesTimer = setInterval(() => {
+    const step = Math.max(1, Math.ceil(Math.abs(likesTarget - shownLikes) / 8));
+    shownLikes += Math.sign(likesTarget - shownLikes) * step;
+    counter.textContent = String(shownLikes);
+    counter.dataset["total"] = String(likesTarget);
+    if (shownLikes === likesTarget) {
+      clearInterval(likesTimer);
+      likesTimer = undefined;
+    }
+  }, 30);
+}
+
+function floatHeart(): void {
+  const heart = document.createElement("span");
+  heart.className = "heart";
+  heart.textContent = "♥";
+  heart.style.right = `${16 + Math.random() * 40}px`;
+  $("stage").appendChild(heart);
+  heart.addEventListener("animationend", () => heart.remove());
+}
+
+// ---- chat ----
+
+function chatLine(text: string, ms: number, className?: string, seq?: number): HTMLLIElement {
+  const li = document.createElement("li");
+  if (className) li.className = className;
+  if (seq !== undefined) li.dataset["seq"] = String(seq);
+  const time = document.createElement("time");
+  time.textContent = new Date(ms).toLocaleTimeString();
+  li.append(time, text);
+  return li;
+}
+
+function showComment(c: ChatComment): void {
+  const list = $("chat-list");
+  const line = chatLine(c.text, c.acceptedMs, "comment", c.seq);
+  // Keep the origin's order: history can arrive after live comments.
+  const after = Array.from(list.querySelectorAll<HTMLLIElement>("li.comment")).find(
+    (li) => Number(li.dataset["seq"]) > c.seq,
+  );
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  list.insertBefore(line, after ?? null);
+  while (list.children.length > 200) list.firstElementChild?.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function showGift(e: GiftEvent): void {
+  const list = $("chat-list");
+  list.appendChild(chatLine(`🎁 gift #${e.seq}: ${e.amount} × kind ${e.kind}`, Date.now(), "gift"));
+  list.scrollTop = list.scrollHeight;
 }
 
 async function main(): Promise<void> {
@@ -66,9 +144,41 @@ async function main(): Promise<void> {
     onStats: render,
   });
   window.banyanStats = player.stats;
+  window.banyanPlayer = player;
+  const fail = (e: unknown) => (errorBox.textContent = e instanceof Error ? e.message : String(e));
+  $("room").textContent = target.room;
+  const interactions = player.interactions;
+  if (interactions) {
+    interactions.onLikes = showLikes;
+    interactions.onComment = showComment;
+    interactions.onGift = showGift;
+    interactions.onError = (m) => (errorBox.textContent = m);
+  }
   $("unmute").addEventListener("click", () => void player.unmute());
   $("like").addEventListener("click", () => {
-    like(player).catch((e: unknown) => (errorBox.textContent = e instanceof Error ? e.message : String(e)));
+    $("like").classList.add("liked");
+    floatHeart();
+    like(player).catch(fail);
+  });
+  $("gift").addEventListener("click", () => {
+    const button = $<HTMLButtonElement>("gift");
+    button.disabled = true;
+    button.textContent = "🎁 sending…";
+    gift(player, 1, 1)
+      .then((e) => (button.textContent = `🎁 sent (#${e.seq})`))
+      .catch(fail)
+      .finally(() => {
+        button.disabled = false;
+        setTimeout(() => (button.textContent = "🎁 Gift"), 3000);
+      });
+  });
+  const input = $<HTMLInputElement>("chat-input");
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    comment(player, text).catch(fail);
   });
 }
 

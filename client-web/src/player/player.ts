@@ -1,7 +1,9 @@
 /**
  * The player: connect → catalog → subscribe video (and audio) → jitter buffer → WebCodecs, with
  * live stats, and reconnect on GOAWAY or connection failure that resumes at the next group.
+ * Its {@link Interactions} (likes, chat, gifts) follow it onto each new session.
  */
+import { Interactions } from "../interact/interactions";
 import { MoqtError, Session, type ConnectOptions, type Subscription, type TrackObject } from "../session/session";
 import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
@@ -24,6 +26,10 @@ export interface PlayerOptions {
   audio?: boolean;
   /** Called whenever stats change noticeably (about every 250 ms while playing). */
   onStats?: (stats: PlayerStats) => void;
+  /** Likes, chat and gifts alongside the video (default true). */
+  interactions?: boolean;
+  /** The chat room (the control plane's `chat_room`; default `"0"`). */
+  room?: string;
 }
 
 export interface PlayerStats {
@@ -44,6 +50,7 @@ export interface PlayerStats {
   bufferedMs: number;
   groupsSkipped: number;
   reconnects: number;
+  /** The broadcast's like total, from the `likes` track (0 before the first). */
   likes: number;
   lastError: string | undefined;
 }
@@ -52,6 +59,8 @@ const wallNow = () => performance.timeOrigin + performance.now();
 
 export class Player {
   readonly stats: PlayerStats;
+  /** Likes, comments and gifts for the broadcast (undefined with `interactions: false`). */
+  readonly interactions: Interactions | undefined;
   private stopped = false;
   private session: Session | undefined;
   private readonly clock = new PlayoutClock();
@@ -86,6 +95,9 @@ export class Player {
       likes: 0,
       lastError: undefined,
     };
+    if (options.interactions !== false) {
+      this.interactions = new Interactions({ broadcast: options.broadcast, room: options.room ?? "0" });
+    }
     void this.run();
     this.tick();
   }
@@ -100,6 +112,7 @@ export class Player {
     this.stopped = true;
     this.stats.state = "stopped";
     clearTimeout(this.timer);
+    this.interactions?.stop();
     this.session?.close(0, "player stopped");
     this.video?.close();
     this.audio?.close();
@@ -185,6 +198,7 @@ export class Player {
     if (videoSub) this.feed(videoSub, video, this.videoBuffer);
     if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
     this.stats.state = "playing";
+    void this.interactions?.attach(session).catch((e: unknown) => (this.stats.lastError = `interactions: ${String(e)}`));
     // Playing again: an error from a failed reconnect attempt no longer describes the player.
     this.stats.lastError = undefined;
   }
@@ -268,6 +282,7 @@ export class Player {
     this.stats.groupsSkipped = this.videoBuffer.skips;
     this.stats.framesDropped = this.otherDropped + this.videoBuffer.dropped;
     this.stats.audioFramesDecoded = this.audio?.decoded ?? 0;
+    this.stats.likes = this.interactions?.likes ?? 0;
     if (now - this.lastStats > 250) {
       this.lastStats = now;
       this.options.onStats?.(this.stats);

@@ -11,6 +11,9 @@
  * - Objects arrive on unidirectional subgroup streams (and datagrams) tagged with the Track Alias
  *   from SUBSCRIBE_OK.
  * - GOAWAY arrives on the server's control stream.
+ * - PUBLISH (this client as a publisher, e.g. the `interact` track of docs/interactions.md): its
+ *   own request stream, answered by REQUEST_OK (or the legacy PUBLISH_OK); objects leave as
+ *   OBJECT_DATAGRAMs or on unidirectional subgroup streams tagged with the alias PUBLISH chose.
  *
  * Any malformed input closes the whole session with PROTOCOL_VIOLATION (or the code the
  * DecodeError maps to) and rejects `closed`; nothing is retried in a loop here — reconnecting
@@ -38,6 +41,7 @@ import {
   type Setup,
   type SubscriptionFilter,
 } from "../message";
+import { Publication } from "./publication";
 import { StreamReader } from "./stream";
 
 export const MOQT_VERSION = "moqt-18";
@@ -198,6 +202,9 @@ export class Session {
   private resolveClosed!: (c: SessionClosed) => void;
   private isClosed = false;
   private nextRequestId = 0;
+  private nextPublishAlias = 0;
+  private readonly publications = new Set<Publication>();
+  private datagramWriter: WritableStreamDefaultWriter<Uint8Array> | undefined;
   private readonly byAlias = new Map<number, Subscription>();
   private readonly aliasWaiters = new Map<number, (() => void)[]>();
   private readonly maxObjectSize: number;
@@ -317,6 +324,49 @@ export class Session {
     if (answer.type === "REQUEST_ERROR") throw requestError(`FETCH ${namespace}/${name}`, answer);
     if (answer.type !== "FETCH_OK") throw this.violation(`${answer.type} in answer to FETCH`);
     return (this.fetchWaiters.get(requestId) ?? this.waitFetch(requestId)).promise;
+  }
+
+  /**
+   * PUBLISH `namespace/name` (this session as its publisher); resolves on REQUEST_OK (or the
+   * legacy PUBLISH_OK), rejects with the REQUEST_ERROR. The Track Alias is ours to choose: one
+   * per publication on this session.
+   */
+  async publish(namespace: string, name: string): Promise<Publication> {
+    const requestId = this.takeRequestId();
+    const trackAlias = this.nextPublishAlias++;
+    const { writer, reader } = await this.openRequest({
+      type: "PUBLISH",
+      requestId,
+      trackNamespace: namespaceFromPath(namespace),
+      trackName: utf8(name),
+      trackAlias,
+      parameters: {},
+      trackProperties: [],
+    });
+    const answer = await this.answer(reader);
+    if (answer.type === "REQUEST_ERROR") {
+      writer.close().catch(() => {});
+      throw requestError(`PUBLISH ${namespace}/${name}`, answer);
+    }
+    if (answer.type !== "REQUEST_OK" && answer.type !== "PUBLISH_OK") {
+      throw this.violation(`${answer.type} in answer to PUBLISH`);
+    }
+    const publication = new Publication(
+      namespace,
+      name,
+      trackAlias,
+      {
+        createUnidirectionalStream: () => this.transport.createUnidirectionalStream(),
+        sendDatagram: (bytes) => this.sendDatagram(bytes),
+      },
+      writer,
+    );
+    this.publications.add(publication);
+    void this.readPublishStream(reader).finally(() => {
+      publication.end();
+      this.publications.delete(publication);
+    });
+    return publication;
   }
 
   /** Close the session (code 0 = no error). */
@@ -507,6 +557,40 @@ export class Session {
     }
   }
 
+  /**
+   * After PUBLISH's answer: REQUEST_UPDATEs are accepted and ignored; the subscriber's FIN,
+   * STOP_SENDING or reset ends the publication.
+   */
+  private async readPublishStream(reader: StreamReader): Promise<void> {
+    try {
+      for (;;) {
+        const m = await reader.decode((r) => decodeFrame(r));
+        if (m === undefined) return;
+        if (m.type !== "REQUEST_UPDATE" && m.type !== "GOAWAY") return;
+      }
+    } catch {
+      return;
+    }
+  }
+
+  /** Queue one datagram; false when the session cannot send any. */
+  private sendDatagram(bytes: Uint8Array): boolean {
+    if (this.isClosed) return false;
+    try {
+      if (!this.datagramWriter) {
+        const datagrams = this.transport.datagrams as WebTransportDatagramDuplexStream & {
+          createWritable?: () => WritableStream<Uint8Array>;
+        };
+        const writable = datagrams.createWritable ? datagrams.createWritable() : datagrams.writable;
+        this.datagramWriter = writable.getWriter();
+      }
+      this.datagramWriter.write(bytes).catch(() => {});
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   /** The subscription for a Track Alias, waiting briefly for a SUBSCRIBE_OK still in flight. */
   private async subscriptionFor(alias: number): Promise<Subscription | undefined> {
     const known = this.byAlias.get(alias);
@@ -564,6 +648,8 @@ export class Session {
     this.isClosed = true;
     for (const sub of this.byAlias.values()) sub.unsubscribe();
     this.byAlias.clear();
+    for (const publication of this.publications) publication.end();
+    this.publications.clear();
     this.resolveClosed(c);
   }
 }
