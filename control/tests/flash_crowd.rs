@@ -14,8 +14,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +24,6 @@ use banyan_moq::coding::TrackNamespace;
 use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig};
 use bytes::Bytes;
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -34,46 +31,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Start a relay process that reports to `control`; returns it and its UDP address.
-async fn relay(
-    binary: &std::path::Path,
-    control: SocketAddr,
-    id: &str,
-    capacity: u64,
-) -> (tokio::process::Child, SocketAddr) {
-    let mut child = tokio::process::Command::new(binary)
-        .args([
-            "--listen=127.0.0.1:0",
-            "--http-listen=127.0.0.1:0",
-            "--dev-cert",
-            "--insecure-no-auth",
-            "--upstream-insecure",
-            "--public-host=127.0.0.1",
-            "--region=local",
-        ])
-        .arg(format!("--relay-id={id}"))
-        .arg(format!("--control=http://{control}"))
-        .arg(format!("--capacity-viewers={capacity}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let udp = loop {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("relay exited before listening");
-        if let Some(rest) = line.strip_prefix("listening: udp ") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, udp)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -126,8 +83,8 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
         "12",
     ]))
     .await;
-    let (_origin, origin_udp) = relay(&binary, c.addr, "origin", 10_000).await;
-    let (_edge, _) = relay(&binary, c.addr, "edge", capacity).await;
+    let (_origin, origin_udp) = relay_process(&binary, c.addr, "origin", 10_000).await;
+    let (_edge, _) = relay_process(&binary, c.addr, "edge", capacity).await;
 
     // The publisher: a synthetic 30 fps stream, one group per second.
     let tls = banyan_certs::client_config(&ServerVerification::InsecureSkipVerify, &[]).unwrap();

@@ -223,16 +223,64 @@ where
 /// Build `banyan-relay` (incremental: quick when up to date) and return its path in the
 /// target directory this test runs from (target/<profile>/deps/<test> → target/<profile>/).
 pub fn relay_binary() -> PathBuf {
+    workspace_binary("banyan-relay", "banyan-relay")
+}
+
+/// Build binary `bin` of workspace package `package` (incremental) and return its path in the
+/// target directory this test runs from.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "-p", "banyan-relay", "--bin", "banyan-relay"])
+        .args(["build", "-p", package, "--bin", bin])
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
         .status()
         .unwrap();
-    assert!(status.success(), "building banyan-relay failed");
-    let binary = profile_dir.join(format!("banyan-relay{}", std::env::consts::EXE_SUFFIX));
+    assert!(status.success(), "building {bin} failed");
+    let binary = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(binary.exists(), "{} missing", binary.display());
     binary
+}
+
+/// Start a `banyan-relay` process (dev certificate, no auth) that reports to the control plane
+/// at `control` with `--relay-id=id`; returns it and its UDP address. Its stdout is drained.
+pub async fn relay_process(
+    binary: &std::path::Path,
+    control: SocketAddr,
+    id: &str,
+    capacity: u64,
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary)
+        .args([
+            "--listen=127.0.0.1:0",
+            "--http-listen=127.0.0.1:0",
+            "--dev-cert",
+            "--insecure-no-auth",
+            "--upstream-insecure",
+            "--public-host=127.0.0.1",
+            "--region=local",
+        ])
+        .arg(format!("--relay-id={id}"))
+        .arg(format!("--control=http://{control}"))
+        .arg(format!("--capacity-viewers={capacity}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let udp = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("relay exited before listening");
+        if let Some(rest) = line.strip_prefix("listening: udp ") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, udp)
 }
