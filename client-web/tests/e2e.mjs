@@ -138,7 +138,9 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), "banyan-e2e-"));
   const tls = mintCert(dir);
   log(`certificate sha256 ${tls.hash}`);
-  let { relay, port } = await startRelay(tls);
+  // The origin keeps a gift ledger (stage 3 sends a gift); it survives the restart.
+  const originArgs = ["--gift-ledger", join(dir, "gifts.sqlite")];
+  let { relay, port, http: originHttp } = await startRelay(tls, "[::]:0", originArgs);
   log(`relay on udp port ${port}`);
   const server = await serveDist();
   const pageBase = `http://127.0.0.1:${server.address().port}`;
@@ -342,7 +344,7 @@ async function main() {
     stopChild(relay, "SIGTERM");
     await waitExit(relay, 15_000);
     const decodedAtRestart = (await stats()).framesDecoded;
-    ({ relay } = await startRelay(tls, `[::]:${port}`));
+    ({ relay, http: originHttp } = await startRelay(tls, `[::]:${port}`, originArgs));
     const after = await waitFor("playback to resume after the relay restart", 45_000, async () => {
       const s = await stats();
       if (pub.publisher.exited) throw new Error(`banyan-publish exited: ${tail(pub.publisher)}`);
@@ -431,6 +433,20 @@ async function main() {
     const commentBtoA = Date.now() - t0;
     const chatA = await chatOf(watchPage);
     if (chatA.indexOf(textA) > chatA.indexOf(textB)) throw new Error(`chat order in A: ${JSON.stringify(chatA)}`);
+    // A gift from B (edge): "sent" only once the origin's ledger recorded it and `events` says so.
+    t0 = Date.now();
+    await pageB.click("#gift");
+    const giftSent = await waitFor("B's gift to be recorded", 15_000, async () => {
+      const label = await pageB.textContent("#gift");
+      return /sent \(#\d+\)/.test(label ?? "") ? label : undefined;
+    }, 20).catch(async (e) => {
+      throw new Error(`${e.message}; B error ${await pageB.textContent("#error")}\nedge:\n${tail(edge.relay)}`);
+    });
+    const giftMs = Date.now() - t0;
+    await waitFor("the gift in page A's chat panel", 5_000, async () => (await watchPage.locator("#chat-list li.gift").count()) > 0, 20);
+    const totals = await (await fetch(`http://${originHttp}/v1/gifts/${broadcast}`)).json();
+    if (totals.gifts !== 1 || totals.amount !== 1) throw new Error(`gift totals ${JSON.stringify(totals)}, expected 1 gift of 1`);
+    log(`gift: clicked in page B (edge), ${giftSent.trim()} after ${giftMs} ms, announced in page A; origin ledger totals ${JSON.stringify(totals)}`);
     await pageB.screenshot({ path: join(results, "interactions.png") });
     // History on join: B reloads and gets both comments from the room.
     t0 = Date.now();
@@ -454,6 +470,7 @@ async function main() {
       commentAtoBMs: commentAtoB,
       commentBtoAMs: commentBtoA,
       historyComments: history.length,
+      giftRecordedMs: giftMs,
     };
     stopChild(pub.publisher);
     pub.ffmpeg.kill("SIGTERM");
