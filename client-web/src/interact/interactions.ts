@@ -145,7 +145,7 @@ export class Interactions {
     this.likesSent++;
     this.sourceTotal++;
     const session = this.session;
-    void this.sendLikeTotal(session, "datagram");
+    void this.sendLikeTotal(session, "datagram", this.sourceTotal);
     clearTimeout(this.repeatTimer);
     clearTimeout(this.finalTimer);
     this.repeatTimer = setTimeout(() => void this.sendLikeTotal(session, "datagram"), REPEAT_MS);
@@ -228,12 +228,13 @@ export class Interactions {
     return this.publication;
   }
 
-  private async sendLikeTotal(session: Session | undefined, how: "datagram" | "stream"): Promise<void> {
+  /** Send `total` (default: the latest) of the current source, unless the session changed meanwhile. */
+  private async sendLikeTotal(session: Session | undefined, how: "datagram" | "stream", total?: number): Promise<void> {
     try {
       const publication = await this.currentPublication();
       // A new session means a new source starting from 0: totals of the old one are done.
       if (session !== undefined && this.session !== session) return;
-      const payload = encodeUp({ type: "like", source: this.source, total: this.sourceTotal });
+      const payload = encodeUp({ type: "like", source: this.source, total: total ?? this.sourceTotal });
       if (how === "datagram") {
         publication.sendDatagram(this.nextGroup++, 0, payload);
         return;
