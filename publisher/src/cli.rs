@@ -139,13 +139,44 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             Err(e) => Err(anyhow::anyhow!("source task: {e}")),
             Ok(Ok(())) => publishing.await,
         },
-        _ = tokio::signal::ctrl_c() => { hub.end(); Ok(()) }
+        () = shutdown_signal() => {
+            // End the broadcast cleanly: the last objects, the final catalog and the end of
+            // each track reach the relay (bounded by the publish loop's linger) before we exit.
+            eprintln!("publish: stopping (signal); ending the broadcast");
+            hub.end();
+            publishing.await
+        }
     };
     progress.abort();
     if result.is_ok() {
         eprintln!("publish: broadcast complete");
     }
     result
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers and `kill` send).
+/// If a handler cannot be installed, that signal is simply not awaited.
+pub(crate) async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {

@@ -556,3 +556,86 @@ async fn publisher_survives_a_relay_restart() {
     let _ = publisher.wait().await;
     second.shutdown().await;
 }
+
+/// `kill` (SIGTERM, what service managers send) ends a live publisher cleanly: it ends the
+/// broadcast, so a watcher without `--duration` sees the end of the tracks and exits by itself
+/// with every group it was sent, and the publisher exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_broadcast_cleanly() {
+    let certs = certs();
+    let relay = relay(&certs, "127.0.0.1:0").await;
+    let url = relay.url();
+    let mut publisher = command(
+        PUBLISH,
+        &[
+            &url,
+            "--broadcast",
+            "e2e/term",
+            "--synthetic",
+            "--bitrate",
+            "300k",
+        ],
+    );
+    publisher
+        .args(["--tls-hash", &certs.hash])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut publisher: Child = publisher.spawn().unwrap();
+    let mut publisher_log = BufReader::new(publisher.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = publisher_log.next_line().await.unwrap() {
+            if line.starts_with("publish: connected") {
+                return;
+            }
+        }
+        panic!("publisher exited before connecting");
+    })
+    .await
+    .expect("the publisher connects");
+    let mut watch = command(
+        WATCH,
+        &[&url, "--broadcast", "e2e/term", "--tls-hash", &certs.hash],
+    );
+    watch
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let watcher = watch.spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let pid = publisher.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = publisher_log.next_line().await.unwrap() {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        publisher.wait().await.unwrap()
+    })
+    .await
+    .expect("the publisher exits after SIGTERM");
+    assert!(status.success(), "publisher exit status {status}: {rest}");
+    assert!(rest.contains("broadcast complete"), "{rest}");
+
+    // The watcher has no --duration: it stops only because the broadcast ended.
+    let out = tokio::time::timeout(Duration::from_secs(10), watcher.wait_with_output())
+        .await
+        .expect("the watcher sees the broadcast end and exits")
+        .unwrap();
+    assert!(out.status.success());
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (summary["gaps"].as_u64(), summary["reconnects"].as_u64()),
+        (Some(0), Some(0)),
+        "{summary}"
+    );
+    assert!(summary["objects"].as_u64().unwrap() >= 30, "{summary}");
+    relay.shutdown().await;
+}
