@@ -12,9 +12,10 @@
 //   saved to test-results/.
 // Stage 3 (interactions): an edge relay pulls from that relay (the origin); page A watches on the
 //   origin, page B and banyan-watch on the edge. Likes clicked in A are counted in B and by
-//   banyan-watch, likes clicked in B (summed by the edge, sent up) in A; a comment typed in A
-//   appears in B's chat panel and one typed in B in A's (same room); B reloaded shows both from
-//   the room's history. Cross-page delays are printed.
+//   banyan-watch, likes clicked in B (summed by the edge, sent up) in A; a gift clicked in B is
+//   reported sent once the origin's ledger has it (HTTP totals checked) and shows in A; a comment
+//   typed in A appears in B's chat panel and one typed in B in A's (same room); B reloaded shows
+//   both from the room's history. Cross-page delays are printed.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -69,6 +70,11 @@ function start(name, cmd, args, options = {}) {
   child.stderr.on("data", onData);
   child.on("exit", (code, signal) => {
     out.exited = { code, signal };
+    children.delete(child);
+  });
+  child.on("error", (e) => {
+    out.text += `\n${name}: ${e.message}`;
+    out.exited = { code: -1, signal: null };
     children.delete(child);
   });
   return out;
@@ -359,6 +365,7 @@ async function main() {
     summary.restart = { reconnects: after.reconnects, framesDecoded: after.framesDecoded, latencyMs: after.latencyMs, resumedMs };
 
     // ---- stage 3: likes and chat across two relays (origin + edge) ----
+    if (!existsSync(bin("banyan-watch"))) throw new Error(`${bin("banyan-watch")} missing: cargo build -p banyan-publisher`);
     const edge = await startRelay(tls, "[::]:0", [
       "--relay-id", "e2e-edge", "--upstream", `moqt://127.0.0.1:${port}`, "--upstream-insecure",
     ], "edge banyan-relay");
