@@ -430,7 +430,7 @@ async function main() {
     await sendComment(watchPage, textA);
     await waitFor("A's comment in page B's chat panel", 10_000, async () => (await chatOf(pageB)).includes(textA), 10)
       .catch(async (e) => {
-        throw new Error(`${e.message}; B chat ${JSON.stringify(await chatOf(pageB))}; A error ${JSON.stringify((await statsOf(watchPage))?.lastError)} ${await watchPage.textContent("#error")}`);
+        throw new Error(`${e.message}; B chat ${JSON.stringify(await chatOf(pageB))}; A error ${JSON.stringify((await statsOf(watchPage))?.lastError)} ${await watchPage.textContent("#notice")}`);
       });
     const commentAtoB = Date.now() - t0;
     const textB = `hi from B ${Date.now()}`;
@@ -447,7 +447,7 @@ async function main() {
       const label = await pageB.textContent("#gift");
       return /sent \(#\d+\)/.test(label ?? "") ? label : undefined;
     }, 20).catch(async (e) => {
-      throw new Error(`${e.message}; B error ${await pageB.textContent("#error")}\nedge:\n${tail(edge.relay)}`);
+      throw new Error(`${e.message}; B notice ${await pageB.textContent("#notice")}\nedge:\n${tail(edge.relay)}`);
     });
     const giftMs = Date.now() - t0;
     await waitFor("the gift in page A's chat panel", 5_000, async () => (await watchPage.locator("#chat-list li.gift").count()) > 0, 20);
@@ -464,6 +464,17 @@ async function main() {
     }, 20);
     const historyMs = Date.now() - t0;
     log(`comments: typed in page A shown in page B after ${commentAtoB} ms; typed in B shown in A after ${commentBtoA} ms; B reloaded shows ${history.length} comment(s) of room 0 (history) after ${historyMs} ms; screenshot ${join(results, "interactions.png")}`);
+    // A comment flood from A: its relay's per-viewer bucket (1/s, bursts of 5) refuses the excess
+    // with STOP_SENDING 0x1001, which the page must report as rate_limited.
+    const flood = await watchPage.evaluate(async () => {
+      const outcomes = [];
+      for (let i = 0; i < 8; i++) {
+        outcomes.push(await window.banyan.comment(window.banyanPlayer, `flood ${i}`).then(() => "ok", (e) => e.refusal ?? e.message));
+      }
+      return outcomes;
+    });
+    log(`comment flood of 8 from page A: ${flood.join(", ")}`);
+    if (!flood.includes("rate_limited")) throw new Error(`no comment of the flood was refused as rate_limited: ${flood.join(", ")}`);
     stopChild(watcher, "SIGINT");
     await waitExit(watcher, 10_000);
     const watchSummary = JSON.parse(watcher.text.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "{}");
@@ -477,6 +488,7 @@ async function main() {
       commentAtoBMs: commentAtoB,
       commentBtoAMs: commentBtoA,
       historyComments: history.length,
+      commentFlood: flood.join(","),
       giftRecordedMs: giftMs,
     };
     stopChild(pub.publisher);

@@ -145,14 +145,22 @@ async function main(): Promise<void> {
   });
   window.banyanStats = player.stats;
   window.banyanPlayer = player;
-  const fail = (e: unknown) => (errorBox.textContent = e instanceof Error ? e.message : String(e));
+  // Interaction failures (a refused comment, a gift not recorded) stay up for a few seconds; the
+  // player's own lastError line is redrawn with every stats update.
+  let noticeTimer: ReturnType<typeof setTimeout> | undefined;
+  const notice = (message: string) => {
+    $("notice").textContent = message;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => ($("notice").textContent = ""), 6000);
+  };
+  const fail = (e: unknown) => notice(e instanceof Error ? e.message : String(e));
   $("room").textContent = target.room;
   const interactions = player.interactions;
   if (interactions) {
     interactions.onLikes = showLikes;
     interactions.onComment = showComment;
     interactions.onGift = showGift;
-    interactions.onError = (m) => (errorBox.textContent = m);
+    interactions.onError = notice;
   }
   $("unmute").addEventListener("click", () => void player.unmute());
   $("like").addEventListener("click", () => {
