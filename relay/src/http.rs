@@ -138,9 +138,11 @@ async fn gift_totals(State(state): State<HttpState>, Path(broadcast): Path<Strin
         Ok(namespace) => namespace,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    match ledger.totals(&namespace.to_string()) {
-        Ok(totals) => Json(totals).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    let (ledger, namespace) = (ledger.clone(), namespace.to_string());
+    match tokio::task::spawn_blocking(move || ledger.totals(&namespace)).await {
+        Ok(Ok(totals)) => Json(totals).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("gift ledger: {e}\n")).into_response(),
     }
 }
 

@@ -19,7 +19,7 @@ use banyan_moq::session::{Error as SessionError, PublishRequest, SubgroupReader,
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::ledger::Ledger;
+use super::ledger::{Ledger, LedgerError};
 use super::likes::LikeSum;
 use super::payload::{encode_total, ChatObject, GiftEvent, Up};
 use super::viewer::{parse_room, Admitted, Publisher};
@@ -174,7 +174,7 @@ impl Hub {
                 event = subscription.next() => match event {
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         // A refused like datagram is dropped; `apply` counts it.
-                        let _ = self.apply(&broadcast, &mut publisher, &mut attached, datagram.payload);
+                        let _ = self.apply(&broadcast, &mut publisher, &mut attached, datagram.payload).await;
                     }
                     Ok(Some(TrackEvent::Subgroup(reader))) => {
                         tokio::spawn(read_subgroup(reader, objects.clone()));
@@ -184,7 +184,7 @@ impl Hub {
                     Err(e) => break Err(e),
                 },
                 Some((payload, reply)) = received.recv() => {
-                    if let Err(refusal) = self.apply(&broadcast, &mut publisher, &mut attached, payload) {
+                    if let Err(refusal) = self.apply(&broadcast, &mut publisher, &mut attached, payload).await {
                         if let Some(reply) = reply {
                             let _ = reply.send(refusal);
                         }
@@ -206,7 +206,7 @@ impl Hub {
         Some(total)
     }
 
-    fn apply(
+    async fn apply(
         &self,
         broadcast: &Arc<Broadcast>,
         publisher: &mut Publisher,
@@ -265,9 +265,23 @@ impl Hub {
                 Role::Origin {
                     events, events_group, ..
                 } => {
-                    let recorded = self.ledger.as_ref().map(|ledger| {
-                        ledger.record(&broadcast.namespace.to_string(), &client_id, kind, amount)
-                    });
+                    // SQLite waits for the disk (`synchronous = FULL`): off the runtime's
+                    // threads. This publication's later objects wait, which keeps their order.
+                    let recorded = match &self.ledger {
+                        Some(ledger) => {
+                            let (ledger, namespace, id) =
+                                (ledger.clone(), broadcast.namespace.to_string(), client_id.clone());
+                            let write = tokio::task::spawn_blocking(move || {
+                                ledger.record(&namespace, &id, kind, amount)
+                            });
+                            Some(
+                                write
+                                    .await
+                                    .unwrap_or_else(|e| Err(LedgerError::Interrupted(e.to_string()))),
+                            )
+                        }
+                        None => None,
+                    };
                     match recorded {
                         Some(Ok(recorded)) => {
                             if recorded.new {

@@ -16,6 +16,9 @@ pub enum LedgerError {
     /// SQLite refused an operation (unreadable file, full disk, corrupt database).
     #[error("gift ledger: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The blocking task doing the write was cancelled or panicked (shutdown).
+    #[error("gift ledger: write interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// One gift as recorded.
