@@ -467,11 +467,9 @@ async function main() {
     // A comment flood from A: its relay's per-viewer bucket (1/s, bursts of 5) refuses the excess
     // with STOP_SENDING 0x1001, which the page must report as rate_limited.
     const flood = await watchPage.evaluate(async () => {
-      const outcomes = [];
-      for (let i = 0; i < 8; i++) {
-        outcomes.push(await window.banyan.comment(window.banyanPlayer, `flood ${i}`).then(() => "ok", (e) => e.refusal ?? e.message));
-      }
-      return outcomes;
+      const sent = Array.from({ length: 8 }, (_, i) =>
+        window.banyan.comment(window.banyanPlayer, `flood ${i}`).then(() => "ok", (e) => e.refusal ?? e.message));
+      return Promise.all(sent);
     });
     log(`comment flood of 8 from page A: ${flood.join(", ")}`);
     if (!flood.includes("rate_limited")) throw new Error(`no comment of the flood was refused as rate_limited: ${flood.join(", ")}`);

@@ -153,20 +153,28 @@ describe("Interactions", () => {
     expect(interactions.likesSent).toBe(2);
   });
 
-  it("sends comments in order on one stream and resolves when the room shows them", async () => {
+  it("writes comments in order on one stream and resolves each when the room shows it", async () => {
     await interactions.attach(session as unknown as Session);
     const one = interactions.comment("first");
     const two = interactions.comment("second");
-    await vi.waitFor(() => expect(session.objects(0)).toHaveLength(1));
+    // Both are written at once, in call order; each resolves when the room shows it.
+    await vi.waitFor(() => expect(session.objects(0)).toHaveLength(2));
     session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "first" }));
     await expect(one).resolves.toEqual({ seq: 0, acceptedMs: 1, text: "first" });
-    await vi.waitFor(() => expect(session.objects(0)).toHaveLength(2));
     session.push("chat/3", 0, 1, encodeChat({ acceptedMs: 2, text: "second" }));
     await expect(two).resolves.toMatchObject({ seq: 1 });
     expect(session.objects(0)).toEqual([
       { id: 0, up: { type: "comment", room: "3", text: "first" } },
       { id: 1, up: { type: "comment", room: "3", text: "second" } },
     ]);
+  });
+
+  it("rejects every comment of a refused stream with the relay's reason", async () => {
+    await interactions.attach(session as unknown as Session);
+    const flood = [0, 1, 2].map((i) => interactions.comment(`flood ${i}`));
+    await vi.waitFor(() => expect(session.objects(0)).toHaveLength(3));
+    session.streams[0]?.stop(0x1001);
+    for (const c of flood) await expect(c).rejects.toMatchObject({ refusal: "rate_limited" });
   });
 
   it("rejects a refused comment with the relay's reason and uses a new stream afterwards", async () => {

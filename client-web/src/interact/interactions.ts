@@ -159,9 +159,10 @@ export class Interactions {
    * (`rate_limited`, `too_large`, `invalid_utf8`, `bad_room`) or it does not appear within 10 s.
    */
   comment(text: string): Promise<ChatComment> {
-    const result = this.commentChain.then(() => this.sendComment(text));
-    this.commentChain = result.catch(() => {});
-    return result;
+    // Writes are serialised (object ids in call order); the waits for the room are not.
+    const written = this.commentChain.then(() => this.writeComment(text));
+    this.commentChain = written.catch(() => {});
+    return written.then((w) => this.confirmComment(w));
   }
 
   /**
@@ -247,7 +248,8 @@ export class Interactions {
     }
   }
 
-  private async sendComment(text: string): Promise<ChatComment> {
+  /** Write one comment on the comment stream; the waiter is registered before the write. */
+  private async writeComment(text: string): Promise<PendingComment> {
     const payload = encodeUp({ type: "comment", room: this.room, text });
     const since = this.comments.length > 0 ? (this.comments[this.comments.length - 1]?.seq ?? -1) : -1;
     let appeared!: (c: ChatComment) => void;
@@ -257,8 +259,7 @@ export class Interactions {
     };
     this.commentWaiters.add(waiter);
     try {
-      let stream: SubgroupWriter | undefined;
-      for (let attempt = 0; attempt < 2 && !stream; attempt++) {
+      for (let attempt = 0; attempt < 2; attempt++) {
         const candidate = await this.commentWriter();
         if (candidate.isStopped) {
           this.commentStream = undefined;
@@ -266,20 +267,35 @@ export class Interactions {
         }
         try {
           await candidate.write(this.nextCommentObject++, payload);
-          stream = candidate;
+          return { stream: candidate, seen, waiter };
         } catch {
           this.commentStream = undefined;
         }
       }
-      if (!stream) throw new InteractionError("comment: could not open a stream to the relay");
+    } catch (e) {
+      this.commentWaiters.delete(waiter);
+      throw e;
+    }
+    this.commentWaiters.delete(waiter);
+    throw new InteractionError("comment: could not open a stream to the relay");
+  }
+
+  /** Wait until a written comment shows in the room, its stream is refused, or the timeout. */
+  private async confirmComment({ stream, seen, waiter }: PendingComment): Promise<ChatComment> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
       const refused = stream.closed.then((code) =>
         code === undefined ? new Promise<never>(() => {}) : Promise.reject(refusalError("comment", code)),
       );
-      const timeout = sleep(COMMENT_TIMEOUT_MS).then(() =>
-        Promise.reject(new InteractionError(`comment did not appear in room ${this.room} within ${COMMENT_TIMEOUT_MS} ms`)),
-      );
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new InteractionError(`comment did not appear in room ${this.room} within ${COMMENT_TIMEOUT_MS} ms`)),
+          COMMENT_TIMEOUT_MS,
+        );
+      });
       return await Promise.race([seen, refused, timeout]);
     } finally {
+      clearTimeout(timer);
       this.commentWaiters.delete(waiter);
     }
   }
@@ -394,6 +410,13 @@ export class Interactions {
     for (const waiter of this.commentWaiters) waiter(comment);
     this.onComment(comment);
   }
+}
+
+/** A comment written on the stream, not yet seen in the room. */
+interface PendingComment {
+  stream: SubgroupWriter;
+  seen: Promise<ChatComment>;
+  waiter: (c: ChatComment) => void;
 }
 
 function refusalError(what: string, code: number): InteractionError {
