@@ -463,7 +463,13 @@ async function main() {
       return chat.includes(textA) && chat.includes(textB) ? chat : undefined;
     }, 20);
     const historyMs = Date.now() - t0;
-    log(`comments: typed in page A shown in page B after ${commentAtoB} ms; typed in B shown in A after ${commentBtoA} ms; B reloaded shows ${history.length} comment(s) of room 0 (history) after ${historyMs} ms; screenshot ${join(results, "interactions.png")}`);
+    // The subscription alone starts at the room's current group; the FETCH must have answered too.
+    const fetched = await waitFor("the history FETCH", 5_000, () => pageB.evaluate(() => window.banyanPlayer?.interactions?.historyFetched), 20)
+      .catch(async (e) => {
+        throw new Error(`${e.message}; B notice ${await pageB.textContent("#notice")}`);
+      });
+    if (fetched < 2) throw new Error(`the history FETCH returned ${fetched} comments, expected 2`);
+    log(`comments: typed in page A shown in page B after ${commentAtoB} ms; typed in B shown in A after ${commentBtoA} ms; B reloaded shows ${history.length} comment(s) of room 0 after ${historyMs} ms (history FETCH returned ${fetched}); screenshot ${join(results, "interactions.png")}`);
     // A comment flood from A: its relay's per-viewer bucket (1/s, bursts of 5) refuses the excess
     // with STOP_SENDING 0x1001, which the page must report as rate_limited.
     const flood = await watchPage.evaluate(async () => {
@@ -473,6 +479,12 @@ async function main() {
     });
     log(`comment flood of 8 from page A: ${flood.join(", ")}`);
     if (!flood.includes("rate_limited")) throw new Error(`no comment of the flood was refused as rate_limited: ${flood.join(", ")}`);
+    // Accepted ones (those before the refusal) reach the room: page B shows them.
+    const accepted = flood.flatMap((o, i) => (o === "ok" ? [`flood ${i}`] : []));
+    await waitFor("the accepted flood comments in page B", 5_000, async () => {
+      const chat = await chatOf(pageB);
+      return accepted.every((t) => chat.includes(t)) && !flood.some((o, i) => o !== "ok" && chat.includes(`flood ${i}`));
+    }, 20);
     stopChild(watcher, "SIGINT");
     await waitExit(watcher, 10_000);
     const watchSummary = JSON.parse(watcher.text.trim().split("\n").filter((l) => l.startsWith("{")).pop() ?? "{}");
@@ -486,6 +498,7 @@ async function main() {
       commentAtoBMs: commentAtoB,
       commentBtoAMs: commentBtoA,
       historyComments: history.length,
+      historyFetched: fetched,
       commentFlood: flood.join(","),
       giftRecordedMs: giftMs,
     };

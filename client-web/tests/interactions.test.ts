@@ -121,6 +121,7 @@ describe("Interactions", () => {
       { name: "chat/3", start: { group: 0, object: 20 }, end: { group: 1, object: 6 } },
     ]);
     expect(interactions.comments.map((c) => c.seq)).toEqual([20, 21, 70]);
+    expect(interactions.historyFetched).toBe(2);
   });
 
   it("sends each like as a datagram with a growing total, then the final total on a stream", async () => {
@@ -169,20 +170,30 @@ describe("Interactions", () => {
     ]);
   });
 
-  it("rejects every comment of a refused stream with the relay's reason", async () => {
+  it("on a stopped stream, rejects the comments that do not show up in the room", async () => {
+    vi.useFakeTimers();
     await interactions.attach(session as unknown as Session);
     const flood = [0, 1, 2].map((i) => interactions.comment(`flood ${i}`));
+    const outcomes = flood.map((c) => c.then(() => "ok", (e: { refusal?: string }) => e.refusal));
     await vi.waitFor(() => expect(session.objects(0)).toHaveLength(3));
+    // The edge accepted flood 0, refused flood 1 (and stopped reading); flood 0 reaches the
+    // room only after the STOP_SENDING.
     session.streams[0]?.stop(0x1001);
-    for (const c of flood) await expect(c).rejects.toMatchObject({ refusal: "rate_limited" });
+    await vi.advanceTimersByTimeAsync(10);
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "flood 0" }));
+    await vi.advanceTimersByTimeAsync(2_500);
+    expect(await Promise.all(outcomes)).toEqual(["ok", "rate_limited", "rate_limited"]);
   });
 
   it("rejects a refused comment with the relay's reason and uses a new stream afterwards", async () => {
+    vi.useFakeTimers();
     await interactions.attach(session as unknown as Session);
     const refused = interactions.comment("spam");
+    const outcome = refused.catch((e: unknown) => e);
     await vi.waitFor(() => expect(session.objects(0)).toHaveLength(1));
     session.streams[0]?.stop(0x1001);
-    await expect(refused).rejects.toMatchObject({ refusal: "rate_limited" });
+    await vi.advanceTimersByTimeAsync(2_500);
+    expect(await outcome).toMatchObject({ refusal: "rate_limited" });
     const next = interactions.comment("later");
     await vi.waitFor(() => expect(session.streams).toHaveLength(2));
     await vi.waitFor(() => expect(session.objects(1)).toEqual([{ id: 0, up: { type: "comment", room: "3", text: "later" } }]));

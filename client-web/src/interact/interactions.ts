@@ -62,6 +62,8 @@ const REPEAT_MS = 100;
 const FINAL_MS = 500;
 /** How long a comment may take to appear in the room before `comment()` gives up. */
 const COMMENT_TIMEOUT_MS = 10_000;
+/** After the edge stops the comment stream, how long a comment written on it may still appear. */
+const STOP_GRACE_MS = 2_000;
 /** How long a gift attempt waits for its `events` announcement before it is sent again. */
 const GIFT_RETRY_MS = 2_000;
 
@@ -72,6 +74,8 @@ export class Interactions {
   likes: number | undefined;
   /** Likes this viewer sent (over every session). */
   likesSent = 0;
+  /** How many comments the last history FETCH (on joining the room) returned. */
+  historyFetched = 0;
   /** The room's comments known so far, in the origin's order (history and live). */
   readonly comments: ChatComment[] = [];
   /** Called when the `likes` track shows a new total. */
@@ -284,8 +288,13 @@ export class Interactions {
   private async confirmComment({ stream, seen, waiter }: PendingComment): Promise<ChatComment> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
+      // The edge stops the stream at the first comment it refuses: those before it were accepted
+      // and are on their way to the room, so a comment is refused only if it does not show up
+      // within a grace period after the stop.
       const refused = stream.closed.then((code) =>
-        code === undefined ? new Promise<never>(() => {}) : Promise.reject(refusalError("comment", code)),
+        code === undefined
+          ? new Promise<never>(() => {})
+          : sleep(STOP_GRACE_MS).then(() => Promise.reject(refusalError("comment", code))),
       );
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(
@@ -355,6 +364,7 @@ export class Interactions {
         { group: Math.floor(first / CHAT_GROUP), object: first % CHAT_GROUP },
         { group: largest.group, object: largest.object + 1 },
       );
+      this.historyFetched = objects.length;
       for (const o of objects) this.chatObject(o.groupId, o.objectId, o.payload);
     } catch (e) {
       this.onError(`chat history: ${describe(e)}`);
