@@ -210,7 +210,7 @@ async fn watch(
             return place_error(e);
         }
     };
-    let (token, exp) = match mint(&shared, &broadcast, false) {
+    let (token, exp) = match mint(&shared, &broadcast, Some(&placement.chat_room)) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
     };
@@ -275,7 +275,7 @@ async fn publish(
         Ok(p) => p,
         Err(e) => return place_error(e),
     };
-    let (token, exp) = match mint(&shared, &broadcast, true) {
+    let (token, exp) = match mint(&shared, &broadcast, None) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
     };
@@ -308,8 +308,10 @@ fn rate_limit(shared: &Shared) -> Option<Response> {
     Some(response)
 }
 
-/// A viewer (or publisher) token for `broadcast` and its expiry; empty without a key.
-fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u64), TokenError> {
+/// A publisher token (`room` None) or a viewer token for chat `room`, for `broadcast`, and its
+/// expiry; empty without a key.
+fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String, u64), TokenError> {
+    let publisher = room.is_none();
     let ttl = if publisher {
         shared.publish_token_ttl
     } else {
@@ -319,10 +321,9 @@ fn mint(shared: &Shared, broadcast: &str, publisher: bool) -> Result<(String, u6
     let Some(minter) = &shared.minter else {
         return Ok((String::new(), exp));
     };
-    let minted = if publisher {
-        minter.publisher(broadcast, exp)
-    } else {
-        minter.viewer(broadcast, exp)
+    let minted = match room {
+        None => minter.publisher(broadcast, exp),
+        Some(room) => minter.viewer(broadcast, room, exp),
     };
     minted.map(|token| (token, exp))
 }

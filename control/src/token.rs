@@ -51,6 +51,9 @@ pub struct Claims {
     pub subscribe: bool,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// The chat room a viewer was assigned; the edge refuses its comments in other rooms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Signs tokens with one key.
@@ -105,14 +108,15 @@ impl Minter {
         )?)
     }
 
-    /// A subscribe-only token for `broadcast`, expiring at `exp`.
-    pub fn viewer(&self, broadcast: &str, exp: u64) -> Result<String, TokenError> {
+    /// A subscribe-only token for `broadcast`, expiring at `exp`, for a viewer in chat `room`.
+    pub fn viewer(&self, broadcast: &str, room: &str, exp: u64) -> Result<String, TokenError> {
         self.mint(&Claims {
             sub: "viewer".into(),
             ns: broadcast.trim_matches('/').to_owned(),
             publish: false,
             subscribe: true,
             exp,
+            room: Some(room.to_owned()),
         })
     }
 
@@ -124,6 +128,7 @@ impl Minter {
             publish: true,
             subscribe: false,
             exp,
+            room: None,
         })
     }
 }

@@ -39,6 +39,11 @@ async fn watch_fills_region_below_high_water_then_spills_then_refuses() {
             .expect("the relay accepts the token");
         assert!(claims.subscribe && !claims.publish, "subscribe-only: {claims:?}");
         assert_eq!(claims.ns, "live/a");
+        assert_eq!(
+            claims.room.as_deref(),
+            j["chat_room"].as_str(),
+            "the token holds the viewer to its chat room"
+        );
         assert!(j["webtransport"].as_str().unwrap().starts_with("https://"));
         assert_eq!(j["cert_sha256"].as_str().unwrap().len(), 64);
         order.push(j["relay_id"].as_str().unwrap().to_owned());

@@ -10,6 +10,7 @@
 //! | `pub`  | bool    | may publish (PUBLISH_NAMESPACE, PUBLISH) under `ns`; default false |
 //! | `subs` | bool    | may subscribe (SUBSCRIBE, FETCH, TRACK_STATUS, SUBSCRIBE_NAMESPACE) under `ns`; default false |
 //! | `exp`  | integer | expiry, seconds since the Unix epoch. Required. |
+//! | `room` | string  | the chat room the control plane assigned (`chat_room`); when present, the viewer's comments must name it. Optional. |
 //! | `sub`  | string  | optional subject (who the token was minted for), only logged |
 //!
 //! Prefix matching is by namespace field, not by string: `ns = "live/a"` covers
@@ -85,6 +86,10 @@ pub struct Claims {
     pub subscribe: bool,
     /// Expiry in seconds since the Unix epoch.
     pub exp: u64,
+    /// The chat room the control plane assigned the viewer (`chat_room` of `/v1/watch`); when
+    /// present, comments the viewer sends must be in this room (others are a forged room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 impl Claims {
@@ -416,6 +421,7 @@ mod tests {
             publish,
             subscribe,
             exp: NOW + 60,
+            room: None,
         }
     }
 

@@ -190,6 +190,24 @@ impl SessionHandler {
         claims.check(action, namespace)
     }
 
+    /// The chat room the request's (or else the session's) token restricts comments to: its
+    /// `room` claim, when auth is on and the token has one. A claim that is not a room number
+    /// allows no room at all (`u64::MAX` is above every room count).
+    fn assigned_room(&self, tokens: &[Token]) -> Option<u64> {
+        let auth = self.shared.auth.as_ref()?;
+        // The request was authorized with this token a moment ago; should it fail now (it
+        // just expired), no room is allowed rather than every room.
+        let claims = match crate::auth::jwt_from_tokens(tokens) {
+            Some(jwt) => match jwt.and_then(|jwt| auth.verify(&jwt)) {
+                Ok(claims) => claims,
+                Err(_) => return Some(u64::MAX),
+            },
+            None => self.claims.clone()?,
+        };
+        let room = claims.room?;
+        Some(room.parse().unwrap_or(u64::MAX))
+    }
+
     /// The relay path of a request (empty when it comes straight from a client), refused when
     /// it already passed through this relay (a loop) or would make this relay deeper in the
     /// tree than `--max-depth`.
@@ -508,7 +526,13 @@ impl SessionHandler {
                         &message.track_namespace,
                     )
                     .is_ok();
-            return self.shared.interact.clone().serve(request, from_relay).await;
+            let room = self.assigned_room(&message.parameters.authorization_tokens);
+            return self
+                .shared
+                .interact
+                .clone()
+                .serve(request, from_relay, room)
+                .await;
         }
         let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
             Ok(name) => name,

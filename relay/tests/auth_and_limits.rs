@@ -52,6 +52,7 @@ fn claims(ns: &str, publish: bool, subscribe: bool) -> Claims {
         publish,
         subscribe,
         exp: now() + 3600,
+        room: None,
     }
 }
 

@@ -714,6 +714,7 @@ async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
             publish: false,
             subscribe: true,
             exp,
+            room: None,
         },
         SECRET.as_bytes(),
     )
@@ -766,5 +767,63 @@ async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
         relay.metrics.likes_in.get(),
         100,
         "the posing viewer was held to the viewer burst"
+    );
+}
+
+/// A viewer token naming a chat room (control mints them with the `room` it assigned) holds
+/// the viewer's comments to that room: another valid room number is a forged room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_token_with_a_room_comments_only_in_that_room() {
+    use banyan_moq::session::ClientOptions;
+    use banyan_relay::auth::{mint_hs256, Claims};
+    const SECRET: &str = "interactions-room-secret-0123456789abcdef0123456";
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, format!("{SECRET}\n")).unwrap();
+    let relay = relay(&["--auth-key", key.to_str().unwrap()]).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let jwt = mint_hs256(
+        &Claims {
+            sub: Some("viewer".into()),
+            ns: BROADCAST.into(),
+            publish: false,
+            subscribe: true,
+            exp,
+            room: Some("2".into()),
+        },
+        SECRET.as_bytes(),
+    )
+    .unwrap();
+    let options = ClientOptions {
+        tokens: vec![banyan_moq::message::Token::UseValue {
+            token_type: 0,
+            token_value: Bytes::from(jwt),
+        }],
+    };
+    let viewer = relay
+        .connect_with(&relay.client(), TransportKind::Quic, "/", options)
+        .await
+        .unwrap();
+    let room2 = subscribed(&viewer, "chat/2", "chat/2 SUBSCRIBE_OK", 10).await;
+    let writer = interact(&viewer, BROADCAST).await;
+    // Room 5 exists (below the room count) but is not this viewer's; each comment on its own
+    // stream, since a refused object stops the stream it came on.
+    send_stream(&writer, 0, vec![comment("5", "elsewhere")]).await;
+    send_stream(&writer, 1, vec![comment("2", "here")]).await;
+    let got = within("the room-2 comment", 10, read_chat(room2, 1)).await;
+    assert_eq!(got, vec![(0, "here".to_owned())]);
+    // Room 5's stream went first, so its refusal is counted by now or very soon.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.metrics.interact_refused(Refusal::BadRoom) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        relay.metrics.interact_refused(Refusal::BadRoom),
+        1,
+        "the comment in room 5 was refused as a forged room"
     );
 }

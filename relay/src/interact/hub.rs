@@ -145,11 +145,13 @@ impl Hub {
         }
     }
 
-    /// Serve a viewer's (or child relay's) PUBLISH of an `interact` track until it ends.
+    /// Serve a viewer's (or child relay's) PUBLISH of an `interact` track until it ends;
+    /// a viewer's comments are held to `room` when its token names one.
     pub async fn serve(
         self: Arc<Self>,
         request: PublishRequest,
         from_relay: bool,
+        room: Option<u64>,
     ) -> Result<(), SessionError> {
         let namespace = request.message.track_namespace.clone();
         let Some(broadcast) = self.broadcast(&namespace) else {
@@ -164,7 +166,7 @@ impl Hub {
         let mut publisher = if from_relay {
             Publisher::relay(&self.config)
         } else {
-            Publisher::viewer(&self.config, Instant::now())
+            Publisher::viewer(&self.config, Instant::now()).in_room(room)
         };
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);

@@ -83,6 +83,8 @@ pub struct Publisher {
     claimed: u64,
     /// Likes refused by the rate limit so far.
     refused: u64,
+    /// The only room this publisher may comment in (its token's `room` claim), if restricted.
+    room: Option<u64>,
 }
 
 impl Publisher {
@@ -105,7 +107,15 @@ impl Publisher {
             source: None,
             claimed: 0,
             refused: 0,
+            room: None,
         }
+    }
+
+    /// Restrict comments to `room` (the room the control plane assigned the viewer).
+    #[must_use]
+    pub fn in_room(mut self, room: Option<u64>) -> Self {
+        self.room = room;
+        self
     }
 
     /// The source id this publication sends likes under, once it sent one.
@@ -123,6 +133,9 @@ impl Publisher {
                 }
                 let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
                 let room = parse_room(&room, self.config.rooms)?;
+                if self.room.is_some_and(|assigned| assigned != room) {
+                    return Err(Refusal::BadRoom);
+                }
                 self.charge(now)?;
                 Ok(Admitted::Comment { room, text })
             }
@@ -322,6 +335,20 @@ mod tests {
             relay.admit(now, Bytes::from_static(&[0x02, 0x05])),
             Err(Refusal::Malformed)
         );
+    }
+
+    #[test]
+    fn a_viewer_assigned_a_room_comments_only_there() {
+        let now = Instant::now();
+        let mut viewer = Publisher::viewer(&config(), now).in_room(Some(2));
+        assert_eq!(viewer.admit(now, comment(b"3", b"x")), Err(Refusal::BadRoom));
+        assert!(matches!(
+            viewer.admit(now, comment(b"2", b"x")),
+            Ok(Admitted::Comment { room: 2, .. })
+        ));
+        // Unrestricted (no claim): any valid room.
+        let mut anyone = Publisher::viewer(&config(), now);
+        assert!(anyone.admit(now, comment(b"3", b"x")).is_ok());
     }
 
     #[test]
