@@ -694,37 +694,10 @@ async fn likes_egress_follows_the_window_not_the_like_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
     use banyan_certs::{client_config, parse_sha256_hex, ServerVerification};
-    use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig};
-    use banyan_relay::auth::{mint_hs256, Claims};
-    const SECRET: &str = "interactions-test-secret-0123456789abcdef012345";
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("jwt.key");
-    std::fs::write(&key, format!("{SECRET}\n")).unwrap();
-    let relay = relay(&["--auth-key", key.to_str().unwrap()]).await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
+    use banyan_moq::session::{Client, SessionConfig, TransportConfig};
+    let (relay, _key) = authed_relay().await;
     // A viewer token: subscribe-only, scoped to the broadcast.
-    let viewer_jwt = mint_hs256(
-        &Claims {
-            sub: Some("viewer".into()),
-            ns: BROADCAST.into(),
-            publish: false,
-            subscribe: true,
-            exp,
-            room: None,
-        },
-        SECRET.as_bytes(),
-    )
-    .unwrap();
-    let options = || ClientOptions {
-        tokens: vec![banyan_moq::message::Token::UseValue {
-            token_type: 0,
-            token_value: Bytes::from(viewer_jwt.clone()),
-        }],
-    };
+    let options = || viewer_token(None);
     let watch = relay
         .connect_with(&relay.client(), TransportKind::Quic, "/", options())
         .await
@@ -774,36 +747,8 @@ async fn a_viewer_claiming_to_be_a_relay_is_still_rate_limited() {
 /// the viewer's comments to that room: another valid room number is a forged room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_token_with_a_room_comments_only_in_that_room() {
-    use banyan_moq::session::ClientOptions;
-    use banyan_relay::auth::{mint_hs256, Claims};
-    const SECRET: &str = "interactions-room-secret-0123456789abcdef0123456";
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("jwt.key");
-    std::fs::write(&key, format!("{SECRET}\n")).unwrap();
-    let relay = relay(&["--auth-key", key.to_str().unwrap()]).await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let jwt = mint_hs256(
-        &Claims {
-            sub: Some("viewer".into()),
-            ns: BROADCAST.into(),
-            publish: false,
-            subscribe: true,
-            exp,
-            room: Some("2".into()),
-        },
-        SECRET.as_bytes(),
-    )
-    .unwrap();
-    let options = ClientOptions {
-        tokens: vec![banyan_moq::message::Token::UseValue {
-            token_type: 0,
-            token_value: Bytes::from(jwt),
-        }],
-    };
+    let (relay, _key) = authed_relay().await;
+    let options = viewer_token(Some("2"));
     let viewer = relay
         .connect_with(&relay.client(), TransportKind::Quic, "/", options)
         .await
@@ -826,4 +771,40 @@ async fn a_viewer_token_with_a_room_comments_only_in_that_room() {
         1,
         "the comment in room 5 was refused as a forged room"
     );
+}
+
+const AUTH_SECRET: &str = "interactions-test-secret-0123456789abcdef012345";
+
+/// A relay that requires tokens signed with [`AUTH_SECRET`]; keep the directory (its key file).
+async fn authed_relay() -> (TestRelay, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, format!("{AUTH_SECRET}\n")).unwrap();
+    (relay(&["--auth-key", key.to_str().unwrap()]).await, dir)
+}
+
+/// Session options carrying a viewer token (subscribe-only, scoped to the test broadcast,
+/// an hour to live) with chat `room` when given.
+fn viewer_token(room: Option<&str>) -> banyan_moq::session::ClientOptions {
+    use banyan_relay::auth::{mint_hs256, Claims};
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = Claims {
+        sub: Some("viewer".into()),
+        ns: BROADCAST.into(),
+        publish: false,
+        subscribe: true,
+        exp,
+        room: room.map(str::to_owned),
+    };
+    let jwt = mint_hs256(&claims, AUTH_SECRET.as_bytes()).unwrap();
+    banyan_moq::session::ClientOptions {
+        tokens: vec![banyan_moq::message::Token::UseValue {
+            token_type: 0,
+            token_value: Bytes::from(jwt),
+        }],
+    }
 }
