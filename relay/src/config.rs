@@ -229,6 +229,13 @@ pub struct RelayConfig {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub comment_rate: u32,
 
+    /// How long a broadcast's interaction state (like sums, chat rooms; at the origin its
+    /// `likes`, `chat/<room>` and `events` tracks) outlives its last use: no viewer or child
+    /// relay publishing interactions and, at the origin, no publisher (e.g. 60s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "serde_duration")]
+    pub interact_idle: Duration,
+
     /// The gift ledger (SQLite, created if missing). Gifts reaching this relay as the origin
     /// are recorded there exactly once; without it they are refused as unavailable.
     #[arg(long, value_name = "FILE")]
@@ -408,13 +415,25 @@ impl RelayConfig {
             1..=banyan_moq::message::hop_path::MAX_HOPS,
             "1 to 32",
         )?;
-        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&self.upstream_timeout) {
-            return Err(ConfigError::OutOfRange {
-                flag: "--upstream-timeout",
-                value: humantime::format_duration(self.upstream_timeout).to_string(),
-                expected: "100ms to 60s",
-            });
-        }
+        let (ms, secs) = (Duration::from_millis, Duration::from_secs);
+        check_duration(
+            "--upstream-timeout",
+            self.upstream_timeout,
+            ms(100)..=secs(60),
+            "100ms to 60s",
+        )?;
+        check_duration(
+            "--like-window",
+            self.like_window,
+            ms(10)..=secs(10),
+            "10ms to 10s",
+        )?;
+        check_duration(
+            "--interact-idle",
+            self.interact_idle,
+            secs(1)..=secs(86_400),
+            "1s to 24h",
+        )?;
         if self.upstream_insecure && self.upstream_ca.is_some() {
             return Err(ConfigError::BothUpstreamVerifications);
         }
@@ -699,12 +718,34 @@ fn check_range<T: PartialOrd + ToString>(
     range: std::ops::RangeInclusive<T>,
     expected: &'static str,
 ) -> Result<(), ConfigError> {
+    check_within(flag, value, range, expected, T::to_string)
+}
+
+fn check_duration(
+    flag: &'static str,
+    value: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    expected: &'static str,
+) -> Result<(), ConfigError> {
+    check_within(flag, value, range, expected, |d| {
+        humantime::format_duration(*d).to_string()
+    })
+}
+
+/// `value` must be in `range`; else an error showing it with `show`.
+fn check_within<T: PartialOrd>(
+    flag: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    expected: &'static str,
+    show: impl Fn(&T) -> String,
+) -> Result<(), ConfigError> {
     if range.contains(&value) {
         Ok(())
     } else {
         Err(ConfigError::OutOfRange {
             flag,
-            value: value.to_string(),
+            value: show(&value),
             expected,
         })
     }
@@ -889,8 +930,8 @@ mod tests {
         assert_eq!(c.max_lag_groups, 2);
         assert_eq!(c.namespace_wait, Duration::from_secs(5));
         assert_eq!(
-            (c.like_window, c.like_rate, c.comment_rate),
-            (Duration::from_millis(100), 20, 1)
+            (c.like_window, c.like_rate, c.comment_rate, c.interact_idle),
+            (Duration::from_millis(100), 20, 1, Duration::from_secs(60))
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.log, "info");
@@ -1102,6 +1143,20 @@ capacity-egress = 1000
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("h:1"), "{err:#}");
+    }
+
+    #[test]
+    fn interaction_durations_out_of_range_are_errors() {
+        for (flag, value) in [
+            ("--like-window", "0s"),
+            ("--like-window", "1m"),
+            ("--interact-idle", "0s"),
+            ("--interact-idle", "2days"),
+        ] {
+            let err = load(&["--dev-cert", "--insecure-no-auth", flag, value], &[]).unwrap_err();
+            let text = format!("{err:#}");
+            assert!(text.contains(flag), "{flag} {value}: {text}");
+        }
     }
 
     #[test]

@@ -219,6 +219,8 @@ pub struct Metrics {
     pub gifts_in: Counter,
     /// Interaction objects refused, by [`crate::interact::Refusal`].
     interact_refused: [Counter; 6],
+    /// Broadcasts with interaction state at this relay (freed when idle).
+    pub interact_broadcasts: Gauge,
     /// Delay from receiving an object to writing its first byte downstream.
     pub forward_delay: Histogram,
 }
@@ -407,6 +409,11 @@ impl Metrics {
             self.likes_in.get(),
         );
         w.counter("comments_in_total", "Comments accepted.", self.comments_in.get());
+        w.gauge(
+            "interaction_broadcasts",
+            "Broadcasts with interaction state at this relay.",
+            self.interact_broadcasts.get(),
+        );
         w.counter(
             "gifts_recorded_total",
             "Gifts newly recorded in the ledger.",

@@ -110,6 +110,7 @@ impl Relay {
                 like_burst: f64::from(config.like_rate) * 5.0,
                 comment_rate: f64::from(config.comment_rate),
                 comment_burst: f64::from(config.comment_rate) * 5.0,
+                idle: config.interact_idle,
                 ..InteractConfig::default()
             },
             tracks.clone(),

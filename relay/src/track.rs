@@ -358,6 +358,18 @@ impl Tracks {
         track
     }
 
+    /// End a track from [`Tracks::local`]: its subscribers get PUBLISH_DONE (track ended)
+    /// once they have what is cached, and the name is free for a new track.
+    pub fn end_local(&self, track: &Arc<Track>, reason: &str) {
+        self.retire(
+            track,
+            TrackState::Ended {
+                code: PublishDoneCode::TrackEnded,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
     /// The track `name` if this relay has it.
     pub fn get(&self, name: &FullTrackName) -> Option<Arc<Track>> {
         lock(&self.tracks).get(name).cloned()

@@ -24,7 +24,7 @@ use banyan_relay::interact::Refusal;
 use banyan_tests::impair::{Impairment, Proxy};
 use bytes::Bytes;
 use common::live::percentile;
-use common::{connect_via, impaired, relay, subscribe_msg, within, TestRelay};
+use common::{connect_via, impaired, publish, relay, subscribe_msg, within, Pattern, TestRelay};
 
 const BROADCAST: &str = "likes/show";
 
@@ -771,6 +771,81 @@ async fn a_viewer_token_with_a_room_comments_only_in_that_room() {
         1,
         "the comment in room 5 was refused as a forged room"
     );
+}
+
+/// `likes` likes from a new viewer of `relay` under `source`: datagrams, the final total on a
+/// stream, then the viewer leaves.
+async fn like_and_leave(relay: &TestRelay, source: u64, likes: u64) {
+    let session = relay.connect(&relay.client(), TransportKind::Quic).await;
+    let writer = interact(&session, BROADCAST).await;
+    for total in 1..=likes {
+        writer.send_datagram(like_datagram(total, source, total)).unwrap();
+    }
+    send_stream(
+        &writer,
+        likes + 1,
+        vec![Up::Like { source, total: likes }.encode()],
+    )
+    .await;
+    // Give the stream a moment to be read before the publication goes away with the session.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Wait (bounded) until `relay` holds interaction state for `n` broadcasts.
+async fn holds(relay: &TestRelay, n: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metrics.interact_broadcasts.get() != n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(relay.metrics.interact_broadcasts.get(), n, "{what}");
+}
+
+/// A broadcast's interaction state is freed once idle (`--interact-idle`), without losing a
+/// like: the edge and the mid free theirs after their last viewer left (the edge's final
+/// total goes up reliably first), the origin keeps its total while the publisher is there,
+/// and a later viewer's likes add to it under the edge's new source. Once the publisher has
+/// gone too, the origin frees the broadcast and ends its `likes` track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_broadcast_state_is_freed_without_losing_a_like() {
+    let (relays, _proxies) = tree(0.0, &["--interact-idle", "1s", "--like-rate", "1000"]).await;
+    let client = relays[0].client();
+    let pattern = Pattern {
+        groups: 1,
+        objects: 1,
+        interval: Duration::from_millis(10),
+    };
+    let publisher = relays[0].connect(&client, TransportKind::Quic).await;
+    let (publication, _serving) = publish(publisher, BROADCAST, pattern).await;
+    let watch = relays[0].connect(&client, TransportKind::Quic).await;
+    let likes = subscribed(&watch, "likes", "origin likes SUBSCRIBE_OK", 10).await;
+    // `watch_likes` fails if the total ever goes past 12, and never returns if it restarts.
+    let seen = tokio::spawn(watch_likes(likes, 12));
+
+    like_and_leave(&relays[2], 1, 7).await;
+    holds(&relays[1], 0, "the mid relay freed the idle broadcast").await;
+    holds(&relays[2], 0, "the edge relay freed the idle broadcast").await;
+    assert_eq!(
+        relays[0].metrics.interact_broadcasts.get(),
+        1,
+        "the origin keeps the broadcast while its publisher is here"
+    );
+    assert_eq!(
+        relays[0].metrics.likes_in.get(),
+        7,
+        "the first viewer's likes reached the origin"
+    );
+
+    like_and_leave(&relays[2], 2, 5).await;
+    within("the origin total reaches 7 + 5", 20, seen).await.unwrap();
+    assert_eq!(relays[0].metrics.likes_in.get(), 12);
+
+    drop(publication);
+    holds(
+        &relays[0],
+        0,
+        "the origin freed the broadcast after its publisher left",
+    )
+    .await;
 }
 
 const AUTH_SECRET: &str = "interactions-test-secret-0123456789abcdef012345";

@@ -6,18 +6,26 @@
 //! tracks that flow down the tree like video. Elsewhere the relay publishes its own
 //! `interact` track to a parent: its sum as a LIKE datagram every window, and accepted
 //! comments and gifts in order on one stream.
+//!
+//! A broadcast's state lives while it is used (an `interact` publication is being served,
+//! or, at the origin, the publisher is here) and for [`InteractConfig::idle`] after; then a
+//! sweep frees it: the origin ends its down tracks, a relay sends its final like total to
+//! its parent reliably and ends its publication. A broadcast used again later starts afresh,
+//! under a new like source id towards the parent so its new count never hides behind the old.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use banyan_moq::coding::{FullTrackName, RequestErrorCode, StreamResetCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{
+    FullTrackName, PublishDoneCode, RequestErrorCode, StreamResetCode, TrackName, TrackNamespace,
+};
 use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{HopPath, Message, Parameters, Publish, RequestOk};
 use banyan_moq::session::{Error as SessionError, PublishRequest, SubgroupReader, TrackEvent, TrackWriter};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::ledger::{Ledger, LedgerError};
 use super::likes::LikeSum;
@@ -46,6 +54,8 @@ pub const CHAT_GROUP: u64 = 64;
 const MAX_BROADCASTS: usize = 10_000;
 /// Comments queued for a parent before new ones are refused as rate limited.
 const UPSTREAM_QUEUE: usize = 1024;
+/// How long a finished `interact` publication's last streams may take to be read.
+const PUBLICATION_DRAIN: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -58,8 +68,10 @@ pub struct Hub {
     tracks: Arc<Tracks>,
     origins: Arc<Origins>,
     metrics: Arc<Metrics>,
-    /// This relay's like source id towards its parents.
+    /// Mixed with a counter into each broadcast's like source id towards the parent.
     source: u64,
+    /// Broadcast states created so far (the counter).
+    created: AtomicU64,
     /// The gift ledger, at an origin configured with one.
     ledger: Option<Arc<Ledger>>,
     broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
@@ -70,6 +82,39 @@ struct Broadcast {
     namespace: TrackNamespace,
     likes: Mutex<LikeSum>,
     role: Role,
+    /// This state's like source id towards the parent (not at the origin).
+    source: u64,
+    /// `interact` publications being served for it now.
+    publications: AtomicUsize,
+    /// When it was last seen in use.
+    last_used: Mutex<Instant>,
+    /// Turns true when the sweep frees it; its tasks then end.
+    freed: watch::Sender<bool>,
+}
+
+impl Broadcast {
+    /// Resolves once the broadcast has been freed.
+    async fn freed(&self) {
+        let mut freed = self.freed.subscribe();
+        let _ = freed.wait_for(|freed| *freed).await;
+    }
+}
+
+/// Counts a publication being served for as long as it lives.
+struct Serving(Arc<Broadcast>);
+
+impl Serving {
+    fn new(broadcast: Arc<Broadcast>) -> Self {
+        broadcast.publications.fetch_add(1, Ordering::SeqCst);
+        Self(broadcast)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        *lock(&self.0.last_used) = Instant::now();
+        self.0.publications.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -93,7 +138,11 @@ enum Role {
         rooms: Mutex<HashMap<u64, Room>>,
     },
     /// This relay forwards to a parent.
-    Edge { comments: mpsc::Sender<Bytes> },
+    Edge {
+        comments: mpsc::Sender<Bytes>,
+        /// The other end, until the upstream task takes it.
+        queued: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    },
 }
 
 impl Hub {
@@ -111,15 +160,62 @@ impl Hub {
         // Distinct per relay process: the clock mixed with the process id, kept to 62 bits.
         let source =
             ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 2;
-        Arc::new(Self {
+        let hub = Arc::new(Self {
             config,
             tracks,
             origins,
             metrics,
             source,
+            created: AtomicU64::new(0),
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
-        })
+        });
+        tokio::spawn(sweep_every(Arc::downgrade(&hub), hub.config.idle / 4));
+        hub
+    }
+
+    /// Broadcasts with interaction state here now.
+    pub fn broadcasts(&self) -> usize {
+        lock(&self.broadcasts).len()
+    }
+
+    /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`;
+    /// returns how many were freed. Runs periodically; public for tests.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let mut freed = Vec::new();
+        let mut broadcasts = lock(&self.broadcasts);
+        broadcasts.retain(|namespace, broadcast| {
+            let in_use = broadcast.publications.load(Ordering::SeqCst) > 0
+                || (matches!(broadcast.role, Role::Origin { .. }) && self.origins.route(namespace).is_some());
+            let mut last_used = lock(&broadcast.last_used);
+            if in_use {
+                *last_used = now;
+                return true;
+            }
+            if now.saturating_duration_since(*last_used) < self.config.idle {
+                return true;
+            }
+            freed.push(broadcast.clone());
+            false
+        });
+        self.metrics.interact_broadcasts.set(broadcasts.len() as i64);
+        drop(broadcasts);
+        for broadcast in &freed {
+            tracing::debug!(broadcast = %broadcast.namespace, "interactions: freeing idle broadcast state");
+            broadcast.freed.send_replace(true);
+            if let Role::Origin {
+                likes, events, rooms, ..
+            } = &broadcast.role
+            {
+                const REASON: &str = "broadcast over";
+                self.tracks.end_local(likes, REASON);
+                self.tracks.end_local(events, REASON);
+                for room in lock(rooms).values() {
+                    self.tracks.end_local(&room.track, REASON);
+                }
+            }
+        }
+        freed.len()
     }
 
     /// Whether `name` is an interaction track (`interact`, `likes`, `chat/<room>`).
@@ -162,6 +258,7 @@ impl Hub {
                 )
                 .await;
         };
+        let _serving = Serving::new(broadcast.clone());
         let mut subscription = request.accept(RequestOk::default()).await?;
         let mut publisher = if from_relay {
             Publisher::relay(&self.config)
@@ -194,6 +291,22 @@ impl Hub {
                 }
             }
         };
+        // The publication ended: objects still being read from its last streams (a final
+        // like total, the last comments) are applied before the source is detached.
+        drop(objects);
+        let _ = tokio::time::timeout(PUBLICATION_DRAIN, async {
+            while let Some((payload, reply)) = received.recv().await {
+                if let Err(refusal) = self
+                    .apply(&broadcast, &mut publisher, &mut attached, payload)
+                    .await
+                {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(refusal);
+                    }
+                }
+            }
+        })
+        .await;
         if let Some(source) = attached {
             lock(&broadcast.likes).detach(source, Instant::now());
         }
@@ -247,7 +360,7 @@ impl Hub {
                         self.post(broadcast, room, ChatObject { accepted_ms, text });
                         Ok(())
                     }
-                    Role::Edge { comments } => {
+                    Role::Edge { comments, .. } => {
                         let up = Up::Comment {
                             room: Bytes::from(room.to_string()),
                             text: Bytes::from(text),
@@ -310,7 +423,7 @@ impl Hub {
                         }
                     }
                 }
-                Role::Edge { comments } => {
+                Role::Edge { comments, .. } => {
                     let up = Up::Gift {
                         client_id,
                         kind,
@@ -375,11 +488,17 @@ impl Hub {
     fn broadcast(self: &Arc<Self>, namespace: &TrackNamespace) -> Option<Arc<Broadcast>> {
         let mut broadcasts = lock(&self.broadcasts);
         if let Some(broadcast) = broadcasts.get(namespace) {
+            // In use from now: the sweep leaves it at least `idle` (the caller's publication,
+            // if any, is counted well before that).
+            *lock(&broadcast.last_used) = Instant::now();
             return Some(broadcast.clone());
         }
         if broadcasts.len() >= MAX_BROADCASTS {
             return None;
         }
+        // Distinct per state: a freed broadcast's successor is a new source to the parent.
+        let instance = self.created.fetch_add(1, Ordering::Relaxed);
+        let source = (self.source ^ instance.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & ((1 << 62) - 1);
         let role = if self.is_origin(namespace) {
             let likes = self.tracks.local(FullTrackName {
                 namespace: namespace.clone(),
@@ -398,17 +517,31 @@ impl Hub {
             }
         } else {
             let (comments, queued) = mpsc::channel(UPSTREAM_QUEUE);
-            tokio::spawn(self.clone().upstream(namespace.clone(), queued));
-            Role::Edge { comments }
+            Role::Edge {
+                comments,
+                queued: Mutex::new(Some(queued)),
+            }
         };
         let broadcast = Arc::new(Broadcast {
             namespace: namespace.clone(),
             likes: Mutex::new(LikeSum::new()),
             role,
+            source,
+            publications: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+            freed: watch::channel(false).0,
         });
         broadcasts.insert(namespace.clone(), broadcast.clone());
-        if let Role::Origin { .. } = broadcast.role {
-            tokio::spawn(self.clone().publish_likes(broadcast.clone()));
+        self.metrics.interact_broadcasts.set(broadcasts.len() as i64);
+        match &broadcast.role {
+            Role::Origin { .. } => {
+                tokio::spawn(self.clone().publish_likes(broadcast.clone()));
+            }
+            Role::Edge { queued, .. } => {
+                if let Some(queued) = lock(queued).take() {
+                    tokio::spawn(self.clone().upstream(broadcast.clone(), queued));
+                }
+            }
         }
         Some(broadcast)
     }
@@ -424,7 +557,10 @@ impl Hub {
         let mut tick = tokio::time::interval(self.config.window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = broadcast.freed() => return,
+            }
             let total = {
                 let mut sum = lock(&broadcast.likes);
                 sum.expire(Instant::now(), self.config.source_retention);
@@ -439,13 +575,15 @@ impl Hub {
 
     /// Off the origin: keep an `interact` publication open to a parent; send the subtree's
     /// like sum every window (a lost datagram is repaired by the next) and each comment on
-    /// its own stream.
-    async fn upstream(self: Arc<Self>, namespace: TrackNamespace, mut comments: mpsc::Receiver<Bytes>) {
+    /// its own stream. Ends when the broadcast is freed, after its final total went out.
+    async fn upstream(self: Arc<Self>, broadcast: Arc<Broadcast>, mut comments: mpsc::Receiver<Bytes>) {
         let Some(parents) = self.tracks.parents().cloned() else {
             return;
         };
+        let namespace = broadcast.namespace.clone();
         let mut pending: Option<Bytes> = None;
         let mut group = 0u64;
+        let path = HopPath::default();
         loop {
             let publish = Publish {
                 request_id: 0,
@@ -455,45 +593,51 @@ impl Hub {
                 parameters: Parameters::default(),
                 track_properties: Default::default(),
             };
-            let opened = parents
-                .request(&namespace, &HopPath::default(), |session, _| {
-                    let publish = publish.clone();
-                    async move {
-                        let mut writer = session.publish(publish).await?;
-                        match writer.next_request().await? {
-                            Some(Message::RequestOk(_)) => Ok(writer),
-                            other => Err(SessionError::InvalidArgument(format!(
-                                "parent refused interact: {other:?}"
-                            ))),
-                        }
+            let opening = parents.request(&namespace, &path, |session, _| {
+                let publish = publish.clone();
+                async move {
+                    let mut writer = session.publish(publish).await?;
+                    match writer.next_request().await? {
+                        Some(Message::RequestOk(_)) => Ok(writer),
+                        other => Err(SessionError::InvalidArgument(format!(
+                            "parent refused interact: {other:?}"
+                        ))),
                     }
-                })
-                .await;
+                }
+            });
+            let opened = tokio::select! {
+                opened = opening => opened,
+                () = broadcast.freed() => return,
+            };
             let writer = match opened {
                 Ok((writer, _parent)) => writer,
                 Err(e) => {
                     tracing::debug!(error = %e, "interact: no parent yet");
-                    tokio::time::sleep(self.config.window * 10).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(self.config.window * 10) => continue,
+                        () = broadcast.freed() => return,
+                    }
                 }
             };
-            if let Err(e) = self
-                .feed(&namespace, writer, &mut comments, &mut pending, &mut group)
+            match self
+                .feed(&broadcast, writer, &mut comments, &mut pending, &mut group)
                 .await
             {
-                tracing::info!(error = %e, "interact: parent publication ended");
+                Ok(Fed::Freed) => return,
+                Ok(Fed::Ended) => tracing::info!("interact: parent ended the publication"),
+                Err(e) => tracing::info!(error = %e, "interact: parent publication ended"),
             }
         }
     }
 
     async fn feed(
         &self,
-        namespace: &TrackNamespace,
+        broadcast: &Broadcast,
         mut writer: TrackWriter,
         comments: &mut mpsc::Receiver<Bytes>,
         pending: &mut Option<Bytes>,
         group: &mut u64,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Fed, SessionError> {
         let sender = writer.sender();
         let mut tick = tokio::time::interval(self.config.window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -515,7 +659,7 @@ impl Hub {
             }
             tokio::select! {
                 _ = tick.tick() => {
-                    let total = self.likes(namespace).unwrap_or(0);
+                    let total = lock(&broadcast.likes).total();
                     if total > 0 {
                         let datagram = ObjectDatagram {
                             track_alias: 0,
@@ -525,7 +669,7 @@ impl Hub {
                             properties: ObjectProperties::default(),
                             end_of_group: false,
                             status: ObjectStatus::Normal,
-                            payload: Up::Like { source: self.source, total }.encode(),
+                            payload: Up::Like { source: broadcast.source, total }.encode(),
                         };
                         *group += 1;
                         sender.send_datagram(datagram)?;
@@ -533,15 +677,56 @@ impl Hub {
                 }
                 comment = comments.recv() => match comment {
                     Some(payload) => *pending = Some(payload),
-                    None => return Ok(()),
+                    None => return Ok(Fed::Ended),
                 },
                 request = writer.next_request() => {
                     if request?.is_none() {
-                        return Ok(());
+                        return Ok(Fed::Ended);
                     }
+                }
+                () = broadcast.freed() => {
+                    // The final total on the reliable stream (datagrams may all be lost),
+                    // after any comment still queued, then the end of the publication.
+                    let total = lock(&broadcast.likes).total();
+                    let mut out = match stream {
+                        Some(out) => out,
+                        None => sender.open_subgroup(comment_group, 0, None, false).await?,
+                    };
+                    while let Ok(payload) = comments.try_recv() {
+                        out.write_payload(object, payload).await?;
+                        object += 1;
+                    }
+                    if total > 0 {
+                        let like = Up::Like { source: broadcast.source, total }.encode();
+                        out.write_payload(object, like).await?;
+                    }
+                    out.finish();
+                    writer.finish(PublishDoneCode::TrackEnded, "broadcast idle").await?;
+                    return Ok(Fed::Freed);
                 }
             }
         }
+    }
+}
+
+/// How a publication to the parent ended without an error.
+enum Fed {
+    /// The parent (or its session) ended it; open another.
+    Ended,
+    /// The broadcast was freed; its final total went out.
+    Freed,
+}
+
+/// Sweep `hub` every `period` while it exists.
+async fn sweep_every(hub: Weak<Hub>, period: Duration) {
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        hub.sweep(Instant::now());
     }
 }
 

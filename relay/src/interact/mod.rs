@@ -105,6 +105,8 @@ pub struct InteractConfig {
     /// How long a finished source's last total is kept so that the same source returning
     /// (a child relay reconnecting) continues its count instead of adding it twice.
     pub source_retention: Duration,
+    /// How long a broadcast's state outlives its last use before it is freed.
+    pub idle: Duration,
 }
 
 impl Default for InteractConfig {
@@ -119,6 +121,7 @@ impl Default for InteractConfig {
             rooms: 100_000,
             max_client_id_bytes: 64,
             source_retention: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
         }
     }
 }
