@@ -688,6 +688,21 @@ mod tests {
     }
 
     #[test]
+    fn chat_rooms_fill_up_to_their_size_in_turn_per_broadcast() {
+        let now = Instant::now();
+        let mut reg = Registry::new(Policy {
+            chat_room_size: 2,
+            ..Policy::default()
+        });
+        reg.heartbeat(origin_hb("o"), now);
+        reg.heartbeat(hb("e", "eu", 100, 0), now);
+        let rooms: Vec<String> = (0..5)
+            .map(|_| reg.watch("live/a", "eu", now).unwrap().chat_room)
+            .collect();
+        assert_eq!(rooms, ["0", "0", "1", "1", "2"]);
+    }
+
+    #[test]
     fn a_loop_in_reported_links_is_not_followed_forever() {
         let now = Instant::now();
         let mut reg = Registry::new(Policy::default());
