@@ -13,10 +13,13 @@
 //! - [`report`]: [`Report`] (the stable JSON), its summary, [`Progress`] lines.
 //! - [`stats`]: nearest-rank percentiles.
 //! - [`procfs`]: `/proc/<pid>/stat` and `/status` parsing and CPU% arithmetic.
+//! - [`interact`]: the `interactions` mode: viewers send likes and comments to one relay,
+//!   watchers read the totals and chat on another ([`InteractBench`]).
 //!
 //! [`Bench::run`] spawns its sessions' tasks on the caller's runtime and joins or aborts all
 //! of them before it returns.
 
+pub mod interact;
 pub mod procfs;
 pub mod profile;
 pub mod publisher;
@@ -25,6 +28,7 @@ pub mod run;
 pub mod stats;
 pub mod subscriber;
 
+pub use interact::{InteractArgs, InteractBench, InteractReport};
 pub use profile::{Args, Profile, TransportChoice};
 pub use report::{Progress, Report};
 pub use run::Bench;

@@ -1,5 +1,6 @@
 //! Sampling a process's CPU time and resident memory from `/proc/<pid>/stat` and
-//! `/proc/<pid>/status` (Linux).
+//! `/proc/<pid>/status` (Linux); host-wide counters from `/proc/stat`, `/proc/net/snmp` and
+//! `/proc/net/dev`.
 //!
 //! CPU% between two samples is `Δ(utime + stime) / Δwall × 100`: the share of one core, so a
 //! process busy on two cores shows 200 %.
@@ -81,6 +82,26 @@ pub fn parse_status_rss(text: &str) -> Result<u64, ProcError> {
         Some(_) => return Err(ProcError::Format("VmRSS unit")),
     };
     value.checked_mul(unit).ok_or(ProcError::Format("VmRSS value"))
+}
+
+/// Bytes and packets an interface has transmitted, from `/proc/net/dev` (host-wide; on
+/// loopback every packet is counted once as transmitted and once as received).
+pub fn parse_net_dev_tx(text: &str, interface: &str) -> Result<(u64, u64), ProcError> {
+    let fields = text
+        .lines()
+        .find_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            (name.trim() == interface).then_some(rest)
+        })
+        .ok_or(ProcError::Format("no such interface in /proc/net/dev"))?;
+    // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit.
+    let mut tx = fields.split_ascii_whitespace().skip(8);
+    let mut next = |what| {
+        tx.next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(ProcError::Format(what))
+    };
+    Ok((next("tx bytes")?, next("tx packets")?))
 }
 
 /// Clock ticks per second (`USER_HZ`), from `getconf CLK_TCK`; 100 (the value on every
@@ -239,6 +260,11 @@ impl HostSample {
             udp_rcvbuf_errors: udp,
         })
     }
+
+    /// UDP receive-buffer drops from `earlier` to `self`, if both could be read.
+    pub fn udp_drops_since(&self, earlier: &HostSample) -> Option<u64> {
+        Some(self.udp_rcvbuf_errors?.saturating_sub(earlier.udp_rcvbuf_errors?))
+    }
 }
 
 /// Busy share of all CPUs between two host samples, as a percentage of one core (so a
@@ -262,6 +288,17 @@ mod tests {
     const STATUS: &str = "Name:\tbanyan-relay\nUmask:\t0022\nState:\tS (sleeping)\n\
         VmPeak:\t  300000 kB\nVmSize:\t  250000 kB\nVmHWM:\t   40000 kB\nVmRSS:\t   35840 kB\n\
         RssAnon:\t   30000 kB\nThreads:\t3\n";
+
+    #[test]
+    fn loopback_tx() {
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+                   face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+                   lo: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n  \
+                   eth0: 5 1 0 0 0 0 0 0 6 2 0 0 0 0 0 0\n";
+        assert_eq!(parse_net_dev_tx(dev, "lo").unwrap(), (2000, 20));
+        assert_eq!(parse_net_dev_tx(dev, "eth0").unwrap(), (6, 2));
+        assert!(parse_net_dev_tx(dev, "wlan0").is_err());
+    }
 
     #[test]
     fn stat_fields_after_the_last_paren() {

@@ -1,9 +1,13 @@
-//! The command line ([`Args`]) and the validated load profile it describes ([`Profile`]).
+//! The command line ([`Args`]) and the validated load profile it describes ([`Profile`]);
+//! [`Access`], the TLS and token flags both modes share.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use banyan_moq::session::TransportKind;
+use banyan_certs::ServerVerification;
+use banyan_moq::message::Token;
+use banyan_moq::session::{ClientOptions, TransportKind};
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -21,7 +25,8 @@ pub const MAX_SUBSCRIBERS: u64 = 100_000;
 #[command(
     name = "banyan-bench",
     version,
-    about = "Load a MoQT draft-18 relay with synthetic live video and measure delivery, latency and relay cost"
+    about = "Load a MoQT draft-18 relay with synthetic live video and measure delivery, latency and relay cost",
+    after_help = "Likes and comments instead of video: `banyan-bench interactions --help`."
 )]
 pub struct Args {
     /// Relay URL: `moqt://host:port[/path]` (raw QUIC) or `https://host:port/path` (WebTransport).
@@ -62,9 +67,21 @@ pub struct Args {
     /// Print the results as one JSON object on stdout (the human summary stays on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Trust a server certificate by the hex SHA-256 of its DER (as `banyan-relay --dev-cert` prints).
+    /// How sessions verify the relay and authenticate.
+    #[command(flatten)]
+    pub access: Access,
+    /// Namespace prefix: broadcasts are `<prefix>/<i>`.
+    #[arg(long, default_value = "bench")]
+    pub namespace_prefix: String,
+}
+
+/// How every session verifies relays and authenticates: the same flags in every mode.
+#[derive(clap::Args, Debug, Clone, PartialEq, Default)]
+pub struct Access {
+    /// Trust a server certificate by the hex SHA-256 of its DER (as `banyan-relay --dev-cert`
+    /// prints); repeat it to trust several relays.
     #[arg(long, conflicts_with_all = ["tls_ca", "tls_insecure"])]
-    pub tls_hash: Option<String>,
+    pub tls_hash: Vec<String>,
     /// Trust server certificates issued by the CA certificates in this PEM file.
     #[arg(long, conflicts_with = "tls_insecure")]
     pub tls_ca: Option<PathBuf>,
@@ -74,9 +91,43 @@ pub struct Args {
     /// JWT sent as the AUTHORIZATION TOKEN setup option by every session.
     #[arg(long, env = "BANYAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Namespace prefix: broadcasts are `<prefix>/<i>`.
-    #[arg(long, default_value = "bench")]
-    pub namespace_prefix: String,
+}
+
+impl Access {
+    /// The certificate check the flags ask for, and its name in reports: `sha256`, `ca`,
+    /// `insecure` or `system` (the system's root store).
+    pub fn verification(&self) -> Result<(ServerVerification, &'static str), Error> {
+        if !self.tls_hash.is_empty() {
+            let hashes = self
+                .tls_hash
+                .iter()
+                .map(|h| {
+                    banyan_certs::parse_sha256_hex(h).map_err(|e| Error::Config(format!("--tls-hash: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((ServerVerification::PinnedSha256(hashes), "sha256"))
+        } else if let Some(ca) = &self.tls_ca {
+            Ok((ServerVerification::CaFile(ca.clone()), "ca"))
+        } else if self.tls_insecure {
+            Ok((ServerVerification::InsecureSkipVerify, "insecure"))
+        } else {
+            Ok((ServerVerification::SystemRoots, "system"))
+        }
+    }
+
+    /// What every session sends in SETUP: the token (USE_VALUE, type 0), if any.
+    pub fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            tokens: self
+                .token
+                .iter()
+                .map(|t| Token::UseValue {
+                    token_type: 0,
+                    token_value: Bytes::from(t.clone()),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Which transport subscribers use.
@@ -190,18 +241,7 @@ impl Profile {
                 "{subscribers} subscribers in total exceeds {MAX_SUBSCRIBERS}"
             )));
         }
-        if let Some(hash) = &args.tls_hash {
-            banyan_certs::parse_sha256_hex(hash).map_err(|e| Error::Config(format!("--tls-hash: {e}")))?;
-        }
-        let tls = if args.tls_hash.is_some() {
-            "sha256"
-        } else if args.tls_ca.is_some() {
-            "ca"
-        } else if args.tls_insecure {
-            "insecure"
-        } else {
-            "system"
-        };
+        let (_, tls) = args.access.verification()?;
         Ok(Self {
             url: args.url.clone(),
             publishers: args.publishers,
@@ -218,7 +258,7 @@ impl Profile {
             drain_timeout_s: args.drain_timeout.as_secs_f64(),
             relay_pid: args.relay_pid,
             namespace_prefix: args.namespace_prefix.clone(),
-            token: args.token.is_some(),
+            token: args.access.token.is_some(),
             tls: tls.to_string(),
         })
     }

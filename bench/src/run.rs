@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use banyan_certs::ServerVerification;
 use banyan_moq::coding::{SessionErrorCode, TrackNamespace};
-use banyan_moq::message::Token;
 use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig, TransportKind};
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -32,7 +31,7 @@ pub const SUBSCRIBER_SOCKETS: u64 = 32;
 pub struct Bench {
     profile: Profile,
     verification: ServerVerification,
-    token: Option<String>,
+    options: ClientOptions,
 }
 
 /// Counters at one instant.
@@ -50,21 +49,11 @@ impl Bench {
     /// Validate the command line.
     pub fn from_args(args: &Args) -> Result<Self, Error> {
         let profile = Profile::from_args(args)?;
-        let verification = if let Some(hash) = &args.tls_hash {
-            let hash = banyan_certs::parse_sha256_hex(hash)
-                .map_err(|e| Error::Config(format!("--tls-hash: {e}")))?;
-            ServerVerification::PinnedSha256(vec![hash])
-        } else if let Some(ca) = &args.tls_ca {
-            ServerVerification::CaFile(ca.clone())
-        } else if args.tls_insecure {
-            ServerVerification::InsecureSkipVerify
-        } else {
-            ServerVerification::SystemRoots
-        };
+        let (verification, _) = args.access.verification()?;
         Ok(Self {
             profile,
             verification,
-            token: args.token.clone(),
+            options: args.access.client_options(),
         })
     }
 
@@ -97,16 +86,7 @@ impl Bench {
             Client::new(tls.clone(), &TransportConfig::default(), SessionConfig::default())
                 .map_err(Error::Client)
         };
-        let options = ClientOptions {
-            tokens: self
-                .token
-                .iter()
-                .map(|t| Token::UseValue {
-                    token_type: 0,
-                    token_value: Bytes::from(t.clone()),
-                })
-                .collect(),
-        };
+        let options = self.options.clone();
 
         // Publishers.
         let broadcasts: Vec<Arc<Broadcast>> = (0..p.broadcasts)
@@ -360,10 +340,7 @@ impl Bench {
                 (other.max(0.0) * 10.0).round() / 10.0
             }),
             udp_rcvbuf_errors: match (start.host, end.host) {
-                (Some(a), Some(b)) => b
-                    .udp_rcvbuf_errors
-                    .zip(a.udp_rcvbuf_errors)
-                    .map(|(b, a)| b.saturating_sub(a)),
+                (Some(a), Some(b)) => b.udp_drops_since(&a),
                 _ => None,
             },
         };

@@ -1,0 +1,820 @@
+//! One interaction run: connect watchers (SUBSCRIBE `likes`, `chat/<room>`) on the watch
+//! relay, connect viewers (PUBLISH `interact`) on the ingest relay, send likes and comments at
+//! a fixed rate for the window, drain until every watcher has seen them, and report.
+//!
+//! # Method
+//! - A viewer sends like number `k` as one OBJECT_DATAGRAM (group `k`, object 0) carrying its
+//!   cumulative total `k`, and records when it sent it; after the window it sends its final
+//!   total once on a subgroup stream (reliable), as `docs/interactions.md` asks of a client.
+//! - Like-to-visible: all viewers' send times are merged and sorted, `S[0] ≤ S[1] ≤ …`. A
+//!   watcher seeing total `T` at time `t` has seen `T` likes counted, and at least `T` likes
+//!   had been sent by then, so `S[T-1] ≤ t`: like `j` (1-based, in send order) is visible at the
+//!   first total `≥ j`, and its latency is that time minus `S[j-1]`: how long the total shown
+//!   lags behind the count sent. Every send and arrival is timed on this process's monotonic
+//!   clock.
+//! - Comment latency: each comment's text carries its send time (µs since the Unix epoch);
+//!   a watcher subtracts it from its clock when the object arrives (same host, same clock).
+//! - Conservation: the sum of the viewers' final totals against each watcher's last total.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
+use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
+use banyan_moq::message::{Message, Parameters, Publish, Subscribe};
+use banyan_moq::session::{
+    Client, ClientOptions, Session, SessionConfig, SubgroupReader, SubgroupWriter, Subscription, TrackEvent,
+    TrackWriter, TransportConfig,
+};
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use url::Url;
+
+use super::args::{InteractArgs, InteractProfile};
+use super::metrics::{self, Scrape};
+use super::report::{
+    Comments, Host, InteractReport, Likes, RelaySide, Sessions, WatchEgress, INTERACT_SCHEMA_VERSION,
+};
+use super::wire;
+use crate::procfs::{host_busy_percent, parse_net_dev_tx, HostSample, ProcessSampler, Sample};
+use crate::publisher::unix_micros;
+use crate::run::SUBSCRIBER_SOCKETS;
+use crate::stats::{round3, Distribution};
+use crate::Error;
+
+/// At most this many like-latency samples are computed (likes are strided to fit).
+pub const MAX_LIKE_SAMPLES: u64 = 2_000_000;
+
+/// How long one relay metrics scrape may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An interaction benchmark ready to run.
+#[derive(Debug, Clone)]
+pub struct InteractBench {
+    profile: InteractProfile,
+    verification: banyan_certs::ServerVerification,
+    options: ClientOptions,
+}
+
+/// What one watcher saw; shared with its reader tasks.
+#[derive(Debug, Default)]
+struct Watcher {
+    /// Whether its totals and comment latencies are kept.
+    timed: bool,
+    /// Totals seen on `likes`, with when, in arrival order (timed watchers only).
+    totals: Mutex<Vec<(u64, Instant)>>,
+    /// The largest total seen.
+    max_total: AtomicU64,
+    /// Comments received.
+    comments: AtomicU64,
+    /// Comment latencies in µs (timed watchers only).
+    comment_latencies_us: Mutex<Vec<u64>>,
+}
+
+/// Objects and bytes all watchers received, read at both ends of the window.
+#[derive(Debug, Default)]
+struct Received {
+    likes_objects: AtomicU64,
+    chat_objects: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A viewer, connected and publishing `interact`.
+struct Viewer {
+    index: u64,
+    writer: TrackWriter,
+}
+
+/// What a viewer sent, and its publication (kept open until the sessions close).
+#[derive(Default)]
+struct Sent {
+    like_times: Vec<Instant>,
+    comments: u64,
+    writer: Option<TrackWriter>,
+}
+
+/// Counters and process samples at one instant.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    at: Instant,
+    likes_objects: u64,
+    chat_objects: u64,
+    bytes: u64,
+    ingest: Option<Sample>,
+    watch: Option<Sample>,
+    bench: Option<Sample>,
+    host: Option<HostSample>,
+    loopback: Option<(u64, u64)>,
+    ingest_metrics: Option<Scrape>,
+    watch_metrics: Option<Scrape>,
+}
+
+impl InteractBench {
+    /// Validate the command line.
+    pub fn from_args(args: &InteractArgs) -> Result<Self, Error> {
+        let (profile, verification) = InteractProfile::from_args(args)?;
+        Ok(Self {
+            profile,
+            verification,
+            options: args.access.client_options(),
+        })
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &InteractProfile {
+        &self.profile
+    }
+
+    /// Run, calling `progress` with a line about once a second.
+    pub async fn run(&self, mut progress: impl FnMut(&str)) -> Result<InteractReport, Error> {
+        let p = &self.profile;
+        let tls = banyan_certs::client_config(&self.verification, &[])?;
+        let sockets = u64::from(p.viewers + p.watchers).clamp(1, SUBSCRIBER_SOCKETS);
+        let clients: Vec<Client> = (0..sockets)
+            .map(|_| Client::new(tls.clone(), &TransportConfig::default(), SessionConfig::default()))
+            .collect::<Result<_, _>>()
+            .map_err(Error::Client)?;
+        let options = self.options.clone();
+        let namespace = TrackNamespace::from_path(&p.broadcast).map_err(|e| Error::Config(e.to_string()))?;
+        let parse = |u: &str| Url::parse(u).map_err(|e| Error::Config(e.to_string()));
+        let (ingest_url, watch_url) = (parse(&p.ingest)?, parse(&p.watch)?);
+        let ingest_metrics = p.ingest_metrics.as_deref().map(parse).transpose()?;
+        let watch_metrics = p.watch_metrics.as_deref().map(parse).transpose()?;
+        let ingest_proc = p.relay_pid.map(ProcessSampler::new);
+        let watch_proc = p.watch_relay_pid.map(ProcessSampler::new);
+        for sampler in ingest_proc.iter().chain(&watch_proc) {
+            sampler.sample()?;
+        }
+        let with_chat = p.comments_per_s > 0.0;
+        let chat_track = format!("chat/{}", p.room);
+        let gate = Arc::new(Semaphore::new(p.connect_concurrency as usize));
+        let mut drivers = Vec::new();
+        let failed = Arc::new(AtomicU64::new(0));
+
+        // Watchers first, so they see every like and comment from the start.
+        let received = Arc::new(Received::default());
+        let watchers: Vec<Arc<Watcher>> = (0..p.watchers)
+            .map(|w| {
+                Arc::new(Watcher {
+                    timed: p.latency_watchers == 0 || w < p.latency_watchers,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut connecting = JoinSet::new();
+        for (w, watcher) in watchers.iter().enumerate() {
+            let Some(client) = clients.get(w % clients.len()).cloned() else {
+                continue;
+            };
+            let dial = Dial {
+                client,
+                url: watch_url.clone(),
+                options: options.clone(),
+                gate: gate.clone(),
+                failed: failed.clone(),
+            };
+            let (namespace, chat_track, watcher) = (namespace.clone(), chat_track.clone(), watcher.clone());
+            connecting.spawn(async move {
+                let (session, driver) = dial.connect("watcher").await?;
+                let mut tracks = vec!["likes".to_string()];
+                if with_chat {
+                    tracks.push(chat_track);
+                }
+                let mut subscriptions = Vec::new();
+                for track in tracks {
+                    match session.subscribe(subscribe(&namespace, &track)).await {
+                        Ok(s) => subscriptions.push((track, s)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, track, "watcher SUBSCRIBE failed");
+                            dial.give_up(&session, &driver, "subscribe failed");
+                            return None;
+                        }
+                    }
+                }
+                Some((session, driver, watcher, subscriptions))
+            });
+        }
+        let mut readers = JoinSet::new();
+        let mut sessions = Vec::new();
+        while let Some(joined) = connecting.join_next().await {
+            let Ok(Some((session, driver, watcher, subscriptions))) = joined else {
+                continue;
+            };
+            sessions.push(session);
+            drivers.push(driver);
+            for (track, subscription) in subscriptions {
+                let chat = track != "likes";
+                readers.spawn(read_track(subscription, chat, watcher.clone(), received.clone()));
+            }
+        }
+        let watchers_connected = sessions.len() as u64;
+        progress(&format!(
+            "{watchers_connected} of {} watchers subscribed",
+            p.watchers
+        ));
+
+        // Viewers: connect and PUBLISH `interact`.
+        let mut connecting = JoinSet::new();
+        for v in 0..u64::from(p.viewers) {
+            let Some(client) = clients
+                .get((v as usize + p.watchers as usize) % clients.len())
+                .cloned()
+            else {
+                continue;
+            };
+            let dial = Dial {
+                client,
+                url: ingest_url.clone(),
+                options: options.clone(),
+                gate: gate.clone(),
+                failed: failed.clone(),
+            };
+            let namespace = namespace.clone();
+            connecting.spawn(async move {
+                let (session, driver) = dial.connect("viewer").await?;
+                match publish_interact(&session, namespace).await {
+                    Ok(writer) => Some((session, driver, Viewer { index: v, writer })),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "viewer PUBLISH interact failed");
+                        dial.give_up(&session, &driver, "publish failed");
+                        None
+                    }
+                }
+            });
+        }
+        let mut viewers = Vec::new();
+        while let Some(joined) = connecting.join_next().await {
+            let Ok(Some((session, driver, viewer))) = joined else {
+                continue;
+            };
+            sessions.push(session);
+            drivers.push(driver);
+            viewers.push(viewer);
+        }
+        let viewers_connected = viewers.len() as u64;
+        progress(&format!(
+            "{viewers_connected} of {} viewers publishing interact",
+            p.viewers
+        ));
+
+        // The window: every viewer sends on its own schedule, phases spread evenly.
+        let snapshot = || {
+            let (ingest_metrics, watch_metrics) = (ingest_metrics.clone(), watch_metrics.clone());
+            let (ingest_proc, watch_proc, received) =
+                (ingest_proc.clone(), watch_proc.clone(), received.clone());
+            async move {
+                let scrape = |url: Option<Url>| async move {
+                    match url {
+                        Some(url) => metrics::scrape(&url, SCRAPE_TIMEOUT).await.ok(),
+                        None => None,
+                    }
+                };
+                let (ingest_metrics, watch_metrics) =
+                    tokio::join!(scrape(ingest_metrics), scrape(watch_metrics));
+                Snapshot {
+                    at: Instant::now(),
+                    likes_objects: received.likes_objects.load(Ordering::Relaxed),
+                    chat_objects: received.chat_objects.load(Ordering::Relaxed),
+                    bytes: received.bytes.load(Ordering::Relaxed),
+                    ingest: ingest_proc.as_ref().and_then(|s| s.sample().ok()),
+                    watch: watch_proc.as_ref().and_then(|s| s.sample().ok()),
+                    bench: ProcessSampler::this_process().sample().ok(),
+                    host: HostSample::take().ok(),
+                    loopback: std::fs::read_to_string("/proc/net/dev")
+                        .ok()
+                        .and_then(|t| parse_net_dev_tx(&t, "lo").ok()),
+                    ingest_metrics,
+                    watch_metrics,
+                }
+            }
+        };
+        let start_snap = snapshot().await;
+        let t0 = Instant::now() + Duration::from_millis(50);
+        let t_end = t0 + p.duration();
+        let likes_sent_now = Arc::new(AtomicU64::new(0));
+        let mut senders = JoinSet::new();
+        let n = viewers.len().max(1) as f64;
+        let source_base = unix_micros() << 20;
+        for viewer in viewers {
+            let phase = viewer.index as f64 / n;
+            let schedule = Schedule {
+                t0,
+                t_end,
+                likes_per_s: p.likes_per_s,
+                comments_per_s: p.comments_per_s,
+                phase,
+                room: p.room.to_string(),
+                source: (source_base | viewer.index) & ((1 << 62) - 1),
+            };
+            senders.spawn(send(viewer, schedule, likes_sent_now.clone()));
+        }
+        let mut ticker = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+        let min_total = || {
+            watchers
+                .iter()
+                .map(|w| w.max_total.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0)
+        };
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => progress(&format!(
+                    "{:.1} s: {} likes sent, smallest total seen {}",
+                    t0.elapsed().as_secs_f64(),
+                    likes_sent_now.load(Ordering::Relaxed),
+                    min_total()
+                )),
+                _ = tokio::time::sleep_until(t_end) => break,
+            }
+        }
+        let end_snap = snapshot().await;
+        let mut sent = Vec::new();
+        while let Some(joined) = senders.join_next().await {
+            if let Ok(s) = joined {
+                sent.push(s);
+            }
+        }
+        let likes_sent: u64 = sent.iter().map(|s| s.like_times.len() as u64).sum();
+        let comments_sent: u64 = sent.iter().map(|s| s.comments).sum();
+
+        // Drain: until every watcher has every like and comment, or the timeout.
+        let drain_end = Instant::now() + p.drain_timeout();
+        let complete = |w: &Watcher| {
+            w.max_total.load(Ordering::Relaxed) == likes_sent
+                && (!with_chat || w.comments.load(Ordering::Relaxed) == comments_sent)
+        };
+        while Instant::now() < drain_end && !watchers.iter().all(|w| complete(w)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        progress(&format!("drained after {:.1} s", t_end.elapsed().as_secs_f64()));
+        readers.abort_all();
+        for session in &sessions {
+            session.close(SessionErrorCode::NoError, "bench finished");
+        }
+        while readers.join_next().await.is_some() {}
+        for driver in &drivers {
+            driver.abort();
+        }
+        for driver in drivers {
+            let _ = driver.await;
+        }
+
+        Ok(self.report(ReportInputs {
+            sent,
+            watchers: &watchers,
+            start: start_snap,
+            end: end_snap,
+            sessions: Sessions {
+                viewers: viewers_connected,
+                watchers: watchers_connected,
+                failed: failed.load(Ordering::Relaxed),
+            },
+            with_chat,
+            ingest_proc: ingest_proc.as_ref(),
+            watch_proc: watch_proc.as_ref(),
+        }))
+    }
+
+    fn report(&self, input: ReportInputs<'_>) -> InteractReport {
+        let p = &self.profile;
+        let ReportInputs {
+            sent,
+            watchers,
+            start,
+            end,
+            sessions,
+            with_chat,
+            ingest_proc,
+            watch_proc,
+        } = input;
+        let window = end.at.saturating_duration_since(start.at).as_secs_f64();
+        let per_s = |x: f64| if window > 0.0 { round3(x / window) } else { 0.0 };
+        let mut send_times: Vec<Instant> = sent.iter().flat_map(|s| s.like_times.iter().copied()).collect();
+        send_times.sort_unstable();
+        let likes_sent = send_times.len() as u64;
+        let comments_sent: u64 = sent.iter().map(|s| s.comments).sum();
+
+        let finals: Vec<u64> = watchers
+            .iter()
+            .map(|w| w.max_total.load(Ordering::Relaxed))
+            .collect();
+        let watchers_complete = finals.iter().filter(|&&t| t == likes_sent).count() as u64;
+        let timed: Vec<&Arc<Watcher>> = watchers.iter().filter(|w| w.timed).collect();
+        let stride = (likes_sent * timed.len() as u64)
+            .div_ceil(MAX_LIKE_SAMPLES)
+            .max(1);
+        let mut like_latencies = Vec::new();
+        let mut totals_seen = 0;
+        for (w, watcher) in timed.iter().enumerate() {
+            let seen = lock(&watcher.totals).clone();
+            totals_seen += seen.len() as u64;
+            like_latencies.extend(like_to_visible(&send_times, &seen, stride, w as u64 % stride));
+        }
+        let comment_latencies: Vec<u64> = timed
+            .iter()
+            .flat_map(|w| lock(&w.comment_latencies_us).clone())
+            .collect();
+        let delivered: Vec<u64> = watchers
+            .iter()
+            .map(|w| w.comments.load(Ordering::Relaxed))
+            .collect();
+        let comments_complete = delivered.iter().filter(|&&c| c == comments_sent).count() as u64;
+
+        let likes_objects = end.likes_objects.saturating_sub(start.likes_objects) as f64;
+        let watch = WatchEgress {
+            likes_objects_per_s: per_s(likes_objects),
+            chat_objects_per_s: per_s(end.chat_objects.saturating_sub(start.chat_objects) as f64),
+            payload_bytes_per_s: per_s(end.bytes.saturating_sub(start.bytes) as f64),
+            likes_objects_per_s_per_watcher: if sessions.watchers > 0 {
+                round3(per_s(likes_objects) / sessions.watchers as f64)
+            } else {
+                0.0
+            },
+        };
+        let likes_sent_per_s = per_s(likes_sent as f64);
+        let cpu = |sampler: Option<&ProcessSampler>, a: &Option<Sample>, b: &Option<Sample>| match (
+            sampler, a, b,
+        ) {
+            (Some(s), Some(a), Some(b)) => s.cpu_percent(a, b).map(|c| (c * 10.0).round() / 10.0),
+            _ => None,
+        };
+        let delta = |a: &Option<Scrape>, b: &Option<Scrape>, series: &str| match (a, b) {
+            (Some(a), Some(b)) => metrics::delta(a, b, series),
+            _ => None,
+        };
+        let refused = |a: &Option<Scrape>, b: &Option<Scrape>| match (a, b) {
+            (Some(a), Some(b)) => Some(
+                b.iter()
+                    .filter(|(k, _)| k.starts_with(&format!("{}interactions_refused_total", metrics::PREFIX)))
+                    .map(|(k, v)| v - a.get(k).copied().unwrap_or(0.0))
+                    .sum(),
+            ),
+            _ => None,
+        };
+        let ingest_cpu = cpu(ingest_proc, &start.ingest, &end.ingest);
+        let ingest_relay = RelaySide {
+            pid: p.relay_pid,
+            cpu_percent: ingest_cpu,
+            likes_per_s_per_core: ingest_cpu
+                .filter(|&c| c > 0.0)
+                .map(|c| (likes_sent_per_s / (c / 100.0)).round()),
+            likes_in_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "likes_in_total").map(per_s),
+            refused: refused(&start.ingest_metrics, &end.ingest_metrics),
+            objects_out_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "objects_out_total")
+                .map(per_s),
+            bytes_out_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "bytes_out_total").map(per_s),
+        };
+        let watch_relay = RelaySide {
+            pid: p.watch_relay_pid,
+            cpu_percent: cpu(watch_proc, &start.watch, &end.watch),
+            likes_per_s_per_core: None,
+            likes_in_per_s: delta(&start.watch_metrics, &end.watch_metrics, "likes_in_total").map(per_s),
+            refused: refused(&start.watch_metrics, &end.watch_metrics),
+            objects_out_per_s: delta(&start.watch_metrics, &end.watch_metrics, "objects_out_total")
+                .map(per_s),
+            bytes_out_per_s: delta(&start.watch_metrics, &end.watch_metrics, "bytes_out_total").map(per_s),
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let host = Host {
+            cpus,
+            cpu_busy_percent: match (&start.host, &end.host) {
+                (Some(a), Some(b)) => {
+                    host_busy_percent(&a.cpu, &b.cpu, cpus).map(|v| (v * 10.0).round() / 10.0)
+                }
+                _ => None,
+            },
+            bench_cpu_percent: cpu(Some(&ProcessSampler::this_process()), &start.bench, &end.bench),
+            loopback_bytes_per_s: start
+                .loopback
+                .zip(end.loopback)
+                .map(|(a, b)| per_s(b.0.saturating_sub(a.0) as f64).round()),
+            loopback_packets_per_s: start
+                .loopback
+                .zip(end.loopback)
+                .map(|(a, b)| per_s(b.1.saturating_sub(a.1) as f64).round()),
+            udp_rcvbuf_errors: match (&start.host, &end.host) {
+                (Some(a), Some(b)) => b.udp_drops_since(a),
+                _ => None,
+            },
+        };
+        InteractReport {
+            schema: INTERACT_SCHEMA_VERSION,
+            mode: "interactions".into(),
+            profile: p.clone(),
+            window_s: round3(window),
+            likes: Likes {
+                sent: likes_sent,
+                sent_per_s: likes_sent_per_s,
+                final_total_min: finals.iter().min().copied(),
+                final_total_max: finals.iter().max().copied(),
+                watchers_complete,
+                conserved: sessions.watchers > 0 && watchers_complete == watchers.len() as u64,
+                totals_seen,
+            },
+            like_to_visible_ms: Distribution::from_micros(like_latencies),
+            comments: Comments {
+                sent: comments_sent,
+                sent_per_s: per_s(comments_sent as f64),
+                delivered_min: with_chat.then(|| delivered.iter().min().copied()).flatten(),
+                watchers_complete: if with_chat { comments_complete } else { 0 },
+                all_delivered: with_chat && comments_complete == watchers.len() as u64,
+            },
+            comment_latency_ms: Distribution::from_micros(comment_latencies),
+            sessions,
+            watch,
+            ingest_relay,
+            watch_relay,
+            host,
+        }
+    }
+}
+
+struct ReportInputs<'a> {
+    sent: Vec<Sent>,
+    watchers: &'a [Arc<Watcher>],
+    start: Snapshot,
+    end: Snapshot,
+    sessions: Sessions,
+    with_chat: bool,
+    ingest_proc: Option<&'a ProcessSampler>,
+    watch_proc: Option<&'a ProcessSampler>,
+}
+
+/// Like-to-visible latencies in µs for likes `offset + 1`, `offset + 1 + stride`, … (1-based,
+/// in send order, `send_times` sorted): like `j` is visible at the first total `≥ j` in `seen`
+/// (arrival order). Likes never covered by a total give no sample.
+pub fn like_to_visible(
+    send_times: &[Instant],
+    seen: &[(u64, Instant)],
+    stride: u64,
+    offset: u64,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut covered = 0u64;
+    let mut next = seen.iter();
+    let mut at = None;
+    let mut j = offset + 1;
+    while let Some(sent_at) = usize::try_from(j - 1).ok().and_then(|i| send_times.get(i)) {
+        while covered < j {
+            match next.next() {
+                Some(&(total, t)) => {
+                    if total > covered {
+                        covered = total;
+                        at = Some(t);
+                    }
+                }
+                None => return out,
+            }
+        }
+        if let Some(t) = at {
+            out.push(
+                t.saturating_duration_since(*sent_at)
+                    .as_micros()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            );
+        }
+        j += stride.max(1);
+    }
+    out
+}
+
+/// How to open one session: through `gate` (bounded concurrent connects), failures counted.
+struct Dial {
+    client: Client,
+    url: Url,
+    options: ClientOptions,
+    gate: Arc<Semaphore>,
+    failed: Arc<AtomicU64>,
+}
+
+impl Dial {
+    /// Connect and start the session's driver; `None` (counted) if the connect failed.
+    async fn connect(&self, who: &'static str) -> Option<(Session, JoinHandle<()>)> {
+        let _permit = self.gate.acquire().await.ok()?;
+        match self.client.connect(&self.url, self.options.clone()).await {
+            Ok((session, driver)) => Some((
+                session,
+                tokio::spawn(async move {
+                    let _ = driver.run().await;
+                }),
+            )),
+            Err(e) => {
+                tracing::debug!(error = %e, who, "connect failed");
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Count a session that connected but could not set up its tracks, and close it.
+    fn give_up(&self, session: &Session, driver: &JoinHandle<()>, why: &str) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        session.close(SessionErrorCode::NoError, why);
+        driver.abort();
+    }
+}
+
+fn subscribe(namespace: &TrackNamespace, track: &str) -> Subscribe {
+    Subscribe {
+        request_id: 0,
+        track_namespace: namespace.clone(),
+        track_name: TrackName::from(track),
+        parameters: Parameters::default(),
+    }
+}
+
+/// PUBLISH `(namespace, "interact")` and wait for PUBLISH_OK.
+async fn publish_interact(session: &Session, namespace: TrackNamespace) -> Result<TrackWriter, String> {
+    let mut writer = session
+        .publish(Publish {
+            request_id: 0,
+            track_namespace: namespace,
+            track_name: TrackName::from("interact"),
+            track_alias: 0,
+            parameters: Parameters::default(),
+            track_properties: Default::default(),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    match writer.next_request().await {
+        Ok(Some(Message::RequestOk(_))) => Ok(writer),
+        other => Err(format!("no PUBLISH_OK: {other:?}")),
+    }
+}
+
+/// Read one subscription until it ends, each subgroup on its own task.
+async fn read_track(
+    mut subscription: Subscription,
+    chat: bool,
+    watcher: Arc<Watcher>,
+    received: Arc<Received>,
+) {
+    let mut groups = JoinSet::new();
+    loop {
+        tokio::select! {
+            event = subscription.next() => match event {
+                Ok(Some(TrackEvent::Subgroup(reader))) => {
+                    groups.spawn(read_group(reader, chat, watcher.clone(), received.clone()));
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            },
+            Some(_) = groups.join_next(), if !groups.is_empty() => {}
+        }
+    }
+    while groups.join_next().await.is_some() {}
+}
+
+async fn read_group(mut reader: SubgroupReader, chat: bool, watcher: Arc<Watcher>, received: Arc<Received>) {
+    while let Ok(Some(object)) = reader.next().await {
+        let now = Instant::now();
+        received
+            .bytes
+            .fetch_add(object.payload.len() as u64, Ordering::Relaxed);
+        if chat {
+            received.chat_objects.fetch_add(1, Ordering::Relaxed);
+            let Some(sent_us) =
+                wire::decode_chat_text(object.payload).and_then(|t| wire::comment_sent_us(&t))
+            else {
+                continue;
+            };
+            watcher.comments.fetch_add(1, Ordering::Relaxed);
+            if watcher.timed {
+                lock(&watcher.comment_latencies_us).push(unix_micros().saturating_sub(sent_us));
+            }
+        } else {
+            received.likes_objects.fetch_add(1, Ordering::Relaxed);
+            let Some(total) = wire::decode_total(object.payload) else {
+                continue;
+            };
+            watcher.max_total.fetch_max(total, Ordering::Relaxed);
+            if watcher.timed {
+                lock(&watcher.totals).push((total, now));
+            }
+        }
+    }
+}
+
+/// When and what one viewer sends.
+#[derive(Debug, Clone)]
+struct Schedule {
+    t0: Instant,
+    t_end: Instant,
+    likes_per_s: f64,
+    comments_per_s: f64,
+    /// This viewer's offset within one period, in periods (0..1).
+    phase: f64,
+    room: String,
+    source: u64,
+}
+
+impl Schedule {
+    /// When event `k` of a `rate`/s series is due; `None` once past the window.
+    fn due(&self, rate: f64, k: u64) -> Option<Instant> {
+        if rate <= 0.0 {
+            return None;
+        }
+        let at = self.t0 + Duration::from_secs_f64((k as f64 + self.phase) / rate);
+        (at < self.t_end).then_some(at)
+    }
+}
+
+/// Send likes and comments on `schedule`; then the final like total on a stream.
+async fn send(viewer: Viewer, schedule: Schedule, likes_sent: Arc<AtomicU64>) -> Sent {
+    let mut sent = Sent::default();
+    let (mut likes, mut comments) = (0u64, 0u64);
+    let mut comment_stream: Option<SubgroupWriter> = None;
+    if schedule.comments_per_s > 0.0 {
+        comment_stream = viewer.writer.open_subgroup(0, 0, None, false).await.ok();
+    }
+    loop {
+        let next_like = schedule.due(schedule.likes_per_s, likes);
+        let next_comment = schedule.due(schedule.comments_per_s, comments);
+        let (at, is_like) = match (next_like, next_comment) {
+            (None, None) => break,
+            (Some(l), Some(c)) if c < l => (c, false),
+            (Some(l), _) => (l, true),
+            (None, Some(c)) => (c, false),
+        };
+        tokio::time::sleep_until(at).await;
+        if is_like {
+            likes += 1;
+            let datagram = ObjectDatagram {
+                track_alias: 0,
+                group_id: likes,
+                object_id: 0,
+                publisher_priority: None,
+                properties: ObjectProperties::default(),
+                end_of_group: false,
+                status: ObjectStatus::Normal,
+                payload: wire::like(schedule.source, likes),
+            };
+            // A datagram that cannot be sent now is made good by the next total.
+            let _ = viewer.writer.send_datagram(datagram);
+            sent.like_times.push(Instant::now());
+            likes_sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let text = wire::comment_text(viewer.index, comments, unix_micros());
+            if let Some(stream) = comment_stream.as_mut() {
+                if stream
+                    .write_payload(comments, wire::comment(&schedule.room, &text))
+                    .await
+                    .is_ok()
+                {
+                    sent.comments += 1;
+                }
+            }
+            comments += 1;
+        }
+    }
+    if let Some(stream) = comment_stream {
+        stream.finish();
+    }
+    if likes > 0 {
+        // The final total, reliably: a lost last datagram must not lose likes.
+        if let Ok(mut stream) = viewer.writer.open_subgroup(likes + 1, 0, None, false).await {
+            let _ = stream.write_payload(0, wire::like(schedule.source, likes)).await;
+            stream.finish();
+        }
+    }
+    // The publication stays open until the run closes the session.
+    sent.writer = Some(viewer.writer);
+    sent
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_like_is_visible_at_the_first_total_covering_it() {
+        let t = Instant::now();
+        let ms = |m: u64| t + Duration::from_millis(m);
+        let sends = [ms(0), ms(10), ms(20), ms(30)];
+        // Totals 2 at 50 ms, 4 at 100 ms.
+        let seen = [(2, ms(50)), (4, ms(100))];
+        assert_eq!(
+            like_to_visible(&sends, &seen, 1, 0),
+            vec![50_000, 40_000, 80_000, 70_000]
+        );
+        // Every other like, starting with the second.
+        assert_eq!(like_to_visible(&sends, &seen, 2, 1), vec![40_000, 70_000]);
+    }
+
+    #[test]
+    fn likes_never_covered_give_no_sample_and_totals_may_repeat() {
+        let t = Instant::now();
+        let ms = |m: u64| t + Duration::from_millis(m);
+        let sends = [ms(0), ms(1), ms(2)];
+        let seen = [(1, ms(5)), (1, ms(6)), (2, ms(7))];
+        assert_eq!(like_to_visible(&sends, &seen, 1, 0), vec![5_000, 6_000]);
+        assert!(like_to_visible(&sends, &[], 1, 0).is_empty());
+    }
+}
