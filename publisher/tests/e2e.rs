@@ -1,8 +1,9 @@
 //! Proves real media flows end to end: ffmpeg-made H.264+Opus and AV1 clips → `banyan-publish`
 //! → `banyan-relay` → `banyan-watch --output file` decode in ffprobe with the same frame counts
 //! and codecs; bad input (non-MP4, truncated, unsupported codec, unreachable relay) exits
-//! non-zero with a clear message and no hang; and a publisher survives a relay restart while
-//! the watcher sees exactly one gap and carries on. Needs ffmpeg and ffprobe on PATH.
+//! non-zero with a clear message and no hang; a publisher survives a relay restart while
+//! the watcher sees exactly one gap and carries on; and SIGTERM ends a broadcast cleanly.
+//! Needs ffmpeg and ffprobe on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
