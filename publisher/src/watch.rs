@@ -140,6 +140,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut first = true;
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
 
+    // Ctrl-C or SIGTERM: stop watching and write the summary (one listener for the whole run).
+    let shutdown = crate::cli::shutdown_signal();
+    tokio::pin!(shutdown);
     'sessions: loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -262,7 +265,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 }
                 _ = session.closed() => break,
                 _ = deadline_sleep => break 'sessions,
-                _ = tokio::signal::ctrl_c() => break 'sessions,
+                () = &mut shutdown => break 'sessions,
             }
         }
         subs.abort_all();

@@ -560,7 +560,8 @@ async fn publisher_survives_a_relay_restart() {
 
 /// `kill` (SIGTERM, what service managers send) ends a live publisher cleanly: it ends the
 /// broadcast, so a watcher without `--duration` sees the end of the tracks and exits by itself
-/// with every group it was sent, and the publisher exits 0.
+/// with every group it was sent, and the publisher exits 0. A watcher sent SIGTERM stops with
+/// its summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_broadcast_cleanly() {
     let certs = certs();
@@ -603,14 +604,29 @@ async fn sigterm_ends_the_broadcast_cleanly() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let watcher = watch.spawn().unwrap();
+    let mut stopped_watch = command(
+        WATCH,
+        &[&url, "--broadcast", "e2e/term", "--tls-hash", &certs.hash],
+    );
+    stopped_watch
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let stopped_watcher = stopped_watch.spawn().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let pid = publisher.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    // A watcher told to stop (SIGTERM) stops and still prints its summary.
+    terminate(&stopped_watcher);
+    let out = tokio::time::timeout(Duration::from_secs(10), stopped_watcher.wait_with_output())
+        .await
+        .expect("the watcher exits after SIGTERM")
         .unwrap();
-    assert!(kill.success());
+    assert!(out.status.success(), "watcher exit status {}", out.status);
+    let summary: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(summary["objects"].as_u64().unwrap() > 0, "{summary}");
+
+    terminate(&publisher);
     let mut rest = String::new();
     let status = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(line) = publisher_log.next_line().await.unwrap() {
@@ -639,4 +655,14 @@ async fn sigterm_ends_the_broadcast_cleanly() {
     );
     assert!(summary["objects"].as_u64().unwrap() >= 30, "{summary}");
     relay.shutdown().await;
+}
+
+/// Send SIGTERM to `child`.
+fn terminate(child: &Child) {
+    let pid = child.id().expect("still running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success(), "kill -TERM {pid}");
 }
