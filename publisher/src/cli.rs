@@ -127,6 +127,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::source::run_fmp4(options, hub))
         }
     };
+    let shutdown = shutdown_signal()?;
     let progress = tokio::spawn(crate::publish::progress(hub.clone()));
     let publishing = crate::publish::run(connector, namespace, hub.clone());
     tokio::pin!(publishing);
@@ -139,7 +140,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             Err(e) => Err(anyhow::anyhow!("source task: {e}")),
             Ok(Ok(())) => publishing.await,
         },
-        () = shutdown_signal() => {
+        () = shutdown => {
             // End the broadcast cleanly: the last objects, the final catalog and the end of
             // each track reach the relay (bounded by the publish loop's linger) before we exit.
             eprintln!("publish: stopping (signal); ending the broadcast");
@@ -154,29 +155,18 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (what service managers and `kill` send).
-/// If a handler cannot be installed, that signal is simply not awaited.
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers and `kill` send). The
+/// handlers are installed now, so a signal that comes before the future is first polled counts.
+pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
+    })
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {

@@ -141,7 +141,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
 
     // Ctrl-C or SIGTERM: stop watching and write the summary (one listener for the whole run).
-    let shutdown = crate::cli::shutdown_signal();
+    let shutdown = crate::cli::shutdown_signal()?;
     tokio::pin!(shutdown);
     'sessions: loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
