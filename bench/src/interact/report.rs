@@ -143,6 +143,7 @@ impl InteractReport {
         let p = &self.profile;
         let mut s = String::new();
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let count = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
         let ms = |d: &Distribution| {
             format!(
                 "p50 {} ms, p99 {} ms, max {} ms ({} samples)",
@@ -168,8 +169,8 @@ impl InteractReport {
             "likes: {} sent ({:.1}/s); final total seen {}..{}; {} of {} watchers complete; conserved: {}",
             l.sent,
             l.sent_per_s,
-            l.final_total_min.map_or("-".into(), |v| v.to_string()),
-            l.final_total_max.map_or("-".into(), |v| v.to_string()),
+            count(l.final_total_min),
+            count(l.final_total_max),
             l.watchers_complete,
             self.sessions.watchers,
             l.conserved
@@ -182,7 +183,7 @@ impl InteractReport {
                 "comments: {} sent ({:.1}/s); fewest delivered to one watcher {}; all delivered: {}",
                 c.sent,
                 c.sent_per_s,
-                c.delivered_min.map_or("-".into(), |v| v.to_string()),
+                count(c.delivered_min),
                 c.all_delivered
             );
             let _ = writeln!(s, "comment latency: {}", ms(&self.comment_latency_ms));
@@ -219,7 +220,7 @@ impl InteractReport {
             opt(h.bench_cpu_percent),
             opt(h.loopback_bytes_per_s),
             opt(h.loopback_packets_per_s),
-            h.udp_rcvbuf_errors.map_or("-".into(), |v| v.to_string())
+            count(h.udp_rcvbuf_errors)
         );
         s
     }

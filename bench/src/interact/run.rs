@@ -130,271 +130,57 @@ impl InteractBench {
     /// Run, calling `progress` with a line about once a second.
     pub async fn run(&self, mut progress: impl FnMut(&str)) -> Result<InteractReport, Error> {
         let p = &self.profile;
-        let tls = banyan_certs::client_config(&self.verification, &[])?;
-        let sockets = u64::from(p.viewers + p.watchers).clamp(1, SUBSCRIBER_SOCKETS);
-        let clients: Vec<Client> = (0..sockets)
-            .map(|_| Client::new(tls.clone(), &TransportConfig::default(), SessionConfig::default()))
-            .collect::<Result<_, _>>()
-            .map_err(Error::Client)?;
-        let options = self.options.clone();
-        let namespace = TrackNamespace::from_path(&p.broadcast).map_err(|e| Error::Config(e.to_string()))?;
-        let parse = |u: &str| Url::parse(u).map_err(|e| Error::Config(e.to_string()));
-        let (ingest_url, watch_url) = (parse(&p.ingest)?, parse(&p.watch)?);
-        let ingest_metrics = p.ingest_metrics.as_deref().map(parse).transpose()?;
-        let watch_metrics = p.watch_metrics.as_deref().map(parse).transpose()?;
-        let ingest_proc = p.relay_pid.map(ProcessSampler::new);
-        let watch_proc = p.watch_relay_pid.map(ProcessSampler::new);
-        for sampler in ingest_proc.iter().chain(&watch_proc) {
-            sampler.sample()?;
-        }
-        let with_chat = p.comments_per_s > 0.0;
-        let chat_track = format!("chat/{}", p.room);
-        let gate = Arc::new(Semaphore::new(p.connect_concurrency as usize));
-        let mut drivers = Vec::new();
-        let failed = Arc::new(AtomicU64::new(0));
+        let rig = Rig::new(p, &self.verification, &self.options)?;
+        let mut open = Open::default();
 
         // Watchers first, so they see every like and comment from the start.
-        let received = Arc::new(Received::default());
-        let watchers: Vec<Arc<Watcher>> = (0..p.watchers)
-            .map(|w| {
-                Arc::new(Watcher {
-                    timed: p.latency_watchers == 0 || w < p.latency_watchers,
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let mut connecting = JoinSet::new();
-        for (w, watcher) in watchers.iter().enumerate() {
-            let Some(client) = clients.get(w % clients.len()).cloned() else {
-                continue;
-            };
-            let dial = Dial {
-                client,
-                url: watch_url.clone(),
-                options: options.clone(),
-                gate: gate.clone(),
-                failed: failed.clone(),
-            };
-            let (namespace, chat_track, watcher) = (namespace.clone(), chat_track.clone(), watcher.clone());
-            connecting.spawn(async move {
-                let (session, driver) = dial.connect("watcher").await?;
-                let mut tracks = vec!["likes".to_string()];
-                if with_chat {
-                    tracks.push(chat_track);
-                }
-                let mut subscriptions = Vec::new();
-                for track in tracks {
-                    match session.subscribe(subscribe(&namespace, &track)).await {
-                        Ok(s) => subscriptions.push((track, s)),
-                        Err(e) => {
-                            tracing::debug!(error = %e, track, "watcher SUBSCRIBE failed");
-                            dial.give_up(&session, &driver, "subscribe failed");
-                            return None;
-                        }
-                    }
-                }
-                Some((session, driver, watcher, subscriptions))
-            });
-        }
-        let mut readers = JoinSet::new();
-        let mut sessions = Vec::new();
-        while let Some(joined) = connecting.join_next().await {
-            let Ok(Some((session, driver, watcher, subscriptions))) = joined else {
-                continue;
-            };
-            sessions.push(session);
-            drivers.push(driver);
-            for (track, subscription) in subscriptions {
-                let chat = track != "likes";
-                readers.spawn(read_track(subscription, chat, watcher.clone(), received.clone()));
-            }
-        }
-        let watchers_connected = sessions.len() as u64;
+        let watching = rig.connect_watchers(&mut open).await;
         progress(&format!(
-            "{watchers_connected} of {} watchers subscribed",
-            p.watchers
+            "{} of {} watchers subscribed",
+            watching.connected, p.watchers
         ));
-
-        // Viewers: connect and PUBLISH `interact`.
-        let mut connecting = JoinSet::new();
-        for v in 0..u64::from(p.viewers) {
-            let Some(client) = clients
-                .get((v as usize + p.watchers as usize) % clients.len())
-                .cloned()
-            else {
-                continue;
-            };
-            let dial = Dial {
-                client,
-                url: ingest_url.clone(),
-                options: options.clone(),
-                gate: gate.clone(),
-                failed: failed.clone(),
-            };
-            let namespace = namespace.clone();
-            connecting.spawn(async move {
-                let (session, driver) = dial.connect("viewer").await?;
-                match publish_interact(&session, namespace).await {
-                    Ok(writer) => Some((session, driver, Viewer { index: v, writer })),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "viewer PUBLISH interact failed");
-                        dial.give_up(&session, &driver, "publish failed");
-                        None
-                    }
-                }
-            });
-        }
-        let mut viewers = Vec::new();
-        while let Some(joined) = connecting.join_next().await {
-            let Ok(Some((session, driver, viewer))) = joined else {
-                continue;
-            };
-            sessions.push(session);
-            drivers.push(driver);
-            viewers.push(viewer);
-        }
+        let viewers = rig.connect_viewers(&mut open).await;
         let viewers_connected = viewers.len() as u64;
         progress(&format!(
             "{viewers_connected} of {} viewers publishing interact",
             p.viewers
         ));
 
-        // The window: every viewer sends on its own schedule, phases spread evenly.
-        let snapshot = || {
-            let (ingest_metrics, watch_metrics) = (ingest_metrics.clone(), watch_metrics.clone());
-            let (ingest_proc, watch_proc, received) =
-                (ingest_proc.clone(), watch_proc.clone(), received.clone());
-            async move {
-                let scrape = |url: Option<Url>| async move {
-                    match url {
-                        Some(url) => metrics::scrape(&url, SCRAPE_TIMEOUT).await.ok(),
-                        None => None,
-                    }
-                };
-                let (ingest_metrics, watch_metrics) =
-                    tokio::join!(scrape(ingest_metrics), scrape(watch_metrics));
-                Snapshot {
-                    at: Instant::now(),
-                    likes_objects: received.likes_objects.load(Ordering::Relaxed),
-                    chat_objects: received.chat_objects.load(Ordering::Relaxed),
-                    bytes: received.bytes.load(Ordering::Relaxed),
-                    ingest: ingest_proc.as_ref().and_then(|s| s.sample().ok()),
-                    watch: watch_proc.as_ref().and_then(|s| s.sample().ok()),
-                    bench: ProcessSampler::this_process().sample().ok(),
-                    host: HostSample::take().ok(),
-                    loopback: std::fs::read_to_string("/proc/net/dev")
-                        .ok()
-                        .and_then(|t| parse_net_dev_tx(&t, "lo").ok()),
-                    ingest_metrics,
-                    watch_metrics,
-                }
-            }
-        };
-        let start_snap = snapshot().await;
-        let t0 = Instant::now() + Duration::from_millis(50);
-        let t_end = t0 + p.duration();
-        let likes_sent_now = Arc::new(AtomicU64::new(0));
-        let mut senders = JoinSet::new();
-        let n = viewers.len().max(1) as f64;
-        let source_base = unix_micros() << 20;
-        for viewer in viewers {
-            let phase = viewer.index as f64 / n;
-            let schedule = Schedule {
-                t0,
-                t_end,
-                likes_per_s: p.likes_per_s,
-                comments_per_s: p.comments_per_s,
-                phase,
-                room: p.room.to_string(),
-                source: (source_base | viewer.index) & ((1 << 62) - 1),
-            };
-            senders.spawn(send(viewer, schedule, likes_sent_now.clone()));
-        }
-        let mut ticker = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
-        let min_total = || {
-            watchers
-                .iter()
-                .map(|w| w.max_total.load(Ordering::Relaxed))
-                .min()
-                .unwrap_or(0)
-        };
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => progress(&format!(
-                    "{:.1} s: {} likes sent, smallest total seen {}",
-                    t0.elapsed().as_secs_f64(),
-                    likes_sent_now.load(Ordering::Relaxed),
-                    min_total()
-                )),
-                _ = tokio::time::sleep_until(t_end) => break,
-            }
-        }
-        let end_snap = snapshot().await;
-        let mut sent = Vec::new();
-        while let Some(joined) = senders.join_next().await {
-            if let Ok(s) = joined {
-                sent.push(s);
-            }
-        }
-        let likes_sent: u64 = sent.iter().map(|s| s.like_times.len() as u64).sum();
-        let comments_sent: u64 = sent.iter().map(|s| s.comments).sum();
-
-        // Drain: until every watcher has every like and comment, or the timeout.
-        let drain_end = Instant::now() + p.drain_timeout();
-        let complete = |w: &Watcher| {
-            w.max_total.load(Ordering::Relaxed) == likes_sent
-                && (!with_chat || w.comments.load(Ordering::Relaxed) == comments_sent)
-        };
-        while Instant::now() < drain_end && !watchers.iter().all(|w| complete(w)) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        progress(&format!("drained after {:.1} s", t_end.elapsed().as_secs_f64()));
-        readers.abort_all();
-        for session in &sessions {
-            session.close(SessionErrorCode::NoError, "bench finished");
-        }
-        while readers.join_next().await.is_some() {}
-        for driver in &drivers {
-            driver.abort();
-        }
-        for driver in drivers {
-            let _ = driver.await;
-        }
+        let window = rig.send_window(viewers, &watching, &mut progress).await;
+        rig.drain(&watching.watchers, &window.sent).await;
+        progress(&format!(
+            "drained after {:.1} s",
+            window.t_end.elapsed().as_secs_f64()
+        ));
+        open.close(watching.readers).await;
 
         Ok(self.report(ReportInputs {
-            sent,
-            watchers: &watchers,
-            start: start_snap,
-            end: end_snap,
+            window,
+            watchers: &watching.watchers,
             sessions: Sessions {
                 viewers: viewers_connected,
-                watchers: watchers_connected,
-                failed: failed.load(Ordering::Relaxed),
+                watchers: watching.connected,
+                failed: rig.failed.load(Ordering::Relaxed),
             },
-            with_chat,
-            ingest_proc: ingest_proc.as_ref(),
-            watch_proc: watch_proc.as_ref(),
+            with_chat: rig.with_chat,
+            probes: &rig.probes,
         }))
     }
 
     fn report(&self, input: ReportInputs<'_>) -> InteractReport {
         let p = &self.profile;
         let ReportInputs {
-            sent,
+            window: Window { start, end, sent, .. },
             watchers,
-            start,
-            end,
             sessions,
             with_chat,
-            ingest_proc,
-            watch_proc,
+            probes,
         } = input;
         let window = end.at.saturating_duration_since(start.at).as_secs_f64();
-        let per_s = |x: f64| if window > 0.0 { round3(x / window) } else { 0.0 };
+        let per_s = |x: f64| rate(x, window);
         let mut send_times: Vec<Instant> = sent.iter().flat_map(|s| s.like_times.iter().copied()).collect();
         send_times.sort_unstable();
-        let likes_sent = send_times.len() as u64;
-        let comments_sent: u64 = sent.iter().map(|s| s.comments).sum();
+        let (likes_sent, comments_sent) = sent_totals(&sent);
 
         let finals: Vec<u64> = watchers
             .iter()
@@ -434,71 +220,26 @@ impl InteractBench {
             },
         };
         let likes_sent_per_s = per_s(likes_sent as f64);
-        let cpu = |sampler: Option<&ProcessSampler>, a: &Option<Sample>, b: &Option<Sample>| match (
-            sampler, a, b,
-        ) {
-            (Some(s), Some(a), Some(b)) => s.cpu_percent(a, b).map(|c| (c * 10.0).round() / 10.0),
-            _ => None,
-        };
-        let delta = |a: &Option<Scrape>, b: &Option<Scrape>, series: &str| match (a, b) {
-            (Some(a), Some(b)) => metrics::delta(a, b, series),
-            _ => None,
-        };
-        let refused = |a: &Option<Scrape>, b: &Option<Scrape>| match (a, b) {
-            (Some(a), Some(b)) => Some(
-                b.iter()
-                    .filter(|(k, _)| k.starts_with(&format!("{}interactions_refused_total", metrics::PREFIX)))
-                    .map(|(k, v)| v - a.get(k).copied().unwrap_or(0.0))
-                    .sum(),
-            ),
-            _ => None,
-        };
-        let ingest_cpu = cpu(ingest_proc, &start.ingest, &end.ingest);
+        let ingest_cpu = cpu_percent(probes.ingest_proc.as_ref(), &start.ingest, &end.ingest);
         let ingest_relay = RelaySide {
-            pid: p.relay_pid,
-            cpu_percent: ingest_cpu,
             likes_per_s_per_core: ingest_cpu
                 .filter(|&c| c > 0.0)
                 .map(|c| (likes_sent_per_s / (c / 100.0)).round()),
-            likes_in_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "likes_in_total").map(per_s),
-            refused: refused(&start.ingest_metrics, &end.ingest_metrics),
-            objects_out_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "objects_out_total")
-                .map(per_s),
-            bytes_out_per_s: delta(&start.ingest_metrics, &end.ingest_metrics, "bytes_out_total").map(per_s),
+            ..relay_side(
+                p.relay_pid,
+                ingest_cpu,
+                &start.ingest_metrics,
+                &end.ingest_metrics,
+                window,
+            )
         };
-        let watch_relay = RelaySide {
-            pid: p.watch_relay_pid,
-            cpu_percent: cpu(watch_proc, &start.watch, &end.watch),
-            likes_per_s_per_core: None,
-            likes_in_per_s: delta(&start.watch_metrics, &end.watch_metrics, "likes_in_total").map(per_s),
-            refused: refused(&start.watch_metrics, &end.watch_metrics),
-            objects_out_per_s: delta(&start.watch_metrics, &end.watch_metrics, "objects_out_total")
-                .map(per_s),
-            bytes_out_per_s: delta(&start.watch_metrics, &end.watch_metrics, "bytes_out_total").map(per_s),
-        };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let host = Host {
-            cpus,
-            cpu_busy_percent: match (&start.host, &end.host) {
-                (Some(a), Some(b)) => {
-                    host_busy_percent(&a.cpu, &b.cpu, cpus).map(|v| (v * 10.0).round() / 10.0)
-                }
-                _ => None,
-            },
-            bench_cpu_percent: cpu(Some(&ProcessSampler::this_process()), &start.bench, &end.bench),
-            loopback_bytes_per_s: start
-                .loopback
-                .zip(end.loopback)
-                .map(|(a, b)| per_s(b.0.saturating_sub(a.0) as f64).round()),
-            loopback_packets_per_s: start
-                .loopback
-                .zip(end.loopback)
-                .map(|(a, b)| per_s(b.1.saturating_sub(a.1) as f64).round()),
-            udp_rcvbuf_errors: match (&start.host, &end.host) {
-                (Some(a), Some(b)) => b.udp_drops_since(a),
-                _ => None,
-            },
-        };
+        let watch_relay = relay_side(
+            p.watch_relay_pid,
+            cpu_percent(probes.watch_proc.as_ref(), &start.watch, &end.watch),
+            &start.watch_metrics,
+            &end.watch_metrics,
+            window,
+        );
         InteractReport {
             schema: INTERACT_SCHEMA_VERSION,
             mode: "interactions".into(),
@@ -526,20 +267,443 @@ impl InteractBench {
             watch,
             ingest_relay,
             watch_relay,
-            host,
+            host: host(&start, &end, window),
         }
     }
 }
 
-struct ReportInputs<'a> {
-    sent: Vec<Sent>,
-    watchers: &'a [Arc<Watcher>],
+/// What every phase of a run shares: the client sockets, how to dial, what to sample.
+struct Rig<'a> {
+    profile: &'a InteractProfile,
+    clients: Vec<Client>,
+    options: ClientOptions,
+    /// Bounds the sessions connecting at once.
+    gate: Arc<Semaphore>,
+    /// Sessions that failed to connect, PUBLISH or SUBSCRIBE.
+    failed: Arc<AtomicU64>,
+    namespace: TrackNamespace,
+    ingest: Url,
+    watch: Url,
+    /// Whether viewers comment (and watchers read `chat/<room>`).
+    with_chat: bool,
+    probes: Probes,
+}
+
+/// The relays' processes and metrics endpoints a [`Snapshot`] reads.
+struct Probes {
+    ingest_metrics: Option<Url>,
+    watch_metrics: Option<Url>,
+    ingest_proc: Option<ProcessSampler>,
+    watch_proc: Option<ProcessSampler>,
+}
+
+/// Sessions kept open until the run closes them, with their drivers.
+#[derive(Default)]
+struct Open {
+    sessions: Vec<Session>,
+    drivers: Vec<JoinHandle<()>>,
+}
+
+/// The watchers, subscribed and reading.
+struct Watching {
+    watchers: Vec<Arc<Watcher>>,
+    /// What all of them received.
+    received: Arc<Received>,
+    /// One task per subscription.
+    readers: JoinSet<()>,
+    /// Watchers subscribed to every track they asked for.
+    connected: u64,
+}
+
+/// The measurement window: counters at both ends, and what each viewer sent.
+struct Window {
     start: Snapshot,
     end: Snapshot,
+    /// When the last sends were due.
+    t_end: Instant,
+    sent: Vec<Sent>,
+}
+
+/// What the report is computed from.
+struct ReportInputs<'a> {
+    window: Window,
+    watchers: &'a [Arc<Watcher>],
     sessions: Sessions,
     with_chat: bool,
-    ingest_proc: Option<&'a ProcessSampler>,
-    watch_proc: Option<&'a ProcessSampler>,
+    probes: &'a Probes,
+}
+
+impl<'a> Rig<'a> {
+    /// The client sockets, URLs and samplers for `profile`; the relays' processes are sampled
+    /// once, so a wrong pid fails here.
+    fn new(
+        profile: &'a InteractProfile,
+        verification: &banyan_certs::ServerVerification,
+        options: &ClientOptions,
+    ) -> Result<Self, Error> {
+        let p = profile;
+        let tls = banyan_certs::client_config(verification, &[])?;
+        let sockets = u64::from(p.viewers + p.watchers).clamp(1, SUBSCRIBER_SOCKETS);
+        let clients: Vec<Client> = (0..sockets)
+            .map(|_| Client::new(tls.clone(), &TransportConfig::default(), SessionConfig::default()))
+            .collect::<Result<_, _>>()
+            .map_err(Error::Client)?;
+        let namespace = TrackNamespace::from_path(&p.broadcast).map_err(|e| Error::Config(e.to_string()))?;
+        let parse = |u: &str| Url::parse(u).map_err(|e| Error::Config(e.to_string()));
+        let (ingest, watch) = (parse(&p.ingest)?, parse(&p.watch)?);
+        let probes = Probes {
+            ingest_metrics: p.ingest_metrics.as_deref().map(parse).transpose()?,
+            watch_metrics: p.watch_metrics.as_deref().map(parse).transpose()?,
+            ingest_proc: p.relay_pid.map(ProcessSampler::new),
+            watch_proc: p.watch_relay_pid.map(ProcessSampler::new),
+        };
+        for sampler in probes.ingest_proc.iter().chain(&probes.watch_proc) {
+            sampler.sample()?;
+        }
+        Ok(Self {
+            profile,
+            clients,
+            options: options.clone(),
+            gate: Arc::new(Semaphore::new(p.connect_concurrency as usize)),
+            failed: Arc::new(AtomicU64::new(0)),
+            namespace,
+            ingest,
+            watch,
+            with_chat: p.comments_per_s > 0.0,
+            probes,
+        })
+    }
+
+    /// How session number `slot` dials `url` (sessions take the client sockets in turn).
+    fn dial(&self, slot: usize, url: &Url) -> Option<Dial> {
+        let client = slot
+            .checked_rem(self.clients.len())
+            .and_then(|i| self.clients.get(i))?;
+        Some(Dial {
+            client: client.clone(),
+            url: url.clone(),
+            options: self.options.clone(),
+            gate: self.gate.clone(),
+            failed: self.failed.clone(),
+        })
+    }
+
+    /// Connect the watchers to the watch relay, SUBSCRIBE each to `likes` (and `chat/<room>`
+    /// when viewers comment), and start reading.
+    async fn connect_watchers(&self, open: &mut Open) -> Watching {
+        let p = self.profile;
+        let received = Arc::new(Received::default());
+        let watchers: Vec<Arc<Watcher>> = (0..p.watchers)
+            .map(|w| {
+                Arc::new(Watcher {
+                    timed: p.latency_watchers == 0 || w < p.latency_watchers,
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let mut tracks = vec!["likes".to_string()];
+        if self.with_chat {
+            tracks.push(format!("chat/{}", p.room));
+        }
+        let mut connecting = JoinSet::new();
+        for (w, watcher) in watchers.iter().enumerate() {
+            let Some(dial) = self.dial(w, &self.watch) else {
+                continue;
+            };
+            let (namespace, tracks, watcher) = (self.namespace.clone(), tracks.clone(), watcher.clone());
+            connecting.spawn(async move {
+                let (session, driver) = dial.connect("watcher").await?;
+                let mut subscriptions = Vec::new();
+                for track in tracks {
+                    match session.subscribe(subscribe(&namespace, &track)).await {
+                        Ok(s) => subscriptions.push((track, s)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, track, "watcher SUBSCRIBE failed");
+                            dial.give_up(&session, &driver, "subscribe failed");
+                            return None;
+                        }
+                    }
+                }
+                Some((session, driver, watcher, subscriptions))
+            });
+        }
+        let mut readers = JoinSet::new();
+        let mut connected = 0;
+        while let Some(joined) = connecting.join_next().await {
+            let Ok(Some((session, driver, watcher, subscriptions))) = joined else {
+                continue;
+            };
+            open.push(session, driver);
+            connected += 1;
+            for (track, subscription) in subscriptions {
+                let chat = track != "likes";
+                readers.spawn(read_track(subscription, chat, watcher.clone(), received.clone()));
+            }
+        }
+        Watching {
+            watchers,
+            received,
+            readers,
+            connected,
+        }
+    }
+
+    /// Connect the viewers to the ingest relay, each publishing `interact`.
+    async fn connect_viewers(&self, open: &mut Open) -> Vec<Viewer> {
+        let p = self.profile;
+        let mut connecting = JoinSet::new();
+        for v in 0..u64::from(p.viewers) {
+            let Some(dial) = self.dial(v as usize + p.watchers as usize, &self.ingest) else {
+                continue;
+            };
+            let namespace = self.namespace.clone();
+            connecting.spawn(async move {
+                let (session, driver) = dial.connect("viewer").await?;
+                match publish_interact(&session, namespace).await {
+                    Ok(writer) => Some((session, driver, Viewer { index: v, writer })),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "viewer PUBLISH interact failed");
+                        dial.give_up(&session, &driver, "publish failed");
+                        None
+                    }
+                }
+            });
+        }
+        let mut viewers = Vec::new();
+        while let Some(joined) = connecting.join_next().await {
+            let Ok(Some((session, driver, viewer))) = joined else {
+                continue;
+            };
+            open.push(session, driver);
+            viewers.push(viewer);
+        }
+        viewers
+    }
+
+    /// The window: every viewer sends on its own schedule, phases spread evenly, with a
+    /// progress line each second; counters are read just before and just after.
+    async fn send_window(
+        &self,
+        viewers: Vec<Viewer>,
+        watching: &Watching,
+        progress: &mut impl FnMut(&str),
+    ) -> Window {
+        let start = self.probes.snapshot(&watching.received).await;
+        let t0 = Instant::now() + Duration::from_millis(50);
+        let t_end = t0 + self.profile.duration();
+        let likes_sent_now = Arc::new(AtomicU64::new(0));
+        let mut senders = self.start_senders(viewers, t0, t_end, &likes_sent_now);
+        let mut ticker = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => progress(&format!(
+                    "{:.1} s: {} likes sent, smallest total seen {}",
+                    t0.elapsed().as_secs_f64(),
+                    likes_sent_now.load(Ordering::Relaxed),
+                    smallest_total(&watching.watchers)
+                )),
+                _ = tokio::time::sleep_until(t_end) => break,
+            }
+        }
+        let end = self.probes.snapshot(&watching.received).await;
+        let mut sent = Vec::new();
+        while let Some(joined) = senders.join_next().await {
+            if let Ok(s) = joined {
+                sent.push(s);
+            }
+        }
+        Window {
+            start,
+            end,
+            t_end,
+            sent,
+        }
+    }
+
+    /// One sender task per viewer, sending from `t0` to `t_end`; each like counted in
+    /// `likes_sent` as it goes.
+    fn start_senders(
+        &self,
+        viewers: Vec<Viewer>,
+        t0: Instant,
+        t_end: Instant,
+        likes_sent: &Arc<AtomicU64>,
+    ) -> JoinSet<Sent> {
+        let p = self.profile;
+        let mut senders = JoinSet::new();
+        let n = viewers.len().max(1) as f64;
+        let source_base = unix_micros() << 20;
+        for viewer in viewers {
+            let schedule = Schedule {
+                t0,
+                t_end,
+                likes_per_s: p.likes_per_s,
+                comments_per_s: p.comments_per_s,
+                phase: viewer.index as f64 / n,
+                room: p.room.to_string(),
+                source: (source_base | viewer.index) & ((1 << 62) - 1),
+            };
+            senders.spawn(send(viewer, schedule, likes_sent.clone()));
+        }
+        senders
+    }
+
+    /// Wait until every watcher has seen every like and comment `sent`, or the drain timeout.
+    async fn drain(&self, watchers: &[Arc<Watcher>], sent: &[Sent]) {
+        let (likes_sent, comments_sent) = sent_totals(sent);
+        let deadline = Instant::now() + self.profile.drain_timeout();
+        let complete = |w: &Watcher| {
+            w.max_total.load(Ordering::Relaxed) == likes_sent
+                && (!self.with_chat || w.comments.load(Ordering::Relaxed) == comments_sent)
+        };
+        while Instant::now() < deadline && !watchers.iter().all(|w| complete(w)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Probes {
+    /// The relays' metrics (scraped concurrently), then the watchers' counters and every
+    /// process and host sample, timed after the scrapes.
+    async fn snapshot(&self, received: &Received) -> Snapshot {
+        let (ingest_metrics, watch_metrics) = tokio::join!(
+            scrape(self.ingest_metrics.as_ref()),
+            scrape(self.watch_metrics.as_ref())
+        );
+        Snapshot {
+            at: Instant::now(),
+            likes_objects: received.likes_objects.load(Ordering::Relaxed),
+            chat_objects: received.chat_objects.load(Ordering::Relaxed),
+            bytes: received.bytes.load(Ordering::Relaxed),
+            ingest: self.ingest_proc.as_ref().and_then(|s| s.sample().ok()),
+            watch: self.watch_proc.as_ref().and_then(|s| s.sample().ok()),
+            bench: ProcessSampler::this_process().sample().ok(),
+            host: HostSample::take().ok(),
+            loopback: std::fs::read_to_string("/proc/net/dev")
+                .ok()
+                .and_then(|t| parse_net_dev_tx(&t, "lo").ok()),
+            ingest_metrics,
+            watch_metrics,
+        }
+    }
+}
+
+impl Open {
+    fn push(&mut self, session: Session, driver: JoinHandle<()>) {
+        self.sessions.push(session);
+        self.drivers.push(driver);
+    }
+
+    /// Stop the readers, close every session, and wait for the drivers to end.
+    async fn close(self, mut readers: JoinSet<()>) {
+        readers.abort_all();
+        for session in &self.sessions {
+            session.close(SessionErrorCode::NoError, "bench finished");
+        }
+        while readers.join_next().await.is_some() {}
+        for driver in &self.drivers {
+            driver.abort();
+        }
+        for driver in self.drivers {
+            let _ = driver.await;
+        }
+    }
+}
+
+/// One scrape of `url`, if there is one and it succeeds.
+async fn scrape(url: Option<&Url>) -> Option<Scrape> {
+    metrics::scrape(url?, SCRAPE_TIMEOUT).await.ok()
+}
+
+/// Likes and comments all viewers sent.
+fn sent_totals(sent: &[Sent]) -> (u64, u64) {
+    (
+        sent.iter().map(|s| s.like_times.len() as u64).sum(),
+        sent.iter().map(|s| s.comments).sum(),
+    )
+}
+
+/// The smallest total any watcher has seen so far.
+fn smallest_total(watchers: &[Arc<Watcher>]) -> u64 {
+    watchers
+        .iter()
+        .map(|w| w.max_total.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0)
+}
+
+/// `x` per second over a window of `window_s` seconds (0 for an empty window).
+fn rate(x: f64, window_s: f64) -> f64 {
+    if window_s > 0.0 {
+        round3(x / window_s)
+    } else {
+        0.0
+    }
+}
+
+/// A process's CPU between two samples, % of one core to one decimal.
+fn cpu_percent(sampler: Option<&ProcessSampler>, a: &Option<Sample>, b: &Option<Sample>) -> Option<f64> {
+    match (sampler, a, b) {
+        (Some(s), Some(a), Some(b)) => s.cpu_percent(a, b).map(|c| (c * 10.0).round() / 10.0),
+        _ => None,
+    }
+}
+
+/// A relay's cost over a window of `window_s` seconds from its scrapes at both ends (no
+/// likes per core: only the ingest side has those).
+fn relay_side(
+    pid: Option<u32>,
+    cpu_percent: Option<f64>,
+    start: &Option<Scrape>,
+    end: &Option<Scrape>,
+    window_s: f64,
+) -> RelaySide {
+    let (start, end) = (start.as_ref(), end.as_ref());
+    let per_s = |series: &str| growth(start, end, series).map(|x| rate(x, window_s));
+    RelaySide {
+        pid,
+        cpu_percent,
+        likes_per_s_per_core: None,
+        likes_in_per_s: per_s("likes_in_total"),
+        refused: refused(start, end),
+        objects_out_per_s: per_s("objects_out_total"),
+        bytes_out_per_s: per_s("bytes_out_total"),
+    }
+}
+
+/// How much `series` grew between two scrapes.
+fn growth(a: Option<&Scrape>, b: Option<&Scrape>, series: &str) -> Option<f64> {
+    metrics::delta(a?, b?, series)
+}
+
+/// Interactions refused between two scrapes, all reasons.
+fn refused(a: Option<&Scrape>, b: Option<&Scrape>) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    let series = format!("{}interactions_refused_total", metrics::PREFIX);
+    Some(
+        b.iter()
+            .filter(|(k, _)| k.starts_with(&series))
+            .map(|(k, v)| v - a.get(k).copied().unwrap_or(0.0))
+            .sum(),
+    )
+}
+
+/// The host over a window of `window_s` seconds.
+fn host(start: &Snapshot, end: &Snapshot, window_s: f64) -> Host {
+    let per_s = |x: f64| rate(x, window_s);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let loopback = start.loopback.zip(end.loopback);
+    let hosts = start.host.as_ref().zip(end.host.as_ref());
+    Host {
+        cpus,
+        cpu_busy_percent: hosts
+            .and_then(|(a, b)| host_busy_percent(&a.cpu, &b.cpu, cpus))
+            .map(|v| (v * 10.0).round() / 10.0),
+        bench_cpu_percent: cpu_percent(Some(&ProcessSampler::this_process()), &start.bench, &end.bench),
+        loopback_bytes_per_s: loopback.map(|(a, b)| per_s(b.0.saturating_sub(a.0) as f64).round()),
+        loopback_packets_per_s: loopback.map(|(a, b)| per_s(b.1.saturating_sub(a.1) as f64).round()),
+        udp_rcvbuf_errors: hosts.and_then(|(a, b)| b.udp_drops_since(a)),
+    }
 }
 
 /// Like-to-visible latencies in µs for likes `offset + 1`, `offset + 1 + stride`, … (1-based,
