@@ -154,6 +154,26 @@ describe("Interactions", () => {
     expect(interactions.likesSent).toBe(2);
   });
 
+  it("likes clicked while the session is down go out on the next session", async () => {
+    vi.useFakeTimers();
+    await interactions.attach(session as unknown as Session);
+    interactions.like();
+    await vi.advanceTimersByTimeAsync(1000);
+    session.isOpen = false; // the relay went away; the player is reconnecting
+    interactions.like();
+    interactions.like();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(session.datagrams.every((d) => d.type === "like" && d.total === 1)).toBe(true);
+    const second = new FakeSession();
+    await interactions.attach(second as unknown as Session);
+    await vi.advanceTimersByTimeAsync(1000);
+    const next = second.datagrams[0];
+    if (next?.type !== "like") throw new Error("no like datagram on the new session");
+    expect(next.total).toBe(2);
+    expect(second.objects(0)).toEqual([{ id: 0, up: { type: "like", source: next.source, total: 2 } }]);
+    expect(interactions.likesSent).toBe(3);
+  });
+
   it("writes comments in order on one stream and resolves each when the room shows it", async () => {
     await interactions.attach(session as unknown as Session);
     const one = interactions.comment("first");

@@ -97,6 +97,8 @@ export class Interactions {
   /** The like source of the current publication (random 62 bits) and its running total. */
   private source = randomSource();
   private sourceTotal = 0;
+  /** Likes clicked while no session was open: they go out on the next one. */
+  private unsent = 0;
   private nextGroup = 0;
   private commentStream: Promise<SubgroupWriter> | undefined;
   private nextCommentObject = 0;
@@ -121,14 +123,17 @@ export class Interactions {
    */
   async attach(session: Session): Promise<void> {
     if (this.stopped) return;
-    // Likes clicked before the first session go out on it; a reconnect starts a new source at 0.
-    if (this.session) this.sourceTotal = 0;
+    // A new session is a new source: its count starts with the likes clicked while there was
+    // no open session (before the first one, or since the last one closed), which are sent now.
+    this.sourceTotal = this.unsent;
+    this.unsent = 0;
     this.session = session;
     this.publication = undefined;
     this.commentStream = undefined;
     this.source = randomSource();
     this.lastLikesGroup = -1;
     for (const wake of this.sessionWaiters.splice(0)) wake(session);
+    if (this.sourceTotal > 0) this.sendLikes(session);
     await Promise.all([this.subscribeLikes(session), this.subscribeChat(session), this.subscribeEvents(session)]);
   }
 
@@ -148,13 +153,19 @@ export class Interactions {
   like(): number {
     this.likesSent++;
     this.sourceTotal++;
-    const session = this.session;
+    // Without an open session the like waits for the next one (see `attach`).
+    if (!this.session?.isOpen) this.unsent++;
+    else this.sendLikes(this.session);
+    return this.likesSent;
+  }
+
+  /** The current total as a datagram now and a window later, and on a stream once likes pause. */
+  private sendLikes(session: Session): void {
     void this.sendLikeTotal(session, "datagram", this.sourceTotal);
     clearTimeout(this.repeatTimer);
     clearTimeout(this.finalTimer);
     this.repeatTimer = setTimeout(() => void this.sendLikeTotal(session, "datagram"), REPEAT_MS);
     this.finalTimer = setTimeout(() => void this.sendLikeTotal(session, "stream"), FINAL_MS);
-    return this.likesSent;
   }
 
   /**
