@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use banyan_certs::ServerVerification;
-use banyan_moq::message::Token;
 use banyan_moq::session::{ClientOptions, TransportKind};
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -117,16 +115,7 @@ impl Access {
 
     /// What every session sends in SETUP: the token (USE_VALUE, type 0), if any.
     pub fn client_options(&self) -> ClientOptions {
-        ClientOptions {
-            tokens: self
-                .token
-                .iter()
-                .map(|t| Token::UseValue {
-                    token_type: 0,
-                    token_value: Bytes::from(t.clone()),
-                })
-                .collect(),
-        }
+        ClientOptions::with_token(self.token.as_deref())
     }
 }
 

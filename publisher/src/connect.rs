@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_certs::ServerVerification;
-use banyan_moq::message::Token;
 use banyan_moq::session::{Client, ClientOptions, Session, SessionConfig, SessionDriver, TransportConfig};
-use bytes::Bytes;
 use url::Url;
 
 /// Where and how to connect: `moqt://` (raw QUIC) or `https://` (WebTransport).
@@ -64,16 +62,7 @@ impl ConnectArgs {
             ..Default::default()
         };
         let client = Client::new(tls, &transport, SessionConfig::default()).context("client endpoint")?;
-        let options = ClientOptions {
-            tokens: self
-                .token
-                .iter()
-                .map(|t| Token::UseValue {
-                    token_type: 0,
-                    token_value: Bytes::from(t.clone()),
-                })
-                .collect(),
-        };
+        let options = ClientOptions::with_token(self.token.as_deref());
         Ok(Connector {
             client,
             url: self.url.clone(),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use banyan_control::api::{route_path, RouteResponse};
 use banyan_moq::coding::{RequestErrorCode, SessionErrorCode, TrackNamespace};
-use banyan_moq::message::{HopPath, Token};
+use banyan_moq::message::HopPath;
 use banyan_moq::session::{Client, ClientOptions, Error as SessionError, Session};
 use tracing::Instrument;
 use url::Url;
@@ -403,17 +403,7 @@ impl Parents {
                 self.config.retry_after
             )));
         }
-        let options = ClientOptions {
-            tokens: self
-                .config
-                .token
-                .iter()
-                .map(|t| Token::UseValue {
-                    token_type: 0,
-                    token_value: bytes::Bytes::from(t.clone()),
-                })
-                .collect(),
-        };
+        let options = ClientOptions::with_token(self.config.token.as_deref());
         match self.client.connect(url, options).await {
             Ok((session, driver)) => {
                 self.metrics.parent_connects.inc();

@@ -876,10 +876,5 @@ fn viewer_token(room: Option<&str>) -> banyan_moq::session::ClientOptions {
         room: room.map(str::to_owned),
     };
     let jwt = mint_hs256(&claims, AUTH_SECRET.as_bytes()).unwrap();
-    banyan_moq::session::ClientOptions {
-        tokens: vec![banyan_moq::message::Token::UseValue {
-            token_type: 0,
-            token_value: Bytes::from(jwt),
-        }],
-    }
+    banyan_moq::session::ClientOptions::with_token(Some(&jwt))
 }

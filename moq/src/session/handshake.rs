@@ -32,6 +32,22 @@ pub struct ClientOptions {
     pub tokens: Vec<Token>,
 }
 
+impl ClientOptions {
+    /// Options carrying `token`, if any, as the one AUTHORIZATION TOKEN (alias type USE_VALUE,
+    /// token type 0): how a Banyan relay expects its JWT.
+    pub fn with_token(token: Option<&str>) -> Self {
+        Self {
+            tokens: token
+                .map(|t| Token::UseValue {
+                    token_type: 0,
+                    token_value: bytes::Bytes::copy_from_slice(t.as_bytes()),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
 /// Data streams that may arrive before the peer's control stream and are held.
 const MAX_EARLY_STREAMS: usize = 16;
 
@@ -321,4 +337,19 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
 
 fn close_with(transport: &web_transport_quinn::Session, error: &Error) {
     close_transport(transport, error.session_code(), &error.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_token_sends_one_use_value_token_of_type_0_or_none() {
+        let options = ClientOptions::with_token(Some("a.b.c"));
+        assert!(matches!(
+            options.tokens.as_slice(),
+            [Token::UseValue { token_type: 0, token_value }] if token_value.as_ref() == b"a.b.c"
+        ));
+        assert!(ClientOptions::with_token(None).tokens.is_empty());
+    }
 }
