@@ -138,11 +138,7 @@ enum Role {
         rooms: Mutex<HashMap<u64, Room>>,
     },
     /// This relay forwards to a parent.
-    Edge {
-        comments: mpsc::Sender<Bytes>,
-        /// The other end, until the upstream task takes it.
-        queued: Mutex<Option<mpsc::Receiver<Bytes>>>,
-    },
+    Edge { comments: mpsc::Sender<Bytes> },
 }
 
 impl Hub {
@@ -174,14 +170,9 @@ impl Hub {
         hub
     }
 
-    /// Broadcasts with interaction state here now.
-    pub fn broadcasts(&self) -> usize {
-        lock(&self.broadcasts).len()
-    }
-
-    /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`;
-    /// returns how many were freed. Runs periodically; public for tests.
-    pub fn sweep(&self, now: Instant) -> usize {
+    /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`
+    /// (run every quarter of it by [`sweep_every`]).
+    fn sweep(&self, now: Instant) {
         let mut freed = Vec::new();
         let mut broadcasts = lock(&self.broadcasts);
         broadcasts.retain(|namespace, broadcast| {
@@ -215,7 +206,6 @@ impl Hub {
                 }
             }
         }
-        freed.len()
     }
 
     /// Whether `name` is an interaction track (`interact`, `likes`, `chat/<room>`).
@@ -283,11 +273,7 @@ impl Hub {
                     Err(e) => break Err(e),
                 },
                 Some((payload, reply)) = received.recv() => {
-                    if let Err(refusal) = self.apply(&broadcast, &mut publisher, &mut attached, payload).await {
-                        if let Some(reply) = reply {
-                            let _ = reply.send(refusal);
-                        }
-                    }
+                    self.apply_replying(&broadcast, &mut publisher, &mut attached, payload, reply).await;
                 }
             }
         };
@@ -296,14 +282,8 @@ impl Hub {
         drop(objects);
         let _ = tokio::time::timeout(PUBLICATION_DRAIN, async {
             while let Some((payload, reply)) = received.recv().await {
-                if let Err(refusal) = self
-                    .apply(&broadcast, &mut publisher, &mut attached, payload)
-                    .await
-                {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(refusal);
-                    }
-                }
+                self.apply_replying(&broadcast, &mut publisher, &mut attached, payload, reply)
+                    .await;
             }
         })
         .await;
@@ -313,12 +293,21 @@ impl Hub {
         result
     }
 
-    /// The current like total this relay knows for `namespace` (its subtree's at an edge,
-    /// the broadcast's at the origin).
-    pub fn likes(&self, namespace: &TrackNamespace) -> Option<u64> {
-        let broadcast = lock(&self.broadcasts).get(namespace).cloned()?;
-        let total = lock(&broadcast.likes).total();
-        Some(total)
+    /// [`Hub::apply`] an object read from a stream, telling its reader of a refusal (the
+    /// reader then stops the stream with the refusal's code).
+    async fn apply_replying(
+        &self,
+        broadcast: &Arc<Broadcast>,
+        publisher: &mut Publisher,
+        attached: &mut Option<u64>,
+        payload: Bytes,
+        reply: Option<tokio::sync::oneshot::Sender<Refusal>>,
+    ) {
+        if let Err(refusal) = self.apply(broadcast, publisher, attached, payload).await {
+            if let Some(reply) = reply {
+                let _ = reply.send(refusal);
+            }
+        }
     }
 
     async fn apply(
@@ -360,7 +349,7 @@ impl Hub {
                         self.post(broadcast, room, ChatObject { accepted_ms, text });
                         Ok(())
                     }
-                    Role::Edge { comments, .. } => {
+                    Role::Edge { comments } => {
                         let up = Up::Comment {
                             room: Bytes::from(room.to_string()),
                             text: Bytes::from(text),
@@ -423,7 +412,7 @@ impl Hub {
                         }
                     }
                 }
-                Role::Edge { comments, .. } => {
+                Role::Edge { comments } => {
                     let up = Up::Gift {
                         client_id,
                         kind,
@@ -499,6 +488,7 @@ impl Hub {
         // Distinct per state: a freed broadcast's successor is a new source to the parent.
         let instance = self.created.fetch_add(1, Ordering::Relaxed);
         let source = (self.source ^ instance.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & ((1 << 62) - 1);
+        let mut queued = None;
         let role = if self.is_origin(namespace) {
             let likes = self.tracks.local(FullTrackName {
                 namespace: namespace.clone(),
@@ -516,11 +506,9 @@ impl Hub {
                 rooms: Mutex::new(HashMap::new()),
             }
         } else {
-            let (comments, queued) = mpsc::channel(UPSTREAM_QUEUE);
-            Role::Edge {
-                comments,
-                queued: Mutex::new(Some(queued)),
-            }
+            let (comments, receiver) = mpsc::channel(UPSTREAM_QUEUE);
+            queued = Some(receiver);
+            Role::Edge { comments }
         };
         let broadcast = Arc::new(Broadcast {
             namespace: namespace.clone(),
@@ -533,16 +521,10 @@ impl Hub {
         });
         broadcasts.insert(namespace.clone(), broadcast.clone());
         self.metrics.interact_broadcasts.set(broadcasts.len() as i64);
-        match &broadcast.role {
-            Role::Origin { .. } => {
-                tokio::spawn(self.clone().publish_likes(broadcast.clone()));
-            }
-            Role::Edge { queued, .. } => {
-                if let Some(queued) = lock(queued).take() {
-                    tokio::spawn(self.clone().upstream(broadcast.clone(), queued));
-                }
-            }
-        }
+        match queued {
+            None => tokio::spawn(self.clone().publish_likes(broadcast.clone())),
+            Some(queued) => tokio::spawn(self.clone().upstream(broadcast.clone(), queued)),
+        };
         Some(broadcast)
     }
 
