@@ -180,32 +180,23 @@ impl SessionHandler {
         action: Action,
         namespace: &TrackNamespace,
     ) -> Result<(), AuthError> {
+        match self.claims_for(tokens)? {
+            Some(claims) => claims.check(action, namespace),
+            None => Ok(()),
+        }
+    }
+
+    /// The claims that speak for a request: its own token, else the session's. `None` when the
+    /// relay runs without auth.
+    fn claims_for(&self, tokens: &[Token]) -> Result<Option<Claims>, AuthError> {
         let Some(auth) = &self.shared.auth else {
-            return Ok(());
+            return Ok(None);
         };
         let claims = match crate::auth::jwt_from_tokens(tokens) {
             Some(jwt) => auth.verify(&jwt?)?,
             None => self.claims.clone().ok_or(AuthError::Missing)?,
         };
-        claims.check(action, namespace)
-    }
-
-    /// The chat room the request's (or else the session's) token restricts comments to: its
-    /// `room` claim, when auth is on and the token has one. A claim that is not a room number
-    /// allows no room at all (`u64::MAX` is above every room count).
-    fn assigned_room(&self, tokens: &[Token]) -> Option<u64> {
-        let auth = self.shared.auth.as_ref()?;
-        // The request was authorized with this token a moment ago; should it fail now (it
-        // just expired), no room is allowed rather than every room.
-        let claims = match crate::auth::jwt_from_tokens(tokens) {
-            Some(jwt) => match jwt.and_then(|jwt| auth.verify(&jwt)) {
-                Ok(claims) => claims,
-                Err(_) => return Some(u64::MAX),
-            },
-            None => self.claims.clone()?,
-        };
-        let room = claims.room?;
-        Some(room.parse().unwrap_or(u64::MAX))
+        Ok(Some(claims))
     }
 
     /// The relay path of a request (empty when it comes straight from a client), refused when
@@ -515,18 +506,25 @@ impl SessionHandler {
     async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
         if message.track_name.as_bytes().as_ref() == INTERACT {
+            // The request was authorized a moment ago with these claims; should they fail now
+            // (the token just expired), the publication is a viewer's, allowed no room.
+            let claims = self.claims_for(&message.parameters.authorization_tokens);
             // Relays declare a Hop ID and their publications carry already-limited sums; a
             // declared Hop ID alone is not enough to skip the per-viewer limits: the session
             // must also be allowed to publish the broadcast (any session, without auth).
             let from_relay = self.session.peer_setup().hop_id.is_some()
-                && self
-                    .authorize(
-                        &message.parameters.authorization_tokens,
-                        Action::Publish,
-                        &message.track_namespace,
-                    )
-                    .is_ok();
-            let room = self.assigned_room(&message.parameters.authorization_tokens);
+                && match &claims {
+                    Ok(Some(claims)) => claims.check(Action::Publish, &message.track_namespace).is_ok(),
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+            // A viewer token's `room` claim holds its comments to that room; a claim that is
+            // not a room number allows none (`u64::MAX` is above every room count).
+            let room = match &claims {
+                Ok(Some(claims)) => claims.room.as_ref().map(|room| room.parse().unwrap_or(u64::MAX)),
+                Ok(None) => None,
+                Err(_) => Some(u64::MAX),
+            };
             return self
                 .shared
                 .interact
