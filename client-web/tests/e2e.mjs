@@ -466,7 +466,11 @@ async function main() {
     // The subscription alone starts at the room's current group; the FETCH must have answered too.
     const fetched = await waitFor("the history FETCH", 5_000, () => pageB.evaluate(() => window.banyanPlayer?.interactions?.historyFetched), 20)
       .catch(async (e) => {
-        throw new Error(`${e.message}; B notice ${await pageB.textContent("#notice")}`);
+        const state = await pageB.evaluate(() => {
+          const i = window.banyanPlayer?.interactions;
+          return i && { room: i.room, historyFetched: i.historyFetched, comments: i.comments?.length };
+        });
+        throw new Error(`${e.message}; B notice ${await pageB.textContent("#notice")}; B interactions ${JSON.stringify(state)}\nedge:\n${tail(edge.relay)}`);
       });
     if (fetched < 2) throw new Error(`the history FETCH returned ${fetched} comments, expected 2`);
     log(`comments: typed in page A shown in page B after ${commentAtoB} ms; typed in B shown in A after ${commentBtoA} ms; B reloaded shows ${history.length} comment(s) of room 0 after ${historyMs} ms (history FETCH returned ${fetched}); screenshot ${join(results, "interactions.png")}`);

@@ -307,6 +307,9 @@ export class Session {
     end: { group: number; object: number },
   ): Promise<FetchedObject[]> {
     const requestId = this.takeRequestId();
+    // Registered before the request goes out: the objects come on their own stream, which can
+    // arrive (and end) before FETCH_OK is read from the request stream.
+    const waiter = this.waitFetch(requestId);
     const { writer, reader } = await this.openRequest({
       type: "FETCH",
       requestId,
@@ -319,11 +322,16 @@ export class Session {
       },
       parameters: {},
     });
-    const answer = await this.answer(reader);
-    writer.close().catch(() => {});
-    if (answer.type === "REQUEST_ERROR") throw requestError(`FETCH ${namespace}/${name}`, answer);
-    if (answer.type !== "FETCH_OK") throw this.violation(`${answer.type} in answer to FETCH`);
-    return (this.fetchWaiters.get(requestId) ?? this.waitFetch(requestId)).promise;
+    try {
+      const answer = await this.answer(reader);
+      writer.close().catch(() => {});
+      if (answer.type === "REQUEST_ERROR") throw requestError(`FETCH ${namespace}/${name}`, answer);
+      if (answer.type !== "FETCH_OK") throw this.violation(`${answer.type} in answer to FETCH`);
+    } catch (e) {
+      this.fetchWaiters.delete(requestId);
+      throw e;
+    }
+    return waiter.promise;
   }
 
   /**
@@ -391,15 +399,20 @@ export class Session {
 
   // ---- internals ----
 
+  /** FETCHes sent and not yet answered by their data stream, by Request ID. */
   private readonly fetchWaiters = new Map<
     number,
-    { promise: Promise<FetchedObject[]>; resolve: (v: FetchedObject[]) => void }
+    { promise: Promise<FetchedObject[]>; resolve: (v: FetchedObject[]) => void; reject: (e: Error) => void }
   >();
 
   private waitFetch(requestId: number) {
     let resolve!: (v: FetchedObject[]) => void;
-    const promise = new Promise<FetchedObject[]>((r) => (resolve = r));
-    const waiter = { promise, resolve };
+    let reject!: (e: Error) => void;
+    const promise = new Promise<FetchedObject[]>((ok, fail) => {
+      resolve = ok;
+      reject = fail;
+    });
+    const waiter = { promise, resolve, reject };
     this.fetchWaiters.set(requestId, waiter);
     return waiter;
   }
@@ -515,7 +528,8 @@ export class Session {
   private async readFetchStream(stream: StreamReader): Promise<void> {
     const requestId = await stream.decode((r) => r.varint("request id"));
     if (requestId === undefined) return;
-    const waiter = this.fetchWaiters.get(requestId) ?? this.waitFetch(requestId);
+    const waiter = this.fetchWaiters.get(requestId);
+    if (!waiter) throw new MoqtError(`a FETCH stream for request ${requestId}, which is no FETCH of ours`, SessionErrorCode.ProtocolViolation);
     const order: FetchGroupOrder = "ascending";
     const state = new FetchStream(order);
     const objects: FetchedObject[] = [];
@@ -650,6 +664,8 @@ export class Session {
     this.byAlias.clear();
     for (const publication of this.publications) publication.end();
     this.publications.clear();
+    for (const waiter of this.fetchWaiters.values()) waiter.reject(new MoqtError("session closed before the FETCH was answered"));
+    this.fetchWaiters.clear();
     this.resolveClosed(c);
   }
 }
