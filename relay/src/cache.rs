@@ -188,6 +188,8 @@ pub struct TrackCache {
     groups: Mutex<VecDeque<Arc<Group>>>,
     /// The newest Group ID seen, for readers waiting for the next group.
     newest: watch::Sender<Option<u64>>,
+    /// The largest Location ever pushed, for FETCHes waiting for objects in flight.
+    pushed: watch::Sender<Option<banyan_moq::coding::Location>>,
     max_groups: usize,
     budget: Arc<CacheBudget>,
     metrics: Arc<Metrics>,
@@ -199,6 +201,7 @@ impl TrackCache {
         Self {
             groups: Mutex::new(VecDeque::new()),
             newest: watch::Sender::new(None),
+            pushed: watch::Sender::new(None),
             max_groups: max_groups.max(1),
             budget,
             metrics,
@@ -289,6 +292,14 @@ impl TrackCache {
     /// Append an object to a subgroup and wake its readers.
     pub fn push(&self, subgroup: &Subgroup, object: CachedObject) {
         let size = object.size();
+        let at = banyan_moq::coding::Location::new(subgroup.group_id, object.id);
+        self.pushed.send_if_modified(|largest| {
+            let newer = largest.is_none_or(|l| at > l);
+            if newer {
+                *largest = Some(at);
+            }
+            newer
+        });
         {
             let mut objects = lock(&subgroup.objects);
             objects.push(object);
@@ -409,6 +420,12 @@ impl TrackCache {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Wait until an object at or after `at` has been pushed (the caller bounds the wait).
+    pub async fn reached(&self, at: banyan_moq::coding::Location) {
+        let mut rx = self.pushed.subscribe();
+        let _ = rx.wait_for(|largest| largest.is_some_and(|l| l >= at)).await;
     }
 
     /// Every cached object in `[start, end)` (end exclusive), for FETCH. Callers convert a

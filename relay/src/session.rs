@@ -24,6 +24,21 @@ use crate::metrics::{Metrics, RefuseReason};
 use crate::origin::Origins;
 use crate::track::{Track, TrackState, Tracks};
 
+/// How long a FETCH answered from the cache waits for objects upstream reported but that
+/// have not arrived yet (one upstream round trip is typical; the bound keeps a stalled
+/// upstream from holding the FETCH).
+const FETCH_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// The last Location in `[.., end)`: `end` excludes itself, and Object 0 excludes the whole
+/// of its group. `None` for an empty range.
+fn last_before(end: Location) -> Option<Location> {
+    match (end.group, end.object) {
+        (0, 0) => None,
+        (group, 0) => Some(Location::new(group - 1, u64::MAX)),
+        (group, object) => Some(Location::new(group, object - 1)),
+    }
+}
+
 /// What every session handler shares.
 #[derive(Debug)]
 pub struct Shared {
@@ -331,7 +346,7 @@ impl SessionHandler {
         // (draft-18 §Subscription Filters; {0, 0} when nothing has arrived yet), so the start
         // is fixed here, not when the forwarder first looks at the cache: objects arriving in
         // between belong to this subscriber.
-        let largest = track.cache.largest();
+        let largest = track.largest();
         let (start, end_group) = match message.parameters.subscription_filter {
             // Join fast: from the first object of the Largest Object's group.
             None | Some(SubscriptionFilter::LargestObject) => (
@@ -556,7 +571,7 @@ impl SessionHandler {
             name: message.track_name.clone(),
         };
         if let Some(track) = self.shared.tracks.get(&name) {
-            if let Some(largest) = track.cache.largest() {
+            if let Some(largest) = track.largest() {
                 let mut ok = RequestOk::default();
                 ok.parameters.largest_object = Some(largest);
                 return request.respond(ok).await;
@@ -628,6 +643,12 @@ impl SessionHandler {
                 (track, Location::new(start_group, 0), end)
             }
         };
+        // Objects upstream reported (in its SUBSCRIBE_OK) may still be on their way into the
+        // cache: a subscriber FETCHing up to the Largest Object it was just told about must get
+        // them all, not the part that happened to arrive.
+        if let Some(last) = last_before(end) {
+            track.caught_up(last, FETCH_CATCH_UP).await;
+        }
         self.shared.metrics.cache_hits.inc();
         let objects = track.cache.range(start, end);
         // FETCH_OK's End Location uses the request's encoding: the last Object plus one.

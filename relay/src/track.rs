@@ -54,6 +54,9 @@ pub struct LiveInfo {
     pub track_properties: KeyValuePairs,
     /// The publisher's group order.
     pub group_order: Option<GroupOrder>,
+    /// The Largest Object upstream reported when it accepted: objects up to it exist
+    /// upstream even while this relay's cache has not received them yet.
+    pub largest: Option<Location>,
 }
 
 /// Tuning for tracks, from the relay configuration.
@@ -157,6 +160,28 @@ impl Track {
                 };
             }
         }
+    }
+
+    /// The Largest Object known to exist: the newest cached, or the one upstream reported
+    /// when it accepted if that is newer (its objects are still on their way). SUBSCRIBE_OK
+    /// and the Joining Location report this, so a subscriber that FETCHes up to it asks for
+    /// objects that exist.
+    pub fn largest(&self) -> Option<Location> {
+        let upstream = match &*self.state.borrow() {
+            TrackState::Live(info) => info.largest,
+            _ => None,
+        };
+        self.cache.largest().max(upstream)
+    }
+
+    /// Wait (at most `limit`) until the cache holds every object up to `last` that upstream
+    /// reported as existing, so a FETCH answered from the cache does not miss objects still
+    /// in flight from upstream. Returns at once when nothing is owed.
+    pub async fn caught_up(&self, last: Location, limit: Duration) {
+        let Some(owed) = self.largest().map(|l| l.min(last)) else {
+            return;
+        };
+        let _ = tokio::time::timeout(limit, self.cache.reached(owed)).await;
     }
 
     /// A receiver for state changes (to notice the end of the track).
@@ -313,14 +338,7 @@ impl Tracks {
             self.budget.clone(),
             self.metrics.clone(),
         ));
-        let info = LiveInfo {
-            track_properties: subscription
-                .publish()
-                .map(|p| p.track_properties.clone())
-                .unwrap_or_default(),
-            group_order: subscription.publish().and_then(|p| p.parameters.group_order),
-        };
-        track.set_state(TrackState::Live(info));
+        track.set_state(TrackState::Live(live_info(&subscription)));
         if let Some(old) = lock(&self.tracks).insert(name, track.clone()) {
             old.closing.store(true, Ordering::SeqCst);
         }
@@ -642,6 +660,7 @@ fn live_info(subscription: &Subscription) -> LiveInfo {
         return LiveInfo {
             track_properties: ok.track_properties.clone(),
             group_order: ok.parameters.group_order,
+            largest: ok.parameters.largest_object,
         };
     }
     subscription
@@ -649,6 +668,7 @@ fn live_info(subscription: &Subscription) -> LiveInfo {
         .map(|p| LiveInfo {
             track_properties: p.track_properties.clone(),
             group_order: p.parameters.group_order,
+            largest: p.parameters.largest_object,
         })
         .unwrap_or_default()
 }

@@ -19,14 +19,14 @@ use banyan_moq::coding::{Location, PublishDoneCode, TrackName, TrackNamespace};
 use banyan_moq::data::FetchItem;
 use banyan_moq::message::{
     Fetch, FetchType, JoiningFetch, Message, Parameters, Publish, PublishNamespace, RequestUpdate,
-    StandaloneFetch, SubscribeNamespace, TrackStatus,
+    StandaloneFetch, SubscribeNamespace, SubscribeOk, TrackStatus,
 };
 use banyan_moq::session::{
-    Client, NamespaceEvent, Session, Subscription, TrackEvent, TransportConfig, TransportKind,
+    Client, NamespaceEvent, Request, Session, Subscription, TrackEvent, TransportConfig, TransportKind,
 };
 use bytes::Bytes;
 use common::live::{check_stamped, now_us, percentile, rss_kib, stamped, Live, LivePublisher};
-use common::{relay, subscribe_msg, within, TestRelay};
+use common::{payload, relay, subscribe_msg, within, TestRelay};
 
 /// Held by the heavy tests (200 sessions, the slow-subscriber run) so they never share the
 /// 2 CI cores, nor the process's RSS that the slow-subscriber test measures, with each other.
@@ -773,6 +773,90 @@ async fn track_status_and_fetches_are_answered_from_the_cache() {
 
     assert_eq!(publisher.subscribes(), 1);
     assert_eq!(relay.metrics.upstream_subscribe_total.get(), 1);
+}
+
+/// The race a browser joining a chat room hit: the relay's first subscriber to a track gets
+/// SUBSCRIBE_OK as soon as upstream accepts, before upstream's objects reach the cache. The
+/// Largest Object it is told must still be upstream's (an empty cache used to report none,
+/// so the viewer never asked for history), and a FETCH up to it must wait for the objects in
+/// flight instead of answering with the part that happened to arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscriber_learns_upstreams_largest_and_can_fetch_up_to_it() {
+    let relay = relay(&[]).await;
+    let client = relay.client();
+    let publisher = relay.connect(&client, TransportKind::Quic).await;
+    let _publication = publisher
+        .publish_namespace(PublishNamespace {
+            request_id: 0,
+            track_namespace: TrackNamespace::from_path("inflight/show").unwrap(),
+            parameters: Parameters::default(),
+        })
+        .await
+        .expect("publish namespace");
+    // The publisher already has group 3 objects 0 and 1 when the relay subscribes; it sends
+    // object 0 at once and object 1 only when the gate opens.
+    let (gate, mut gate_rx) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(async move {
+        let Some(Request::Subscribe(request)) = publisher.accept().await else {
+            panic!("expected the relay's SUBSCRIBE");
+        };
+        let mut ok = SubscribeOk::default();
+        ok.parameters.largest_object = Some(Location::new(3, 1));
+        let writer = request.accept(ok).await.unwrap();
+        let mut subgroup = writer.open_subgroup(3, 0, Some(10), false).await.unwrap();
+        subgroup.write_payload(0, payload(3, 0)).await.unwrap();
+        gate_rx.wait_for(|open| *open).await.unwrap();
+        subgroup.write_payload(1, payload(3, 1)).await.unwrap();
+        subgroup.finish();
+        // Keep the session (and the track) alive until the test is done.
+        while publisher.accept().await.is_some() {}
+        drop(writer);
+    });
+
+    let viewer = relay.connect(&client, TransportKind::WebTransport).await;
+    let mut subscription = viewer
+        .subscribe(subscribe_msg("inflight/show", "chat"))
+        .await
+        .unwrap();
+    let (_, ok) = subscription.subscribe().unwrap();
+    assert_eq!(
+        ok.parameters.largest_object,
+        Some(Location::new(3, 1)),
+        "SUBSCRIBE_OK must report upstream's Largest Object while the cache is still empty"
+    );
+    // Object 3/0 is in the relay's cache once the subscription delivers it; 3/1 is not.
+    let Some(TrackEvent::Subgroup(mut subgroup)) = within("group 3", 5, subscription.next()).await.unwrap()
+    else {
+        panic!("expected a subgroup");
+    };
+    let first = within("object 3/0", 5, subgroup.next()).await.unwrap().unwrap();
+    assert_eq!((subgroup.group_id(), first.object_id), (3, 0));
+
+    // FETCH 3/0 up to and including the Largest Object; the rest arrives 200 ms later.
+    let fetching = {
+        let viewer = viewer.clone();
+        tokio::spawn(async move {
+            let range = FetchType::Standalone(StandaloneFetch {
+                track_namespace: TrackNamespace::from_path("inflight/show").unwrap(),
+                track_name: TrackName::from("chat"),
+                start_location: Location::new(3, 0),
+                end_location: Location::new(3, 2),
+            });
+            fetch_all(&viewer, range).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.send_replace(true);
+    let (end, fetched) = within("FETCH answered", 5, fetching).await.unwrap();
+    let keys: Vec<_> = fetched.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        vec![(3, 0), (3, 1)],
+        "the FETCH must include the object that was in flight"
+    );
+    assert_eq!(fetched[1].1, payload(3, 1));
+    assert_eq!(end, Location::new(3, 2));
+    served.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
