@@ -1,7 +1,8 @@
 //! Proves the relay's access control and its defences: the JWT auth matrix (HS256 and ES256;
 //! tokens in SETUP, per request and in the WebTransport `?jwt=` query; missing, malformed,
 //! expired, wrong-namespace and subscribe-only-used-to-publish tokens refused with the
-//! draft-18 codes and counted), every configured limit (sessions, subscriptions and namespaces
+//! draft-18 codes and counted; a child relay admitted by an authenticating parent only with its
+//! `--upstream-token`), every configured limit (sessions, subscriptions and namespaces
 //! per session, request rate, message size, a second publisher refused or replacing the
 //! first) answered with the spec's code, and hostile raw-QUIC peers (garbage on the control,
 //! request and data streams, unknown stream types, half-open sessions, request floods) closed
@@ -424,6 +425,67 @@ async fn setup_tokens_let_objects_flow() {
         received.wait_for_tag("A").await;
     }
     assert_eq!(relay.metrics.auth_failures.get(), 0);
+}
+
+/// A child relay reaches a parent that requires tokens with its `--upstream-token` (a relay
+/// token: publish and subscribe on the namespace); without one, or with one for another
+/// namespace, the parent refuses and the child passes the refusal to its viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_relay_reaches_an_authenticating_parent_with_its_upstream_token() {
+    let (parent, _dir) = auth_relay(&["--relay-id", "parent"]).await;
+    let publisher = parent
+        .connect_with(
+            &parent.client(),
+            TransportKind::Quic,
+            "/",
+            setup_token(&hs256(&claims("live/up", true, false))),
+        )
+        .await
+        .unwrap();
+    let (_publication, _serving) = serve_tagged(publisher, publish_namespace_msg("live/up", None), "P")
+        .await
+        .unwrap();
+    let upstream = format!("moqt://localhost:{}", parent.addr.port());
+    async fn child(upstream: &str, id: &str, token: Option<String>) -> TestRelay {
+        let mut args = vec!["--relay-id", id, "--upstream", upstream, "--upstream-insecure"];
+        if let Some(token) = &token {
+            args.extend(["--upstream-token", token]);
+        }
+        relay(&args).await
+    }
+    async fn viewer_subscribe(relay: &TestRelay) -> (Session, Result<Subscription, Error>) {
+        let viewer = relay.connect(&relay.client(), TransportKind::WebTransport).await;
+        let result = viewer.subscribe(subscribe_msg("live/up", "video", None)).await;
+        (viewer, result)
+    }
+
+    // With a relay token for `live`: objects from the parent's publisher reach the child's viewer.
+    let trusted = child(&upstream, "trusted", Some(hs256(&claims("live", true, true)))).await;
+    let (_viewer, subscription) = viewer_subscribe(&trusted).await;
+    let received = Received::start(subscription.expect("SUBSCRIBE through the trusted child"));
+    received.grows("objects through the child relay", 5).await;
+    received.wait_for_tag("P").await;
+    assert_eq!(parent.metrics.auth_failures.get(), 0);
+
+    // Without a token, and with a token for another namespace, the parent refuses the child.
+    let anonymous = child(&upstream, "anonymous", None).await;
+    let (_viewer, result) = viewer_subscribe(&anonymous).await;
+    assert_eq!(
+        refused(result),
+        RequestErrorCode::Unauthorized,
+        "child without a token"
+    );
+    assert_eq!(parent.metrics.auth_failures.get(), 1);
+    let elsewhere = child(&upstream, "elsewhere", Some(hs256(&claims("other", true, true)))).await;
+    let (_viewer, result) = viewer_subscribe(&elsewhere).await;
+    assert_eq!(
+        refused(result),
+        RequestErrorCode::Unauthorized,
+        "child with another namespace's token"
+    );
+    assert_eq!(parent.metrics.auth_failures.get(), 2);
+    // The trusted child still receives.
+    received.grows("the trusted child keeps receiving", 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
