@@ -20,9 +20,9 @@ use banyan_moq::session::{
     Client, ClientOptions, Error, NamespacePublication, Request, Session, Subscription, TrackEvent,
     TrackWriter, TransportConfig, TransportKind,
 };
+use banyan_tests::moq_rs::{self, Peer};
 use bytes::Bytes;
-use common::moq_rs::{self, Peer};
-use common::within;
+use common::{transport, within};
 use moq_transport::coding::{KeyValuePairs, TrackNamespace as TheirNamespace};
 use moq_transport::data::ObjectStatus;
 use moq_transport::serve::{self, ServeError, Track, TrackReaderMode, Tracks};
@@ -108,7 +108,7 @@ mod their_client {
         let mut h = common::start().await;
         let theirs = within(
             "moq-transport connects",
-            moq_rs::connect(h.addr, h.identity_hash, kind),
+            moq_rs::connect(h.addr, h.identity_hash, transport(kind)),
         )
         .await;
         let ours = within("our server session", h.sessions.recv())
@@ -382,11 +382,11 @@ mod their_server {
         )
         .expect("client tls");
         let client = Client::new(tls, &TransportConfig::default(), common::test_config()).expect("client");
-        let url = server.url(kind);
+        let url = server.url(transport(kind));
         let (ours, theirs) = within("connect", async {
             tokio::join!(
                 client.connect(&url, ClientOptions::default()),
-                server.accept(kind)
+                server.accept(transport(kind))
             )
         })
         .await;

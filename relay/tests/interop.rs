@@ -10,8 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-#[path = "common/moq_rs.rs"]
-mod moq_rs;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,9 +18,9 @@ use std::time::Duration;
 use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
 use banyan_moq::message::{Message, Parameters, Publish, PublishNamespace, Subscribe, SubscribeOk};
 use banyan_moq::session::{Request, Subscription, TrackEvent, TrackWriter, TransportKind};
+use banyan_tests::moq_rs::{self, Peer, Transport};
 use bytes::Bytes;
 use common::TestRelay;
-use moq_rs::Peer;
 use moq_transport::coding::{KeyValuePairs, TrackNamespace as TheirNamespace};
 use moq_transport::data::ObjectStatus;
 use moq_transport::serve::{self, ServeError, Track, TrackReaderMode, Tracks};
@@ -339,9 +337,17 @@ async fn connect_theirs(relay: &TestRelay, kind: TransportKind) -> Peer {
     let hash = banyan_certs::parse_sha256_hex(&relay.hash).unwrap();
     within(
         "moq-transport connects to the relay",
-        moq_rs::connect(relay.addr, hash, kind),
+        moq_rs::connect(relay.addr, hash, transport(kind)),
     )
     .await
+}
+
+/// moq-transport's name for a transport.
+fn transport(kind: TransportKind) -> Transport {
+    match kind {
+        TransportKind::Quic => Transport::RawQuic,
+        TransportKind::WebTransport => Transport::WebTransport,
+    }
 }
 
 fn ns(path: &str) -> TrackNamespace {

@@ -4,8 +4,14 @@
 //! - [`impair`]: a userspace UDP impairment proxy (seeded delay, jitter, loss, reordering,
 //!   duplication and a rate cap, independently per direction), with counters that prove the
 //!   impairment happened. Kernel netem is not available where these tests run.
+//! - `moq_rs` (feature `moq-rs`): the independent draft-18 implementation `moq-transport`
+//!   (cloudflare/moq-rs) on its own QUIC endpoints, as a client of a Banyan server or relay
+//!   and as a server for a Banyan client; the other side of banyan-moq's and banyan-relay's
+//!   interop tests (`tests/interop.rs` in each).
 //!
 //! The `banyan-impair` binary (`src/bin/banyan-impair.rs`) wraps [`impair`] for manual use.
 //! The integration tests themselves live under `tests/`.
 
 pub mod impair;
+#[cfg(feature = "moq-rs")]
+pub mod moq_rs;

@@ -3,8 +3,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-pub mod moq_rs;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -137,6 +135,16 @@ pub fn spawn_driver(driver: SessionDriver) {
     tokio::spawn(async move {
         let _ = driver.run().await;
     });
+}
+
+/// moq-transport's name for a transport, for `banyan_tests::moq_rs` (which does not know
+/// banyan-moq's types).
+pub fn transport(kind: TransportKind) -> banyan_tests::moq_rs::Transport {
+    use banyan_tests::moq_rs::Transport;
+    match kind {
+        TransportKind::Quic => Transport::RawQuic,
+        TransportKind::WebTransport => Transport::WebTransport,
+    }
 }
 
 /// Wait for a future with a generous bound so a hang fails the test instead of CI.

@@ -1,37 +1,42 @@
-//! The other implementation in the interop tests: `moq-transport` 0.17 (cloudflare/moq-rs,
-//! draft-18), on its own QUIC endpoints, as a client of our server or as a server for our
-//! client. It needs web-transport-quinn 0.11, which we reach through its re-export
-//! (`moq_transport::session::transport::quinn`); ours is 0.13. Both share one quinn, so
-//! the QUIC connections are plain `quinn::Connection`s; the stacks only meet on the wire.
+//! The independent implementation in the interop tests of banyan-moq and banyan-relay:
+//! `moq-transport` 0.17 (cloudflare/moq-rs, draft-18), on its own QUIC endpoints, as a client
+//! of a Banyan server or relay ([`connect`]) or as a server for a Banyan client ([`Server`]).
+//!
+//! It needs web-transport-quinn 0.11, which we reach through its re-export
+//! (`moq_transport::session::transport::quinn`); Banyan uses 0.13. Both share one quinn, so the
+//! QUIC connections are plain `quinn::Connection`s; the stacks only meet on the wire.
+//!
+//! The transport is moq-transport's own [`Transport`] (re-exported here): this crate does not
+//! depend on banyan-moq, whose tests use it (a dependency would give banyan-moq's tests two
+//! incompatible copies of its types), so callers map their `TransportKind` to it.
+//!
+//! Failures panic with what went wrong: this is test harness code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_certs::{client_config, server_config, CertHash, DevOptions, Identity, ServerVerification};
-use banyan_moq::session::TransportKind;
 use moq_transport::coding::KeyValuePairs;
 use moq_transport::session::transport::quinn as wtq;
-use moq_transport::session::{Publisher, Session, SessionError, Subscriber, Transport};
+use moq_transport::session::{Publisher, Session, SessionError, Subscriber};
 use tokio::task::JoinHandle;
 use url::Url;
 use wtq::proto::{ConnectRequest, ConnectResponse};
+
+pub use moq_transport::session::Transport;
 
 /// The draft-18 ALPN for raw QUIC, and the WebTransport protocol we offer and select.
 pub const MOQT_ALPN: &str = "moqt-18";
 /// WebTransport rides on HTTP/3.
 pub const H3_ALPN: &str = "h3";
 
-/// The path moq-transport clients connect to.
+/// The path moq-transport clients connect to, and [`Server::url`]'s path (the relay does not
+/// scope by path).
 pub const PATH: &str = "/interop";
-
-/// moq-transport's name for a transport.
-pub fn transport(kind: TransportKind) -> Transport {
-    match kind {
-        TransportKind::Quic => Transport::RawQuic,
-        TransportKind::WebTransport => Transport::WebTransport,
-    }
-}
 
 /// One established moq-transport session. Its `run()` future is polled on a task (nothing
 /// progresses without it) that is aborted when the peer is dropped.
@@ -70,6 +75,15 @@ impl Drop for Peer {
     }
 }
 
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("running", &self.is_running())
+            .field("connection_path", &self.connection_path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// QUIC settings moq-native-ietf (moq-transport's own endpoint crate) uses.
 fn quic_transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -78,12 +92,13 @@ fn quic_transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// Dial `addr` (our server, certificate pinned by `hash`) and complete moq-transport's
-/// SETUP over `kind`: ALPN `moqt-18`, or `h3` offering `moqt-18` in WT-Available-Protocols.
-pub async fn connect(addr: SocketAddr, hash: CertHash, kind: TransportKind) -> Peer {
-    let alpn = match kind {
-        TransportKind::Quic => MOQT_ALPN,
-        TransportKind::WebTransport => H3_ALPN,
+/// Dial `addr` (a Banyan server or relay, certificate pinned by `hash`) and complete
+/// moq-transport's SETUP over `transport`: ALPN `moqt-18`, or `h3` offering `moqt-18` in
+/// WT-Available-Protocols.
+pub async fn connect(addr: SocketAddr, hash: CertHash, transport: Transport) -> Peer {
+    let alpn = match transport {
+        Transport::RawQuic => MOQT_ALPN,
+        Transport::WebTransport => H3_ALPN,
     };
     let tls =
         client_config(&ServerVerification::PinnedSha256(vec![hash]), &[alpn.as_bytes()]).expect("client tls");
@@ -95,37 +110,47 @@ pub async fn connect(addr: SocketAddr, hash: CertHash, kind: TransportKind) -> P
         .connect_with(config, addr, "localhost")
         .unwrap()
         .await
-        .expect("QUIC handshake with our server");
-    let session = match kind {
-        TransportKind::Quic => {
+        .expect("QUIC handshake with the Banyan server");
+    let session = match transport {
+        Transport::RawQuic => {
             // Only metadata: host:port becomes SETUP AUTHORITY, the path SETUP PATH.
             let url = Url::parse(&format!("moqt://localhost:{}{PATH}", addr.port())).unwrap();
             wtq::Session::raw(conn, url, ConnectResponse::default())
         }
-        TransportKind::WebTransport => {
+        Transport::WebTransport => {
             let url = Url::parse(&format!("https://localhost:{}{PATH}", addr.port())).unwrap();
             let session = wtq::Session::connect(conn, ConnectRequest::new(url).with_protocol(MOQT_ALPN))
                 .await
-                .expect("WebTransport CONNECT to our server");
+                .expect("WebTransport CONNECT to the Banyan server");
             assert_eq!(
                 session.response().protocol.as_deref(),
                 Some(MOQT_ALPN),
-                "our server selects moqt-18 in WT-Protocol"
+                "the Banyan server selects moqt-18 in WT-Protocol"
             );
             session
         }
     };
-    let (session, publisher, subscriber) = Session::connect(session.into(), None, transport(kind))
+    let (session, publisher, subscriber) = Session::connect(session.into(), None, transport)
         .await
-        .expect("moq-transport SETUP with our server");
+        .expect("moq-transport SETUP with the Banyan server");
     Peer::start(session, publisher, subscriber)
 }
 
-/// A moq-transport server: one UDP port offering `h3` and `moqt-18`, like moq-native-ietf.
+/// A moq-transport server: one UDP port offering `h3` and `moqt-18`, like moq-native-ietf,
+/// with a freshly minted development certificate (pin [`Server::hash`]).
 pub struct Server {
     endpoint: quinn::Endpoint,
     pub addr: SocketAddr,
     pub hash: CertHash,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("hash", &self.hash.to_string())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -144,32 +169,32 @@ impl Server {
         }
     }
 
-    /// The URL our client dials for `kind`.
-    pub fn url(&self, kind: TransportKind) -> Url {
-        let scheme = match kind {
-            TransportKind::Quic => "moqt",
-            TransportKind::WebTransport => "https",
+    /// The URL a Banyan client dials for `transport`.
+    pub fn url(&self, transport: Transport) -> Url {
+        let scheme = match transport {
+            Transport::RawQuic => "moqt",
+            Transport::WebTransport => "https",
         };
         Url::parse(&format!("{scheme}://127.0.0.1:{}{PATH}", self.addr.port())).unwrap()
     }
 
     /// Accept one connection and complete moq-transport's side of SETUP. The transport is
-    /// chosen by the negotiated ALPN and must be `kind`.
-    pub async fn accept(&self, kind: TransportKind) -> Peer {
+    /// chosen by the negotiated ALPN and must be `transport`.
+    pub async fn accept(&self, transport: Transport) -> Peer {
         let conn = self
             .endpoint
             .accept()
             .await
             .expect("endpoint open")
             .await
-            .expect("QUIC handshake with our client");
+            .expect("QUIC handshake with the Banyan client");
         let alpn = conn
             .handshake_data()
             .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
             .and_then(|h| h.protocol)
             .expect("negotiated ALPN");
-        let session = match (kind, alpn.as_slice()) {
-            (TransportKind::Quic, a) if a == MOQT_ALPN.as_bytes() => {
+        let session = match (transport, alpn.as_slice()) {
+            (Transport::RawQuic, a) if a == MOQT_ALPN.as_bytes() => {
                 // A path-less URL: moq-transport then takes the path from SETUP PATH.
                 wtq::Session::raw(
                     conn,
@@ -177,13 +202,13 @@ impl Server {
                     ConnectResponse::default(),
                 )
             }
-            (TransportKind::WebTransport, a) if a == H3_ALPN.as_bytes() => {
+            (Transport::WebTransport, a) if a == H3_ALPN.as_bytes() => {
                 let request = wtq::Request::accept(conn)
                     .await
                     .expect("HTTP/3 SETTINGS and CONNECT");
                 assert!(
                     request.protocols.iter().any(|p| p == MOQT_ALPN),
-                    "our client offers moqt-18 in WT-Available-Protocols: {:?}",
+                    "the Banyan client offers moqt-18 in WT-Available-Protocols: {:?}",
                     request.protocols
                 );
                 request
@@ -191,14 +216,14 @@ impl Server {
                     .await
                     .expect("CONNECT response")
             }
-            (kind, other) => panic!(
-                "{kind} client negotiated ALPN {:?}",
+            (transport, other) => panic!(
+                "{transport:?} client negotiated ALPN {:?}",
                 String::from_utf8_lossy(other)
             ),
         };
-        let (session, publisher, subscriber) = Session::accept(session.into(), None, transport(kind))
+        let (session, publisher, subscriber) = Session::accept(session.into(), None, transport)
             .await
-            .expect("moq-transport SETUP with our client");
+            .expect("moq-transport SETUP with the Banyan client");
         Peer::start(
             session,
             publisher.expect("server publisher"),
