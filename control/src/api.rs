@@ -21,6 +21,8 @@
 //! may be literal. Unknown JSON fields are ignored everywhere so either side can add fields
 //! without breaking the other; fields marked optional may be omitted.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The path relays POST their heartbeats to.
@@ -114,6 +116,11 @@ pub struct BroadcastLoad {
     /// True when a publisher publishes it on this relay directly (this relay is its origin).
     #[serde(default)]
     pub local: bool,
+    /// Subscriptions to each chat room's track (`chat/<room>`) at this relay, by room number:
+    /// viewers in the room, and child relays carrying it. Control sums them over the fleet to
+    /// fill rooms that viewers have left before opening new ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rooms: BTreeMap<u64, u32>,
 }
 
 /// One upstream link of a relay.
@@ -338,6 +345,12 @@ impl Heartbeat {
                 return bad(m);
             }
         }
+        let rooms: usize = self.broadcasts.iter().map(|b| b.rooms.len()).sum();
+        if rooms > MAX_HEARTBEAT_ITEMS {
+            return bad(format!(
+                "at most {MAX_HEARTBEAT_ITEMS} chat rooms over all broadcasts"
+            ));
+        }
         for p in &self.parents {
             if let Err(m) = check_name("parents[].namespace", &p.namespace) {
                 return bad(m);
@@ -414,6 +427,7 @@ mod tests {
                 namespace: "live/a".into(),
                 viewers: 3,
                 local: true,
+                rooms: BTreeMap::from([(0, 2)]),
             }],
             parents: vec![],
             draining: false,
@@ -456,6 +470,19 @@ mod tests {
         let mut hb = heartbeat();
         hb.urls = RelayUrls::default();
         assert!(hb.validate().is_err());
+        let mut hb = heartbeat();
+        hb.broadcasts[0].rooms = (0..=MAX_HEARTBEAT_ITEMS as u64).map(|r| (r, 1)).collect();
+        assert!(hb.validate().unwrap_err().0.contains("chat rooms"));
+    }
+
+    #[test]
+    fn rooms_travel_as_a_json_object_keyed_by_room_number() {
+        let text = serde_json::to_string(&heartbeat().broadcasts[0]).unwrap();
+        assert!(text.contains(r#""rooms":{"0":2}"#), "{text}");
+        let load: BroadcastLoad = serde_json::from_str(r#"{"namespace":"live/a","rooms":{"7":3}}"#).unwrap();
+        assert_eq!(load.rooms, BTreeMap::from([(7, 3)]));
+        // A room that is not a number is a malformed heartbeat.
+        assert!(serde_json::from_str::<BroadcastLoad>(r#"{"namespace":"a","rooms":{"x":1}}"#).is_err());
     }
 
     #[test]

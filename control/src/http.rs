@@ -199,7 +199,19 @@ async fn watch(
     }
     let broadcast = broadcast.trim_matches('/').to_owned();
     let region = query.get("region").map(String::as_str).unwrap_or("");
-    let placed = lock(&shared.registry).watch(&broadcast, region, Instant::now());
+    // A reconnecting viewer names the room it was in, to stay there while it has space.
+    let room = match query.get("room").map(|r| r.parse::<u64>()) {
+        None => None,
+        Some(Ok(room)) => Some(room),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_room",
+                "room must be a chat room number (a decimal integer)".into(),
+            )
+        }
+    };
+    let placed = lock(&shared.registry).watch(&broadcast, region, room, Instant::now());
     let placement = match placed {
         Ok(p) => p,
         Err(e) => {

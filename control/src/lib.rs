@@ -13,6 +13,8 @@
 //!   `BANYAN_CONTROL_*` variables and TOML; the policy numbers and why.
 //! - [`registry`]: the fleet from heartbeats (soft state, expiry) and placement over it:
 //!   viewer assignment, route lookup, origin choice. Pure, explicit `now`.
+//! - [`rooms`]: chat room choice: the lowest room with space over reported and pending
+//!   occupancy, a returning viewer's own room while it has space.
 //! - [`autoscale`]: the flash-crowd autoscaler. Pure, explicit `now`: join velocity,
 //!   replicate ahead, time-to-full, spawn ahead, cool-down and drain.
 //! - [`spawner`]: the [`Spawner`](spawner::Spawner) trait; [`spawner::process`] (child
@@ -34,6 +36,8 @@ pub mod http;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod registry;
+#[cfg(feature = "server")]
+pub mod rooms;
 #[cfg(feature = "server")]
 pub mod service;
 #[cfg(feature = "server")]

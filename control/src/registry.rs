@@ -10,6 +10,7 @@ use crate::api::{
     BroadcastLoad, BroadcastStatus, Heartbeat, HeartbeatResponse, ParentStatus, RelayStatus, Status,
 };
 use crate::autoscale::{FleetView, RelayView};
+use crate::rooms::Rooms;
 
 /// The numbers placement follows (see [`crate::config`] for why each default is what it is).
 #[derive(Debug, Clone, PartialEq)]
@@ -150,8 +151,8 @@ pub struct Registry {
     routes: HashMap<(String, String), (String, Instant)>,
     /// Viewer joins per broadcast since the autoscaler last took them.
     joins: HashMap<String, u64>,
-    /// Viewer assignments per broadcast ever (chat room numbering).
-    assigned: HashMap<String, u64>,
+    /// Chat room assignments not yet in heartbeats.
+    rooms: Rooms,
     /// Smoothed join rates as last computed by the autoscaler (for status and metrics).
     join_rates: HashMap<String, f64>,
 }
@@ -177,6 +178,8 @@ impl Registry {
         let grace = self.policy.assignment_grace;
         match self.relays.get_mut(&id) {
             Some(relay) => {
+                self.rooms
+                    .report(&relay.heartbeat.broadcasts, &heartbeat.broadcasts);
                 relay.heartbeat = heartbeat;
                 relay.last_seen = now;
                 if let Some(cutoff) = now.checked_sub(grace) {
@@ -188,6 +191,7 @@ impl Registry {
             }
             None => {
                 tracing::info!(relay = %id, region = %heartbeat.region, "relay registered");
+                self.rooms.report(&[], &heartbeat.broadcasts);
                 self.relays.insert(
                     id.clone(),
                     Relay {
@@ -217,7 +221,9 @@ impl Registry {
             .collect();
         for id in &gone {
             tracing::info!(relay = %id, "relay expired (missed heartbeats)");
-            self.relays.remove(id);
+            if let Some(relay) = self.relays.remove(id) {
+                self.rooms.report(&relay.heartbeat.broadcasts, &[]);
+            }
             self.drain_orders.remove(id);
         }
         let grace = self.policy.assignment_grace;
@@ -225,6 +231,7 @@ impl Registry {
             !gone.contains(child) && !gone.contains(parent) && now.saturating_duration_since(*t) <= grace
         });
         self.origins.retain(|_, relay| !gone.contains(relay));
+        self.rooms.expire(grace, now);
         gone
     }
 
@@ -261,7 +268,9 @@ impl Registry {
 
     /// Forget a relay that was stopped.
     pub fn forget(&mut self, id: &str) {
-        self.relays.remove(id);
+        if let Some(relay) = self.relays.remove(id) {
+            self.rooms.report(&relay.heartbeat.broadcasts, &[]);
+        }
         self.drain_orders.remove(id);
         self.spawned.remove(id);
     }
@@ -290,8 +299,15 @@ impl Registry {
             .or_else(|| self.origins.get(namespace).map(String::as_str))
     }
 
-    /// Assign a viewer of `broadcast` in `region` to a relay (see the README for the order).
-    pub fn watch(&mut self, broadcast: &str, region: &str, now: Instant) -> Result<Placement, PlaceError> {
+    /// Assign a viewer of `broadcast` in `region` to a relay (see the README for the order)
+    /// and to a chat room ([`crate::rooms`]; `room`: the one it was in before, if any).
+    pub fn watch(
+        &mut self,
+        broadcast: &str,
+        region: &str,
+        room: Option<u64>,
+        now: Instant,
+    ) -> Result<Placement, PlaceError> {
         let origin = self
             .origin(broadcast)
             .ok_or_else(|| PlaceError::UnknownBroadcast(broadcast.to_owned()))?
@@ -332,9 +348,16 @@ impl Registry {
             .map(|(_, id)| id.clone())
             .ok_or_else(|| PlaceError::NoCapacity(broadcast.to_owned()))?;
         *self.joins.entry(broadcast.to_owned()).or_default() += 1;
-        let count = self.assigned.entry(broadcast.to_owned()).or_default();
-        let room = (*count / self.policy.chat_room_size.max(1)).to_string();
-        *count += 1;
+        let room = self
+            .rooms
+            .assign(
+                broadcast,
+                room,
+                self.policy.chat_room_size,
+                self.policy.assignment_grace,
+                now,
+            )
+            .to_string();
         let relay = self
             .relays
             .get_mut(&id)
@@ -683,6 +706,7 @@ mod tests {
             namespace: "live/a".into(),
             viewers: 0,
             local: true,
+            rooms: Default::default(),
         });
         h
     }
@@ -697,9 +721,42 @@ mod tests {
         reg.heartbeat(origin_hb("o"), now);
         reg.heartbeat(hb("e", "eu", 100, 0), now);
         let rooms: Vec<String> = (0..5)
-            .map(|_| reg.watch("live/a", "eu", now).unwrap().chat_room)
+            .map(|_| reg.watch("live/a", "eu", None, now).unwrap().chat_room)
             .collect();
         assert_eq!(rooms, ["0", "0", "1", "1", "2"]);
+    }
+
+    #[test]
+    fn chat_rooms_follow_the_occupancy_heartbeats_report() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(Policy {
+            chat_room_size: 2,
+            ..Policy::default()
+        });
+        reg.heartbeat(origin_hb("o"), t0);
+        let edge = |room0: u32| {
+            let mut h = hb("e", "eu", 100, room0);
+            h.broadcasts.push(BroadcastLoad {
+                namespace: "live/a".into(),
+                viewers: room0,
+                local: false,
+                rooms: [(0, room0)].into(),
+            });
+            h
+        };
+        reg.heartbeat(edge(2), t0);
+        assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().chat_room, "1");
+        // One viewer of room 0 left: once the pending assignment to room 1 is past its grace,
+        // the next two viewers fill room 0 and room 1 again.
+        let later = t0 + reg.policy().assignment_grace + Duration::from_millis(1);
+        reg.heartbeat(edge(1), later);
+        reg.heartbeat(origin_hb("o"), later);
+        let rooms: Vec<String> = (0..2)
+            .map(|_| reg.watch("live/a", "eu", None, later).unwrap().chat_room)
+            .collect();
+        assert_eq!(rooms, ["0", "1"]);
+        // A returning viewer asking for room 0, now full, goes to the first room with space.
+        assert_eq!(reg.watch("live/a", "eu", Some(0), later).unwrap().chat_room, "1");
     }
 
     #[test]
@@ -753,10 +810,10 @@ mod tests {
         reg.heartbeat(origin_hb("o"), t0);
         reg.heartbeat(hb("e", "eu", 10, 0), t0);
         for _ in 0..8 {
-            assert_eq!(reg.watch("live/a", "eu", t0).unwrap().relay_id, "e");
+            assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().relay_id, "e");
         }
         // e is at high-water (8 of 10): the 9th viewer spills to the origin as a last resort.
-        assert_eq!(reg.watch("live/a", "eu", t0).unwrap().relay_id, "o");
+        assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().relay_id, "o");
         // A heartbeat one second later still might not show them: they still count.
         reg.heartbeat(hb("e", "eu", 10, 0), t0 + Duration::from_secs(1));
         assert_eq!(

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 
+use banyan_control::api::BroadcastLoad;
 use banyan_relay::auth::Authenticator;
 use common::*;
 
@@ -81,6 +82,34 @@ async fn watch_fills_region_below_high_water_then_spills_then_refuses() {
         metrics.contains("banyan_control_watch_no_capacity_total 1"),
         "{metrics}"
     );
+}
+
+/// Chat rooms over HTTP: the edges' heartbeats say who is in which room; a returning viewer
+/// naming its room gets it back while it has space; a malformed room is a clear 400.
+#[tokio::test]
+async fn watch_fills_chat_rooms_from_heartbeats_and_returns_a_viewer_to_its_room() {
+    let c = start(&config(&["--chat-room-size", "2"])).await;
+    send(c.addr, &origin("o", "eu", 100, "live/a")).await;
+    let mut edge = heartbeat("e1", "eu", 100, 3);
+    edge.broadcasts.push(BroadcastLoad {
+        namespace: "live/a".into(),
+        viewers: 3,
+        local: false,
+        rooms: [(0, 2), (1, 1)].into(),
+    });
+    send(c.addr, &edge).await;
+    let room = |path: &'static str| async move {
+        let r = get(c.addr, path).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["chat_room"].as_str().unwrap().to_owned()
+    };
+    // Room 0 is full; the returning viewer of room 1 goes back there, which fills it.
+    assert_eq!(room("/v1/watch/live/a?room=1").await, "1");
+    assert_eq!(room("/v1/watch/live/a").await, "2");
+    assert_eq!(room("/v1/watch/live/a?room=0").await, "2", "room 0 is full");
+    let r = get(c.addr, "/v1/watch/live/a?room=first").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "bad_room");
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ use banyan_control::api::{
 use tokio::sync::{watch, Notify};
 use url::Url;
 
+use crate::interact::hub::CHAT_PREFIX;
+use crate::interact::viewer::parse_room;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::track::Tracks;
@@ -193,6 +195,12 @@ impl Reporter {
             subscribers: t.subscribers(),
             parent: t.parent_url().map(String::from),
             live: t.is_live(),
+            chat_room: t
+                .name
+                .name
+                .as_bytes()
+                .strip_prefix(CHAT_PREFIX)
+                .and_then(|room| parse_room(room, u64::MAX).ok()),
         });
         let published = sources
             .origins
@@ -283,6 +291,8 @@ pub struct TrackSummary {
     pub parent: Option<String>,
     /// Whether objects flow (pending and ended tracks are not carried).
     pub live: bool,
+    /// The room, when it is a chat room's track (`chat/<room>`).
+    pub chat_room: Option<u64>,
 }
 
 /// The broadcasts and parent links a heartbeat lists, from the tracks at the relay and the
@@ -295,6 +305,8 @@ pub struct TrackSummary {
 /// - `local` is true when it is published here or a live track of it comes from a publisher on
 ///   this relay (not from a parent).
 /// - Each distinct (namespace, parent URL) of a live track is a parent link.
+/// - `rooms` has the subscribers of each live `chat/<room>` track (at most
+///   [`MAX_HEARTBEAT_ITEMS`] rooms over all broadcasts).
 ///
 /// Names the control plane would refuse (empty, too long, control characters) are left out,
 /// so one odd namespace never costs the whole heartbeat.
@@ -304,6 +316,7 @@ pub fn broadcasts(
 ) -> (Vec<BroadcastLoad>, Vec<ParentLink>) {
     let mut carried: BTreeMap<String, BroadcastLoad> = BTreeMap::new();
     let mut links: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut rooms = 0;
     for namespace in published.into_iter().filter(|n| reportable(n)) {
         carried
             .entry(namespace.clone())
@@ -319,6 +332,11 @@ pub fn broadcasts(
             .or_insert_with(|| empty_load(track.namespace.clone()));
         let subscribers = u32::try_from(track.subscribers).unwrap_or(u32::MAX);
         entry.viewers = entry.viewers.max(subscribers);
+        if let Some(room) = track.chat_room {
+            if rooms < MAX_HEARTBEAT_ITEMS && entry.rooms.insert(room, subscribers).is_none() {
+                rooms += 1;
+            }
+        }
         match track.parent {
             Some(parent) if reportable(&parent) => {
                 links.insert((track.namespace, parent));
@@ -341,6 +359,7 @@ fn empty_load(namespace: String) -> BroadcastLoad {
         namespace,
         viewers: 0,
         local: false,
+        rooms: BTreeMap::new(),
     }
 }
 
@@ -512,6 +531,14 @@ mod tests {
             subscribers,
             parent: parent.map(Into::into),
             live,
+            chat_room: None,
+        }
+    }
+
+    fn chat(namespace: &str, room: u64, subscribers: usize, live: bool) -> TrackSummary {
+        TrackSummary {
+            chat_room: Some(room),
+            ..track(namespace, subscribers, None, live)
         }
     }
 
@@ -536,17 +563,20 @@ mod tests {
                 BroadcastLoad {
                     namespace: "live/a".into(),
                     viewers: 5,
-                    local: true
+                    local: true,
+                    rooms: BTreeMap::new(),
                 },
                 BroadcastLoad {
                     namespace: "live/b".into(),
                     viewers: 4,
-                    local: false
+                    local: false,
+                    rooms: BTreeMap::new(),
                 },
                 BroadcastLoad {
                     namespace: "live/c".into(),
                     viewers: 0,
-                    local: true
+                    local: true,
+                    rooms: BTreeMap::new(),
                 },
             ]
         );
@@ -555,6 +585,35 @@ mod tests {
             .map(|p| (p.namespace.as_str(), p.upstream.as_str()))
             .collect();
         assert_eq!(links, [("live/b", "moqt://p1:1"), ("live/b", "moqt://p2:1")]);
+    }
+
+    #[test]
+    fn chat_room_tracks_report_their_subscribers_per_room() {
+        let (carried, _) = broadcasts(
+            [
+                track("live/a", 9, None, true),
+                chat("live/a", 0, 4, true),
+                chat("live/a", 3, 1, true),
+                chat("live/a", 5, 2, false),
+                chat("live/b", 0, 7, true),
+            ],
+            [],
+        );
+        let rooms: Vec<_> = carried.iter().map(|b| (b.namespace.as_str(), &b.rooms)).collect();
+        assert_eq!(
+            rooms,
+            [
+                ("live/a", &BTreeMap::from([(0, 4), (3, 1)])),
+                ("live/b", &BTreeMap::from([(0, 7)])),
+            ]
+        );
+        assert_eq!(
+            carried[0].viewers, 9,
+            "viewers is still the busiest track's subscribers"
+        );
+        let many = (0..MAX_HEARTBEAT_ITEMS as u64 + 3).map(|r| chat("live/a", r, 1, true));
+        let (bounded, _) = broadcasts(many, []);
+        assert_eq!(bounded[0].rooms.len(), MAX_HEARTBEAT_ITEMS);
     }
 
     #[test]

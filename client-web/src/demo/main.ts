@@ -41,7 +41,11 @@ async function resolveTarget(): Promise<Target> {
     return hash ? { relay, hash, broadcast, room } : { relay, broadcast, room };
   }
   const control = params.get("control") ?? location.origin;
-  const response = await fetch(`${control}/v1/watch/${encodeURIComponent(broadcast).replace(/%2F/g, "/")}`);
+  // A reload asks for the chat room this tab was in: control keeps it while it has space.
+  const roomKey = `banyan.room.${broadcast}`;
+  const previous = sessionStorage.getItem(roomKey);
+  const query = previous && /^\d+$/.test(previous) ? `?room=${previous}` : "";
+  const response = await fetch(`${control}/v1/watch/${encodeURIComponent(broadcast).replace(/%2F/g, "/")}${query}`);
   if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/watch/${broadcast}`);
   const body = (await response.json()) as {
     webtransport?: string;
@@ -51,6 +55,7 @@ async function resolveTarget(): Promise<Target> {
   };
   if (!body.webtransport) throw new Error("control plane assigned a relay without a WebTransport URL");
   const target: Target = { relay: body.webtransport, broadcast, room: body.chat_room ?? "0" };
+  sessionStorage.setItem(roomKey, target.room);
   if (body.cert_sha256) target.hash = body.cert_sha256;
   if (body.token) target.token = body.token;
   return target;

@@ -183,6 +183,7 @@ pub fn origin(id: &str, region: &str, cap: u32, namespace: &str) -> Heartbeat {
         namespace: namespace.into(),
         viewers: 0,
         local: true,
+        rooms: Default::default(),
     });
     h
 }
