@@ -1,7 +1,7 @@
 //! A relay with `--control` sends the control plane valid heartbeats: its id, URLs on its bound
 //! ports, certificate hash, region and capacity; it keeps sending after refusals; a broadcast
 //! published on it is listed as local with its viewers, and on a child relay as pulled from its
-//! parent; and a `drain: true` answer drains the relay process (GOAWAY, /health draining) and it
+//! parent, with the subscribers of each chat room; and a `drain: true` answer drains the relay process (GOAWAY, /health draining) and it
 //! exits 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -244,6 +244,44 @@ async fn broadcasts_are_listed_with_viewers_local_at_the_origin_and_with_the_par
     control
         .wait_for("the origin reporting egress", |h| {
             h.relay_id == "hb-origin" && h.load.egress_bps > 0
+        })
+        .await;
+
+    // Chat rooms: two viewers of room 3 on the child; the origin (which produces the room's
+    // track) sees one subscriber of it, the child relay. Control sums these to fill rooms.
+    let mut chat = Vec::new();
+    for _ in 0..2 {
+        let session = edge.connect(&edge_client, TransportKind::Quic).await;
+        let subscription = within(
+            "SUBSCRIBE_OK for chat/3 at the child",
+            20,
+            session.subscribe(subscribe_msg("hb/show", "chat/3")),
+        )
+        .await
+        .unwrap();
+        chat.push((session, subscription));
+    }
+    let rooms_of = |h: &Heartbeat| {
+        h.broadcasts
+            .iter()
+            .find(|b| b.namespace == "hb/show")
+            .map(|b| b.rooms.clone())
+            .unwrap_or_default()
+    };
+    control
+        .wait_for("the child reporting room 3 with two viewers", |h| {
+            h.relay_id == "hb-child" && rooms_of(h) == [(3, 2)].into()
+        })
+        .await;
+    control
+        .wait_for("the origin reporting room 3 with the child", |h| {
+            h.relay_id == "hb-origin" && rooms_of(h) == [(3, 1)].into()
+        })
+        .await;
+    chat.pop();
+    control
+        .wait_for("the child reporting room 3 after a viewer left", |h| {
+            h.relay_id == "hb-child" && rooms_of(h) == [(3, 1)].into()
         })
         .await;
 }
