@@ -116,9 +116,9 @@ pub struct BroadcastLoad {
     /// True when a publisher publishes it on this relay directly (this relay is its origin).
     #[serde(default)]
     pub local: bool,
-    /// Subscriptions to each chat room's track (`chat/<room>`) at this relay, by room number:
-    /// viewers in the room, and child relays carrying it. Control sums them over the fleet to
-    /// fill rooms that viewers have left before opening new ones.
+    /// Viewers subscribed to each chat room's track (`chat/<room>`) at this relay, by room
+    /// number (child relays carrying the room are not viewers; rooms without viewers are left
+    /// out). Control sums them over the fleet to fill rooms viewers left before opening new ones.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rooms: BTreeMap<u64, u32>,
 }

@@ -1,7 +1,7 @@
 //! Chat rooms: which room of a broadcast a new viewer joins.
 //!
 //! A room holds at most `size` viewers (DESIGN.md, "Interactions": a room small enough that its
-//! chat stays readable). Relays report the subscribers of each `chat/<room>` track in their
+//! chat stays readable). Relays report the viewers of each `chat/<room>` track in their
 //! heartbeats; a room's occupancy is the sum over the fleet plus the viewers assigned to it
 //! within the assignment grace (not yet in any heartbeat: the viewer is still connecting, or
 //! the next heartbeat has not come). Counting a viewer twice during its grace only fills rooms
@@ -20,7 +20,7 @@ use crate::api::BroadcastLoad;
 /// Room occupancy per broadcast: reported by heartbeats, and pending.
 #[derive(Debug, Default)]
 pub struct Rooms {
-    /// broadcast → room → subscribers summed over the fleet's last heartbeats (kept up to date
+    /// broadcast → room → viewers summed over the fleet's last heartbeats (kept up to date
     /// as each heartbeat replaces its relay's previous one, so an assignment reads one map).
     reported: HashMap<String, BTreeMap<u64, u64>>,
     /// broadcast → room → when viewers were assigned to it, oldest first, within the grace.

@@ -195,6 +195,7 @@ impl Reporter {
             subscribers: t.subscribers(),
             parent: t.parent_url().map(String::from),
             live: t.is_live(),
+            viewers: t.viewers(),
             chat_room: t
                 .name
                 .name
@@ -291,6 +292,8 @@ pub struct TrackSummary {
     pub parent: Option<String>,
     /// Whether objects flow (pending and ended tracks are not carried).
     pub live: bool,
+    /// Of `subscribers`, those that are viewers, not child relays.
+    pub viewers: usize,
     /// The room, when it is a chat room's track (`chat/<room>`).
     pub chat_room: Option<u64>,
 }
@@ -305,8 +308,8 @@ pub struct TrackSummary {
 /// - `local` is true when it is published here or a live track of it comes from a publisher on
 ///   this relay (not from a parent).
 /// - Each distinct (namespace, parent URL) of a live track is a parent link.
-/// - `rooms` has the subscribers of each live `chat/<room>` track (at most
-///   [`MAX_HEARTBEAT_ITEMS`] rooms over all broadcasts).
+/// - `rooms` has the viewers (child relays left out) of each live `chat/<room>` track that has
+///   any (at most [`MAX_HEARTBEAT_ITEMS`] rooms over all broadcasts).
 ///
 /// Names the control plane would refuse (empty, too long, control characters) are left out,
 /// so one odd namespace never costs the whole heartbeat.
@@ -332,8 +335,9 @@ pub fn broadcasts(
             .or_insert_with(|| empty_load(track.namespace.clone()));
         let subscribers = u32::try_from(track.subscribers).unwrap_or(u32::MAX);
         entry.viewers = entry.viewers.max(subscribers);
-        if let Some(room) = track.chat_room {
-            if rooms < MAX_HEARTBEAT_ITEMS && entry.rooms.insert(room, subscribers).is_none() {
+        if let Some(room) = track.chat_room.filter(|_| track.viewers > 0) {
+            let viewers = u32::try_from(track.viewers).unwrap_or(u32::MAX);
+            if rooms < MAX_HEARTBEAT_ITEMS && entry.rooms.insert(room, viewers).is_none() {
                 rooms += 1;
             }
         }
@@ -531,14 +535,16 @@ mod tests {
             subscribers,
             parent: parent.map(Into::into),
             live,
+            viewers: subscribers,
             chat_room: None,
         }
     }
 
-    fn chat(namespace: &str, room: u64, subscribers: usize, live: bool) -> TrackSummary {
+    fn chat(namespace: &str, room: u64, subscribers: usize, relays: usize) -> TrackSummary {
         TrackSummary {
             chat_room: Some(room),
-            ..track(namespace, subscribers, None, live)
+            viewers: subscribers - relays,
+            ..track(namespace, subscribers, None, true)
         }
     }
 
@@ -592,10 +598,15 @@ mod tests {
         let (carried, _) = broadcasts(
             [
                 track("live/a", 9, None, true),
-                chat("live/a", 0, 4, true),
-                chat("live/a", 3, 1, true),
-                chat("live/a", 5, 2, false),
-                chat("live/b", 0, 7, true),
+                chat("live/a", 0, 4, 0),
+                // Child relays carrying a room are not its viewers.
+                chat("live/a", 3, 3, 2),
+                chat("live/a", 5, 2, 2),
+                TrackSummary {
+                    live: false,
+                    ..chat("live/a", 6, 2, 0)
+                },
+                chat("live/b", 0, 7, 0),
             ],
             [],
         );
@@ -611,7 +622,7 @@ mod tests {
             carried[0].viewers, 9,
             "viewers is still the busiest track's subscribers"
         );
-        let many = (0..MAX_HEARTBEAT_ITEMS as u64 + 3).map(|r| chat("live/a", r, 1, true));
+        let many = (0..MAX_HEARTBEAT_ITEMS as u64 + 3).map(|r| chat("live/a", r, 1, 0));
         let (bounded, _) = broadcasts(many, []);
         assert_eq!(bounded[0].rooms.len(), MAX_HEARTBEAT_ITEMS);
     }

@@ -7,7 +7,7 @@
 //! reconnects finds it warm), then unsubscribes upstream and disappears.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct Track {
     pub cache: TrackCache,
     state: watch::Sender<TrackState>,
     subscribers: watch::Sender<usize>,
+    /// Of those, the ones from child relays (requests carrying a relay path).
+    relay_subscribers: AtomicUsize,
     datagram_senders: Mutex<HashMap<u64, TrackSender>>,
     next_subscriber: AtomicU64,
     closing: AtomicBool,
@@ -114,6 +116,7 @@ impl Track {
             cache: TrackCache::new(config.cache_groups, budget, metrics.clone()),
             state: watch::Sender::new(TrackState::Pending),
             subscribers: watch::Sender::new(0),
+            relay_subscribers: AtomicUsize::new(0),
             datagram_senders: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -137,6 +140,13 @@ impl Track {
     /// How many downstream subscriptions read this track now.
     pub fn subscribers(&self) -> usize {
         *self.subscribers.borrow()
+    }
+
+    /// How many of [`Track::subscribers`] are viewers: not child relays (whose requests carry
+    /// a relay path).
+    pub fn viewers(&self) -> usize {
+        self.subscribers()
+            .saturating_sub(self.relay_subscribers.load(Ordering::SeqCst))
     }
 
     /// True while objects flow (or will): upstream accepted the subscription and has not
@@ -255,12 +265,17 @@ impl Track {
 #[derive(Debug)]
 pub struct SubscriberGuard {
     track: Arc<Track>,
+    relay: bool,
 }
 
 impl SubscriberGuard {
-    fn new(track: Arc<Track>) -> Self {
+    /// Count a subscriber; `relay` when it is a child relay.
+    fn new(track: Arc<Track>, relay: bool) -> Self {
+        if relay {
+            track.relay_subscribers.fetch_add(1, Ordering::SeqCst);
+        }
         track.subscribers.send_modify(|n| *n += 1);
-        Self { track }
+        Self { track, relay }
     }
 
     /// The track.
@@ -272,6 +287,9 @@ impl SubscriberGuard {
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         self.track.subscribers.send_modify(|n| *n = n.saturating_sub(1));
+        if self.relay {
+            self.track.relay_subscribers.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -313,7 +331,7 @@ impl Tracks {
         let mut tracks = lock(&self.tracks);
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
-                return SubscriberGuard::new(track.clone());
+                return SubscriberGuard::new(track.clone(), !path.is_empty());
             }
         }
         let track = Arc::new(Track::new(
@@ -323,7 +341,7 @@ impl Tracks {
             self.metrics.clone(),
         ));
         tracks.insert(name, track.clone());
-        let guard = SubscriberGuard::new(track.clone());
+        let guard = SubscriberGuard::new(track.clone(), !path.is_empty());
         drop(tracks);
         tokio::spawn(self.clone().run_upstream(track, path.clone()));
         guard
