@@ -31,6 +31,7 @@ import { tmpdir } from "node:os";
 import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { children, logger, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
@@ -40,57 +41,10 @@ const bin = (name) => join(target, "debug", name);
 const results = join(pkg, "test-results");
 mkdirSync(results, { recursive: true });
 
-const children = new Set();
-const log = (...a) => console.log("[e2e]", ...a);
+const log = logger("e2e");
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-async function waitFor(what, timeoutMs, probe, intervalMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
-/** Spawn a process, keep its output for diagnostics, resolve lines matching `patterns`. */
-function start(name, cmd, args, options = {}) {
-  const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], ...options });
-  children.add(child);
-  const out = { name, child, text: "", exited: undefined };
-  const onData = (d) => {
-    out.text += d.toString();
-    if (out.text.length > 200_000) out.text = out.text.slice(-100_000);
-  };
-  child.stdout.on("data", onData);
-  child.stderr.on("data", onData);
-  child.on("exit", (code, signal) => {
-    out.exited = { code, signal };
-    children.delete(child);
-  });
-  child.on("error", (e) => {
-    out.text += `\n${name}: ${e.message}`;
-    out.exited = { code: -1, signal: null };
-    children.delete(child);
-  });
-  return out;
-}
-
-function stopChild(p, signal = "SIGTERM") {
-  if (p && p.exited === undefined) p.child.kill(signal);
-}
-
-async function waitExit(p, timeoutMs) {
-  await waitFor(`${p.name} to exit`, timeoutMs, () => p.exited !== undefined);
-}
-
-function tail(p, n = 30) {
-  return p.text.split("\n").slice(-n).join("\n");
-}
 
 /** A short-lived ECDSA P-256 certificate (browser-acceptable: <= 14 days) and its DER SHA-256. */
 function mintCert(dir) {

@@ -1,0 +1,155 @@
+// The quick start, checked: `scripts/demo` (the README's first command) runs banyan-control, an
+// origin and an edge relay, banyan-publish fed by ffmpeg and the demo page, on ports chosen here
+// (`--no-build`: the binaries and client-web/dist the earlier stages built). Headless Chromium
+// opens the URL the demo prints, which asks the control plane for a relay, and must:
+//   - play real H.264 from the relay control assigned (the edge, not the origin), under 250 ms
+//     glass to glass, with the chat room control assigned shown;
+//   - count a like clicked on the page, and show a comment typed in it;
+//   - keep its chat room across a reload (the page names its room to control).
+// Then Ctrl-C (SIGINT) must stop the demo and every process it started.
+//
+// Run with `npm run e2e:demo` after `npm run e2e` (or a build). Environment:
+//   BANYAN_TARGET_DIR   cargo target dir the demo uses (default ../target)
+//   CHROMIUM            browser path (default /usr/bin/chromium)
+import { createSocket } from "node:dgram";
+import { existsSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { children, logger, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "..", "..");
+const log = logger("demo-test");
+
+/** A port the OS just handed out (and took back) for `proto`. */
+function freePort(proto) {
+  return new Promise((ok, fail) => {
+    if (proto === "udp") {
+      const socket = createSocket("udp6");
+      socket.on("error", fail);
+      socket.bind(0, "::", () => {
+        const { port } = socket.address();
+        socket.close(() => ok(port));
+      });
+    } else {
+      const server = createServer();
+      server.on("error", fail);
+      server.listen(0, "127.0.0.1", () => {
+        const { port } = server.address();
+        server.close(() => ok(port));
+      });
+    }
+  });
+}
+
+async function main() {
+  const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+  if (!existsSync(executablePath)) throw new Error(`${executablePath} missing: apt-get install -y chromium`);
+  if (!existsSync(join(repo, "client-web", "dist", "index.html"))) throw new Error("client-web/dist is missing: npm run build");
+  const ports = {
+    origin: await freePort("udp"),
+    edge: await freePort("udp"),
+    control: await freePort("tcp"),
+    web: await freePort("tcp"),
+  };
+  const env = { ...process.env };
+  if (process.env.BANYAN_TARGET_DIR) env.CARGO_TARGET_DIR = process.env.BANYAN_TARGET_DIR;
+  const startedAt = Date.now();
+  const demo = start("scripts/demo", join(repo, "scripts", "demo"), [
+    "--no-build",
+    "--origin-port", String(ports.origin),
+    "--edge-port", String(ports.edge),
+    "--control-port", String(ports.control),
+    "--web-port", String(ports.web),
+  ], { env, cwd: repo });
+  const url = await waitFor("the demo to print its URL", 120_000, () => {
+    if (demo.exited) throw new Error(`scripts/demo exited ${JSON.stringify(demo.exited)}:\n${tail(demo, 40)}`);
+    return /^\s+(http:\/\/127\.0\.0\.1:\d+\/\?broadcast=\S+&control=\S+)$/m.exec(demo.text)?.[1];
+  }, 200);
+  log(`scripts/demo ready after ${((Date.now() - startedAt) / 1000).toFixed(1)} s; opening ${url}`);
+
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: ["--autoplay-policy=no-user-gesture-required", "--no-sandbox"],
+  });
+  try {
+    const page = await browser.newPage();
+    page.on("console", (m) => m.type() === "error" && log("page:", m.text()));
+    await page.goto(url);
+    const stats = () => page.evaluate(() => JSON.parse(JSON.stringify(window.banyanStats ?? null)));
+    const playing = await waitFor("30 decoded frames through the assigned relay", 45_000, async () => {
+      const s = await stats();
+      return s && s.framesDecoded >= 30 && s.latencyMs !== undefined ? s : undefined;
+    }, 250).catch(async (e) => {
+      throw new Error(`${e.message}; stats ${JSON.stringify(await stats())}\n${tail(demo, 40)}`);
+    });
+    if (!playing.relay.includes(`:${ports.edge}/`)) {
+      throw new Error(`control should assign the edge (port ${ports.edge}), the page plays from ${playing.relay}`);
+    }
+    if (!/^avc[13]\./.test(playing.videoCodec)) throw new Error(`expected H.264, got ${playing.videoCodec}`);
+    if (!(playing.latencyMs < 250)) throw new Error(`latency ${playing.latencyMs} ms is not below 250 ms`);
+    const room = (await page.textContent("#room"))?.trim();
+    if (!/^\d+$/.test(room ?? "")) throw new Error(`the page shows no chat room: ${JSON.stringify(room)}`);
+    log(`playing from ${playing.relay} (assigned by control): ${playing.framesDecoded} frames of ${playing.videoCodec} ${playing.width}x${playing.height}, latency ${playing.latencyMs.toFixed(1)} ms, chat room ${room}`);
+
+    const likes = playing.likes ?? 0;
+    await page.click("#like");
+    await waitFor("the like to be counted", 10_000, async () => ((await stats())?.likes ?? 0) >= likes + 1, 50);
+    const text = `hello from the quick start ${Date.now()}`;
+    await page.fill("#chat-input", text);
+    await page.press("#chat-input", "Enter");
+    await waitFor("the comment in the chat panel", 10_000, async () =>
+      (await page.locator("#chat-list li.comment").allTextContents()).some((t) => t.includes(text)), 50);
+    log(`a like was counted (${likes} → ${(await stats()).likes}) and a comment shown in room ${room}`);
+
+    await page.reload();
+    await waitFor("playback after the reload", 30_000, async () => ((await stats())?.framesDecoded ?? 0) > 0, 250);
+    const after = (await page.textContent("#room"))?.trim();
+    if (after !== room) throw new Error(`the reload moved the page from chat room ${room} to ${after}`);
+    await waitFor("the room's history after the reload", 10_000, async () =>
+      (await page.locator("#chat-list li.comment").allTextContents()).some((t) => t.includes(text)), 50);
+    log(`reloaded: still chat room ${after}, its history shows the comment`);
+  } finally {
+    await browser.close();
+  }
+
+  const stoppingAt = Date.now();
+  stopChild(demo, "SIGINT");
+  await waitExit(demo, 30_000);
+  if (demo.exited.code !== 130) throw new Error(`scripts/demo exited ${JSON.stringify(demo.exited)} on Ctrl-C, not 130:\n${tail(demo)}`);
+  // Nothing it started is left listening: every port it used can be bound again.
+  for (const [what, port] of Object.entries(ports)) {
+    const proto = what === "origin" || what === "edge" ? "udp" : "tcp";
+    if (!(await canBind(proto, port))) throw new Error(`${what} port ${port} (${proto}) is still in use after the demo stopped`);
+  }
+  log(`Ctrl-C stopped the demo and everything it started in ${((Date.now() - stoppingAt) / 1000).toFixed(1)} s (all four ports free again)`);
+}
+
+/** Whether `port` can be bound now (nothing listens on it). */
+async function canBind(proto, port) {
+  return new Promise((ok) => {
+    const server = proto === "udp" ? createSocket("udp6") : createServer();
+    server.on("error", () => ok(false));
+    const done = () => server.close(() => ok(true));
+    if (proto === "udp") server.bind(port, "::", done);
+    else server.listen(port, "127.0.0.1", done);
+  });
+}
+
+main()
+  .then(() => {
+    log("PASS");
+    process.exit(0);
+  })
+  .catch(async (e) => {
+    console.error("[demo-test] FAIL", e instanceof Error ? e.stack ?? e.message : e);
+    // The demo stops what it started (each in its own session) on SIGINT; give it the chance.
+    for (const c of children) c.kill("SIGINT");
+    const deadline = Date.now() + 15_000;
+    while (children.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    for (const c of children) c.kill("SIGKILL");
+    process.exit(1);
+  });
