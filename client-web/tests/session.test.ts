@@ -1,0 +1,179 @@
+// Session.fetch against a fake WebTransport that plays the relay with the package's own
+// encoders. A FETCH's objects come on their own unidirectional stream and its FETCH_OK on the
+// request stream; either can arrive first. Proves: objects that arrive (and end) before the
+// FETCH_OK are not lost (this hung forever once: the chat history after a page reload), the
+// usual order works, a session that closes rejects a pending FETCH, and a FETCH stream for a
+// request we never sent closes the session with PROTOCOL_VIOLATION.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Reader, SessionErrorCode, Writer } from "../src/coding";
+import { FetchStream, encodeFetchHeader } from "../src/data";
+import { decodeFrame, encodeFrame, type Message } from "../src/message";
+import { Session } from "../src/session/session";
+
+/** A readable stream the test feeds chunk by chunk. */
+function feed(): { stream: ReadableStream<Uint8Array>; push: (b: Uint8Array) => void; end: () => void } {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({ start: (c) => (controller = c) });
+  return { stream, push: (b) => controller.enqueue(b), end: () => controller.close() };
+}
+
+/** A request stream the client opened: the frames it wrote, and a way to answer. */
+interface Request {
+  written: Message[];
+  answer: (m: Message) => void;
+}
+
+/** The relay side of one WebTransport session. */
+class FakeTransport {
+  readonly protocol = "moqt-18";
+  readonly ready = Promise.resolve();
+  readonly closed: Promise<{ closeCode: number; reason: string }>;
+  closedWith: { closeCode?: number; reason?: string } | undefined;
+  readonly requests: Request[] = [];
+  private readonly incoming = new TransformStream<ReadableStream<Uint8Array>, ReadableStream<Uint8Array>>();
+  private readonly incomingWriter = this.incoming.writable.getWriter();
+  readonly incomingUnidirectionalStreams = this.incoming.readable;
+  readonly datagrams = { readable: new ReadableStream<Uint8Array>(), writable: new WritableStream<Uint8Array>() };
+  private resolveClosed!: (info: { closeCode: number; reason: string }) => void;
+
+  constructor() {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    // The server's control stream: SETUP, then kept open.
+    const control = feed();
+    control.push(encodeFrame({ type: "SETUP" }));
+    void this.incomingWriter.write(control.stream);
+  }
+
+  /** The server opens a unidirectional stream with `bytes` and ends it. */
+  sendStream(bytes: Uint8Array): void {
+    const s = feed();
+    s.push(bytes);
+    s.end();
+    void this.incomingWriter.write(s.stream);
+  }
+
+  async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
+    return new WritableStream<Uint8Array>();
+  }
+
+  async createBidirectionalStream(): Promise<{ readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> }> {
+    const toClient = feed();
+    const request: Request = { written: [], answer: (m) => toClient.push(encodeFrame(m)) };
+    this.requests.push(request);
+    const writable = new WritableStream<Uint8Array>({
+      write: (chunk) => void request.written.push(decodeFrame(new Reader(chunk))),
+    });
+    return { readable: toClient.stream, writable };
+  }
+
+  close(info: { closeCode?: number; reason?: string } = {}): void {
+    this.closedWith = info;
+    this.resolveClosed({ closeCode: info.closeCode ?? 0, reason: info.reason ?? "" });
+  }
+}
+
+let transport: FakeTransport;
+
+beforeEach(() => {
+  transport = new FakeTransport();
+  vi.stubGlobal(
+    "WebTransport",
+    class {
+      constructor() {
+        return transport;
+      }
+    },
+  );
+});
+
+afterEach(() => {
+  vi.unstubAllGlobals();
+});
+
+const payload = (text: string) => new TextEncoder().encode(text);
+
+/** A FETCH stream answering `requestId` with `objects` (group 3, objects 0, 1, …). */
+function fetchStream(requestId: number, objects: string[]): Uint8Array {
+  const w = new Writer();
+  encodeFetchHeader(w, requestId);
+  const state = new FetchStream("ascending");
+  objects.forEach((text, i) =>
+    state.encodeItem(w, {
+      kind: "object",
+      object: { groupId: 3, subgroupId: 0, objectId: i, publisherPriority: 128, properties: [], payload: payload(text) },
+    }),
+  );
+  return w.finish();
+}
+
+const fetchOk: Message = {
+  type: "FETCH_OK",
+  endOfTrack: false,
+  endLocation: { group: 3, object: 2 },
+  parameters: {},
+  trackProperties: [],
+};
+
+/** Wait until the client has sent its FETCH; its Request ID. */
+async function fetchSent(): Promise<{ request: Request; requestId: number }> {
+  await vi.waitFor(() => expect(transport.requests.at(-1)?.written[0]?.type).toBe("FETCH"));
+  const request = transport.requests.at(-1)!;
+  const fetch = request.written[0];
+  if (fetch?.type !== "FETCH") throw new Error("no FETCH");
+  return { request, requestId: fetch.requestId };
+}
+
+/** `promise`, or a rejection after `ms` (a hang fails fast, with a reason). */
+function within<T>(promise: Promise<T>, what: string, ms = 2000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+const range = [{ group: 3, object: 0 }, { group: 3, object: 2 }] as const;
+
+describe("Session.fetch", () => {
+  it("keeps objects whose stream ended before the FETCH_OK arrived", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const fetching = session.fetch("live/a", "chat/0", ...range);
+    const { request, requestId } = await fetchSent();
+    transport.sendStream(fetchStream(requestId, ["first", "second"]));
+    // Let the session read the whole data stream before the answer comes.
+    await new Promise((r) => setTimeout(r, 50));
+    request.answer(fetchOk);
+    const objects = await within(fetching, "FETCH with its objects first");
+    expect(objects.map((o) => [o.groupId, o.objectId, new TextDecoder().decode(o.payload)])).toEqual([
+      [3, 0, "first"],
+      [3, 1, "second"],
+    ]);
+  });
+
+  it("resolves in the usual order too: FETCH_OK, then the objects", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const fetching = session.fetch("live/a", "chat/0", ...range);
+    const { request, requestId } = await fetchSent();
+    request.answer(fetchOk);
+    await new Promise((r) => setTimeout(r, 20));
+    transport.sendStream(fetchStream(requestId, ["only"]));
+    const objects = await within(fetching, "FETCH with FETCH_OK first");
+    expect(objects.map((o) => o.objectId)).toEqual([0]);
+  });
+
+  it("rejects a FETCH still waiting for its objects when the session closes", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const fetching = session.fetch("live/a", "chat/0", ...range);
+    const { request } = await fetchSent();
+    request.answer(fetchOk);
+    transport.close({ closeCode: 0, reason: "bye" });
+    await expect(within(fetching, "FETCH at session close")).rejects.toThrow(/session closed/);
+  });
+
+  it("closes the session on a FETCH stream for a request it never sent", async () => {
+    const session = await Session.connect("https://relay.test/");
+    transport.sendStream(fetchStream(40, ["stray"]));
+    await within(session.closed, "session close");
+    expect(transport.closedWith?.closeCode).toBe(SessionErrorCode.ProtocolViolation);
+  });
+});
