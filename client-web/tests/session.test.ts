@@ -2,8 +2,9 @@
 // encoders. A FETCH's objects come on their own unidirectional stream and its FETCH_OK on the
 // request stream; either can arrive first. Proves: objects that arrive (and end) before the
 // FETCH_OK are not lost (this hung forever once: the chat history after a page reload), the
-// usual order works, a session that closes rejects a pending FETCH, and a FETCH stream for a
-// request we never sent closes the session with PROTOCOL_VIOLATION.
+// usual order works, a session that closes rejects a pending FETCH (before or after its
+// FETCH_OK, with no rejection left unhandled), and a FETCH stream for a request we never sent
+// closes the session with PROTOCOL_VIOLATION.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader, SessionErrorCode, Writer } from "../src/coding";
 import { FetchStream, encodeFetchHeader } from "../src/data";
@@ -11,16 +12,23 @@ import { decodeFrame, encodeFrame, type Message } from "../src/message";
 import { Session } from "../src/session/session";
 
 /** A readable stream the test feeds chunk by chunk. */
-function feed(): { stream: ReadableStream<Uint8Array>; push: (b: Uint8Array) => void; end: () => void } {
+function feed(): {
+  stream: ReadableStream<Uint8Array>;
+  push: (b: Uint8Array) => void;
+  end: () => void;
+  fail: (e: Error) => void;
+} {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   const stream = new ReadableStream<Uint8Array>({ start: (c) => (controller = c) });
-  return { stream, push: (b) => controller.enqueue(b), end: () => controller.close() };
+  return { stream, push: (b) => controller.enqueue(b), end: () => controller.close(), fail: (e) => controller.error(e) };
 }
 
 /** A request stream the client opened: the frames it wrote, and a way to answer. */
 interface Request {
   written: Message[];
   answer: (m: Message) => void;
+  /** The session is gone: the stream errors, as WebTransport's do. */
+  fail: (e: Error) => void;
 }
 
 /** The relay side of one WebTransport session. */
@@ -58,7 +66,7 @@ class FakeTransport {
 
   async createBidirectionalStream(): Promise<{ readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> }> {
     const toClient = feed();
-    const request: Request = { written: [], answer: (m) => toClient.push(encodeFrame(m)) };
+    const request: Request = { written: [], answer: (m) => toClient.push(encodeFrame(m)), fail: toClient.fail };
     this.requests.push(request);
     const writable = new WritableStream<Uint8Array>({
       write: (chunk) => void request.written.push(decodeFrame(new Reader(chunk))),
@@ -69,6 +77,7 @@ class FakeTransport {
   close(info: { closeCode?: number; reason?: string } = {}): void {
     this.closedWith = info;
     this.resolveClosed({ closeCode: info.closeCode ?? 0, reason: info.reason ?? "" });
+    for (const request of this.requests) request.fail(new Error("WebTransport session closed"));
   }
 }
 
@@ -168,6 +177,17 @@ describe("Session.fetch", () => {
     request.answer(fetchOk);
     transport.close({ closeCode: 0, reason: "bye" });
     await expect(within(fetching, "FETCH at session close")).rejects.toThrow(/session closed/);
+  });
+
+  it("rejects a FETCH whose session closes before its FETCH_OK, and nothing is left unhandled", async () => {
+    // vitest fails the run on an unhandled rejection: the waiter rejected at close must not be.
+    const session = await Session.connect("https://relay.test/");
+    const fetching = session.fetch("live/a", "chat/0", ...range);
+    await fetchSent();
+    transport.close({ closeCode: 0, reason: "bye" });
+    await expect(within(fetching, "FETCH closed before FETCH_OK")).rejects.toThrow();
+    await within(session.closed, "session close");
+    await new Promise((r) => setTimeout(r, 20));
   });
 
   it("closes the session on a FETCH stream for a request it never sent", async () => {

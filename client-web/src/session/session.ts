@@ -412,6 +412,9 @@ export class Session {
       resolve = ok;
       reject = fail;
     });
+    // A session that closes before FETCH_OK rejects this before fetch() awaits it (fetch()
+    // then throws the request stream's error instead): that rejection is not unhandled.
+    promise.catch(() => {});
     const waiter = { promise, resolve, reject };
     this.fetchWaiters.set(requestId, waiter);
     return waiter;
