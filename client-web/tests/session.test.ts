@@ -52,12 +52,27 @@ class FakeTransport {
     void this.incomingWriter.write(control.stream);
   }
 
-  /** The server opens a unidirectional stream with `bytes` and ends it. */
-  sendStream(bytes: Uint8Array): void {
-    const s = feed();
-    s.push(bytes);
-    s.end();
-    void this.incomingWriter.write(s.stream);
+  /** The server opens a unidirectional stream with `bytes` and ends it; resolves once the
+   *  client has read it to its end. */
+  sendStream(bytes: Uint8Array): Promise<void> {
+    let chunks = [bytes];
+    let drained!: () => void;
+    const done = new Promise<void>((resolve) => (drained = resolve));
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        // Called only when the client asks for more: after the last chunk, that is the end.
+        pull: (c) => {
+          const [next, ...rest] = chunks;
+          chunks = rest;
+          if (next) return c.enqueue(next);
+          c.close();
+          drained();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    void this.incomingWriter.write(stream);
+    return done;
   }
 
   async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
@@ -148,9 +163,9 @@ describe("Session.fetch", () => {
     const session = await Session.connect("https://relay.test/");
     const fetching = session.fetch("live/a", "chat/0", ...range);
     const { request, requestId } = await fetchSent();
-    transport.sendStream(fetchStream(requestId, ["first", "second"]));
-    // Let the session read the whole data stream before the answer comes.
-    await new Promise((r) => setTimeout(r, 50));
+    // The session reads the whole data stream before the answer comes.
+    await within(transport.sendStream(fetchStream(requestId, ["first", "second"])), "data stream read");
+    await new Promise((r) => setTimeout(r, 0));
     request.answer(fetchOk);
     const objects = await within(fetching, "FETCH with its objects first");
     expect(objects.map((o) => [o.groupId, o.objectId, new TextDecoder().decode(o.payload)])).toEqual([
@@ -165,9 +180,9 @@ describe("Session.fetch", () => {
     const { request, requestId } = await fetchSent();
     request.answer(fetchOk);
     await new Promise((r) => setTimeout(r, 20));
-    transport.sendStream(fetchStream(requestId, ["only"]));
+    void transport.sendStream(fetchStream(requestId, ["only"]));
     const objects = await within(fetching, "FETCH with FETCH_OK first");
-    expect(objects.map((o) => o.objectId)).toEqual([0]);
+    expect(objects.map((o) => [o.objectId, new TextDecoder().decode(o.payload)])).toEqual([[0, "only"]]);
   });
 
   it("rejects a FETCH still waiting for its objects when the session closes", async () => {
@@ -192,7 +207,7 @@ describe("Session.fetch", () => {
 
   it("closes the session on a FETCH stream for a request it never sent", async () => {
     const session = await Session.connect("https://relay.test/");
-    transport.sendStream(fetchStream(40, ["stray"]));
+    void transport.sendStream(fetchStream(40, ["stray"]));
     await within(session.closed, "session close");
     expect(transport.closedWith?.closeCode).toBe(SessionErrorCode.ProtocolViolation);
   });
