@@ -151,7 +151,7 @@ pub struct Registry {
     routes: HashMap<(String, String), (String, Instant)>,
     /// Viewer joins per broadcast since the autoscaler last took them.
     joins: HashMap<String, u64>,
-    /// Chat room assignments not yet in heartbeats.
+    /// Chat room occupancy: what heartbeats report, and assignments not in them yet.
     rooms: Rooms,
     /// Smoothed join rates as last computed by the autoscaler (for status and metrics).
     join_rates: HashMap<String, f64>,

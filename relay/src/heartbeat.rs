@@ -27,8 +27,7 @@ use banyan_control::api::{
 use tokio::sync::{watch, Notify};
 use url::Url;
 
-use crate::interact::hub::CHAT_PREFIX;
-use crate::interact::viewer::parse_room;
+use crate::interact::hub::chat_room;
 use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::track::Tracks;
@@ -196,12 +195,7 @@ impl Reporter {
             parent: t.parent_url().map(String::from),
             live: t.is_live(),
             viewers: t.viewers(),
-            chat_room: t
-                .name
-                .name
-                .as_bytes()
-                .strip_prefix(CHAT_PREFIX)
-                .and_then(|room| parse_room(room, u64::MAX).ok()),
+            chat_room: chat_room(&t.name.name, u64::MAX),
         });
         let published = sources
             .origins

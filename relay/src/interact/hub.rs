@@ -50,6 +50,12 @@ pub const CHAT_PREFIX: &[u8] = b"chat/";
 /// groups) and a joiner's first group already holds recent history.
 pub const CHAT_GROUP: u64 = 64;
 
+/// The room of a chat room's track name (`chat/<room>`, the room below `rooms`), if it is one.
+pub fn chat_room(name: &TrackName, rooms: u64) -> Option<u64> {
+    let bytes = name.as_bytes();
+    parse_room(bytes.strip_prefix(CHAT_PREFIX)?, rooms).ok()
+}
+
 /// Most broadcasts with interaction state at one relay.
 const MAX_BROADCASTS: usize = 10_000;
 /// Comments queued for a parent before new ones are refused as rate limited.
@@ -223,11 +229,8 @@ impl Hub {
         let Some(broadcast) = self.broadcast(&name.namespace) else {
             return;
         };
-        let bytes = name.name.as_bytes();
-        if let Some(room) = bytes.strip_prefix(CHAT_PREFIX) {
-            if let Ok(room) = parse_room(room, self.config.rooms) {
-                self.room(&broadcast, room);
-            }
+        if let Some(room) = chat_room(&name.name, self.config.rooms) {
+            self.room(&broadcast, room);
         }
     }
 
