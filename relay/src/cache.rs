@@ -188,7 +188,8 @@ pub struct TrackCache {
     groups: Mutex<VecDeque<Arc<Group>>>,
     /// The newest Group ID seen, for readers waiting for the next group.
     newest: watch::Sender<Option<u64>>,
-    /// The largest Location ever pushed, for FETCHes waiting for objects in flight.
+    /// The largest Location ever pushed ([`TrackCache::largest`]); FETCHes waiting for
+    /// objects in flight watch it.
     pushed: watch::Sender<Option<banyan_moq::coding::Location>>,
     max_groups: usize,
     budget: Arc<CacheBudget>,
@@ -213,15 +214,10 @@ impl TrackCache {
         *self.newest.borrow()
     }
 
-    /// The largest Location cached: the newest group's last object.
+    /// The largest Location cached: the newest group's last object (the cache always keeps
+    /// its newest group, so this is the largest Location ever pushed).
     pub fn largest(&self) -> Option<banyan_moq::coding::Location> {
-        let groups = lock(&self.groups);
-        let group = groups.back()?;
-        let last = lock(&group.subgroups)
-            .iter()
-            .filter_map(|s| lock(&s.objects).last().map(|o| o.id))
-            .max()?;
-        Some(banyan_moq::coding::Location::new(group.id, last))
+        *self.pushed.borrow()
     }
 
     /// Start (or continue) a subgroup from upstream. Returns `None` for a group too old to
