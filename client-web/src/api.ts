@@ -15,6 +15,8 @@ import { Player, type PlayerOptions, type PlayerStats } from "./player/player";
 import { Session, type ConnectOptions } from "./session/session";
 
 export { Player, Session };
+export { DEFAULT_RENDEZVOUS_TIMEOUT_MS } from "./player/player";
+export { subscribeParameters, type SubscribeOptions } from "./session/session";
 export type { PlayerOptions, PlayerStats, ConnectOptions };
 export { MoqtError, Subscription, type TrackObject, type SessionClosed } from "./session/session";
 export { JitterBuffer, PlayoutClock, type Frame, type JitterOptions } from "./player/jitter";
@@ -48,6 +50,9 @@ export interface WatchOptions extends RelayTarget {
   interactions?: boolean;
   /** The chat room to join: the control plane's `chat_room` (default `"0"`). */
   room?: string;
+  /** How long (ms) the relay may hold the player's SUBSCRIBEs for a broadcast not yet on air
+   *  (RENDEZVOUS_TIMEOUT; default 5000; 0 for none). */
+  rendezvousTimeoutMs?: number;
 }
 
 /** Start playing a broadcast into a canvas; reconnects by itself until `stop()`. */
@@ -61,6 +66,7 @@ export function watch(options: WatchOptions): Player {
   if (options.onStats) player.onStats = options.onStats;
   if (options.interactions !== undefined) player.interactions = options.interactions;
   if (options.room !== undefined) player.room = options.room;
+  if (options.rendezvousTimeoutMs !== undefined) player.rendezvousTimeoutMs = options.rendezvousTimeoutMs;
   return new Player(player);
 }
 

@@ -128,3 +128,28 @@ describe("malformed control messages", () => {
   });
 });
 
+
+describe("RENDEZVOUS_TIMEOUT (parameter 0x04) on SUBSCRIBE", () => {
+  // SUBSCRIBE (0x03), length 16, request 2, namespace ("t"), name "video", two parameters:
+  // type 0x04 (RENDEZVOUS_TIMEOUT) = varint 5000 (two bytes, prefix 10: 0x9388), then FORWARD
+  // (delta 0x0c) = 1.
+  const wire = "0300100201017405766964656f020493880c01";
+  const subscribe: Message = {
+    type: "SUBSCRIBE",
+    requestId: 2,
+    trackNamespace: [new TextEncoder().encode("t")],
+    trackName: new TextEncoder().encode("video"),
+    parameters: { rendezvousTimeout: 5000, forward: true },
+  };
+
+  it("encodes as draft-18 lays it out", () => {
+    expect(toHex(encodeFrame(subscribe))).toBe(wire);
+  });
+
+  it("decodes back", () => {
+    const m = decode(hex(wire));
+    if (m.type !== "SUBSCRIBE") throw new Error("not SUBSCRIBE");
+    expect(m.parameters.rendezvousTimeout).toBe(5000);
+    expect(m.parameters.forward).toBe(true);
+  });
+});

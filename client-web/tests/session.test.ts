@@ -4,11 +4,13 @@
 // FETCH_OK are not lost (this hung forever once: the chat history after a page reload), the
 // usual order works, a session that closes rejects a pending FETCH (before or after its
 // FETCH_OK, with no rejection left unhandled), and a FETCH stream for a request we never sent
-// closes the session with PROTOCOL_VIOLATION.
+// closes the session with PROTOCOL_VIOLATION. Also: SUBSCRIBE carries the RENDEZVOUS_TIMEOUT
+// asked for (the player's default 5 s, its option, none when 0).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader, SessionErrorCode, Writer } from "../src/coding";
 import { FetchStream, encodeFetchHeader } from "../src/data";
 import { decodeFrame, encodeFrame, type Message } from "../src/message";
+import { DEFAULT_RENDEZVOUS_TIMEOUT_MS, Player } from "../src/player/player";
 import { Session } from "../src/session/session";
 
 /** A readable stream the test feeds chunk by chunk. */
@@ -210,5 +212,63 @@ describe("Session.fetch", () => {
     void transport.sendStream(fetchStream(40, ["stray"]));
     await within(session.closed, "session close");
     expect(transport.closedWith?.closeCode).toBe(SessionErrorCode.ProtocolViolation);
+  });
+});
+
+/** Wait until the client has sent a SUBSCRIBE on a new request stream; that SUBSCRIBE. */
+async function subscribeSent(index: number): Promise<Extract<Message, { type: "SUBSCRIBE" }>> {
+  await vi.waitFor(() => expect(transport.requests[index]?.written[0]?.type).toBe("SUBSCRIBE"));
+  const subscribe = transport.requests[index]?.written[0];
+  if (subscribe?.type !== "SUBSCRIBE") throw new Error("no SUBSCRIBE");
+  return subscribe;
+}
+
+// A draft-18 relay refuses a SUBSCRIBE for a track nobody publishes at once unless it carries
+// RENDEZVOUS_TIMEOUT: the client asks for the wait it needs.
+describe("Session.subscribe and RENDEZVOUS_TIMEOUT", () => {
+  it("sends the wait asked for, and none when not asked", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const waiting = session.subscribe("live/demo", "catalog", { rendezvousTimeoutMs: 5000 });
+    const plain = session.subscribe("live/demo", "likes");
+    waiting.catch(() => {});
+    plain.catch(() => {});
+    expect((await subscribeSent(0)).parameters).toEqual({ forward: true, rendezvousTimeout: 5000 });
+    expect((await subscribeSent(1)).parameters).toEqual({ forward: true });
+    session.close(0, "done");
+    await expect(waiting).rejects.toThrow();
+  });
+
+  it("refuses a wait that is not a whole number of ms, before sending anything", async () => {
+    const session = await Session.connect("https://relay.test/");
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      await expect(session.subscribe("live/demo", "video", { rendezvousTimeoutMs: bad })).rejects.toThrow(RangeError);
+    }
+    expect(transport.requests).toHaveLength(0);
+    session.close(0, "done");
+  });
+
+  it("the player asks for 5 s on its catalog SUBSCRIBE by default, or what it is told", async () => {
+    for (const [options, expected] of [
+      [{}, 5000],
+      [{ rendezvousTimeoutMs: 1200 }, 1200],
+      [{ rendezvousTimeoutMs: 0 }, undefined],
+    ] as const) {
+      transport = new FakeTransport();
+      const player = new Player({
+        relay: "https://relay.test/",
+        broadcast: "live/demo",
+        canvas: {} as HTMLCanvasElement,
+        interactions: false,
+        ...options,
+      });
+      try {
+        const subscribe = await subscribeSent(0);
+        expect(new TextDecoder().decode(subscribe.trackName)).toBe("catalog");
+        expect(subscribe.parameters.rendezvousTimeout).toBe(expected);
+        expect(DEFAULT_RENDEZVOUS_TIMEOUT_MS).toBe(5000);
+      } finally {
+        player.stop();
+      }
+    }
   });
 });

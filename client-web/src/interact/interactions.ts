@@ -399,6 +399,11 @@ export class Interactions {
     };
   }
 
+  /**
+   * No RENDEZVOUS_TIMEOUT here: the broadcast's origin relay publishes `likes`, `chat/<room>`
+   * and `events` itself (an edge gets them from its parent), so there is no publisher to wait
+   * for, and the player attaches only once the broadcast's media is subscribed.
+   */
   private async trySubscribe(session: Session, track: string): Promise<Subscription | undefined> {
     try {
       return await session.subscribe(this.broadcast, track, { subscriberPriority: 3 });

@@ -30,7 +30,17 @@ export interface PlayerOptions {
   interactions?: boolean;
   /** The chat room (the control plane's `chat_room`; default `"0"`). */
   room?: string;
+  /**
+   * How long (ms) the relay may hold the catalog and media SUBSCRIBEs while nobody publishes
+   * the broadcast yet (RENDEZVOUS_TIMEOUT; default 5000, so a viewer can open the page before
+   * the broadcaster starts; the relay may cap it). When it runs out the player reconnects and
+   * asks again, with its usual backoff. 0: no wait (a draft-18 relay then refuses at once).
+   */
+  rendezvousTimeoutMs?: number;
 }
+
+/** The default {@link PlayerOptions.rendezvousTimeoutMs}. */
+export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 5000;
 
 export interface PlayerStats {
   state: "connecting" | "playing" | "reconnecting" | "stopped";
@@ -72,8 +82,11 @@ export class Player {
   private bytes: { at: number; n: number }[] = [];
   private catalog: ParsedCatalog | undefined;
   private wake: (() => void) | undefined;
+  /** RENDEZVOUS_TIMEOUT of the catalog and media SUBSCRIBEs (ms). */
+  private readonly rendezvous: number;
 
   constructor(private readonly options: PlayerOptions) {
+    this.rendezvous = options.rendezvousTimeoutMs ?? DEFAULT_RENDEZVOUS_TIMEOUT_MS;
     const target = options.targetLatencyMs ?? 60;
     this.videoBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
     this.audioBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
@@ -186,13 +199,15 @@ export class Player {
       onError: (m) => (this.stats.lastError = m),
     });
     const subs: Promise<Subscription>[] = [
-      session.subscribe(video.namespace, video.name, { subscriberPriority: 1 }),
+      session.subscribe(video.namespace, video.name, { subscriberPriority: 1, rendezvousTimeoutMs: this.rendezvous }),
     ];
     const audio = this.options.audio !== false ? catalog.audio : undefined;
     if (audio) {
       this.audio ??= new AudioRenderer(audio, (m) => (this.stats.lastError = m));
       void this.audio.start().catch((e: unknown) => (this.stats.lastError = `audio: ${String(e)}`));
-      subs.push(session.subscribe(audio.namespace, audio.name, { subscriberPriority: 2 }));
+      subs.push(
+        session.subscribe(audio.namespace, audio.name, { subscriberPriority: 2, rendezvousTimeoutMs: this.rendezvous }),
+      );
     }
     const [videoSub, audioSub] = await Promise.all(subs);
     if (videoSub) this.feed(videoSub, video, this.videoBuffer);
@@ -204,7 +219,10 @@ export class Player {
   }
 
   private async loadCatalog(session: Session): Promise<ParsedCatalog> {
-    const sub = await session.subscribe(this.options.broadcast, CATALOG_TRACK, { subscriberPriority: 0 });
+    const sub = await session.subscribe(this.options.broadcast, CATALOG_TRACK, {
+      subscriberPriority: 0,
+      rendezvousTimeoutMs: this.rendezvous,
+    });
     return new Promise<ParsedCatalog>((resolve, reject) => {
       sub.onObject = (o) => {
         // The first object of a group is an independent catalog; later ones are deltas.

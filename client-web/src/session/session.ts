@@ -45,6 +45,23 @@ import { Publication } from "./publication";
 import { StreamReader } from "./stream";
 
 export const MOQT_VERSION = "moqt-18";
+
+/** The parameters of a SUBSCRIBE asked for with `options` (throws RangeError on a bad value). */
+export function subscribeParameters(options: SubscribeOptions): Parameters {
+  const parameters: Parameters = { forward: true };
+  if (options.subscriberPriority !== undefined) parameters.subscriberPriority = options.subscriberPriority;
+  if (options.filter) parameters.subscriptionFilter = options.filter;
+  if (options.groupOrder) parameters.groupOrder = options.groupOrder;
+  const wait = options.rendezvousTimeoutMs;
+  if (wait !== undefined) {
+    if (!Number.isSafeInteger(wait) || wait < 0) {
+      throw new RangeError(`rendezvousTimeoutMs must be a whole number of ms ≥ 0, not ${wait}`);
+    }
+    // 0 and absent mean the same (no wait); leave it out.
+    if (wait > 0) parameters.rendezvousTimeout = wait;
+  }
+  return parameters;
+}
 const IMPLEMENTATION = "banyan-client-web/0.1";
 
 export interface ConnectOptions {
@@ -62,6 +79,13 @@ export interface SubscribeOptions {
   subscriberPriority?: number;
   filter?: SubscriptionFilter;
   groupOrder?: 1 | 2;
+  /**
+   * How long (ms) the relay may hold the SUBSCRIBE while nobody publishes the track, waiting
+   * for a publisher (RENDEZVOUS_TIMEOUT, draft-18 parameter 0x04; the relay may cap it and
+   * answers REQUEST_ERROR TIMEOUT when it runs out). Absent or 0: the relay refuses at once
+   * with DOES_NOT_EXIST when there is no publisher.
+   */
+  rendezvousTimeoutMs?: number;
 }
 
 /** One object of a subscribed track, as delivered to the application. */
@@ -259,11 +283,8 @@ export class Session {
 
   /** SUBSCRIBE to `namespace/name`; resolves on SUBSCRIBE_OK, rejects with REQUEST_ERROR. */
   async subscribe(namespace: string, name: string, options: SubscribeOptions = {}): Promise<Subscription> {
+    const parameters = subscribeParameters(options);
     const requestId = this.takeRequestId();
-    const parameters: Parameters = { forward: true };
-    if (options.subscriberPriority !== undefined) parameters.subscriberPriority = options.subscriberPriority;
-    if (options.filter) parameters.subscriptionFilter = options.filter;
-    if (options.groupOrder) parameters.groupOrder = options.groupOrder;
     const { writer, reader } = await this.openRequest({
       type: "SUBSCRIBE",
       requestId,
