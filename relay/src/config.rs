@@ -209,11 +209,12 @@ pub struct RelayConfig {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub max_lag_groups: u64,
 
-    /// How long a SUBSCRIBE for a namespace that is not (yet) published waits for a publisher
-    /// before it fails (e.g. 5s, 500ms).
+    /// The longest a SUBSCRIBE for a track nobody publishes (yet) is held waiting for a
+    /// publisher: a SUBSCRIBE asks with RENDEZVOUS_TIMEOUT and gets the lesser of the two; one
+    /// without the parameter is refused at once with DOES_NOT_EXIST (draft-18) (e.g. 5s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(with = "serde_duration")]
-    pub namespace_wait: Duration,
+    pub rendezvous_max: Duration,
 
     /// How long likes are summed before a new cumulative total goes to the parent (or, at
     /// the origin, onto the `likes` track) (e.g. 100ms).
@@ -241,12 +242,14 @@ pub struct RelayConfig {
     #[arg(long, value_name = "FILE")]
     pub gift_ledger: Option<PathBuf>,
 
-    /// Let a second publisher of a live namespace replace the first (the first gets an error)
-    /// instead of being refused.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+    /// A new session allowed to publish a live namespace takes it over at once (a restarted
+    /// encoder is back on air without waiting for its dead session to time out): the old
+    /// session's PUBLISH_NAMESPACE ends and subscribers move to the new publisher at its next
+    /// group. `false` refuses the newcomer while the first session lives.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
-    pub replace_publisher: bool,
+    pub publisher_takeover: bool,
 
     /// On SIGTERM, how long to wait for sessions to leave after GOAWAY before closing them.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -919,7 +922,7 @@ mod tests {
         let c = load(MINIMAL, &[]).unwrap();
         assert_eq!(c.listen, "[::]:4443".parse().unwrap());
         assert_eq!(c.http_listen, "127.0.0.1:9090".parse().unwrap());
-        assert!(c.dev_cert && c.insecure_no_auth && !c.replace_publisher);
+        assert!(c.dev_cert && c.insecure_no_auth && c.publisher_takeover);
         assert_eq!(c.max_sessions, 10_000);
         assert_eq!(c.max_subscriptions_per_session, 1_000);
         assert_eq!(c.max_namespaces_per_session, 64);
@@ -928,7 +931,7 @@ mod tests {
         assert_eq!((c.request_rate, c.request_burst), (200, 400));
         assert_eq!((c.cache_groups, c.cache_bytes), (4, 256 << 20));
         assert_eq!(c.max_lag_groups, 2);
-        assert_eq!(c.namespace_wait, Duration::from_secs(5));
+        assert_eq!(c.rendezvous_max, Duration::from_secs(5));
         assert_eq!(
             (c.like_window, c.like_rate, c.comment_rate, c.interact_idle),
             (Duration::from_millis(100), 20, 1, Duration::from_secs(60))
@@ -959,8 +962,8 @@ mod tests {
                 "--upstream=https://other.example/moq",
                 "--max-object-size",
                 "1MiB",
-                "--namespace-wait=250ms",
-                "--replace-publisher",
+                "--rendezvous-max=250ms",
+                "--publisher-takeover=false",
                 "--relay-id",
                 "edge-1",
                 "--public-host",
@@ -983,8 +986,8 @@ mod tests {
         assert_eq!(c.upstream[0].scheme(), "moqt");
         assert_eq!(c.upstream[1].as_str(), "https://other.example/moq");
         assert_eq!(c.max_object_size, 1 << 20);
-        assert_eq!(c.namespace_wait, Duration::from_millis(250));
-        assert!(c.replace_publisher);
+        assert_eq!(c.rendezvous_max, Duration::from_millis(250));
+        assert!(!c.publisher_takeover);
         assert_eq!(c.relay_id, "edge-1");
     }
 
@@ -1003,8 +1006,8 @@ upstream = ["moqt://parent:4443"]
 max-sessions = 5
 cache-bytes = "1GiB"
 max-object-size = 1048576
-namespace-wait = "2s"
-replace-publisher = true
+rendezvous-max = "2s"
+publisher-takeover = false
 log = "debug"
 public-host = "relay.example"
 region = "us-east"
@@ -1022,8 +1025,8 @@ capacity-egress = "2Gbps"
         assert_eq!(c.max_sessions, 5);
         assert_eq!(c.cache_bytes, 1 << 30);
         assert_eq!(c.max_object_size, 1 << 20);
-        assert_eq!(c.namespace_wait, Duration::from_secs(2));
-        assert!(c.replace_publisher);
+        assert_eq!(c.rendezvous_max, Duration::from_secs(2));
+        assert!(!c.publisher_takeover);
         assert_eq!(c.log, "debug");
         assert_eq!(c.public_host, "relay.example");
         assert_eq!(c.region, "us-east");
@@ -1047,7 +1050,7 @@ max-sessions = 5
 max-lag-groups = 7
 cache-groups = 9
 upstream = ["moqt://from-file:1"]
-replace-publisher = true
+publisher-takeover = true
 region = "from-file"
 capacity-viewers = 10
 capacity-egress = 1000
@@ -1059,7 +1062,7 @@ capacity-egress = 1000
             ("BANYAN_RELAY_MAX_SESSIONS", "6"),
             ("BANYAN_RELAY_MAX_LAG_GROUPS", "8"),
             ("BANYAN_RELAY_UPSTREAM", "moqt://from-env:1, https://from-env:2/x"),
-            ("BANYAN_RELAY_REPLACE_PUBLISHER", "false"),
+            ("BANYAN_RELAY_PUBLISHER_TAKEOVER", "false"),
             ("BANYAN_RELAY_LOG", ""), // empty = unset
             ("BANYAN_RELAY_REGION", "from-env"),
             ("BANYAN_RELAY_CAPACITY_EGRESS", "5Mbps"),
@@ -1071,7 +1074,7 @@ capacity-egress = 1000
         assert_eq!(c.max_sessions, 6, "env over file");
         assert_eq!(c.max_lag_groups, 8, "env over file");
         assert_eq!(c.cache_groups, 9, "file over default");
-        assert!(!c.replace_publisher, "env false over file true");
+        assert!(!c.publisher_takeover, "env false over file true");
         assert_eq!(c.log, "info");
         let ups: Vec<&str> = c.upstream.iter().map(Url::as_str).collect();
         assert_eq!(
@@ -1310,7 +1313,7 @@ capacity-egress = 1000
         }
         for (flag, value) in [
             ("--max-sessions", "-1"),
-            ("--namespace-wait", "soon"),
+            ("--rendezvous-max", "soon"),
             ("--listen", "nowhere"),
             ("--public-host", "relay.example:4443"),
             ("--public-host", "moqt://relay.example"),

@@ -110,6 +110,13 @@ pub async fn forward(
                         break Outcome::Gone;
                     }
                 }
+                // The answer to a PUBLISH this relay sent (SUBSCRIBE_TRACKS): objects already
+                // flow; a refusal ends the subscription.
+                Ok(Some(Message::PublishOk(_) | Message::RequestOk(_))) if writer.publish().is_some() => {}
+                Ok(Some(Message::RequestError(error))) if writer.publish().is_some() => {
+                    tracing::debug!(code = ?error.error_code, reason = %error.error_reason, "subscriber refused our PUBLISH");
+                    break Outcome::Gone;
+                }
                 Ok(Some(other)) => {
                     tracing::debug!(message = other.name(), "unexpected message on a subscription stream");
                     break Outcome::Gone;

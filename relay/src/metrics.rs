@@ -189,6 +189,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Active upstream subscriptions (this relay subscribing to a parent or publisher).
     pub upstream_subscriptions: Gauge,
+    /// Tracks nobody publishes yet, held for subscribers that asked for a rendezvous.
+    pub tracks_awaiting_publisher: Gauge,
     /// Upstream SUBSCRIBEs sent (coalescing keeps this at one per track).
     pub upstream_subscribe_total: Counter,
     /// Sessions opened to parent relays.
@@ -197,6 +199,8 @@ pub struct Metrics {
     pub parent_connect_failures: Counter,
     /// Upstream subscriptions moved to another parent session after a failure or GOAWAY.
     pub upstream_failovers: Counter,
+    /// Tracks moved to a new session that took their namespace over from the old publisher.
+    pub publisher_takeovers: Counter,
     /// Subscriptions or fetches served (at least partly) from the cache.
     pub cache_hits: Counter,
     /// Subscriptions or fetches that found nothing cached.
@@ -343,6 +347,11 @@ impl Metrics {
             "Active upstream subscriptions.",
             self.upstream_subscriptions.get(),
         );
+        w.gauge(
+            "tracks_awaiting_publisher",
+            "Tracks nobody publishes yet, held for subscribers that asked for a rendezvous (RENDEZVOUS_TIMEOUT).",
+            self.tracks_awaiting_publisher.get(),
+        );
         w.counter(
             "upstream_subscribe_total",
             "Upstream SUBSCRIBE requests sent.",
@@ -362,6 +371,11 @@ impl Metrics {
             "upstream_failovers_total",
             "Upstream subscriptions moved to another parent session after a failure or GOAWAY.",
             self.upstream_failovers.get(),
+        );
+        w.counter(
+            "publisher_takeovers_total",
+            "Tracks moved to a new session that took their namespace over from the old publisher.",
+            self.publisher_takeovers.get(),
         );
         w.counter(
             "cache_hits_total",

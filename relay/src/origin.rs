@@ -23,7 +23,7 @@ pub struct Publisher {
     pub session: Session,
     /// The namespace it published.
     pub namespace: TrackNamespace,
-    /// Set when another publisher replaces this one (`--replace-publisher`).
+    /// Set when another publisher replaces this one (`--publisher-takeover`).
     replaced: Arc<watch::Sender<bool>>,
 }
 

@@ -88,7 +88,7 @@ impl Relay {
             parents,
             TrackConfig {
                 cache_groups: config.cache_groups,
-                namespace_wait: config.namespace_wait,
+                rendezvous_max: config.rendezvous_max,
                 linger: Duration::from_secs(2),
                 failover_window: FAILOVER_WINDOW,
             },
@@ -134,7 +134,7 @@ impl Relay {
                 max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),
                 drain: Duration::from_secs(2),
             },
-            replace_publisher: config.replace_publisher,
+            publisher_takeover: config.publisher_takeover,
             hop_id,
             max_depth: config.max_depth,
         });

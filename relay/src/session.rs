@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespace};
 use banyan_moq::data::{FetchItem, FetchObject};
 use banyan_moq::message::{
-    Fetch, FetchOk, FetchType, HopPath, Parameters, RequestOk, SubscribeOk, SubscriptionFilter, Token,
+    Fetch, FetchOk, FetchType, HopPath, Parameters, Publish, PublishBlocked, RequestOk, SubscribeOk,
+    SubscriptionFilter, Token,
 };
 use banyan_moq::session::{
     FetchRequest, NamespaceAnnouncer, NamespaceEvent, PublishNamespaceRequest, PublishRequest, Request,
-    Session, SubscribeNamespaceRequest, SubscribeRequest, TrackStatusRequest,
+    Session, SubscribeNamespaceRequest, SubscribeRequest, SubscribeTracksRequest, TrackStatusRequest,
 };
 
 use crate::auth::{Action, AuthError, Authenticator, Claims};
@@ -22,7 +23,8 @@ use crate::forward::{forward, ForwardConfig};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::origin::Origins;
-use crate::track::{Track, TrackState, Tracks};
+use crate::track::{SubscriberGuard, Track, TrackState, Tracks};
+use tokio::sync::watch;
 
 /// How long a FETCH answered from the cache waits for objects upstream reported but that
 /// have not arrived yet (one upstream round trip is typical; the bound keeps a stalled
@@ -57,7 +59,7 @@ pub struct Shared {
     /// Fan-out tuning.
     pub forward: ForwardConfig,
     /// Whether a second publisher of a live namespace replaces the first.
-    pub replace_publisher: bool,
+    pub publisher_takeover: bool,
     /// This relay's Hop ID (loop detection; see [`banyan_moq::message::hop_path`]).
     pub hop_id: u64,
     /// Most relays a request may pass through, this one included.
@@ -110,8 +112,10 @@ pub struct SessionHandler {
     subscriptions: Arc<AtomicUsize>,
     namespaces: Arc<AtomicUsize>,
     rate: Mutex<RateLimit>,
-    /// Our subscriptions by Request ID, for joining FETCH.
-    joinable: Mutex<HashMap<u64, Joinable>>,
+    /// This session's SUBSCRIBEs by Request ID, for joining FETCH: registered as they arrive
+    /// (a joining FETCH may come right behind its SUBSCRIBE, before the answer), filled in
+    /// when accepted, removed when they end.
+    joinable: Arc<JoinMap>,
 }
 
 impl SessionHandler {
@@ -130,7 +134,7 @@ impl SessionHandler {
             subscriptions: Arc::new(AtomicUsize::new(0)),
             namespaces: Arc::new(AtomicUsize::new(0)),
             rate: Mutex::new(rate),
-            joinable: Mutex::new(HashMap::new()),
+            joinable: Arc::new(JoinMap::default()),
             shared,
         })
     }
@@ -148,7 +152,15 @@ impl SessionHandler {
                 });
                 continue;
             }
-            tokio::spawn(self.clone().handle(request));
+            let slot = match &request {
+                Request::Subscribe(r) => Some(JoinSlot::new(&self.joinable, r.message.request_id)),
+                _ => None,
+            };
+            let handler = self.clone();
+            tokio::spawn(async move {
+                handler.handle(request).await;
+                drop(slot);
+            });
         }
     }
 
@@ -173,15 +185,10 @@ impl SessionHandler {
             Request::Subscribe(r) => self.subscribe(r, path).await,
             Request::PublishNamespace(r) => self.publish_namespace(r).await,
             Request::SubscribeNamespace(r) => self.subscribe_namespace(r, path).await,
+            Request::SubscribeTracks(r) => self.subscribe_tracks(r, path).await,
             Request::Publish(r) => self.publish(r).await,
             Request::TrackStatus(r) => self.track_status(r, path).await,
             Request::Fetch(r) => self.fetch(r, path).await,
-            other => {
-                self.shared.metrics.refuse(RefuseReason::Other);
-                other
-                    .reject(RequestErrorCode::NotSupported, "not supported by this relay")
-                    .await
-            }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "request ended with an error");
@@ -311,7 +318,13 @@ impl SessionHandler {
             }
         };
         self.shared.interact.prepare(&name);
-        let guard = self.shared.tracks.subscribe(name, &path);
+        // Held for a publisher as long as asked (RENDEZVOUS_TIMEOUT, capped); without the
+        // parameter not at all (draft-18 §"RENDEZVOUS TIMEOUT Parameter").
+        let rendezvous = self
+            .shared
+            .tracks
+            .rendezvous(message.parameters.rendezvous_timeout);
+        let guard = self.shared.tracks.subscribe(name, &path, rendezvous);
         let track = guard.track().clone();
         // A relay asking for a track this relay gets from that very relay (or from one on the
         // request's path) would close a loop that coalescing hides from the path check.
@@ -324,8 +337,27 @@ impl SessionHandler {
                 return request.reject(RequestErrorCode::DoesNotExist, &reason).await;
             }
         }
-        let info = match track.ready().await {
+        let info = match track.ready(rendezvous).await {
             TrackState::Live(info) => info,
+            TrackState::Waiting => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                let namespace = &message.track_namespace;
+                return if rendezvous.is_zero() {
+                    request
+                        .reject(
+                            RequestErrorCode::DoesNotExist,
+                            &format!("no publisher for namespace {namespace}"),
+                        )
+                        .await
+                } else {
+                    request
+                        .reject(
+                            RequestErrorCode::Timeout,
+                            &format!("no publisher for namespace {namespace} within {rendezvous:?}"),
+                        )
+                        .await
+                };
+            }
             TrackState::Failed { code, reason } => {
                 self.shared.metrics.refuse(RefuseReason::NotFound);
                 return request.reject(code, &reason).await;
@@ -392,10 +424,7 @@ impl SessionHandler {
         };
         let request_id = message.request_id;
         let writer = request.accept(ok).await?;
-        self.joinable
-            .lock()
-            .map(|mut j| j.insert(request_id, (track.clone(), largest)))
-            .ok();
+        self.joinable.established(request_id, (track.clone(), largest));
         forward(
             guard,
             writer,
@@ -405,7 +434,6 @@ impl SessionHandler {
             self.shared.metrics.clone(),
         )
         .await;
-        self.joinable.lock().map(|mut j| j.remove(&request_id)).ok();
         Ok(())
     }
 
@@ -426,7 +454,7 @@ impl SessionHandler {
         let guard = match self.shared.origins.publish(
             namespace.clone(),
             self.session.clone(),
-            self.shared.replace_publisher,
+            self.shared.publisher_takeover,
         ) {
             Ok(guard) => guard,
             Err(e) => {
@@ -440,7 +468,7 @@ impl SessionHandler {
         tokio::select! {
             _ = publication.withdrawn() => {}
             _ = self.session.closed() => {}
-            // Replaced by another session (`--replace-publisher`): ending the request stream
+            // Replaced by another session (`--publisher-takeover`): ending the request stream
             // tells this publisher its namespace is no longer routed to it.
             () = guard.replaced() => {
                 tracing::info!(%namespace, "publisher replaced by another session");
@@ -516,6 +544,110 @@ impl SessionHandler {
                 _ = announcer.cancelled() => return Ok(()),
             }
         }
+    }
+
+    /// SUBSCRIBE_TRACKS: PUBLISH every track pushed to this relay under the prefix, those live
+    /// now and each new one, until the request is cancelled (draft-18 §"Relays": "When a relay
+    /// receives an incoming PUBLISH message, it MUST send a PUBLISH request to each subscriber
+    /// that has sent SUBSCRIBE_TRACKS for the Track's namespace or a prefix thereof"). Tracks
+    /// published before cancelling carry on until unsubscribed.
+    async fn subscribe_tracks(
+        self: Arc<Self>,
+        request: SubscribeTracksRequest,
+        path: HopPath,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let prefix = request.message.track_namespace_prefix.clone();
+        if request.message.parameters.forward == Some(false) {
+            self.shared.metrics.refuse(RefuseReason::Other);
+            return request
+                .reject(
+                    RequestErrorCode::NotSupported,
+                    "SUBSCRIBE_TRACKS with FORWARD 0 is not supported by this relay",
+                )
+                .await;
+        }
+        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
+            self.shared.metrics.refuse(RefuseReason::Limit);
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many namespaces on this session",
+                )
+                .await;
+        };
+        let mut watch = self.shared.tracks.watch(prefix.clone());
+        let mut stream = request.accept().await?;
+        let relay = !path.is_empty();
+        loop {
+            tokio::select! {
+                track = watch.next() => {
+                    let Some(track) = track else { return Ok(()) };
+                    match Slot::take(&self.subscriptions, self.shared.limits.subscriptions) {
+                        Some(slot) => {
+                            tokio::spawn(self.clone().publish_to(track, relay, slot));
+                        }
+                        None => {
+                            self.shared.metrics.refuse(RefuseReason::Limit);
+                            let blocked = PublishBlocked {
+                                track_namespace_suffix: track.name.namespace.strip_prefix(&prefix).unwrap_or_default(),
+                                track_name: track.name.name.clone(),
+                            };
+                            stream.send(&blocked.into()).await?;
+                        }
+                    }
+                }
+                message = stream.next() => match message {
+                    Ok(Some(other)) => {
+                        tracing::debug!(message = other.name(), "unexpected message on a SUBSCRIBE_TRACKS stream");
+                        self.session.close(
+                            banyan_moq::coding::SessionErrorCode::ProtocolViolation,
+                            "unexpected message on a SUBSCRIBE_TRACKS stream",
+                        );
+                        return Ok(());
+                    }
+                    // Cancelled: no further PUBLISH for it.
+                    Ok(None) | Err(_) => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// PUBLISH one track this relay has to this session and forward it from the cache.
+    async fn publish_to(self: Arc<Self>, track: Arc<Track>, relay: bool, _slot: Slot) {
+        let Some(info) = track.live_info() else { return };
+        let guard = SubscriberGuard::join(&track, relay);
+        let publish = Publish {
+            track_namespace: track.name.namespace.clone(),
+            track_name: track.name.name.clone(),
+            parameters: Parameters {
+                largest_object: info.largest,
+                group_order: info.group_order,
+                ..Default::default()
+            },
+            track_properties: info.track_properties,
+            ..Default::default()
+        };
+        let writer = match self.session.publish(publish).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                tracing::debug!(track = %track.name, error = %e, "could not PUBLISH to a SUBSCRIBE_TRACKS subscriber");
+                return;
+            }
+        };
+        tracing::debug!(track = %track.name, "published to a SUBSCRIBE_TRACKS subscriber");
+        let start = Start::At {
+            group: info.largest.map_or(0, |l| l.group),
+            object: 0,
+        };
+        forward(
+            guard,
+            writer,
+            start,
+            None,
+            self.shared.forward.clone(),
+            self.shared.metrics.clone(),
+        )
+        .await;
     }
 
     async fn publish(self: Arc<Self>, request: PublishRequest) -> Result<(), banyan_moq::session::Error> {
@@ -620,11 +752,7 @@ impl SessionHandler {
                 }
             }
             FetchType::RelativeJoining(join) | FetchType::AbsoluteJoining(join) => {
-                let joined = self
-                    .joinable
-                    .lock()
-                    .ok()
-                    .and_then(|j| j.get(&join.joining_request_id).cloned());
+                let joined = self.joinable.join(join.joining_request_id).await;
                 let Some((track, joining_location)) = joined else {
                     return request
                         .reject(
@@ -818,6 +946,74 @@ impl NamespaceSources {
 
 /// A subscription a joining FETCH can refer to: its track and its joining location.
 type Joinable = (Arc<Track>, Option<Location>);
+
+/// How long a joining FETCH waits for the answer to the SUBSCRIBE it joins.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a joining FETCH waits for its SUBSCRIBE to arrive: the two come on separate
+/// streams, so the FETCH can be read first even when it was sent second.
+const JOIN_ARRIVAL: Duration = Duration::from_secs(1);
+
+/// A session's SUBSCRIBEs that a joining FETCH can name, by Request ID: each from its arrival
+/// (a watch holding `None`) through its SUBSCRIBE_OK (`Some`) to its end (removed).
+#[derive(Debug, Default)]
+struct JoinMap {
+    subscriptions: Mutex<HashMap<u64, watch::Sender<Option<Joinable>>>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl JoinMap {
+    /// Subscription `id` was accepted: joining FETCHes for it may proceed.
+    fn established(&self, id: u64, joinable: Joinable) {
+        if let Some(tx) = self.subscriptions.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            tx.send_replace(Some(joinable));
+        }
+    }
+
+    /// The subscription `id` names, once it is established; `None` if it never arrives,
+    /// is refused or ends first.
+    async fn join(&self, id: u64) -> Option<Joinable> {
+        let arrival = tokio::time::Instant::now() + JOIN_ARRIVAL;
+        let mut rx = loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(tx) = self.subscriptions.lock().ok().and_then(|m| m.get(&id).cloned()) {
+                break tx.subscribe();
+            }
+            tokio::time::timeout_at(arrival, arrived).await.ok()?;
+        };
+        let established = match tokio::time::timeout(JOIN_WAIT, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(joinable)) => joinable.clone(),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        established
+    }
+}
+
+/// A SUBSCRIBE's entry in the session's [`JoinMap`], from its arrival to its end.
+struct JoinSlot {
+    map: Arc<JoinMap>,
+    id: u64,
+}
+
+impl JoinSlot {
+    fn new(map: &Arc<JoinMap>, id: u64) -> Self {
+        if let Ok(mut m) = map.subscriptions.lock() {
+            m.insert(id, watch::Sender::new(None));
+        }
+        map.arrived.notify_waiters();
+        Self { map: map.clone(), id }
+    }
+}
+
+impl Drop for JoinSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.subscriptions.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
 
 /// A counted slot in a per-session limit, released on drop.
 struct Slot(Arc<AtomicUsize>);

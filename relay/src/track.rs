@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use banyan_moq::coding::{FullTrackName, KeyValuePairs, Location, PublishDoneCode, RequestErrorCode};
+use banyan_moq::coding::{
+    FullTrackName, KeyValuePairs, Location, PublishDoneCode, RequestErrorCode, TrackNamespace,
+};
 use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{GroupOrder, HopPath, Parameters, Subscribe, SubscriptionFilter};
 use banyan_moq::session::{Error as SessionError, SubgroupReader, Subscription, TrackEvent, TrackSender};
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use url::Url;
 
 use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
@@ -27,8 +29,12 @@ use crate::upstream::{Parents, UpstreamError};
 /// Where a track stands.
 #[derive(Clone, Debug)]
 pub enum TrackState {
-    /// Waiting for the upstream SUBSCRIBE_OK (or the publisher to appear).
+    /// Waiting for the upstream SUBSCRIBE_OK.
     Pending,
+    /// Nobody publishes the track here and no parent knows it: held while subscribers that
+    /// asked for a rendezvous (RENDEZVOUS_TIMEOUT) wait for a publisher to appear. Each
+    /// subscriber gives up at its own deadline.
+    Waiting,
     /// Objects are flowing (or will).
     Live(LiveInfo),
     /// The publisher ended the track.
@@ -64,8 +70,9 @@ pub struct LiveInfo {
 pub struct TrackConfig {
     /// Groups kept per track.
     pub cache_groups: usize,
-    /// How long a SUBSCRIBE waits for its namespace to be published.
-    pub namespace_wait: Duration,
+    /// The longest a track nobody publishes is held for subscribers waiting for a publisher
+    /// (the cap on RENDEZVOUS_TIMEOUT).
+    pub rendezvous_max: Duration,
     /// How long a track without subscribers keeps its upstream subscription.
     pub linger: Duration,
     /// How long a live track whose parent was lost keeps trying other parents before it ends.
@@ -88,6 +95,11 @@ pub struct Track {
     closing: AtomicBool,
     /// The parent relay feeding this track, when a parent does.
     parent: Mutex<Option<ParentRef>>,
+    /// While the track waits for a publisher ([`TrackState::Waiting`]): where a PUBLISH of
+    /// this very track hands its subscription, so the held SUBSCRIBEs proceed with it.
+    rendezvous: Mutex<Option<oneshot::Sender<Subscription>>>,
+    /// Whether a publisher pushed it (PUBLISH): SUBSCRIBE_TRACKS hears of these.
+    pushed: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -121,7 +133,26 @@ impl Track {
             next_subscriber: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             parent: Mutex::new(None),
+            rendezvous: Mutex::new(None),
+            pushed: false,
             metrics,
+        }
+    }
+
+    /// Whether a publisher pushed this track with PUBLISH.
+    pub fn is_pushed(&self) -> bool {
+        self.pushed
+    }
+
+    /// What a PUBLISH of this track to a subscriber repeats: the publisher's track
+    /// properties, group order and the Largest Object.
+    pub fn live_info(&self) -> Option<LiveInfo> {
+        match &*self.state.borrow() {
+            TrackState::Live(info) => Some(LiveInfo {
+                largest: self.largest(),
+                ..info.clone()
+            }),
+            _ => None,
         }
     }
 
@@ -155,15 +186,24 @@ impl Track {
         matches!(*self.state.borrow(), TrackState::Live(_))
     }
 
-    /// Wait until the track is live (or has failed / ended).
-    pub async fn ready(&self) -> TrackState {
+    /// Wait until the track is live (or has failed / ended), or until `rendezvous` (from the
+    /// call) has passed while it waits for a publisher ([`TrackState::Waiting`]): then the
+    /// state returned is [`TrackState::Waiting`]. The time upstream takes to answer once a
+    /// publisher is found does not count against `rendezvous`.
+    pub async fn ready(&self, rendezvous: Duration) -> TrackState {
+        let deadline = tokio::time::Instant::now() + rendezvous;
         let mut rx = self.state.subscribe();
         loop {
             let state = rx.borrow_and_update().clone();
-            if !matches!(state, TrackState::Pending) {
-                return state;
-            }
-            if rx.changed().await.is_err() {
+            let changed = match state {
+                TrackState::Pending => rx.changed().await,
+                TrackState::Waiting => match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => return TrackState::Waiting,
+                },
+                state => return state,
+            };
+            if changed.is_err() {
                 return TrackState::Failed {
                     code: RequestErrorCode::InternalError,
                     reason: "track gone".into(),
@@ -269,6 +309,12 @@ pub struct SubscriberGuard {
 }
 
 impl SubscriberGuard {
+    /// Count a subscriber of a track this relay already has (one it PUBLISHes to a
+    /// SUBSCRIBE_TRACKS subscriber); `relay` when it is a child relay.
+    pub fn join(track: &Arc<Track>, relay: bool) -> Self {
+        Self::new(track.clone(), relay)
+    }
+
     /// Count a subscriber; `relay` when it is a child relay.
     fn new(track: Arc<Track>, relay: bool) -> Self {
         if relay {
@@ -297,6 +343,9 @@ impl Drop for SubscriberGuard {
 #[derive(Debug)]
 pub struct Tracks {
     tracks: Mutex<HashMap<FullTrackName, Arc<Track>>>,
+    /// SUBSCRIBE_TRACKS requests, told of every pushed track under their prefix.
+    watchers: Mutex<Vec<TrackWatcher>>,
+    next_watcher: AtomicU64,
     origins: Arc<Origins>,
     parents: Option<Arc<Parents>>,
     config: TrackConfig,
@@ -316,6 +365,8 @@ impl Tracks {
     ) -> Arc<Self> {
         Arc::new(Self {
             tracks: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Vec::new()),
+            next_watcher: AtomicU64::new(0),
             origins,
             parents,
             config,
@@ -326,8 +377,14 @@ impl Tracks {
 
     /// Join the track `name`, starting its one upstream subscription if this is the first
     /// subscriber. However many subscribers call this at once, upstream sees one SUBSCRIBE.
-    /// `path` is the relay path of the request that creates the track (sent on to a parent).
-    pub fn subscribe(self: &Arc<Self>, name: FullTrackName, path: &HopPath) -> SubscriberGuard {
+    /// `path` is the relay path of the request that creates the track (sent on to a parent)
+    /// and `rendezvous` how long it waits for a publisher (passed on to a parent too).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        name: FullTrackName,
+        path: &HopPath,
+        rendezvous: Duration,
+    ) -> SubscriberGuard {
         let mut tracks = lock(&self.tracks);
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
@@ -343,22 +400,44 @@ impl Tracks {
         tracks.insert(name, track.clone());
         let guard = SubscriberGuard::new(track.clone(), !path.is_empty());
         drop(tracks);
-        tokio::spawn(self.clone().run_upstream(track, path.clone()));
+        tokio::spawn(self.clone().run_upstream(track, path.clone(), rendezvous));
         guard
     }
 
     /// A track pushed to us with PUBLISH: it replaces any entry of the same name and lives
-    /// until its publisher ends it.
+    /// until its publisher ends it. SUBSCRIBEs held waiting for a publisher of this track
+    /// (RENDEZVOUS_TIMEOUT) proceed with it instead (draft-18 §"Relays": they get no PUBLISH).
     pub fn insert_pushed(self: &Arc<Self>, name: FullTrackName, subscription: Subscription) -> Arc<Track> {
-        let track = Arc::new(Track::new(
+        let mut tracks = lock(&self.tracks);
+        let waiting = tracks
+            .get(&name)
+            .filter(|t| !t.closing.load(Ordering::SeqCst))
+            .and_then(|t| lock(&t.rendezvous).take().map(|tx| (t.clone(), tx)));
+        let subscription = match waiting {
+            Some((track, tx)) => match tx.send(subscription) {
+                Ok(()) => return track,
+                Err(subscription) => subscription,
+            },
+            None => subscription,
+        };
+        let mut track = Track::new(
             name.clone(),
             &self.config,
             self.budget.clone(),
             self.metrics.clone(),
-        ));
+        );
+        track.pushed = true;
+        let track = Arc::new(track);
         track.set_state(TrackState::Live(live_info(&subscription)));
-        if let Some(old) = lock(&self.tracks).insert(name, track.clone()) {
+        if let Some(old) = tracks.insert(name, track.clone()) {
             old.closing.store(true, Ordering::SeqCst);
+        }
+        drop(tracks);
+        {
+            let mut watchers = lock(&self.watchers);
+            watchers.retain(|w| {
+                !track.name.namespace.has_prefix(&w.prefix) || w.tracks.send(track.clone()).is_ok()
+            });
         }
         let tracks = self.clone();
         let pushed = track.clone();
@@ -411,6 +490,38 @@ impl Tracks {
         lock(&self.tracks).get(name).cloned()
     }
 
+    /// Hear of pushed tracks under `prefix` (SUBSCRIBE_TRACKS): the live ones at once, then
+    /// each new one as its PUBLISH arrives.
+    pub fn watch(self: &Arc<Self>, prefix: TrackNamespace) -> TrackWatch {
+        let id = self.next_watcher.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The registry lock orders this against `insert_pushed`: a track is either listed
+        // here or sent to the watcher, never neither.
+        let tracks = lock(&self.tracks);
+        for track in tracks.values() {
+            if track.pushed && track.is_live() && track.name.namespace.has_prefix(&prefix) {
+                let _ = tx.send(track.clone());
+            }
+        }
+        lock(&self.watchers).push(TrackWatcher {
+            id,
+            prefix,
+            tracks: tx,
+        });
+        drop(tracks);
+        TrackWatch {
+            registry: self.clone(),
+            id,
+            tracks: rx,
+        }
+    }
+
+    /// The longest this relay holds a SUBSCRIBE that asked for `requested` milliseconds
+    /// (RENDEZVOUS_TIMEOUT; absent means 0): at most `--rendezvous-max`.
+    pub fn rendezvous(&self, requested: Option<u64>) -> Duration {
+        Duration::from_millis(requested.unwrap_or(0)).min(self.config.rendezvous_max)
+    }
+
     /// Every track at this relay now.
     pub fn all(&self) -> Vec<Arc<Track>> {
         lock(&self.tracks).values().cloned().collect()
@@ -421,82 +532,159 @@ impl Tracks {
         self.parents.as_ref()
     }
 
-    async fn run_upstream(self: Arc<Self>, track: Arc<Track>, path: HopPath) {
-        let end = self.upstream(&track, &path).await;
+    async fn run_upstream(self: Arc<Self>, track: Arc<Track>, path: HopPath, rendezvous: Duration) {
+        let end = self.upstream(&track, &path, rendezvous).await;
         self.retire(&track, end);
     }
 
-    /// Feed the track from a local publisher if there is one, else from a parent, else from a
-    /// publisher that appears within the namespace wait.
-    async fn upstream(&self, track: &Arc<Track>, path: &HopPath) -> TrackState {
+    /// Feed the track from a local publisher if there is one, else from a parent (asked to
+    /// hold the request for `rendezvous`), else from a publisher that appears while
+    /// subscribers wait for one (at most `--rendezvous-max`).
+    async fn upstream(&self, track: &Arc<Track>, path: &HopPath, rendezvous: Duration) -> TrackState {
         let name = &track.name;
         if let Some(publisher) = self.origins.route(&name.namespace) {
             return self.feed_from_publisher(track, publisher).await;
         }
         if let Some(parents) = &self.parents {
-            if let Some(end) = self.feed_from_parents(track, parents, path).await {
+            if let Some(end) = self.feed_from_parents(track, parents, path, rendezvous).await {
                 return end;
             }
         }
-        match self
-            .origins
-            .wait_route(&name.namespace, self.config.namespace_wait)
-            .await
-        {
-            Some(publisher) => self.feed_from_publisher(track, publisher).await,
-            None => TrackState::Failed {
-                code: RequestErrorCode::DoesNotExist,
-                reason: format!("no publisher for namespace {}", name.namespace),
-            },
-        }
+        let (tx, mut pushed) = oneshot::channel();
+        *lock(&track.rendezvous) = Some(tx);
+        track.set_state(TrackState::Waiting);
+        let awaiting = AwaitingGauge::new(&self.metrics);
+        let mut subscribers = track.subscribers.subscribe();
+        // Each subscriber gives up at its own deadline (at most `--rendezvous-max`); the track
+        // waits while any of them does.
+        let publisher = loop {
+            let nobody_waits = async {
+                // The sender lives in `track`, so this only ends when the count reaches zero.
+                let _ = subscribers.wait_for(|n| *n == 0).await;
+            };
+            tokio::select! {
+                Some(publisher) = self.origins.wait_route(&name.namespace, self.config.rendezvous_max) => break publisher,
+                Ok(subscription) = &mut pushed => {
+                    drop(awaiting);
+                    tracing::debug!(track = %name, "a PUBLISH of the track ends the rendezvous");
+                    track.set_state(TrackState::Live(live_info(&subscription)));
+                    let mut ingest = Ingest::new(subscription);
+                    let end = ingest.run(track, None, &self.metrics, std::future::pending()).await;
+                    ingest.finish(track).await;
+                    return end.into_state();
+                }
+                () = nobody_waits => {
+                    if self.close_unwatched(track) {
+                        return TrackState::Failed {
+                            code: RequestErrorCode::DoesNotExist,
+                            reason: format!("no publisher for namespace {}", name.namespace),
+                        };
+                    }
+                }
+            }
+        };
+        // A PUBLISH of the track from now on is a track of its own.
+        lock(&track.rendezvous).take();
+        drop(awaiting);
+        self.feed_from_publisher(track, publisher).await
     }
 
-    async fn feed_from_publisher(&self, track: &Arc<Track>, publisher: Publisher) -> TrackState {
+    /// Close `track` to new subscribers if it has none (checked under the registry lock, so
+    /// none can join in between). False if one joined meanwhile.
+    fn close_unwatched(&self, track: &Arc<Track>) -> bool {
+        let _tracks = lock(&self.tracks);
+        if track.subscribers() > 0 {
+            return false;
+        }
+        track.closing.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// Feed the track from a publisher at this relay. When another session takes the
+    /// namespace over (`--publisher-takeover`), the track moves to it: the old upstream
+    /// subscription is dropped, the groups it left unfinished end, and the new publisher's
+    /// groups follow in the same cache, so subscribers carry on at its next group without
+    /// subscribing again.
+    async fn feed_from_publisher(&self, track: &Arc<Track>, mut publisher: Publisher) -> TrackState {
         let name = &track.name;
-        let subscribe = Subscribe {
-            request_id: 0,
-            track_namespace: name.namespace.clone(),
-            track_name: name.name.clone(),
-            parameters: Parameters::default(),
-        };
-        self.metrics.upstream_subscribe_total.inc();
-        let subscription = match publisher.session.subscribe(subscribe).await {
-            Ok(s) => s,
-            Err(SessionError::Refused { code, reason, .. }) => return TrackState::Failed { code, reason },
-            Err(e) => {
-                return TrackState::Failed {
-                    code: RequestErrorCode::InternalError,
-                    reason: format!("upstream: {e}"),
+        let mut live = false;
+        loop {
+            // After a takeover, groups must continue above what subscribers have seen.
+            let floor = if live { track.cache.newest_group() } else { None };
+            let subscribe = Subscribe {
+                request_id: 0,
+                track_namespace: name.namespace.clone(),
+                track_name: name.name.clone(),
+                parameters: Parameters::default(),
+            };
+            self.metrics.upstream_subscribe_total.inc();
+            let subscription = match publisher.session.subscribe(subscribe).await {
+                Ok(s) => s,
+                Err(SessionError::Refused { code, reason, .. }) if !live => {
+                    return TrackState::Failed { code, reason }
+                }
+                Err(e) if !live => {
+                    return TrackState::Failed {
+                        code: RequestErrorCode::InternalError,
+                        reason: format!("upstream: {e}"),
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(track = %name, error = %e, "the new publisher does not serve this track; ending it");
+                    return TrackState::Ended {
+                        code: PublishDoneCode::TrackEnded,
+                        reason: format!("the new publisher of the namespace does not serve the track: {e}"),
+                    };
+                }
+            };
+            let info = live_info(&subscription);
+            if let (Some(floor), Some(largest)) = (floor, info.largest) {
+                if largest.group <= floor {
+                    return restarted(name, floor, largest.group);
                 }
             }
-        };
-        let _upstream = UpstreamGauge::new(&self.metrics);
-        tracing::debug!(track = %name, "upstream subscription live");
-        track.set_state(TrackState::Live(live_info(&subscription)));
-        let mut ingest = Ingest::new(subscription);
-        // Another session taking over the namespace (`--replace-publisher`) ends this copy
-        // (dropping the upstream subscription) so subscribers never get a mix of both; they
-        // re-subscribe and reach the new publisher.
-        match ingest
-            .run(
-                track,
-                Some(self.config.linger),
-                &self.metrics,
-                publisher.replaced(),
-            )
-            .await
-        {
-            IngestEnd::Stopped => {
-                tracing::debug!(track = %name, "publisher replaced; ending the track");
-                TrackState::Ended {
-                    code: PublishDoneCode::GoingAway,
-                    reason: "the publisher was replaced".into(),
-                }
+            let _upstream = UpstreamGauge::new(&self.metrics);
+            if !live {
+                live = true;
+                tracing::debug!(track = %name, "upstream subscription live");
+                track.set_state(TrackState::Live(info));
+            } else {
+                tracing::info!(track = %name, "track moved to the publisher that took its namespace over");
             }
-            IngestEnd::Abandoned => IngestEnd::Abandoned.into_state(),
-            end => {
-                ingest.finish(track).await;
-                end.into_state()
+            let mut ingest = Ingest::new(subscription);
+            ingest.floor = floor;
+            match ingest
+                .run(
+                    track,
+                    Some(self.config.linger),
+                    &self.metrics,
+                    publisher.replaced(),
+                )
+                .await
+            {
+                IngestEnd::Stopped => {
+                    // The old publisher is usually gone (a crashed encoder whose session has
+                    // not timed out yet): nothing more comes from it. Drop its subscription
+                    // and end what it left open so no subscriber waits on those groups.
+                    drop(ingest);
+                    track.cache.close();
+                    self.metrics.publisher_takeovers.inc();
+                    match self.origins.route(&name.namespace) {
+                        Some(next) => publisher = next,
+                        None => {
+                            return TrackState::Ended {
+                                code: PublishDoneCode::GoingAway,
+                                reason: "the publisher was replaced".into(),
+                            }
+                        }
+                    }
+                }
+                IngestEnd::Restarted { floor, group } => return restarted(name, floor, group),
+                IngestEnd::Abandoned => return IngestEnd::Abandoned.into_state(),
+                end => {
+                    ingest.finish(track).await;
+                    return end.into_state();
+                }
             }
         }
     }
@@ -509,6 +697,7 @@ impl Tracks {
         track: &Arc<Track>,
         parents: &Parents,
         path: &HopPath,
+        rendezvous: Duration,
     ) -> Option<TrackState> {
         let name = &track.name;
         let mut live = false;
@@ -521,6 +710,14 @@ impl Tracks {
             let filter = track.cache.largest().map(|l| SubscriptionFilter::AbsoluteStart {
                 start_location: Location::new(l.group.saturating_add(1), 0),
             });
+            // The parent holds the first request as long as our subscriber waits; after a
+            // failover (a restarted parent whose publisher has not reconnected yet) as long as
+            // the failover window has left.
+            let wait = match lost_since {
+                Some(since) => self.config.failover_window.saturating_sub(since.elapsed()),
+                None => rendezvous,
+            };
+            let rendezvous_timeout = (!wait.is_zero()).then(|| millis(wait));
             let result = parents
                 .request(&name.namespace, path, |session, hop_path| {
                     let subscribe = Subscribe {
@@ -529,6 +726,7 @@ impl Tracks {
                         track_name: name.name.clone(),
                         parameters: Parameters {
                             subscription_filter: filter,
+                            rendezvous_timeout,
                             hop_path,
                             ..Default::default()
                         },
@@ -584,7 +782,7 @@ impl Tracks {
                 })
                 .await;
             match end {
-                IngestEnd::Abandoned => return Some(end.into_state()),
+                IngestEnd::Abandoned | IngestEnd::Restarted { .. } => return Some(end.into_state()),
                 IngestEnd::Done { .. } if !parent.session.is_closed() => {
                     ingest.finish(track).await;
                     return Some(end.into_state());
@@ -618,6 +816,34 @@ impl Tracks {
     }
 }
 
+#[derive(Debug)]
+struct TrackWatcher {
+    id: u64,
+    prefix: TrackNamespace,
+    tracks: mpsc::UnboundedSender<Arc<Track>>,
+}
+
+/// A SUBSCRIBE_TRACKS request's view of the pushed tracks under its prefix.
+#[derive(Debug)]
+pub struct TrackWatch {
+    registry: Arc<Tracks>,
+    id: u64,
+    tracks: mpsc::UnboundedReceiver<Arc<Track>>,
+}
+
+impl TrackWatch {
+    /// The next pushed track under the prefix.
+    pub async fn next(&mut self) -> Option<Arc<Track>> {
+        self.tracks.recv().await
+    }
+}
+
+impl Drop for TrackWatch {
+    fn drop(&mut self) {
+        lock(&self.registry.watchers).retain(|w| w.id != self.id);
+    }
+}
+
 /// How long, after upstream ends a track, its open subgroup streams may take to finish.
 const SUBGROUP_DRAIN: Duration = Duration::from_secs(2);
 
@@ -642,6 +868,14 @@ enum IngestEnd {
     Abandoned,
     /// The caller's stop signal fired (publisher replaced, parent going away).
     Stopped,
+    /// After a takeover, the new publisher's group `group` is not above `floor`, the newest
+    /// group subscribers have already had.
+    Restarted {
+        /// The newest group cached before the takeover.
+        floor: u64,
+        /// The new publisher's group.
+        group: u64,
+    },
 }
 
 impl IngestEnd {
@@ -651,8 +885,32 @@ impl IngestEnd {
             IngestEnd::Lost(reason) => (PublishDoneCode::InternalError, reason),
             IngestEnd::Abandoned => (PublishDoneCode::SubscriptionEnded, "no subscribers".into()),
             IngestEnd::Stopped => (PublishDoneCode::GoingAway, "upstream going away".into()),
+            IngestEnd::Restarted { floor, group } => {
+                return TrackState::Ended {
+                    code: PublishDoneCode::GoingAway,
+                    reason: format!(
+                        "the new publisher restarted the group numbering ({group} after {floor})"
+                    ),
+                }
+            }
         };
         TrackState::Ended { code, reason }
+    }
+}
+
+/// Counts a track held for a publisher for as long as it waits.
+struct AwaitingGauge(Arc<Metrics>);
+
+impl AwaitingGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.tracks_awaiting_publisher.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for AwaitingGauge {
+    fn drop(&mut self) {
+        self.0.tracks_awaiting_publisher.dec();
     }
 }
 
@@ -670,6 +928,19 @@ impl Drop for UpstreamGauge {
     fn drop(&mut self) {
         self.0.upstream_subscriptions.dec();
     }
+}
+
+/// A track whose new publisher (after a takeover) numbers its groups from below what
+/// subscribers have had: subscribers cannot follow it in the same subscription, so it ends
+/// with GOING_AWAY and they subscribe again.
+fn restarted(name: &FullTrackName, floor: u64, group: u64) -> TrackState {
+    tracing::info!(track = %name, floor, group, "new publisher's groups start below the old ones; ending the track");
+    IngestEnd::Restarted { floor, group }.into_state()
+}
+
+/// A duration in whole milliseconds, as RENDEZVOUS_TIMEOUT carries it.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What downstream SUBSCRIBE_OKs repeat from an upstream subscription.
@@ -696,6 +967,8 @@ fn live_info(subscription: &Subscription) -> LiveInfo {
 struct Ingest {
     subscription: Subscription,
     subgroups: tokio::task::JoinSet<()>,
+    /// Groups at or below this are refused ([`IngestEnd::Restarted`]): set after a takeover.
+    floor: Option<u64>,
 }
 
 impl Ingest {
@@ -703,6 +976,7 @@ impl Ingest {
         Self {
             subscription,
             subgroups: tokio::task::JoinSet::new(),
+            floor: None,
         }
     }
 
@@ -728,6 +1002,10 @@ impl Ingest {
             tokio::select! {
                 event = self.subscription.next() => match event {
                     Ok(Some(TrackEvent::Subgroup(mut reader))) => {
+                        let group = reader.header().group_id;
+                        if let Some(floor) = self.floor.filter(|floor| group <= *floor) {
+                            return IngestEnd::Restarted { floor, group };
+                        }
                         // Enter the subgroup in the cache now, in the order its stream arrived,
                         // when its header names it; waiting for its first (possibly large)
                         // object would let a later group's stream overtake it.

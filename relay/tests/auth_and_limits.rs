@@ -86,7 +86,11 @@ fn subscribe_msg(namespace: &str, track: &str, jwt: Option<&str>) -> Subscribe {
         request_id: 0,
         track_namespace: TrackNamespace::from_path(namespace).unwrap(),
         track_name: TrackName::from(track),
-        parameters: with_token(jwt),
+        // Subscribers here often start before their publisher: wait for it (capped by the relay).
+        parameters: Parameters {
+            rendezvous_timeout: Some(10_000),
+            ..with_token(jwt)
+        },
     }
 }
 
@@ -144,6 +148,16 @@ async fn serve_tagged(
     request: PublishNamespace,
     tag: &'static str,
 ) -> Result<(NamespacePublication, tokio::task::JoinHandle<()>), Error> {
+    serve_tagged_from(session, request, tag, 0).await
+}
+
+/// [`serve_tagged`] with group IDs counting from `first_group`.
+async fn serve_tagged_from(
+    session: Session,
+    request: PublishNamespace,
+    tag: &'static str,
+    first_group: u64,
+) -> Result<(NamespacePublication, tokio::task::JoinHandle<()>), Error> {
     let publication = session.publish_namespace(request).await?;
     let serving = tokio::spawn(async move {
         while let Some(request) = session.accept().await {
@@ -157,7 +171,7 @@ async fn serve_tagged(
                 let Ok(writer) = request.accept(Default::default()).await else {
                     return;
                 };
-                for group in 0..100_000 {
+                for group in first_group..first_group + 100_000 {
                     let Ok(mut subgroup) = writer.open_subgroup(group, 0, Some(10), false).await else {
                         return;
                     };
@@ -1071,8 +1085,8 @@ async fn oversized_message_closes_only_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_publisher_of_a_live_namespace_is_refused() {
-    let relay = relay(&[]).await;
+async fn second_publisher_of_a_live_namespace_is_refused_without_takeover() {
+    let relay = relay(&["--publisher-takeover=false"]).await;
     let client = relay.client();
     let first = relay.connect(&client, TransportKind::Quic).await;
     let (_publication, _serving) = serve_tagged(first, publish_namespace_msg("live/dup", None), "first")
@@ -1095,8 +1109,67 @@ async fn second_publisher_of_a_live_namespace_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replace_publisher_hands_subscribers_to_the_new_publisher() {
-    let relay = relay(&["--replace-publisher"]).await;
+async fn publisher_takeover_moves_subscribers_without_a_new_subscribe() {
+    // The default: a new session allowed to publish takes the namespace over.
+    let relay = relay(&[]).await;
+    let client = relay.client();
+    let first = relay.connect(&client, TransportKind::Quic).await;
+    let (mut first_publication, _first_serving) =
+        serve_tagged(first.clone(), publish_namespace_msg("live/take", None), "first")
+            .await
+            .unwrap();
+    let viewers = [
+        relay.connect(&client, TransportKind::WebTransport).await,
+        relay.connect(&client, TransportKind::Quic).await,
+    ];
+    let mut received = Vec::new();
+    for viewer in &viewers {
+        let r = Received::start(
+            viewer
+                .subscribe(subscribe_msg("live/take", "video", None))
+                .await
+                .unwrap(),
+        );
+        r.wait_for_tag("first").await;
+        received.push(r);
+    }
+
+    // The first publisher is still connected (as a crashed encoder's session would be until
+    // it times out); the second numbers its groups above the first's, as banyan-publish does.
+    let second = relay.connect(&client, TransportKind::Quic).await;
+    let (_second_publication, _second_serving) = serve_tagged_from(
+        second,
+        publish_namespace_msg("live/take", None),
+        "second",
+        1_000_000,
+    )
+    .await
+    .expect("a publisher allowed to publish takes the namespace over");
+    within(
+        "the first publication is ended",
+        15,
+        first_publication.withdrawn(),
+    )
+    .await
+    .unwrap();
+
+    // The same subscriptions carry on with the new publisher's objects.
+    for r in &received {
+        r.wait_for_tag("second").await;
+        r.grows("objects after the takeover", 5).await;
+        assert!(r.last().unwrap().starts_with(b"second:"), "never mixed back");
+        assert!(r.done.borrow().is_none(), "the subscription did not end");
+    }
+    assert!(
+        !first.is_closed(),
+        "the displaced publisher's session is left open"
+    );
+    assert_eq!(relay.metrics.publisher_takeovers.get(), 1, "one track moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_takeover_with_restarted_group_numbers_ends_the_old_subscriptions() {
+    let relay = relay(&[]).await;
     let client = relay.client();
     let first = relay.connect(&client, TransportKind::Quic).await;
     let (mut first_publication, _first_serving) =

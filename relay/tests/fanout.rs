@@ -26,7 +26,7 @@ use banyan_moq::session::{
 };
 use bytes::Bytes;
 use common::live::{check_stamped, now_us, percentile, rss_kib, stamped, Live, LivePublisher};
-use common::{payload, relay, subscribe_msg, within, TestRelay};
+use common::{payload, poll_until, relay, subscribe_msg, within, TestRelay};
 
 /// Held by the heavy tests (200 sessions, the slow-subscriber run) so they never share the
 /// 2 CI cores, nor the process's RSS that the slow-subscriber test measures, with each other.
@@ -141,13 +141,6 @@ fn assert_same(fetched: &[((u64, u64), Bytes)], want: &[((u64, u64), Bytes)], wh
     assert_eq!(keys(fetched), keys(want), "{what}: objects and order");
     for ((key, got), (_, expected)) in fetched.iter().zip(want) {
         assert!(got == expected, "{what}: bytes of {key:?} differ");
-    }
-}
-
-/// Poll `ready` every few milliseconds (bounded by the caller's `within`).
-async fn poll_until(mut ready: impl FnMut() -> bool) {
-    while !ready() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -363,7 +363,11 @@ fn subscribe(namespace: &str) -> Subscribe {
         request_id: 0,
         track_namespace: ns(namespace),
         track_name: TrackName::from(TRACK),
-        parameters: Parameters::default(),
+        // Wait for the publisher if it is not there yet (capped by the relay).
+        parameters: Parameters {
+            rendezvous_timeout: Some(10_000),
+            ..Default::default()
+        },
     }
 }
 

@@ -73,7 +73,7 @@ fn clock_case(publisher: Transport, publisher_flags: &[&str], subscribers: &[Tra
     ];
     args.extend(publisher_flags.iter().map(|f| f.to_string()));
     // No readiness wait needed: a SUBSCRIBE that arrives before the namespace is published
-    // waits for it at the relay (--namespace-wait).
+    // waits for it at the relay (--rendezvous-max).
     let _publishing = Process::spawn("clock publisher", &clock, &args, false);
     let subscribing: Vec<Process> = subscribers
         .iter()
@@ -493,7 +493,7 @@ impl Relay {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
-            "--namespace-wait",
+            "--rendezvous-max",
             "30s",
         ]
         .map(String::from);

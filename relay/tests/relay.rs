@@ -2,17 +2,24 @@
 //! fan-out delivers every object byte-identical and in order to every subscriber on both
 //! transports, simultaneous subscribers coalesce into one upstream SUBSCRIBE, a late joiner
 //! starts at the first object of the current group, subscribing before the namespace is
-//! published waits and then succeeds, and unknown tracks are refused.
+//! published waits and then succeeds; draft-18 rendezvous (no
+//! RENDEZVOUS_TIMEOUT: DOES_NOT_EXIST at once; with it: held up to the relay's cap, TIMEOUT,
+//! or proceeding with a PUBLISH_NAMESPACE or a PUBLISH that arrives in time), SUBSCRIBE_TRACKS
+//! answered with a PUBLISH per pushed track, and a joining FETCH sent right behind its
+//! SUBSCRIBE.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use banyan_moq::coding::RequestErrorCode;
-use banyan_moq::session::{Error, Session, Subscription, TrackEvent, TransportKind};
-use common::{payload, publish, relay, subscribe_msg, within, Pattern};
+use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::message::{
+    Fetch, FetchType, JoiningFetch, Parameters, Publish, RequestOk, Subscribe, SubscribeTracks,
+};
+use banyan_moq::session::{Error, PublishRequest, Request, Session, Subscription, TrackEvent, TransportKind};
+use common::{payload, poll_until, publish, relay, subscribe_msg, within, Pattern};
 
 /// Read a subscription to its end: every (group, object ids in stream order), checking bytes.
 async fn drain(mut subscription: Subscription) -> Vec<(u64, Vec<u64>)> {
@@ -173,25 +180,356 @@ async fn late_joiner_starts_at_the_current_group() {
     serving.abort();
 }
 
+/// A SUBSCRIBE for `namespace`/`track` with RENDEZVOUS_TIMEOUT `rendezvous` (ms), or none.
+fn subscribe_waiting(namespace: &str, track: &str, rendezvous: Option<u64>) -> Subscribe {
+    let mut subscribe = subscribe_msg(namespace, track);
+    subscribe.parameters.rendezvous_timeout = rendezvous;
+    subscribe
+}
+
+fn refusal(error: Error) -> RequestErrorCode {
+    match error {
+        Error::Refused { code, .. } => code,
+        other => panic!("expected REQUEST_ERROR, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_namespace_is_refused_after_the_bounded_wait() {
-    let relay = relay(&["--namespace-wait", "300ms"]).await;
+async fn subscribe_without_rendezvous_is_refused_at_once() {
+    // The cap is long: an answer well before it proves the relay did not hold the request.
+    let relay = relay(&["--rendezvous-max", "10s"]).await;
     let client = relay.client();
-    let session = relay.connect(&client, TransportKind::Quic).await;
-    let started = std::time::Instant::now();
-    let error = session
-        .subscribe(subscribe_msg("nobody/here", "video"))
+    for kind in [TransportKind::Quic, TransportKind::WebTransport] {
+        let session = relay.connect(&client, kind).await;
+        let started = Instant::now();
+        let error = within(
+            "the refusal",
+            5,
+            session.subscribe(subscribe_waiting("nobody/here", "video", None)),
+        )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Refused {
-                code: RequestErrorCode::DoesNotExist,
-                ..
+        let took = started.elapsed();
+        assert_eq!(refusal(error), RequestErrorCode::DoesNotExist, "{kind:?}");
+        println!("{kind:?}: DOES_NOT_EXIST after {took:?} (no RENDEZVOUS_TIMEOUT)");
+        // An explicit 0 means the same.
+        let error = within(
+            "the refusal",
+            5,
+            session.subscribe(subscribe_waiting("nobody/here", "video", Some(0))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refusal(error), RequestErrorCode::DoesNotExist, "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendezvous_timeout_is_honoured_up_to_the_relay_cap() {
+    let relay = relay(&["--rendezvous-max", "1s"]).await;
+    let client = relay.client();
+    let session = relay.connect(&client, TransportKind::Quic).await;
+
+    // Asked for 300 ms: TIMEOUT, not before.
+    let started = Instant::now();
+    let error = within(
+        "the timeout",
+        5,
+        session.subscribe(subscribe_waiting("nobody/rendezvous", "video", Some(300))),
+    )
+    .await
+    .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(refusal(error), RequestErrorCode::Timeout);
+    assert!(took >= Duration::from_millis(300), "held only {took:?}");
+    println!("asked 300 ms: TIMEOUT after {took:?}");
+
+    // Asked for a minute: the relay's cap (1 s) applies.
+    let started = Instant::now();
+    let error = within(
+        "the capped timeout",
+        10,
+        session.subscribe(subscribe_waiting("nobody/rendezvous", "video", Some(60_000))),
+    )
+    .await
+    .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(refusal(error), RequestErrorCode::Timeout);
+    assert!(took >= Duration::from_secs(1), "held only {took:?}");
+    println!("asked 60 s, cap 1 s: TIMEOUT after {took:?}");
+
+    // A second subscriber without the parameter joining the held track is still refused at
+    // once, while the first keeps waiting.
+    let waiting = tokio::spawn({
+        let session = session.clone();
+        async move {
+            session
+                .subscribe(subscribe_waiting("nobody/shared", "video", Some(60_000)))
+                .await
+        }
+    });
+    let other = relay.connect(&client, TransportKind::WebTransport).await;
+    let error = within(
+        "the immediate refusal",
+        5,
+        other.subscribe(subscribe_waiting("nobody/shared", "video", None)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refusal(error), RequestErrorCode::DoesNotExist);
+    assert!(!waiting.is_finished(), "the held SUBSCRIBE is still held");
+    let error = within("the held one times out", 10, waiting)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refusal(error), RequestErrorCode::Timeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_subscribe_proceeds_when_the_publisher_arrives() {
+    let relay = relay(&["--rendezvous-max", "10s"]).await;
+    let client = relay.client();
+    let viewer = relay.connect(&client, TransportKind::WebTransport).await;
+
+    // Held for a namespace, then PUBLISH_NAMESPACE arrives.
+    let held = tokio::spawn({
+        let viewer = viewer.clone();
+        async move {
+            viewer
+                .subscribe(subscribe_waiting("late/ns", "video", Some(5_000)))
+                .await
+        }
+    });
+    let publisher = relay.connect(&client, TransportKind::Quic).await;
+    // Not before the relay holds the request.
+    within(
+        "the held track",
+        5,
+        poll_until(|| relay.metrics.tracks_awaiting_publisher.get() == 1),
+    )
+    .await;
+    let pattern = Pattern {
+        groups: 3,
+        objects: 3,
+        interval: Duration::from_millis(5),
+    };
+    let (_publication, _serving) = publish(publisher.clone(), "late/ns", pattern).await;
+    let subscription = within("SUBSCRIBE_OK", 10, held).await.unwrap().unwrap();
+    let groups = within("the pattern", 10, drain(subscription)).await;
+    assert!(!groups.is_empty(), "objects arrived");
+
+    // Held for a track, then the track is pushed with PUBLISH: the held SUBSCRIBE proceeds
+    // with the pushed track (and no PUBLISH is sent to it).
+    let held = tokio::spawn({
+        let viewer = viewer.clone();
+        async move {
+            viewer
+                .subscribe(subscribe_waiting("late/push", "video", Some(5_000)))
+                .await
+        }
+    });
+    within(
+        "the held track",
+        5,
+        poll_until(|| relay.metrics.tracks_awaiting_publisher.get() == 1),
+    )
+    .await;
+    let pusher = relay.connect(&client, TransportKind::Quic).await;
+    let mut writer = pusher
+        .publish(Publish {
+            request_id: 0,
+            track_namespace: TrackNamespace::from_path("late/push").unwrap(),
+            track_name: TrackName::from("video"),
+            track_alias: 0,
+            parameters: Parameters::default(),
+            track_properties: Default::default(),
+        })
+        .await
+        .unwrap();
+    within("PUBLISH_OK", 5, writer.next_request()).await.unwrap();
+    let subscription = within("SUBSCRIBE_OK", 10, held).await.unwrap().unwrap();
+    let reading = tokio::spawn(drain(subscription));
+    // Write only once the forwarder is there, so every group is live for it.
+    within(
+        "the forwarder",
+        5,
+        poll_until(|| relay.metrics.subscriptions.get() >= 1),
+    )
+    .await;
+    for group in 0..2 {
+        let mut subgroup = writer.open_subgroup(group, 0, None, false).await.unwrap();
+        for object in 0..3 {
+            subgroup
+                .write_payload(object, payload(group, object))
+                .await
+                .unwrap();
+        }
+        subgroup.finish();
+    }
+    writer
+        .finish(PublishDoneCode::TrackEnded, "pushed")
+        .await
+        .unwrap();
+    let groups = within("the pushed track", 10, reading).await.unwrap();
+    assert_eq!(groups, vec![(0, vec![0, 1, 2]), (1, vec![0, 1, 2])]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_tracks_gets_a_publish_for_pushed_tracks() {
+    let relay = relay(&[]).await;
+    let client = relay.client();
+    let pusher = relay.connect(&client, TransportKind::Quic).await;
+    let push = |name: &str| Publish {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path("disc/show").unwrap(),
+        track_name: TrackName::from(name),
+        track_alias: 0,
+        parameters: Parameters::default(),
+        track_properties: Default::default(),
+    };
+    // One track pushed before the SUBSCRIBE_TRACKS, one after.
+    let mut before = pusher.publish(push("before")).await.unwrap();
+    within("PUBLISH_OK", 5, before.next_request()).await.unwrap();
+
+    for kind in [TransportKind::Quic, TransportKind::WebTransport] {
+        let subscriber = relay.connect(&client, kind).await;
+        let _tracks = within(
+            "SUBSCRIBE_TRACKS answered",
+            5,
+            subscriber.subscribe_tracks(SubscribeTracks {
+                request_id: 0,
+                track_namespace_prefix: TrackNamespace::from_path("disc").unwrap(),
+                parameters: Parameters::default(),
+            }),
+        )
+        .await
+        .unwrap();
+        let mut published = Vec::new();
+        while published.len() < 1 {
+            match within("a PUBLISH from the relay", 5, subscriber.accept()).await {
+                Some(Request::Publish(request)) => published.push(request),
+                Some(other) => panic!("unexpected request {other:?}"),
+                None => panic!("session closed"),
             }
-        ),
-        "got {error:?}"
-    );
-    assert!(started.elapsed() >= Duration::from_millis(300));
+        }
+        assert_eq!(published[0].message.track_name, TrackName::from("before"));
+        let accepted: Vec<_> = futures_accept(published).await;
+        drop(accepted);
+    }
+
+    // A track pushed while a SUBSCRIBE_TRACKS is open is published to it, and its objects
+    // follow.
+    let subscriber = relay.connect(&client, TransportKind::Quic).await;
+    let _tracks = subscriber
+        .subscribe_tracks(SubscribeTracks {
+            request_id: 0,
+            track_namespace_prefix: TrackNamespace::from_path("disc/show").unwrap(),
+            parameters: Parameters::default(),
+        })
+        .await
+        .unwrap();
+    let Some(Request::Publish(first)) = within("PUBLISH before", 5, subscriber.accept()).await else {
+        panic!("expected PUBLISH");
+    };
+    assert_eq!(first.message.track_name, TrackName::from("before"));
+    let mut after = pusher.publish(push("after")).await.unwrap();
+    within("PUBLISH_OK", 5, after.next_request()).await.unwrap();
+    let Some(Request::Publish(second)) = within("PUBLISH after", 5, subscriber.accept()).await else {
+        panic!("expected PUBLISH");
+    };
+    assert_eq!(second.message.track_name, TrackName::from("after"));
+    let subscription = second.accept(RequestOk::default()).await.unwrap();
+    let reading = tokio::spawn(drain(subscription));
+    within(
+        "the forwarders",
+        5,
+        poll_until(|| relay.metrics.subscriptions.get() >= 2),
+    )
+    .await;
+    for group in 0..2 {
+        let mut subgroup = after.open_subgroup(group, 0, None, false).await.unwrap();
+        for object in 0..2 {
+            subgroup
+                .write_payload(object, payload(group, object))
+                .await
+                .unwrap();
+        }
+        subgroup.finish();
+    }
+    after.finish(PublishDoneCode::TrackEnded, "pushed").await.unwrap();
+    let groups = within("the published track", 10, reading).await.unwrap();
+    assert_eq!(groups, vec![(0, vec![0, 1]), (1, vec![0, 1])]);
+    drop(first);
+}
+
+/// Accept every PUBLISH (so the relay's forwarders run), returning the subscriptions.
+async fn futures_accept(requests: Vec<PublishRequest>) -> Vec<Subscription> {
+    let mut subscriptions = Vec::new();
+    for request in requests {
+        subscriptions.push(request.accept(RequestOk::default()).await.unwrap());
+    }
+    subscriptions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_fetch_right_behind_its_subscribe_gets_the_earlier_group() {
+    let relay = relay(&[]).await;
+    let client = relay.client();
+    let publisher = relay.connect(&client, TransportKind::Quic).await;
+    let pattern = Pattern {
+        groups: 1_000,
+        objects: 5,
+        interval: Duration::from_millis(20),
+    };
+    let (_publication, serving) = publish(publisher, "live/join", pattern).await;
+    // A first viewer brings the track into the relay's cache; wait for two groups.
+    let viewer = relay.connect(&client, TransportKind::Quic).await;
+    let mut warm = viewer
+        .subscribe(subscribe_msg("live/join", "video"))
+        .await
+        .unwrap();
+    let mut groups_seen = std::collections::BTreeSet::new();
+    within("two groups", 10, async {
+        while groups_seen.len() < 3 {
+            if let Some(TrackEvent::Subgroup(subgroup)) = warm.next().await.unwrap() {
+                groups_seen.insert(subgroup.group_id());
+            }
+        }
+    })
+    .await;
+
+    // SUBSCRIBE and the joining FETCH sent back to back (as the interop runner's "join" case
+    // does): the FETCH must not be refused because its SUBSCRIBE is not answered yet.
+    for kind in [TransportKind::Quic, TransportKind::WebTransport] {
+        let joiner = relay.connect(&client, kind).await;
+        // Request IDs are handed out in steps of two as requests are first polled: the
+        // SUBSCRIBE (polled first by `join!`) takes the one after `base`, the FETCH the next.
+        let base = joiner.next_request_id();
+        let joining_request_id = base + 2;
+        let subscribe = joiner.subscribe(subscribe_msg("live/join", "video"));
+        let fetch = joiner.fetch(Fetch {
+            request_id: 0,
+            fetch_type: FetchType::RelativeJoining(JoiningFetch {
+                joining_request_id,
+                joining_start: 1,
+            }),
+            parameters: Parameters::default(),
+        });
+        let (subscription, fetch) = within("SUBSCRIBE_OK and FETCH_OK", 10, async {
+            tokio::join!(subscribe, fetch)
+        })
+        .await;
+        let _subscription = subscription.unwrap();
+        let mut fetch = fetch.unwrap_or_else(|e| panic!("{kind:?}: joining FETCH refused: {e}"));
+        let mut objects = 0;
+        while let Some(_item) = within("FETCH objects", 10, fetch.next()).await.unwrap() {
+            objects += 1;
+        }
+        assert!(
+            objects >= 5,
+            "{kind:?}: a whole earlier group, got {objects} objects"
+        );
+        println!("{kind:?}: joining FETCH returned {objects} objects");
+    }
+    serving.abort();
 }

@@ -36,8 +36,8 @@ async fn relay(id: &str, parents: &[&Running], extra: &[&str]) -> Running {
         args.drain(at..at + 2);
     }
     args.extend(["--relay-id", id, "--upstream-insecure"]);
-    if !extra.contains(&"--namespace-wait") {
-        args.extend(["--namespace-wait", "10s"]);
+    if !extra.contains(&"--rendezvous-max") {
+        args.extend(["--rendezvous-max", "10s"]);
     }
     for url in &urls {
         args.extend(["--upstream", url]);
@@ -502,7 +502,7 @@ async fn parents_come_from_the_control_planes_route_endpoint() {
 async fn a_returning_publisher_is_picked_up_again_on_the_same_or_another_origin() {
     // Origins answer quickly for a namespace nobody publishes, so the edge moves on to the
     // next parent instead of waiting for a publisher that is elsewhere.
-    let wait = ["--namespace-wait", "300ms"];
+    let wait = ["--rendezvous-max", "300ms"];
     let a = relay("origin-a", &[], &wait).await;
     let b = relay("origin-b", &[], &wait).await;
     let edge = relay("edge", &[&a, &b], &wait).await;

@@ -51,8 +51,8 @@ pub async fn relay(extra: &[&str]) -> TestRelay {
         "127.0.0.1:0",
         "--dev-cert",
     ];
-    if !extra.contains(&"--namespace-wait") {
-        args.extend(["--namespace-wait", "2s"]);
+    if !extra.contains(&"--rendezvous-max") {
+        args.extend(["--rendezvous-max", "2s"]);
     }
     if !extra.contains(&"--auth-key") {
         args.push("--insecure-no-auth");
@@ -202,13 +202,29 @@ pub async fn publish(
     (publication, serving)
 }
 
-/// A SUBSCRIBE for `namespace` (a `/`-separated path) and `track`, default parameters.
+/// How long the tests' SUBSCRIBEs ask the relay to wait for a publisher (RENDEZVOUS_TIMEOUT,
+/// milliseconds): subscribers often start before their publisher. The test relay caps it at
+/// its `--rendezvous-max` (2 s unless a test sets it).
+pub const RENDEZVOUS_MS: u64 = 10_000;
+
+/// A SUBSCRIBE for `namespace` (a `/`-separated path) and `track` that waits for a publisher
+/// ([`RENDEZVOUS_MS`]), other parameters default.
 pub fn subscribe_msg(namespace: &str, track: &str) -> banyan_moq::message::Subscribe {
     banyan_moq::message::Subscribe {
         request_id: 0,
         track_namespace: TrackNamespace::from_path(namespace).unwrap(),
         track_name: banyan_moq::coding::TrackName::from(track),
-        parameters: Parameters::default(),
+        parameters: Parameters {
+            rendezvous_timeout: Some(RENDEZVOUS_MS),
+            ..Default::default()
+        },
+    }
+}
+
+/// Poll `ready` every few milliseconds (bound it with [`within`]).
+pub async fn poll_until(mut ready: impl FnMut() -> bool) {
+    while !ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
