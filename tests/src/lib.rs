@@ -8,10 +8,17 @@
 //!   (cloudflare/moq-rs) on its own QUIC endpoints, as a client of a Banyan server or relay
 //!   and as a server for a Banyan client; the other side of banyan-moq's and banyan-relay's
 //!   interop tests (`tests/interop.rs` in each).
+//! - `interop` (feature `interop`): the MoQ interop runner's fourteen test cases, run with
+//!   Banyan's own MoQT stack against any draft-18 relay and reported as TAP 14; the client side
+//!   of `relay/tests/interop_runner.rs` and of the `banyan-interop` binary.
 //!
-//! The `banyan-impair` binary (`src/bin/banyan-impair.rs`) wraps [`impair`] for manual use.
+//! The `banyan-impair` binary (`src/bin/banyan-impair.rs`) wraps [`impair`] for manual use;
+//! `banyan-interop` (`src/bin/banyan-interop.rs`) wraps `interop` in the runner's client
+//! contract.
 //! The integration tests themselves live under `tests/`.
 
 pub mod impair;
+#[cfg(feature = "interop")]
+pub mod interop;
 #[cfg(feature = "moq-rs")]
 pub mod moq_rs;
