@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use banyan_moq::coding::{SessionErrorCode, TrackName};
+use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::message::{Parameters, Subscribe};
 use banyan_moq::session::{Client, ClientOptions, SubgroupReader, TrackEvent};
 use tokio::sync::{watch, Notify};
@@ -13,6 +13,14 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::publisher::{capture_timestamp, unix_micros, Broadcast, TRACK};
+
+/// RENDEZVOUS_TIMEOUT of every subscriber's SUBSCRIBE, milliseconds. The bench's publishers
+/// have their PUBLISH_NAMESPACE accepted before the first subscriber starts, so on a single
+/// relay no wait ever happens; this covers a relay that learns of the broadcast a moment later
+/// (an edge of a tree finding it upstream). Without it a draft-18 relay refuses at once
+/// (DOES_NOT_EXIST); it is short so a broadcast that is really missing still fails, counted,
+/// well within the drain timeout.
+pub const RENDEZVOUS_TIMEOUT_MS: u64 = 2_000;
 
 /// Counters shared by every subscriber, read once a second for progress.
 #[derive(Debug, Default)]
@@ -89,6 +97,19 @@ impl Recorder {
     }
 }
 
+/// A subscriber's SUBSCRIBE for `namespace`'s video track.
+fn subscribe_message(namespace: &TrackNamespace) -> Subscribe {
+    Subscribe {
+        request_id: 0,
+        track_namespace: namespace.clone(),
+        track_name: TrackName::from(TRACK),
+        parameters: Parameters {
+            rendezvous_timeout: Some(RENDEZVOUS_TIMEOUT_MS),
+            ..Parameters::default()
+        },
+    }
+}
+
 /// Run one subscriber until it has the publisher's last object, its subscription ends, or
 /// `abort` turns true.
 pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver<bool>) -> Outcome {
@@ -114,12 +135,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
     };
     let driver = tokio::spawn(driver.run());
     let subscribed_at_us = unix_micros();
-    let subscribe = Subscribe {
-        request_id: 0,
-        track_namespace: plan.broadcast.namespace.clone(),
-        track_name: TrackName::from(TRACK),
-        parameters: Parameters::default(),
-    };
+    let subscribe = subscribe_message(&plan.broadcast.namespace);
     let subscribed = tokio::select! {
         s = session.subscribe(subscribe) => s,
         _ = abort.wait_for(|a| *a) => {
@@ -235,5 +251,27 @@ async fn read_subgroup(
         if *broadcast.last_object.borrow() == Some((group, object.object_id)) {
             recorder.got_last.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use banyan_moq::message::Message;
+    use banyan_moq::Version;
+
+    #[test]
+    fn subscribe_asks_for_the_rendezvous_wait() {
+        let namespace = TrackNamespace::from_path("bench/0").unwrap();
+        let subscribe = subscribe_message(&namespace);
+        assert_eq!(
+            subscribe.parameters.rendezvous_timeout,
+            Some(RENDEZVOUS_TIMEOUT_MS)
+        );
+        let frame = Message::Subscribe(subscribe).to_frame(Version::Draft18).unwrap();
+        // The parameter block ends the message: one parameter, type 0x04, varint 2000 (0x87d0).
+        assert!(frame.ends_with(&[0x01, 0x04, 0x87, 0xd0]), "{frame:02x?}");
     }
 }

@@ -80,6 +80,17 @@ pub struct WatchArgs {
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// How long the relay may hold a SUBSCRIBE for the catalog or a media track while nobody
+    /// publishes the broadcast (RENDEZVOUS_TIMEOUT, draft-18; the relay may cap it). Lets a
+    /// viewer start before the broadcaster; `0s` asks for an immediate refusal instead.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        env = "BANYAN_RENDEZVOUS",
+        value_parser = humantime::parse_duration
+    )]
+    pub rendezvous: Duration,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, default_value = "warn", env = "BANYAN_LOG")]
     pub log: String,
@@ -266,5 +277,25 @@ mod tests {
         assert_eq!(a.output, "-");
         assert_eq!(a.duration, Some(Duration::from_secs(10)));
         assert_eq!(a.connect.token.as_deref(), Some("t"));
+        assert_eq!(a.rendezvous, Duration::from_secs(5), "default rendezvous");
+        let a = WatchArgs::try_parse_from([
+            "banyan-watch",
+            "moqt://h:1",
+            "--broadcast",
+            "x",
+            "--rendezvous",
+            "750ms",
+        ])
+        .unwrap();
+        assert_eq!(a.rendezvous, Duration::from_millis(750));
+        assert!(WatchArgs::try_parse_from([
+            "banyan-watch",
+            "moqt://h:1",
+            "--broadcast",
+            "x",
+            "--rendezvous",
+            "soon"
+        ])
+        .is_err());
     }
 }

@@ -5,6 +5,17 @@
 //! When the relay goes away the viewer reconnects with backoff and resubscribes; groups it
 //! never received are counted as gaps.
 //!
+//! Its SUBSCRIBEs for the catalog and the media tracks carry RENDEZVOUS_TIMEOUT (`--rendezvous`,
+//! default 5 s), so a viewer started before the broadcaster waits for it (a draft-18 relay
+//! refuses a SUBSCRIBE without it at once when nobody publishes the track).
+//!
+//! What a viewer of a publisher switch sees (a restarted broadcaster taking its broadcast over)
+//! is in the summary: `sessions` and `resubscribes` (1 and 0 when the switch cost no
+//! reconnect), per track `group_runs` (runs of consecutive group IDs: a restarted publisher
+//! numbers its groups from its start time, so each publisher is one run and a group lost
+//! inside a run splits it), `incomplete_groups` (groups that arrived only in part) and
+//! `longest_stall_ms` (the longest time without an object).
+//!
 //! It also subscribes to the broadcast's `likes` track (docs/interactions.md: one group per like
 //! window, its object the cumulative total) and reports the latest total as `likes` in the
 //! progress line and the summary; a relay without interactions just leaves it out.
@@ -33,6 +44,13 @@ use crate::connect::Backoff;
 /// How long a later group is held back waiting for an earlier one still streaming.
 const REORDER_WAIT: Duration = Duration::from_millis(200);
 
+/// At most this many runs of consecutive group IDs are listed per track (later ones are only
+/// counted in `gaps`).
+pub const MAX_GROUP_RUNS: usize = 64;
+
+/// How long the catalog may take to arrive once its SUBSCRIBE is answered.
+const CATALOG_WAIT: Duration = Duration::from_secs(10);
+
 /// The JSON summary (the last line of stdout unless stdout carries media).
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
@@ -43,17 +61,31 @@ pub struct Summary {
     /// Media payload bytes received.
     pub bytes: u64,
     /// Discontinuities in the group sequence of the primary track (video if any): each run
-    /// of one or more missing groups counts once.
+    /// of one or more missing groups counts once. A restarted publisher numbers its groups
+    /// from its start time, so a publisher switch counts as one gap too.
     pub gaps: u64,
-    /// Groups missing in the primary track's sequence, in total.
+    /// Group IDs missing in the primary track's sequence between its first and last group, in
+    /// total. Meaningful only while one publisher serves the broadcast: across a publisher
+    /// switch the IDs jump by about the milliseconds between the two publishers' starts.
     pub missing_groups: u64,
+    /// Groups of the primary track that arrived only in part (see [`TrackSummary`]).
+    pub incomplete_groups: u64,
+    /// The primary track's longest time without an object, milliseconds (see [`TrackSummary`]).
+    pub longest_stall_ms: f64,
     /// Capture-to-receipt latency of live objects (not those the relay had cached before we
     /// subscribed), milliseconds.
     pub latency_ms: Distribution,
     /// Milliseconds from start to the first media object.
     pub ttff_ms: Option<f64>,
+    /// Sessions opened with the relay (1 when the viewer never had to reconnect).
+    pub sessions: u64,
     /// Sessions re-established after the first.
     pub reconnects: u64,
+    /// Media-track SUBSCRIBEs the relay accepted, over every session.
+    pub subscriptions: u64,
+    /// Of those, the ones beyond each track's first (0 when every track kept the subscription
+    /// it started with).
+    pub resubscribes: u64,
     /// Objects that arrived after their group had been given up on.
     pub late_objects: u64,
     /// Objects without a valid LOC capture timestamp.
@@ -74,6 +106,31 @@ pub struct TrackSummary {
     pub groups: u64,
     /// Discontinuities in the group sequence.
     pub gaps: u64,
+    /// SUBSCRIBEs for this track the relay accepted (1 when the first one lasted the run).
+    pub subscriptions: u64,
+    /// Groups of which some objects arrived but not all: the group's stream was reset or
+    /// failed before its end, an object ID was skipped (Banyan numbers a group's objects
+    /// 0, 1, 2, ...), or a later group was played while it was still streaming. A group cut
+    /// short by a clean end of its stream cannot be told from a short group and is not
+    /// counted; a group of which nothing arrived shows in `gaps` instead.
+    pub incomplete_groups: u64,
+    /// The longest time between two consecutive objects arriving on the track, milliseconds:
+    /// the longest the picture (or sound) had nothing new, e.g. across a publisher switch.
+    pub longest_stall_ms: f64,
+    /// Runs of consecutive group IDs in the order played, the first [`MAX_GROUP_RUNS`].
+    pub group_runs: Vec<GroupRun>,
+}
+
+/// Consecutive group IDs received without a hole (one publisher's groups, unless some were
+/// lost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupRun {
+    /// The run's first group ID.
+    pub first_group: u64,
+    /// Its last group ID.
+    pub last_group: u64,
+    /// When the first object of its first group arrived, milliseconds since the Unix epoch.
+    pub first_received_unix_ms: u64,
 }
 
 /// What the subscription tasks report.
@@ -85,9 +142,12 @@ enum Msg {
         object: SubgroupObject,
         received_us: u64,
     },
+    /// A group's stream ended after `objects` objects; `clean` unless it was reset or failed.
     GroupEnd {
         track: usize,
         group: u64,
+        objects: u64,
+        clean: bool,
     },
     TrackEnd {
         track: usize,
@@ -107,6 +167,13 @@ struct Watched {
     order: GroupOrder,
     seen_groups: BTreeSet<u64>,
     last_group: Option<u64>,
+    /// Groups counted in `incomplete_groups`.
+    incomplete: BTreeSet<u64>,
+    /// The (group, object ID) the next object played should have.
+    next_object: Option<(u64, u64)>,
+    /// When the latest object arrived (µs since the Unix epoch).
+    last_arrival_us: Option<u64>,
+    longest_stall_us: u64,
     summary: TrackSummary,
     ended: bool,
     /// The frame waiting for its successor (which gives its duration).
@@ -119,6 +186,7 @@ struct Watched {
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let connector = args.connect.connector()?;
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
+    let rendezvous = rendezvous_ms(args.rendezvous);
     let media_to_stdout = args.output == "-";
     let mut output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_str() {
         "none" => None,
@@ -160,11 +228,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         };
         let driver = tokio::spawn(driver.run());
+        summary.sessions += 1;
         if !first {
             summary.reconnects += 1;
         }
         let session_start = Instant::now();
-        let catalog = match read_catalog(&session, &namespace).await {
+        let catalog = match read_catalog(&session, &namespace, rendezvous).await {
             Ok(c) => c,
             Err(e) if first => {
                 session.close(SessionErrorCode::NoError, "no catalog");
@@ -211,12 +280,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let subscribed_at = unix_micros();
         let (tx, mut rx) = mpsc::channel::<Msg>(1024);
         let mut subs = tokio::task::JoinSet::new();
-        for (i, t) in tracks.iter().enumerate() {
+        for (i, t) in tracks.iter_mut().enumerate() {
             if t.ended {
                 continue;
             }
-            match subscribe(&session, &namespace, &t.name).await {
+            match subscribe(&session, &namespace, &t.name, rendezvous).await {
                 Ok(sub) => {
+                    summary.subscriptions += 1;
+                    t.summary.subscriptions += 1;
                     subs.spawn(read_subscription(i, sub, tx.clone()));
                 }
                 Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
@@ -305,9 +376,16 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing output")?;
     }
+    for t in &mut tracks {
+        t.summary.incomplete_groups = t.incomplete.len() as u64;
+        t.summary.longest_stall_ms = micros_to_ms(t.longest_stall_us);
+        summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
+    }
     if let Some(primary) = tracks.first() {
         summary.gaps = primary.summary.gaps;
         summary.missing_groups = missing(&primary.seen_groups);
+        summary.incomplete_groups = primary.summary.incomplete_groups;
+        summary.longest_stall_ms = primary.summary.longest_stall_ms;
     }
     summary.latency_ms = Distribution::from_micros(latencies);
     for t in &tracks {
@@ -337,26 +415,53 @@ async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
     }
 }
 
+/// `wait` as RENDEZVOUS_TIMEOUT milliseconds; `None` (the parameter left out, which means 0)
+/// for no wait.
+fn rendezvous_ms(wait: Duration) -> Option<u64> {
+    // A draft-18 varint carries any u64.
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    (ms > 0).then_some(ms)
+}
+
+fn micros_to_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// A SUBSCRIBE for `name` in `namespace` that asks the relay to wait up to `rendezvous` ms
+/// for a publisher.
+fn subscribe_message(namespace: &TrackNamespace, name: &str, rendezvous: Option<u64>) -> Subscribe {
+    Subscribe {
+        request_id: 0,
+        track_namespace: namespace.clone(),
+        track_name: TrackName::from(name),
+        parameters: Parameters {
+            rendezvous_timeout: rendezvous,
+            ..Parameters::default()
+        },
+    }
+}
+
 async fn subscribe(
     session: &Session,
     namespace: &TrackNamespace,
     name: &str,
+    rendezvous: Option<u64>,
 ) -> anyhow::Result<Subscription> {
-    let subscribe = Subscribe {
-        request_id: 0,
-        track_namespace: namespace.clone(),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    };
+    let subscribe = subscribe_message(namespace, name, rendezvous);
     session
         .subscribe(subscribe)
         .await
         .with_context(|| format!("SUBSCRIBE {name}"))
 }
 
-/// Subscribe to the catalog and read its first object (the current independent catalog).
-async fn read_catalog(session: &Session, namespace: &TrackNamespace) -> anyhow::Result<Catalog> {
-    let mut sub = subscribe(session, namespace, CATALOG_TRACK).await?;
+/// Subscribe to the catalog (waiting up to `rendezvous` ms for a publisher) and read its first
+/// object (the current independent catalog).
+async fn read_catalog(
+    session: &Session,
+    namespace: &TrackNamespace,
+    rendezvous: Option<u64>,
+) -> anyhow::Result<Catalog> {
+    let mut sub = subscribe(session, namespace, CATALOG_TRACK, rendezvous).await?;
     let read = async {
         loop {
             match sub.next().await? {
@@ -370,9 +475,9 @@ async fn read_catalog(session: &Session, namespace: &TrackNamespace) -> anyhow::
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read)
+    tokio::time::timeout(CATALOG_WAIT, read)
         .await
-        .map_err(|_| anyhow::anyhow!("no catalog within 10 s"))?
+        .map_err(|_| anyhow::anyhow!("no catalog within {CATALOG_WAIT:?} of its SUBSCRIBE_OK"))?
 }
 
 /// The first video and first audio track; their mux configurations when output is wanted.
@@ -399,6 +504,10 @@ fn select_tracks(catalog: &Catalog, mux: bool) -> anyhow::Result<(Vec<Watched>, 
             order: GroupOrder::default(),
             seen_groups: BTreeSet::new(),
             last_group: None,
+            incomplete: BTreeSet::new(),
+            next_object: None,
+            last_arrival_us: None,
+            longest_stall_us: 0,
             summary: TrackSummary::default(),
             ended: false,
             pending: None,
@@ -423,22 +532,37 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
                 let tx = tx.clone();
                 readers.spawn(async move {
                     let group = reader.group_id();
-                    while let Ok(Some(object)) = reader.next().await {
-                        let received_us = unix_micros();
-                        if tx
-                            .send(Msg::Object {
-                                track,
-                                group,
-                                object,
-                                received_us,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
+                    let mut objects = 0;
+                    let clean = loop {
+                        match reader.next().await {
+                            Ok(Some(object)) => {
+                                objects += 1;
+                                let received_us = unix_micros();
+                                let msg = Msg::Object {
+                                    track,
+                                    group,
+                                    object,
+                                    received_us,
+                                };
+                                if tx.send(msg).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break true,
+                            Err(e) => {
+                                tracing::debug!(group, error = %e, "group stream failed");
+                                break false;
+                            }
                         }
-                    }
-                    let _ = tx.send(Msg::GroupEnd { track, group }).await;
+                    };
+                    let _ = tx
+                        .send(Msg::GroupEnd {
+                            track,
+                            group,
+                            objects,
+                            clean,
+                        })
+                        .await;
                 });
             }
             // Only Track Ended means the broadcast is over; anything else (the relay going
@@ -458,9 +582,11 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
 }
 
 /// Follow the broadcast's `likes` track (each object a cumulative total). A relay without
-/// interactions refuses the SUBSCRIBE: then there is nothing to report.
+/// interactions refuses the SUBSCRIBE: then there is nothing to report. It asks for no
+/// rendezvous: it is sent once the catalog has arrived, so the broadcast is there, and an origin
+/// relay serves `likes` itself; a wait would only delay the answer of a relay without them.
 async fn read_likes(session: Session, namespace: TrackNamespace, tx: mpsc::Sender<Msg>) {
-    let mut sub = match subscribe(&session, &namespace, "likes").await {
+    let mut sub = match subscribe(&session, &namespace, "likes", None).await {
         Ok(sub) => sub,
         Err(e) => {
             tracing::debug!(error = %format!("{e:#}"), "no likes track");
@@ -519,16 +645,28 @@ async fn handle(
             let Some(t) = tracks.get_mut(track) else {
                 return Ok(());
             };
+            if let Some(last) = t.last_arrival_us {
+                t.longest_stall_us = t.longest_stall_us.max(received_us.saturating_sub(last));
+            }
+            t.last_arrival_us = Some(t.last_arrival_us.map_or(received_us, |l| l.max(received_us)));
             let ready = t.order.object(group, object, received_us, Instant::now());
             if ready.is_none() {
                 summary.late_objects += 1;
             }
             (track, ready.unwrap_or_default())
         }
-        Msg::GroupEnd { track, group } => {
+        Msg::GroupEnd {
+            track,
+            group,
+            objects,
+            clean,
+        } => {
             let Some(t) = tracks.get_mut(track) else {
                 return Ok(());
             };
+            if !clean && objects > 0 {
+                t.incomplete.insert(group);
+            }
             (track, t.order.group_end(group))
         }
         Msg::TrackEnd { track } => {
@@ -575,10 +713,17 @@ async fn release_stalled(
     output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
 ) -> anyhow::Result<()> {
     for i in 0..tracks.len() {
-        let ready = tracks
-            .get_mut(i)
-            .map(|t| t.order.tick(Instant::now()))
-            .unwrap_or_default();
+        let ready = match tracks.get_mut(i) {
+            Some(t) => {
+                let (ready, abandoned) = t.order.tick(Instant::now());
+                if let Some(group) = abandoned {
+                    // Played on without the rest of it.
+                    t.incomplete.insert(group);
+                }
+                ready
+            }
+            None => Vec::new(),
+        };
         for (group, object, received_us) in ready {
             deliver(
                 i,
@@ -628,13 +773,37 @@ async fn deliver(
     if t.seen_groups.insert(group) {
         summary.groups += 1;
         t.summary.groups += 1;
-        if let Some(last) = t.last_group {
-            if group > last + 1 {
-                t.summary.gaps += 1;
+        match t.last_group {
+            Some(last) if group == last + 1 => {
+                // (Unless the run was not listed: past MAX_GROUP_RUNS.)
+                if let Some(run) = t.summary.group_runs.last_mut().filter(|r| r.last_group == last) {
+                    run.last_group = group;
+                }
+            }
+            last => {
+                if last.is_some_and(|last| group > last + 1) {
+                    t.summary.gaps += 1;
+                }
+                if t.summary.group_runs.len() < MAX_GROUP_RUNS {
+                    t.summary.group_runs.push(GroupRun {
+                        first_group: group,
+                        last_group: group,
+                        first_received_unix_ms: received_us / 1000,
+                    });
+                }
             }
         }
         t.last_group = Some(t.last_group.map_or(group, |l| l.max(group)));
     }
+    // Objects of a group are played in the order they came on its stream: 0, 1, 2, ...
+    let expected = match t.next_object {
+        Some((g, next)) if g == group => next,
+        _ => 0,
+    };
+    if object.object_id != expected {
+        t.incomplete.insert(group);
+    }
+    t.next_object = Some((group, object.object_id.saturating_add(1)));
     let frame = match LocFrame::from_object(t.kind, &object) {
         Ok(f) => f,
         Err(e) => {
@@ -720,6 +889,8 @@ type Ready = Vec<(u64, SubgroupObject, u64)>;
 #[derive(Debug, Default)]
 pub struct GroupOrder {
     current: Option<u64>,
+    /// The current group's stream has ended: the next group may pass at once.
+    current_ended: bool,
     held: BTreeMap<u64, (Instant, Ready, bool)>,
 }
 
@@ -733,13 +904,15 @@ impl GroupOrder {
         now: Instant,
     ) -> Option<Ready> {
         match self.current {
-            None => {
-                self.current = Some(group);
-                Some(vec![(group, object, received_us)])
-            }
             Some(c) if c == group => Some(vec![(group, object, received_us)]),
             Some(c) if group < c => None,
-            Some(_) => {
+            // The first group, or the next one after a finished group with none waiting.
+            current if current.is_none() || (self.current_ended && self.held.is_empty()) => {
+                self.current = Some(group);
+                self.current_ended = false;
+                Some(vec![(group, object, received_us)])
+            }
+            _ => {
                 let entry = self.held.entry(group).or_insert_with(|| (now, Vec::new(), false));
                 entry.1.push((group, object, received_us));
                 Some(Vec::new())
@@ -754,16 +927,21 @@ impl GroupOrder {
             return Vec::new();
         }
         if self.current == Some(group) {
+            self.current_ended = true;
             return self.advance();
         }
         Vec::new()
     }
 
-    /// Give up on the current group if a later one has waited too long.
-    fn tick(&mut self, now: Instant) -> Ready {
+    /// Give up on the current group if a later one has waited too long: what can be
+    /// delivered now, and the group given up on (its stream had not ended).
+    fn tick(&mut self, now: Instant) -> (Ready, Option<u64>) {
         match self.held.values().next() {
-            Some((since, _, _)) if now.duration_since(*since) >= REORDER_WAIT => self.advance(),
-            _ => Vec::new(),
+            Some((since, _, _)) if now.duration_since(*since) >= REORDER_WAIT => {
+                let abandoned = self.current.filter(|_| !self.current_ended);
+                (self.advance(), abandoned)
+            }
+            _ => (Vec::new(), None),
         }
     }
 
@@ -780,6 +958,7 @@ impl GroupOrder {
         let mut out = Vec::new();
         while let Some((group, (_, objects, ended))) = self.held.pop_first() {
             self.current = Some(group);
+            self.current_ended = ended;
             out.extend(objects);
             if !ended {
                 break;
@@ -817,8 +996,22 @@ mod tests {
         assert!(order.object(5, obj(2), 0, now).is_none(), "late");
         // A stalled group is abandoned after the reorder wait.
         assert!(order.object(8, obj(0), 0, now).unwrap().is_empty());
-        assert!(order.tick(now).is_empty());
-        assert_eq!(ids(&order.tick(now + REORDER_WAIT)), [(8, 0)]);
+        assert!(order.tick(now).0.is_empty());
+        let (ready, abandoned) = order.tick(now + REORDER_WAIT);
+        assert_eq!(ids(&ready), [(8, 0)]);
+        assert_eq!(abandoned, Some(6), "group 6 never ended: given up");
+    }
+
+    #[test]
+    fn the_next_group_passes_at_once_after_the_current_one_ended() {
+        let now = Instant::now();
+        let mut order = GroupOrder::default();
+        assert_eq!(ids(&order.object(5, obj(0), 0, now).unwrap()), [(5, 0)]);
+        assert!(order.group_end(5).is_empty());
+        // Nothing to wait for: group 6 (or a later one, after a switch) is not held.
+        assert_eq!(ids(&order.object(9, obj(0), 0, now).unwrap()), [(9, 0)]);
+        assert!(order.object(8, obj(0), 0, now).is_none(), "late");
+        assert_eq!(order.tick(now + REORDER_WAIT).1, None, "nothing given up");
     }
 
     #[test]
@@ -828,6 +1021,176 @@ mod tests {
         assert_eq!(decode_total(&[0x25, 0x00]), None, "trailing bytes");
         assert_eq!(decode_total(&[0xbb]), None, "truncated");
         assert_eq!(decode_total(&[]), None);
+    }
+
+    #[test]
+    fn media_subscribes_ask_for_a_rendezvous_on_the_wire() {
+        assert_eq!(rendezvous_ms(Duration::from_secs(5)), Some(5000));
+        assert_eq!(rendezvous_ms(Duration::from_micros(1500)), Some(1));
+        assert_eq!(
+            rendezvous_ms(Duration::ZERO),
+            None,
+            "0: the parameter is left out"
+        );
+        assert_eq!(rendezvous_ms(Duration::MAX), Some(u64::MAX));
+        let namespace = TrackNamespace::from_path("t").unwrap();
+        let frame =
+            banyan_moq::message::Message::Subscribe(subscribe_message(&namespace, "video", Some(5000)))
+                .to_frame(banyan_moq::Version::Draft18)
+                .unwrap();
+        // SUBSCRIBE (0x03), length 14, request 0, namespace ("t"), name "video", one
+        // parameter: type 0x04 (RENDEZVOUS_TIMEOUT), varint 5000 (two bytes, prefix 10: 0x9388).
+        let expected = [
+            0x03, 0x00, 0x0e, 0x00, 0x01, 0x01, b't', 0x05, b'v', b'i', b'd', b'e', b'o', 0x01, 0x04, 0x93,
+            0x88,
+        ];
+        assert_eq!(frame.as_ref(), expected);
+        let frame = banyan_moq::message::Message::Subscribe(subscribe_message(&namespace, "likes", None))
+            .to_frame(banyan_moq::Version::Draft18)
+            .unwrap();
+        assert_eq!(frame.last(), Some(&0x00), "no parameters: no wait asked for");
+    }
+
+    fn watched(name: &str) -> Watched {
+        Watched {
+            name: name.into(),
+            kind: MediaKind::Video,
+            order: GroupOrder::default(),
+            seen_groups: BTreeSet::new(),
+            last_group: None,
+            incomplete: BTreeSet::new(),
+            next_object: None,
+            last_arrival_us: None,
+            longest_stall_us: 0,
+            summary: TrackSummary::default(),
+            ended: false,
+            pending: None,
+            last_duration: 0,
+            last_dts: None,
+        }
+    }
+
+    /// Feed `msgs` through the viewer's handling, as the main loop does.
+    async fn play(tracks: &mut [Watched], msgs: Vec<Msg>) -> Summary {
+        let mut summary = Summary::default();
+        let mut latencies = Vec::new();
+        let (mut base, mut muxer, mut output) = (None, None, None);
+        for msg in msgs {
+            handle(
+                msg,
+                tracks,
+                &mut summary,
+                &mut latencies,
+                0,
+                Instant::now(),
+                &mut base,
+                &mut muxer,
+                &mut output,
+            )
+            .await
+            .unwrap();
+        }
+        summary
+    }
+
+    fn object(group: u64, id: u64, received_ms: u64) -> Msg {
+        Msg::Object {
+            track: 0,
+            group,
+            object: obj(id),
+            received_us: received_ms * 1000,
+        }
+    }
+
+    fn end(group: u64, objects: u64, clean: bool) -> Msg {
+        Msg::GroupEnd {
+            track: 0,
+            group,
+            objects,
+            clean,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publisher_switch_is_two_runs_one_incomplete_group_and_a_stall() {
+        let mut tracks = vec![watched("video")];
+        // The old publisher's groups 100 and 101 (3 objects each, 100 ms apart); it dies in
+        // group 101 after 2 objects (the stream is reset), and the new publisher's groups start
+        // at 7000 (its start time in ms) 450 ms after the last object.
+        let mut msgs = Vec::new();
+        for (i, g) in [100u64, 101].into_iter().enumerate() {
+            let n = if g == 101 { 2 } else { 3 };
+            for o in 0..n {
+                msgs.push(object(g, o, 1_000 + (i as u64 * 3 + o) * 100));
+            }
+            msgs.push(end(g, n, g != 101));
+        }
+        for (i, g) in [7000u64, 7001].into_iter().enumerate() {
+            for o in 0..3 {
+                msgs.push(object(g, o, 1_850 + (i as u64 * 3 + o) * 100));
+            }
+            msgs.push(end(g, 3, true));
+        }
+        play(&mut tracks, msgs).await;
+        let t = &tracks[0];
+        assert_eq!(t.summary.objects, 11);
+        assert_eq!(
+            t.summary.group_runs,
+            [
+                GroupRun {
+                    first_group: 100,
+                    last_group: 101,
+                    first_received_unix_ms: 1_000
+                },
+                GroupRun {
+                    first_group: 7000,
+                    last_group: 7001,
+                    first_received_unix_ms: 1_850
+                },
+            ]
+        );
+        assert_eq!(t.incomplete, BTreeSet::from([101]), "the group cut by the reset");
+        assert_eq!(t.longest_stall_us, 450_000);
+        assert_eq!(t.summary.gaps, 1);
+    }
+
+    #[tokio::test]
+    async fn skipped_objects_and_abandoned_groups_are_incomplete() {
+        let mut tracks = vec![watched("video")];
+        // Group 1 skips object 1; group 2 starts mid-group (object 2); group 3 never ends and
+        // group 4 is played after the reorder wait.
+        play(
+            &mut tracks,
+            vec![
+                object(1, 0, 0),
+                object(1, 2, 1),
+                end(1, 2, true),
+                object(2, 2, 2),
+                end(2, 1, true),
+                object(3, 0, 3),
+                object(4, 0, 4),
+            ],
+        )
+        .await;
+        let t = &mut tracks[0];
+        let (ready, abandoned) = t.order.tick(Instant::now() + REORDER_WAIT);
+        assert_eq!(ids(&ready), [(4, 0)]);
+        assert_eq!(abandoned, Some(3));
+        assert_eq!(t.incomplete, BTreeSet::from([1, 2]));
+        // A clean group with every object is not incomplete; a reset one with none is a gap,
+        // not an incomplete group.
+        let mut tracks = vec![watched("video")];
+        play(
+            &mut tracks,
+            vec![
+                object(1, 0, 0),
+                object(1, 1, 1),
+                end(1, 2, true),
+                end(2, 0, false),
+            ],
+        )
+        .await;
+        assert!(tracks[0].incomplete.is_empty());
     }
 
     #[test]

@@ -781,6 +781,10 @@ impl Dial {
     }
 }
 
+/// A watcher's SUBSCRIBE for an interaction track. It asks for no RENDEZVOUS_TIMEOUT: a
+/// broadcast's origin relay publishes `likes` and `chat/<room>` itself (whether or not anyone
+/// publishes media), and an edge fetches them from its parent, so there is never a publisher
+/// to wait for; a relay without interactions refuses at once.
 fn subscribe(namespace: &TrackNamespace, track: &str) -> Subscribe {
     Subscribe {
         request_id: 0,
