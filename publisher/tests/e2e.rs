@@ -64,8 +64,6 @@ async fn relay(certs: &Certs, listen: &str) -> TestRelay {
         "--tls-key",
         certs.key.to_str().unwrap(),
         "--insecure-no-auth",
-        "--namespace-wait",
-        "5s",
         "--drain-timeout",
         "1s",
     ];
