@@ -324,7 +324,7 @@ impl SessionHandler {
             .shared
             .tracks
             .rendezvous(message.parameters.rendezvous_timeout);
-        let guard = self.shared.tracks.subscribe(name, &path, rendezvous);
+        let guard = self.shared.tracks.subscribe(name, &path);
         let track = guard.track().clone();
         // A relay asking for a track this relay gets from that very relay (or from one on the
         // request's path) would close a loop that coalescing hides from the path check.

@@ -24,7 +24,7 @@ use url::Url;
 use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::metrics::Metrics;
 use crate::origin::{Origins, Publisher};
-use crate::upstream::{Parents, UpstreamError};
+use crate::upstream::{Parent, Parents, UpstreamError};
 
 /// Where a track stands.
 #[derive(Clone, Debug)]
@@ -377,14 +377,9 @@ impl Tracks {
 
     /// Join the track `name`, starting its one upstream subscription if this is the first
     /// subscriber. However many subscribers call this at once, upstream sees one SUBSCRIBE.
-    /// `path` is the relay path of the request that creates the track (sent on to a parent)
-    /// and `rendezvous` how long it waits for a publisher (passed on to a parent too).
-    pub fn subscribe(
-        self: &Arc<Self>,
-        name: FullTrackName,
-        path: &HopPath,
-        rendezvous: Duration,
-    ) -> SubscriberGuard {
+    /// `path` is the relay path of the request that creates the track (sent on to a parent).
+    /// A track nobody publishes is held while subscribers wait ([`Track::ready`]).
+    pub fn subscribe(self: &Arc<Self>, name: FullTrackName, path: &HopPath) -> SubscriberGuard {
         let mut tracks = lock(&self.tracks);
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
@@ -400,7 +395,7 @@ impl Tracks {
         tracks.insert(name, track.clone());
         let guard = SubscriberGuard::new(track.clone(), !path.is_empty());
         drop(tracks);
-        tokio::spawn(self.clone().run_upstream(track, path.clone(), rendezvous));
+        tokio::spawn(self.clone().run_upstream(track, path.clone()));
         guard
     }
 
@@ -532,21 +527,21 @@ impl Tracks {
         self.parents.as_ref()
     }
 
-    async fn run_upstream(self: Arc<Self>, track: Arc<Track>, path: HopPath, rendezvous: Duration) {
-        let end = self.upstream(&track, &path, rendezvous).await;
+    async fn run_upstream(self: Arc<Self>, track: Arc<Track>, path: HopPath) {
+        let end = self.upstream(&track, &path).await;
         self.retire(&track, end);
     }
 
-    /// Feed the track from a local publisher if there is one, else from a parent (asked to
-    /// hold the request for `rendezvous`), else from a publisher that appears while
-    /// subscribers wait for one (at most `--rendezvous-max`).
-    async fn upstream(&self, track: &Arc<Track>, path: &HopPath, rendezvous: Duration) -> TrackState {
+    /// Feed the track from a local publisher if there is one, else from a parent, else from a
+    /// publisher that appears, here or at a parent, while subscribers wait for one (each for
+    /// its RENDEZVOUS_TIMEOUT, at most `--rendezvous-max`).
+    async fn upstream(&self, track: &Arc<Track>, path: &HopPath) -> TrackState {
         let name = &track.name;
         if let Some(publisher) = self.origins.route(&name.namespace) {
             return self.feed_from_publisher(track, publisher).await;
         }
         if let Some(parents) = &self.parents {
-            if let Some(end) = self.feed_from_parents(track, parents, path, rendezvous).await {
+            if let Some(end) = self.feed_from_parents(track, parents, path, None).await {
                 return end;
             }
         }
@@ -562,8 +557,29 @@ impl Tracks {
                 // The sender lives in `track`, so this only ends when the count reaches zero.
                 let _ = subscribers.wait_for(|n| *n == 0).await;
             };
+            let at_parent = async {
+                let Some(parents) = &self.parents else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    tokio::time::sleep(PARENT_POLL).await;
+                    if let Ok(found) = self.subscribe_parent(track, parents, path).await {
+                        return (parents, found);
+                    }
+                }
+            };
             tokio::select! {
                 Some(publisher) = self.origins.wait_route(&name.namespace, self.config.rendezvous_max) => break publisher,
+                (parents, found) = at_parent => {
+                    drop(awaiting);
+                    return self
+                        .feed_from_parents(track, parents, path, Some(found))
+                        .await
+                        .unwrap_or_else(|| TrackState::Failed {
+                            code: RequestErrorCode::DoesNotExist,
+                            reason: format!("no publisher for namespace {}", name.namespace),
+                        });
+                }
                 Ok(subscription) = &mut pushed => {
                     drop(awaiting);
                     tracing::debug!(track = %name, "a PUBLISH of the track ends the rendezvous");
@@ -697,7 +713,7 @@ impl Tracks {
         track: &Arc<Track>,
         parents: &Parents,
         path: &HopPath,
-        rendezvous: Duration,
+        mut first: Option<(Subscription, Parent)>,
     ) -> Option<TrackState> {
         let name = &track.name;
         let mut live = false;
@@ -705,38 +721,14 @@ impl Tracks {
         let mut backoff = FAILOVER_BACKOFF_MIN;
         let subscribers = track.subscribers.subscribe();
         loop {
-            // After a failover, start at the group after the newest we have: the new parent
-            // may still hold it, and nothing is received twice.
-            let filter = track.cache.largest().map(|l| SubscriptionFilter::AbsoluteStart {
-                start_location: Location::new(l.group.saturating_add(1), 0),
-            });
-            // The parent holds the first request as long as our subscriber waits; after a
-            // failover (a restarted parent whose publisher has not reconnected yet) as long as
-            // the failover window has left.
-            let wait = match lost_since {
-                Some(since) => self.config.failover_window.saturating_sub(since.elapsed()),
-                None => rendezvous,
+            let result = match first.take() {
+                Some(found) => Ok(found),
+                None => self.subscribe_parent(track, parents, path).await,
             };
-            let rendezvous_timeout = (!wait.is_zero()).then(|| millis(wait));
-            let result = parents
-                .request(&name.namespace, path, |session, hop_path| {
-                    let subscribe = Subscribe {
-                        request_id: 0,
-                        track_namespace: name.namespace.clone(),
-                        track_name: name.name.clone(),
-                        parameters: Parameters {
-                            subscription_filter: filter,
-                            rendezvous_timeout,
-                            hop_path,
-                            ..Default::default()
-                        },
-                    };
-                    async move { session.subscribe(subscribe).await }
-                })
-                .await;
             let (subscription, parent) = match result {
                 Ok(ok) => ok,
-                Err(UpstreamError::NoParent) if !live => return None,
+                // No parent has it (yet): the caller waits for a publisher.
+                Err(e) if !live && e.not_published_yet() => return None,
                 Err(e) if !live => {
                     return Some(TrackState::Failed {
                         code: e.request_code(),
@@ -802,6 +794,39 @@ impl Tracks {
         }
     }
 
+    /// Subscribe to the track at the first parent that has it. Parents answer at once (no
+    /// RENDEZVOUS_TIMEOUT): with several parents, one holding the request would keep the
+    /// others from being asked; a relay waiting for a publisher asks again
+    /// ([`PARENT_POLL`]) instead.
+    async fn subscribe_parent(
+        &self,
+        track: &Track,
+        parents: &Parents,
+        path: &HopPath,
+    ) -> Result<(Subscription, Parent), UpstreamError> {
+        let name = &track.name;
+        // After a failover, start at the group after the newest we have: the new parent may
+        // still hold it, and nothing is received twice.
+        let filter = track.cache.largest().map(|l| SubscriptionFilter::AbsoluteStart {
+            start_location: Location::new(l.group.saturating_add(1), 0),
+        });
+        parents
+            .request(&name.namespace, path, |session, hop_path| {
+                let subscribe = Subscribe {
+                    request_id: 0,
+                    track_namespace: name.namespace.clone(),
+                    track_name: name.name.clone(),
+                    parameters: Parameters {
+                        subscription_filter: filter,
+                        hop_path,
+                        ..Default::default()
+                    },
+                };
+                async move { session.subscribe(subscribe).await }
+            })
+            .await
+    }
+
     /// Take a finished track out of the registry and tell its readers.
     fn retire(&self, track: &Arc<Track>, end: TrackState) {
         {
@@ -846,6 +871,9 @@ impl Drop for TrackWatch {
 
 /// How long, after upstream ends a track, its open subgroup streams may take to finish.
 const SUBGROUP_DRAIN: Duration = Duration::from_secs(2);
+
+/// How often a track waiting for a publisher asks its parents again.
+const PARENT_POLL: Duration = Duration::from_millis(200);
 
 /// The first pause between failover attempts; doubled up to [`FAILOVER_BACKOFF_MAX`].
 const FAILOVER_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -936,11 +964,6 @@ impl Drop for UpstreamGauge {
 fn restarted(name: &FullTrackName, floor: u64, group: u64) -> TrackState {
     tracing::info!(track = %name, floor, group, "new publisher's groups start below the old ones; ending the track");
     IngestEnd::Restarted { floor, group }.into_state()
-}
-
-/// A duration in whole milliseconds, as RENDEZVOUS_TIMEOUT carries it.
-pub fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What downstream SUBSCRIBE_OKs repeat from an upstream subscription.

@@ -232,6 +232,30 @@ impl UpstreamError {
             other => other.to_string(),
         }
     }
+
+    /// Whether the track cannot be had from the parents now but might be later: no parent
+    /// knows the namespace, or they answered DOES_NOT_EXIST for a reason other than the
+    /// request's relay path (a loop or a tree too deep, which waiting cannot change).
+    pub fn not_published_yet(&self) -> bool {
+        match self {
+            UpstreamError::NoParent => true,
+            UpstreamError::Refused {
+                code: RequestErrorCode::DoesNotExist,
+                reason,
+            } => !is_path_refusal(reason),
+            _ => false,
+        }
+    }
+}
+
+/// The reason phrases Banyan relays give when a request's relay path is refused start with
+/// one of these (and are passed down the tree unchanged).
+pub const PATH_REFUSALS: [&str; 2] = ["relay loop", "relay tree too deep"];
+
+/// Whether a refusal's reason says the request's relay path was refused (see
+/// [`PATH_REFUSALS`]).
+pub fn is_path_refusal(reason: &str) -> bool {
+    PATH_REFUSALS.iter().any(|p| reason.starts_with(p))
 }
 
 /// A parent a request went to: its URL and the session it travelled on (to watch for GOAWAY
@@ -454,6 +478,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_missing_publisher_is_worth_waiting_for() {
+        let refused = |code, reason: &str| UpstreamError::Refused {
+            code,
+            reason: reason.into(),
+        };
+        assert!(UpstreamError::NoParent.not_published_yet());
+        assert!(refused(RequestErrorCode::DoesNotExist, "no publisher for namespace a").not_published_yet());
+        // A refused relay path stays refused, however long one waits.
+        for reason in [
+            "relay loop: this relay (1f) is already on the request's path [1f]",
+            "relay tree too deep: this relay would be hop 4 of at most 3 (path [1, 2, 3])",
+        ] {
+            assert!(!refused(RequestErrorCode::DoesNotExist, reason).not_published_yet());
+        }
+        assert!(!refused(RequestErrorCode::Unauthorized, "no").not_published_yet());
+        assert!(!UpstreamError::Unreachable("x".into()).not_published_yet());
+    }
 
     #[test]
     fn hop_ids_are_stable_distinct_and_varint_sized() {

@@ -550,6 +550,82 @@ async fn a_returning_publisher_is_picked_up_again_on_the_same_or_another_origin(
 }
 
 #[tokio::test]
+async fn an_edge_viewer_waits_for_its_publisher_and_rides_out_a_parent_restart() {
+    let origin = relay("restart-origin", &[], &[]).await;
+    let port = origin.udp.port().to_string();
+    let edge = relay("restart-edge", &[&origin], &[]).await;
+    let viewer = session(&edge).await;
+    // The viewer comes before the broadcast and asks to wait for it (RENDEZVOUS_TIMEOUT): the
+    // edge holds the SUBSCRIBE and keeps asking its parent.
+    let subscribing = tokio::spawn({
+        let viewer = viewer.clone();
+        async move { viewer.subscribe(subscribe_msg("restart/show", "video")).await }
+    });
+    within("the edge holds the SUBSCRIBE", 10, async {
+        while metric(&edge, "tracks_awaiting_publisher").await < 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let live = Live {
+        groups: 10_000,
+        objects: 10,
+        interval: Duration::from_millis(10),
+        min_size: 100,
+        max_size: 1000,
+        finish: false,
+    };
+    let publishing = session(&origin).await;
+    let first = LivePublisher::start(publishing, "restart/show", live, false).await;
+    let subscription = within("SUBSCRIBE_OK once the publisher is there", 10, subscribing)
+        .await
+        .unwrap()
+        .expect("the held SUBSCRIBE proceeds");
+    let reader = tokio::spawn(read_all(subscription));
+    within(
+        "the first publisher's groups",
+        10,
+        first.wait_written(|w| w.group >= 3),
+    )
+    .await;
+
+    // The origin crashes and comes back on the same port; the publisher reconnects to it and
+    // numbers its groups on from where it was.
+    let mut origin = origin;
+    origin.child.start_kill().unwrap();
+    origin.exit(10).await;
+    let killed = Instant::now();
+    drop(first);
+    let origin = relay("restart-origin", &[], &["--listen", &format!("[::]:{port}")]).await;
+    let publishing = session(&origin).await;
+    let second = LivePublisher::start_from(publishing.clone(), "restart/show", live, false, 1_000).await;
+    within(
+        "the restarted origin's publisher serves the edge",
+        15,
+        second.wait_written(|w| w.group >= 1_005),
+    )
+    .await;
+    publishing.close(SessionErrorCode::NoError, "publisher leaves");
+    drop(second);
+    let received = within("the track ends at the edge", 15, reader).await.unwrap();
+    let before = received.groups.keys().filter(|g| **g < 1_000).count();
+    let after: Vec<u64> = received.groups.keys().copied().filter(|g| *g >= 1_000).collect();
+    let resumed = after
+        .first()
+        .and_then(|g| received.first_seen.get(g))
+        .map(|at| at.duration_since(killed));
+    println!(
+        "parent restart: {before} groups before, {} after on the same subscription; first new group {resumed:?} after the kill",
+        after.len()
+    );
+    assert!(before >= 3, "groups before the restart");
+    assert!(
+        after.len() >= 3,
+        "the same subscription carried on after the parent restarted"
+    );
+}
+
+#[tokio::test]
 async fn parents_are_verified_against_the_configured_ca() {
     use banyan_certs::{DevOptions, Identity};
     // The origin serves a certificate of its own; one edge trusts it as its CA, the other edge

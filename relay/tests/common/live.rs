@@ -135,6 +135,18 @@ impl LivePublisher {
     /// Publish `namespace` on `session` and serve `live`. With `gated`, accepted
     /// subscriptions wait for [`open_gate`](Self::open_gate) before the first object.
     pub async fn start(session: Session, namespace: &str, live: Live, gated: bool) -> Self {
+        Self::start_from(session, namespace, live, gated, 0).await
+    }
+
+    /// [`start`](Self::start) with group IDs counting from `first_group` (a restarted
+    /// publisher numbers its groups above the ones it sent before, as banyan-publish does).
+    pub async fn start_from(
+        session: Session,
+        namespace: &str,
+        live: Live,
+        gated: bool,
+        first_group: u64,
+    ) -> Self {
         let request = PublishNamespace {
             request_id: 0,
             track_namespace: TrackNamespace::from_path(namespace).unwrap(),
@@ -169,7 +181,7 @@ impl LivePublisher {
                     }
                     let start = tokio::time::Instant::now();
                     let mut n: u32 = 0;
-                    for group in 0..live.groups {
+                    for group in first_group..first_group.saturating_add(live.groups) {
                         let Ok(mut subgroup) = writer.open_subgroup(group, 0, Some(10), false).await else {
                             return;
                         };
