@@ -32,6 +32,7 @@ pub struct SessionDriver {
     shared: Arc<Shared>,
     control: StreamReader,
     requests: mpsc::Sender<Request>,
+    linger: mpsc::UnboundedReceiver<RequestStream>,
     early: Vec<EarlyStream>,
 }
 
@@ -48,12 +49,14 @@ impl SessionDriver {
         shared: Arc<Shared>,
         control: StreamReader,
         requests: mpsc::Sender<Request>,
+        linger: mpsc::UnboundedReceiver<RequestStream>,
         early: Vec<EarlyStream>,
     ) -> Self {
         Self {
             shared,
             control,
             requests,
+            linger,
             early,
         }
     }
@@ -87,6 +90,7 @@ impl SessionDriver {
             shared,
             control,
             requests,
+            mut linger,
             early,
         } = self;
         let mut tasks: FuturesUnordered<Task> = FuturesUnordered::new();
@@ -105,10 +109,21 @@ impl SessionDriver {
                     let (send, recv) = bi?;
                     tasks.push(Box::pin(handle_request_stream(shared.clone(), send, recv, requests.clone())));
                 }
+                Some(stream) = linger.recv() => {
+                    tasks.push(Box::pin(drain_request_stream(shared.config.request_timeout, stream)));
+                }
                 Some(result) = tasks.next() => result?,
             }
         }
     }
+}
+
+/// Read a request stream we have answered in full until the peer finishes its side (or
+/// `within` passes, or it misbehaves), then let it go. Dropping it unread would send
+/// STOP_SENDING, which draft-18 §3.3.2 makes the signal for cancelling a request.
+async fn drain_request_stream(within: std::time::Duration, mut stream: RequestStream) -> Result<(), Error> {
+    let _ = tokio::time::timeout(within, async { while let Ok(Some(_)) = stream.next().await {} }).await;
+    Ok(())
 }
 
 /// The most bytes a data stream may send before its headers are complete.

@@ -239,6 +239,7 @@ fn start(
     early: Vec<EarlyStream>,
 ) -> (Session, SessionDriver) {
     let (requests_tx, requests_rx) = mpsc::channel(config.max_queued_requests.max(1));
+    let (linger_tx, linger_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
         transport,
         kind,
@@ -249,9 +250,10 @@ fn start(
         peer_setup,
         control,
         requests_rx,
+        linger_tx,
     ));
     tracing::debug!(transport = %kind, %version, ?role, "session established");
-    let driver = SessionDriver::new(shared.clone(), control_reader, requests_tx, early);
+    let driver = SessionDriver::new(shared.clone(), control_reader, requests_tx, linger_rx, early);
     (Session { shared }, driver)
 }
 

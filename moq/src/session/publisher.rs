@@ -427,9 +427,14 @@ impl FetchWriter {
         self.request.stopped().await
     }
 
-    /// Finish the data stream and the request stream.
-    pub fn finish(mut self) {
-        let _ = self.stream.finish();
-        self.request.finish();
+    /// Finish the data stream and the request stream. The request stream stays open for
+    /// reading until the requester finishes its side, so completing a FETCH never looks like
+    /// cancelling it (see `RequestStream::linger`).
+    pub fn finish(self) {
+        let FetchWriter {
+            mut stream, request, ..
+        } = self;
+        let _ = stream.finish();
+        request.linger();
     }
 }

@@ -92,6 +92,19 @@ impl RequestStream {
         let _ = self.send.finish();
     }
 
+    /// Finish our side and let the peer finish its own: a request answered in full. The
+    /// session's driver reads the peer's side to its end (bounded by the request timeout)
+    /// before the stream is dropped, so the peer sees a FIN, not the STOP_SENDING that an
+    /// unread receive side gets on drop and that cancels a request (draft-18 §3.3.2).
+    pub(crate) fn linger(mut self) {
+        self.finish();
+        if !self.reader.is_finished() {
+            let linger = self.shared.linger.clone();
+            // If the driver is gone the session is over; dropping the stream is then moot.
+            let _ = linger.send(self);
+        }
+    }
+
     /// Abruptly end our side of the stream.
     pub fn reset(&mut self, code: StreamResetCode) {
         let _ = self.send.reset(code.code().try_into().unwrap_or(0));

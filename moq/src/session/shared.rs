@@ -101,6 +101,9 @@ pub(crate) struct Shared {
     pub goaway_sent: AtomicBool,
     pub goaway_received: watch::Sender<Option<Goaway>>,
     pub requests: tokio::sync::Mutex<mpsc::Receiver<Request>>,
+    /// Request streams we have answered in full, handed to the driver to read until the
+    /// peer finishes its side (see [`RequestStream::linger`]).
+    pub linger: mpsc::UnboundedSender<RequestStream>,
 }
 
 impl Shared {
@@ -115,6 +118,7 @@ impl Shared {
         peer_setup: Setup,
         control: web_transport_quinn::SendStream,
         requests: mpsc::Receiver<Request>,
+        linger: mpsc::UnboundedSender<RequestStream>,
     ) -> Self {
         let (first_own, first_peer) = match role {
             Role::Client => (0, 1),
@@ -139,6 +143,7 @@ impl Shared {
             goaway_sent: AtomicBool::new(false),
             goaway_received: watch::Sender::new(None),
             requests: tokio::sync::Mutex::new(requests),
+            linger,
         }
     }
 

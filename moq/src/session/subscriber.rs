@@ -399,3 +399,103 @@ fn close_on_violation<T>(shared: &Shared, result: Result<T, Error>) -> Result<T,
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use banyan_certs::{client_config, server_config, DevOptions, Identity, ServerVerification};
+    use bytes::Bytes;
+
+    use crate::coding::Location;
+    use crate::data::{FetchItem, FetchObject};
+    use crate::message::{Fetch, FetchOk, FetchType, Parameters, StandaloneFetch};
+    use crate::session::{Client, ClientOptions, Request, Server, Session, SessionConfig, TransportConfig};
+
+    /// A client and a server session over raw QUIC on loopback, drivers spawned.
+    async fn pair() -> (Session, Session) {
+        let identity = Identity::mint_dev(&DevOptions::default()).unwrap();
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            server_config(&identity, &[]).unwrap(),
+            &TransportConfig::default(),
+            SessionConfig::default(),
+        )
+        .unwrap();
+        let port = server.local_addr().unwrap().port();
+        let tls = client_config(&ServerVerification::InsecureSkipVerify, &[]).unwrap();
+        let client = Client::new(tls, &TransportConfig::default(), SessionConfig::default()).unwrap();
+        let url = format!("moqt://localhost:{port}/").parse().unwrap();
+        let accept = async {
+            let pending = server.accept().await.unwrap().handshake().await.unwrap();
+            pending.accept().await.unwrap()
+        };
+        let (connected, accepted) = tokio::join!(client.connect(&url, ClientOptions::default()), accept);
+        let ((client, client_driver), (server, server_driver)) = (connected.unwrap(), accepted);
+        tokio::spawn(client_driver.run());
+        tokio::spawn(server_driver.run());
+        (client, server)
+    }
+
+    /// Completing a FETCH ends the request stream with FIN and leaves the requester's side
+    /// to be finished by the requester: it must not STOP_SENDING it, which draft-18 §3.3.2
+    /// makes the way to cancel a request (aiomoqt's client drops a FETCH whose request
+    /// stream is stopped, even when FETCH_OK and the objects follow).
+    #[tokio::test]
+    async fn a_completed_fetch_finishes_its_request_stream_without_stopping_it() {
+        let (client, server) = pair().await;
+        let responder = tokio::spawn(async move {
+            let Some(Request::Fetch(request)) = server.accept().await else {
+                panic!("a FETCH")
+            };
+            let ok = FetchOk {
+                end_location: Location::new(0, 1),
+                ..Default::default()
+            };
+            let mut writer = request.accept(ok).await.unwrap();
+            let object = FetchObject {
+                group_id: 0,
+                subgroup_id: Some(0),
+                object_id: 0,
+                publisher_priority: 128,
+                properties: Default::default(),
+                payload: Bytes::from_static(b"history"),
+            };
+            writer.write(&FetchItem::Object(object)).await.unwrap();
+            writer.finish();
+            server
+        });
+        let fetch = Fetch {
+            request_id: 0,
+            fetch_type: FetchType::Standalone(StandaloneFetch {
+                track_namespace: crate::coding::TrackNamespace::from_path("a").unwrap(),
+                track_name: "t".into(),
+                start_location: Location::new(0, 0),
+                end_location: Location::new(0, 1),
+            }),
+            parameters: Parameters::default(),
+        };
+        let mut reader = client.fetch(fetch).await.unwrap();
+        let mut objects = 0;
+        while let Some(item) = reader.next().await.unwrap() {
+            objects += usize::from(matches!(item, FetchItem::Object(_)));
+        }
+        assert_eq!(objects, 1);
+        let _server = responder.await.unwrap();
+        let request = reader.request.as_mut().expect("the FETCH's request stream");
+        assert!(
+            request.next().await.unwrap().is_none(),
+            "the responder FINs its side"
+        );
+        request.finish();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), request.stopped())
+            .await
+            .expect("our FIN is read or our side is stopped");
+        assert_eq!(
+            stopped, None,
+            "the responder sent STOP_SENDING on a FETCH it completed"
+        );
+    }
+}
