@@ -26,8 +26,8 @@ pub struct TapResult {
 /// Why a TAP document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TapError {
-    /// The first line is not `TAP version 14`.
-    #[error("not TAP version 14 (first line {0:?})")]
+    /// No `TAP version 14` line.
+    #[error("no \"TAP version 14\" line (first line {0:?})")]
     Version(String),
     /// No `1..N` plan line.
     #[error("no plan line (1..N)")]
@@ -58,12 +58,13 @@ pub fn render<'a>(results: impl IntoIterator<Item = (&'a str, bool, Duration, &'
     out
 }
 
-/// Read a TAP 14 document: every result line with its YAML fields. Lines that are neither
-/// (comments, pragmas, stray output) are ignored.
+/// Read a TAP 14 document: every result line with its YAML fields. Output before the
+/// `TAP version 14` line and lines that are neither (comments, pragmas) are ignored.
 pub fn parse(text: &str) -> Result<Vec<TapResult>, TapError> {
-    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
-    let first = lines.next().unwrap_or_default();
-    if first.trim() != "TAP version 14" {
+    // Some producers print progress on stdout before the report: it starts at its version line.
+    let mut lines = text.lines().skip_while(|l| l.trim() != "TAP version 14");
+    if lines.next().is_none() {
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
         return Err(TapError::Version(first.to_string()));
     }
     let mut planned = None;
@@ -197,6 +198,8 @@ mod tests {
             parse("hello\n1..1\nok 1 - a\n"),
             Err(TapError::Version(_))
         ));
+        let after_progress = parse("  Sent: 11 objects\nTAP version 14\n1..1\nok 1 - a\n").unwrap();
+        assert_eq!(after_progress[0].name, "a");
         assert_eq!(parse("TAP version 14\nok 1 - a\n"), Err(TapError::NoPlan));
         assert_eq!(
             parse("TAP version 14\n1..2\nok 1 - a\n"),
