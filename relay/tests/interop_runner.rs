@@ -378,7 +378,13 @@ fn table(cells: &[Cell]) -> String {
                 .filter(|c| c.client == client && c.peer == peer && c.transport == transport)
             {
                 let mark = if c.passed { "pass" } else { "FAIL" };
-                let _ = writeln!(out, "    {transport:<12} {:<31} {mark}: {}", c.case, c.message);
+                let _ = writeln!(
+                    out,
+                    "    {:<12} {:<31} {mark}: {}",
+                    transport.as_str(),
+                    c.case,
+                    c.message
+                );
             }
         }
     }
