@@ -72,9 +72,10 @@ fn clock_case(publisher: Transport, publisher_flags: &[&str], subscribers: &[Tra
         "--tls-disable-verify".into(),
     ];
     args.extend(publisher_flags.iter().map(|f| f.to_string()));
-    // No readiness wait needed: a SUBSCRIBE that arrives before the namespace is published
-    // waits for it at the relay (--rendezvous-max).
+    // moq-clock's SUBSCRIBE carries no RENDEZVOUS_TIMEOUT: one arriving before the namespace
+    // is published is refused at once (draft-18), so subscribers start once it is.
     let _publishing = Process::spawn("clock publisher", &clock, &args, false);
+    relay.wait_log("namespace published", CLOCK_LINES_WITHIN);
     let subscribing: Vec<Process> = subscribers
         .iter()
         .map(|&transport| {
@@ -163,31 +164,33 @@ fn moq_pub_to_moq_sub_through_banyan_relay() {
     let relay = Relay::start();
     let url = relay.url(Transport::Quic);
     let name = "banyan/media".to_string();
-    let mut subscriber = Process::spawn_piped(
-        "moq-sub",
-        &moq_sub,
+    let mut publisher = Process::spawn_piped(
+        "moq-pub",
+        &moq_pub,
         &[
             url.clone(),
             "--name".into(),
             name.clone(),
             "--tls-disable-verify".into(),
         ],
-        false,
-    );
-    let received = ByteSink::start(subscriber.child.stdout.take().unwrap());
-    let mut publisher = Process::spawn_piped(
-        "moq-pub",
-        &moq_pub,
-        &[url, "--name".into(), name, "--tls-disable-verify".into()],
         true,
     );
     // Held open until the end: moq-pub spins on EOF (its README: "never stop sending it media").
     let mut input = publisher.child.stdin.take().unwrap();
-
     // The init segment first; the media starts once the subscriber has it, so its SUBSCRIBE for
     // the video track (sent when the init segment arrives) races only the first frames.
     input.write_all(&init).unwrap();
     input.flush().unwrap();
+    // moq-sub's SUBSCRIBEs carry no RENDEZVOUS_TIMEOUT: it starts once the namespace is
+    // published, or the relay would refuse them at once (draft-18).
+    relay.wait_log("namespace published", MEDIA_WITHIN);
+    let mut subscriber = Process::spawn_piped(
+        "moq-sub",
+        &moq_sub,
+        &[url, "--name".into(), name, "--tls-disable-verify".into()],
+        false,
+    );
+    let received = ByteSink::start(subscriber.child.stdout.take().unwrap());
     if !received.wait_for(|bytes| bytes.len() >= init.len(), MEDIA_WITHIN) {
         panic!(
             "moq-sub received {} bytes, not the {}-byte init segment, within {MEDIA_WITHIN:?}\n{}{}",
@@ -481,7 +484,7 @@ fn peer(name: &str) -> Option<PathBuf> {
 /// The banyan-relay binary on ephemeral ports, killed on drop.
 struct Relay {
     port: u16,
-    _process: Process,
+    process: Process,
 }
 
 impl Relay {
@@ -513,9 +516,19 @@ impl Relay {
                 break addr.port();
             }
         };
-        Self {
-            port,
-            _process: process,
+        Self { port, process }
+    }
+
+    /// Wait (bounded) until the relay's log mentions `needle`, e.g. a namespace published.
+    fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !std::fs::read_to_string(&self.process.log).is_ok_and(|log| log.contains(needle)) {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not log {needle:?} within {within:?}\n{}",
+                self.process.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

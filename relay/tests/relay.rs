@@ -405,7 +405,7 @@ async fn subscribe_tracks_gets_a_publish_for_pushed_tracks() {
         .await
         .unwrap();
         let mut published = Vec::new();
-        while published.len() < 1 {
+        while published.is_empty() {
             match within("a PUBLISH from the relay", 5, subscriber.accept()).await {
                 Some(Request::Publish(request)) => published.push(request),
                 Some(other) => panic!("unexpected request {other:?}"),
