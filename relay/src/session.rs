@@ -153,7 +153,11 @@ impl SessionHandler {
                 continue;
             }
             let slot = match &request {
-                Request::Subscribe(r) => Some(JoinSlot::new(&self.joinable, r.message.request_id)),
+                Request::Subscribe(r) => Some(JoinSlot::new(
+                    &self.joinable,
+                    r.message.request_id,
+                    FullTrackName::new(r.message.track_namespace.clone(), r.message.track_name.clone()).ok(),
+                )),
                 _ => None,
             };
             let handler = self.clone();
@@ -614,6 +618,11 @@ impl SessionHandler {
 
     /// PUBLISH one track this relay has to this session and forward it from the cache.
     async fn publish_to(self: Arc<Self>, track: Arc<Track>, relay: bool, _slot: Slot) {
+        // A session that subscribed to the track (perhaps held waiting for this very PUBLISH)
+        // has it already: no PUBLISH on top (draft-18 §"Relays").
+        if self.joinable.subscribes_to(&track.name) {
+            return;
+        }
         let Some(info) = track.live_info() else { return };
         let guard = SubscriberGuard::join(&track, relay);
         let publish = Publish {
@@ -958,16 +967,37 @@ const JOIN_ARRIVAL: Duration = Duration::from_secs(1);
 /// (a watch holding `None`) through its SUBSCRIBE_OK (`Some`) to its end (removed).
 #[derive(Debug, Default)]
 struct JoinMap {
-    subscriptions: Mutex<HashMap<u64, watch::Sender<Option<Joinable>>>>,
+    subscriptions: Mutex<HashMap<u64, JoinEntry>>,
     arrived: tokio::sync::Notify,
+}
+
+/// One SUBSCRIBE in a [`JoinMap`].
+#[derive(Debug)]
+struct JoinEntry {
+    /// The track it asks for (`None` if the name was invalid).
+    name: Option<FullTrackName>,
+    /// Its subscription, once accepted.
+    joinable: watch::Sender<Option<Joinable>>,
 }
 
 impl JoinMap {
     /// Subscription `id` was accepted: joining FETCHes for it may proceed.
     fn established(&self, id: u64, joinable: Joinable) {
-        if let Some(tx) = self.subscriptions.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        if let Some(tx) = self
+            .subscriptions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).map(|e| e.joinable.clone()))
+        {
             tx.send_replace(Some(joinable));
         }
+    }
+
+    /// Whether the session has a SUBSCRIBE for `name` (held, answered or live).
+    fn subscribes_to(&self, name: &FullTrackName) -> bool {
+        self.subscriptions
+            .lock()
+            .is_ok_and(|m| m.values().any(|e| e.name.as_ref() == Some(name)))
     }
 
     /// The subscription `id` names, once it is established; `None` if it never arrives,
@@ -978,8 +1008,13 @@ impl JoinMap {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(tx) = self.subscriptions.lock().ok().and_then(|m| m.get(&id).cloned()) {
-                break tx.subscribe();
+            if let Some(rx) = self
+                .subscriptions
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&id).map(|e| e.joinable.subscribe()))
+            {
+                break rx;
             }
             tokio::time::timeout_at(arrival, arrived).await.ok()?;
         };
@@ -998,9 +1033,15 @@ struct JoinSlot {
 }
 
 impl JoinSlot {
-    fn new(map: &Arc<JoinMap>, id: u64) -> Self {
+    fn new(map: &Arc<JoinMap>, id: u64, name: Option<FullTrackName>) -> Self {
         if let Ok(mut m) = map.subscriptions.lock() {
-            m.insert(id, watch::Sender::new(None));
+            m.insert(
+                id,
+                JoinEntry {
+                    name,
+                    joinable: watch::Sender::new(None),
+                },
+            );
         }
         map.arrived.notify_waiters();
         Self { map: map.clone(), id }

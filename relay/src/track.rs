@@ -99,7 +99,7 @@ pub struct Track {
     /// this very track hands its subscription, so the held SUBSCRIBEs proceed with it.
     rendezvous: Mutex<Option<oneshot::Sender<Subscription>>>,
     /// Whether a publisher pushed it (PUBLISH): SUBSCRIBE_TRACKS hears of these.
-    pushed: bool,
+    pushed: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -134,14 +134,14 @@ impl Track {
             closing: AtomicBool::new(false),
             parent: Mutex::new(None),
             rendezvous: Mutex::new(None),
-            pushed: false,
+            pushed: AtomicBool::new(false),
             metrics,
         }
     }
 
     /// Whether a publisher pushed this track with PUBLISH.
     pub fn is_pushed(&self) -> bool {
-        self.pushed
+        self.pushed.load(Ordering::SeqCst)
     }
 
     /// What a PUBLISH of this track to a subscriber repeats: the publisher's track
@@ -408,32 +408,35 @@ impl Tracks {
             .get(&name)
             .filter(|t| !t.closing.load(Ordering::SeqCst))
             .and_then(|t| lock(&t.rendezvous).take().map(|tx| (t.clone(), tx)));
+        let info = live_info(&subscription);
         let subscription = match waiting {
             Some((track, tx)) => match tx.send(subscription) {
-                Ok(()) => return track,
+                // The held subscribers proceed with it (their sessions get no PUBLISH for it);
+                // SUBSCRIBE_TRACKS subscribers hear of it as of any pushed track.
+                Ok(()) => {
+                    track.pushed.store(true, Ordering::SeqCst);
+                    track.set_state(TrackState::Live(info));
+                    drop(tracks);
+                    self.announce_pushed(&track);
+                    return track;
+                }
                 Err(subscription) => subscription,
             },
             None => subscription,
         };
-        let mut track = Track::new(
+        let track = Arc::new(Track::new(
             name.clone(),
             &self.config,
             self.budget.clone(),
             self.metrics.clone(),
-        );
-        track.pushed = true;
-        let track = Arc::new(track);
-        track.set_state(TrackState::Live(live_info(&subscription)));
+        ));
+        track.pushed.store(true, Ordering::SeqCst);
+        track.set_state(TrackState::Live(info));
         if let Some(old) = tracks.insert(name, track.clone()) {
             old.closing.store(true, Ordering::SeqCst);
         }
         drop(tracks);
-        {
-            let mut watchers = lock(&self.watchers);
-            watchers.retain(|w| {
-                !track.name.namespace.has_prefix(&w.prefix) || w.tracks.send(track.clone()).is_ok()
-            });
-        }
+        self.announce_pushed(&track);
         let tracks = self.clone();
         let pushed = track.clone();
         tokio::spawn(async move {
@@ -485,6 +488,12 @@ impl Tracks {
         lock(&self.tracks).get(name).cloned()
     }
 
+    /// Tell the SUBSCRIBE_TRACKS watchers whose prefix covers it of a pushed track.
+    fn announce_pushed(&self, track: &Arc<Track>) {
+        lock(&self.watchers)
+            .retain(|w| !track.name.namespace.has_prefix(&w.prefix) || w.tracks.send(track.clone()).is_ok());
+    }
+
     /// Hear of pushed tracks under `prefix` (SUBSCRIBE_TRACKS): the live ones at once, then
     /// each new one as its PUBLISH arrives.
     pub fn watch(self: &Arc<Self>, prefix: TrackNamespace) -> TrackWatch {
@@ -494,7 +503,7 @@ impl Tracks {
         // here or sent to the watcher, never neither.
         let tracks = lock(&self.tracks);
         for track in tracks.values() {
-            if track.pushed && track.is_live() && track.name.namespace.has_prefix(&prefix) {
+            if track.is_pushed() && track.is_live() && track.name.namespace.has_prefix(&prefix) {
                 let _ = tx.send(track.clone());
             }
         }

@@ -319,7 +319,16 @@ async fn a_held_subscribe_proceeds_when_the_publisher_arrives() {
     assert!(!groups.is_empty(), "objects arrived");
 
     // Held for a track, then the track is pushed with PUBLISH: the held SUBSCRIBE proceeds
-    // with the pushed track (and no PUBLISH is sent to it).
+    // with the pushed track, and its session gets no PUBLISH for it even though it also
+    // asked for the namespace's tracks (SUBSCRIBE_TRACKS); another session that asked does.
+    let tracks_of = |prefix: &str| SubscribeTracks {
+        request_id: 0,
+        track_namespace_prefix: TrackNamespace::from_path(prefix).unwrap(),
+        parameters: Parameters::default(),
+    };
+    let _viewer_tracks = viewer.subscribe_tracks(tracks_of("late")).await.unwrap();
+    let watcher = relay.connect(&client, TransportKind::Quic).await;
+    let _watcher_tracks = watcher.subscribe_tracks(tracks_of("late")).await.unwrap();
     let held = tokio::spawn({
         let viewer = viewer.clone();
         async move {
@@ -348,6 +357,18 @@ async fn a_held_subscribe_proceeds_when_the_publisher_arrives() {
         .unwrap();
     within("PUBLISH_OK", 5, writer.next_request()).await.unwrap();
     let subscription = within("SUBSCRIBE_OK", 10, held).await.unwrap().unwrap();
+    match within("the other session's PUBLISH", 5, watcher.accept()).await {
+        Some(Request::Publish(request)) => {
+            assert_eq!(request.message.track_name, TrackName::from("video"));
+        }
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
+    // Both were told at the same moment: the held session would have had its PUBLISH by now.
+    let extra = tokio::time::timeout(Duration::from_millis(300), viewer.accept()).await;
+    assert!(
+        extra.is_err(),
+        "the held session got a PUBLISH as well: {extra:?}"
+    );
     let reading = tokio::spawn(drain(subscription));
     // Write only once the forwarder is there, so every group is live for it.
     within(
