@@ -62,9 +62,7 @@ fn clock_published_as_datagrams_reaches_subscribers_on_both_transports() {
 /// Start the relay, a clock publisher over `publisher` (with `publisher_flags`), and one clock
 /// subscriber per entry of `subscribers`; each must print [`LINES`] clock lines.
 fn clock_case(publisher: Transport, publisher_flags: &[&str], subscribers: &[Transport]) {
-    let Some(clock) = peer("moq-clock-ietf") else {
-        return;
-    };
+    let clock = peer("moq-clock-ietf");
     let relay = Relay::start();
     let mut args = vec![
         relay.url(publisher),
@@ -132,12 +130,8 @@ const FFMPEG_WITHIN: Duration = Duration::from_secs(60);
 #[test]
 fn moq_pub_to_moq_sub_through_banyan_relay() {
     let started = Instant::now();
-    let (Some(ffmpeg), Some(ffprobe)) = (system_tool("ffmpeg"), system_tool("ffprobe")) else {
-        return;
-    };
-    let (Some(moq_pub), Some(moq_sub)) = (peer("moq-pub"), peer("moq-sub")) else {
-        return;
-    };
+    let (ffmpeg, ffprobe) = (system_tool("ffmpeg"), system_tool("ffprobe"));
+    let (moq_pub, moq_sub) = (peer("moq-pub"), peer("moq-sub"));
     let dir = TempDir::new("media");
     let clip_path = dir.0.join("clip.mp4");
     // moq-pub's documented input: fragmented MP4, empty moov, a moof+mdat per frame.
@@ -446,22 +440,20 @@ impl Drop for TempDir {
     }
 }
 
-/// A system tool on `PATH`, or `None` after saying the test is skipped.
-fn system_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
+/// A system tool on `PATH`; the test fails, saying how to install it, when it is missing
+/// (scripts/test installs it: these tests never skip).
+fn system_tool(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
         .map(|d| d.join(name))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        println!("SKIPPED: {name} is not on PATH (apt-get install ffmpeg; .ci/run installs it)");
-    }
-    found
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH: apt-get install ffmpeg (scripts/test does)"))
 }
 
 /// The installed peer binary `name`: in `$BANYAN_PEERS_BIN`, then target/peers/bin (where
 /// scripts/install-peers puts it), then on `PATH`. `None`, after saying so, when missing.
-fn peer(name: &str) -> Option<PathBuf> {
+fn peer(name: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut dirs: Vec<PathBuf> = std::env::var_os("BANYAN_PEERS_BIN")
         .map(PathBuf::from)
@@ -471,14 +463,15 @@ fn peer(name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         dirs.extend(std::env::split_paths(&path));
     }
-    let found = dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file());
-    if found.is_none() {
-        println!(
-            "SKIPPED: {name} is not installed (looked in $BANYAN_PEERS_BIN, target/peers/bin and PATH); \
-             run scripts/install-peers to install cloudflare/moq-rs's tools"
-        );
-    }
-    found
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed (looked in $BANYAN_PEERS_BIN, target/peers/bin and PATH): \
+                 run scripts/install-peers to install cloudflare/moq-rs's tools"
+            )
+        })
 }
 
 /// The banyan-relay binary on ephemeral ports, killed on drop.
