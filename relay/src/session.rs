@@ -696,6 +696,15 @@ impl SessionHandler {
                     .await
             }
         };
+        if !self.shared.publisher_takeover && self.shared.tracks.pushed_and_live(&name) {
+            self.shared.metrics.refuse(RefuseReason::Other);
+            return request
+                .reject(
+                    RequestErrorCode::Uninterested,
+                    &format!("track {name} is already published by another session"),
+                )
+                .await;
+        }
         let subscription = request.accept(RequestOk::default()).await?;
         self.shared.tracks.insert_pushed(name, subscription);
         Ok(())

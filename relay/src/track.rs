@@ -100,6 +100,8 @@ pub struct Track {
     rendezvous: Mutex<Option<oneshot::Sender<Subscription>>>,
     /// Whether a publisher pushed it (PUBLISH): SUBSCRIBE_TRACKS hears of these.
     pushed: AtomicBool,
+    /// Set when another session's PUBLISH of the same track replaces this pushed track.
+    replaced: watch::Sender<bool>,
     metrics: Arc<Metrics>,
 }
 
@@ -135,6 +137,7 @@ impl Track {
             parent: Mutex::new(None),
             rendezvous: Mutex::new(None),
             pushed: AtomicBool::new(false),
+            replaced: watch::Sender::new(false),
             metrics,
         }
     }
@@ -434,6 +437,9 @@ impl Tracks {
         track.set_state(TrackState::Live(info));
         if let Some(old) = tracks.insert(name, track.clone()) {
             old.closing.store(true, Ordering::SeqCst);
+            // Another session pushes the track now (a restarted publisher, say): the old
+            // one's subscribers get PUBLISH_DONE GOING_AWAY and subscribe again to reach it.
+            old.replaced.send_replace(true);
         }
         drop(tracks);
         self.announce_pushed(&track);
@@ -441,13 +447,33 @@ impl Tracks {
         let pushed = track.clone();
         tokio::spawn(async move {
             let mut ingest = Ingest::new(subscription);
-            let end = ingest
-                .run(&pushed, None, &tracks.metrics, std::future::pending())
-                .await;
-            ingest.finish(&pushed).await;
-            tracks.retire(&pushed, end.into_state());
+            let mut replaced = pushed.replaced.subscribe();
+            let stop = async move {
+                // The sender lives in the track, so this only ends when it is set.
+                let _ = replaced.wait_for(|r| *r).await;
+            };
+            let end = ingest.run(&pushed, None, &tracks.metrics, stop).await;
+            let end = match end {
+                IngestEnd::Stopped => TrackState::Ended {
+                    code: PublishDoneCode::GoingAway,
+                    reason: "another session publishes the track now".into(),
+                },
+                end => {
+                    ingest.finish(&pushed).await;
+                    end.into_state()
+                }
+            };
+            tracks.retire(&pushed, end);
         });
         track
+    }
+
+    /// Whether a live track pushed by a session that is still open has the name `name`
+    /// (a second PUBLISH of it is refused when takeover is off).
+    pub fn pushed_and_live(&self, name: &FullTrackName) -> bool {
+        lock(&self.tracks)
+            .get(name)
+            .is_some_and(|t| t.is_pushed() && t.is_live() && !t.closing.load(Ordering::SeqCst))
     }
 
     /// A track this relay produces itself (the interaction tracks an origin publishes):

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, TrackName, TrackNamespace};
 use banyan_moq::message::{
-    Fetch, FetchType, JoiningFetch, Parameters, Publish, RequestOk, Subscribe, SubscribeTracks,
+    Fetch, FetchType, JoiningFetch, Message, Parameters, Publish, RequestOk, Subscribe, SubscribeTracks,
 };
 use banyan_moq::session::{Error, PublishRequest, Request, Session, Subscription, TrackEvent, TransportKind};
 use common::{payload, poll_until, publish, relay, subscribe_msg, within, Pattern};
@@ -481,6 +481,83 @@ async fn subscribe_tracks_gets_a_publish_for_pushed_tracks() {
     let groups = within("the published track", 10, reading).await.unwrap();
     assert_eq!(groups, vec![(0, vec![0, 1]), (1, vec![0, 1])]);
     drop(first);
+}
+
+fn push_msg(namespace: &str, track: &str) -> Publish {
+    Publish {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path(namespace).unwrap(),
+        track_name: TrackName::from(track),
+        track_alias: 0,
+        parameters: Parameters::default(),
+        track_properties: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_pushing_a_track_takes_it_over_or_is_refused_without_takeover() {
+    for takeover in [true, false] {
+        let flag = format!("--publisher-takeover={takeover}");
+        let relay = relay(&[&flag]).await;
+        let client = relay.client();
+        let first = relay.connect(&client, TransportKind::Quic).await;
+        let mut writer = first.publish(push_msg("push/take", "video")).await.unwrap();
+        within("PUBLISH_OK", 5, writer.next_request()).await.unwrap();
+        let viewer = relay.connect(&client, TransportKind::WebTransport).await;
+        let mut old = viewer
+            .subscribe(subscribe_msg("push/take", "video"))
+            .await
+            .unwrap();
+
+        // The first session stays open (a crashed encoder's would, until it times out).
+        let second = relay.connect(&client, TransportKind::Quic).await;
+        let mut writer2 = second.publish(push_msg("push/take", "video")).await.unwrap();
+        let answer = within("the answer to the second PUBLISH", 5, writer2.next_request()).await;
+        if !takeover {
+            match answer {
+                Ok(Some(Message::RequestError(e))) => {
+                    assert_eq!(e.error_code, RequestErrorCode::Uninterested)
+                }
+                other => panic!("expected REQUEST_ERROR, got {other:?}"),
+            }
+            continue;
+        }
+        assert!(
+            matches!(answer, Ok(Some(Message::RequestOk(_)))),
+            "got {answer:?}"
+        );
+        // The old track's subscriber is told to go (and may subscribe again) ...
+        let done = within("PUBLISH_DONE for the replaced track", 5, async {
+            loop {
+                match old.next().await {
+                    Ok(Some(TrackEvent::Done(done))) => return Some(done.status_code),
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+        })
+        .await;
+        assert_eq!(done, Some(PublishDoneCode::GoingAway));
+        // ... and subscribing again reaches the new session's track.
+        let new = viewer
+            .subscribe(subscribe_msg("push/take", "video"))
+            .await
+            .unwrap();
+        let reading = tokio::spawn(drain(new));
+        within(
+            "the new forwarder",
+            5,
+            poll_until(|| relay.metrics.subscriptions.get() >= 1),
+        )
+        .await;
+        let mut subgroup = writer2.open_subgroup(7, 0, None, false).await.unwrap();
+        subgroup.write_payload(0, payload(7, 0)).await.unwrap();
+        subgroup.finish();
+        writer2.finish(PublishDoneCode::TrackEnded, "done").await.unwrap();
+        let groups = within("the new track", 10, reading).await.unwrap();
+        assert_eq!(groups, vec![(7, vec![0])]);
+        drop(writer);
+    }
 }
 
 /// Accept every PUBLISH (so the relay's forwarders run), returning the subscriptions.

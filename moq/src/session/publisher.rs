@@ -43,7 +43,7 @@ enum Origin {
 #[derive(Debug)]
 pub struct TrackWriter {
     sender: TrackSender,
-    stream: RequestStream,
+    pub(crate) stream: RequestStream,
     origin: Origin,
     finished: bool,
     cancelled: bool,

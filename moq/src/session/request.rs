@@ -128,6 +128,14 @@ impl RequestStream {
         result
     }
 
+    /// Send REQUEST_ERROR, finish the stream and let the peer finish its side (see
+    /// [`linger`](Self::linger)), so the peer reads a refusal, not a cancelled request.
+    pub(crate) async fn refuse(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        let result = self.reject(code, reason).await;
+        self.linger();
+        result
+    }
+
     pub(crate) fn session(&self) -> Session {
         Session {
             shared: self.shared.clone(),
@@ -182,7 +190,7 @@ impl Request {
 
     /// Refuse the request with REQUEST_ERROR.
     pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.into_stream().reject(code, reason).await
+        self.into_stream().refuse(code, reason).await
     }
 
     fn into_stream(self) -> RequestStream {
@@ -217,8 +225,8 @@ impl SubscribeRequest {
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -239,8 +247,8 @@ impl FetchRequest {
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -256,13 +264,13 @@ impl TrackStatusRequest {
     /// Answer with REQUEST_OK (carrying the status parameters and track properties).
     pub async fn respond(mut self, ok: RequestOk) -> Result<(), Error> {
         let result = self.stream.send(&ok.into()).await;
-        self.stream.finish();
+        self.stream.linger();
         result
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -286,8 +294,8 @@ impl PublishNamespaceRequest {
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -359,8 +367,8 @@ impl SubscribeNamespaceRequest {
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -497,8 +505,8 @@ impl PublishRequest {
     }
 
     /// Refuse (e.g. UNINTERESTED) with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }
 
@@ -519,7 +527,7 @@ impl SubscribeTracksRequest {
     }
 
     /// Refuse with REQUEST_ERROR.
-    pub async fn reject(mut self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
-        self.stream.reject(code, reason).await
+    pub async fn reject(self, code: RequestErrorCode, reason: &str) -> Result<(), Error> {
+        self.stream.refuse(code, reason).await
     }
 }

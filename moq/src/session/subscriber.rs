@@ -498,4 +498,46 @@ mod tests {
             "the responder sent STOP_SENDING on a FETCH it completed"
         );
     }
+
+    /// A refused request ends its stream with FIN after REQUEST_ERROR and lets the requester
+    /// finish its side: stopping that side would make the refusal look like a cancelled
+    /// request (draft-18 §3.3.2), and the requester could miss the REQUEST_ERROR.
+    #[tokio::test]
+    async fn a_refused_publish_is_read_as_a_refusal_not_a_cancellation() {
+        use crate::coding::RequestErrorCode;
+        use crate::message::{Message, Publish};
+        let (client, server) = pair().await;
+        let responder = tokio::spawn(async move {
+            let Some(Request::Publish(request)) = server.accept().await else {
+                panic!("a PUBLISH")
+            };
+            request
+                .reject(RequestErrorCode::Uninterested, "someone else publishes it")
+                .await
+                .unwrap();
+            server
+        });
+        let publish = Publish {
+            track_namespace: crate::coding::TrackNamespace::from_path("a").unwrap(),
+            track_name: "t".into(),
+            ..Default::default()
+        };
+        let mut writer = client.publish(publish).await.unwrap();
+        let _server = responder.await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), writer.next_request())
+            .await
+            .expect("an answer");
+        match answer {
+            Ok(Some(Message::RequestError(error))) => {
+                assert_eq!(error.error_code, RequestErrorCode::Uninterested);
+            }
+            other => panic!("expected REQUEST_ERROR, got {other:?}"),
+        }
+        // Our side is read to its end, not stopped.
+        writer.stream.finish();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), writer.stream.stopped())
+            .await
+            .expect("our FIN is read or our side is stopped");
+        assert_eq!(stopped, None, "the refusing side sent STOP_SENDING");
+    }
 }
