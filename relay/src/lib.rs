@@ -9,10 +9,14 @@
 //! # Module map
 //! - [`relay`]: [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP listener,
 //!   accepts and authorizes sessions, shuts down with GOAWAY and a bounded drain.
-//! - [`session`]: one session's requests: authorization, per-session limits, dispatch.
-//! - [`origin`]: published namespaces, routing a track to its publisher, namespace watchers.
-//! - [`track`]: one entry per track: the coalesced upstream subscription (to a local publisher
-//!   or a parent relay, with failover) and its ingest.
+//! - [`session`]: one session's requests: authorization, per-session limits, dispatch, and
+//!   each request's handling (SUBSCRIBE with its rendezvous, FETCH including joining FETCH,
+//!   SUBSCRIBE_TRACKS, PUBLISH, namespaces).
+//! - [`origin`]: published namespaces (a new publisher takes a live one over), routing a
+//!   track to its publisher, namespace watchers.
+//! - [`track`]: one entry per track: the coalesced upstream subscription (to a local publisher,
+//!   moving with a takeover, or a parent relay, with failover) and its ingest; the rendezvous
+//!   that holds a track nobody publishes yet; pushed tracks and their SUBSCRIBE_TRACKS watchers.
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
 //!   session per parent, relay paths for loop and depth safety.
 //! - [`cache`]: recent groups per track, bounded by count and by a shared byte budget.

@@ -1,9 +1,10 @@
 //! Published namespaces: which session publishes what, and who wants to hear about it.
 //!
-//! A PUBLISH_NAMESPACE registers its namespace here (refused, or replacing the old one, when
-//! the namespace is already live); a SUBSCRIBE finds its publisher by the longest published
-//! prefix of its namespace, waiting a bounded time for one to appear; SUBSCRIBE_NAMESPACE
-//! watchers receive NAMESPACE / NAMESPACE_DONE as namespaces come and go.
+//! A PUBLISH_NAMESPACE registers its namespace here (replacing the old publisher when the
+//! namespace is already live, `--publisher-takeover`, or refused without it); a SUBSCRIBE
+//! finds its publisher by the longest published prefix of its namespace, and a track held for
+//! a rendezvous waits here for one to appear; SUBSCRIBE_NAMESPACE watchers receive NAMESPACE /
+//! NAMESPACE_DONE as namespaces come and go.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
