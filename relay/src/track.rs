@@ -446,26 +446,31 @@ impl Tracks {
         let tracks = self.clone();
         let pushed = track.clone();
         tokio::spawn(async move {
-            let mut ingest = Ingest::new(subscription);
-            let mut replaced = pushed.replaced.subscribe();
-            let stop = async move {
-                // The sender lives in the track, so this only ends when it is set.
-                let _ = replaced.wait_for(|r| *r).await;
-            };
-            let end = ingest.run(&pushed, None, &tracks.metrics, stop).await;
-            let end = match end {
-                IngestEnd::Stopped => TrackState::Ended {
-                    code: PublishDoneCode::GoingAway,
-                    reason: "another session publishes the track now".into(),
-                },
-                end => {
-                    ingest.finish(&pushed).await;
-                    end.into_state()
-                }
-            };
+            let end = tracks.feed_pushed(&pushed, subscription).await;
             tracks.retire(&pushed, end);
         });
         track
+    }
+
+    /// Read a pushed track's subscription into its cache until its publisher ends it or
+    /// another session's PUBLISH of the same track replaces it.
+    async fn feed_pushed(&self, track: &Arc<Track>, subscription: Subscription) -> TrackState {
+        let mut ingest = Ingest::new(subscription);
+        let mut replaced = track.replaced.subscribe();
+        let stop = async move {
+            // The sender lives in the track, so this only ends when it is set.
+            let _ = replaced.wait_for(|r| *r).await;
+        };
+        match ingest.run(track, None, &self.metrics, stop).await {
+            IngestEnd::Stopped => TrackState::Ended {
+                code: PublishDoneCode::GoingAway,
+                reason: "another session publishes the track now".into(),
+            },
+            end => {
+                ingest.finish(track).await;
+                end.into_state()
+            }
+        }
     }
 
     /// Whether a live track pushed by a session that is still open has the name `name`
@@ -603,8 +608,19 @@ impl Tracks {
                     }
                 }
             };
+            let local = async {
+                loop {
+                    if let Some(publisher) = self
+                        .origins
+                        .wait_route(&name.namespace, self.config.rendezvous_max)
+                        .await
+                    {
+                        return publisher;
+                    }
+                }
+            };
             tokio::select! {
-                Some(publisher) = self.origins.wait_route(&name.namespace, self.config.rendezvous_max) => break publisher,
+                publisher = local => break publisher,
                 (parents, found) = at_parent => {
                     drop(awaiting);
                     return self
@@ -618,11 +634,7 @@ impl Tracks {
                 Ok(subscription) = &mut pushed => {
                     drop(awaiting);
                     tracing::debug!(track = %name, "a PUBLISH of the track ends the rendezvous");
-                    track.set_state(TrackState::Live(live_info(&subscription)));
-                    let mut ingest = Ingest::new(subscription);
-                    let end = ingest.run(track, None, &self.metrics, std::future::pending()).await;
-                    ingest.finish(track).await;
-                    return end.into_state();
+                    return self.feed_pushed(track, subscription).await;
                 }
                 () = nobody_waits => {
                     if self.close_unwatched(track) {

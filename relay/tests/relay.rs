@@ -286,6 +286,54 @@ async fn rendezvous_timeout_is_honoured_up_to_the_relay_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_a_held_track_late_still_gets_its_full_wait() {
+    // The track is held from the first subscriber's arrival; a second one joins 600 ms later
+    // with its own 1 s wait, and the publisher comes after the first one gave up and after
+    // the relay's cap has run from the track's start, but within the second one's wait.
+    let relay = relay(&["--rendezvous-max", "1s"]).await;
+    let client = relay.client();
+    let first = relay.connect(&client, TransportKind::Quic).await;
+    let second = relay.connect(&client, TransportKind::Quic).await;
+    let started = Instant::now();
+    let early = tokio::spawn(async move {
+        first
+            .subscribe(subscribe_waiting("late/joiner", "video", Some(1_000)))
+            .await
+    });
+    within(
+        "the held track",
+        5,
+        poll_until(|| relay.metrics.tracks_awaiting_publisher.get() == 1),
+    )
+    .await;
+    tokio::time::sleep_until((started + Duration::from_millis(600)).into()).await;
+    let late = tokio::spawn(async move {
+        second
+            .subscribe(subscribe_waiting("late/joiner", "video", Some(1_000)))
+            .await
+    });
+    let error = within("the first one's TIMEOUT", 5, early)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refusal(error), RequestErrorCode::Timeout);
+    tokio::time::sleep_until((started + Duration::from_millis(1_200)).into()).await;
+    let publisher = relay.connect(&client, TransportKind::Quic).await;
+    let pattern = Pattern {
+        groups: 2,
+        objects: 2,
+        interval: Duration::from_millis(5),
+    };
+    let (_publication, _serving) = publish(publisher, "late/joiner", pattern).await;
+    let subscription = within("the late one's SUBSCRIBE_OK", 5, late)
+        .await
+        .unwrap()
+        .expect("held for its own full wait, then answered");
+    let groups = within("the pattern", 10, drain(subscription)).await;
+    assert!(!groups.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_subscribe_proceeds_when_the_publisher_arrives() {
     let relay = relay(&["--rendezvous-max", "10s"]).await;
     let client = relay.client();
