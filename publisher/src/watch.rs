@@ -182,6 +182,28 @@ struct Watched {
     last_dts: Option<u64>,
 }
 
+impl Watched {
+    /// A track about to be subscribed: nothing received yet.
+    fn new(name: String, kind: MediaKind) -> Self {
+        Self {
+            name,
+            kind,
+            order: GroupOrder::default(),
+            seen_groups: BTreeSet::new(),
+            last_group: None,
+            incomplete: BTreeSet::new(),
+            next_object: None,
+            last_arrival_us: None,
+            longest_stall_us: 0,
+            summary: TrackSummary::default(),
+            ended: false,
+            pending: None,
+            last_duration: 0,
+            last_dts: None,
+        }
+    }
+}
+
 /// Run the viewer with `args`.
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let connector = args.connect.connector()?;
@@ -498,22 +520,7 @@ fn select_tracks(catalog: &Catalog, mux: bool) -> anyhow::Result<(Vec<Watched>, 
                 TrackConfig::from_catalog(catalog, track).with_context(|| format!("track {}", track.name))?,
             );
         }
-        selected.push(Watched {
-            name: track.name.clone(),
-            kind,
-            order: GroupOrder::default(),
-            seen_groups: BTreeSet::new(),
-            last_group: None,
-            incomplete: BTreeSet::new(),
-            next_object: None,
-            last_arrival_us: None,
-            longest_stall_us: 0,
-            summary: TrackSummary::default(),
-            ended: false,
-            pending: None,
-            last_duration: 0,
-            last_dts: None,
-        });
+        selected.push(Watched::new(track.name.clone(), kind));
     }
     anyhow::ensure!(
         !selected.is_empty(),
@@ -1052,22 +1059,7 @@ mod tests {
     }
 
     fn watched(name: &str) -> Watched {
-        Watched {
-            name: name.into(),
-            kind: MediaKind::Video,
-            order: GroupOrder::default(),
-            seen_groups: BTreeSet::new(),
-            last_group: None,
-            incomplete: BTreeSet::new(),
-            next_object: None,
-            last_arrival_us: None,
-            longest_stall_us: 0,
-            summary: TrackSummary::default(),
-            ended: false,
-            pending: None,
-            last_duration: 0,
-            last_dts: None,
-        }
+        Watched::new(name.into(), MediaKind::Video)
     }
 
     /// Feed `msgs` through the viewer's handling, as the main loop does.
