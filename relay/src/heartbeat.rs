@@ -29,7 +29,7 @@ use url::Url;
 
 use crate::interact::hub::chat_room;
 use crate::metrics::Metrics;
-use crate::origin::Origins;
+use crate::namespaces::Origins;
 use crate::track::Tracks;
 
 /// The interval before the control plane has named one.

@@ -19,17 +19,17 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::auth::{self, Authenticator, Claims};
-use crate::cache::CacheBudget;
 use crate::config::RelayConfig;
-use crate::forward::ForwardConfig;
 use crate::heartbeat::{self, HeartbeatConfig, Reporter};
 use crate::http::{self, HttpState};
 use crate::interact::hub::Hub;
 use crate::interact::ledger::Ledger;
 use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
-use crate::origin::Origins;
-use crate::session::{SessionHandler, SessionLimits, Shared};
+use crate::namespaces::Origins;
+use crate::request::{SessionHandler, SessionLimits, Shared};
+use crate::track::cache::CacheBudget;
+use crate::track::forward::ForwardConfig;
 use crate::track::{TrackConfig, Tracks};
 use crate::upstream::{self, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver};
 

@@ -33,7 +33,7 @@ use super::payload::{encode_total, ChatObject, GiftEvent, Up};
 use super::viewer::{parse_room, Admitted, Publisher};
 use super::{InteractConfig, Refusal};
 use crate::metrics::Metrics;
-use crate::origin::Origins;
+use crate::namespaces::Origins;
 use crate::track::{Track, Tracks};
 
 /// The up track's name.
@@ -129,7 +129,7 @@ struct Room {
     /// The next comment's sequence number in the room.
     next: u64,
     /// The open subgroup of the current group.
-    open: Option<Arc<crate::cache::Subgroup>>,
+    open: Option<Arc<crate::track::cache::Subgroup>>,
 }
 
 #[derive(Debug)]

@@ -18,11 +18,11 @@ use banyan_moq::session::{
 };
 
 use crate::auth::{Action, AuthError, Authenticator, Claims};
-use crate::cache::Start;
-use crate::forward::{forward, ForwardConfig};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
-use crate::origin::Origins;
+use crate::namespaces::Origins;
+use crate::track::cache::Start;
+use crate::track::forward::{forward, ForwardConfig};
 use crate::track::{SubscriberGuard, Track, TrackState, Tracks};
 use tokio::sync::watch;
 

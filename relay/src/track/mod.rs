@@ -6,6 +6,9 @@
 //! same entry. When the last subscriber leaves, the entry lingers briefly (a viewer who
 //! reconnects finds it warm), then unsubscribes upstream and disappears.
 
+pub mod cache;
+pub mod forward;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,9 +24,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use url::Url;
 
-use crate::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::metrics::Metrics;
-use crate::origin::{Origins, Publisher};
+use crate::namespaces::{Origins, Publisher};
+use crate::track::cache::{CacheBudget, CachedObject, Subgroup, TrackCache};
 use crate::upstream::{Parent, Parents, UpstreamError};
 
 /// Where a track stands.

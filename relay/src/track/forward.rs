@@ -14,8 +14,8 @@ use banyan_moq::session::{TrackSender, TrackWriter};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
-use crate::cache::{Group, Start, Subgroup};
 use crate::metrics::Metrics;
+use crate::track::cache::{Group, Start, Subgroup};
 use crate::track::{SubscriberGuard, TrackState};
 
 /// How a forwarder behaves.
