@@ -1,0 +1,161 @@
+//! SUBSCRIBE: join (or create) the track's one upstream subscription, hold it for a
+//! publisher when asked (RENDEZVOUS_TIMEOUT), answer with SUBSCRIBE_OK and forward from the
+//! cache.
+
+use std::sync::Arc;
+
+use banyan_moq::coding::{FullTrackName, RequestErrorCode};
+use banyan_moq::message::{HopPath, Parameters, SubscribeOk, SubscriptionFilter};
+use banyan_moq::session::SubscribeRequest;
+
+use super::limits::Slot;
+use super::SessionHandler;
+use crate::metrics::RefuseReason;
+use crate::track::cache::Start;
+use crate::track::forward::forward;
+use crate::track::TrackState;
+
+impl SessionHandler {
+    pub(super) async fn subscribe(
+        self: Arc<Self>,
+        request: SubscribeRequest,
+        path: HopPath,
+    ) -> Result<(), banyan_moq::session::Error> {
+        let message = request.message.clone();
+        let Some(_slot) = Slot::take(&self.subscriptions, self.shared.limits.subscriptions) else {
+            self.shared.metrics.refuse(RefuseReason::Limit);
+            return request
+                .reject(
+                    RequestErrorCode::ExcessiveLoad,
+                    "too many subscriptions on this session",
+                )
+                .await;
+        };
+        let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
+            Ok(name) => name,
+            Err(e) => {
+                return request
+                    .reject(RequestErrorCode::InvalidRange, &e.to_string())
+                    .await
+            }
+        };
+        self.shared.interact.prepare(&name);
+        // Held for a publisher as long as asked (RENDEZVOUS_TIMEOUT, capped); without the
+        // parameter not at all (draft-18 §"RENDEZVOUS TIMEOUT Parameter").
+        let rendezvous = self
+            .shared
+            .tracks
+            .rendezvous(message.parameters.rendezvous_timeout);
+        let guard = self.shared.tracks.subscribe(name, &path);
+        let track = guard.track().clone();
+        // A relay asking for a track this relay gets from that very relay (or from one on the
+        // request's path) would close a loop that coalescing hides from the path check.
+        if let Some(parent) = track.parent_hop() {
+            if path.contains(parent) || self.session.peer_setup().hop_id == Some(parent) {
+                self.shared.metrics.refuse(RefuseReason::Loop);
+                let reason = format!(
+                    "relay loop: this relay receives the track from relay {parent:x}, which asks for it"
+                );
+                return request.reject(RequestErrorCode::DoesNotExist, &reason).await;
+            }
+        }
+        let info = match track.ready(rendezvous).await {
+            TrackState::Live(info) => info,
+            TrackState::Waiting => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                let namespace = &message.track_namespace;
+                return if rendezvous.is_zero() {
+                    request
+                        .reject(
+                            RequestErrorCode::DoesNotExist,
+                            &format!("no publisher for namespace {namespace}"),
+                        )
+                        .await
+                } else {
+                    request
+                        .reject(
+                            RequestErrorCode::Timeout,
+                            &format!("no publisher for namespace {namespace} within {rendezvous:?}"),
+                        )
+                        .await
+                };
+            }
+            TrackState::Failed { code, reason } => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                return request.reject(code, &reason).await;
+            }
+            TrackState::Ended { reason, .. } => {
+                self.shared.metrics.refuse(RefuseReason::NotFound);
+                return request
+                    .reject(RequestErrorCode::DoesNotExist, &format!("track ended: {reason}"))
+                    .await;
+            }
+            TrackState::Pending => {
+                return request
+                    .reject(RequestErrorCode::Timeout, "upstream did not answer")
+                    .await
+            }
+        };
+        // The Largest Object that SUBSCRIBE_OK reports is the one the filters are relative to
+        // (draft-18 §Subscription Filters; {0, 0} when nothing has arrived yet), so the start
+        // is fixed here, not when the forwarder first looks at the cache: objects arriving in
+        // between belong to this subscriber.
+        let largest = track.largest();
+        let (start, end_group) = match message.parameters.subscription_filter {
+            // Join fast: from the first object of the Largest Object's group.
+            None | Some(SubscriptionFilter::LargestObject) => (
+                Start::At {
+                    group: largest.map_or(0, |l| l.group),
+                    object: 0,
+                },
+                None,
+            ),
+            Some(SubscriptionFilter::NextGroupStart) => (
+                Start::At {
+                    group: largest.map_or(0, |l| l.group.saturating_add(1)),
+                    object: 0,
+                },
+                None,
+            ),
+            Some(SubscriptionFilter::AbsoluteStart { start_location }) => (
+                Start::At {
+                    group: start_location.group,
+                    object: start_location.object,
+                },
+                None,
+            ),
+            Some(SubscriptionFilter::AbsoluteRange {
+                start_location,
+                end_group_delta,
+            }) => (
+                Start::At {
+                    group: start_location.group,
+                    object: start_location.object,
+                },
+                Some(start_location.group.saturating_add(end_group_delta)),
+            ),
+        };
+        let ok = SubscribeOk {
+            track_alias: 0,
+            parameters: Parameters {
+                largest_object: largest,
+                group_order: info.group_order,
+                ..Default::default()
+            },
+            track_properties: info.track_properties,
+        };
+        let request_id = message.request_id;
+        let writer = request.accept(ok).await?;
+        self.joinable.established(request_id, (track.clone(), largest));
+        forward(
+            guard,
+            writer,
+            start,
+            end_group,
+            self.shared.forward.clone(),
+            self.shared.metrics.clone(),
+        )
+        .await;
+        Ok(())
+    }
+}
