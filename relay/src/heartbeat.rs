@@ -29,7 +29,7 @@ use url::Url;
 
 use crate::interact::hub::chat_room;
 use crate::metrics::Metrics;
-use crate::namespaces::Origins;
+use crate::namespaces::Namespaces;
 use crate::track::Tracks;
 
 /// The interval before the control plane has named one.
@@ -110,7 +110,7 @@ pub struct Sources {
     /// Tracks carried, their subscribers and parents.
     pub tracks: Arc<Tracks>,
     /// Namespaces published here.
-    pub origins: Arc<Origins>,
+    pub namespaces: Arc<Namespaces>,
 }
 
 /// Sends heartbeats to the control plane; [`run`](Self::run) is its loop.
@@ -198,7 +198,7 @@ impl Reporter {
             chat_room: chat_room(&t.name.name, u64::MAX),
         });
         let published = sources
-            .origins
+            .namespaces
             .namespaces()
             .iter()
             .map(|n| n.to_path())

@@ -60,13 +60,13 @@ struct Inner {
 
 /// The relay's namespace registry.
 #[derive(Debug, Default)]
-pub struct Origins {
+pub struct Namespaces {
     inner: Mutex<Inner>,
     changed: Notify,
     next_id: AtomicU64,
 }
 
-impl Origins {
+impl Namespaces {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -93,7 +93,7 @@ impl Origins {
             replaced: Arc::new(watch::Sender::new(false)),
         };
         let guard = PublishGuard {
-            origins: self.clone(),
+            namespaces: self.clone(),
             namespace: namespace.clone(),
             publisher: publisher.clone(),
         };
@@ -155,7 +155,7 @@ impl Origins {
             events: tx,
         });
         NamespaceWatch {
-            origins: self.clone(),
+            namespaces: self.clone(),
             id,
             events: rx,
         }
@@ -186,7 +186,7 @@ fn notify_watchers(watchers: &mut Vec<Watcher>, event: &NamespaceEvent) {
 /// Keeps a namespace registered; dropping it withdraws the namespace.
 #[derive(Debug)]
 pub struct PublishGuard {
-    origins: Arc<Origins>,
+    namespaces: Arc<Namespaces>,
     namespace: TrackNamespace,
     publisher: Publisher,
 }
@@ -200,14 +200,14 @@ impl PublishGuard {
 
 impl Drop for PublishGuard {
     fn drop(&mut self) {
-        self.origins.unpublish(&self.namespace, self.publisher.id);
+        self.namespaces.unpublish(&self.namespace, self.publisher.id);
     }
 }
 
 /// A SUBSCRIBE_NAMESPACE's view of the registry.
 #[derive(Debug)]
 pub struct NamespaceWatch {
-    origins: Arc<Origins>,
+    namespaces: Arc<Namespaces>,
     id: u64,
     events: mpsc::UnboundedReceiver<NamespaceEvent>,
 }
@@ -221,6 +221,6 @@ impl NamespaceWatch {
 
 impl Drop for NamespaceWatch {
     fn drop(&mut self) {
-        self.origins.lock().watchers.retain(|w| w.id != self.id);
+        self.namespaces.lock().watchers.retain(|w| w.id != self.id);
     }
 }

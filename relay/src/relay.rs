@@ -26,7 +26,7 @@ use crate::interact::hub::Hub;
 use crate::interact::ledger::Ledger;
 use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
-use crate::namespaces::Origins;
+use crate::namespaces::Namespaces;
 use crate::request::{SessionHandler, SessionLimits, Shared};
 use crate::track::cache::CacheBudget;
 use crate::track::forward::ForwardConfig;
@@ -81,10 +81,10 @@ impl Relay {
             None => None,
         };
         let metrics = Arc::new(Metrics::default());
-        let origins = Arc::new(Origins::default());
+        let namespaces = Arc::new(Namespaces::default());
         let parents = parents(config, hop_id, &session_config, &metrics)?;
         let tracks = Tracks::new(
-            origins.clone(),
+            namespaces.clone(),
             parents,
             TrackConfig {
                 cache_groups: config.cache_groups,
@@ -114,12 +114,12 @@ impl Relay {
                 ..InteractConfig::default()
             },
             tracks.clone(),
-            origins.clone(),
+            namespaces.clone(),
             metrics.clone(),
             ledger.clone(),
         );
         let shared = Arc::new(Shared {
-            origins,
+            namespaces,
             tracks,
             interact,
             metrics,
@@ -206,7 +206,7 @@ impl Relay {
             let sources = heartbeat::Sources {
                 metrics: self.shared.metrics.clone(),
                 tracks: self.shared.tracks.clone(),
-                origins: self.shared.origins.clone(),
+                namespaces: self.shared.namespaces.clone(),
             };
             tokio::spawn(reporter.run(sources, draining_rx, drain_ordered.clone()))
         });

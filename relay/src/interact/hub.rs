@@ -33,7 +33,7 @@ use super::payload::{encode_total, ChatObject, GiftEvent, Up};
 use super::viewer::{parse_room, Admitted, Publisher};
 use super::{InteractConfig, Refusal};
 use crate::metrics::Metrics;
-use crate::namespaces::Origins;
+use crate::namespaces::Namespaces;
 use crate::track::{Track, Tracks};
 
 /// The up track's name.
@@ -72,7 +72,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Hub {
     config: InteractConfig,
     tracks: Arc<Tracks>,
-    origins: Arc<Origins>,
+    namespaces: Arc<Namespaces>,
     metrics: Arc<Metrics>,
     /// Mixed with a counter into each broadcast's like source id towards the parent.
     source: u64,
@@ -152,7 +152,7 @@ impl Hub {
     pub fn new(
         config: InteractConfig,
         tracks: Arc<Tracks>,
-        origins: Arc<Origins>,
+        namespaces: Arc<Namespaces>,
         metrics: Arc<Metrics>,
         ledger: Option<Arc<Ledger>>,
     ) -> Arc<Self> {
@@ -165,7 +165,7 @@ impl Hub {
         let hub = Arc::new(Self {
             config,
             tracks,
-            origins,
+            namespaces,
             metrics,
             source,
             created: AtomicU64::new(0),
@@ -183,7 +183,8 @@ impl Hub {
         let mut broadcasts = lock(&self.broadcasts);
         broadcasts.retain(|namespace, broadcast| {
             let in_use = broadcast.publications.load(Ordering::SeqCst) > 0
-                || (matches!(broadcast.role, Role::Origin { .. }) && self.origins.route(namespace).is_some());
+                || (matches!(broadcast.role, Role::Origin { .. })
+                    && self.namespaces.route(namespace).is_some());
             let mut last_used = lock(&broadcast.last_used);
             if in_use {
                 *last_used = now;
@@ -474,7 +475,7 @@ impl Hub {
     }
 
     fn is_origin(&self, namespace: &TrackNamespace) -> bool {
-        self.tracks.parents().is_none() || self.origins.route(namespace).is_some()
+        self.tracks.parents().is_none() || self.namespaces.route(namespace).is_some()
     }
 
     fn broadcast(self: &Arc<Self>, namespace: &TrackNamespace) -> Option<Arc<Broadcast>> {

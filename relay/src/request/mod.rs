@@ -22,7 +22,7 @@ use banyan_moq::session::{Request, Session};
 use crate::auth::{Action, AuthError, Authenticator, Claims};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
-use crate::namespaces::Origins;
+use crate::namespaces::Namespaces;
 use crate::track::forward::ForwardConfig;
 use crate::track::Tracks;
 use join::{JoinMap, JoinSlot};
@@ -33,7 +33,7 @@ pub use limits::SessionLimits;
 #[derive(Debug)]
 pub struct Shared {
     /// Published namespaces.
-    pub origins: Arc<Origins>,
+    pub namespaces: Arc<Namespaces>,
     /// Tracks and their caches.
     pub tracks: Arc<Tracks>,
     /// Likes, comments and gifts per broadcast.
@@ -263,7 +263,10 @@ impl SessionHandler {
         F: Fn(Session, Option<HopPath>) -> Fut,
         Fut: std::future::Future<Output = Result<T, banyan_moq::session::Error>>,
     {
-        let result = match (self.shared.origins.route(namespace), self.shared.tracks.parents()) {
+        let result = match (
+            self.shared.namespaces.route(namespace),
+            self.shared.tracks.parents(),
+        ) {
             (Some(publisher), _) => send(publisher.session, None).await,
             (None, Some(parents)) => match parents.request(namespace, path, &send).await {
                 Ok((value, _)) => Ok(value),

@@ -25,7 +25,7 @@ impl SessionHandler {
                 )
                 .await;
         };
-        let guard = match self.shared.origins.publish(
+        let guard = match self.shared.namespaces.publish(
             namespace.clone(),
             self.session.clone(),
             self.shared.publisher_takeover,

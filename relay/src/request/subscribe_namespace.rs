@@ -28,7 +28,7 @@ impl SessionHandler {
                 )
                 .await;
         };
-        let mut watch = self.shared.origins.watch(prefix.clone());
+        let mut watch = self.shared.namespaces.watch(prefix.clone());
         // Namespaces published higher up the tree, as the first reachable parent sees them.
         let mut upstream = match self.shared.tracks.parents() {
             Some(parents) => {

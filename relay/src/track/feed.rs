@@ -48,7 +48,7 @@ impl Tracks {
     /// its RENDEZVOUS_TIMEOUT, at most `--rendezvous-max`).
     async fn upstream(&self, track: &Arc<Track>, path: &HopPath) -> TrackState {
         let name = &track.name;
-        if let Some(publisher) = self.origins.route(&name.namespace) {
+        if let Some(publisher) = self.namespaces.route(&name.namespace) {
             return self.feed_from_publisher(track, publisher).await;
         }
         if let Some(parents) = &self.parents {
@@ -82,7 +82,7 @@ impl Tracks {
             let local = async {
                 loop {
                     if let Some(publisher) = self
-                        .origins
+                        .namespaces
                         .wait_route(&name.namespace, self.config.rendezvous_max)
                         .await
                     {
@@ -194,7 +194,7 @@ impl Tracks {
                     drop(ingest);
                     track.cache.close();
                     self.metrics.publisher_takeovers.inc();
-                    match self.origins.route(&name.namespace) {
+                    match self.namespaces.route(&name.namespace) {
                         Some(next) => publisher = next,
                         None => {
                             return TrackState::Ended {

@@ -15,7 +15,7 @@ use super::cache::CacheBudget;
 use super::feed::live_info;
 use super::{lock, SubscriberGuard, Track, TrackConfig, TrackState};
 use crate::metrics::Metrics;
-use crate::namespaces::Origins;
+use crate::namespaces::Namespaces;
 use crate::upstream::Parents;
 
 /// Every track at this relay, by name.
@@ -25,7 +25,7 @@ pub struct Tracks {
     /// SUBSCRIBE_TRACKS requests, told of every pushed track under their prefix.
     watchers: Mutex<Vec<TrackWatcher>>,
     next_watcher: AtomicU64,
-    pub(super) origins: Arc<Origins>,
+    pub(super) namespaces: Arc<Namespaces>,
     pub(super) parents: Option<Arc<Parents>>,
     pub(super) config: TrackConfig,
     pub(super) budget: Arc<CacheBudget>,
@@ -33,10 +33,10 @@ pub struct Tracks {
 }
 
 impl Tracks {
-    /// An empty registry that finds publishers in `origins`, and otherwise (when given) asks
+    /// An empty registry that finds publishers in `namespaces`, and otherwise (when given) asks
     /// `parents`.
     pub fn new(
-        origins: Arc<Origins>,
+        namespaces: Arc<Namespaces>,
         parents: Option<Arc<Parents>>,
         config: TrackConfig,
         budget: Arc<CacheBudget>,
@@ -46,7 +46,7 @@ impl Tracks {
             tracks: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             next_watcher: AtomicU64::new(0),
-            origins,
+            namespaces,
             parents,
             config,
             budget,
