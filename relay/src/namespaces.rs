@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::TrackNamespace;
 use banyan_moq::session::{NamespaceEvent, Session};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 
 /// A session that publishes a namespace.
@@ -67,10 +68,6 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Register `session` as the publisher of `namespace`. With `replace`, a live publisher of
     /// the same namespace is displaced (its registration ends); otherwise this is refused.
     pub fn publish(
@@ -80,7 +77,7 @@ impl Namespaces {
         replace: bool,
     ) -> Result<PublishGuard, PublishError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if let Some(existing) = inner.namespaces.get(&namespace) {
             if !replace && !existing.session.is_closed() {
                 return Err(PublishError::AlreadyPublished(namespace));
@@ -114,7 +111,7 @@ impl Namespaces {
 
     /// The publisher of the longest published prefix of `namespace`.
     pub fn route(&self, namespace: &TrackNamespace) -> Option<Publisher> {
-        let inner = self.lock();
+        let inner = self.inner.lock();
         inner
             .namespaces
             .values()
@@ -143,7 +140,7 @@ impl Namespaces {
     pub fn watch(self: &Arc<Self>, prefix: TrackNamespace) -> NamespaceWatch {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         for namespace in inner.namespaces.keys() {
             if namespace.has_prefix(&prefix) {
                 let _ = tx.send(NamespaceEvent::Published(namespace.clone()));
@@ -163,11 +160,11 @@ impl Namespaces {
 
     /// Every published namespace.
     pub fn namespaces(&self) -> Vec<TrackNamespace> {
-        self.lock().namespaces.keys().cloned().collect()
+        self.inner.lock().namespaces.keys().cloned().collect()
     }
 
     fn unpublish(&self, namespace: &TrackNamespace, id: u64) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if inner.namespaces.get(namespace).is_some_and(|p| p.id == id) {
             inner.namespaces.remove(namespace);
             notify_watchers(&mut inner.watchers, &NamespaceEvent::Done(namespace.clone()));
@@ -221,6 +218,6 @@ impl NamespaceWatch {
 
 impl Drop for NamespaceWatch {
     fn drop(&mut self) {
-        self.namespaces.lock().watchers.retain(|w| w.id != self.id);
+        self.namespaces.inner.lock().watchers.retain(|w| w.id != self.id);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +15,7 @@ use banyan_moq::coding::SessionErrorCode;
 use banyan_moq::session::{
     Client, Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig,
 };
+use parking_lot::Mutex;
 use tokio::sync::{watch, Notify, Semaphore};
 use tracing::Instrument;
 
@@ -352,29 +353,21 @@ struct Sessions {
 impl Sessions {
     fn insert(&self, session: Session) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, session);
+        self.map.lock().insert(id, session);
         id
     }
 
     fn remove(&self, id: u64) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.map.lock().remove(&id);
         self.changed.notify_waiters();
     }
 
     fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.map.lock().len()
     }
 
     fn all(&self) -> Vec<Session> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.map.lock().values().cloned().collect()
     }
 }
 

@@ -21,13 +21,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banyan_control::api::{route_path, RouteResponse};
 use banyan_moq::coding::{RequestErrorCode, SessionErrorCode, TrackNamespace};
 use banyan_moq::message::HopPath;
 use banyan_moq::session::{Client, ClientOptions, Error as SessionError, Session};
+use parking_lot::Mutex;
 use tracing::Instrument;
 use url::Url;
 
@@ -399,7 +400,7 @@ impl Parents {
     }
 
     fn link(&self, url: &Url) -> Arc<tokio::sync::Mutex<Link>> {
-        lock(&self.links).entry(url.clone()).or_default().clone()
+        self.links.lock().entry(url.clone()).or_default().clone()
     }
 
     /// The session to `url`: the live one, or a new one unless the parent failed recently.
@@ -469,10 +470,6 @@ pub fn hop_id(relay_id: &str) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(hash.as_ref().get(..8).unwrap_or(&[0; 8]));
     u64::from_be_bytes(first) >> 2
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use banyan_moq::coding::{
@@ -25,6 +25,7 @@ use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{HopPath, Message, Parameters, Publish, RequestOk};
 use banyan_moq::session::{Error as SessionError, PublishRequest, SubgroupReader, TrackEvent, TrackWriter};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use super::ledger::{Ledger, LedgerError};
@@ -62,10 +63,6 @@ const MAX_BROADCASTS: usize = 10_000;
 const UPSTREAM_QUEUE: usize = 1024;
 /// How long a finished `interact` publication's last streams may take to be read.
 const PUBLICATION_DRAIN: Duration = Duration::from_secs(2);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Interaction state for every broadcast at this relay.
 #[derive(Debug)]
@@ -118,7 +115,7 @@ impl Serving {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        *lock(&self.0.last_used) = Instant::now();
+        *self.0.last_used.lock() = Instant::now();
         self.0.publications.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -180,12 +177,12 @@ impl Hub {
     /// (run every quarter of it by [`sweep_every`]).
     fn sweep(&self, now: Instant) {
         let mut freed = Vec::new();
-        let mut broadcasts = lock(&self.broadcasts);
+        let mut broadcasts = self.broadcasts.lock();
         broadcasts.retain(|namespace, broadcast| {
             let in_use = broadcast.publications.load(Ordering::SeqCst) > 0
                 || (matches!(broadcast.role, Role::Origin { .. })
                     && self.namespaces.route(namespace).is_some());
-            let mut last_used = lock(&broadcast.last_used);
+            let mut last_used = broadcast.last_used.lock();
             if in_use {
                 *last_used = now;
                 return true;
@@ -208,7 +205,7 @@ impl Hub {
                 const REASON: &str = "broadcast over";
                 self.tracks.end_local(likes, REASON);
                 self.tracks.end_local(events, REASON);
-                for room in lock(rooms).values() {
+                for room in rooms.lock().values() {
                     self.tracks.end_local(&room.track, REASON);
                 }
             }
@@ -292,7 +289,7 @@ impl Hub {
         })
         .await;
         if let Some(source) = attached {
-            lock(&broadcast.likes).detach(source, Instant::now());
+            broadcast.likes.lock().detach(source, Instant::now());
         }
         result
     }
@@ -333,7 +330,7 @@ impl Hub {
                 if refused > 0 {
                     self.metrics.interact_refuse(Refusal::RateLimited);
                 }
-                let mut likes = lock(&broadcast.likes);
+                let mut likes = broadcast.likes.lock();
                 if attached.is_none() {
                     likes.attach(source);
                     *attached = Some(source);
@@ -435,7 +432,7 @@ impl Hub {
         let Role::Origin { rooms, .. } = &broadcast.role else {
             return;
         };
-        let mut rooms = lock(rooms);
+        let mut rooms = rooms.lock();
         let room = rooms
             .entry(room)
             .or_insert_with(|| self.new_room(&broadcast.namespace, room));
@@ -454,7 +451,8 @@ impl Hub {
 
     fn room(&self, broadcast: &Broadcast, room: u64) {
         if let Role::Origin { rooms, .. } = &broadcast.role {
-            lock(rooms)
+            rooms
+                .lock()
                 .entry(room)
                 .or_insert_with(|| self.new_room(&broadcast.namespace, room));
         }
@@ -479,11 +477,11 @@ impl Hub {
     }
 
     fn broadcast(self: &Arc<Self>, namespace: &TrackNamespace) -> Option<Arc<Broadcast>> {
-        let mut broadcasts = lock(&self.broadcasts);
+        let mut broadcasts = self.broadcasts.lock();
         if let Some(broadcast) = broadcasts.get(namespace) {
             // In use from now: the sweep leaves it at least `idle` (the caller's publication,
             // if any, is counted well before that).
-            *lock(&broadcast.last_used) = Instant::now();
+            *broadcast.last_used.lock() = Instant::now();
             return Some(broadcast.clone());
         }
         if broadcasts.len() >= MAX_BROADCASTS {
@@ -548,7 +546,7 @@ impl Hub {
                 () = broadcast.freed() => return,
             }
             let total = {
-                let mut sum = lock(&broadcast.likes);
+                let mut sum = broadcast.likes.lock();
                 sum.expire(Instant::now(), self.config.source_retention);
                 sum.flush()
             };
@@ -645,7 +643,7 @@ impl Hub {
             }
             tokio::select! {
                 _ = tick.tick() => {
-                    let total = lock(&broadcast.likes).total();
+                    let total = broadcast.likes.lock().total();
                     if total > 0 {
                         let datagram = ObjectDatagram {
                             track_alias: 0,
@@ -673,7 +671,7 @@ impl Hub {
                 () = broadcast.freed() => {
                     // The final total on the reliable stream (datagrams may all be lost),
                     // after any comment still queued, then the end of the publication.
-                    let total = lock(&broadcast.likes).total();
+                    let total = broadcast.likes.lock().total();
                     let mut out = match stream {
                         Some(out) => out,
                         None => sender.open_subgroup(comment_group, 0, None, false).await?,

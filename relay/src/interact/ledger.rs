@@ -4,9 +4,9 @@
 //! `events` object that tells the viewer "sent" never precedes the record.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
@@ -70,7 +70,7 @@ impl Ledger {
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|e| e.into_inner())
+        self.db.lock()
     }
 
     /// Record a gift unless (broadcast, client id) is already recorded; either way return its

@@ -1,10 +1,11 @@
 //! The session's SUBSCRIBEs a joining FETCH can name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::{FullTrackName, Location};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::track::Track;
@@ -39,12 +40,7 @@ struct JoinEntry {
 impl JoinMap {
     /// Subscription `id` was accepted: joining FETCHes for it may proceed.
     pub(super) fn established(&self, id: u64, joinable: Joinable) {
-        if let Some(tx) = self
-            .subscriptions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&id).map(|e| e.joinable.clone()))
-        {
+        if let Some(tx) = self.subscriptions.lock().get(&id).map(|e| e.joinable.clone()) {
             tx.send_replace(Some(joinable));
         }
     }
@@ -53,7 +49,8 @@ impl JoinMap {
     pub(super) fn subscribes_to(&self, name: &FullTrackName) -> bool {
         self.subscriptions
             .lock()
-            .is_ok_and(|m| m.values().any(|e| e.name.as_ref() == Some(name)))
+            .values()
+            .any(|e| e.name.as_ref() == Some(name))
     }
 
     /// The subscription `id` names, once it is established; `None` if it never arrives,
@@ -64,12 +61,7 @@ impl JoinMap {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(rx) = self
-                .subscriptions
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&id).map(|e| e.joinable.subscribe()))
-            {
+            if let Some(rx) = self.subscriptions.lock().get(&id).map(|e| e.joinable.subscribe()) {
                 break rx;
             }
             tokio::time::timeout_at(arrival, arrived).await.ok()?;
@@ -90,15 +82,13 @@ pub(super) struct JoinSlot {
 
 impl JoinSlot {
     pub(super) fn new(map: &Arc<JoinMap>, id: u64, name: Option<FullTrackName>) -> Self {
-        if let Ok(mut m) = map.subscriptions.lock() {
-            m.insert(
-                id,
-                JoinEntry {
-                    name,
-                    joinable: watch::Sender::new(None),
-                },
-            );
-        }
+        map.subscriptions.lock().insert(
+            id,
+            JoinEntry {
+                name,
+                joinable: watch::Sender::new(None),
+            },
+        );
         map.arrived.notify_waiters();
         Self { map: map.clone(), id }
     }
@@ -106,8 +96,6 @@ impl JoinSlot {
 
 impl Drop for JoinSlot {
     fn drop(&mut self) {
-        if let Ok(mut m) = self.map.subscriptions.lock() {
-            m.remove(&self.id);
-        }
+        self.map.subscriptions.lock().remove(&self.id);
     }
 }

@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use banyan_moq::data::{ObjectProperties, ObjectStatus};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -40,9 +41,6 @@ impl CachedObject {
 
 /// Lock a mutex, recovering from poisoning: the data structures here stay consistent
 /// because every critical section is a short push/clone with no panics in between.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Bytes cached across all tracks, against a limit.
 #[derive(Debug)]
@@ -104,7 +102,9 @@ impl Subgroup {
         loop {
             let (len, done) = *rx.borrow_and_update();
             if len > from {
-                return lock(&self.objects)
+                return self
+                    .objects
+                    .lock()
                     .get(from..)
                     .map(<[_]>::to_vec)
                     .unwrap_or_default();
@@ -141,7 +141,9 @@ impl Group {
         loop {
             let (len, closed) = *rx.borrow_and_update();
             if len > from {
-                return lock(&self.subgroups)
+                return self
+                    .subgroups
+                    .lock()
                     .get(from..)
                     .map(<[_]>::to_vec)
                     .unwrap_or_default();
@@ -159,7 +161,8 @@ impl Group {
 
     /// Cached bytes in this group.
     pub fn bytes(&self) -> usize {
-        lock(&self.subgroups)
+        self.subgroups
+            .lock()
             .iter()
             .map(|s| s.bytes.load(Ordering::Relaxed))
             .sum()
@@ -231,7 +234,7 @@ impl TrackCache {
     ) -> Option<Arc<Subgroup>> {
         let mut created = false;
         let group = {
-            let mut groups = lock(&self.groups);
+            let mut groups = self.groups.lock();
             let position = groups.iter().position(|g| g.id == group_id);
             match position {
                 Some(i) => groups.get(i).cloned()?,
@@ -269,7 +272,7 @@ impl TrackCache {
             bytes: AtomicUsize::new(0),
         });
         {
-            let mut subgroups = lock(&group.subgroups);
+            let mut subgroups = group.subgroups.lock();
             subgroups.push(subgroup.clone());
             let n = subgroups.len();
             group.progress.send_modify(|p| p.0 = n);
@@ -297,7 +300,7 @@ impl TrackCache {
             newer
         });
         {
-            let mut objects = lock(&subgroup.objects);
+            let mut objects = subgroup.objects.lock();
             objects.push(object);
             let n = objects.len();
             subgroup.progress.send_modify(|p| p.0 = n);
@@ -319,7 +322,7 @@ impl TrackCache {
 
     /// Evict this track's oldest groups while over budget, keeping the newest.
     fn shrink(&self) {
-        let mut groups = lock(&self.groups);
+        let mut groups = self.groups.lock();
         while self.budget.over() && groups.len() > 1 {
             if let Some(group) = groups.pop_front() {
                 self.evicted(&group);
@@ -329,9 +332,9 @@ impl TrackCache {
 
     /// End of track: close every group so readers finish.
     pub fn close(&self) {
-        for group in lock(&self.groups).iter() {
+        for group in self.groups.lock().iter() {
             group.close();
-            for subgroup in lock(&group.subgroups).iter() {
+            for subgroup in group.subgroups.lock().iter() {
                 subgroup.progress.send_modify(|p| p.1 = true);
             }
         }
@@ -373,7 +376,7 @@ impl TrackCache {
 
     /// The first cached group with an ID of at least `id`.
     fn group_at_or_after(&self, id: u64) -> Option<Arc<Group>> {
-        lock(&self.groups).iter().find(|g| g.id >= id).cloned()
+        self.groups.lock().iter().find(|g| g.id >= id).cloned()
     }
 
     /// Wait for the first group newer than `after` (any group when `None`).
@@ -383,7 +386,9 @@ impl TrackCache {
             let newest = *rx.borrow_and_update();
             if let Some(n) = newest {
                 if after.is_none_or(|a| n > a) {
-                    if let Some(group) = lock(&self.groups)
+                    if let Some(group) = self
+                        .groups
+                        .lock()
                         .iter()
                         .find(|g| after.is_none_or(|a| g.id > a))
                         .cloned()
@@ -405,7 +410,9 @@ impl TrackCache {
         let mut rx = self.newest.subscribe();
         loop {
             rx.borrow_and_update();
-            let unsent = lock(&self.groups)
+            let unsent = self
+                .groups
+                .lock()
                 .iter()
                 .find(|g| g.id >= from && !sent.contains(&g.id))
                 .cloned();
@@ -432,9 +439,9 @@ impl TrackCache {
         end: banyan_moq::coding::Location,
     ) -> Vec<(u64, u64, Option<u8>, CachedObject)> {
         let mut out = Vec::new();
-        for group in lock(&self.groups).iter() {
-            for subgroup in lock(&group.subgroups).iter() {
-                for object in lock(&subgroup.objects).iter() {
+        for group in self.groups.lock().iter() {
+            for subgroup in group.subgroups.lock().iter() {
+                for object in subgroup.objects.lock().iter() {
                     let at = banyan_moq::coding::Location::new(group.id, object.id);
                     if at >= start && at < end && object.status.is_normal() {
                         out.push((
@@ -453,11 +460,13 @@ impl TrackCache {
 
     /// The oldest cached Location.
     pub fn oldest(&self) -> Option<banyan_moq::coding::Location> {
-        let groups = lock(&self.groups);
+        let groups = self.groups.lock();
         let group = groups.front()?;
-        let first = lock(&group.subgroups)
+        let first = group
+            .subgroups
+            .lock()
             .iter()
-            .filter_map(|s| lock(&s.objects).first().map(|o| o.id))
+            .filter_map(|s| s.objects.lock().first().map(|o| o.id))
             .min()?;
         Some(banyan_moq::coding::Location::new(group.id, first))
     }
@@ -489,7 +498,7 @@ mod tests {
             cache.push(&s, object(0, 10));
         }
         assert_eq!(
-            lock(&cache.groups).iter().map(|g| g.id).collect::<Vec<_>>(),
+            cache.groups.lock().iter().map(|g| g.id).collect::<Vec<_>>(),
             vec![3, 4]
         );
         assert!(

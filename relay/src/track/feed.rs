@@ -11,7 +11,7 @@ use banyan_moq::session::{Error as SessionError, Subscription};
 use tokio::sync::oneshot;
 
 use super::ingest::{Ingest, IngestEnd};
-use super::{lock, LiveInfo, ParentRef, Track, TrackState, Tracks};
+use super::{LiveInfo, ParentRef, Track, TrackState, Tracks};
 use crate::metrics::Metrics;
 use crate::namespaces::Publisher;
 use crate::upstream::{Parent, Parents, UpstreamError};
@@ -57,7 +57,7 @@ impl Tracks {
             }
         }
         let (tx, mut pushed) = oneshot::channel();
-        *lock(&track.rendezvous) = Some(tx);
+        *track.rendezvous.lock() = Some(tx);
         track.set_state(TrackState::Waiting);
         let awaiting = AwaitingGauge::new(&self.metrics);
         let mut subscribers = track.subscribers.subscribe();
@@ -118,7 +118,7 @@ impl Tracks {
             }
         };
         // A PUBLISH of the track from now on is a track of its own.
-        lock(&track.rendezvous).take();
+        track.rendezvous.lock().take();
         drop(awaiting);
         self.feed_from_publisher(track, publisher).await
     }
@@ -265,7 +265,7 @@ impl Tracks {
                 tracing::info!(track = %name, parent = %parent.url, after = ?since.elapsed(), "failed over to parent");
             }
             backoff = FAILOVER_BACKOFF_MIN;
-            *lock(&track.parent) = Some(ParentRef {
+            *track.parent.lock() = Some(ParentRef {
                 url: parent.url.clone(),
                 hop: parent.session.peer_setup().hop_id,
             });

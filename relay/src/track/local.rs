@@ -10,7 +10,7 @@ use banyan_moq::data::{ObjectProperties, ObjectStatus};
 use bytes::Bytes;
 
 use super::cache::{CachedObject, Subgroup};
-use super::{lock, LiveInfo, Track, TrackState, Tracks};
+use super::{LiveInfo, Track, TrackState, Tracks};
 
 impl Track {
     /// Append group `group_id` holding one object with `payload` (for a locally produced
@@ -54,7 +54,7 @@ impl Tracks {
     /// the live entry for `name`, created if there is none. It has no upstream and never
     /// lingers out; its producer writes whole groups with [`Track::append_group`].
     pub fn local(self: &Arc<Self>, name: FullTrackName) -> Arc<Track> {
-        let mut tracks = lock(&self.tracks);
+        let mut tracks = self.tracks.lock();
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
                 return track.clone();

@@ -17,13 +17,14 @@ pub use table::{TrackWatch, Tracks};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::{FullTrackName, KeyValuePairs, Location, PublishDoneCode, RequestErrorCode};
 use banyan_moq::data::ObjectDatagram;
 use banyan_moq::message::GroupOrder;
 use banyan_moq::session::{Subscription, TrackSender};
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 use url::Url;
 
@@ -118,10 +119,6 @@ struct ParentRef {
     hop: Option<u64>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Track {
     fn new(
         name: FullTrackName,
@@ -166,13 +163,13 @@ impl Track {
     /// The Hop ID of the parent relay this track comes from, if it comes from one that
     /// declared it. A request from that relay for this track would loop.
     pub fn parent_hop(&self) -> Option<u64> {
-        lock(&self.parent).as_ref().and_then(|p| p.hop)
+        self.parent.lock().as_ref().and_then(|p| p.hop)
     }
 
     /// The URL of the parent relay this track comes from (the last one, after a failover),
     /// when a parent feeds it.
     pub fn parent_url(&self) -> Option<Url> {
-        lock(&self.parent).as_ref().map(|p| p.url.clone())
+        self.parent.lock().as_ref().map(|p| p.url.clone())
     }
 
     /// How many downstream subscriptions read this track now.
@@ -249,13 +246,13 @@ impl Track {
     /// Register a subscriber's datagram sender; datagram objects go to every registered one.
     pub fn add_datagram_sender(&self, sender: TrackSender) -> u64 {
         let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
-        lock(&self.datagram_senders).insert(id, sender);
+        self.datagram_senders.lock().insert(id, sender);
         id
     }
 
     /// Unregister a datagram sender.
     pub fn remove_datagram_sender(&self, id: u64) {
-        lock(&self.datagram_senders).remove(&id);
+        self.datagram_senders.lock().remove(&id);
     }
 
     /// Append group `group_id` holding one object with `payload` (for a locally produced
@@ -266,7 +263,7 @@ impl Track {
     }
 
     fn fan_out_datagram(&self, datagram: &ObjectDatagram) {
-        let senders: Vec<TrackSender> = lock(&self.datagram_senders).values().cloned().collect();
+        let senders: Vec<TrackSender> = self.datagram_senders.lock().values().cloned().collect();
         for sender in senders {
             if sender.send_datagram(datagram.clone()).is_ok() {
                 self.metrics.objects_out.inc();

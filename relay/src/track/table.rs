@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::{FullTrackName, TrackNamespace};
 use banyan_moq::message::HopPath;
 use banyan_moq::session::Subscription;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::cache::CacheBudget;
 use super::feed::live_info;
-use super::{lock, SubscriberGuard, Track, TrackConfig, TrackState};
+use super::{SubscriberGuard, Track, TrackConfig, TrackState};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::upstream::Parents;
@@ -59,7 +60,7 @@ impl Tracks {
     /// `path` is the relay path of the request that creates the track (sent on to a parent).
     /// A track nobody publishes is held while subscribers wait ([`Track::ready`]).
     pub fn subscribe(self: &Arc<Self>, name: FullTrackName, path: &HopPath) -> SubscriberGuard {
-        let mut tracks = lock(&self.tracks);
+        let mut tracks = self.tracks.lock();
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
                 return SubscriberGuard::new(track.clone(), !path.is_empty());
@@ -85,11 +86,11 @@ impl Tracks {
     /// until its publisher ends it. SUBSCRIBEs held waiting for a publisher of this track
     /// (RENDEZVOUS_TIMEOUT) proceed with it instead (draft-18 §"Relays": they get no PUBLISH).
     pub fn insert_pushed(self: &Arc<Self>, name: FullTrackName, subscription: Subscription) -> Arc<Track> {
-        let mut tracks = lock(&self.tracks);
+        let mut tracks = self.tracks.lock();
         let waiting = tracks
             .get(&name)
             .filter(|t| !t.closing.load(Ordering::SeqCst))
-            .and_then(|t| lock(&t.rendezvous).take().map(|tx| (t.clone(), tx)));
+            .and_then(|t| t.rendezvous.lock().take().map(|tx| (t.clone(), tx)));
         let info = live_info(&subscription);
         let subscription = match waiting {
             Some((track, tx)) => match tx.send(subscription) {
@@ -134,19 +135,21 @@ impl Tracks {
     /// Whether a live track pushed by a session that is still open has the name `name`
     /// (a second PUBLISH of it is refused when takeover is off).
     pub fn pushed_and_live(&self, name: &FullTrackName) -> bool {
-        lock(&self.tracks)
+        self.tracks
+            .lock()
             .get(name)
             .is_some_and(|t| t.is_pushed() && t.is_live() && !t.closing.load(Ordering::SeqCst))
     }
 
     /// The track `name` if this relay has it.
     pub fn get(&self, name: &FullTrackName) -> Option<Arc<Track>> {
-        lock(&self.tracks).get(name).cloned()
+        self.tracks.lock().get(name).cloned()
     }
 
     /// Tell the SUBSCRIBE_TRACKS watchers whose prefix covers it of a pushed track.
     pub(super) fn announce_pushed(&self, track: &Arc<Track>) {
-        lock(&self.watchers)
+        self.watchers
+            .lock()
             .retain(|w| !track.name.namespace.has_prefix(&w.prefix) || w.tracks.send(track.clone()).is_ok());
     }
 
@@ -157,13 +160,13 @@ impl Tracks {
         let (tx, rx) = mpsc::unbounded_channel();
         // The registry lock orders this against `insert_pushed`: a track is either listed
         // here or sent to the watcher, never neither.
-        let tracks = lock(&self.tracks);
+        let tracks = self.tracks.lock();
         for track in tracks.values() {
             if track.is_pushed() && track.is_live() && track.name.namespace.has_prefix(&prefix) {
                 let _ = tx.send(track.clone());
             }
         }
-        lock(&self.watchers).push(TrackWatcher {
+        self.watchers.lock().push(TrackWatcher {
             id,
             prefix,
             tracks: tx,
@@ -184,7 +187,7 @@ impl Tracks {
 
     /// Every track at this relay now.
     pub fn all(&self) -> Vec<Arc<Track>> {
-        lock(&self.tracks).values().cloned().collect()
+        self.tracks.lock().values().cloned().collect()
     }
 
     /// The parents this registry asks, if any.
@@ -195,7 +198,7 @@ impl Tracks {
     /// Close `track` to new subscribers if it has none (checked under the registry lock, so
     /// none can join in between). False if one joined meanwhile.
     pub(super) fn close_unwatched(&self, track: &Arc<Track>) -> bool {
-        let _tracks = lock(&self.tracks);
+        let _tracks = self.tracks.lock();
         if track.subscribers() > 0 {
             return false;
         }
@@ -209,7 +212,7 @@ impl Tracks {
     /// Take a finished track out of the registry and tell its readers.
     pub(super) fn retire(&self, track: &Arc<Track>, end: TrackState) {
         {
-            let mut tracks = lock(&self.tracks);
+            let mut tracks = self.tracks.lock();
             track.closing.store(true, Ordering::SeqCst);
             if tracks.get(&track.name).is_some_and(|t| Arc::ptr_eq(t, track)) {
                 tracks.remove(&track.name);
@@ -244,6 +247,6 @@ impl TrackWatch {
 
 impl Drop for TrackWatch {
     fn drop(&mut self) {
-        lock(&self.registry.watchers).retain(|w| w.id != self.id);
+        self.registry.watchers.lock().retain(|w| w.id != self.id);
     }
 }
