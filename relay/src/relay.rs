@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,8 +129,9 @@ impl Relay {
             limits: SessionLimits {
                 subscriptions: config.max_subscriptions_per_session,
                 namespaces: config.max_namespaces_per_session,
-                request_rate: f64::from(config.request_rate),
-                request_burst: f64::from(config.request_burst),
+                // The configuration checks both are at least 1.
+                request_rate: NonZeroU32::new(config.request_rate).unwrap_or(NonZeroU32::MIN),
+                request_burst: NonZeroU32::new(config.request_burst).unwrap_or(NonZeroU32::MIN),
             },
             forward: ForwardConfig {
                 max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),

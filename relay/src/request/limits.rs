@@ -1,8 +1,10 @@
 //! Per-session limits: the request rate and counted slots for subscriptions and namespaces.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+
+use governor::{DefaultDirectRateLimiter, Quota};
 
 /// Limits applied to each session.
 #[derive(Clone, Debug)]
@@ -12,31 +14,16 @@ pub struct SessionLimits {
     /// Concurrently published namespaces.
     pub namespaces: usize,
     /// Sustained requests per second.
-    pub request_rate: f64,
-    /// Requests allowed in a burst.
-    pub request_burst: f64,
+    pub request_rate: NonZeroU32,
+    /// Requests allowed in a burst (a new session may make this many at once).
+    pub request_burst: NonZeroU32,
 }
 
-/// A token bucket for the session's request rate.
-#[derive(Debug)]
-pub(super) struct RateLimit {
-    pub(super) tokens: f64,
-    pub(super) last: Instant,
-    pub(super) rate: f64,
-    pub(super) burst: f64,
-}
-
-impl RateLimit {
-    pub(super) fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+impl SessionLimits {
+    /// A limiter for one session's request rate: a full burst to start with, refilled at
+    /// `request_rate` per second up to `request_burst`.
+    pub(super) fn rate_limiter(&self) -> DefaultDirectRateLimiter {
+        DefaultDirectRateLimiter::direct(Quota::per_second(self.request_rate).allow_burst(self.request_burst))
     }
 }
 

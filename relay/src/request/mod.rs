@@ -12,12 +12,12 @@ mod subscribe_tracks;
 mod track_status;
 
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use banyan_moq::coding::{FullTrackName, RequestErrorCode, TrackNamespace};
 use banyan_moq::message::{FetchType, HopPath, Token};
 use banyan_moq::session::{Request, Session};
+use governor::DefaultDirectRateLimiter;
 
 use crate::auth::{Action, AuthError, Authenticator, Claims};
 use crate::interact::hub::{Hub, INTERACT};
@@ -26,7 +26,6 @@ use crate::namespaces::Namespaces;
 use crate::track::forward::ForwardConfig;
 use crate::track::Tracks;
 use join::{JoinMap, JoinSlot};
-use limits::RateLimit;
 pub use limits::SessionLimits;
 
 /// What every session handler shares.
@@ -63,7 +62,7 @@ pub struct SessionHandler {
     claims: Option<Claims>,
     subscriptions: Arc<AtomicUsize>,
     namespaces: Arc<AtomicUsize>,
-    rate: Mutex<RateLimit>,
+    rate: DefaultDirectRateLimiter,
     /// This session's SUBSCRIBEs by Request ID, for joining FETCH: registered as they arrive
     /// (a joining FETCH may come right behind its SUBSCRIBE, before the answer), filled in
     /// when accepted, removed when they end.
@@ -73,19 +72,12 @@ pub struct SessionHandler {
 impl SessionHandler {
     /// A handler for `session` with the claims established at setup.
     pub fn new(shared: Arc<Shared>, session: Session, claims: Option<Claims>) -> Arc<Self> {
-        let limits = &shared.limits;
-        let rate = RateLimit {
-            tokens: limits.request_burst,
-            last: Instant::now(),
-            rate: limits.request_rate,
-            burst: limits.request_burst,
-        };
         Arc::new(Self {
             session,
             claims,
             subscriptions: Arc::new(AtomicUsize::new(0)),
             namespaces: Arc::new(AtomicUsize::new(0)),
-            rate: Mutex::new(rate),
+            rate: shared.limits.rate_limiter(),
             joinable: Arc::new(JoinMap::default()),
             shared,
         })
@@ -94,8 +86,7 @@ impl SessionHandler {
     /// Serve the session's requests until it closes.
     pub async fn run(self: Arc<Self>) {
         while let Some(request) = self.session.accept().await {
-            let allowed = self.rate.lock().map(|mut r| r.allow()).unwrap_or(false);
-            if !allowed {
+            if self.rate.check().is_err() {
                 self.shared.metrics.refuse(RefuseReason::RateLimited);
                 tokio::spawn(async move {
                     let _ = request
