@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod relay;
 pub mod request;
+pub mod tasks;
 pub mod track;
 pub mod upstream;
 

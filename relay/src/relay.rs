@@ -30,6 +30,7 @@ use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::request::{SessionHandler, SessionLimits, Shared};
+use crate::tasks::Tasks;
 use crate::track::cache::CacheBudget;
 use crate::track::forward::ForwardConfig;
 use crate::track::{TrackConfig, Tracks};
@@ -140,6 +141,7 @@ impl Relay {
             publisher_takeover: config.publisher_takeover,
             hop_id,
             max_depth: config.max_depth,
+            tasks: Tasks::default(),
         });
         let heartbeat = match &config.control {
             Some(control) => {
@@ -202,6 +204,7 @@ impl Relay {
     /// drain), then send GOAWAY to every session, wait for them to leave (at most the drain
     /// timeout) and return.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        self.shared.tasks.spawn(self.shared.interact.sweeper());
         let draining = Arc::new(AtomicBool::new(false));
         let (draining_tx, draining_rx) = watch::channel(false);
         let drain_ordered = Arc::new(Notify::new());
@@ -281,6 +284,7 @@ impl Relay {
         if let Some(task) = heartbeat_task {
             task.abort();
         }
+        self.shared.tasks.shutdown().await;
         Ok(())
     }
 }

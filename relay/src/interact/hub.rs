@@ -14,6 +14,7 @@
 //! under a new like source id towards the parent so its new count never hides behind the old.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -146,6 +147,7 @@ enum Role {
 
 impl Hub {
     /// A hub with no broadcasts yet; `ledger` records gifts when this relay is an origin.
+    /// Nothing runs until the caller runs [`Hub::sweeper`].
     pub fn new(
         config: InteractConfig,
         tracks: Arc<Tracks>,
@@ -169,8 +171,13 @@ impl Hub {
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(sweep_every(Arc::downgrade(&hub), hub.config.idle / 4));
         hub
+    }
+
+    /// The sweeper for the caller to run: frees unused broadcasts every quarter of
+    /// [`InteractConfig::idle`] ; it ends once the hub is dropped.
+    pub fn sweeper(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        sweep_every(Arc::downgrade(self), self.config.idle / 4)
     }
 
     /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`

@@ -23,6 +23,7 @@ use crate::auth::{Action, AuthError, Authenticator, Claims};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::namespaces::Namespaces;
+use crate::tasks::Tasks;
 use crate::track::forward::ForwardConfig;
 use crate::track::Tracks;
 use join::{JoinMap, JoinSlot};
@@ -51,6 +52,9 @@ pub struct Shared {
     pub hop_id: u64,
     /// Most relays a request may pass through, this one included.
     pub max_depth: usize,
+    /// Work that outlives the request that started it: each track's upstream feed, the
+    /// interaction sweeper. Aborted when the relay stops.
+    pub tasks: Tasks,
 }
 
 /// The state of one session at the relay.
@@ -67,6 +71,8 @@ pub struct SessionHandler {
     /// (a joining FETCH may come right behind its SUBSCRIBE, before the answer), filled in
     /// when accepted, removed when they end.
     joinable: Arc<JoinMap>,
+    /// The session's requests in progress (and the PUBLISHes of SUBSCRIBE_TRACKS).
+    tasks: Tasks,
 }
 
 impl SessionHandler {
@@ -79,16 +85,18 @@ impl SessionHandler {
             namespaces: Arc::new(AtomicUsize::new(0)),
             rate: shared.limits.rate_limiter(),
             joinable: Arc::new(JoinMap::default()),
+            tasks: Tasks::default(),
             shared,
         })
     }
 
-    /// Serve the session's requests until it closes.
+    /// Serve the session's requests until it closes. Each request runs as a task of the
+    /// session's own set, aborted when the session ends.
     pub async fn run(self: Arc<Self>) {
         while let Some(request) = self.session.accept().await {
             if self.rate.check().is_err() {
                 self.shared.metrics.refuse(RefuseReason::RateLimited);
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     let _ = request
                         .reject(RequestErrorCode::ExcessiveLoad, "request rate limit")
                         .await;
@@ -104,11 +112,13 @@ impl SessionHandler {
                 _ => None,
             };
             let handler = self.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 handler.handle(request).await;
                 drop(slot);
             });
         }
+        // The session has ended: what its requests still do is for nobody.
+        self.tasks.shutdown().await;
     }
 
     async fn handle(self: Arc<Self>, request: Request) {

@@ -63,7 +63,9 @@ impl SessionHandler {
                 .await;
         }
         let subscription = request.accept(RequestOk::default()).await?;
-        self.shared.tracks.insert_pushed(name, subscription);
+        if let (_, Some(feed)) = self.shared.tracks.insert_pushed(name, subscription) {
+            self.shared.tasks.spawn(feed);
+        }
         Ok(())
     }
 }

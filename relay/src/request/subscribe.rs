@@ -46,7 +46,10 @@ impl SessionHandler {
             .shared
             .tracks
             .rendezvous(message.parameters.rendezvous_timeout);
-        let guard = self.shared.tracks.subscribe(name, &path);
+        let (guard, upstream) = self.shared.tracks.subscribe(name, &path);
+        if let Some(upstream) = upstream {
+            self.shared.tasks.spawn(upstream);
+        }
         let track = guard.track().clone();
         // A relay asking for a track this relay gets from that very relay (or from one on the
         // request's path) would close a loop that coalescing hides from the path check.

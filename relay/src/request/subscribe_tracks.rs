@@ -52,7 +52,7 @@ impl SessionHandler {
                     let Some(track) = track else { return Ok(()) };
                     match Slot::take(&self.subscriptions, self.shared.limits.subscriptions) {
                         Some(slot) => {
-                            tokio::spawn(self.clone().publish_to(track, relay, slot));
+                            self.tasks.spawn(self.clone().publish_to(track, relay, slot));
                         }
                         None => {
                             self.shared.metrics.refuse(RefuseReason::Limit);

@@ -9,6 +9,7 @@ use banyan_moq::coding::{FullTrackName, Location, PublishDoneCode, RequestErrorC
 use banyan_moq::message::{HopPath, Parameters, Subscribe, SubscriptionFilter};
 use banyan_moq::session::{Error as SessionError, Subscription};
 use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
 use super::ingest::{Ingest, IngestEnd};
 use super::{LiveInfo, ParentRef, Track, TrackState, Tracks};
@@ -222,12 +223,30 @@ impl Tracks {
         track: &Arc<Track>,
         parents: &Parents,
         path: &HopPath,
+        first: Option<(Subscription, Parent)>,
+    ) -> Option<TrackState> {
+        // The subgroups a parent going away still had on their way finish here (each within
+        // SUBGROUP_DRAIN) while the next parent feeds the track.
+        let mut draining = JoinSet::new();
+        let end = self
+            .follow_parents(track, parents, path, first, &mut draining)
+            .await;
+        while draining.join_next().await.is_some() {}
+        end
+    }
+
+    /// [`Tracks::feed_from_parents`], handing the ingest of a parent going away to `draining`.
+    async fn follow_parents(
+        &self,
+        track: &Arc<Track>,
+        parents: &Parents,
+        path: &HopPath,
         mut first: Option<(Subscription, Parent)>,
+        draining: &mut JoinSet<()>,
     ) -> Option<TrackState> {
         let name = &track.name;
         let mut live = false;
-        let mut lost_since: Option<Instant> = None;
-        let mut backoff = FAILOVER_BACKOFF_MIN;
+        let mut failover = Failover::new();
         let subscribers = track.subscribers.subscribe();
         loop {
             let result = match first.take() {
@@ -245,26 +264,21 @@ impl Tracks {
                     })
                 }
                 Err(e) => {
-                    let since = *lost_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.config.failover_window || *subscribers.borrow() == 0 {
-                        tracing::info!(track = %name, error = %e, "no parent to fail over to; ending the track");
-                        return Some(TrackState::Ended {
-                            code: PublishDoneCode::InternalError,
-                            reason: format!("lost the upstream relay: {}", e.reason()),
-                        });
+                    let nobody = *subscribers.borrow() == 0;
+                    match failover
+                        .retry(name, &e, self.config.failover_window, nobody)
+                        .await
+                    {
+                        Some(end) => return Some(end),
+                        None => continue,
                     }
-                    tracing::debug!(track = %name, error = %e, retry_in = ?backoff, "failover attempt failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(FAILOVER_BACKOFF_MAX);
-                    continue;
                 }
             };
             self.metrics.upstream_subscribe_total.inc();
-            if let Some(since) = lost_since.take() {
+            if let Some(since) = failover.found() {
                 self.metrics.upstream_failovers.inc();
                 tracing::info!(track = %name, parent = %parent.url, after = ?since.elapsed(), "failed over to parent");
             }
-            backoff = FAILOVER_BACKOFF_MIN;
             *track.parent.lock() = Some(ParentRef {
                 url: parent.url.clone(),
                 hop: parent.session.peer_setup().hop_id,
@@ -292,14 +306,14 @@ impl Tracks {
                     tracing::info!(track = %name, parent = %parent.url, "parent going away; moving");
                     // The groups already on their way from the old parent may finish.
                     let track = track.clone();
-                    tokio::spawn(async move { ingest.finish(&track).await });
+                    draining.spawn(async move { ingest.finish(&track).await });
                 }
                 IngestEnd::Lost(ref reason) | IngestEnd::Done { ref reason, .. } => {
                     tracing::info!(track = %name, parent = %parent.url, %reason, "lost the parent; failing over");
                 }
             }
             parents.failed(&parent);
-            lost_since = Some(Instant::now());
+            failover.lost();
         }
     }
 
@@ -374,6 +388,56 @@ impl UpstreamGauge {
 impl Drop for UpstreamGauge {
     fn drop(&mut self) {
         self.0.upstream_subscriptions.dec();
+    }
+}
+
+/// A live track between parents: since when it has had none, and the pause before the next
+/// attempt.
+struct Failover {
+    lost_since: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Failover {
+    fn new() -> Self {
+        Self {
+            lost_since: None,
+            backoff: FAILOVER_BACKOFF_MIN,
+        }
+    }
+
+    /// The parent was lost.
+    fn lost(&mut self) {
+        self.lost_since = Some(Instant::now());
+    }
+
+    /// A parent feeds the track (again): since when it had none, after a failover.
+    fn found(&mut self) -> Option<Instant> {
+        self.backoff = FAILOVER_BACKOFF_MIN;
+        self.lost_since.take()
+    }
+
+    /// Attempt `e` found no parent: the state to end the track with once the failover window
+    /// has passed (or `nobody` is left to serve), else `None` after the backoff.
+    async fn retry(
+        &mut self,
+        name: &FullTrackName,
+        e: &UpstreamError,
+        window: Duration,
+        nobody: bool,
+    ) -> Option<TrackState> {
+        let since = *self.lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= window || nobody {
+            tracing::info!(track = %name, error = %e, "no parent to fail over to; ending the track");
+            return Some(TrackState::Ended {
+                code: PublishDoneCode::InternalError,
+                reason: format!("lost the upstream relay: {}", e.reason()),
+            });
+        }
+        tracing::debug!(track = %name, error = %e, retry_in = ?self.backoff, "failover attempt failed");
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(FAILOVER_BACKOFF_MAX);
+        None
     }
 }
 

@@ -2,6 +2,7 @@
 //! PUBLISH of the same track, and watched by SUBSCRIBE_TRACKS.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,11 +60,18 @@ impl Tracks {
     /// subscriber. However many subscribers call this at once, upstream sees one SUBSCRIBE.
     /// `path` is the relay path of the request that creates the track (sent on to a parent).
     /// A track nobody publishes is held while subscribers wait ([`Track::ready`]).
-    pub fn subscribe(self: &Arc<Self>, name: FullTrackName, path: &HopPath) -> SubscriberGuard {
+    ///
+    /// For a new track, also returns its upstream task for the caller to run (in the relay's
+    /// [`Tasks`](crate::tasks::Tasks)): it feeds the track until it ends, then retires it.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        name: FullTrackName,
+        path: &HopPath,
+    ) -> (SubscriberGuard, Option<impl Future<Output = ()> + Send + 'static>) {
         let mut tracks = self.tracks.lock();
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
-                return SubscriberGuard::new(track.clone(), !path.is_empty());
+                return (SubscriberGuard::new(track.clone(), !path.is_empty()), None);
             }
         }
         let track = Arc::new(Track::new(
@@ -75,17 +83,20 @@ impl Tracks {
         tracks.insert(name, track.clone());
         let guard = SubscriberGuard::new(track.clone(), !path.is_empty());
         drop(tracks);
-        tokio::spawn(self.clone().run_upstream(track, path.clone()));
-        guard
+        (guard, Some(self.clone().run_upstream(track, path.clone())))
     }
 
     /// A track pushed to us with PUBLISH: it replaces any entry of the same name and lives
     /// until its publisher ends it. SUBSCRIBEs held waiting for a publisher of this track
-
-    /// A track pushed to us with PUBLISH: it replaces any entry of the same name and lives
-    /// until its publisher ends it. SUBSCRIBEs held waiting for a publisher of this track
     /// (RENDEZVOUS_TIMEOUT) proceed with it instead (draft-18 §"Relays": they get no PUBLISH).
-    pub fn insert_pushed(self: &Arc<Self>, name: FullTrackName, subscription: Subscription) -> Arc<Track> {
+    ///
+    /// Unless held subscribers took it, also returns the task that reads the track into its
+    /// cache until it ends, for the caller to run (in the relay's [`Tasks`](crate::tasks::Tasks)).
+    pub fn insert_pushed(
+        self: &Arc<Self>,
+        name: FullTrackName,
+        subscription: Subscription,
+    ) -> (Arc<Track>, Option<impl Future<Output = ()> + Send + 'static>) {
         let mut tracks = self.tracks.lock();
         let waiting = tracks
             .get(&name)
@@ -101,7 +112,7 @@ impl Tracks {
                     track.set_state(TrackState::Live(info));
                     drop(tracks);
                     self.announce_pushed(&track);
-                    return track;
+                    return (track, None);
                 }
                 Err(subscription) => subscription,
             },
@@ -125,11 +136,11 @@ impl Tracks {
         self.announce_pushed(&track);
         let tracks = self.clone();
         let pushed = track.clone();
-        tokio::spawn(async move {
+        let feed = async move {
             let end = tracks.feed_pushed(&pushed, subscription).await;
             tracks.retire(&pushed, end);
-        });
-        track
+        };
+        (track, Some(feed))
     }
 
     /// Whether a live track pushed by a session that is still open has the name `name`
