@@ -3,8 +3,9 @@
 //! cache.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use banyan_moq::coding::{FullTrackName, RequestErrorCode};
+use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespace};
 use banyan_moq::message::{HopPath, Parameters, SubscribeOk, SubscriptionFilter};
 use banyan_moq::session::SubscribeRequest;
 
@@ -13,7 +14,7 @@ use super::SessionHandler;
 use crate::metrics::RefuseReason;
 use crate::track::cache::Start;
 use crate::track::forward::forward;
-use crate::track::TrackState;
+use crate::track::{LiveInfo, Track, TrackState};
 
 impl SessionHandler {
     pub(super) async fn subscribe(
@@ -51,93 +52,24 @@ impl SessionHandler {
             self.shared.tasks.spawn(upstream);
         }
         let track = guard.track().clone();
-        // A relay asking for a track this relay gets from that very relay (or from one on the
-        // request's path) would close a loop that coalescing hides from the path check.
-        if let Some(parent) = track.parent_hop() {
-            if path.contains(parent) || self.session.peer_setup().hop_id == Some(parent) {
-                self.shared.metrics.refuse(RefuseReason::Loop);
-                let reason = format!(
-                    "relay loop: this relay receives the track from relay {parent:x}, which asks for it"
-                );
-                return request.reject(RequestErrorCode::DoesNotExist, &reason).await;
-            }
+        if let Some(reason) = self.loop_through_parent(&track, &path) {
+            self.shared.metrics.refuse(RefuseReason::Loop);
+            return request.reject(RequestErrorCode::DoesNotExist, &reason).await;
         }
-        let info = match track.ready(rendezvous).await {
-            TrackState::Live(info) => info,
-            TrackState::Waiting => {
-                self.shared.metrics.refuse(RefuseReason::NotFound);
-                let namespace = &message.track_namespace;
-                return if rendezvous.is_zero() {
-                    request
-                        .reject(
-                            RequestErrorCode::DoesNotExist,
-                            &format!("no publisher for namespace {namespace}"),
-                        )
-                        .await
-                } else {
-                    request
-                        .reject(
-                            RequestErrorCode::Timeout,
-                            &format!("no publisher for namespace {namespace} within {rendezvous:?}"),
-                        )
-                        .await
-                };
-            }
-            TrackState::Failed { code, reason } => {
-                self.shared.metrics.refuse(RefuseReason::NotFound);
-                return request.reject(code, &reason).await;
-            }
-            TrackState::Ended { reason, .. } => {
-                self.shared.metrics.refuse(RefuseReason::NotFound);
-                return request
-                    .reject(RequestErrorCode::DoesNotExist, &format!("track ended: {reason}"))
-                    .await;
-            }
-            TrackState::Pending => {
-                return request
-                    .reject(RequestErrorCode::Timeout, "upstream did not answer")
-                    .await
-            }
+        let info = match self.live_or_refusal(
+            track.ready(rendezvous).await,
+            &message.track_namespace,
+            rendezvous,
+        ) {
+            Ok(info) => info,
+            Err((code, reason)) => return request.reject(code, &reason).await,
         };
         // The Largest Object that SUBSCRIBE_OK reports is the one the filters are relative to
         // (draft-18 §Subscription Filters; {0, 0} when nothing has arrived yet), so the start
         // is fixed here, not when the forwarder first looks at the cache: objects arriving in
         // between belong to this subscriber.
         let largest = track.largest();
-        let (start, end_group) = match message.parameters.subscription_filter {
-            // Join fast: from the first object of the Largest Object's group.
-            None | Some(SubscriptionFilter::LargestObject) => (
-                Start::At {
-                    group: largest.map_or(0, |l| l.group),
-                    object: 0,
-                },
-                None,
-            ),
-            Some(SubscriptionFilter::NextGroupStart) => (
-                Start::At {
-                    group: largest.map_or(0, |l| l.group.saturating_add(1)),
-                    object: 0,
-                },
-                None,
-            ),
-            Some(SubscriptionFilter::AbsoluteStart { start_location }) => (
-                Start::At {
-                    group: start_location.group,
-                    object: start_location.object,
-                },
-                None,
-            ),
-            Some(SubscriptionFilter::AbsoluteRange {
-                start_location,
-                end_group_delta,
-            }) => (
-                Start::At {
-                    group: start_location.group,
-                    object: start_location.object,
-                },
-                Some(start_location.group.saturating_add(end_group_delta)),
-            ),
-        };
+        let (start, end_group) = filter_start(message.parameters.subscription_filter, largest);
         let ok = SubscribeOk {
             track_alias: 0,
             parameters: Parameters {
@@ -160,5 +92,82 @@ impl SessionHandler {
         )
         .await;
         Ok(())
+    }
+
+    /// A relay asking for a track this relay gets from that very relay (or from one on the
+    /// request's path) would close a loop that coalescing hides from the path check: the
+    /// reason to refuse it.
+    fn loop_through_parent(&self, track: &Track, path: &HopPath) -> Option<String> {
+        let parent = track.parent_hop()?;
+        (path.contains(parent) || self.session.peer_setup().hop_id == Some(parent)).then(|| {
+            format!("relay loop: this relay receives the track from relay {parent:x}, which asks for it")
+        })
+    }
+
+    /// What SUBSCRIBE_OK repeats of a live track, or the REQUEST_ERROR for a subscriber to a
+    /// track that is not live once [`Track::ready`] returns.
+    fn live_or_refusal(
+        &self,
+        state: TrackState,
+        namespace: &TrackNamespace,
+        rendezvous: Duration,
+    ) -> Result<LiveInfo, (RequestErrorCode, String)> {
+        let refusal = match state {
+            TrackState::Live(info) => return Ok(info),
+            TrackState::Pending => return Err((RequestErrorCode::Timeout, "upstream did not answer".into())),
+            TrackState::Waiting if rendezvous.is_zero() => (
+                RequestErrorCode::DoesNotExist,
+                format!("no publisher for namespace {namespace}"),
+            ),
+            TrackState::Waiting => (
+                RequestErrorCode::Timeout,
+                format!("no publisher for namespace {namespace} within {rendezvous:?}"),
+            ),
+            TrackState::Failed { code, reason } => (code, reason),
+            TrackState::Ended { reason, .. } => {
+                (RequestErrorCode::DoesNotExist, format!("track ended: {reason}"))
+            }
+        };
+        self.shared.metrics.refuse(RefuseReason::NotFound);
+        Err(refusal)
+    }
+}
+
+/// Where a subscription with `filter` starts, and the group it ends after (AbsoluteRange),
+/// given the Largest Object its SUBSCRIBE_OK reports.
+fn filter_start(filter: Option<SubscriptionFilter>, largest: Option<Location>) -> (Start, Option<u64>) {
+    match filter {
+        // Join fast: from the first object of the Largest Object's group.
+        None | Some(SubscriptionFilter::LargestObject) => (
+            Start::At {
+                group: largest.map_or(0, |l| l.group),
+                object: 0,
+            },
+            None,
+        ),
+        Some(SubscriptionFilter::NextGroupStart) => (
+            Start::At {
+                group: largest.map_or(0, |l| l.group.saturating_add(1)),
+                object: 0,
+            },
+            None,
+        ),
+        Some(SubscriptionFilter::AbsoluteStart { start_location }) => (
+            Start::At {
+                group: start_location.group,
+                object: start_location.object,
+            },
+            None,
+        ),
+        Some(SubscriptionFilter::AbsoluteRange {
+            start_location,
+            end_group_delta,
+        }) => (
+            Start::At {
+                group: start_location.group,
+                object: start_location.object,
+            },
+            Some(start_location.group.saturating_add(end_group_delta)),
+        ),
     }
 }
