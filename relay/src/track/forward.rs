@@ -7,10 +7,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, StreamResetCode};
+use banyan_moq::coding::{FullTrackName, PublishDoneCode, RequestErrorCode, StreamResetCode};
 use banyan_moq::data::SubgroupObject;
 use banyan_moq::message::{Message, RequestError, RequestOk};
-use banyan_moq::session::{TrackSender, TrackWriter};
+use banyan_moq::session::{Error as SessionError, TrackSender, TrackWriter};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 
@@ -79,13 +79,7 @@ pub async fn forward(
                 // Oldest first, so a lagging subscriber skips its oldest groups.
                 let at = in_flight.partition_point(|(id, _)| *id < group.id);
                 in_flight.insert(at, (group.id, cancel));
-                while in_flight.len() > config.max_lag + 1 {
-                    if let Some((skipped, cancel)) = in_flight.pop_front() {
-                        tracing::debug!(track = %track.name, group = skipped, "subscriber behind; skipping group");
-                        metrics.groups_skipped.inc();
-                        let _ = cancel.send(true);
-                    }
-                }
+                skip_lagging(&mut in_flight, config.max_lag, &track.name, &metrics);
             }
             Some(finished) = active.next(), if !active.is_empty() => {
                 in_flight.retain(|(id, _)| *id != finished);
@@ -93,47 +87,14 @@ pub async fn forward(
                     break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
                 }
             }
-            request = writer.next_request() => match request {
-                Ok(Some(Message::RequestUpdate(update))) => {
-                    let reply: Message = if update.parameters.subscription_filter.is_some() {
-                        RequestError::new(RequestErrorCode::NotSupported, 0, "changing the filter is not supported").into()
-                    } else {
-                        let priority = update.parameters.subscriber_priority;
-                        let order = update.parameters.group_order;
-                        if priority.is_some() || order.is_some() {
-                            let descending = order == Some(banyan_moq::message::GroupOrder::Descending);
-                            writer.set_priority(priority.unwrap_or(128), descending);
-                        }
-                        RequestOk::default().into()
-                    };
-                    if writer.respond(reply).await.is_err() {
-                        break Outcome::Gone;
-                    }
+            request = writer.next_request() => {
+                if let Some(outcome) = answer(&mut writer, request).await {
+                    break outcome;
                 }
-                // The answer to a PUBLISH this relay sent (SUBSCRIBE_TRACKS): objects already
-                // flow; a refusal ends the subscription.
-                Ok(Some(Message::PublishOk(_) | Message::RequestOk(_))) if writer.publish().is_some() => {}
-                Ok(Some(Message::RequestError(error))) if writer.publish().is_some() => {
-                    tracing::debug!(code = ?error.error_code, reason = %error.error_reason, "subscriber refused our PUBLISH");
-                    break Outcome::Gone;
-                }
-                Ok(Some(other)) => {
-                    tracing::debug!(message = other.name(), "unexpected message on a subscription stream");
-                    break Outcome::Gone;
-                }
-                Ok(None) | Err(_) => break Outcome::Gone,
-            },
+            }
             changed = state.changed() => {
-                let ended = match &*state.borrow_and_update() {
-                    TrackState::Ended { code, reason } => Some((*code, reason.clone())),
-                    TrackState::Failed { reason, .. } => Some((PublishDoneCode::InternalError, reason.clone())),
-                    _ => None,
-                };
-                if let Some((code, reason)) = ended {
-                    break Outcome::Done(code, reason);
-                }
-                if changed.is_err() {
-                    break Outcome::Done(PublishDoneCode::InternalError, "track gone".into());
+                if let Some(outcome) = track_end(&mut state, changed.is_err()) {
+                    break outcome;
                 }
             }
         }
@@ -158,6 +119,76 @@ pub async fn forward(
     }
     metrics.subscriptions.dec();
     drop(guard);
+}
+
+/// Skip the oldest groups in flight beyond `max_lag` behind the newest.
+fn skip_lagging(
+    in_flight: &mut VecDeque<(u64, watch::Sender<bool>)>,
+    max_lag: usize,
+    name: &FullTrackName,
+    metrics: &Metrics,
+) {
+    while in_flight.len() > max_lag + 1 {
+        if let Some((skipped, cancel)) = in_flight.pop_front() {
+            tracing::debug!(track = %name, group = skipped, "subscriber behind; skipping group");
+            metrics.groups_skipped.inc();
+            let _ = cancel.send(true);
+        }
+    }
+}
+
+/// Answer what the subscriber sent on its subscription's stream: `Some` when that ends the
+/// subscription.
+async fn answer(writer: &mut TrackWriter, request: Result<Option<Message>, SessionError>) -> Option<Outcome> {
+    match request {
+        Ok(Some(Message::RequestUpdate(update))) => {
+            let reply: Message = if update.parameters.subscription_filter.is_some() {
+                RequestError::new(
+                    RequestErrorCode::NotSupported,
+                    0,
+                    "changing the filter is not supported",
+                )
+                .into()
+            } else {
+                let priority = update.parameters.subscriber_priority;
+                let order = update.parameters.group_order;
+                if priority.is_some() || order.is_some() {
+                    let descending = order == Some(banyan_moq::message::GroupOrder::Descending);
+                    writer.set_priority(priority.unwrap_or(128), descending);
+                }
+                RequestOk::default().into()
+            };
+            writer.respond(reply).await.is_err().then_some(Outcome::Gone)
+        }
+        // The answer to a PUBLISH this relay sent (SUBSCRIBE_TRACKS): objects already
+        // flow; a refusal ends the subscription.
+        Ok(Some(Message::PublishOk(_) | Message::RequestOk(_))) if writer.publish().is_some() => None,
+        Ok(Some(Message::RequestError(error))) if writer.publish().is_some() => {
+            tracing::debug!(code = ?error.error_code, reason = %error.error_reason, "subscriber refused our PUBLISH");
+            Some(Outcome::Gone)
+        }
+        Ok(Some(other)) => {
+            tracing::debug!(
+                message = other.name(),
+                "unexpected message on a subscription stream"
+            );
+            Some(Outcome::Gone)
+        }
+        Ok(None) | Err(_) => Some(Outcome::Gone),
+    }
+}
+
+/// How the subscription ends, if the track's state change (or its end, `gone`) ends it.
+fn track_end(state: &mut watch::Receiver<TrackState>, gone: bool) -> Option<Outcome> {
+    let ended = match &*state.borrow_and_update() {
+        TrackState::Ended { code, reason } => Some((*code, reason.clone())),
+        TrackState::Failed { reason, .. } => Some((PublishDoneCode::InternalError, reason.clone())),
+        _ => None,
+    };
+    if let Some((code, reason)) = ended {
+        return Some(Outcome::Done(code, reason));
+    }
+    gone.then(|| Outcome::Done(PublishDoneCode::InternalError, "track gone".into()))
 }
 
 enum Outcome {
