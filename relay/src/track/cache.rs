@@ -39,9 +39,6 @@ impl CachedObject {
     }
 }
 
-/// Lock a mutex, recovering from poisoning: the data structures here stay consistent
-/// because every critical section is a short push/clone with no panics in between.
-
 /// Bytes cached across all tracks, against a limit.
 #[derive(Debug)]
 pub struct CacheBudget {

@@ -124,8 +124,6 @@ impl Tracks {
         self.feed_from_publisher(track, publisher).await
     }
 
-    /// Close `track` to new subscribers if it has none (checked under the registry lock, so
-
     /// Feed the track from a publisher at this relay. When another session takes the
     /// namespace over (`--publisher-takeover`), the track moves to it: the old upstream
     /// subscription is dropped, the groups it left unfinished end, and the new publisher's
@@ -137,31 +135,9 @@ impl Tracks {
         loop {
             // After a takeover, groups must continue above what subscribers have seen.
             let floor = if live { track.cache.newest_group() } else { None };
-            let subscribe = Subscribe {
-                request_id: 0,
-                track_namespace: name.namespace.clone(),
-                track_name: name.name.clone(),
-                parameters: Parameters::default(),
-            };
-            self.metrics.upstream_subscribe_total.inc();
-            let subscription = match publisher.session.subscribe(subscribe).await {
-                Ok(s) => s,
-                Err(SessionError::Refused { code, reason, .. }) if !live => {
-                    return TrackState::Failed { code, reason }
-                }
-                Err(e) if !live => {
-                    return TrackState::Failed {
-                        code: RequestErrorCode::InternalError,
-                        reason: format!("upstream: {e}"),
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(track = %name, error = %e, "the new publisher does not serve this track; ending it");
-                    return TrackState::Ended {
-                        code: PublishDoneCode::TrackEnded,
-                        reason: format!("the new publisher of the namespace does not serve the track: {e}"),
-                    };
-                }
+            let subscription = match self.subscribe_publisher(name, &publisher, live).await {
+                Ok(subscription) => subscription,
+                Err(end) => return end,
             };
             let info = live_info(&subscription);
             if let (Some(floor), Some(largest)) = (floor, info.largest) {
@@ -211,6 +187,40 @@ impl Tracks {
                     ingest.finish(track).await;
                     return end.into_state();
                 }
+            }
+        }
+    }
+
+    /// Subscribe to the track at `publisher`; on failure, the state the track ends in (it
+    /// fails before it was `live`, and ends after, when a new publisher does not serve it).
+    async fn subscribe_publisher(
+        &self,
+        name: &FullTrackName,
+        publisher: &Publisher,
+        live: bool,
+    ) -> Result<Subscription, TrackState> {
+        let subscribe = Subscribe {
+            request_id: 0,
+            track_namespace: name.namespace.clone(),
+            track_name: name.name.clone(),
+            parameters: Parameters::default(),
+        };
+        self.metrics.upstream_subscribe_total.inc();
+        match publisher.session.subscribe(subscribe).await {
+            Ok(s) => Ok(s),
+            Err(SessionError::Refused { code, reason, .. }) if !live => {
+                Err(TrackState::Failed { code, reason })
+            }
+            Err(e) if !live => Err(TrackState::Failed {
+                code: RequestErrorCode::InternalError,
+                reason: format!("upstream: {e}"),
+            }),
+            Err(e) => {
+                tracing::info!(track = %name, error = %e, "the new publisher does not serve this track; ending it");
+                Err(TrackState::Ended {
+                    code: PublishDoneCode::TrackEnded,
+                    reason: format!("the new publisher of the namespace does not serve the track: {e}"),
+                })
             }
         }
     }

@@ -4,6 +4,7 @@
 //! its oldest group streams are reset and it carries on with the newest group (counted).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,11 +101,24 @@ pub async fn forward(
         }
     };
     track.remove_datagram_sender(datagram_id);
+    end(outcome, active, in_flight, writer, config.drain).await;
+    metrics.subscriptions.dec();
+    drop(guard);
+}
+
+/// End the subscription: with PUBLISH_DONE once the groups in flight finish (within
+/// `drain`), or, when the subscriber is gone, at once.
+async fn end<F: Future<Output = u64>>(
+    outcome: Outcome,
+    mut active: FuturesUnordered<F>,
+    in_flight: VecDeque<(u64, watch::Sender<bool>)>,
+    writer: TrackWriter,
+    drain: Duration,
+) {
     match outcome {
         Outcome::Done(code, reason) => {
             // Let in-flight groups finish (bounded), then PUBLISH_DONE.
-            let _ =
-                tokio::time::timeout(config.drain, async { while active.next().await.is_some() {} }).await;
+            let _ = tokio::time::timeout(drain, async { while active.next().await.is_some() {} }).await;
             for (_, cancel) in in_flight {
                 let _ = cancel.send(true);
             }
@@ -117,8 +131,6 @@ pub async fn forward(
             }
         }
     }
-    metrics.subscriptions.dec();
-    drop(guard);
 }
 
 /// Skip the oldest groups in flight beyond `max_lag` behind the newest.

@@ -255,9 +255,6 @@ impl Track {
         self.datagram_senders.lock().remove(&id);
     }
 
-    /// Append group `group_id` holding one object with `payload` (for a locally produced
-    /// track; group ids must grow). Returns false if the cache refused it as too old.
-
     fn set_state(&self, state: TrackState) {
         self.state.send_replace(state);
     }

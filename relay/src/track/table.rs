@@ -217,9 +217,6 @@ impl Tracks {
         true
     }
 
-    /// Feed the track from a publisher at this relay. When another session takes the
-    /// namespace over (`--publisher-takeover`), the track moves to it: the old upstream
-
     /// Take a finished track out of the registry and tell its readers.
     pub(super) fn retire(&self, track: &Arc<Track>, end: TrackState) {
         {
