@@ -79,94 +79,8 @@ impl Relay {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
 
-        let auth = match &config.auth_key {
-            Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
-            None => None,
-        };
-        let metrics = Arc::new(Metrics::default());
-        let namespaces = Arc::new(Namespaces::default());
-        let parents = parents(config, hop_id, &session_config, &metrics)?;
-        let tracks = Tracks::new(
-            namespaces.clone(),
-            parents,
-            TrackConfig {
-                cache_groups: config.cache_groups,
-                rendezvous_max: config.rendezvous_max,
-                linger: Duration::from_secs(2),
-                failover_window: FAILOVER_WINDOW,
-            },
-            CacheBudget::new(config.cache_bytes),
-            metrics.clone(),
-        );
-        let ledger = match &config.gift_ledger {
-            Some(path) => {
-                Some(Arc::new(Ledger::open(path).with_context(|| {
-                    format!("opening the gift ledger {}", path.display())
-                })?))
-            }
-            None => None,
-        };
-        let interact = Hub::new(
-            InteractConfig {
-                window: config.like_window,
-                like_rate: f64::from(config.like_rate),
-                like_burst: f64::from(config.like_rate) * 5.0,
-                comment_rate: f64::from(config.comment_rate),
-                comment_burst: f64::from(config.comment_rate) * 5.0,
-                idle: config.interact_idle,
-                ..InteractConfig::default()
-            },
-            tracks.clone(),
-            namespaces.clone(),
-            metrics.clone(),
-            ledger.clone(),
-        );
-        let shared = Arc::new(Shared {
-            namespaces,
-            tracks,
-            interact,
-            metrics,
-            auth,
-            limits: SessionLimits {
-                subscriptions: config.max_subscriptions_per_session,
-                namespaces: config.max_namespaces_per_session,
-                // The configuration checks both are at least 1.
-                request_rate: NonZeroU32::new(config.request_rate).unwrap_or(NonZeroU32::MIN),
-                request_burst: NonZeroU32::new(config.request_burst).unwrap_or(NonZeroU32::MIN),
-            },
-            forward: ForwardConfig {
-                max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),
-                drain: Duration::from_secs(2),
-            },
-            publisher_takeover: config.publisher_takeover,
-            hop_id,
-            max_depth: config.max_depth,
-            tasks: Tasks::default(),
-        });
-        let heartbeat = match &config.control {
-            Some(control) => {
-                let urls = heartbeat::relay_urls(
-                    &config.public_host,
-                    server.local_addr().context("reading the bound UDP address")?,
-                    http.local_addr().context("reading the bound HTTP address")?,
-                );
-                let reporter = Reporter::new(HeartbeatConfig {
-                    control: control.clone(),
-                    relay_id: config.relay_id.clone(),
-                    urls,
-                    cert_sha256: cert_hash.clone(),
-                    region: config.region.clone(),
-                    capacity: Capacity {
-                        max_viewers: config.capacity_viewers(),
-                        egress_bps: config.capacity_egress,
-                    },
-                    timeout: Duration::from_secs(2),
-                })
-                .context("setting up heartbeats to the control plane")?;
-                Some(reporter)
-            }
-            None => None,
-        };
+        let (shared, ledger) = shared_state(config, hop_id, &session_config)?;
+        let heartbeat = reporter(config, &server, &http, cert_hash.as_deref())?;
         Ok(Self {
             server,
             http,
@@ -253,6 +167,32 @@ impl Relay {
             }
         }
 
+        Self::drain(
+            &self.server,
+            self.drain_timeout,
+            &sessions,
+            &draining,
+            &draining_tx,
+        )
+        .await;
+        let _ = http_stop.send(());
+        let _ = http_task.await;
+        if let Some(task) = heartbeat_task {
+            task.abort();
+        }
+        self.shared.tasks.shutdown().await;
+        Ok(())
+    }
+
+    /// Send GOAWAY to every session, wait (at most the drain timeout) for them to leave, then
+    /// close the rest and the endpoint.
+    async fn drain(
+        server: &Server,
+        drain_timeout: Duration,
+        sessions: &Sessions,
+        draining: &AtomicBool,
+        draining_tx: &watch::Sender<bool>,
+    ) {
         tracing::info!(
             sessions = sessions.len(),
             "shutting down: sending GOAWAY and draining"
@@ -260,9 +200,9 @@ impl Relay {
         draining.store(true, Ordering::SeqCst);
         draining_tx.send_replace(true);
         for session in sessions.all() {
-            let _ = session.goaway("", self.drain_timeout).await;
+            let _ = session.goaway("", drain_timeout).await;
         }
-        let drained = tokio::time::timeout(self.drain_timeout, async {
+        let drained = tokio::time::timeout(drain_timeout, async {
             while sessions.len() > 0 {
                 sessions.changed.notified().await;
             }
@@ -277,15 +217,8 @@ impl Relay {
         for session in sessions.all() {
             session.close(SessionErrorCode::GoawayTimeout, "relay shutting down");
         }
-        self.server.close(0, "relay shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.server.wait_idle()).await;
-        let _ = http_stop.send(());
-        let _ = http_task.await;
-        if let Some(task) = heartbeat_task {
-            task.abort();
-        }
-        self.shared.tasks.shutdown().await;
-        Ok(())
+        server.close(0, "relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), server.wait_idle()).await;
     }
 }
 
@@ -293,6 +226,114 @@ impl Relay {
 /// the same one back) before it ends for its subscribers: long enough for a control plane to
 /// notice a dead relay and route around it, short enough that viewers are not left hanging.
 const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
+
+/// The state every session shares: namespaces, tracks, the interaction hub, counters, auth
+/// and limits; and the gift ledger, when the relay keeps one.
+fn shared_state(
+    config: &RelayConfig,
+    hop_id: u64,
+    session_config: &SessionConfig,
+) -> anyhow::Result<(Arc<Shared>, Option<Arc<Ledger>>)> {
+    let auth = match &config.auth_key {
+        Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let namespaces = Arc::new(Namespaces::default());
+    let parents = parents(config, hop_id, session_config, &metrics)?;
+    let tracks = Tracks::new(
+        namespaces.clone(),
+        parents,
+        TrackConfig {
+            cache_groups: config.cache_groups,
+            rendezvous_max: config.rendezvous_max,
+            linger: Duration::from_secs(2),
+            failover_window: FAILOVER_WINDOW,
+        },
+        CacheBudget::new(config.cache_bytes),
+        metrics.clone(),
+    );
+    let ledger = match &config.gift_ledger {
+        Some(path) => {
+            Some(Arc::new(Ledger::open(path).with_context(|| {
+                format!("opening the gift ledger {}", path.display())
+            })?))
+        }
+        None => None,
+    };
+    let interact = Hub::new(
+        InteractConfig {
+            window: config.like_window,
+            like_rate: f64::from(config.like_rate),
+            like_burst: f64::from(config.like_rate) * 5.0,
+            comment_rate: f64::from(config.comment_rate),
+            comment_burst: f64::from(config.comment_rate) * 5.0,
+            idle: config.interact_idle,
+            ..InteractConfig::default()
+        },
+        tracks.clone(),
+        namespaces.clone(),
+        metrics.clone(),
+        ledger.clone(),
+    );
+    let shared = Arc::new(Shared {
+        namespaces,
+        tracks,
+        interact,
+        metrics,
+        auth,
+        limits: SessionLimits {
+            subscriptions: config.max_subscriptions_per_session,
+            namespaces: config.max_namespaces_per_session,
+            // The configuration checks both are at least 1.
+            request_rate: NonZeroU32::new(config.request_rate).unwrap_or(NonZeroU32::MIN),
+            request_burst: NonZeroU32::new(config.request_burst).unwrap_or(NonZeroU32::MIN),
+        },
+        forward: ForwardConfig {
+            max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),
+            drain: Duration::from_secs(2),
+        },
+        publisher_takeover: config.publisher_takeover,
+        hop_id,
+        max_depth: config.max_depth,
+        tasks: Tasks::default(),
+    });
+    Ok((shared, ledger))
+}
+
+/// The heartbeat reporter, with `--control`.
+fn reporter(
+    config: &RelayConfig,
+    server: &Server,
+    http: &tokio::net::TcpListener,
+    cert_hash: Option<&str>,
+) -> anyhow::Result<Option<Reporter>> {
+    let heartbeat = match &config.control {
+        Some(control) => {
+            let urls = heartbeat::relay_urls(
+                &config.public_host,
+                server.local_addr().context("reading the bound UDP address")?,
+                http.local_addr().context("reading the bound HTTP address")?,
+            );
+            let reporter = Reporter::new(HeartbeatConfig {
+                control: control.clone(),
+                relay_id: config.relay_id.clone(),
+                urls,
+                cert_sha256: cert_hash.map(str::to_owned),
+                region: config.region.clone(),
+                capacity: Capacity {
+                    max_viewers: config.capacity_viewers(),
+                    egress_bps: config.capacity_egress,
+                },
+                timeout: Duration::from_secs(2),
+            })
+            .context("setting up heartbeats to the control plane")?;
+            Some(reporter)
+        }
+        None => None,
+    };
+    Ok(heartbeat)
+}
 
 /// The parent links, when the relay has parents (`--upstream` or `--control`).
 fn parents(
