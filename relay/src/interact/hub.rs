@@ -377,48 +377,8 @@ impl Hub {
                 Role::Origin {
                     events, events_group, ..
                 } => {
-                    // SQLite waits for the disk (`synchronous = FULL`): off the runtime's
-                    // threads. This publication's later objects wait, which keeps their order.
-                    let recorded = match &self.ledger {
-                        Some(ledger) => {
-                            let (ledger, namespace, id) =
-                                (ledger.clone(), broadcast.namespace.to_string(), client_id.clone());
-                            let write = tokio::task::spawn_blocking(move || {
-                                ledger.record(&namespace, &id, kind, amount)
-                            });
-                            Some(
-                                write
-                                    .await
-                                    .unwrap_or_else(|e| Err(LedgerError::Interrupted(e.to_string()))),
-                            )
-                        }
-                        None => None,
-                    };
-                    match recorded {
-                        Some(Ok(recorded)) => {
-                            if recorded.new {
-                                self.metrics.gifts_in.inc();
-                            }
-                            // Announced on every receipt, so a retry learns it was recorded.
-                            let event = GiftEvent {
-                                seq: recorded.seq,
-                                client_id,
-                                kind: recorded.kind,
-                                amount: recorded.amount,
-                            };
-                            events.append_group(events_group.fetch_add(1, Ordering::Relaxed), event.encode());
-                            Ok(())
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "gift not recorded");
-                            self.metrics.interact_refuse(Refusal::Unavailable);
-                            Err(Refusal::Unavailable)
-                        }
-                        None => {
-                            self.metrics.interact_refuse(Refusal::Unavailable);
-                            Err(Refusal::Unavailable)
-                        }
-                    }
+                    self.record_gift(broadcast, events, events_group, client_id, kind, amount)
+                        .await
                 }
                 Role::Edge { comments } => {
                     let up = Up::Gift {
@@ -432,6 +392,58 @@ impl Hub {
                     })
                 }
             },
+        }
+    }
+
+    /// Record a gift at the origin in the ledger and announce it on the `events` track.
+    async fn record_gift(
+        &self,
+        broadcast: &Broadcast,
+        events: &Track,
+        events_group: &AtomicU64,
+        client_id: Bytes,
+        kind: u64,
+        amount: u64,
+    ) -> Result<(), Refusal> {
+        // SQLite waits for the disk (`synchronous = FULL`): off the runtime's
+        // threads. This publication's later objects wait, which keeps their order.
+        let recorded = match &self.ledger {
+            Some(ledger) => {
+                let (ledger, namespace, id) =
+                    (ledger.clone(), broadcast.namespace.to_string(), client_id.clone());
+                let write = tokio::task::spawn_blocking(move || ledger.record(&namespace, &id, kind, amount));
+                Some(
+                    write
+                        .await
+                        .unwrap_or_else(|e| Err(LedgerError::Interrupted(e.to_string()))),
+                )
+            }
+            None => None,
+        };
+        match recorded {
+            Some(Ok(recorded)) => {
+                if recorded.new {
+                    self.metrics.gifts_in.inc();
+                }
+                // Announced on every receipt, so a retry learns it was recorded.
+                let event = GiftEvent {
+                    seq: recorded.seq,
+                    client_id,
+                    kind: recorded.kind,
+                    amount: recorded.amount,
+                };
+                events.append_group(events_group.fetch_add(1, Ordering::Relaxed), event.encode());
+                Ok(())
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "gift not recorded");
+                self.metrics.interact_refuse(Refusal::Unavailable);
+                Err(Refusal::Unavailable)
+            }
+            None => {
+                self.metrics.interact_refuse(Refusal::Unavailable);
+                Err(Refusal::Unavailable)
+            }
         }
     }
 
