@@ -1,26 +1,36 @@
 //! `banyan-relay`: the MoQT draft-18 relay.
 //!
-//! A publisher's PUBLISH_NAMESPACE registers it in [`namespaces`]; the first SUBSCRIBE for a track
-//! creates its entry in [`track`], which subscribes upstream exactly once and fills the track's
-//! [`track::cache`]; every subscriber then gets a [`track::forward`]er that reads the cache with its own cursor.
-//! A namespace nobody publishes here is fetched from a parent relay ([`upstream`]), so relays
-//! form a replication tree: each holds one upstream copy of a track for all its subscribers.
+//! A publisher's PUBLISH_NAMESPACE registers it in [`namespaces`]; the first SUBSCRIBE for a
+//! track creates its entry in the [`track`] table, which subscribes upstream exactly once and
+//! fills the track's [`track::cache`]; every subscriber then gets a [`track::forward`]er that
+//! reads the cache with its own cursor. A namespace nobody publishes here is fetched from a
+//! parent relay ([`upstream`]), so relays form a replication tree: each holds one upstream
+//! copy of a track for all its subscribers. "Origin" means the root of that tree (the relay
+//! the publisher reaches), never the table of publishers.
 //!
 //! # Module map
 //! - [`relay`]: [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP listener,
 //!   accepts and authorizes sessions, shuts down with GOAWAY and a bounded drain.
-//! - [`request`]: one session's requests: authorization, per-session limits, dispatch, and
-//!   each request's handling (SUBSCRIBE with its rendezvous, FETCH including joining FETCH,
-//!   SUBSCRIBE_TRACKS, PUBLISH, namespaces).
-//! - [`namespaces`]: published namespaces (a new publisher takes a live one over), routing a
-//!   track to its publisher, namespace watchers.
-//! - [`track`]: one entry per track: the coalesced upstream subscription (to a local publisher,
-//!   moving with a takeover, or a parent relay, with failover) and its ingest; the rendezvous
-//!   that holds a track nobody publishes yet; pushed tracks and their SUBSCRIBE_TRACKS watchers.
+//! - [`request`]: one session's requests: authorization, relay-path checks and dispatch
+//!   (`mod.rs`), per-session limits (`limits.rs`: request rate, subscription and namespace
+//!   slots), and one file per request kind: `subscribe.rs` (with its rendezvous),
+//!   `fetch.rs` (standalone and joining; `join.rs` keeps the SUBSCRIBEs a joining FETCH can
+//!   name), `publish.rs`, `publish_namespace.rs`, `subscribe_namespace.rs`,
+//!   `subscribe_tracks.rs`, `track_status.rs`.
+//! - [`namespaces`]: [`namespaces::Namespaces`], the table of local publishers: published
+//!   namespaces (a new publisher takes a live one over), routing a track to its publisher,
+//!   namespace watchers.
+//! - [`track`]: one entry per track (`mod.rs`: [`track::Track`], its state, its subscriber
+//!   count). `table.rs`: [`track::Tracks`], the table by name, joined by SUBSCRIBE, replaced
+//!   by PUBLISH, watched by SUBSCRIBE_TRACKS. `feed.rs`: the coalesced upstream subscription
+//!   (a local publisher, moving with a takeover; a parent relay, with failover; a pushed
+//!   track) and the rendezvous that holds a track nobody publishes yet. `ingest.rs`: an
+//!   upstream subscription read into the cache. `local.rs`: tracks the relay produces itself.
+//!   [`track::cache`]: recent groups per track, bounded by count and by a shared byte budget.
+//!   [`track::forward`]: per-subscriber fan-out that skips a slow subscriber forward.
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
 //!   session per parent, relay paths for loop and depth safety.
-//! - [`track::cache`]: recent groups per track, bounded by count and by a shared byte budget.
-//! - [`track::forward`]: per-subscriber fan-out that skips a slow subscriber forward.
+//! - [`tasks`]: [`tasks::Tasks`], a set of background tasks owned by its holder.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
@@ -32,6 +42,23 @@
 //!   tracks, per-viewer admission (rate, size, UTF-8, room), cumulative like sums forwarded to
 //!   the parent, the origin's `likes`, `chat/<room>` and `events` tracks and its SQLite gift
 //!   ledger; see `docs/interactions.md`.
+//!
+//! # Where tasks run, and who owns them
+//! Library code spawns nothing behind its caller's back: work that runs in the background is
+//! a future handed to an owner.
+//! - [`Relay::run`] owns the relay-wide [`tasks::Tasks`] (`request::Shared::tasks`): each
+//!   track's upstream feed ([`track::Tracks::subscribe`] and [`track::Tracks::insert_pushed`]
+//!   return it; the request layer spawns it), and the interaction sweeper
+//!   ([`interact::hub::Hub::sweeper`]). They are aborted when `run` returns. `run` also
+//!   spawns, and stops, the HTTP listener and the heartbeat reporter, and one task per
+//!   connection with its session driver.
+//! - Each session ([`request::SessionHandler`]) owns a [`tasks::Tasks`] for its requests and
+//!   the PUBLISHes of its SUBSCRIBE_TRACKS, aborted when the session ends.
+//! - Within a task, work it waits for stays in that task's own `JoinSet`: an ingest's
+//!   subgroup streams, the subgroups a parent going away still sends.
+//! - Still spawned where they start (not yet moved to an owner): the interaction hub's
+//!   per-broadcast tasks (like sums, upstream links, subgroup readers) and the parent-link
+//!   session drivers in [`upstream`].
 
 pub mod auth;
 pub mod config;
