@@ -161,7 +161,7 @@ impl Hub {
         // Distinct per relay process: the clock mixed with the process id, kept to 62 bits.
         let source =
             ((nanos as u64) ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 2;
-        let hub = Arc::new(Self {
+        Arc::new(Self {
             config,
             tracks,
             namespaces,
@@ -170,8 +170,7 @@ impl Hub {
             created: AtomicU64::new(0),
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
-        });
-        hub
+        })
     }
 
     /// The sweeper for the caller to run: frees unused broadcasts every quarter of
