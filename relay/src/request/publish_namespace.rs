@@ -6,7 +6,6 @@ use std::sync::Arc;
 use banyan_moq::coding::RequestErrorCode;
 use banyan_moq::session::PublishNamespaceRequest;
 
-use super::limits::Slot;
 use super::SessionHandler;
 use crate::metrics::RefuseReason;
 
@@ -16,14 +15,9 @@ impl SessionHandler {
         request: PublishNamespaceRequest,
     ) -> Result<(), banyan_moq::session::Error> {
         let namespace = request.message.track_namespace.clone();
-        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
-            self.shared.metrics.refuse(RefuseReason::Limit);
-            return request
-                .reject(
-                    RequestErrorCode::ExcessiveLoad,
-                    "too many namespaces on this session",
-                )
-                .await;
+        let _slot = match self.namespace_slot() {
+            Ok(slot) => slot,
+            Err((code, reason)) => return request.reject(code, reason).await,
         };
         let guard = match self.shared.namespaces.publish(
             namespace.clone(),

@@ -9,7 +9,6 @@ use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespa
 use banyan_moq::message::{HopPath, Parameters, SubscribeOk, SubscriptionFilter};
 use banyan_moq::session::SubscribeRequest;
 
-use super::limits::Slot;
 use super::SessionHandler;
 use crate::metrics::RefuseReason;
 use crate::track::cache::Start;
@@ -23,14 +22,9 @@ impl SessionHandler {
         path: HopPath,
     ) -> Result<(), banyan_moq::session::Error> {
         let message = request.message.clone();
-        let Some(_slot) = Slot::take(&self.subscriptions, self.shared.limits.subscriptions) else {
-            self.shared.metrics.refuse(RefuseReason::Limit);
-            return request
-                .reject(
-                    RequestErrorCode::ExcessiveLoad,
-                    "too many subscriptions on this session",
-                )
-                .await;
+        let _slot = match self.subscription_slot() {
+            Ok(slot) => slot,
+            Err((code, reason)) => return request.reject(code, reason).await,
         };
         let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
             Ok(name) => name,

@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use banyan_moq::coding::{RequestErrorCode, TrackNamespace};
+use banyan_moq::coding::TrackNamespace;
 use banyan_moq::message::{HopPath, Parameters};
 use banyan_moq::session::{NamespaceAnnouncer, NamespaceEvent, SubscribeNamespaceRequest};
 
-use super::limits::Slot;
 use super::SessionHandler;
-use crate::metrics::RefuseReason;
 
 impl SessionHandler {
     pub(super) async fn subscribe_namespace(
@@ -19,14 +17,9 @@ impl SessionHandler {
         path: HopPath,
     ) -> Result<(), banyan_moq::session::Error> {
         let prefix = request.message.track_namespace_prefix.clone();
-        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
-            self.shared.metrics.refuse(RefuseReason::Limit);
-            return request
-                .reject(
-                    RequestErrorCode::ExcessiveLoad,
-                    "too many namespaces on this session",
-                )
-                .await;
+        let _slot = match self.namespace_slot() {
+            Ok(slot) => slot,
+            Err((code, reason)) => return request.reject(code, reason).await,
         };
         let mut watch = self.shared.namespaces.watch(prefix.clone());
         // Namespaces published higher up the tree, as the first reachable parent sees them.

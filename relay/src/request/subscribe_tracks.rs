@@ -34,14 +34,9 @@ impl SessionHandler {
                 )
                 .await;
         }
-        let Some(_slot) = Slot::take(&self.namespaces, self.shared.limits.namespaces) else {
-            self.shared.metrics.refuse(RefuseReason::Limit);
-            return request
-                .reject(
-                    RequestErrorCode::ExcessiveLoad,
-                    "too many namespaces on this session",
-                )
-                .await;
+        let _slot = match self.namespace_slot() {
+            Ok(slot) => slot,
+            Err((code, reason)) => return request.reject(code, reason).await,
         };
         let mut watch = self.shared.tracks.watch(prefix.clone());
         let mut stream = request.accept().await?;
@@ -50,12 +45,11 @@ impl SessionHandler {
             tokio::select! {
                 track = watch.next() => {
                     let Some(track) = track else { return Ok(()) };
-                    match Slot::take(&self.subscriptions, self.shared.limits.subscriptions) {
-                        Some(slot) => {
+                    match self.subscription_slot() {
+                        Ok(slot) => {
                             self.tasks.spawn(self.clone().publish_to(track, relay, slot));
                         }
-                        None => {
-                            self.shared.metrics.refuse(RefuseReason::Limit);
+                        Err(_) => {
                             let blocked = PublishBlocked {
                                 track_namespace_suffix: track.name.namespace.strip_prefix(&prefix).unwrap_or_default(),
                                 track_name: track.name.name.clone(),
