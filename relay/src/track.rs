@@ -298,7 +298,7 @@ impl Track {
         for sender in senders {
             if sender.send_datagram(datagram.clone()).is_ok() {
                 self.metrics.objects_out.inc();
-                self.metrics.bytes_out.add(datagram.payload.len() as u64);
+                self.metrics.bytes_out.inc_by(datagram.payload.len() as u64);
             }
         }
     }
@@ -1085,7 +1085,7 @@ impl Ingest {
                     }
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         metrics.objects_in.inc();
-                        metrics.bytes_in.add(datagram.payload.len() as u64);
+                        metrics.bytes_in.inc_by(datagram.payload.len() as u64);
                         track.fan_out_datagram(&datagram);
                     }
                     // PUBLISH_DONE can overtake the data streams it counts: keep reading
@@ -1204,7 +1204,7 @@ async fn ingest_subgroup(
             }
         }
         metrics.objects_in.inc();
-        metrics.bytes_in.add(object.payload.len() as u64);
+        metrics.bytes_in.inc_by(object.payload.len() as u64);
         if let Some(subgroup) = &cached {
             track.cache.push(
                 subgroup,
