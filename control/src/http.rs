@@ -140,7 +140,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let status = lock(&shared.registry).status(Instant::now());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         shared.metrics.render(&status),
     )
         .into_response()

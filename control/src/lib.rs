@@ -21,7 +21,8 @@
 //!   `banyan-relay` processes) and, with feature `kubernetes`, `spawner::kubernetes`.
 //! - [`token`]: minting viewer and publisher JWTs the relay accepts.
 //! - [`http`]: the axum router: handlers, CORS, rate limiting, status page.
-//! - [`metrics`]: counters and their Prometheus rendering.
+//! - [`metrics`]: counters as `prometheus-client` metrics and their OpenMetrics text, with
+//!   gauges computed from a status snapshot at scrape time.
 //! - [`service`]: [`Control`](service::Control): binds, serves and runs the control loop.
 
 pub mod api;

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -173,21 +172,19 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let expired = registry.expire(now);
-        shared
-            .metrics
-            .expired
-            .fetch_add(expired.len() as u64, Ordering::Relaxed);
+        shared.metrics.expired.inc_by(expired.len() as u64);
         let joins = registry.take_joins();
         let fleet = registry.fleet();
         let actions = autoscaler.tick(now, &joins, &fleet);
         registry.set_join_rates(autoscaler.join_rates().clone());
         actions
     };
+    // Whole milliseconds, as this gauge has always been exported.
     let ttf = autoscaler
         .time_to_full()
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    shared.metrics.time_to_full_ms.store(ttf, Ordering::Relaxed);
+        .map(|d| d.as_millis() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    shared.metrics.time_to_full.set(ttf);
     for action in actions {
         match action {
             Action::Replicate { broadcast, relay } => {

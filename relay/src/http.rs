@@ -1,6 +1,6 @@
 //! The internal HTTP listener (`--http-listen`):
 //!
-//! - `GET /metrics`: Prometheus text ([`Metrics::render`]), `text/plain; version=0.0.4`.
+//! - `GET /metrics`: OpenMetrics text ([`Metrics::render`]), [`METRICS_CONTENT_TYPE`].
 //! - `GET /health`: `{"status":"ok","sessions":N,"relay_id":"..."}`, or status 503 with
 //!   `"status":"draining"` once the relay is draining.
 //! - `GET /certificate.sha256`: the development certificate's SHA-256 as hex and a newline
@@ -22,8 +22,8 @@ use banyan_moq::coding::TrackNamespace;
 use crate::interact::ledger::Ledger;
 use crate::metrics::Metrics;
 
-/// The content type of the Prometheus text exposition format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of `/metrics` (OpenMetrics text, what [`Metrics::render`] encodes).
+pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
 
 /// What the HTTP handlers read; cheap to clone.
 #[derive(Debug, Clone)]
@@ -223,7 +223,7 @@ mod tests {
         let metrics = Metrics::new();
         let _s1 = metrics.session_guard(TransportKind::Quic);
         let _s2 = metrics.session_guard(TransportKind::WebTransport);
-        metrics.objects_out.add(42);
+        metrics.objects_out.inc_by(42);
         let mut state = HttpState::new(metrics.clone(), "edge-1:4443");
         state.cert_hash = Some("ab".repeat(32));
         let draining = state.draining.clone();

@@ -35,7 +35,8 @@
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
-//! - [`metrics`]: counters in atomics and their Prometheus text rendering.
+//! - [`metrics`]: counters, gauges and a histogram as `prometheus-client` metrics in one
+//!   registry, encoded as OpenMetrics text.
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`,
 //!   `/v1/gifts/{broadcast}`.
 //! - [`interact`]: likes, comments and gifts up and down the tree: viewers' `interact`

@@ -1,124 +1,35 @@
-//! The relay's counters, gauges and one latency histogram, as plain atomics, and their
-//! Prometheus text rendering ([`Metrics::render`]).
+//! The relay's counters, gauges and one latency histogram, as `prometheus-client` metrics in
+//! one [`Registry`], encoded as OpenMetrics text by [`Metrics::render`].
 //!
-//! Share one `Arc<Metrics>`; every update is a single relaxed atomic operation, cheap enough for
-//! per-object hot paths. Labels come from small fixed enums only (transport, refusal reason),
-//! never from viewers, namespaces or tracks.
+//! Share one `Arc<Metrics>`; counters and gauges are single relaxed atomics, cheap enough for
+//! per-object hot paths (the histogram takes an uncontended lock per observation). Labels come
+//! from small fixed enums only (transport, refusal reason), never from viewers, namespaces or
+//! tracks; every label value is created (at zero) up front, so each series is always present.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use banyan_moq::session::TransportKind;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::interact::Refusal;
 
 /// The prefix of every metric name.
 pub const PREFIX: &str = "banyan_relay_";
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The content type of [`Metrics::render`]'s output (OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-impl Counter {
-    /// Add one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Add `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down (e.g. open sessions).
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    /// Add one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Subtract one.
-    pub fn dec(&self) {
-        self.add(-1);
-    }
-
-    /// Add `n` (may be negative).
-    pub fn add(&self, n: i64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Set the value.
-    pub fn set(&self, n: i64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The upper bounds (seconds) of [`Histogram`]'s buckets; a final `+Inf` bucket is implied.
+/// The upper bounds (seconds) of `forward_delay_seconds`' buckets; a final `+Inf` bucket is
+/// implied.
 pub const FORWARD_DELAY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0,
 ];
-
-const BUCKETS: usize = FORWARD_DELAY_BUCKETS.len();
-
-/// A fixed-bucket latency histogram ([`FORWARD_DELAY_BUCKETS`] plus `+Inf`) in atomics.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Per-bucket (non-cumulative) counts; the last slot is `+Inf`.
-    counts: [AtomicU64; BUCKETS + 1],
-    /// The sum of observations in nanoseconds.
-    sum_nanos: AtomicU64,
-}
-
-impl Histogram {
-    /// Record one observation.
-    pub fn observe(&self, value: Duration) {
-        let secs = value.as_secs_f64();
-        let index = FORWARD_DELAY_BUCKETS
-            .iter()
-            .position(|bound| secs <= *bound)
-            .unwrap_or(BUCKETS);
-        if let Some(slot) = self.counts.get(index) {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// The number of observations.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-
-    /// The sum of observations.
-    pub fn sum(&self) -> Duration {
-        Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed))
-    }
-
-    /// Cumulative counts per bucket bound, `+Inf` last (what Prometheus calls `_bucket`).
-    pub fn cumulative(&self) -> [u64; BUCKETS + 1] {
-        let mut out = [0u64; BUCKETS + 1];
-        let mut total = 0;
-        for (slot, count) in out.iter_mut().zip(&self.counts) {
-            total += count.load(Ordering::Relaxed);
-            *slot = total;
-        }
-        out
-    }
-}
 
 /// Why a request was refused, the `reason` label of `requests_refused_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,19 +70,16 @@ impl RefuseReason {
             RefuseReason::Other => "other",
         }
     }
-
-    const fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Every relay metric. Fields are public so hot paths update them directly
-/// (`metrics.objects_out.inc()`).
-#[derive(Debug, Default)]
+/// (`metrics.objects_out.inc()`); each is also registered in the registry [`Metrics::render`]
+/// encodes (metric handles share their value with their clones).
+#[derive(Debug)]
 pub struct Metrics {
-    /// Open sessions over raw QUIC.
+    /// Open sessions over raw QUIC (`sessions{transport="quic"}`).
     pub sessions_quic: Gauge,
-    /// Open sessions over WebTransport.
+    /// Open sessions over WebTransport (`sessions{transport="webtransport"}`).
     pub sessions_webtransport: Gauge,
     /// Sessions accepted (SETUP completed and authorized).
     pub sessions_accepted: Counter,
@@ -213,7 +121,7 @@ pub struct Metrics {
     pub groups_skipped: Counter,
     /// Tokens refused (missing, malformed, expired, bad signature, out of scope).
     pub auth_failures: Counter,
-    /// Requests refused, by reason ([`RefuseReason`]).
+    /// Requests refused, by reason, indexed like [`RefuseReason::ALL`].
     requests_refused: [Counter; 6],
     /// Likes added to this relay's sums (accepted from viewers or child relays).
     pub likes_in: Counter,
@@ -221,12 +129,160 @@ pub struct Metrics {
     pub comments_in: Counter,
     /// Gifts newly recorded in this relay's ledger (retries not counted).
     pub gifts_in: Counter,
-    /// Interaction objects refused, by [`crate::interact::Refusal`].
+    /// Interaction objects refused, by [`Refusal`], indexed like [`Refusal::ALL`].
     interact_refused: [Counter; 6],
     /// Broadcasts with interaction state at this relay (freed when idle).
     pub interact_broadcasts: Gauge,
-    /// Delay from receiving an object to writing its first byte downstream.
+    /// Delay from receiving an object to writing its first byte downstream, in seconds
+    /// (buckets [`FORWARD_DELAY_BUCKETS`]).
     pub forward_delay: Histogram,
+    /// Every metric above, under their exported names.
+    registry: Registry,
+}
+
+/// The label set of `sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+/// The label set of `requests_refused_total` and `interactions_refused_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix(PREFIX.trim_end_matches('_'));
+        // Register a clone of each metric (clones share one value); help texts get a final
+        // period from the library.
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        // Counter names omit `_total`: the encoder appends it.
+        let sessions_accepted = counter("sessions_accepted", "Sessions accepted");
+        let sessions_rejected = counter("sessions_rejected", "Sessions refused (limit, auth, bad setup)");
+        let objects_in = counter(
+            "objects_in",
+            "Objects received from publishers and upstream relays",
+        );
+        let objects_out = counter("objects_out", "Objects sent to subscribers");
+        let bytes_in = counter("bytes_in", "Object payload bytes received");
+        let bytes_out = counter("bytes_out", "Object payload bytes sent");
+        let upstream_subscribe_total = counter("upstream_subscribe", "Upstream SUBSCRIBE requests sent");
+        let parent_connects = counter("parent_connects", "Sessions opened to parent relays");
+        let parent_connect_failures = counter(
+            "parent_connect_failures",
+            "Failed attempts to reach a parent relay",
+        );
+        let upstream_failovers = counter(
+            "upstream_failovers",
+            "Upstream subscriptions moved to another parent session after a failure or GOAWAY",
+        );
+        let publisher_takeovers = counter(
+            "publisher_takeovers",
+            "Tracks moved to a new session that took their namespace over from the old publisher",
+        );
+        let cache_hits = counter("cache_hits", "Requests served from the group cache");
+        let cache_misses = counter("cache_misses", "Requests that found nothing cached");
+        let cache_evictions = counter("cache_evictions", "Groups evicted from the cache");
+        let groups_skipped = counter(
+            "groups_skipped",
+            "Groups skipped because a subscriber fell too far behind",
+        );
+        let auth_failures = counter("auth_failures", "Authorization tokens refused");
+        let likes_in = counter("likes_in", "Likes added to this relay's sums");
+        let comments_in = counter("comments_in", "Comments accepted");
+        let gifts_in = counter("gifts_recorded", "Gifts newly recorded in the ledger");
+
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let subscriptions = gauge("subscriptions", "Active downstream subscriptions");
+        let upstream_subscriptions = gauge("upstream_subscriptions", "Active upstream subscriptions");
+        let tracks_awaiting_publisher = gauge(
+            "tracks_awaiting_publisher",
+            "Tracks nobody publishes yet, held for subscribers that asked for a rendezvous (RENDEZVOUS_TIMEOUT)",
+        );
+        let cache_bytes = gauge("cache_bytes", "Object payload bytes held in the cache");
+        let interact_broadcasts = gauge(
+            "interaction_broadcasts",
+            "Broadcasts with interaction state at this relay",
+        );
+
+        let sessions = Family::<TransportLabel, Gauge>::default();
+        registry.register("sessions", "Open MoQT sessions by transport", sessions.clone());
+        let session_gauge = |kind: TransportKind| {
+            sessions
+                .get_or_create(&TransportLabel {
+                    transport: kind.as_str(),
+                })
+                .clone()
+        };
+        let sessions_quic = session_gauge(TransportKind::Quic);
+        let sessions_webtransport = session_gauge(TransportKind::WebTransport);
+
+        let mut by_reason = |name: &str, help: &str, reasons: [&'static str; 6]| {
+            let family = Family::<ReasonLabel, Counter>::default();
+            registry.register(name, help, family.clone());
+            reasons.map(|reason| family.get_or_create(&ReasonLabel { reason }).clone())
+        };
+        let requests_refused = by_reason(
+            "requests_refused",
+            "Requests refused, by reason",
+            RefuseReason::ALL.map(RefuseReason::label),
+        );
+        let interact_refused = by_reason(
+            "interactions_refused",
+            "Interaction objects refused, by reason",
+            Refusal::ALL.map(Refusal::label),
+        );
+
+        let forward_delay = Histogram::new(FORWARD_DELAY_BUCKETS);
+        registry.register(
+            "forward_delay_seconds",
+            "Delay from receiving an object to writing its first byte downstream",
+            forward_delay.clone(),
+        );
+
+        Self {
+            sessions_quic,
+            sessions_webtransport,
+            sessions_accepted,
+            sessions_rejected,
+            subscriptions,
+            objects_in,
+            objects_out,
+            bytes_in,
+            bytes_out,
+            upstream_subscriptions,
+            tracks_awaiting_publisher,
+            upstream_subscribe_total,
+            parent_connects,
+            parent_connect_failures,
+            upstream_failovers,
+            publisher_takeovers,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_bytes,
+            groups_skipped,
+            auth_failures,
+            requests_refused,
+            likes_in,
+            comments_in,
+            gifts_in,
+            interact_refused,
+            interact_broadcasts,
+            forward_delay,
+            registry,
+        }
+    }
 }
 
 impl Metrics {
@@ -250,20 +306,20 @@ impl Metrics {
 
     /// Count a refused request.
     pub fn refuse(&self, reason: RefuseReason) {
-        if let Some(c) = self.requests_refused.get(reason.index()) {
+        if let Some(c) = self.requests_refused.get(reason as usize) {
             c.inc();
         }
     }
 
     /// Count a refused interaction.
-    pub fn interact_refuse(&self, refusal: crate::interact::Refusal) {
+    pub fn interact_refuse(&self, refusal: Refusal) {
         if let Some(c) = self.interact_refused.get(refusal as usize) {
             c.inc();
         }
     }
 
     /// Interactions refused as `refusal` so far.
-    pub fn interact_refused(&self, refusal: crate::interact::Refusal) -> u64 {
+    pub fn interact_refused(&self, refusal: Refusal) -> u64 {
         self.interact_refused
             .get(refusal as usize)
             .map_or(0, Counter::get)
@@ -271,272 +327,69 @@ impl Metrics {
 
     /// Requests refused for `reason` so far.
     pub fn refused(&self, reason: RefuseReason) -> u64 {
-        self.requests_refused.get(reason.index()).map_or(0, Counter::get)
+        self.requests_refused.get(reason as usize).map_or(0, Counter::get)
     }
 
     /// Increment the session gauge for `transport` and decrement it when the guard drops.
-    pub fn session_guard(self: &Arc<Self>, transport: TransportKind) -> GaugeGuard {
-        let select: fn(&Metrics) -> &Gauge = match transport {
-            TransportKind::Quic => |m| &m.sessions_quic,
-            TransportKind::WebTransport => |m| &m.sessions_webtransport,
-        };
-        GaugeGuard::new(self.clone(), select)
+    pub fn session_guard(&self, transport: TransportKind) -> GaugeGuard {
+        GaugeGuard::new(self.sessions(transport))
     }
 
     /// Increment `subscriptions` and decrement it when the guard drops.
-    pub fn subscription_guard(self: &Arc<Self>) -> GaugeGuard {
-        GaugeGuard::new(self.clone(), |m| &m.subscriptions)
+    pub fn subscription_guard(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.subscriptions)
     }
 
     /// Increment `upstream_subscriptions` (and count `upstream_subscribe_total`); the gauge is
     /// decremented when the guard drops.
-    pub fn upstream_guard(self: &Arc<Self>) -> GaugeGuard {
+    pub fn upstream_guard(&self) -> GaugeGuard {
         self.upstream_subscribe_total.inc();
-        GaugeGuard::new(self.clone(), |m| &m.upstream_subscriptions)
+        GaugeGuard::new(&self.upstream_subscriptions)
     }
 
-    /// The Prometheus text exposition format (version 0.0.4) of every metric.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]) of every metric, ending `# EOF`.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut w = Writer { out: &mut out };
-
-        w.family("sessions", "gauge", "Open MoQT sessions by transport.");
-        w.sample("sessions", "{transport=\"quic\"}", self.sessions_quic.get());
-        w.sample(
-            "sessions",
-            "{transport=\"webtransport\"}",
-            self.sessions_webtransport.get(),
-        );
-        w.counter(
-            "sessions_accepted_total",
-            "Sessions accepted.",
-            self.sessions_accepted.get(),
-        );
-        w.counter(
-            "sessions_rejected_total",
-            "Sessions refused (limit, auth, bad setup).",
-            self.sessions_rejected.get(),
-        );
-        w.gauge(
-            "subscriptions",
-            "Active downstream subscriptions.",
-            self.subscriptions.get(),
-        );
-        w.counter(
-            "objects_in_total",
-            "Objects received from publishers and upstream relays.",
-            self.objects_in.get(),
-        );
-        w.counter(
-            "objects_out_total",
-            "Objects sent to subscribers.",
-            self.objects_out.get(),
-        );
-        w.counter(
-            "bytes_in_total",
-            "Object payload bytes received.",
-            self.bytes_in.get(),
-        );
-        w.counter(
-            "bytes_out_total",
-            "Object payload bytes sent.",
-            self.bytes_out.get(),
-        );
-        w.gauge(
-            "upstream_subscriptions",
-            "Active upstream subscriptions.",
-            self.upstream_subscriptions.get(),
-        );
-        w.gauge(
-            "tracks_awaiting_publisher",
-            "Tracks nobody publishes yet, held for subscribers that asked for a rendezvous (RENDEZVOUS_TIMEOUT).",
-            self.tracks_awaiting_publisher.get(),
-        );
-        w.counter(
-            "upstream_subscribe_total",
-            "Upstream SUBSCRIBE requests sent.",
-            self.upstream_subscribe_total.get(),
-        );
-        w.counter(
-            "parent_connects_total",
-            "Sessions opened to parent relays.",
-            self.parent_connects.get(),
-        );
-        w.counter(
-            "parent_connect_failures_total",
-            "Failed attempts to reach a parent relay.",
-            self.parent_connect_failures.get(),
-        );
-        w.counter(
-            "upstream_failovers_total",
-            "Upstream subscriptions moved to another parent session after a failure or GOAWAY.",
-            self.upstream_failovers.get(),
-        );
-        w.counter(
-            "publisher_takeovers_total",
-            "Tracks moved to a new session that took their namespace over from the old publisher.",
-            self.publisher_takeovers.get(),
-        );
-        w.counter(
-            "cache_hits_total",
-            "Requests served from the group cache.",
-            self.cache_hits.get(),
-        );
-        w.counter(
-            "cache_misses_total",
-            "Requests that found nothing cached.",
-            self.cache_misses.get(),
-        );
-        w.counter(
-            "cache_evictions_total",
-            "Groups evicted from the cache.",
-            self.cache_evictions.get(),
-        );
-        w.gauge(
-            "cache_bytes",
-            "Object payload bytes held in the cache.",
-            self.cache_bytes.get(),
-        );
-        w.counter(
-            "groups_skipped_total",
-            "Groups skipped because a subscriber fell too far behind.",
-            self.groups_skipped.get(),
-        );
-        w.counter(
-            "auth_failures_total",
-            "Authorization tokens refused.",
-            self.auth_failures.get(),
-        );
-
-        w.family(
-            "requests_refused_total",
-            "counter",
-            "Requests refused, by reason.",
-        );
-        for reason in RefuseReason::ALL {
-            let labels = format!("{{reason=\"{}\"}}", reason.label());
-            w.sample("requests_refused_total", &labels, self.refused(reason));
-        }
-        w.counter(
-            "likes_in_total",
-            "Likes added to this relay's sums.",
-            self.likes_in.get(),
-        );
-        w.counter("comments_in_total", "Comments accepted.", self.comments_in.get());
-        w.gauge(
-            "interaction_broadcasts",
-            "Broadcasts with interaction state at this relay.",
-            self.interact_broadcasts.get(),
-        );
-        w.counter(
-            "gifts_recorded_total",
-            "Gifts newly recorded in the ledger.",
-            self.gifts_in.get(),
-        );
-        w.family(
-            "interactions_refused_total",
-            "counter",
-            "Interaction objects refused, by reason.",
-        );
-        for refusal in crate::interact::Refusal::ALL {
-            let labels = format!("{{reason=\"{}\"}}", refusal.label());
-            w.sample(
-                "interactions_refused_total",
-                &labels,
-                self.interact_refused(refusal),
-            );
-        }
-
-        let name = "forward_delay_seconds";
-        w.family(
-            name,
-            "histogram",
-            "Delay from receiving an object to writing its first byte downstream.",
-        );
-        let cumulative = self.forward_delay.cumulative();
-        let bounds = FORWARD_DELAY_BUCKETS
-            .iter()
-            .map(|b| b.to_string())
-            .chain(["+Inf".to_string()]);
-        for (bound, count) in bounds.zip(cumulative) {
-            w.sample(&format!("{name}_bucket"), &format!("{{le=\"{bound}\"}}"), count);
-        }
-        w.sample(&format!("{name}_sum"), "", self.forward_delay.sum().as_secs_f64());
-        // `_count` equals the `+Inf` bucket, read once so the two always agree.
-        w.sample(
-            &format!("{name}_count"),
-            "",
-            cumulative.last().copied().unwrap_or(0),
-        );
+        let mut out = String::with_capacity(8192);
+        // Encoding fails only if the writer does, and writing to a `String` cannot.
+        let _ = encode(&mut out, &self.registry);
         out
     }
 }
 
-/// Decrements a gauge of a shared [`Metrics`] when dropped (see [`Metrics::session_guard`]).
-pub struct GaugeGuard {
-    metrics: Arc<Metrics>,
-    select: fn(&Metrics) -> &Gauge,
-}
+/// Decrements a gauge when dropped (see [`Metrics::session_guard`]).
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
 
 impl GaugeGuard {
-    /// Increment the gauge `select` picks and return the guard that undoes it.
-    pub fn new(metrics: Arc<Metrics>, select: fn(&Metrics) -> &Gauge) -> Self {
-        select(&metrics).inc();
-        Self { metrics, select }
+    /// Increment `gauge` and return the guard that undoes it.
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
     }
 }
 
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
-        (self.select)(&self.metrics).dec();
-    }
-}
-
-impl std::fmt::Debug for GaugeGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GaugeGuard").finish_non_exhaustive()
-    }
-}
-
-/// Appends exposition lines; writing to a `String` cannot fail, so results are ignored.
-struct Writer<'a> {
-    out: &'a mut String,
-}
-
-impl Writer<'_> {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {PREFIX}{name} {help}");
-        let _ = writeln!(self.out, "# TYPE {PREFIX}{name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.out, "{PREFIX}{name}{labels} {value}");
-    }
-
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.family(name, "counter", help);
-        self.sample(name, "", value);
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: i64) {
-        self.family(name, "gauge", help);
-        self.sample(name, "", value);
+        self.0.dec();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, HashSet};
+    use std::time::Duration;
 
     use super::*;
 
-    /// Parse exposition text: every sample belongs to a family announced by HELP and TYPE
-    /// lines, and every value is a number. Returns `name{labels}` → value.
+    /// Parse OpenMetrics text: every sample belongs to a family announced by HELP and TYPE
+    /// lines, counters end `_total`, every value is a number and the text ends `# EOF`.
+    /// Returns `name{labels}` → value.
     fn parse(text: &str) -> HashMap<String, f64> {
+        let body = text.strip_suffix("# EOF\n").expect("ends with # EOF");
         let mut types: HashMap<String, String> = HashMap::new();
         let mut helped: HashSet<String> = HashSet::new();
         let mut samples = HashMap::new();
-        for line in text.lines() {
+        for line in body.lines() {
             assert!(!line.is_empty(), "blank line");
             if let Some(rest) = line.strip_prefix("# HELP ") {
                 let (name, help) = rest.split_once(' ').unwrap();
@@ -560,17 +413,18 @@ mod tests {
                 name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "{name}"
             );
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|s| {
-                    name.strip_suffix(s)
-                        .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+            let family = [("_total", "counter"), ("_bucket", "histogram")]
+                .into_iter()
+                .chain([("_sum", "histogram"), ("_count", "histogram")])
+                .find_map(|(suffix, kind)| {
+                    name.strip_suffix(suffix)
+                        .filter(|f| types.get(*f).map(String::as_str) == Some(kind))
                 })
                 .unwrap_or(name);
-            assert!(types.contains_key(family), "sample before TYPE: {line}");
-            if types[family] == "counter" {
-                assert!(family.ends_with("_total"), "{family}");
-            }
+            let kind = types
+                .get(family)
+                .unwrap_or_else(|| panic!("sample before TYPE: {line}"));
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
             if let Some(labels) = series.strip_prefix(name) {
                 if !labels.is_empty() {
                     assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
@@ -590,26 +444,27 @@ mod tests {
         let quic = m.session_guard(TransportKind::Quic);
         let _wt1 = m.session_guard(TransportKind::WebTransport);
         let _wt2 = m.session_guard(TransportKind::WebTransport);
-        m.sessions_accepted.add(3);
+        m.sessions_accepted.inc_by(3);
         m.sessions_rejected.inc();
         let _sub = m.subscription_guard();
-        m.objects_in.add(10);
-        m.objects_out.add(200);
-        m.bytes_in.add(12_345);
-        m.bytes_out.add(246_900);
+        m.objects_in.inc_by(10);
+        m.objects_out.inc_by(200);
+        m.bytes_in.inc_by(12_345);
+        m.bytes_out.inc_by(246_900);
         let _up = m.upstream_guard();
-        m.cache_hits.add(7);
-        m.cache_misses.add(2);
-        m.cache_evictions.add(4);
+        m.cache_hits.inc_by(7);
+        m.cache_misses.inc_by(2);
+        m.cache_evictions.inc_by(4);
         m.cache_bytes.set(1 << 20);
-        m.groups_skipped.add(5);
-        m.auth_failures.add(6);
+        m.groups_skipped.inc_by(5);
+        m.auth_failures.inc_by(6);
         m.refuse(RefuseReason::RateLimited);
         m.refuse(RefuseReason::RateLimited);
         m.refuse(RefuseReason::Unauthorized);
-        m.forward_delay.observe(Duration::from_micros(300));
-        m.forward_delay.observe(Duration::from_millis(3));
-        m.forward_delay.observe(Duration::from_secs(2));
+        m.interact_refuse(Refusal::RateLimited);
+        m.forward_delay.observe(Duration::from_micros(300).as_secs_f64());
+        m.forward_delay.observe(Duration::from_millis(3).as_secs_f64());
+        m.forward_delay.observe(Duration::from_secs(2).as_secs_f64());
         drop(quic);
 
         let text = m.render();
@@ -639,13 +494,72 @@ mod tests {
         assert_eq!(get("requests_refused_total{reason=\"rate_limited\"}"), 2.0);
         assert_eq!(get("requests_refused_total{reason=\"unauthorized\"}"), 1.0);
         assert_eq!(get("requests_refused_total{reason=\"not_found\"}"), 0.0);
+        assert_eq!(m.refused(RefuseReason::RateLimited), 2);
+        assert_eq!(get("interactions_refused_total{reason=\"rate_limited\"}"), 1.0);
+        assert_eq!(m.interact_refused(Refusal::RateLimited), 1);
         assert_eq!(get("forward_delay_seconds_bucket{le=\"0.0005\"}"), 1.0);
         assert_eq!(get("forward_delay_seconds_bucket{le=\"0.0025\"}"), 1.0);
         assert_eq!(get("forward_delay_seconds_bucket{le=\"0.005\"}"), 2.0);
-        assert_eq!(get("forward_delay_seconds_bucket{le=\"1\"}"), 2.0);
+        assert_eq!(get("forward_delay_seconds_bucket{le=\"1.0\"}"), 2.0);
         assert_eq!(get("forward_delay_seconds_bucket{le=\"+Inf\"}"), 3.0);
         assert_eq!(get("forward_delay_seconds_count"), 3.0);
         assert!((get("forward_delay_seconds_sum") - 2.0033).abs() < 1e-9);
+    }
+
+    /// The series dashboards, tests and the bench read: every one is present (at zero) in a
+    /// fresh set, and nothing else is.
+    #[test]
+    fn every_series_is_exported_under_its_name() {
+        let text = Metrics::default().render();
+        let mut got: Vec<String> = parse(&text).into_keys().collect();
+        got.sort();
+        let mut want: Vec<String> = [
+            "sessions_accepted_total",
+            "sessions_rejected_total",
+            "subscriptions",
+            "objects_in_total",
+            "objects_out_total",
+            "bytes_in_total",
+            "bytes_out_total",
+            "upstream_subscriptions",
+            "tracks_awaiting_publisher",
+            "upstream_subscribe_total",
+            "parent_connects_total",
+            "parent_connect_failures_total",
+            "upstream_failovers_total",
+            "publisher_takeovers_total",
+            "cache_hits_total",
+            "cache_misses_total",
+            "cache_evictions_total",
+            "cache_bytes",
+            "groups_skipped_total",
+            "auth_failures_total",
+            "likes_in_total",
+            "comments_in_total",
+            "interaction_broadcasts",
+            "gifts_recorded_total",
+            "forward_delay_seconds_sum",
+            "forward_delay_seconds_count",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            [TransportKind::Quic, TransportKind::WebTransport]
+                .map(|t| format!("sessions{{transport=\"{}\"}}", t.as_str())),
+        )
+        .chain(RefuseReason::ALL.map(|r| format!("requests_refused_total{{reason=\"{}\"}}", r.label())))
+        .chain(Refusal::ALL.map(|r| format!("interactions_refused_total{{reason=\"{}\"}}", r.label())))
+        .chain(
+            FORWARD_DELAY_BUCKETS
+                .map(|b| format!("{b:?}"))
+                .into_iter()
+                .chain(["+Inf".to_owned()])
+                .map(|le| format!("forward_delay_seconds_bucket{{le=\"{le}\"}}")),
+        )
+        .map(|s| format!("{PREFIX}{s}"))
+        .collect();
+        want.sort();
+        assert_eq!(got, want, "{text}");
     }
 
     #[test]
@@ -678,17 +592,16 @@ mod tests {
 
     #[test]
     fn histogram_edges() {
-        let h = Histogram::default();
-        h.observe(Duration::ZERO);
-        h.observe(Duration::from_micros(500)); // exactly on a bound: counted in it
-        h.observe(Duration::MAX);
-        let c = h.cumulative();
-        assert_eq!(c[0], 2);
-        assert_eq!(c[BUCKETS], 3);
-        assert_eq!(h.count(), 3);
-        assert!(c.windows(2).all(|w| w[0] <= w[1]));
-        // A fresh set renders and parses too.
-        parse(&Metrics::default().render());
+        let m = Metrics::default();
+        m.forward_delay.observe(0.0);
+        m.forward_delay.observe(0.0005); // exactly on a bound: counted in it
+        m.forward_delay.observe(Duration::MAX.as_secs_f64());
+        let s = parse(&m.render());
+        let bucket = |le: &str| s[&format!("{PREFIX}forward_delay_seconds_bucket{{le=\"{le}\"}}")];
+        assert_eq!(bucket("0.0005"), 2.0);
+        assert_eq!(bucket("1.0"), 2.0);
+        assert_eq!(bucket("+Inf"), 3.0);
+        assert_eq!(s[&format!("{PREFIX}forward_delay_seconds_count")], 3.0);
     }
 
     #[test]
@@ -700,7 +613,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
                         m.objects_out.inc();
-                        m.forward_delay.observe(Duration::from_millis(1));
+                        m.forward_delay.observe(0.001);
                     }
                 })
             })
@@ -709,6 +622,7 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(m.objects_out.get(), 40_000);
-        assert_eq!(m.forward_delay.count(), 40_000);
+        let s = parse(&m.render());
+        assert_eq!(s[&format!("{PREFIX}forward_delay_seconds_count")], 40_000.0);
     }
 }

@@ -343,7 +343,7 @@ impl Hub {
                 }
                 let before = likes.total();
                 likes.update(source, total);
-                self.metrics.likes_in.add(likes.total().saturating_sub(before));
+                self.metrics.likes_in.inc_by(likes.total().saturating_sub(before));
                 Ok(())
             }
             Admitted::Comment { room, text } => {

@@ -301,8 +301,8 @@ async fn send_subgroup(
             match written {
                 Some(true) => {
                     metrics.objects_out.inc();
-                    metrics.bytes_out.add(len);
-                    metrics.forward_delay.observe(received.elapsed());
+                    metrics.bytes_out.inc_by(len);
+                    metrics.forward_delay.observe(received.elapsed().as_secs_f64());
                 }
                 Some(false) => return,
                 None => break,

@@ -114,7 +114,7 @@ impl Ingest {
                     }
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         metrics.objects_in.inc();
-                        metrics.bytes_in.add(datagram.payload.len() as u64);
+                        metrics.bytes_in.inc_by(datagram.payload.len() as u64);
                         track.fan_out_datagram(&datagram);
                     }
                     // PUBLISH_DONE can overtake the data streams it counts: keep reading
@@ -233,7 +233,7 @@ async fn ingest_subgroup(
             }
         }
         metrics.objects_in.inc();
-        metrics.bytes_in.add(object.payload.len() as u64);
+        metrics.bytes_in.inc_by(object.payload.len() as u64);
         if let Some(subgroup) = &cached {
             track.cache.push(
                 subgroup,

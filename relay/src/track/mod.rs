@@ -264,7 +264,7 @@ impl Track {
         for sender in senders {
             if sender.send_datagram(datagram.clone()).is_ok() {
                 self.metrics.objects_out.inc();
-                self.metrics.bytes_out.add(datagram.payload.len() as u64);
+                self.metrics.bytes_out.inc_by(datagram.payload.len() as u64);
             }
         }
     }
