@@ -17,7 +17,7 @@ use banyan_moq::session::{
     Session, SubscribeNamespaceRequest, SubscribeRequest, SubscribeTracksRequest, TrackStatusRequest,
 };
 
-use crate::auth::{Action, AuthError, Authenticator, Claims};
+use crate::auth::{Action, AuthError, Authenticator, Claims, ClaimsExt as _};
 use crate::cache::Start;
 use crate::forward::{forward, ForwardConfig};
 use crate::interact::hub::{Hub, INTERACT};
