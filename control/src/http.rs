@@ -2,7 +2,7 @@
 //! tokens outside it and answer. No handler does I/O besides reading its request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use parking_lot::Mutex;
 
 use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
 use crate::metrics::Metrics;
@@ -132,13 +133,8 @@ async fn cors(request: Request, next: Next) -> Response {
     response
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the registry worse than stale soft state.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let status = lock(&shared.registry).status(Instant::now());
+    let status = shared.registry.lock().status(Instant::now());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(&status),
@@ -147,7 +143,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    Json(lock(&shared.registry).status(Instant::now())).into_response()
+    Json(shared.registry.lock().status(Instant::now())).into_response()
 }
 
 async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -165,7 +161,7 @@ async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match parsed {
         Ok(hb) => {
             Metrics::inc(&shared.metrics.heartbeats);
-            let response = lock(&shared.registry).heartbeat(hb, Instant::now());
+            let response = shared.registry.lock().heartbeat(hb, Instant::now());
             Json(response).into_response()
         }
         Err(message) => {
@@ -177,7 +173,7 @@ async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn drain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    if lock(&shared.registry).order_drain(&id) {
+    if shared.registry.lock().order_drain(&id) {
         Metrics::inc(&shared.metrics.drains);
         Json(DrainResponse {
             relay_id: id,
@@ -211,7 +207,10 @@ async fn watch(
             )
         }
     };
-    let placed = lock(&shared.registry).watch(&broadcast, region, room, Instant::now());
+    let placed = shared
+        .registry
+        .lock()
+        .watch(&broadcast, region, room, Instant::now());
     let placement = match placed {
         Ok(p) => p,
         Err(e) => {
@@ -254,7 +253,7 @@ async fn route(
         );
     };
     let namespace = namespace.trim_matches('/');
-    match lock(&shared.registry).route(namespace, relay, Instant::now()) {
+    match shared.registry.lock().route(namespace, relay, Instant::now()) {
         Ok(upstream) => {
             Metrics::inc(&shared.metrics.routes);
             Json(RouteResponse { upstream }).into_response()
@@ -283,7 +282,7 @@ async fn publish(
         );
     }
     let region = query.get("region").map(String::as_str).unwrap_or("");
-    let placement = match lock(&shared.registry).publish(&broadcast, region) {
+    let placement = match shared.registry.lock().publish(&broadcast, region) {
         Ok(p) => p,
         Err(e) => return place_error(e),
     };
@@ -305,7 +304,7 @@ async fn publish(
 }
 
 fn rate_limit(shared: &Shared) -> Option<Response> {
-    let verdict = lock(&shared.limiter).take(Instant::now());
+    let verdict = shared.limiter.lock().take(Instant::now());
     let wait = verdict.err()?;
     Metrics::inc(&shared.metrics.rate_limited);
     let mut response = error(

@@ -4,8 +4,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::autoscale::{Action, Autoscaler};
 use crate::config::{ControlConfig, SpawnerKind};
@@ -168,10 +170,7 @@ impl Control {
 /// One pass of the control loop at `now`.
 async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn Spawner>, now: Instant) {
     let actions = {
-        let mut registry = shared
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut registry = shared.registry.lock();
         let expired = registry.expire(now);
         shared
             .metrics
@@ -193,14 +192,14 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             Action::Replicate { broadcast, relay } => {
                 tracing::info!(%broadcast, %relay, "replicating ahead of demand");
                 Metrics::inc(&shared.metrics.replications);
-                lock(shared).designate(&broadcast, &relay, now);
+                shared.registry.lock().designate(&broadcast, &relay, now);
             }
             Action::Drain { relay } => {
                 tracing::info!(%relay, "draining idle spawned relay");
                 if let Some(spawner) = spawner {
                     spawner.expect_exit(&relay);
                 }
-                if lock(shared).order_drain(&relay) {
+                if shared.registry.lock().order_drain(&relay) {
                     Metrics::inc(&shared.metrics.drains);
                 }
             }
@@ -212,7 +211,7 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
                             tracing::info!(relay = %id, backend = spawner.name(), "spawned relay");
                             Metrics::inc(&shared.metrics.spawned);
                             autoscaler.spawned(&id, now);
-                            lock(shared).mark_spawned(&id);
+                            shared.registry.lock().mark_spawned(&id);
                         }
                         Err(e) => {
                             Metrics::inc(&shared.metrics.spawn_failures);
@@ -231,7 +230,7 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
                 }
                 Metrics::inc(&shared.metrics.stopped);
                 autoscaler.stopped(&relay);
-                lock(shared).forget(&relay);
+                shared.registry.lock().forget(&relay);
             }
         }
     }
@@ -240,13 +239,6 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             tracing::warn!(error = %e, "supervising relays");
         }
     }
-}
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Registry> {
-    shared
-        .registry
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(feature = "kubernetes")]
