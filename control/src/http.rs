@@ -2,6 +2,7 @@
 //! tokens outside it and answer. No handler does I/O besides reading its request.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,8 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use governor::clock::Clock as _;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
@@ -35,45 +38,18 @@ pub struct Shared {
     pub token_ttl: Duration,
     /// Publisher token lifetime.
     pub publish_token_ttl: Duration,
-    /// Assignment rate limiter.
-    pub limiter: Mutex<TokenBucket>,
+    /// Assignment rate limiter ([`assignment_limiter`]).
+    pub limiter: DefaultDirectRateLimiter,
     /// Counters.
     pub metrics: Metrics,
 }
 
-/// A token bucket: `rate` tokens per second up to `burst`.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate: f64::from(rate.max(1)),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Take one token, or say how long until one is available.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now.max(self.last);
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
+/// The assignment rate limiter: `rate` requests per second sustained, `burst` at once (each at
+/// least 1), starting full.
+pub fn assignment_limiter(rate: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// The API router over `shared`.
@@ -304,8 +280,8 @@ async fn publish(
 }
 
 fn rate_limit(shared: &Shared) -> Option<Response> {
-    let verdict = shared.limiter.lock().take(Instant::now());
-    let wait = verdict.err()?;
+    let not_until = shared.limiter.check().err()?;
+    let wait = not_until.wait_time_from(shared.limiter.clock().now());
     Metrics::inc(&shared.metrics.rate_limited);
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use crate::autoscale::{Action, Autoscaler};
 use crate::config::{ControlConfig, SpawnerKind};
-use crate::http::{router, Shared, TokenBucket};
+use crate::http::{assignment_limiter, router, Shared};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::spawner::process::{sibling_relay_binary, ProcessConfig, ProcessSpawner};
@@ -97,13 +97,12 @@ impl Control {
             }
             SpawnerKind::Kubernetes => kubernetes_spawner(config).await?,
         };
-        let now = Instant::now();
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::new(config.policy())),
             minter,
             token_ttl: config.token_ttl,
             publish_token_ttl: config.publish_token_ttl,
-            limiter: Mutex::new(TokenBucket::new(config.watch_rate, config.watch_burst, now)),
+            limiter: assignment_limiter(config.watch_rate, config.watch_burst),
             metrics: Metrics::default(),
         });
         Ok(Self {
