@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use banyan_media::loc::unix_micros;
 use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{Message, Parameters, Publish, Subscribe};
@@ -40,10 +41,9 @@ use super::report::{
 };
 use super::wire;
 use crate::procfs::{host_busy_percent, parse_net_dev_tx, HostSample, ProcessSampler, Sample};
-use crate::publisher::unix_micros;
 use crate::run::SUBSCRIBER_SOCKETS;
-use crate::stats::{round3, Distribution};
 use crate::Error;
+use banyan_media::stats::{round3, Distribution};
 
 /// At most this many like-latency samples are computed (likes are strided to fit).
 pub const MAX_LIKE_SAMPLES: u64 = 2_000_000;
