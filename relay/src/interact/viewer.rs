@@ -15,15 +15,15 @@ use governor::{Quota, RateLimiter};
 use super::payload::Up;
 use super::{InteractConfig, Refusal};
 
+/// governor's direct (unkeyed) limiter on clock `C`.
+type DirectLimiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
 /// A rate limit on whole units (likes, messages): `rate` per second sustained, up to `burst` at
 /// once, starting full. A `rate` of 0 or less, or a `burst` under 1, grants nothing.
 #[derive(Debug)]
 pub struct Limit<C: Clock = DefaultClock> {
     /// The quota and its limiter; None when nothing is ever granted.
-    limiter: Option<(
-        Quota,
-        RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
-    )>,
+    limiter: Option<(Quota, DirectLimiter<C>)>,
 }
 
 impl<C: Clock + Clone> Limit<C> {
