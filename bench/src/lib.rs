@@ -2,7 +2,7 @@
 //!
 //! Publishers advertise `bench/<i>` and answer SUBSCRIBE for `video` with a synthetic live
 //! stream (one group per GOP, one object per frame, each carrying its capture time as the LOC
-//! Timestamp property); subscribers ramp up, read everything, and record latency, time to
+//! Timestamp property, written and read with `banyan_media::loc`); subscribers ramp up, read everything, and record latency, time to
 //! first object and group delivery; the relay's CPU and RSS are sampled from `/proc`.
 //!
 //! # Module map
@@ -10,8 +10,8 @@
 //! - [`run`]: [`Bench`]: one run from connect to report.
 //! - [`publisher`]: synthetic live broadcasts.
 //! - [`subscriber`]: subscribers and what they record.
-//! - [`report`]: [`Report`] (the stable JSON), its summary, [`Progress`] lines.
-//! - [`stats`]: nearest-rank percentiles.
+//! - [`report`]: [`Report`] (the stable JSON), its summary, [`Progress`] lines; latency
+//!   distributions are `banyan_media::stats`.
 //! - [`procfs`]: `/proc/<pid>/stat` and `/status` parsing and CPU% arithmetic.
 //! - [`interact`]: the `interactions` mode: viewers send likes and comments to one relay,
 //!   watchers read the totals and chat on another ([`InteractBench`]).
@@ -25,7 +25,6 @@ pub mod profile;
 pub mod publisher;
 pub mod report;
 pub mod run;
-pub mod stats;
 pub mod subscriber;
 
 pub use interact::{InteractArgs, InteractBench, InteractReport};

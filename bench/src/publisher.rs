@@ -1,13 +1,14 @@
 //! Synthetic live publishers: each broadcast is one `video` track with one group per GOP and
 //! one object per frame, paced at the profile's fps, every object carrying its capture time
-//! as the LOC Timestamp property.
+//! as the LOC Timestamp property ([`banyan_media::loc::timestamp_properties`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use banyan_moq::coding::{KeyValuePair, RequestErrorCode, TrackName, TrackNamespace};
-use banyan_moq::data::{ObjectProperties, SubgroupObject};
+use banyan_media::loc;
+use banyan_moq::coding::{RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::data::SubgroupObject;
 use banyan_moq::message::{Parameters, PublishNamespace, SubscribeOk};
 use banyan_moq::session::{
     NamespacePublication, Request, Session, SubgroupWriter, SubscribeRequest, TrackSender,
@@ -15,10 +16,6 @@ use banyan_moq::session::{
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// The LOC Timestamp property (draft-ietf-moq-loc, "Timestamp"): microseconds since the Unix
-/// epoch when no Timescale property is present.
-pub const LOC_TIMESTAMP: u64 = 0x10;
 
 /// The track every broadcast publishes.
 pub const TRACK: &str = "video";
@@ -71,21 +68,6 @@ pub struct Stream {
     pub gop: u64,
     /// The payload of every object (shared, never copied).
     pub payload: Bytes,
-}
-
-/// Microseconds since the Unix epoch, now.
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros().try_into().unwrap_or(u64::MAX))
-}
-
-/// The capture timestamp carried by an object, if any.
-pub fn capture_timestamp(properties: &ObjectProperties) -> Option<u64> {
-    match properties.get(LOC_TIMESTAMP)? {
-        banyan_moq::coding::KvpValue::Varint(us) => Some(*us),
-        banyan_moq::coding::KvpValue::Bytes(_) => None,
-    }
 }
 
 /// Advertise every broadcast on `session`. Keep the publications alive while serving.
@@ -211,13 +193,9 @@ async fn produce(
             }
         }
         if let Some((_, writer)) = subgroup.as_mut() {
-            let mut properties = ObjectProperties::new();
-            if let Some(pair) = KeyValuePair::varint(LOC_TIMESTAMP, unix_micros()) {
-                properties.push(pair);
-            }
             let object = SubgroupObject {
                 object_id: object,
-                properties,
+                properties: loc::timestamp_properties(loc::unix_micros()),
                 payload: stream.payload.clone(),
                 ..Default::default()
             };

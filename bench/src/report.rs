@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::profile::Profile;
-use crate::stats::Distribution;
+use banyan_media::stats::Distribution;
 
 /// The version of the JSON shape; bumped when a field changes meaning or is removed.
 pub const SCHEMA_VERSION: u32 = 1;

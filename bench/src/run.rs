@@ -19,9 +19,9 @@ use crate::report::{
     BenchUsage, Connections, Delivered, Groups, HostUsage, Progress, Published, RelayUsage, Report,
     SCHEMA_VERSION,
 };
-use crate::stats::{round3, Distribution};
 use crate::subscriber::{self, Counters, Outcome, Plan};
 use crate::Error;
+use banyan_media::stats::{round3, Distribution};
 
 /// Subscriber sessions share this many client endpoints (UDP sockets), round-robin.
 pub const SUBSCRIBER_SOCKETS: u64 = 32;

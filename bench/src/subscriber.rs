@@ -3,16 +3,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use banyan_media::loc::{capture_timestamp, unix_micros};
 use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::message::{Parameters, Subscribe};
 use banyan_moq::session::{Client, ClientOptions, SubgroupReader, TrackEvent};
+use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::publisher::{capture_timestamp, unix_micros, Broadcast, TRACK};
+use crate::publisher::{Broadcast, TRACK};
 
 /// RENDEZVOUS_TIMEOUT of every subscriber's SUBSCRIBE, milliseconds. The bench's publishers
 /// have their PUBLISH_NAMESPACE accepted before the first subscriber starts, so on a single
@@ -89,12 +91,6 @@ struct Recorder {
     got_last: Notify,
     connect_started: Instant,
     subscribed_at_us: u64,
-}
-
-impl Recorder {
-    fn outcome(&self) -> std::sync::MutexGuard<'_, Outcome> {
-        self.outcome.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// A subscriber's SUBSCRIBE for `namespace`'s video track.
@@ -193,7 +189,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
                 }
             }
             _ = recorder.got_last.notified() => {
-                recorder.outcome().completed = true;
+                recorder.outcome.lock().completed = true;
                 break;
             }
             _ = abort.wait_for(|a| *a) => break,
@@ -204,7 +200,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
     session.close(SessionErrorCode::NoError, "bench finished");
     driver.abort();
     counters.connected.fetch_sub(1, Ordering::Relaxed);
-    let mut outcome = std::mem::take(&mut *recorder.outcome());
+    let mut outcome = std::mem::take(&mut *recorder.outcome.lock());
     outcome.dropped = ended_early && !outcome.completed;
     outcome.last_group = plan
         .broadcast
@@ -228,7 +224,7 @@ async fn read_subgroup(
         counters.objects.fetch_add(1, Ordering::Relaxed);
         counters.bytes.fetch_add(len, Ordering::Relaxed);
         {
-            let mut o = recorder.outcome();
+            let mut o = recorder.outcome.lock();
             if o.ttff_us.is_none() {
                 o.ttff_us = Some(
                     recorder

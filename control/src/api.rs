@@ -13,6 +13,8 @@
 //! | POST | `/v1/relays/{id}/drain` | — | [`DrainResponse`] |
 //! | GET | `/v1/status` | — | [`Status`] |
 //!
+//! The tokens those responses carry are JWTs with [`Claims`]; relays verify them.
+//!
 //! Every error is an HTTP status with an [`ErrorBody`].
 //!
 //! Conventions: durations are integer milliseconds in fields ending `_ms`; rates are bits per
@@ -286,6 +288,38 @@ pub struct BroadcastStatus {
     pub relays: Vec<String>,
 }
 
+/// The claims of a relay token: a JWT the control plane mints (`token` in [`WatchResponse`]
+/// and [`PublishResponse`]) and relays verify. JSON names and meaning:
+///
+/// | claim  | type    | meaning |
+/// |--------|---------|---------|
+/// | `ns`   | string  | namespace prefix as a `/`-separated path (`"live/show1"`); `""` = every namespace. Required. |
+/// | `pub`  | bool    | may publish (PUBLISH_NAMESPACE, PUBLISH) under `ns`; default false |
+/// | `subs` | bool    | may subscribe (SUBSCRIBE, FETCH, TRACK_STATUS, SUBSCRIBE_NAMESPACE) under `ns`; default false |
+/// | `exp`  | integer | expiry, seconds since the Unix epoch. Required. |
+/// | `room` | string  | the chat room the control plane assigned (`chat_room`); when present, the viewer's comments must name it. Optional. |
+/// | `sub`  | string  | who the token was minted for, only logged. Optional: the control plane always sets it, other minters need not. |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who the token was minted for; informational (logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The namespace prefix the token covers, as a `/`-separated path; `""` covers everything.
+    pub ns: String,
+    /// May publish under `ns`.
+    #[serde(rename = "pub", default)]
+    pub publish: bool,
+    /// May subscribe under `ns`.
+    #[serde(rename = "subs", default)]
+    pub subscribe: bool,
+    /// Expiry in seconds since the Unix epoch.
+    pub exp: u64,
+    /// The chat room the control plane assigned the viewer (`chat_room` of `/v1/watch`); when
+    /// present, comments the viewer sends must be in this room (others are a forged room).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
 /// Why a [`Heartbeat`] was refused by [`Heartbeat::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidHeartbeat(pub String);
@@ -490,6 +524,32 @@ mod tests {
         assert_eq!(
             route_path("live/show 1", "r/1"),
             "/v1/route/live/show%201?relay=r%2F1"
+        );
+    }
+
+    #[test]
+    fn claims_keep_their_json_names_and_optional_fields() {
+        let viewer = Claims {
+            sub: Some("viewer".into()),
+            ns: "live/a".into(),
+            publish: false,
+            subscribe: true,
+            exp: 1_700_000_060,
+            room: Some("3".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&viewer).unwrap(),
+            r#"{"sub":"viewer","ns":"live/a","pub":false,"subs":true,"exp":1700000060,"room":"3"}"#
+        );
+        // Only `ns` and `exp` are required; a token without `sub` or `room` writes neither.
+        let bare: Claims = serde_json::from_str(r#"{"ns":"","exp":1}"#).unwrap();
+        assert_eq!(
+            (bare.sub.as_deref(), bare.publish, bare.subscribe),
+            (None, false, false)
+        );
+        assert_eq!(
+            serde_json::to_string(&bare).unwrap(),
+            r#"{"ns":"","pub":false,"subs":false,"exp":1}"#
         );
     }
 }

@@ -2,7 +2,8 @@
 //! tokens outside it and answer. No handler does I/O besides reading its request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -12,6 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use governor::clock::Clock as _;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
 
 use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
 use crate::metrics::Metrics;
@@ -34,45 +38,18 @@ pub struct Shared {
     pub token_ttl: Duration,
     /// Publisher token lifetime.
     pub publish_token_ttl: Duration,
-    /// Assignment rate limiter.
-    pub limiter: Mutex<TokenBucket>,
+    /// Assignment rate limiter ([`assignment_limiter`]).
+    pub limiter: DefaultDirectRateLimiter,
     /// Counters.
     pub metrics: Metrics,
 }
 
-/// A token bucket: `rate` tokens per second up to `burst`.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate: f64::from(rate.max(1)),
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Take one token, or say how long until one is available.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now.max(self.last);
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
-        }
-    }
+/// The assignment rate limiter: `rate` requests per second sustained, `burst` at once (each at
+/// least 1), starting full.
+pub fn assignment_limiter(rate: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
 /// The API router over `shared`.
@@ -132,13 +109,8 @@ async fn cors(request: Request, next: Next) -> Response {
     response
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the registry worse than stale soft state.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let status = lock(&shared.registry).status(Instant::now());
+    let status = shared.registry.lock().status(Instant::now());
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         shared.metrics.render(&status),
@@ -147,7 +119,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    Json(lock(&shared.registry).status(Instant::now())).into_response()
+    Json(shared.registry.lock().status(Instant::now())).into_response()
 }
 
 async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -165,7 +137,7 @@ async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     match parsed {
         Ok(hb) => {
             Metrics::inc(&shared.metrics.heartbeats);
-            let response = lock(&shared.registry).heartbeat(hb, Instant::now());
+            let response = shared.registry.lock().heartbeat(hb, Instant::now());
             Json(response).into_response()
         }
         Err(message) => {
@@ -177,7 +149,7 @@ async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn drain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    if lock(&shared.registry).order_drain(&id) {
+    if shared.registry.lock().order_drain(&id) {
         Metrics::inc(&shared.metrics.drains);
         Json(DrainResponse {
             relay_id: id,
@@ -211,7 +183,10 @@ async fn watch(
             )
         }
     };
-    let placed = lock(&shared.registry).watch(&broadcast, region, room, Instant::now());
+    let placed = shared
+        .registry
+        .lock()
+        .watch(&broadcast, region, room, Instant::now());
     let placement = match placed {
         Ok(p) => p,
         Err(e) => {
@@ -254,7 +229,7 @@ async fn route(
         );
     };
     let namespace = namespace.trim_matches('/');
-    match lock(&shared.registry).route(namespace, relay, Instant::now()) {
+    match shared.registry.lock().route(namespace, relay, Instant::now()) {
         Ok(upstream) => {
             Metrics::inc(&shared.metrics.routes);
             Json(RouteResponse { upstream }).into_response()
@@ -283,7 +258,7 @@ async fn publish(
         );
     }
     let region = query.get("region").map(String::as_str).unwrap_or("");
-    let placement = match lock(&shared.registry).publish(&broadcast, region) {
+    let placement = match shared.registry.lock().publish(&broadcast, region) {
         Ok(p) => p,
         Err(e) => return place_error(e),
     };
@@ -305,8 +280,8 @@ async fn publish(
 }
 
 fn rate_limit(shared: &Shared) -> Option<Response> {
-    let verdict = lock(&shared.limiter).take(Instant::now());
-    let wait = verdict.err()?;
+    let not_until = shared.limiter.check().err()?;
+    let wait = not_until.wait_time_from(shared.limiter.clock().now());
     Metrics::inc(&shared.metrics.rate_limited);
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,

@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::autoscale::{Action, Autoscaler};
 use crate::config::{ControlConfig, SpawnerKind};
-use crate::http::{router, Shared, TokenBucket};
+use crate::http::{assignment_limiter, router, Shared};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::spawner::process::{sibling_relay_binary, ProcessConfig, ProcessSpawner};
@@ -94,13 +96,12 @@ impl Control {
             }
             SpawnerKind::Kubernetes => kubernetes_spawner(config).await?,
         };
-        let now = Instant::now();
         let shared = Arc::new(Shared {
             registry: Mutex::new(Registry::new(config.policy())),
             minter,
             token_ttl: config.token_ttl,
             publish_token_ttl: config.publish_token_ttl,
-            limiter: Mutex::new(TokenBucket::new(config.watch_rate, config.watch_burst, now)),
+            limiter: assignment_limiter(config.watch_rate, config.watch_burst),
             metrics: Metrics::default(),
         });
         Ok(Self {
@@ -167,10 +168,7 @@ impl Control {
 /// One pass of the control loop at `now`.
 async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn Spawner>, now: Instant) {
     let actions = {
-        let mut registry = shared
-            .registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut registry = shared.registry.lock();
         let expired = registry.expire(now);
         shared.metrics.expired.inc_by(expired.len() as u64);
         let joins = registry.take_joins();
@@ -190,14 +188,14 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             Action::Replicate { broadcast, relay } => {
                 tracing::info!(%broadcast, %relay, "replicating ahead of demand");
                 Metrics::inc(&shared.metrics.replications);
-                lock(shared).designate(&broadcast, &relay, now);
+                shared.registry.lock().designate(&broadcast, &relay, now);
             }
             Action::Drain { relay } => {
                 tracing::info!(%relay, "draining idle spawned relay");
                 if let Some(spawner) = spawner {
                     spawner.expect_exit(&relay);
                 }
-                if lock(shared).order_drain(&relay) {
+                if shared.registry.lock().order_drain(&relay) {
                     Metrics::inc(&shared.metrics.drains);
                 }
             }
@@ -209,7 +207,7 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
                             tracing::info!(relay = %id, backend = spawner.name(), "spawned relay");
                             Metrics::inc(&shared.metrics.spawned);
                             autoscaler.spawned(&id, now);
-                            lock(shared).mark_spawned(&id);
+                            shared.registry.lock().mark_spawned(&id);
                         }
                         Err(e) => {
                             Metrics::inc(&shared.metrics.spawn_failures);
@@ -228,7 +226,7 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
                 }
                 Metrics::inc(&shared.metrics.stopped);
                 autoscaler.stopped(&relay);
-                lock(shared).forget(&relay);
+                shared.registry.lock().forget(&relay);
             }
         }
     }
@@ -237,13 +235,6 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
             tracing::warn!(error = %e, "supervising relays");
         }
     }
-}
-
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Registry> {
-    shared
-        .registry
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(feature = "kubernetes")]

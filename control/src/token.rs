@@ -1,5 +1,5 @@
 //! Minting relay tokens: JWTs the relay's `auth` module accepts (HS256 shared secret or ES256
-//! P-256 key; claims `sub`, `ns`, `pub`, `subs`, `exp`).
+//! P-256 key; claims [`Claims`], shared with the relay through [`api`](crate::api)).
 //!
 //! Key files use the relay's `--auth-key` format: a PEM file (`PRIVATE KEY`, PKCS#8, P-256)
 //! selects ES256; anything else is an HS256 secret, surrounding ASCII whitespace trimmed, at
@@ -9,7 +9,8 @@
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::Serialize;
+
+use crate::api::Claims;
 
 /// The smallest HS256 secret accepted, in bytes (as the relay).
 pub const MIN_HS256_SECRET_LEN: usize = 32;
@@ -34,26 +35,6 @@ pub enum TokenError {
     /// Signing failed.
     #[error("signing the token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
-}
-
-/// The claims the relay reads (see `relay/src/auth.rs`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Claims {
-    /// Who the token is for (logged by the relay).
-    pub sub: String,
-    /// The namespace prefix covered, `/`-separated.
-    pub ns: String,
-    /// May publish.
-    #[serde(rename = "pub")]
-    pub publish: bool,
-    /// May subscribe.
-    #[serde(rename = "subs")]
-    pub subscribe: bool,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    /// The chat room a viewer was assigned; the edge refuses its comments in other rooms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
 }
 
 /// Signs tokens with one key.
@@ -111,7 +92,7 @@ impl Minter {
     /// A subscribe-only token for `broadcast`, expiring at `exp`, for a viewer in chat `room`.
     pub fn viewer(&self, broadcast: &str, room: &str, exp: u64) -> Result<String, TokenError> {
         self.mint(&Claims {
-            sub: "viewer".into(),
+            sub: Some("viewer".into()),
             ns: broadcast.trim_matches('/').to_owned(),
             publish: false,
             subscribe: true,
@@ -123,7 +104,7 @@ impl Minter {
     /// A publish-only token for `broadcast`, expiring at `exp`.
     pub fn publisher(&self, broadcast: &str, exp: u64) -> Result<String, TokenError> {
         self.mint(&Claims {
-            sub: "publisher".into(),
+            sub: Some("publisher".into()),
             ns: broadcast.trim_matches('/').to_owned(),
             publish: true,
             subscribe: false,

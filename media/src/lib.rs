@@ -10,6 +10,8 @@
 //! - [`fmp4`]: fragmented MP4 / CMAF: [`fmp4::Demuxer`] (what ffmpeg writes, fed in chunks,
 //!   sans-IO) and [`fmp4::Muxer`] (init segment and one fragment per frame, for native
 //!   playback).
+//! - [`stats`]: latency statistics: nearest-rank percentiles and [`stats::Distribution`]
+//!   (what `banyan-bench` reports and `banyan-watch` summarises).
 //!
 //! Nothing here does I/O or spawns tasks; the publisher and viewer drive it.
 
@@ -17,6 +19,7 @@ pub mod catalog;
 pub mod codec;
 pub mod fmp4;
 pub mod loc;
+pub mod stats;
 
 pub use catalog::{Catalog, Track};
 pub use codec::TrackConfig;

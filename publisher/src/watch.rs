@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
-use banyan_bench::stats::Distribution;
 use banyan_media::catalog::{Catalog, CATALOG_TRACK};
 use banyan_media::fmp4::{Muxer, Sample};
 use banyan_media::loc::unix_micros;
+use banyan_media::stats::{percentile, Distribution};
 use banyan_media::{LocFrame, MediaKind, TrackConfig};
 use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::data::SubgroupObject;
@@ -352,7 +352,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                         summary.objects,
                         summary.groups,
                         tracks.first().map_or(0, |t| t.summary.gaps),
-                        banyan_bench::stats::percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
+                        percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
                         summary.likes.map_or(String::new(), |n| format!(" likes {n}")),
                     );
                 }

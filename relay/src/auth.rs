@@ -1,17 +1,10 @@
 //! JWT authorization: tokens scoped to a namespace prefix and to publish and/or subscribe.
 //!
 //! # Tokens
-//! A token is a JWT signed with HS256 (shared secret) or ES256 (ECDSA P-256). Its claims
-//! ([`Claims`]) are:
-//!
-//! | claim  | type    | meaning |
-//! |--------|---------|---------|
-//! | `ns`   | string  | namespace prefix as a `/`-separated path (`"live/show1"`); `""` = every namespace. Required. |
-//! | `pub`  | bool    | may publish (PUBLISH_NAMESPACE, PUBLISH) under `ns`; default false |
-//! | `subs` | bool    | may subscribe (SUBSCRIBE, FETCH, TRACK_STATUS, SUBSCRIBE_NAMESPACE) under `ns`; default false |
-//! | `exp`  | integer | expiry, seconds since the Unix epoch. Required. |
-//! | `room` | string  | the chat room the control plane assigned (`chat_room`); when present, the viewer's comments must name it. Optional. |
-//! | `sub`  | string  | optional subject (who the token was minted for), only logged |
+//! A token is a JWT signed with HS256 (shared secret) or ES256 (ECDSA P-256). Its claims are
+//! [`Claims`] (JSON names and meaning there), defined in `banyan_control::api` beside the
+//! control plane that mints them; [`ClaimsExt`] is what the relay reads from them. `ns` and
+//! `exp` are required; `sub` is optional and only logged.
 //!
 //! Prefix matching is by namespace field, not by string: `ns = "live/a"` covers
 //! `live/a` and `live/a/video` but not `live/ab`.
@@ -40,7 +33,6 @@ use banyan_moq::coding::{RequestErrorCode, SessionErrorCode, TrackNamespace};
 use banyan_moq::message::Token;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// Seconds after `exp` during which a token is still accepted (clock skew allowance).
@@ -70,52 +62,28 @@ impl std::fmt::Display for Action {
     }
 }
 
-/// The claims of a Banyan token (see the module documentation for the JSON names).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Who the token was minted for; informational (logs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
-    /// The namespace prefix the token covers, as a `/`-separated path; `""` covers everything.
-    pub ns: String,
-    /// May publish under `ns`.
-    #[serde(rename = "pub", default)]
-    pub publish: bool,
-    /// May subscribe under `ns`.
-    #[serde(rename = "subs", default)]
-    pub subscribe: bool,
-    /// Expiry in seconds since the Unix epoch.
-    pub exp: u64,
-    /// The chat room the control plane assigned the viewer (`chat_room` of `/v1/watch`); when
-    /// present, comments the viewer sends must be in this room (others are a forged room).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub room: Option<String>,
-}
+/// The claims of a Banyan token, shared with the control plane that mints them (the JSON
+/// names are in the module documentation).
+pub use banyan_control::api::Claims;
 
-impl Claims {
+/// What a relay reads from [`Claims`]: the namespace prefix and what it grants.
+pub trait ClaimsExt {
     /// The namespace prefix as a [`TrackNamespace`]; leading and trailing `/` are ignored.
     /// `None` when `ns` is not a valid namespace (e.g. `"a//b"`).
-    pub fn prefix(&self) -> Option<TrackNamespace> {
-        TrackNamespace::from_path(self.ns.trim_matches('/')).ok()
-    }
+    fn prefix(&self) -> Option<TrackNamespace>;
 
     /// True when the token grants `action` (regardless of namespace).
-    pub fn grants(&self, action: Action) -> bool {
-        match action {
-            Action::Publish => self.publish,
-            Action::Subscribe => self.subscribe,
-        }
-    }
+    fn grants(&self, action: Action) -> bool;
 
     /// True when the token grants `action` on `namespace` (field-wise prefix match).
-    pub fn allows(&self, action: Action, namespace: &TrackNamespace) -> bool {
+    fn allows(&self, action: Action, namespace: &TrackNamespace) -> bool {
         self.check(action, namespace).is_ok()
     }
 
     /// Like [`allows`](Self::allows), with the reason for a refusal:
     /// [`AuthError::NotAllowed`] when the action is not granted at all,
     /// [`AuthError::WrongNamespace`] when `namespace` is outside the prefix.
-    pub fn check(&self, action: Action, namespace: &TrackNamespace) -> Result<(), AuthError> {
+    fn check(&self, action: Action, namespace: &TrackNamespace) -> Result<(), AuthError> {
         if !self.grants(action) {
             return Err(AuthError::NotAllowed(action));
         }
@@ -123,6 +91,19 @@ impl Claims {
             Some(prefix) if namespace.has_prefix(&prefix) => Ok(()),
             Some(_) => Err(AuthError::WrongNamespace),
             None => Err(AuthError::Malformed),
+        }
+    }
+}
+
+impl ClaimsExt for Claims {
+    fn prefix(&self) -> Option<TrackNamespace> {
+        TrackNamespace::from_path(self.ns.trim_matches('/')).ok()
+    }
+
+    fn grants(&self, action: Action) -> bool {
+        match action {
+            Action::Publish => self.publish,
+            Action::Subscribe => self.subscribe,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::args::InteractProfile;
-use crate::stats::Distribution;
+use banyan_media::stats::Distribution;
 
 /// The report's schema version; bumped when a field changes meaning or disappears.
 pub const INTERACT_SCHEMA_VERSION: u32 = 1;

@@ -17,9 +17,10 @@
 //! - Conservation: the sum of the viewers' final totals against each watcher's last total.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use banyan_media::loc::unix_micros;
 use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{Message, Parameters, Publish, Subscribe};
@@ -27,6 +28,7 @@ use banyan_moq::session::{
     Client, ClientOptions, Session, SessionConfig, SubgroupReader, SubgroupWriter, Subscription, TrackEvent,
     TrackWriter, TransportConfig,
 };
+use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -39,10 +41,9 @@ use super::report::{
 };
 use super::wire;
 use crate::procfs::{host_busy_percent, parse_net_dev_tx, HostSample, ProcessSampler, Sample};
-use crate::publisher::unix_micros;
 use crate::run::SUBSCRIBER_SOCKETS;
-use crate::stats::{round3, Distribution};
 use crate::Error;
+use banyan_media::stats::{round3, Distribution};
 
 /// At most this many like-latency samples are computed (likes are strided to fit).
 pub const MAX_LIKE_SAMPLES: u64 = 2_000_000;
@@ -194,13 +195,13 @@ impl InteractBench {
         let mut like_latencies = Vec::new();
         let mut totals_seen = 0;
         for (w, watcher) in timed.iter().enumerate() {
-            let seen = lock(&watcher.totals).clone();
+            let seen = watcher.totals.lock().clone();
             totals_seen += seen.len() as u64;
             like_latencies.extend(like_to_visible(&send_times, &seen, stride, w as u64 % stride));
         }
         let comment_latencies: Vec<u64> = timed
             .iter()
-            .flat_map(|w| lock(&w.comment_latencies_us).clone())
+            .flat_map(|w| w.comment_latencies_us.lock().clone())
             .collect();
         let delivered: Vec<u64> = watchers
             .iter()
@@ -851,7 +852,10 @@ async fn read_group(mut reader: SubgroupReader, chat: bool, watcher: Arc<Watcher
             };
             watcher.comments.fetch_add(1, Ordering::Relaxed);
             if watcher.timed {
-                lock(&watcher.comment_latencies_us).push(unix_micros().saturating_sub(sent_us));
+                watcher
+                    .comment_latencies_us
+                    .lock()
+                    .push(unix_micros().saturating_sub(sent_us));
             }
         } else {
             received.likes_objects.fetch_add(1, Ordering::Relaxed);
@@ -860,7 +864,7 @@ async fn read_group(mut reader: SubgroupReader, chat: bool, watcher: Arc<Watcher
             };
             watcher.max_total.fetch_max(total, Ordering::Relaxed);
             if watcher.timed {
-                lock(&watcher.totals).push((total, now));
+                watcher.totals.lock().push((total, now));
             }
         }
     }
@@ -951,10 +955,6 @@ async fn send(viewer: Viewer, schedule: Schedule, likes_sent: Arc<AtomicU64>) ->
     // The publication stays open until the run closes the session.
     sent.writer = Some(viewer.writer);
     sent
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -13,11 +13,11 @@
 //! - supervise: nothing; the StatefulSet controller restarts crashed pods.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
+use parking_lot::Mutex;
 
 use super::{BoxFuture, SpawnError, Spawner};
 
@@ -79,12 +79,6 @@ impl KubernetesSpawner {
     fn ordinal(&self, relay_id: &str) -> Option<u32> {
         relay_id.strip_prefix(&self.name)?.strip_prefix('-')?.parse().ok()
     }
-
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, SpawnError> {
-        self.state
-            .lock()
-            .map_err(|_| SpawnError::Backend("state lock poisoned".into()))
-    }
 }
 
 impl Spawner for KubernetesSpawner {
@@ -96,7 +90,7 @@ impl Spawner for KubernetesSpawner {
         Box::pin(async move {
             let n = self.replicas().await?;
             self.set_replicas(n.saturating_add(1)).await?;
-            self.lock()?.spawned.insert(n);
+            self.state.lock().spawned.insert(n);
             Ok(format!("{}-{n}", self.name))
         })
     }
@@ -107,7 +101,7 @@ impl Spawner for KubernetesSpawner {
                 .ordinal(&relay_id)
                 .ok_or_else(|| SpawnError::Unknown(relay_id.clone()))?;
             {
-                let mut state = self.lock()?;
+                let mut state = self.state.lock();
                 if !state.spawned.contains(&k) {
                     return Err(SpawnError::Unknown(relay_id));
                 }
@@ -116,7 +110,7 @@ impl Spawner for KubernetesSpawner {
             let n = self.replicas().await?;
             let mut target = n;
             {
-                let state = self.lock()?;
+                let state = self.state.lock();
                 while target > 0 && state.retired.contains(&(target - 1)) {
                     target -= 1;
                 }
@@ -124,7 +118,7 @@ impl Spawner for KubernetesSpawner {
             if target < n {
                 self.set_replicas(target).await?;
             }
-            let mut state = self.lock()?;
+            let mut state = self.state.lock();
             state.retired.retain(|o| *o < target);
             state.spawned.retain(|o| *o < target);
             Ok(())
@@ -136,9 +130,12 @@ impl Spawner for KubernetesSpawner {
     }
 
     fn running(&self) -> Vec<String> {
-        self.lock()
-            .map(|s| s.spawned.iter().map(|o| format!("{}-{o}", self.name)).collect())
-            .unwrap_or_default()
+        let state = self.state.lock();
+        state
+            .spawned
+            .iter()
+            .map(|o| format!("{}-{o}", self.name))
+            .collect()
     }
 }
 

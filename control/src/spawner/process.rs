@@ -17,8 +17,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::{BoxFuture, SpawnError, Spawner};
 
@@ -139,7 +140,7 @@ impl ProcessSpawner {
 
     /// The OS process id of a running relay.
     pub fn pid(&self, relay_id: &str) -> Option<u32> {
-        let children = self.children.lock().ok()?;
+        let children = self.children.lock();
         children.get(relay_id)?.process.as_ref()?.id()
     }
 
@@ -219,7 +220,7 @@ impl ProcessSpawner {
     }
 
     fn supervise_now(&self, now: Instant) -> Result<(), SpawnError> {
-        let mut children = self.children.lock().map_err(|_| poisoned())?;
+        let mut children = self.children.lock();
         let mut reaped = Vec::new();
         let mut restart = Vec::new();
         for (id, child) in children.iter_mut() {
@@ -280,7 +281,7 @@ impl Spawner for ProcessSpawner {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             let id = format!("{}-{n}", self.config.id_prefix);
             let process = self.start(&id)?;
-            self.children.lock().map_err(|_| poisoned())?.insert(
+            self.children.lock().insert(
                 id.clone(),
                 Child {
                     process: Some(process),
@@ -296,7 +297,7 @@ impl Spawner for ProcessSpawner {
     fn stop(&self, relay_id: String) -> BoxFuture<'_, Result<(), SpawnError>> {
         Box::pin(async move {
             let pid = {
-                let mut children = self.children.lock().map_err(|_| poisoned())?;
+                let mut children = self.children.lock();
                 let child = children
                     .get_mut(&relay_id)
                     .ok_or_else(|| SpawnError::Unknown(relay_id.clone()))?;
@@ -313,7 +314,7 @@ impl Spawner for ProcessSpawner {
                     .await;
                 if !status.is_ok_and(|s| s.success()) {
                     // No `kill` or it failed: fall back to SIGKILL.
-                    let mut children = self.children.lock().map_err(|_| poisoned())?;
+                    let mut children = self.children.lock();
                     if let Some(p) = children.get_mut(&relay_id).and_then(|c| c.process.as_mut()) {
                         let _ = p.start_kill();
                     }
@@ -324,10 +325,8 @@ impl Spawner for ProcessSpawner {
     }
 
     fn expect_exit(&self, relay_id: &str) {
-        if let Ok(mut children) = self.children.lock() {
-            if let Some(child) = children.get_mut(relay_id) {
-                child.stopping.get_or_insert(Instant::now());
-            }
+        if let Some(child) = self.children.lock().get_mut(relay_id) {
+            child.stopping.get_or_insert(Instant::now());
         }
     }
 
@@ -336,18 +335,10 @@ impl Spawner for ProcessSpawner {
     }
 
     fn running(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .children
-            .lock()
-            .map(|c| c.keys().cloned().collect())
-            .unwrap_or_default();
+        let mut ids: Vec<String> = self.children.lock().keys().cloned().collect();
         ids.sort();
         ids
     }
-}
-
-fn poisoned() -> SpawnError {
-    SpawnError::Backend("process table lock poisoned".into())
 }
 
 fn bracket_v6(host: &str) -> String {

@@ -260,7 +260,7 @@ impl Hub {
         let mut publisher = if from_relay {
             Publisher::relay(&self.config)
         } else {
-            Publisher::viewer(&self.config, Instant::now()).in_room(room)
+            Publisher::viewer(&self.config).in_room(room)
         };
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
@@ -324,7 +324,7 @@ impl Hub {
         attached: &mut Option<u64>,
         payload: Bytes,
     ) -> Result<(), Refusal> {
-        let admitted = publisher.admit(Instant::now(), payload).inspect_err(|refusal| {
+        let admitted = publisher.admit(payload).inspect_err(|refusal| {
             self.metrics.interact_refuse(*refusal);
         })?;
         match admitted {

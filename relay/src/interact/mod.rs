@@ -8,7 +8,8 @@
 //!   `chat/<room>` and `events` tracks down).
 //! - [`likes`]: cumulative like counters per source, summed without double counting, and the
 //!   aggregation window that decides when a new total goes out.
-//! - [`viewer`]: per-publisher admission: token buckets, size limits, UTF-8 and room checks.
+//! - [`viewer`]: per-publisher admission: rate limits ([`viewer::Limit`], governor), size limits,
+//!   UTF-8 and room checks.
 //! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id).
 //! - [`hub`]: per-broadcast state wired to sessions and tracks: the origin's `likes` and
 //!   `chat/<room>` tracks, an edge's `interact` publication to its parent.

@@ -1,43 +1,76 @@
 //! Admission of one publisher's `interact` track: every object is parsed, checked against
 //! size, encoding and room rules, and then (only if valid, so each refusal names the real
-//! fault) charged to the publisher's token buckets.
+//! fault) charged to the publisher's rate limits ([`Limit`], `governor`'s GCRA: a token
+//! bucket refilling continuously).
 
-use std::time::Instant;
+use std::num::NonZeroU32;
+use std::time::Duration;
 
 use bytes::Bytes;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
 use super::payload::Up;
 use super::{InteractConfig, Refusal};
 
-/// A token bucket driven by the caller's clock.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
+/// governor's direct (unkeyed) limiter on clock `C`.
+type DirectLimiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// A rate limit on whole units (likes, messages): `rate` per second sustained, up to `burst` at
+/// once, starting full. A `rate` of 0 or less, or a `burst` under 1, grants nothing.
+#[derive(Debug)]
+pub struct Limit<C: Clock = DefaultClock> {
+    /// The quota and its limiter; None when nothing is ever granted.
+    limiter: Option<(Quota, DirectLimiter<C>)>,
 }
 
-impl TokenBucket {
-    /// A full bucket refilling at `rate` per second up to `burst`.
-    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst,
-            rate,
-            burst,
-            last: now,
-        }
+impl<C: Clock + Clone> Limit<C> {
+    /// A full limit reading time from `clock`.
+    pub fn new(rate: f64, burst: f64, clock: &C) -> Self {
+        // `burst` is clamped into u32 first, so the cast only drops the fraction.
+        let burst = NonZeroU32::new(burst.clamp(0.0, f64::from(u32::MAX)) as u32);
+        let period = (rate > 0.0)
+            .then(|| Duration::try_from_secs_f64(1.0 / rate).ok())
+            .flatten()
+            .and_then(Quota::with_period);
+        let limiter = match (period, burst) {
+            (Some(quota), Some(burst)) => {
+                let quota = quota.allow_burst(burst);
+                Some((quota, RateLimiter::direct_with_clock(quota, clock.clone())))
+            }
+            _ => None,
+        };
+        Self { limiter }
     }
 
-    /// Take up to `wanted` whole tokens at `now`; returns how many were granted.
-    pub fn take(&mut self, now: Instant, wanted: u64) -> u64 {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = self.last.max(now);
-        // `tokens` is within [0, burst], so the cast cannot overflow for any sane burst.
-        let granted = wanted.min(self.tokens.floor().max(0.0) as u64);
-        self.tokens -= granted as f64;
-        granted
+    /// Take up to `wanted` units now; returns how many were granted (as many as are available).
+    pub fn take(&self, wanted: u64) -> u64 {
+        let Some((quota, limiter)) = &self.limiter else {
+            return 0;
+        };
+        // governor grants all of a batch or none of it: ask for as much as the burst allows,
+        // and when refused, for what its wait says is available now.
+        let period = quota.replenish_interval().as_nanos().max(1);
+        let mut asked = quota.burst_size().get();
+        if let Ok(wanted) = u32::try_from(wanted) {
+            asked = asked.min(wanted);
+        }
+        while let Some(cells) = NonZeroU32::new(asked) {
+            match limiter.check_n(cells) {
+                Ok(Ok(())) => return u64::from(asked),
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(limiter.clock().now()).as_nanos();
+                    let short = u32::try_from(wait.div_ceil(period)).unwrap_or(u32::MAX);
+                    asked = asked.saturating_sub(short.max(1));
+                }
+                Err(governor::InsufficientCapacity(capacity)) => {
+                    asked = capacity.min(asked.saturating_sub(1))
+                }
+            }
+        }
+        0
     }
 }
 
@@ -72,12 +105,12 @@ pub enum Admitted {
     },
 }
 
-/// One publication of an `interact` track and its limits.
+/// One publication of an `interact` track and its limits (time read from `C`).
 #[derive(Debug)]
-pub struct Publisher {
+pub struct Publisher<C: Clock = DefaultClock> {
     config: InteractConfig,
-    likes: Option<TokenBucket>,
-    messages: Option<TokenBucket>,
+    likes: Option<Limit<C>>,
+    messages: Option<Limit<C>>,
     source: Option<u64>,
     /// The largest total the publisher claimed.
     claimed: u64,
@@ -89,17 +122,28 @@ pub struct Publisher {
 
 impl Publisher {
     /// A viewer's publication, rate limited per `config`.
-    pub fn viewer(config: &InteractConfig, now: Instant) -> Self {
-        Self {
-            likes: Some(TokenBucket::new(config.like_rate, config.like_burst, now)),
-            messages: Some(TokenBucket::new(config.comment_rate, config.comment_burst, now)),
-            ..Self::relay(config)
-        }
+    pub fn viewer(config: &InteractConfig) -> Self {
+        Self::viewer_with_clock(config, &DefaultClock::default())
     }
 
     /// A child relay's publication: it already enforced its viewers' rates, so only the size,
     /// encoding and room rules apply.
     pub fn relay(config: &InteractConfig) -> Self {
+        Self::unlimited(config)
+    }
+}
+
+impl<C: Clock + Clone> Publisher<C> {
+    /// A viewer's publication whose limits read time from `clock` (tests pass a fake one).
+    pub fn viewer_with_clock(config: &InteractConfig, clock: &C) -> Self {
+        Self {
+            likes: Some(Limit::new(config.like_rate, config.like_burst, clock)),
+            messages: Some(Limit::new(config.comment_rate, config.comment_burst, clock)),
+            ..Self::unlimited(config)
+        }
+    }
+
+    fn unlimited(config: &InteractConfig) -> Self {
         Self {
             config: config.clone(),
             likes: None,
@@ -123,10 +167,10 @@ impl Publisher {
         self.source
     }
 
-    /// Parse and check one object payload received at `now`.
-    pub fn admit(&mut self, now: Instant, payload: Bytes) -> Result<Admitted, Refusal> {
+    /// Parse and check one object payload, received now.
+    pub fn admit(&mut self, payload: Bytes) -> Result<Admitted, Refusal> {
         match Up::decode(payload)? {
-            Up::Like { source, total } => self.like(now, source, total),
+            Up::Like { source, total } => self.like(source, total),
             Up::Comment { room, text } => {
                 if text.len() > self.config.max_comment_bytes {
                     return Err(Refusal::TooLarge);
@@ -136,7 +180,7 @@ impl Publisher {
                 if self.room.is_some_and(|assigned| assigned != room) {
                     return Err(Refusal::BadRoom);
                 }
-                self.charge(now)?;
+                self.charge()?;
                 Ok(Admitted::Comment { room, text })
             }
             Up::Gift {
@@ -150,7 +194,7 @@ impl Publisher {
                 if client_id.is_empty() || amount == 0 {
                     return Err(Refusal::Malformed);
                 }
-                self.charge(now)?;
+                self.charge()?;
                 Ok(Admitted::Gift {
                     client_id,
                     kind,
@@ -160,7 +204,7 @@ impl Publisher {
         }
     }
 
-    fn like(&mut self, now: Instant, source: u64, total: u64) -> Result<Admitted, Refusal> {
+    fn like(&mut self, source: u64, total: u64) -> Result<Admitted, Refusal> {
         match self.source {
             Some(bound) if bound != source => return Err(Refusal::Malformed),
             _ => self.source = Some(source),
@@ -169,7 +213,7 @@ impl Publisher {
         if total > self.claimed {
             let added = total - self.claimed;
             let granted = match &mut self.likes {
-                Some(bucket) => bucket.take(now, added),
+                Some(limit) => limit.take(added),
                 None => added,
             };
             refused = added - granted;
@@ -183,8 +227,8 @@ impl Publisher {
         })
     }
 
-    fn charge(&mut self, now: Instant) -> Result<(), Refusal> {
-        let granted = self.messages.as_mut().map_or(1, |bucket| bucket.take(now, 1));
+    fn charge(&mut self) -> Result<(), Refusal> {
+        let granted = self.messages.as_ref().map_or(1, |limit| limit.take(1));
         if granted == 0 {
             return Err(Refusal::RateLimited);
         }
@@ -205,7 +249,7 @@ pub fn parse_room(room: &[u8], rooms: u64) -> Result<u64, Refusal> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use governor::clock::FakeRelativeClock;
 
     use super::*;
 
@@ -235,11 +279,11 @@ mod tests {
 
     #[test]
     fn a_like_flood_is_cut_to_the_bucket_and_stays_cut() {
-        let start = Instant::now();
-        let mut viewer = Publisher::viewer(&config(), start);
+        let clock = FakeRelativeClock::default();
+        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
         // Claims 1000 likes at once: the burst of 20 passes, 980 are refused for good.
         assert_eq!(
-            viewer.admit(start, like(5, 1000)),
+            viewer.admit(like(5, 1000)),
             Ok(Admitted::Like {
                 source: 5,
                 total: 20,
@@ -247,9 +291,9 @@ mod tests {
             })
         );
         // One second later 10 more tokens: the next 10 claimed likes pass.
-        let later = start + Duration::from_secs(1);
+        clock.advance(Duration::from_secs(1));
         assert_eq!(
-            viewer.admit(later, like(5, 1010)),
+            viewer.admit(like(5, 1010)),
             Ok(Admitted::Like {
                 source: 5,
                 total: 30,
@@ -258,7 +302,7 @@ mod tests {
         );
         // Old totals (lost and late datagrams) change nothing.
         assert_eq!(
-            viewer.admit(later, like(5, 400)),
+            viewer.admit(like(5, 400)),
             Ok(Admitted::Like {
                 source: 5,
                 total: 30,
@@ -269,12 +313,13 @@ mod tests {
 
     #[test]
     fn likes_within_the_rate_all_count() {
-        let start = Instant::now();
-        let mut viewer = Publisher::viewer(&config(), start);
+        let clock = FakeRelativeClock::default();
+        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
         let mut last = None;
         for i in 1..=100u64 {
             // 10 likes/s, one every 100 ms.
-            last = Some(viewer.admit(start + Duration::from_millis(100 * i), like(1, i)));
+            clock.advance(Duration::from_millis(100));
+            last = Some(viewer.admit(like(1, i)));
         }
         assert_eq!(
             last,
@@ -288,29 +333,24 @@ mod tests {
 
     #[test]
     fn a_publication_cannot_switch_source() {
-        let now = Instant::now();
-        let mut viewer = Publisher::viewer(&config(), now);
-        viewer.admit(now, like(1, 1)).unwrap();
-        assert_eq!(viewer.admit(now, like(2, 1)), Err(Refusal::Malformed));
+        let mut viewer = Publisher::viewer(&config());
+        viewer.admit(like(1, 1)).unwrap();
+        assert_eq!(viewer.admit(like(2, 1)), Err(Refusal::Malformed));
     }
 
     #[test]
     fn comments_are_checked_in_order_size_encoding_room_rate() {
-        let now = Instant::now();
         let mut relay = Publisher::relay(&config());
         assert_eq!(
-            relay.admit(now, comment(b"3", "ok ✓".as_bytes())),
+            relay.admit(comment(b"3", "ok ✓".as_bytes())),
             Ok(Admitted::Comment {
                 room: 3,
                 text: "ok ✓".into()
             })
         );
+        assert_eq!(relay.admit(comment(b"3", &[b'a'; 17])), Err(Refusal::TooLarge));
         assert_eq!(
-            relay.admit(now, comment(b"3", &[b'a'; 17])),
-            Err(Refusal::TooLarge)
-        );
-        assert_eq!(
-            relay.admit(now, comment(b"3", &[0xc3, 0x28])),
+            relay.admit(comment(b"3", &[0xc3, 0x28])),
             Err(Refusal::InvalidUtf8)
         );
         for forged in [
@@ -325,51 +365,46 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    relay.admit(now, comment(forged, b"x")),
+                    relay.admit(comment(forged, b"x")),
                     Err(Refusal::BadRoom | Refusal::InvalidUtf8)
                 ),
                 "room {forged:?}"
             );
         }
         assert_eq!(
-            relay.admit(now, Bytes::from_static(&[0x02, 0x05])),
+            relay.admit(Bytes::from_static(&[0x02, 0x05])),
             Err(Refusal::Malformed)
         );
     }
 
     #[test]
     fn a_viewer_assigned_a_room_comments_only_there() {
-        let now = Instant::now();
-        let mut viewer = Publisher::viewer(&config(), now).in_room(Some(2));
-        assert_eq!(viewer.admit(now, comment(b"3", b"x")), Err(Refusal::BadRoom));
+        let mut viewer = Publisher::viewer(&config()).in_room(Some(2));
+        assert_eq!(viewer.admit(comment(b"3", b"x")), Err(Refusal::BadRoom));
         assert!(matches!(
-            viewer.admit(now, comment(b"2", b"x")),
+            viewer.admit(comment(b"2", b"x")),
             Ok(Admitted::Comment { room: 2, .. })
         ));
         // Unrestricted (no claim): any valid room.
-        let mut anyone = Publisher::viewer(&config(), now);
-        assert!(anyone.admit(now, comment(b"3", b"x")).is_ok());
+        let mut anyone = Publisher::viewer(&config());
+        assert!(anyone.admit(comment(b"3", b"x")).is_ok());
     }
 
     #[test]
     fn a_comment_flood_is_refused_after_the_burst() {
-        let start = Instant::now();
-        let mut viewer = Publisher::viewer(&config(), start);
+        let clock = FakeRelativeClock::default();
+        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
         let results: Vec<_> = (0..5)
-            .map(|_| viewer.admit(start, comment(b"0", b"spam")).is_ok())
+            .map(|_| viewer.admit(comment(b"0", b"spam")).is_ok())
             .collect();
         assert_eq!(results, [true, true, false, false, false]);
-        assert_eq!(
-            viewer.admit(start, comment(b"0", b"spam")),
-            Err(Refusal::RateLimited)
-        );
-        let later = start + Duration::from_secs(1);
-        assert!(viewer.admit(later, comment(b"0", b"back")).is_ok());
+        assert_eq!(viewer.admit(comment(b"0", b"spam")), Err(Refusal::RateLimited));
+        clock.advance(Duration::from_secs(1));
+        assert!(viewer.admit(comment(b"0", b"back")).is_ok());
     }
 
     #[test]
     fn gifts_need_an_id_and_an_amount() {
-        let now = Instant::now();
         let mut relay = Publisher::relay(&config());
         let gift = |id: &[u8], amount| {
             Up::Gift {
@@ -379,9 +414,29 @@ mod tests {
             }
             .encode()
         };
-        assert!(relay.admit(now, gift(b"g1", 5)).is_ok());
-        assert_eq!(relay.admit(now, gift(b"", 5)), Err(Refusal::Malformed));
-        assert_eq!(relay.admit(now, gift(b"g1", 0)), Err(Refusal::Malformed));
-        assert_eq!(relay.admit(now, gift(&[b'x'; 65], 1)), Err(Refusal::TooLarge));
+        assert!(relay.admit(gift(b"g1", 5)).is_ok());
+        assert_eq!(relay.admit(gift(b"", 5)), Err(Refusal::Malformed));
+        assert_eq!(relay.admit(gift(b"g1", 0)), Err(Refusal::Malformed));
+        assert_eq!(relay.admit(gift(&[b'x'; 65], 1)), Err(Refusal::TooLarge));
+    }
+
+    #[test]
+    fn a_limit_grants_what_has_refilled_of_a_larger_ask() {
+        let clock = FakeRelativeClock::default();
+        let limit = Limit::new(10.0, 20.0, &clock);
+        assert_eq!(limit.take(15), 15);
+        assert_eq!(limit.take(15), 5);
+        assert_eq!(limit.take(1), 0);
+        // 350 ms refill 3.5 units: 3 are granted, the half carries over.
+        clock.advance(Duration::from_millis(350));
+        assert_eq!(limit.take(10), 3);
+        clock.advance(Duration::from_millis(50));
+        assert_eq!(limit.take(10), 1);
+        // Never more than the burst, however long it rested.
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(limit.take(u64::MAX), 20);
+        // No rate, or a burst under one: nothing.
+        assert_eq!(Limit::new(0.0, 20.0, &clock).take(1), 0);
+        assert_eq!(Limit::new(10.0, 0.5, &clock).take(1), 0);
     }
 }

@@ -19,7 +19,7 @@ use banyan_moq::message::{FetchType, HopPath, Token};
 use banyan_moq::session::{Request, Session};
 use governor::DefaultDirectRateLimiter;
 
-use crate::auth::{Action, AuthError, Authenticator, Claims};
+use crate::auth::{Action, AuthError, Authenticator, Claims, ClaimsExt as _};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::namespaces::Namespaces;

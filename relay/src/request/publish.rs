@@ -8,7 +8,7 @@ use banyan_moq::message::RequestOk;
 use banyan_moq::session::PublishRequest;
 
 use super::SessionHandler;
-use crate::auth::Action;
+use crate::auth::{Action, ClaimsExt as _};
 use crate::interact::hub::INTERACT;
 use crate::metrics::RefuseReason;
 

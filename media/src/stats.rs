@@ -1,4 +1,6 @@
-//! Percentiles over samples (nearest-rank) and the distributions the report shows.
+//! Latency statistics: nearest-rank percentiles over samples and the [`Distribution`]
+//! (count, p50/p90/p95/p99, max, mean in milliseconds) that the benchmark's report and the
+//! viewer's summary show.
 
 use serde::{Deserialize, Serialize};
 
