@@ -14,6 +14,7 @@ use super::reader::StreamReader;
 use super::request::{Request, RequestStream};
 use super::shared::Shared;
 use super::subscriber::{FetchReader, SubgroupReader, TrackData};
+use super::transport::{RecvStream, SendStream};
 use super::Error;
 use crate::coding::{Decode, RequestErrorCode, SessionErrorCode, StreamResetCode};
 use crate::data::{Datagram, FetchHeader, StreamType, SubgroupHeader};
@@ -289,8 +290,8 @@ async fn route_fetch(
 /// A new bidirectional stream: read the request, check its ID, queue it for the application.
 async fn handle_request_stream(
     shared: Arc<Shared>,
-    send: web_transport_quinn::SendStream,
-    recv: web_transport_quinn::RecvStream,
+    send: Box<dyn SendStream>,
+    recv: Box<dyn RecvStream>,
     requests: mpsc::Sender<Request>,
 ) -> Result<(), Error> {
     let mut reader = StreamReader::new(recv, shared.config.max_message_size + 16);

@@ -10,7 +10,8 @@ use url::Url;
 use super::driver::{EarlyStream, SessionDriver};
 use super::reader::StreamReader;
 use super::shared::{close_transport, Shared};
-use super::{Error, Session, SessionConfig, TransportKind};
+use super::transport::{Connection, SendStream, TransportKind};
+use super::{Error, Session, SessionConfig};
 use crate::coding::{decode_varint, SessionErrorCode};
 use crate::data::SETUP as SETUP_STREAM;
 use crate::message::{Message, Setup, Token};
@@ -54,7 +55,7 @@ const MAX_EARLY_STREAMS: usize = 16;
 /// A server-side session whose client SETUP has arrived: inspect it, then accept or reject.
 #[derive(Debug)]
 pub struct PendingSession {
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: Option<Url>,
@@ -98,7 +99,7 @@ impl PendingSession {
             hop_id: self.config.hop_id,
             ..Default::default()
         };
-        let control = open_control(&self.transport, &setup, self.version).await?;
+        let control = open_control(self.transport.as_ref(), &setup, self.version).await?;
         Ok(start(
             self.transport,
             self.kind,
@@ -115,22 +116,22 @@ impl PendingSession {
 
     /// Close the session before it starts (e.g. UNAUTHORIZED).
     pub fn reject(self, code: SessionErrorCode, reason: &str) {
-        close_transport(&self.transport, code, reason);
+        close_transport(self.transport.as_ref(), code, reason);
     }
 }
 
 /// Server side: wait for the client's control stream and SETUP.
 pub(crate) async fn accept(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: Option<Url>,
     config: SessionConfig,
 ) -> Result<PendingSession, Error> {
-    let (setup, control, early) = match read_peer_setup(&transport, version, &config).await {
+    let (setup, control, early) = match read_peer_setup(transport.as_ref(), version, &config).await {
         Ok(parts) => parts,
         Err(e) => {
-            close_with(&transport, &e);
+            close_with(transport.as_ref(), &e);
             return Err(e);
         }
     };
@@ -141,7 +142,7 @@ pub(crate) async fn accept(
                     SessionErrorCode::InvalidPath,
                     "PATH and AUTHORITY are not allowed over WebTransport",
                 );
-                close_with(&transport, &e);
+                close_with(transport.as_ref(), &e);
                 return Err(e);
             }
             url
@@ -149,7 +150,7 @@ pub(crate) async fn accept(
         TransportKind::Quic => match raw_url(&setup) {
             Ok(url) => url,
             Err(e) => {
-                close_with(&transport, &e);
+                close_with(transport.as_ref(), &e);
                 return Err(e);
             }
         },
@@ -168,7 +169,7 @@ pub(crate) async fn accept(
 
 /// Client side: send SETUP, wait for the server's.
 pub(crate) async fn connect(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: &Url,
@@ -195,20 +196,21 @@ pub(crate) async fn connect(
         setup.authority = Some(authority);
         setup.path = Some(path);
     }
-    let control = open_control(&transport, &setup, version).await?;
-    let (peer_setup, control_reader, early) = match read_peer_setup(&transport, version, &config).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            close_with(&transport, &e);
-            return Err(e);
-        }
-    };
+    let control = open_control(transport.as_ref(), &setup, version).await?;
+    let (peer_setup, control_reader, early) =
+        match read_peer_setup(transport.as_ref(), version, &config).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                close_with(transport.as_ref(), &e);
+                return Err(e);
+            }
+        };
     if peer_setup.path.is_some() || peer_setup.authority.is_some() {
         let e = Error::protocol(
             SessionErrorCode::InvalidPath,
             "a server must not send PATH or AUTHORITY",
         );
-        close_with(&transport, &e);
+        close_with(transport.as_ref(), &e);
         return Err(e);
     }
     Ok(start(
@@ -227,14 +229,14 @@ pub(crate) async fn connect(
 
 #[allow(clippy::too_many_arguments)]
 fn start(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     role: Role,
     config: SessionConfig,
     url: Option<Url>,
     peer_setup: Setup,
-    control: web_transport_quinn::SendStream,
+    control: Box<dyn SendStream>,
     control_reader: StreamReader,
     early: Vec<EarlyStream>,
 ) -> (Session, SessionDriver) {
@@ -258,20 +260,20 @@ fn start(
 }
 
 async fn open_control(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     setup: &Setup,
     version: Version,
-) -> Result<web_transport_quinn::SendStream, Error> {
+) -> Result<Box<dyn SendStream>, Error> {
     let mut control = transport.open_uni().await?;
     let mut buf = BytesMut::new();
     Message::from(setup.clone()).encode_frame(&mut buf, version)?;
-    control.write_all(&buf).await?;
+    control.write_chunk(buf.freeze()).await?;
     Ok(control)
 }
 
 /// Accept unidirectional streams until the peer's control stream arrives, and read SETUP.
 async fn read_peer_setup(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     version: Version,
     config: &SessionConfig,
 ) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
@@ -284,7 +286,7 @@ async fn read_peer_setup(
 }
 
 async fn read_peer_setup_inner(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     version: Version,
     config: &SessionConfig,
 ) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
@@ -337,7 +339,7 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
         .map_err(|_| Error::protocol(code, format!("malformed AUTHORITY/PATH: {text}")))
 }
 
-fn close_with(transport: &web_transport_quinn::Session, error: &Error) {
+fn close_with(transport: &dyn Connection, error: &Error) {
     close_transport(transport, error.session_code(), &error.to_string());
 }
 

@@ -25,10 +25,11 @@ mod reader;
 mod request;
 mod shared;
 mod subscriber;
+pub mod transport;
 
 pub use config::{SessionConfig, TransportConfig};
 pub use driver::SessionDriver;
-pub use endpoint::{Client, Incoming, Server, TransportKind, ALPN_H3};
+pub use endpoint::{Client, Incoming, Server, ALPN_H3};
 pub use error::Error;
 pub use handshake::{ClientOptions, PendingSession, Role};
 pub use publisher::{send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};
@@ -39,3 +40,4 @@ pub use request::{
 };
 pub use shared::Session;
 pub use subscriber::{FetchReader, SubgroupReader, Subscription, TrackEvent};
+pub use transport::{Connection, TransportError, TransportKind};

@@ -10,6 +10,7 @@ use super::publisher::{FetchWriter, TrackWriter};
 use super::reader::StreamReader;
 use super::shared::{unexpected, Shared};
 use super::subscriber::Subscription;
+use super::transport::{RecvStream, SendStream};
 use super::{Error, Session};
 use crate::coding::{ReasonPhrase, RequestErrorCode, StreamResetCode, TrackNamespace};
 use crate::message::{
@@ -21,16 +22,12 @@ use crate::message::{
 #[derive(Debug)]
 pub struct RequestStream {
     shared: Arc<Shared>,
-    send: web_transport_quinn::SendStream,
+    send: Box<dyn SendStream>,
     reader: StreamReader,
 }
 
 impl RequestStream {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        send: web_transport_quinn::SendStream,
-        recv: web_transport_quinn::RecvStream,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, send: Box<dyn SendStream>, recv: Box<dyn RecvStream>) -> Self {
         let max = shared.config.max_message_size;
         Self {
             shared,
@@ -39,11 +36,7 @@ impl RequestStream {
         }
     }
 
-    pub(crate) fn from_reader(
-        shared: Arc<Shared>,
-        send: web_transport_quinn::SendStream,
-        reader: StreamReader,
-    ) -> Self {
+    pub(crate) fn from_reader(shared: Arc<Shared>, send: Box<dyn SendStream>, reader: StreamReader) -> Self {
         Self { shared, send, reader }
     }
 
@@ -51,7 +44,7 @@ impl RequestStream {
     pub async fn send(&mut self, message: &Message) -> Result<(), Error> {
         let mut buf = BytesMut::new();
         message.encode_frame(&mut buf, self.shared.version)?;
-        self.send.write_all(&buf).await?;
+        self.send.write_chunk(buf.freeze()).await?;
         Ok(())
     }
 
@@ -107,7 +100,7 @@ impl RequestStream {
 
     /// Abruptly end our side of the stream.
     pub fn reset(&mut self, code: StreamResetCode) {
-        let _ = self.send.reset(code.code().try_into().unwrap_or(0));
+        self.send.reset(code.code());
     }
 
     /// Ask the peer to stop sending on this stream (cancels a subscription).
@@ -117,7 +110,7 @@ impl RequestStream {
 
     /// Resolves when the peer stops reading our side (STOP_SENDING), with its code.
     pub async fn stopped(&self) -> Option<u64> {
-        self.send.stopped().await.ok().flatten().map(u64::from)
+        self.send.stopped().await.ok().flatten()
     }
 
     /// Send REQUEST_ERROR and finish the stream.

@@ -11,6 +11,7 @@ use super::handshake::Role;
 use super::publisher::TrackWriter;
 use super::request::{NamespacePublication, NamespaceSubscription, Request, RequestStream};
 use super::subscriber::{FetchReader, Subscription, TrackData};
+use super::transport::{Connection, SendStream};
 use super::{Error, SessionConfig, TransportKind};
 use crate::coding::{ReasonPhrase, SessionErrorCode};
 use crate::message::{
@@ -84,7 +85,7 @@ impl RequestIds {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub transport: web_transport_quinn::Session,
+    pub transport: Arc<dyn Connection>,
     pub kind: TransportKind,
     pub version: Version,
     pub role: Role,
@@ -97,7 +98,7 @@ pub(crate) struct Shared {
     /// Woken whenever a route is added, for data that arrived before its route.
     pub route_added: Notify,
     /// Our control stream (SETUP was the first message on it).
-    pub control: tokio::sync::Mutex<web_transport_quinn::SendStream>,
+    pub control: tokio::sync::Mutex<Box<dyn SendStream>>,
     pub goaway_sent: AtomicBool,
     pub goaway_received: watch::Sender<Option<Goaway>>,
     pub requests: tokio::sync::Mutex<mpsc::Receiver<Request>>,
@@ -109,14 +110,14 @@ pub(crate) struct Shared {
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        transport: web_transport_quinn::Session,
+        transport: Arc<dyn Connection>,
         kind: TransportKind,
         version: Version,
         role: Role,
         config: SessionConfig,
         url: Option<Url>,
         peer_setup: Setup,
-        control: web_transport_quinn::SendStream,
+        control: Box<dyn SendStream>,
         requests: mpsc::Receiver<Request>,
         linger: mpsc::UnboundedSender<RequestStream>,
     ) -> Self {
@@ -161,7 +162,7 @@ impl Shared {
     }
 
     pub fn close(&self, code: SessionErrorCode, reason: &str) {
-        close_transport(&self.transport, code, reason);
+        close_transport(self.transport.as_ref(), code, reason);
     }
 }
 
@@ -334,7 +335,7 @@ impl Session {
         };
         let mut buf = bytes::BytesMut::new();
         Message::from(goaway).encode_frame(&mut buf, self.shared.version)?;
-        self.shared.control.lock().await.write_all(&buf).await?;
+        self.shared.control.lock().await.write_chunk(buf.freeze()).await?;
         Ok(())
     }
 
@@ -400,14 +401,6 @@ pub(crate) fn unexpected(message: &Message, expected: &str) -> Error {
 }
 
 /// Close a transport with a MoQT termination code and a reason (cut to the spec's 1024 bytes).
-pub(crate) fn close_transport(
-    transport: &web_transport_quinn::Session,
-    code: SessionErrorCode,
-    reason: &str,
-) {
-    let reason = ReasonPhrase::new(reason);
-    transport.close(
-        code.code().try_into().unwrap_or(u32::MAX),
-        reason.as_str().as_bytes(),
-    );
+pub(crate) fn close_transport(transport: &dyn Connection, code: SessionErrorCode, reason: &str) {
+    transport.close(code.code(), ReasonPhrase::new(reason).as_str());
 }
