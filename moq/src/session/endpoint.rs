@@ -7,9 +7,12 @@ use std::sync::Arc;
 use url::Url;
 use web_transport_quinn::proto::ConnectResponse;
 
+use super::config::{SessionConfig, TransportConfig};
+use super::driver::SessionDriver;
+use super::error::Error;
 use super::handshake::{self, ClientOptions, PendingSession};
+use super::shared::Session;
 use super::transport::TransportKind;
-use super::{Error, Session, SessionConfig, SessionDriver, TransportConfig};
 use crate::Version;
 
 /// The ALPN token for WebTransport over HTTP/3.

@@ -7,24 +7,16 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::config::SessionConfig;
 use super::driver::{EarlyStream, SessionDriver};
+use super::error::Error;
 use super::reader::StreamReader;
-use super::shared::{close_transport, Shared};
+use super::shared::{close_transport, Role, Session, Shared};
 use super::transport::{Connection, SendStream, TransportKind};
-use super::{Error, Session, SessionConfig};
 use crate::coding::{decode_varint, SessionErrorCode};
 use crate::data::SETUP as SETUP_STREAM;
 use crate::message::{Message, Setup, Token};
 use crate::Version;
-
-/// Which end of the session we are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// We opened the connection.
-    Client,
-    /// We accepted it.
-    Server,
-}
 
 /// What a client sends in SETUP beyond what the URL implies.
 #[derive(Clone, Debug, Default)]
@@ -92,6 +84,21 @@ impl PendingSession {
         self.transport.remote_address()
     }
 
+    /// Server side over any transport whose own handshake is done: wait (up to the setup
+    /// timeout) for the client's control stream and SETUP. `kind` decides where the URL comes
+    /// from: `url` for [`TransportKind::WebTransport`], the client's AUTHORITY and PATH for
+    /// [`TransportKind::Quic`]. [`Incoming::handshake`](super::Incoming::handshake) is this over
+    /// QUIC; `banyan_tests::mem` uses it over an in-memory pair.
+    pub async fn accept_transport(
+        transport: Arc<dyn Connection>,
+        kind: TransportKind,
+        version: Version,
+        url: Option<Url>,
+        config: SessionConfig,
+    ) -> Result<Self, Error> {
+        accept(transport, kind, version, url, config).await
+    }
+
     /// Send our SETUP and start the session.
     pub async fn accept(self) -> Result<(Session, SessionDriver), Error> {
         let setup = Setup {
@@ -117,6 +124,23 @@ impl PendingSession {
     /// Close the session before it starts (e.g. UNAUTHORIZED).
     pub fn reject(self, code: SessionErrorCode, reason: &str) {
         close_transport(self.transport.as_ref(), code, reason);
+    }
+}
+
+impl Session {
+    /// Client side over any transport whose own handshake is done: send SETUP (with AUTHORITY
+    /// and PATH from `url` for [`TransportKind::Quic`]) and wait for the server's.
+    /// [`Client::connect`](super::Client::connect) is this over QUIC; `banyan_tests::mem` uses
+    /// it over an in-memory pair. Run the returned driver for the session to make progress.
+    pub async fn connect_transport(
+        transport: Arc<dyn Connection>,
+        kind: TransportKind,
+        version: Version,
+        url: &Url,
+        options: ClientOptions,
+        config: SessionConfig,
+    ) -> Result<(Session, SessionDriver), Error> {
+        connect(transport, kind, version, url, options, config).await
     }
 }
 

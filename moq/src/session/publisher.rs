@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::request::RequestStream;
+use super::error::Error;
+use super::shared::Session;
+use super::stream::RequestStream;
 use super::transport::SendStream;
-use super::{Error, Session};
 use crate::coding::{DecodeError, Encode, PublishDoneCode, ReasonPhrase, StreamResetCode};
 use crate::data::{
     FetchGroupOrder, FetchHeader, FetchItem, FetchStream, ObjectDatagram, StreamType, SubgroupHeader,

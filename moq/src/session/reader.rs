@@ -4,7 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::transport::RecvStream;
 
-use super::Error;
+use super::error::Error;
 use crate::coding::DecodeError;
 use crate::message::Message;
 use crate::Version;
