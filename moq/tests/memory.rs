@@ -205,10 +205,13 @@ async fn datagrams_are_lost_at_the_configured_rate_and_counted() {
     };
     let (client, server, pair) = sessions(&config).await;
     let (_drivers, transports) = spawn_drivers(pair);
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
     let publisher = tokio::spawn(async move {
         let writer = accept_subscribe(&server).await;
-        // One datagram per virtual millisecond: after SUBSCRIBE_OK has arrived (datagrams for
-        // an unknown alias are dropped) and never more than the subscription's queue.
+        // Datagrams for an alias the subscriber has not registered yet are dropped: start once
+        // SUBSCRIBE_OK has arrived (it may itself be retransmitted). Then one per virtual
+        // millisecond, never more than the subscription's queue holds.
+        subscribed_rx.await.unwrap();
         for i in 0..COUNT {
             tokio::time::sleep(Duration::from_millis(1)).await;
             let datagram = ObjectDatagram {
@@ -222,6 +225,7 @@ async fn datagrams_are_lost_at_the_configured_rate_and_counted() {
         (server, writer)
     });
     let mut subscription = client.subscribe(subscribe("likes")).await.unwrap();
+    subscribed_tx.send(()).unwrap();
     let mut received = 0;
     // Until every datagram sent is either received or counted lost.
     while received + transports.server.stats().datagrams_lost < COUNT {

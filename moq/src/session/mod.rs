@@ -17,7 +17,8 @@
 //!   and datagrams; [`FetchReader`] reads a FETCH response.
 //!
 //! # Layers
-//! Each file `use`s only files of the layers above it in this list (never a later one), so
+//! Each file `use`s only files of the layers above it in this list (never a later one; unit
+//! tests excepted), so
 //! the session reads from the bottom up without cycles:
 //! 1. `transport/`: the [`transport::Connection`], `SendStream` and `RecvStream` traits,
 //!    [`TransportKind`], [`TransportError`]; `transport/quinn.rs` binds `web_transport_quinn`.
