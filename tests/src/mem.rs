@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use banyan_moq::session::transport::{BoxFuture, Connection, RecvStream, SendStream, TransportError};
+use banyan_moq::session::transport::{
+    BiStream, BoxFuture, Connection, RecvStream, SendStream, TransportError,
+};
 use banyan_moq::session::{
     ClientOptions, Error, PendingSession, Session, SessionConfig, SessionDriver, TransportKind,
 };
@@ -147,13 +149,16 @@ pub fn pair(config: &Config) -> (Arc<Transport>, Arc<Transport>) {
     (Arc::new(client_side), Arc::new(server_side))
 }
 
+/// A client's handshake in progress: resolves with its session once the server accepts.
+pub type ClientHandshake = Pin<Box<dyn Future<Output = Result<(Session, SessionDriver), Error>> + Send>>;
+
 /// A server-side session waiting to be accepted, and the client's handshake waiting for it.
 pub struct Handshake {
     /// The server side with the client's SETUP read: accept or reject it, or hand it to a relay.
     pub server: PendingSession,
     /// The client side; resolves once the server side accepts (or rejects). Poll it alongside
     /// whatever accepts `server`.
-    pub client: Pin<Box<dyn Future<Output = Result<(Session, SessionDriver), Error>> + Send>>,
+    pub client: ClientHandshake,
     /// The client's transport (for [`Transport::stats`] or closing it).
     pub client_transport: Arc<Transport>,
     /// The server's transport.
@@ -181,10 +186,9 @@ pub async fn handshake(
     let client_url = url.clone();
     let client_config = session.clone();
     let transport: Arc<dyn Connection> = client_transport.clone();
-    let mut client: Pin<Box<dyn Future<Output = Result<(Session, SessionDriver), Error>> + Send>> =
-        Box::pin(async move {
-            Session::connect_transport(transport, kind, version, &client_url, options, client_config).await
-        });
+    let mut client: ClientHandshake = Box::pin(async move {
+        Session::connect_transport(transport, kind, version, &client_url, options, client_config).await
+    });
     let server_url = (kind == TransportKind::WebTransport).then(|| url.clone());
     let server =
         PendingSession::accept_transport(server_transport.clone(), kind, version, server_url, session);
@@ -268,7 +272,7 @@ impl Transport {
 }
 
 impl Connection for Transport {
-    fn open_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>> {
+    fn open_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
             self.conn.check_open()?;
             let (ours, theirs) = (Arc::new(Pipe::new()), Arc::new(Pipe::new()));
@@ -288,7 +292,7 @@ impl Connection for Transport {
         })
     }
 
-    fn accept_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>> {
+    fn accept_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
             let (recv, send) = self.conn.receive(|inbox| pop_due(&mut inbox.bi)).await?;
             Ok((self.conn.sender(send), self.conn.receiver(recv)))
@@ -411,7 +415,7 @@ struct Counters {
 struct Inbox {
     uni: VecDeque<(Instant, Arc<Pipe>)>,
     /// (the peer's sending pipe we read, our sending pipe the peer reads)
-    bi: VecDeque<(Instant, (Arc<Pipe>, Arc<Pipe>))>,
+    bi: VecDeque<(Instant, PipePair)>,
     datagrams: VecDeque<(Instant, Bytes)>,
     /// When this end learns the connection closed, and how.
     closed: Option<(Instant, TransportError)>,
@@ -488,7 +492,7 @@ impl Conn {
                     Err(next) => next,
                 };
                 match &inbox.closed {
-                    Some((at, error)) if *at <= Instant::now() => return Check::Ready(Err(error.clone())),
+                    Some((at, error)) if *at <= Instant::now() => Check::Ready(Err(error.clone())),
                     Some((at, _)) => {
                         let at = *at;
                         register(&mut inbox.wakers, waker);
@@ -523,6 +527,9 @@ impl Conn {
         })
     }
 }
+
+/// A bidirectional stream's pipes: (the one the opener writes, the one it reads).
+type PipePair = (Arc<Pipe>, Arc<Pipe>);
 
 /// One direction of one stream.
 #[derive(Debug)]

@@ -30,6 +30,9 @@ use bytes::Bytes;
 /// A boxed future borrowing its transport, as the object-safe traits return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Both halves of a bidirectional stream.
+pub type BiStream = (Box<dyn SendStream>, Box<dyn RecvStream>);
+
 /// How a session is carried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportKind {
@@ -87,14 +90,14 @@ pub enum TransportError {
 /// future; each is called once per stream, per datagram read or per session, never per write.
 pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     /// Open a bidirectional stream (one per request).
-    fn open_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>>;
+    fn open_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>>;
 
     /// Open a unidirectional stream (the control stream, subgroups, fetch responses).
     fn open_uni(&self) -> BoxFuture<'_, Result<Box<dyn SendStream>, TransportError>>;
 
     /// The next bidirectional stream the peer opened. Cancel safe: a stream that arrives while
     /// the future is dropped is yielded to the next call.
-    fn accept_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>>;
+    fn accept_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>>;
 
     /// The next unidirectional stream the peer opened. Cancel safe, like [`accept_bi`](Self::accept_bi).
     fn accept_uni(&self) -> BoxFuture<'_, Result<Box<dyn RecvStream>, TransportError>>;

@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use web_transport_quinn::{ClosedStream, ReadError, SessionError, WebTransportError, WriteError};
 
-use super::{BoxFuture, Connection, RecvStream, SendStream, TransportError};
+use super::{BiStream, BoxFuture, Connection, RecvStream, SendStream, TransportError};
 
 impl Connection for web_transport_quinn::Session {
-    fn open_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>> {
+    fn open_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
             let (send, recv) = web_transport_quinn::Session::open_bi(self).await?;
             Ok((
@@ -30,7 +30,7 @@ impl Connection for web_transport_quinn::Session {
         })
     }
 
-    fn accept_bi(&self) -> BoxFuture<'_, Result<(Box<dyn SendStream>, Box<dyn RecvStream>), TransportError>> {
+    fn accept_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>> {
         Box::pin(async move {
             let (send, recv) = web_transport_quinn::Session::accept_bi(self).await?;
             Ok((
