@@ -12,8 +12,9 @@
 //!   peer with a code and reason, closed locally, or anything else as text.
 //!
 //! The session is not generic: it holds an `Arc<dyn Connection>` and boxed streams. Opening or
-//! accepting a stream costs one allocation (the box, and the boxed future that yields it);
-//! writing to or reading from a stream costs none beyond the data itself. Bindings:
+//! accepting a stream, reading a datagram and waiting for STOP_SENDING allocate (the stream's
+//! box and the boxed future that yields it; the driver makes a new accept future per event);
+//! writing to or reading from a stream costs nothing beyond the data itself. Bindings:
 //! `web_transport_quinn::Session` (raw QUIC via `Session::raw`, and WebTransport) in
 //! [`quinn`](self::quinn); an in-memory pair with latency and loss in `banyan_tests::mem`.
 
@@ -87,7 +88,7 @@ pub enum TransportError {
 /// One QUIC connection or WebTransport session.
 ///
 /// Object safe: the session holds an `Arc<dyn Connection>`. Methods that wait return a boxed
-/// future; each is called once per stream, per datagram read or per session, never per write.
+/// future; they are called per stream, per datagram read or per driver event, never per write.
 pub trait Connection: Send + Sync + std::fmt::Debug + 'static {
     /// Open a bidirectional stream (one per request).
     fn open_bi(&self) -> BoxFuture<'_, Result<BiStream, TransportError>>;
