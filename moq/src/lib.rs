@@ -11,7 +11,8 @@
 //!   control-message framing (type, 16-bit length, payload).
 //! - [`data`]: the data plane: subgroup and fetch stream headers, objects, datagrams, padding.
 //! - `session` (feature `session`): endpoints, sessions, request streams, publishing and
-//!   subscribing over quinn and web-transport-quinn.
+//!   subscribing over a small transport trait (`session::transport`), bound to quinn and
+//!   web-transport-quinn (raw QUIC and WebTransport); `banyan_tests::mem` is an in-memory pair.
 
 pub mod coding;
 pub mod data;

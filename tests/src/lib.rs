@@ -8,6 +8,9 @@
 //!   (cloudflare/moq-rs) on its own QUIC endpoints, as a client of a Banyan server or relay
 //!   and as a server for a Banyan client; the other side of banyan-moq's and banyan-relay's
 //!   interop tests (`tests/interop.rs` in each).
+//! - `mem` (feature `mem`): an in-memory transport pair for `banyan-moq` sessions with
+//!   per-direction latency and loss on tokio's clock (run under `tokio::time::pause()`), seeded,
+//!   with counters; `mem::handshake` and `mem::session_pair` set up MoQT sessions over it.
 //! - `interop` (feature `interop`): the MoQ interop runner's fourteen test cases, run with
 //!   Banyan's own MoQT stack against any draft-18 relay and reported as TAP 14; the client side
 //!   of `relay/tests/interop_runner.rs` and of the `banyan-interop` binary.
@@ -20,5 +23,7 @@
 pub mod impair;
 #[cfg(feature = "interop")]
 pub mod interop;
+#[cfg(feature = "mem")]
+pub mod mem;
 #[cfg(feature = "moq-rs")]
 pub mod moq_rs;

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
+use super::error::Error;
 use super::reader::StreamReader;
-use super::request::{Request, RequestStream};
-use super::shared::Shared;
-use super::subscriber::{FetchReader, SubgroupReader, TrackData};
-use super::Error;
+use super::shared::{IncomingRequest, Lingering, Role, Shared, TrackData};
+use super::stream::RequestStream;
+use super::transport::{RecvStream, SendStream};
 use crate::coding::{Decode, RequestErrorCode, SessionErrorCode, StreamResetCode};
 use crate::data::{Datagram, FetchHeader, StreamType, SubgroupHeader};
 use crate::message::Message;
@@ -31,8 +31,8 @@ type Task = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 pub struct SessionDriver {
     shared: Arc<Shared>,
     control: StreamReader,
-    requests: mpsc::Sender<Request>,
-    linger: mpsc::UnboundedReceiver<RequestStream>,
+    requests: mpsc::Sender<IncomingRequest>,
+    linger: mpsc::UnboundedReceiver<Lingering>,
     early: Vec<EarlyStream>,
 }
 
@@ -48,8 +48,8 @@ impl SessionDriver {
     pub(crate) fn new(
         shared: Arc<Shared>,
         control: StreamReader,
-        requests: mpsc::Sender<Request>,
-        linger: mpsc::UnboundedReceiver<RequestStream>,
+        requests: mpsc::Sender<IncomingRequest>,
+        linger: mpsc::UnboundedReceiver<Lingering>,
         early: Vec<EarlyStream>,
     ) -> Self {
         Self {
@@ -110,7 +110,7 @@ impl SessionDriver {
                     tasks.push(Box::pin(handle_request_stream(shared.clone(), send, recv, requests.clone())));
                 }
                 Some(stream) = linger.recv() => {
-                    tasks.push(Box::pin(drain_request_stream(shared.config.request_timeout, stream)));
+                    tasks.push(Box::pin(drain_request_stream(shared.clone(), stream)));
                 }
                 Some(result) = tasks.next() => result?,
             }
@@ -121,8 +121,11 @@ impl SessionDriver {
 /// Read a request stream we have answered in full until the peer finishes its side (or
 /// `within` passes, or it misbehaves), then let it go. Dropping it unread would send
 /// STOP_SENDING, which draft-18 §3.3.2 makes the signal for cancelling a request.
-async fn drain_request_stream(within: std::time::Duration, mut stream: RequestStream) -> Result<(), Error> {
-    let _ = tokio::time::timeout(within, async { while let Ok(Some(_)) = stream.next().await {} }).await;
+async fn drain_request_stream(shared: Arc<Shared>, stream: Lingering) -> Result<(), Error> {
+    let Lingering { _send, mut reader } = stream;
+    let (version, max) = (shared.version, shared.config.max_message_size);
+    let drain = async { while let Ok(Some(_)) = reader.message(version, max).await {} };
+    let _ = tokio::time::timeout(shared.config.request_timeout, drain).await;
     Ok(())
 }
 
@@ -142,7 +145,7 @@ async fn read_control(shared: Arc<Shared>, mut control: StreamReader) -> Result<
                 if shared.goaway_received.borrow().is_some() {
                     return Err(Error::violation("second GOAWAY on the control stream"));
                 }
-                if shared.role == super::Role::Server && !goaway.new_session_uri.is_empty() {
+                if shared.role == Role::Server && !goaway.new_session_uri.is_empty() {
                     return Err(Error::violation("GOAWAY from a client carried a URI"));
                 }
                 tracing::info!(uri = %goaway.new_session_uri, "peer sent GOAWAY");
@@ -261,12 +264,11 @@ async fn route_subgroup(
         reader.stop(StreamResetCode::Cancelled.code() as u32);
         return Ok(());
     };
-    let subgroup = SubgroupReader::new(shared.clone(), header, reader);
-    if let Err(mpsc::error::SendError(TrackData::Subgroup(mut subgroup))) =
-        tx.send(TrackData::Subgroup(subgroup)).await
+    if let Err(mpsc::error::SendError(TrackData::Subgroup(_, mut reader))) =
+        tx.send(TrackData::Subgroup(header, reader)).await
     {
         // The subscription is gone: tell the publisher to stop.
-        subgroup.stop(StreamResetCode::Cancelled);
+        reader.stop(StreamResetCode::Cancelled.code() as u32);
     }
     Ok(())
 }
@@ -279,7 +281,7 @@ async fn route_fetch(
     let tx = shared.routes().fetches.remove(&header.request_id);
     match tx {
         Some(tx) => {
-            let _ = tx.send(FetchReader::stream(shared.clone(), reader));
+            let _ = tx.send(reader);
         }
         None => reader.stop(StreamResetCode::Cancelled.code() as u32),
     }
@@ -289,9 +291,9 @@ async fn route_fetch(
 /// A new bidirectional stream: read the request, check its ID, queue it for the application.
 async fn handle_request_stream(
     shared: Arc<Shared>,
-    send: web_transport_quinn::SendStream,
-    recv: web_transport_quinn::RecvStream,
-    requests: mpsc::Sender<Request>,
+    send: Box<dyn SendStream>,
+    recv: Box<dyn RecvStream>,
+    requests: mpsc::Sender<IncomingRequest>,
 ) -> Result<(), Error> {
     let mut reader = StreamReader::new(recv, shared.config.max_message_size + 16);
     let first = tokio::time::timeout(
@@ -321,15 +323,16 @@ async fn handle_request_stream(
         ));
     }
     shared.routes().peer_ids.insert(id)?;
-    let mut stream = RequestStream::from_reader(shared.clone(), send, reader);
     if shared.goaway_sent.load(Ordering::SeqCst) {
+        let mut stream = RequestStream::from_reader(shared.clone(), send, reader);
         let _ = stream.reject(RequestErrorCode::GoingAway, "going away").await;
         return Ok(());
     }
-    let request = Request::new(first, stream)?;
-    if let Err(mpsc::error::SendError(request)) = requests.send(request).await {
-        let _ = request
-            .reject(RequestErrorCode::NotSupported, "not accepting requests")
+    let request = IncomingRequest { first, send, reader };
+    if let Err(mpsc::error::SendError(IncomingRequest { send, reader, .. })) = requests.send(request).await {
+        let stream = RequestStream::from_reader(shared.clone(), send, reader);
+        let _ = stream
+            .refuse(RequestErrorCode::NotSupported, "not accepting requests")
             .await;
     }
     Ok(())

@@ -7,37 +7,16 @@ use std::sync::Arc;
 use url::Url;
 use web_transport_quinn::proto::ConnectResponse;
 
+use super::config::{SessionConfig, TransportConfig};
+use super::driver::SessionDriver;
+use super::error::Error;
 use super::handshake::{self, ClientOptions, PendingSession};
-use super::{Error, Session, SessionConfig, SessionDriver, TransportConfig};
+use super::shared::Session;
+use super::transport::TransportKind;
 use crate::Version;
 
 /// The ALPN token for WebTransport over HTTP/3.
 pub const ALPN_H3: &str = "h3";
-
-/// How a session is carried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    /// MoQT directly on a QUIC connection (ALPN `moqt-18`).
-    Quic,
-    /// MoQT inside a WebTransport session over HTTP/3.
-    WebTransport,
-}
-
-impl TransportKind {
-    /// A short label for logs and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Quic => "quic",
-            TransportKind::WebTransport => "webtransport",
-        }
-    }
-}
-
-impl std::fmt::Display for TransportKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The UDP socket buffer size requested for every endpoint.
 const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
@@ -150,7 +129,7 @@ impl Incoming {
         // `handshake::accept`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
         let connect = tokio::time::timeout(config.setup_timeout, Self::connect(self.incoming));
         let (transport, kind, version, url) = connect.await.map_err(|_| Error::Timeout("setup"))??;
-        handshake::accept(transport, kind, version, url, config).await
+        handshake::accept(Arc::new(transport), kind, version, url, config).await
     }
 
     /// The QUIC handshake and, for `h3`, the WebTransport CONNECT with version negotiation.
@@ -307,7 +286,7 @@ impl Client {
         let (transport, version) = tokio::time::timeout(config.setup_timeout, work)
             .await
             .map_err(|_| Error::Timeout("setup"))??;
-        handshake::connect(transport, kind, version, url, options, config).await
+        handshake::connect(Arc::new(transport), kind, version, url, options, config).await
     }
 
     /// The local address of the client socket.

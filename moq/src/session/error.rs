@@ -1,9 +1,10 @@
+use super::transport::TransportError;
 use crate::coding::{DecodeError, EncodeError, RequestErrorCode, SessionErrorCode};
 
 /// Why a session or one of its requests failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
-    /// The QUIC connection or WebTransport session failed or was closed.
+    /// The transport (QUIC connection, WebTransport session, ...) failed.
     #[error("transport: {0}")]
     Transport(String),
     /// The WebTransport CONNECT or the QUIC handshake failed.
@@ -100,58 +101,19 @@ impl Error {
     }
 }
 
-impl From<web_transport_quinn::SessionError> for Error {
-    fn from(e: web_transport_quinn::SessionError) -> Self {
-        closed_or_transport(&e, e.to_string())
-    }
-}
-
-impl From<web_transport_quinn::ReadError> for Error {
-    fn from(e: web_transport_quinn::ReadError) -> Self {
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
         match e {
-            web_transport_quinn::ReadError::SessionError(s) => s.into(),
-            web_transport_quinn::ReadError::Reset(code) => Error::Cancelled(code.into()),
-            // A reset code outside the transport's code space (some peers send HTTP/3-mapped
-            // codes on raw QUIC) is still a reset.
-            web_transport_quinn::ReadError::InvalidReset(code) => Error::Cancelled(code.into_inner()),
-            other => Error::Transport(other.to_string()),
+            TransportError::Reset(code) | TransportError::Stopped(code) => Error::Cancelled(code),
+            TransportError::Closed { code, reason } => Error::Closed {
+                code: SessionErrorCode::from_code(code),
+                reason,
+            },
+            TransportError::LocallyClosed => Error::ClosedLocally {
+                code: SessionErrorCode::NoError,
+                reason: "closed".into(),
+            },
+            TransportError::Other(text) => Error::Transport(text),
         }
-    }
-}
-
-impl From<web_transport_quinn::WriteError> for Error {
-    fn from(e: web_transport_quinn::WriteError) -> Self {
-        match e {
-            web_transport_quinn::WriteError::SessionError(s) => s.into(),
-            web_transport_quinn::WriteError::Stopped(code) => Error::Cancelled(code.into()),
-            web_transport_quinn::WriteError::InvalidStopped(code) => Error::Cancelled(code.into_inner()),
-            other => Error::Transport(other.to_string()),
-        }
-    }
-}
-
-impl From<web_transport_quinn::ClosedStream> for Error {
-    fn from(e: web_transport_quinn::ClosedStream) -> Self {
-        Error::Transport(e.to_string())
-    }
-}
-
-/// Map a transport close carrying an application code to [`Error::Closed`].
-fn closed_or_transport(e: &web_transport_quinn::SessionError, text: String) -> Error {
-    use web_transport_quinn::{SessionError, WebTransportError};
-    match e {
-        SessionError::ConnectionError(quinn::ConnectionError::ApplicationClosed(close)) => Error::Closed {
-            code: SessionErrorCode::from_code(close.error_code.into_inner()),
-            reason: String::from_utf8_lossy(&close.reason).into_owned(),
-        },
-        SessionError::WebTransportError(WebTransportError::Closed(code, reason)) => Error::Closed {
-            code: SessionErrorCode::from_code(u64::from(*code)),
-            reason: reason.clone(),
-        },
-        SessionError::ConnectionError(quinn::ConnectionError::LocallyClosed) => Error::ClosedLocally {
-            code: SessionErrorCode::NoError,
-            reason: "closed".into(),
-        },
-        _ => Error::Transport(text),
     }
 }

@@ -7,23 +7,16 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::config::SessionConfig;
 use super::driver::{EarlyStream, SessionDriver};
+use super::error::Error;
 use super::reader::StreamReader;
-use super::shared::{close_transport, Shared};
-use super::{Error, Session, SessionConfig, TransportKind};
+use super::shared::{close_transport, Role, Session, Shared};
+use super::transport::{Connection, SendStream, TransportKind};
 use crate::coding::{decode_varint, SessionErrorCode};
 use crate::data::SETUP as SETUP_STREAM;
 use crate::message::{Message, Setup, Token};
 use crate::Version;
-
-/// Which end of the session we are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// We opened the connection.
-    Client,
-    /// We accepted it.
-    Server,
-}
 
 /// What a client sends in SETUP beyond what the URL implies.
 #[derive(Clone, Debug, Default)]
@@ -54,7 +47,7 @@ const MAX_EARLY_STREAMS: usize = 16;
 /// A server-side session whose client SETUP has arrived: inspect it, then accept or reject.
 #[derive(Debug)]
 pub struct PendingSession {
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: Option<Url>,
@@ -91,6 +84,21 @@ impl PendingSession {
         self.transport.remote_address()
     }
 
+    /// Server side over any transport whose own handshake is done: wait (up to the setup
+    /// timeout) for the client's control stream and SETUP. `kind` decides where the URL comes
+    /// from: `url` for [`TransportKind::WebTransport`], the client's AUTHORITY and PATH for
+    /// [`TransportKind::Quic`]. [`Incoming::handshake`](super::Incoming::handshake) is this over
+    /// QUIC; `banyan_tests::mem` uses it over an in-memory pair.
+    pub async fn accept_transport(
+        transport: Arc<dyn Connection>,
+        kind: TransportKind,
+        version: Version,
+        url: Option<Url>,
+        config: SessionConfig,
+    ) -> Result<Self, Error> {
+        accept(transport, kind, version, url, config).await
+    }
+
     /// Send our SETUP and start the session.
     pub async fn accept(self) -> Result<(Session, SessionDriver), Error> {
         let setup = Setup {
@@ -98,7 +106,7 @@ impl PendingSession {
             hop_id: self.config.hop_id,
             ..Default::default()
         };
-        let control = open_control(&self.transport, &setup, self.version).await?;
+        let control = open_control(self.transport.as_ref(), &setup, self.version).await?;
         Ok(start(
             self.transport,
             self.kind,
@@ -115,22 +123,39 @@ impl PendingSession {
 
     /// Close the session before it starts (e.g. UNAUTHORIZED).
     pub fn reject(self, code: SessionErrorCode, reason: &str) {
-        close_transport(&self.transport, code, reason);
+        close_transport(self.transport.as_ref(), code, reason);
+    }
+}
+
+impl Session {
+    /// Client side over any transport whose own handshake is done: send SETUP (with AUTHORITY
+    /// and PATH from `url` for [`TransportKind::Quic`]) and wait for the server's.
+    /// [`Client::connect`](super::Client::connect) is this over QUIC; `banyan_tests::mem` uses
+    /// it over an in-memory pair. Run the returned driver for the session to make progress.
+    pub async fn connect_transport(
+        transport: Arc<dyn Connection>,
+        kind: TransportKind,
+        version: Version,
+        url: &Url,
+        options: ClientOptions,
+        config: SessionConfig,
+    ) -> Result<(Session, SessionDriver), Error> {
+        connect(transport, kind, version, url, options, config).await
     }
 }
 
 /// Server side: wait for the client's control stream and SETUP.
 pub(crate) async fn accept(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: Option<Url>,
     config: SessionConfig,
 ) -> Result<PendingSession, Error> {
-    let (setup, control, early) = match read_peer_setup(&transport, version, &config).await {
+    let (setup, control, early) = match read_peer_setup(transport.as_ref(), version, &config).await {
         Ok(parts) => parts,
         Err(e) => {
-            close_with(&transport, &e);
+            close_with(transport.as_ref(), &e);
             return Err(e);
         }
     };
@@ -141,7 +166,7 @@ pub(crate) async fn accept(
                     SessionErrorCode::InvalidPath,
                     "PATH and AUTHORITY are not allowed over WebTransport",
                 );
-                close_with(&transport, &e);
+                close_with(transport.as_ref(), &e);
                 return Err(e);
             }
             url
@@ -149,7 +174,7 @@ pub(crate) async fn accept(
         TransportKind::Quic => match raw_url(&setup) {
             Ok(url) => url,
             Err(e) => {
-                close_with(&transport, &e);
+                close_with(transport.as_ref(), &e);
                 return Err(e);
             }
         },
@@ -168,7 +193,7 @@ pub(crate) async fn accept(
 
 /// Client side: send SETUP, wait for the server's.
 pub(crate) async fn connect(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     url: &Url,
@@ -195,20 +220,21 @@ pub(crate) async fn connect(
         setup.authority = Some(authority);
         setup.path = Some(path);
     }
-    let control = open_control(&transport, &setup, version).await?;
-    let (peer_setup, control_reader, early) = match read_peer_setup(&transport, version, &config).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            close_with(&transport, &e);
-            return Err(e);
-        }
-    };
+    let control = open_control(transport.as_ref(), &setup, version).await?;
+    let (peer_setup, control_reader, early) =
+        match read_peer_setup(transport.as_ref(), version, &config).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                close_with(transport.as_ref(), &e);
+                return Err(e);
+            }
+        };
     if peer_setup.path.is_some() || peer_setup.authority.is_some() {
         let e = Error::protocol(
             SessionErrorCode::InvalidPath,
             "a server must not send PATH or AUTHORITY",
         );
-        close_with(&transport, &e);
+        close_with(transport.as_ref(), &e);
         return Err(e);
     }
     Ok(start(
@@ -227,14 +253,14 @@ pub(crate) async fn connect(
 
 #[allow(clippy::too_many_arguments)]
 fn start(
-    transport: web_transport_quinn::Session,
+    transport: Arc<dyn Connection>,
     kind: TransportKind,
     version: Version,
     role: Role,
     config: SessionConfig,
     url: Option<Url>,
     peer_setup: Setup,
-    control: web_transport_quinn::SendStream,
+    control: Box<dyn SendStream>,
     control_reader: StreamReader,
     early: Vec<EarlyStream>,
 ) -> (Session, SessionDriver) {
@@ -258,20 +284,20 @@ fn start(
 }
 
 async fn open_control(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     setup: &Setup,
     version: Version,
-) -> Result<web_transport_quinn::SendStream, Error> {
+) -> Result<Box<dyn SendStream>, Error> {
     let mut control = transport.open_uni().await?;
     let mut buf = BytesMut::new();
     Message::from(setup.clone()).encode_frame(&mut buf, version)?;
-    control.write_all(&buf).await?;
+    control.write_chunk(buf.freeze()).await?;
     Ok(control)
 }
 
 /// Accept unidirectional streams until the peer's control stream arrives, and read SETUP.
 async fn read_peer_setup(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     version: Version,
     config: &SessionConfig,
 ) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
@@ -284,7 +310,7 @@ async fn read_peer_setup(
 }
 
 async fn read_peer_setup_inner(
-    transport: &web_transport_quinn::Session,
+    transport: &dyn Connection,
     version: Version,
     config: &SessionConfig,
 ) -> Result<(Setup, StreamReader, Vec<EarlyStream>), Error> {
@@ -337,7 +363,7 @@ fn raw_url(setup: &Setup) -> Result<Option<Url>, Error> {
         .map_err(|_| Error::protocol(code, format!("malformed AUTHORITY/PATH: {text}")))
 }
 
-fn close_with(transport: &web_transport_quinn::Session, error: &Error) {
+fn close_with(transport: &dyn Connection, error: &Error) {
     close_transport(transport, error.session_code(), &error.to_string());
 }
 

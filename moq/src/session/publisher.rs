@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::request::RequestStream;
-use super::{Error, Session};
+use super::error::Error;
+use super::shared::Session;
+use super::stream::RequestStream;
+use super::transport::SendStream;
 use crate::coding::{DecodeError, Encode, PublishDoneCode, ReasonPhrase, StreamResetCode};
 use crate::data::{
     FetchGroupOrder, FetchHeader, FetchItem, FetchStream, ObjectDatagram, StreamType, SubgroupHeader,
@@ -295,7 +297,7 @@ impl Drop for TrackWriter {
 /// One subgroup's stream: objects in increasing Object ID order.
 #[derive(Debug)]
 pub struct SubgroupWriter {
-    stream: web_transport_quinn::SendStream,
+    stream: Box<dyn SendStream>,
     header: SubgroupHeader,
     version: crate::Version,
     prev_object_id: Option<u64>,
@@ -305,7 +307,7 @@ pub struct SubgroupWriter {
 impl SubgroupWriter {
     async fn open(session: &Session, header: SubgroupHeader, order: i32) -> Result<Self, Error> {
         let stream = session.shared.transport.open_uni().await?;
-        let _ = stream.set_priority(order);
+        stream.set_priority(order);
         let version = session.version();
         let mut writer = Self {
             stream,
@@ -349,7 +351,7 @@ impl SubgroupWriter {
 
     /// Change this stream's send order.
     pub fn set_send_order(&self, order: i32) {
-        let _ = self.stream.set_priority(order);
+        self.stream.set_priority(order);
     }
 
     /// End the subgroup cleanly (FIN).
@@ -359,7 +361,7 @@ impl SubgroupWriter {
 
     /// Abandon the subgroup (e.g. a subscriber that fell behind skips it).
     pub fn reset(mut self, code: StreamResetCode) {
-        let _ = self.stream.reset(code.code().try_into().unwrap_or(0));
+        self.stream.reset(code.code());
     }
 }
 
@@ -367,7 +369,7 @@ impl SubgroupWriter {
 #[derive(Debug)]
 pub struct FetchWriter {
     request: RequestStream,
-    stream: web_transport_quinn::SendStream,
+    stream: Box<dyn SendStream>,
     state: FetchStream,
     version: crate::Version,
     buf: BytesMut,
@@ -385,8 +387,7 @@ impl FetchWriter {
         let mut buf = BytesMut::new();
         StreamType::Fetch.encode(&mut buf, version);
         crate::coding::encode_varint(FetchHeader { request_id }.request_id, &mut buf);
-        stream.write_all(&buf).await?;
-        buf.clear();
+        stream.write_chunk(buf.split().freeze()).await?;
         Ok(Self {
             request,
             stream,

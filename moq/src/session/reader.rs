@@ -1,9 +1,10 @@
-//! A buffered reader over a QUIC receive stream that feeds the sans-IO decoders.
+//! A buffered reader over a transport's receive stream that feeds the sans-IO decoders.
 
 use bytes::{Buf, Bytes, BytesMut};
-use web_transport_quinn::RecvStream;
 
-use super::Error;
+use super::transport::RecvStream;
+
+use super::error::Error;
 use crate::coding::DecodeError;
 use crate::message::Message;
 use crate::Version;
@@ -15,7 +16,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// decoder reports [`DecodeError::Incomplete`].
 #[derive(Debug)]
 pub(crate) struct StreamReader {
-    stream: RecvStream,
+    stream: Box<dyn RecvStream>,
     buf: BytesMut,
     /// The most bytes a single decoded value (a header or message) may need.
     max_buffered: usize,
@@ -23,7 +24,7 @@ pub(crate) struct StreamReader {
 }
 
 impl StreamReader {
-    pub fn new(stream: RecvStream, max_buffered: usize) -> Self {
+    pub fn new(stream: Box<dyn RecvStream>, max_buffered: usize) -> Self {
         Self {
             stream,
             buf: BytesMut::new(),
@@ -37,9 +38,9 @@ impl StreamReader {
         if self.finished {
             return Ok(false);
         }
-        match self.stream.read_chunk(READ_CHUNK, true).await? {
+        match self.stream.read_chunk(READ_CHUNK).await? {
             Some(chunk) => {
-                self.buf.extend_from_slice(&chunk.bytes);
+                self.buf.extend_from_slice(&chunk);
                 Ok(true)
             }
             None => {
@@ -129,6 +130,6 @@ impl StreamReader {
 
     /// Ask the peer to stop sending.
     pub fn stop(&mut self, code: u32) {
-        let _ = self.stream.stop(code);
+        self.stream.stop(code.into());
     }
 }

@@ -1,4 +1,6 @@
-//! The [`Session`] handle and the state it shares with its driver.
+//! The [`Session`] handle and the state it shares with its driver: routes for incoming data,
+//! request ids, the control stream, GOAWAY. Methods that start requests are in `outgoing.rs`,
+//! [`Session::accept`] is in `request.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,16 +9,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use url::Url;
 
-use super::handshake::Role;
-use super::publisher::TrackWriter;
-use super::request::{NamespacePublication, NamespaceSubscription, Request, RequestStream};
-use super::subscriber::{FetchReader, Subscription, TrackData};
-use super::{Error, SessionConfig, TransportKind};
+use super::config::SessionConfig;
+use super::error::Error;
+use super::reader::StreamReader;
+use super::transport::{Connection, SendStream, TransportKind};
 use crate::coding::{ReasonPhrase, SessionErrorCode};
-use crate::message::{
-    Fetch, Goaway, Message, Publish, PublishNamespace, RequestOk, Setup, Subscribe, SubscribeNamespace,
-    SubscribeTracks, TrackStatus,
-};
+use crate::data::{ObjectDatagram, SubgroupHeader};
+use crate::message::{Goaway, Message, Setup};
 use crate::Version;
 
 /// A MoQT session: a cheap, cloneable handle. Dropping every handle does not close the
@@ -26,13 +25,48 @@ pub struct Session {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// Which end of the session we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We opened the connection.
+    Client,
+    /// We accepted it.
+    Server,
+}
+
+/// Data the driver routes to a subscription: a subgroup stream whose header was read, or a
+/// datagram. The subscription wraps a stream in its `SubgroupReader`.
+#[derive(Debug)]
+pub(crate) enum TrackData {
+    Subgroup(SubgroupHeader, StreamReader),
+    Datagram(ObjectDatagram),
+}
+
+/// A request stream the peer opened, its first message read and checked, queued for
+/// [`Session::accept`].
+#[derive(Debug)]
+pub(crate) struct IncomingRequest {
+    pub first: Message,
+    pub send: Box<dyn SendStream>,
+    pub reader: StreamReader,
+}
+
+/// A request stream answered in full, handed to the driver to read the peer's side to its
+/// end (see `RequestStream::linger`).
+#[derive(Debug)]
+pub(crate) struct Lingering {
+    /// Our (finished) side, kept until the peer's side has been read.
+    pub _send: Box<dyn SendStream>,
+    pub reader: StreamReader,
+}
+
 /// Where incoming data streams and datagrams go.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
     /// Subscriptions we receive objects for, by the Track Alias the peer chose.
     pub tracks: HashMap<u64, mpsc::Sender<TrackData>>,
     /// FETCH requests awaiting their data stream, by Request ID.
-    pub fetches: HashMap<u64, oneshot::Sender<FetchReader>>,
+    pub fetches: HashMap<u64, oneshot::Sender<StreamReader>>,
     /// Data streams currently waiting for their alias to be registered.
     pub orphans: usize,
     /// Request IDs the peer has used (for duplicate detection).
@@ -84,7 +118,7 @@ impl RequestIds {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub transport: web_transport_quinn::Session,
+    pub transport: Arc<dyn Connection>,
     pub kind: TransportKind,
     pub version: Version,
     pub role: Role,
@@ -97,28 +131,28 @@ pub(crate) struct Shared {
     /// Woken whenever a route is added, for data that arrived before its route.
     pub route_added: Notify,
     /// Our control stream (SETUP was the first message on it).
-    pub control: tokio::sync::Mutex<web_transport_quinn::SendStream>,
+    pub control: tokio::sync::Mutex<Box<dyn SendStream>>,
     pub goaway_sent: AtomicBool,
     pub goaway_received: watch::Sender<Option<Goaway>>,
-    pub requests: tokio::sync::Mutex<mpsc::Receiver<Request>>,
+    pub requests: tokio::sync::Mutex<mpsc::Receiver<IncomingRequest>>,
     /// Request streams we have answered in full, handed to the driver to read until the
     /// peer finishes its side (see [`RequestStream::linger`]).
-    pub linger: mpsc::UnboundedSender<RequestStream>,
+    pub linger: mpsc::UnboundedSender<Lingering>,
 }
 
 impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        transport: web_transport_quinn::Session,
+        transport: Arc<dyn Connection>,
         kind: TransportKind,
         version: Version,
         role: Role,
         config: SessionConfig,
         url: Option<Url>,
         peer_setup: Setup,
-        control: web_transport_quinn::SendStream,
-        requests: mpsc::Receiver<Request>,
-        linger: mpsc::UnboundedSender<RequestStream>,
+        control: Box<dyn SendStream>,
+        requests: mpsc::Receiver<IncomingRequest>,
+        linger: mpsc::UnboundedSender<Lingering>,
     ) -> Self {
         let (first_own, first_peer) = match role {
             Role::Client => (0, 1),
@@ -161,7 +195,7 @@ impl Shared {
     }
 
     pub fn close(&self, code: SessionErrorCode, reason: &str) {
-        close_transport(&self.transport, code, reason);
+        close_transport(self.transport.as_ref(), code, reason);
     }
 }
 
@@ -212,105 +246,6 @@ impl Session {
         self.shared.next_alias.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The next request from the peer, or `None` once the session has ended.
-    pub async fn accept(&self) -> Option<Request> {
-        self.shared.requests.lock().await.recv().await
-    }
-
-    /// Subscribe to a track. The Request ID is assigned here. Resolves on SUBSCRIBE_OK.
-    pub async fn subscribe(&self, mut subscribe: Subscribe) -> Result<Subscription, Error> {
-        subscribe.request_id = self.next_request_id();
-        let mut stream = self.open_request(subscribe.clone().into()).await?;
-        match stream.response(self.shared.config.request_timeout).await? {
-            Message::SubscribeOk(ok) => Subscription::register(self.clone(), stream, subscribe, ok),
-            other => Err(unexpected(&other, "SUBSCRIBE_OK")),
-        }
-    }
-
-    /// Fetch past objects. Resolves on FETCH_OK; objects then arrive on the returned reader.
-    pub async fn fetch(&self, mut fetch: Fetch) -> Result<FetchReader, Error> {
-        fetch.request_id = self.next_request_id();
-        let (tx, rx) = oneshot::channel();
-        self.shared.routes().fetches.insert(fetch.request_id, tx);
-        self.shared.route_added.notify_waiters();
-        let result = async {
-            let mut stream = self.open_request(fetch.clone().into()).await?;
-            match stream.response(self.shared.config.request_timeout).await? {
-                Message::FetchOk(ok) => Ok((stream, ok)),
-                other => Err(unexpected(&other, "FETCH_OK")),
-            }
-        }
-        .await;
-        match result {
-            Ok((stream, ok)) => FetchReader::wait(self.clone(), stream, ok, rx).await,
-            Err(e) => {
-                self.shared.routes().fetches.remove(&fetch.request_id);
-                Err(e)
-            }
-        }
-    }
-
-    /// Ask for a track's status. Resolves with TRACK_STATUS's REQUEST_OK.
-    pub async fn track_status(&self, mut request: TrackStatus) -> Result<RequestOk, Error> {
-        request.request_id = self.next_request_id();
-        let mut stream = self.open_request(request.into()).await?;
-        let reply = stream.response(self.shared.config.request_timeout).await?;
-        stream.finish();
-        match reply {
-            Message::RequestOk(ok) => Ok(ok),
-            other => Err(unexpected(&other, "REQUEST_OK")),
-        }
-    }
-
-    /// Advertise a namespace. Dropping (or [`NamespacePublication::withdraw`]ing) the result
-    /// withdraws it.
-    pub async fn publish_namespace(
-        &self,
-        mut request: PublishNamespace,
-    ) -> Result<NamespacePublication, Error> {
-        request.request_id = self.next_request_id();
-        let mut stream = self.open_request(request.clone().into()).await?;
-        match stream.response(self.shared.config.request_timeout).await? {
-            Message::RequestOk(_) => Ok(NamespacePublication::new(stream, request.track_namespace)),
-            other => Err(unexpected(&other, "REQUEST_OK")),
-        }
-    }
-
-    /// Subscribe to namespaces under a prefix; NAMESPACE / NAMESPACE_DONE arrive on the result.
-    pub async fn subscribe_namespace(
-        &self,
-        mut request: SubscribeNamespace,
-    ) -> Result<NamespaceSubscription, Error> {
-        request.request_id = self.next_request_id();
-        let mut stream = self.open_request(request.clone().into()).await?;
-        match stream.response(self.shared.config.request_timeout).await? {
-            Message::RequestOk(_) => Ok(NamespaceSubscription::new(stream, request.track_namespace_prefix)),
-            other => Err(unexpected(&other, "REQUEST_OK")),
-        }
-    }
-
-    /// Ask the peer to PUBLISH every track under a prefix. The returned stream stays open
-    /// for PUBLISH_BLOCKED messages; dropping it cancels the request.
-    pub async fn subscribe_tracks(&self, mut request: SubscribeTracks) -> Result<RequestStream, Error> {
-        request.request_id = self.next_request_id();
-        let mut stream = self.open_request(request.into()).await?;
-        match stream.response(self.shared.config.request_timeout).await? {
-            Message::RequestOk(_) => Ok(stream),
-            other => Err(unexpected(&other, "REQUEST_OK")),
-        }
-    }
-
-    /// Push a track to the peer (PUBLISH). The Request ID and Track Alias are assigned here.
-    ///
-    /// Objects may be written at once (before PUBLISH_OK, as the spec allows); the returned
-    /// writer reports the peer's answer through [`TrackWriter::accepted`].
-    pub async fn publish(&self, mut publish: Publish) -> Result<TrackWriter, Error> {
-        publish.request_id = self.next_request_id();
-        publish.track_alias = self.next_track_alias();
-        let stream = self.open_request(publish.clone().into()).await?;
-        Ok(TrackWriter::for_publish(self.clone(), stream, publish))
-    }
-
     /// Send GOAWAY on the control stream: the peer should move to `new_uri` (servers only;
     /// empty keeps the current URI) within `timeout`. New requests are then refused with
     /// GOING_AWAY.
@@ -334,7 +269,7 @@ impl Session {
         };
         let mut buf = bytes::BytesMut::new();
         Message::from(goaway).encode_frame(&mut buf, self.shared.version)?;
-        self.shared.control.lock().await.write_all(&buf).await?;
+        self.shared.control.lock().await.write_chunk(buf.freeze()).await?;
         Ok(())
     }
 
@@ -372,42 +307,9 @@ impl Session {
     pub async fn closed(&self) -> Error {
         self.shared.transport.closed().await.into()
     }
-
-    async fn open_request(&self, first: Message) -> Result<RequestStream, Error> {
-        if self.shared.goaway_received.borrow().is_some() {
-            return Err(Error::GoingAway);
-        }
-        let (send, recv) = self.shared.transport.open_bi().await?;
-        let mut stream = RequestStream::new(self.shared.clone(), send, recv);
-        stream.send(&first).await?;
-        Ok(stream)
-    }
-}
-
-/// The error for a response other than the one expected (REQUEST_ERROR becomes `Refused`).
-pub(crate) fn unexpected(message: &Message, expected: &str) -> Error {
-    match message {
-        Message::RequestError(e) => Error::Refused {
-            code: e.error_code,
-            reason: e.error_reason.to_string(),
-            retry_interval: e.retry_interval,
-        },
-        other => Error::violation(format!(
-            "expected {expected}, got message type {:#x}",
-            other.type_id()
-        )),
-    }
 }
 
 /// Close a transport with a MoQT termination code and a reason (cut to the spec's 1024 bytes).
-pub(crate) fn close_transport(
-    transport: &web_transport_quinn::Session,
-    code: SessionErrorCode,
-    reason: &str,
-) {
-    let reason = ReasonPhrase::new(reason);
-    transport.close(
-        code.code().try_into().unwrap_or(u32::MAX),
-        reason.as_str().as_bytes(),
-    );
+pub(crate) fn close_transport(transport: &dyn Connection, code: SessionErrorCode, reason: &str) {
+    transport.close(code.code(), ReasonPhrase::new(reason).as_str());
 }

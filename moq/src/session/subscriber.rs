@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::Error;
 use super::reader::StreamReader;
-use super::request::RequestStream;
-use super::shared::Shared;
-use super::{Error, Session};
+use super::shared::{Session, Shared, TrackData};
+use super::stream::RequestStream;
 use crate::coding::{SessionErrorCode, StreamResetCode};
 use crate::data::{
     FetchGroupOrder, FetchItem, FetchObject, FetchRecord, FetchStream, ObjectDatagram, SubgroupHeader,
@@ -17,13 +17,6 @@ use crate::data::{
 use crate::message::{
     FetchOk, Message, Publish, PublishDone, RequestError, RequestOk, RequestUpdate, Subscribe, SubscribeOk,
 };
-
-/// Data routed to a subscription by the driver.
-#[derive(Debug)]
-pub(crate) enum TrackData {
-    Subgroup(SubgroupReader),
-    Datagram(ObjectDatagram),
-}
 
 /// What a subscription yields.
 #[derive(Debug)]
@@ -165,9 +158,10 @@ impl Subscription {
             let grace = self.done.map(|(_, deadline)| deadline);
             tokio::select! {
                 data = self.data.recv() => match data {
-                    Some(TrackData::Subgroup(s)) => {
+                    Some(TrackData::Subgroup(header, reader)) => {
                         self.streams_received += 1;
-                        return Ok(Some(TrackEvent::Subgroup(s)));
+                        let subgroup = SubgroupReader::new(self.shared.clone(), header, reader);
+                        return Ok(Some(TrackEvent::Subgroup(subgroup)));
                     }
                     Some(TrackData::Datagram(d)) => return Ok(Some(TrackEvent::Datagram(d))),
                     None => return Ok(None),
@@ -299,8 +293,8 @@ pub struct FetchReader {
 }
 
 impl FetchReader {
-    /// What the driver hands over when the FETCH_HEADER stream arrives.
-    pub(crate) fn stream(shared: Arc<Shared>, reader: StreamReader) -> Self {
+    /// The FETCH_HEADER stream the driver handed over, not yet tied to its FETCH_OK.
+    fn stream(shared: Arc<Shared>, reader: StreamReader) -> Self {
         Self {
             shared,
             request: None,
@@ -314,11 +308,11 @@ impl FetchReader {
         session: Session,
         request: RequestStream,
         ok: FetchOk,
-        data: oneshot::Receiver<FetchReader>,
+        data: oneshot::Receiver<StreamReader>,
     ) -> Result<Self, Error> {
         let timeout = session.shared.config.request_timeout;
         let mut reader = match tokio::time::timeout(timeout, data).await {
-            Ok(Ok(reader)) => reader,
+            Ok(Ok(stream)) => FetchReader::stream(session.shared.clone(), stream),
             Ok(Err(_)) => {
                 return Err(Error::Transport(
                     "session closed before the fetch stream arrived".into(),
