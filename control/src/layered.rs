@@ -59,7 +59,10 @@ where
             _ => continue,
         };
         let values: Vec<&str> = if matches!(arg.get_action(), clap::ArgAction::Append) {
-            value.split(list_separators).filter(|v| !v.trim().is_empty()).collect()
+            value
+                .split(list_separators)
+                .filter(|v| !v.trim().is_empty())
+                .collect()
         } else {
             vec![value.trim()]
         };
@@ -84,7 +87,11 @@ where
     let mut merged = toml::Table::try_from(&config).context("internal error: rendering the configuration")?;
     for (key, value) in file {
         let id = key.replace('-', "_");
-        anyhow::ensure!(id != "config", "{}: `config` cannot be set inside a config file", in_file());
+        anyhow::ensure!(
+            id != "config",
+            "{}: `config` cannot be set inside a config file",
+            in_file()
+        );
         anyhow::ensure!(
             cmd.get_arguments().any(|a| a.get_id() == id.as_str()),
             "{}: unknown key `{key}`",

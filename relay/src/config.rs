@@ -208,8 +208,7 @@ impl RelayConfig {
         T: Into<OsString>,
         E: Fn(&str) -> Option<String>,
     {
-        let mut config: Self =
-            banyan_control::layered::load(ENV_PREFIX, &[',', ' ', '\t', '\n'], args, env)?;
+        let mut config: Self = banyan_control::layered::load(ENV_PREFIX, &[',', ' ', '\t', '\n'], args, env)?;
         if config.relay_id.is_empty() {
             config.relay_id = format!("{}:{}", hostname(), config.server.listen.port());
         }
@@ -271,7 +270,8 @@ impl RelayConfig {
         if let Some(viewers) = self.heartbeat.capacity_viewers {
             check_range("--capacity-viewers", viewers, 1..=u32::MAX, "at least 1")?;
         }
-        if self.heartbeat.region.len() > banyan_control::api::MAX_NAME_LEN || self.heartbeat.region.chars().any(char::is_control)
+        if self.heartbeat.region.len() > banyan_control::api::MAX_NAME_LEN
+            || self.heartbeat.region.chars().any(char::is_control)
         {
             return Err(ConfigError::OutOfRange {
                 flag: "--region",
@@ -679,7 +679,12 @@ mod tests {
         assert_eq!(c.track.max_lag_groups, 2);
         assert_eq!(c.track.rendezvous_max, Duration::from_secs(5));
         assert_eq!(
-            (c.interact.like_window, c.interact.like_rate, c.interact.comment_rate, c.interact.interact_idle),
+            (
+                c.interact.like_window,
+                c.interact.like_rate,
+                c.interact.comment_rate,
+                c.interact.interact_idle
+            ),
             (Duration::from_millis(100), 20, 1, Duration::from_secs(60))
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
@@ -864,6 +869,112 @@ capacity-egress = 1000
         .unwrap();
         assert!(!c.server.dev_cert);
         assert!(c.server.tls_files().is_some());
+    }
+
+    /// Per layer, what one setting holds: (flag, TOML value, variable, flag value, the value
+    /// read back at each layer: default, file, env, flag).
+    type Kind = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        [&'static str; 4],
+        fn(&RelayConfig) -> String,
+    );
+
+    #[test]
+    fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
+        let kinds: &[Kind] = &[
+            ("max-sessions", "5", "6", "7", ["10000", "5", "6", "7"], |c| {
+                c.limits.max_sessions.to_string()
+            }),
+            (
+                "rendezvous-max",
+                "\"2s\"",
+                "3s",
+                "4s",
+                ["5s", "2s", "3s", "4s"],
+                |c| format!("{:?}", c.track.rendezvous_max),
+            ),
+            (
+                "cache-bytes",
+                "\"1GiB\"",
+                "2GiB",
+                "3GiB",
+                ["268435456", "1073741824", "2147483648", "3221225472"],
+                |c| c.cache.cache_bytes.to_string(),
+            ),
+            (
+                "capacity-egress",
+                "\"1Gbps\"",
+                "2Gbps",
+                "3Gbps",
+                ["0", "1000000000", "2000000000", "3000000000"],
+                |c| c.heartbeat.capacity_egress.to_string(),
+            ),
+            (
+                "publisher-takeover",
+                "false",
+                "yes",
+                "false",
+                ["true", "false", "true", "false"],
+                |c| c.publisher_takeover.to_string(),
+            ),
+            ("region", "\"f\"", "e", "g", ["", "f", "e", "g"], |c| {
+                c.heartbeat.region.clone()
+            }),
+            (
+                "capacity-viewers",
+                "10",
+                "11",
+                "12",
+                ["None", "Some(10)", "Some(11)", "Some(12)"],
+                |c| format!("{:?}", c.heartbeat.capacity_viewers),
+            ),
+            (
+                "upstream",
+                "[\"moqt://f:1\"]",
+                "moqt://e:1, moqt://e:2",
+                "moqt://g:1",
+                ["", "moqt://f:1", "moqt://e:1 moqt://e:2", "moqt://g:1"],
+                |c| {
+                    c.upstream
+                        .upstream
+                        .iter()
+                        .map(Url::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
+        ];
+        let fx = Fixture::new("kinds");
+        for (flag, file, var_value, flag_value, expected, get) in kinds {
+            let toml = fx.file("relay.toml", &format!("{flag} = {file}\n"));
+            let var = env_var_name(flag);
+            let flag_arg = format!("--{flag}={flag_value}");
+            let with_file = [
+                "--dev-cert",
+                "--insecure-no-auth",
+                "--config",
+                toml.to_str().unwrap(),
+            ];
+            let env = [(var.as_str(), *var_value)];
+            let layers = [
+                load(MINIMAL, &[]),
+                load(&with_file, &[]),
+                load(&with_file, &env),
+                load(&[&with_file[..], &[flag_arg.as_str()]].concat(), &env),
+            ];
+            for (layer, (config, want)) in ["default", "file", "env", "flag"]
+                .iter()
+                .zip(layers.iter().zip(expected))
+            {
+                let config = config
+                    .as_ref()
+                    .unwrap_or_else(|e| panic!("{flag} {layer}: {e:#}"));
+                assert_eq!(get(config), *want, "{flag} from {layer}");
+            }
+        }
     }
 
     #[test]
