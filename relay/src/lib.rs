@@ -21,7 +21,9 @@
 //!   session per parent, relay paths for loop and depth safety.
 //! - [`cache`]: recent groups per track, bounded by count and by a shared byte budget.
 //! - [`forward`]: per-subscriber fan-out that skips a slow subscriber forward.
-//! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
+//! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML,
+//!   made of the modules' own settings structs (`relay::ServerSettings`, `cache::CacheSettings`,
+//!   ...), its validation and the value parsers they share.
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
