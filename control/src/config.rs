@@ -292,55 +292,40 @@ mod tests {
         assert_eq!(c.config.as_deref(), Some(file.as_path()));
     }
 
-    /// Per layer, what one setting holds: (flag, TOML value, variable, flag value, the value
-    /// read back at each layer: default, file, env, flag).
-    type Kind = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        [&'static str; 4],
-        fn(&ControlConfig) -> String,
-    );
-
     #[test]
     fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
-        let kinds: &[Kind] = &[
-            ("max-children", "3", "5", "6", ["8", "3", "5", "6"], |c| {
+        use crate::layered::{check_layering, Layering};
+        let settings: &[Layering<ControlConfig>] = &[
+            ("max-children", ["3", "5", "6"], ["8", "3", "5", "6"], |c| {
                 c.placement.max_children.to_string()
             }),
             (
                 "high-water",
-                "0.5",
-                "0.6",
-                "0.7",
+                ["0.5", "0.6", "0.7"],
                 ["0.8", "0.5", "0.6", "0.7"],
                 |c| c.placement.high_water.to_string(),
             ),
             (
                 "token-ttl",
-                "\"2m\"",
-                "3m",
-                "4m",
+                ["\"2m\"", "3m", "4m"],
                 ["60s", "120s", "180s", "240s"],
                 |c| format!("{:?}", c.token.token_ttl),
             ),
             (
                 "spawner",
-                "\"none\"",
-                "process",
-                "none",
+                ["\"none\"", "process", "none"],
                 ["Process", "None", "Process", "None"],
                 |c| format!("{:?}", c.spawn.spawner),
             ),
-            ("spawn-region", "\"f\"", "e", "g", ["local", "f", "e", "g"], |c| {
-                c.spawn.spawn_region.clone()
-            }),
+            (
+                "spawn-region",
+                ["\"f\"", "e", "g"],
+                ["local", "f", "e", "g"],
+                |c| c.spawn.spawn_region.clone(),
+            ),
             (
                 "public-url",
-                "\"http://f\"",
-                "http://e",
-                "http://g",
+                ["\"http://f\"", "http://e", "http://g"],
                 [
                     "None",
                     "Some(\"http://f\")",
@@ -351,37 +336,14 @@ mod tests {
             ),
             (
                 "spawn-relay-arg",
-                "[\"--f\"]",
-                "--e",
-                "--g",
+                ["[\"--f\"]", "--e", "--g"],
                 ["", "--f", "--e", "--g"],
                 |c| c.spawn.spawn_relay_arg.join(" "),
             ),
         ];
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("control.toml");
-        for (flag, in_file, var_value, flag_value, expected, get) in kinds {
-            std::fs::write(&file, format!("{flag} = {in_file}\n")).unwrap();
-            let var = env_var_name(flag);
-            let flag_arg = format!("--{flag}={flag_value}");
-            let with_file = ["--config", file.to_str().unwrap()];
-            let env = [(var.as_str(), *var_value)];
-            let layers = [
-                load(&[], &[]),
-                load(&with_file, &[]),
-                load(&with_file, &env),
-                load(&[&with_file[..], &[flag_arg.as_str()]].concat(), &env),
-            ];
-            for (layer, (config, want)) in ["default", "file", "env", "flag"]
-                .iter()
-                .zip(layers.iter().zip(expected))
-            {
-                let config = config
-                    .as_ref()
-                    .unwrap_or_else(|e| panic!("{flag} {layer}: {e:#}"));
-                assert_eq!(get(config), *want, "{flag} from {layer}");
-            }
-        }
+        check_layering(load, ENV_PREFIX, &[], &file, settings).unwrap();
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! was not explicit, and serde reads the merged table back.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::parser::ValueSource;
@@ -102,6 +102,52 @@ where
         }
     }
     toml::Value::Table(merged).try_into().with_context(in_file)
+}
+
+/// One setting of a component's layering test: its flag name, its value in the TOML file, in
+/// its variable and as a flag, what the loaded config then holds at each layer (default, file,
+/// env, flag) and how to read that back.
+pub type Layering<C> = (
+    &'static str,
+    [&'static str; 3],
+    [&'static str; 4],
+    fn(&C) -> String,
+);
+
+/// For a component's tests of the order: each setting loaded by `load` (the component's loader:
+/// args after the program name, variables) with `base` alone, then with a TOML file (written at
+/// `file`) holding its value, then also with its variable, then also with its flag. An error
+/// names the first setting that does not hold what it should.
+pub fn check_layering<C>(
+    load: impl Fn(&[&str], &[(&str, &str)]) -> anyhow::Result<C>,
+    prefix: &str,
+    base: &[&str],
+    file: &Path,
+    settings: &[Layering<C>],
+) -> anyhow::Result<()> {
+    let path = file.to_str().context("the file's path is not UTF-8")?;
+    let with_file = [base, &["--config", path]].concat();
+    for (key, [in_file, in_env, in_flag], expected, get) in settings {
+        std::fs::write(file, format!("{key} = {in_file}\n"))?;
+        let flag = format!("--{key}={in_flag}");
+        let var = env_var_name(prefix, key);
+        let env = [(var.as_str(), *in_env)];
+        let layers = [
+            load(base, &[]),
+            load(&with_file, &[]),
+            load(&with_file, &env),
+            load(&[&with_file[..], &[flag.as_str()]].concat(), &env),
+        ];
+        for ((layer, config), want) in ["default", "file", "env", "flag"]
+            .iter()
+            .zip(layers)
+            .zip(expected)
+        {
+            let got = get(&config.with_context(|| format!("{key} from the {layer}"))?);
+            anyhow::ensure!(got == *want, "{key} from the {layer}: {got:?}, expected {want:?}");
+        }
+    }
+    Ok(())
 }
 
 /// True when the argument's value came from the command line (or a variable placed there).

@@ -871,71 +871,49 @@ capacity-egress = 1000
         assert!(c.server.tls_files().is_some());
     }
 
-    /// Per layer, what one setting holds: (flag, TOML value, variable, flag value, the value
-    /// read back at each layer: default, file, env, flag).
-    type Kind = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        [&'static str; 4],
-        fn(&RelayConfig) -> String,
-    );
-
     #[test]
     fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
-        let kinds: &[Kind] = &[
-            ("max-sessions", "5", "6", "7", ["10000", "5", "6", "7"], |c| {
+        use banyan_control::layered::{check_layering, Layering};
+        let settings: &[Layering<RelayConfig>] = &[
+            ("max-sessions", ["5", "6", "7"], ["10000", "5", "6", "7"], |c| {
                 c.limits.max_sessions.to_string()
             }),
             (
                 "rendezvous-max",
-                "\"2s\"",
-                "3s",
-                "4s",
+                ["\"2s\"", "3s", "4s"],
                 ["5s", "2s", "3s", "4s"],
                 |c| format!("{:?}", c.track.rendezvous_max),
             ),
             (
                 "cache-bytes",
-                "\"1GiB\"",
-                "2GiB",
-                "3GiB",
+                ["\"1GiB\"", "2GiB", "3GiB"],
                 ["268435456", "1073741824", "2147483648", "3221225472"],
                 |c| c.cache.cache_bytes.to_string(),
             ),
             (
                 "capacity-egress",
-                "\"1Gbps\"",
-                "2Gbps",
-                "3Gbps",
+                ["\"1Gbps\"", "2Gbps", "3Gbps"],
                 ["0", "1000000000", "2000000000", "3000000000"],
                 |c| c.heartbeat.capacity_egress.to_string(),
             ),
             (
                 "publisher-takeover",
-                "false",
-                "yes",
-                "false",
+                ["false", "yes", "false"],
                 ["true", "false", "true", "false"],
                 |c| c.publisher_takeover.to_string(),
             ),
-            ("region", "\"f\"", "e", "g", ["", "f", "e", "g"], |c| {
+            ("region", ["\"f\"", "e", "g"], ["", "f", "e", "g"], |c| {
                 c.heartbeat.region.clone()
             }),
             (
                 "capacity-viewers",
-                "10",
-                "11",
-                "12",
+                ["10", "11", "12"],
                 ["None", "Some(10)", "Some(11)", "Some(12)"],
                 |c| format!("{:?}", c.heartbeat.capacity_viewers),
             ),
             (
                 "upstream",
-                "[\"moqt://f:1\"]",
-                "moqt://e:1, moqt://e:2",
-                "moqt://g:1",
+                ["[\"moqt://f:1\"]", "moqt://e:1, moqt://e:2", "moqt://g:1"],
                 ["", "moqt://f:1", "moqt://e:1 moqt://e:2", "moqt://g:1"],
                 |c| {
                     c.upstream
@@ -948,33 +926,8 @@ capacity-egress = 1000
             ),
         ];
         let fx = Fixture::new("kinds");
-        for (flag, file, var_value, flag_value, expected, get) in kinds {
-            let toml = fx.file("relay.toml", &format!("{flag} = {file}\n"));
-            let var = env_var_name(flag);
-            let flag_arg = format!("--{flag}={flag_value}");
-            let with_file = [
-                "--dev-cert",
-                "--insecure-no-auth",
-                "--config",
-                toml.to_str().unwrap(),
-            ];
-            let env = [(var.as_str(), *var_value)];
-            let layers = [
-                load(MINIMAL, &[]),
-                load(&with_file, &[]),
-                load(&with_file, &env),
-                load(&[&with_file[..], &[flag_arg.as_str()]].concat(), &env),
-            ];
-            for (layer, (config, want)) in ["default", "file", "env", "flag"]
-                .iter()
-                .zip(layers.iter().zip(expected))
-            {
-                let config = config
-                    .as_ref()
-                    .unwrap_or_else(|e| panic!("{flag} {layer}: {e:#}"));
-                assert_eq!(get(config), *want, "{flag} from {layer}");
-            }
-        }
+        let file = fx.dir.join("relay.toml");
+        check_layering(load, ENV_PREFIX, MINIMAL, &file, settings).unwrap();
     }
 
     #[test]
