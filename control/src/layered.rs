@@ -84,7 +84,8 @@ where
     let in_file = || format!("config file {}", path.display());
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", in_file()))?;
     let file: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", in_file()))?;
-    let mut merged = toml::Table::try_from(&config).context("internal error: rendering the configuration")?;
+    let rendered = toml::Table::try_from(&config).context("internal error: rendering the configuration")?;
+    let mut merged = rendered.clone();
     for (key, value) in file {
         let id = key.replace('-', "_");
         anyhow::ensure!(
@@ -98,6 +99,12 @@ where
             in_file()
         );
         if !explicit(&matches, &id) {
+            // Checked alone so the error names the key (serde's `flatten` forgets it).
+            let mut alone = rendered.clone();
+            alone.insert(key.clone(), value.clone());
+            toml::Value::Table(alone)
+                .try_into::<C>()
+                .with_context(|| format!("{}, key `{key}`", in_file()))?;
             merged.insert(key, value);
         }
     }
