@@ -22,6 +22,50 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// The autoscaler's timing and limits (part of [`ControlConfig`](crate::config::ControlConfig),
+/// which adds `high-water` and the spawner's settings to make an [`AutoscalePolicy`]).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AutoscaleSettings {
+    /// Half-life of the smoothed join rate per broadcast.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub join_rate_halflife: Duration,
+
+    /// Replicate a broadcast onto another relay when its relays would reach high-water within this.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub replicate_lead: Duration,
+
+    /// Spawn relays when the fleet would be full within this.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub spawn_lead: Duration,
+
+    /// A spawned relay that has not registered within this is written off (and stopped).
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub spawn_timeout: Duration,
+
+    /// Drain and stop a spawned relay after it has been idle this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub idle_cooldown: Duration,
+
+    /// Stop a draining spawned relay after this even if sessions remain.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub drain_timeout: Duration,
+
+    /// Most relays alive at once that this control plane spawned.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_spawned: u32,
+
+    /// Most relays spawned in one tick.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_spawn_per_tick: u32,
+}
+
 /// The autoscaler's numbers (see [`crate::config`] for the reasoning behind each default).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoscalePolicy {

@@ -8,11 +8,12 @@
 //! - The TOML file is named by `--config` / `BANYAN_CONTROL_CONFIG`; unknown keys are an error.
 //! - `--spawn-relay-arg` is repeatable; in TOML it is an array of strings.
 //!
-//! How: each variable becomes a `--flag=value` placed before the real arguments and clap parses
-//! both with `args_override_self`, so a real flag wins and both use the same value parsers.
-//! Values clap saw on its command line are explicit; the file's keys replace every other value
-//! in a TOML rendering of the parsed struct, which is then deserialized (`deny_unknown_fields`)
-//! and [validated](ControlConfig::validate).
+//! [`ControlConfig`] is a clap and serde struct of sub-configs that live beside the module they
+//! configure, flattened so flags and TOML keys stay flat: [`TokenSettings`] (token.rs),
+//! [`Policy`] (registry.rs, placement), [`AutoscaleSettings`] (autoscale.rs) and
+//! [`SpawnerSettings`] (spawner/). The layers are merged by [`crate::layered::load`], the same
+//! code as the relay's; a repeated flag's last value wins. [`ControlConfig::validate`] runs
+//! after the merge.
 //!
 //! # Policy numbers and why
 //! The defaults assume relays that take a few seconds to boot and register, heartbeats every
@@ -47,10 +48,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
+
+use crate::autoscale::AutoscaleSettings;
+use crate::registry::Policy;
+use crate::spawner::SpawnerSettings;
+use crate::token::TokenSettings;
 
 /// The prefix of every environment variable the control plane reads.
 pub const ENV_PREFIX: &str = "BANYAN_CONTROL_";
@@ -68,10 +71,10 @@ pub enum SpawnerKind {
 }
 
 /// Everything `banyan-control` can be told.
-#[derive(Debug, Clone, PartialEq, Parser, Serialize, Deserialize)]
-#[command(name = "banyan-control", version, about, long_about = None,
+#[derive(Debug, Clone, PartialEq, clap::Parser, Serialize, Deserialize)]
+#[command(name = "banyan-control", version, about, long_about = None, args_override_self = true,
           after_help = "Every flag can also be set by BANYAN_CONTROL_<FLAG> (e.g. BANYAN_CONTROL_LISTEN) or by a key in the --config TOML file (e.g. listen = \"0.0.0.0:8080\"). Precedence: flag > environment > file > default.")]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct ControlConfig {
     /// TCP address of the HTTP API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -79,7 +82,6 @@ pub struct ControlConfig {
 
     /// A TOML file with more settings (keys are flag names).
     #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// The URL relays use to reach this service (given to spawned relays as --control)
@@ -87,56 +89,15 @@ pub struct ControlConfig {
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
 
-    /// Key for minting viewer and publisher tokens: an HS256 secret (≥ 32 bytes, whitespace
-    /// trimmed) or an ES256 P-256 PKCS#8 PEM private key; the relays' --auth-key must match.
-    /// Without it tokens are empty (relays must run --insecure-no-auth).
-    #[arg(long, value_name = "FILE")]
-    pub auth_key: Option<PathBuf>,
+    /// Token signing and lifetimes.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub token: TokenSettings,
 
-    /// Lifetime of a viewer token (it only has to last until the viewer connects).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub token_ttl: Duration,
-
-    /// Lifetime of a publisher token.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub publish_token_ttl: Duration,
-
-    /// How often relays send heartbeats (told to them in every heartbeat response).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub heartbeat_interval: Duration,
-
-    /// A relay not heard from for this long is dropped.
-    #[arg(long, value_name = "DURATION", default_value = "3500ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub heartbeat_expiry: Duration,
-
-    /// How long an assignment counts against a relay before heartbeats are trusted to show it.
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub assignment_grace: Duration,
-
-    /// Fraction of a relay's capacity above which it gets no new viewers while others have room.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.8)]
-    pub high_water: f64,
-
-    /// Most child relays one parent feeds for one namespace.
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub max_children: u32,
-
-    /// Most relay hops below a namespace's origin.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub max_depth: u32,
-
-    /// How many parent URLs a route lookup returns (the first is preferred).
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub route_alternatives: usize,
-
-    /// Viewers per chat room.
-    #[arg(long, value_name = "N", default_value_t = 500)]
-    pub chat_room_size: u64,
+    /// Placement: heartbeats, capacity, tree shape.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub placement: Policy,
 
     /// Sustained viewer/publisher assignments per second before 429.
     #[arg(long, value_name = "PER_SEC", default_value_t = 5000)]
@@ -148,84 +109,18 @@ pub struct ControlConfig {
 
     /// How often expiry, the autoscaler and the spawner's supervision run.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
+    #[serde(with = "crate::layered::serde_duration")]
     pub tick: Duration,
 
-    /// Half-life of the smoothed join rate per broadcast.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub join_rate_halflife: Duration,
+    /// The autoscaler's timing and limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub autoscaler: AutoscaleSettings,
 
-    /// Replicate a broadcast onto another relay when its relays would reach high-water within this.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub replicate_lead: Duration,
-
-    /// Spawn relays when the fleet would be full within this.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub spawn_lead: Duration,
-
-    /// A spawned relay that has not registered within this is written off (and stopped).
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub spawn_timeout: Duration,
-
-    /// Drain and stop a spawned relay after it has been idle this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub idle_cooldown: Duration,
-
-    /// Stop a draining spawned relay after this even if sessions remain.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub drain_timeout: Duration,
-
-    /// Most relays alive at once that this control plane spawned.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub max_spawned: u32,
-
-    /// Most relays spawned in one tick.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub max_spawn_per_tick: u32,
-
-    /// Spawner backend.
-    #[arg(long, value_enum, default_value = "process")]
-    pub spawner: SpawnerKind,
-
-    /// The banyan-relay binary for the process spawner [default: beside this executable].
-    #[arg(long, value_name = "PATH")]
-    pub relay_binary: Option<PathBuf>,
-
-    /// Region given to spawned relays.
-    #[arg(long, value_name = "REGION", default_value = "local")]
-    pub spawn_region: String,
-
-    /// Viewer capacity given to spawned relays (--capacity-viewers); also the capacity the
-    /// autoscaler expects from a relay it has spawned but not heard from yet.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub spawn_capacity_viewers: u32,
-
-    /// Host spawned relays bind to and advertise.
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
-    pub spawn_host: String,
-
-    /// An extra argument for every spawned relay (repeatable), e.g. --spawn-relay-arg=--dev-cert.
-    #[arg(long = "spawn-relay-arg", value_name = "ARG", allow_hyphen_values = true)]
-    #[serde(default)]
-    pub spawn_relay_arg: Vec<String>,
-
-    /// Directory for spawned relays' generated configs and logs [default: a new temp directory].
-    #[arg(long, value_name = "DIR")]
-    pub spawn_dir: Option<PathBuf>,
-
-    /// Kubernetes namespace of the relay StatefulSet.
-    #[arg(long, value_name = "NAME", default_value = "default")]
-    pub k8s_namespace: String,
-
-    /// Name of the relay StatefulSet (its pods are relay ids `<name>-<ordinal>`).
-    #[arg(long, value_name = "NAME", default_value = "banyan-relay")]
-    pub k8s_statefulset: String,
+    /// The spawner and the relays it starts.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub spawn: SpawnerSettings,
 
     /// Log filter in tracing's EnvFilter syntax.
     #[arg(long, value_name = "FILTER", default_value = "info")]
@@ -258,44 +153,7 @@ impl ControlConfig {
         T: Into<OsString>,
         E: Fn(&str) -> Option<String>,
     {
-        let mut args = args.into_iter().map(Into::into);
-        let program = args.next().unwrap_or_else(|| "banyan-control".into());
-        let command = Self::command().args_override_self(true);
-        let mut full: Vec<OsString> = vec![program];
-        for arg in command.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            let var = env_var_name(arg.get_id().as_str());
-            if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
-                full.push(format!("--{long}={value}").into());
-            }
-        }
-        full.extend(args);
-        let matches = command.try_get_matches_from(full)?;
-        let mut config = Self::from_arg_matches(&matches)?;
-        if let Some(path) = config.config.clone() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            let file: toml::Table =
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-            let mut merged = toml::Table::try_from(&config).context("rendering the configuration")?;
-            let ids: Vec<String> = Self::command()
-                .get_arguments()
-                .map(|a| a.get_id().as_str().to_owned())
-                .collect();
-            for (key, value) in file {
-                let id = key.replace('-', "_");
-                // Unknown keys go through to deserialization, which names them.
-                let explicit =
-                    ids.contains(&id) && matches.value_source(&id) == Some(ValueSource::CommandLine);
-                if !explicit {
-                    merged.insert(key, value);
-                }
-            }
-            config = merged
-                .try_into()
-                .with_context(|| format!("in config file {}", path.display()))?;
-            config.config = Some(path);
-        }
+        let config: Self = crate::layered::load(ENV_PREFIX, &[], args, env)?;
         config.validate()?;
         Ok(config)
     }
@@ -303,34 +161,40 @@ impl ControlConfig {
     /// Check ranges and consistency.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.high_water > 0.0 && self.high_water <= 1.0,
+            self.placement.high_water > 0.0 && self.placement.high_water <= 1.0,
             "high-water must be in (0, 1], got {}",
-            self.high_water
+            self.placement.high_water
         );
-        anyhow::ensure!(self.max_children >= 1, "max-children must be at least 1");
-        anyhow::ensure!(self.max_depth >= 1, "max-depth must be at least 1");
         anyhow::ensure!(
-            self.route_alternatives >= 1,
+            self.placement.max_children >= 1,
+            "max-children must be at least 1"
+        );
+        anyhow::ensure!(self.placement.max_depth >= 1, "max-depth must be at least 1");
+        anyhow::ensure!(
+            self.placement.route_alternatives >= 1,
             "route-alternatives must be at least 1"
         );
-        anyhow::ensure!(self.chat_room_size >= 1, "chat-room-size must be at least 1");
+        anyhow::ensure!(
+            self.placement.chat_room_size >= 1,
+            "chat-room-size must be at least 1"
+        );
         anyhow::ensure!(self.watch_rate >= 1, "watch-rate must be at least 1");
         anyhow::ensure!(
-            self.spawn_capacity_viewers >= 1,
+            self.spawn.spawn_capacity_viewers >= 1,
             "spawn-capacity-viewers must be at least 1"
         );
         anyhow::ensure!(
-            self.heartbeat_expiry > self.heartbeat_interval,
+            self.placement.heartbeat_expiry > self.placement.heartbeat_interval,
             "heartbeat-expiry ({:?}) must exceed heartbeat-interval ({:?})",
-            self.heartbeat_expiry,
-            self.heartbeat_interval
+            self.placement.heartbeat_expiry,
+            self.placement.heartbeat_interval
         );
         anyhow::ensure!(!self.tick.is_zero(), "tick must be positive");
         anyhow::ensure!(
-            !self.join_rate_halflife.is_zero(),
+            !self.autoscaler.join_rate_halflife.is_zero(),
             "join-rate-halflife must be positive"
         );
-        if self.spawner == SpawnerKind::Kubernetes && !cfg!(feature = "kubernetes") {
+        if self.spawn.spawner == SpawnerKind::Kubernetes && !cfg!(feature = "kubernetes") {
             anyhow::bail!("--spawner kubernetes needs banyan-control built with the `kubernetes` feature");
         }
         Ok(())
@@ -345,59 +209,31 @@ impl ControlConfig {
             .to_owned()
     }
 
-    /// The registry and placement policy.
-    pub fn policy(&self) -> crate::registry::Policy {
-        crate::registry::Policy {
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_expiry: self.heartbeat_expiry,
-            assignment_grace: self.assignment_grace,
-            high_water: self.high_water,
-            max_children: self.max_children,
-            max_depth: self.max_depth,
-            route_alternatives: self.route_alternatives,
-            chat_room_size: self.chat_room_size,
-        }
-    }
-
     /// The autoscaler policy.
     pub fn autoscale(&self) -> crate::autoscale::AutoscalePolicy {
+        let a = &self.autoscaler;
         crate::autoscale::AutoscalePolicy {
-            high_water: self.high_water,
-            join_rate_halflife: self.join_rate_halflife,
-            replicate_lead: self.replicate_lead,
-            spawn_lead: self.spawn_lead,
-            spawn_timeout: self.spawn_timeout,
-            idle_cooldown: self.idle_cooldown,
-            drain_timeout: self.drain_timeout,
-            max_spawned: if self.spawner == SpawnerKind::None {
+            high_water: self.placement.high_water,
+            join_rate_halflife: a.join_rate_halflife,
+            replicate_lead: a.replicate_lead,
+            spawn_lead: a.spawn_lead,
+            spawn_timeout: a.spawn_timeout,
+            idle_cooldown: a.idle_cooldown,
+            drain_timeout: a.drain_timeout,
+            max_spawned: if self.spawn.spawner == SpawnerKind::None {
                 0
             } else {
-                self.max_spawned
+                a.max_spawned
             },
-            max_spawn_per_tick: self.max_spawn_per_tick,
-            spawn_capacity: self.spawn_capacity_viewers,
+            max_spawn_per_tick: a.max_spawn_per_tick,
+            spawn_capacity: self.spawn.spawn_capacity_viewers,
         }
     }
 }
 
 /// The environment variable for a flag id: `heartbeat_interval` → `BANYAN_CONTROL_HEARTBEAT_INTERVAL`.
 pub fn env_var_name(id: &str) -> String {
-    format!("{ENV_PREFIX}{}", id.replace('-', "_").to_ascii_uppercase())
-}
-
-mod serde_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
+    crate::layered::env_var_name(ENV_PREFIX, id)
 }
 
 #[cfg(test)]
@@ -419,11 +255,11 @@ mod tests {
     fn defaults() {
         let c = load(&[], &[]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
-        assert_eq!(c.heartbeat_expiry, Duration::from_millis(3500));
-        assert_eq!(c.spawner, SpawnerKind::Process);
-        assert_eq!(c.max_children, 8);
-        assert!(c.spawn_relay_arg.is_empty());
+        assert_eq!(c.placement.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(c.placement.heartbeat_expiry, Duration::from_millis(3500));
+        assert_eq!(c.spawn.spawner, SpawnerKind::Process);
+        assert_eq!(c.placement.max_children, 8);
+        assert!(c.spawn.spawn_relay_arg.is_empty());
     }
 
     #[test]
@@ -445,15 +281,69 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.max_children, 5, "flag beats env and file");
-        assert_eq!(c.max_depth, 7, "env beats file");
-        assert_eq!(c.high_water, 0.5, "file beats default");
-        assert_eq!(c.token_ttl, Duration::from_secs(120));
+        assert_eq!(c.placement.max_children, 5, "flag beats env and file");
+        assert_eq!(c.placement.max_depth, 7, "env beats file");
+        assert_eq!(c.placement.high_water, 0.5, "file beats default");
+        assert_eq!(c.token.token_ttl, Duration::from_secs(120));
         assert_eq!(c.listen.port(), 9999, "env beats default");
-        assert_eq!(c.route_alternatives, 2, "empty variable is unset");
-        assert_eq!(c.spawn_relay_arg, vec!["--dev-cert".to_owned()]);
-        assert_eq!(c.spawner, SpawnerKind::None);
+        assert_eq!(c.placement.route_alternatives, 2, "empty variable is unset");
+        assert_eq!(c.spawn.spawn_relay_arg, vec!["--dev-cert".to_owned()]);
+        assert_eq!(c.spawn.spawner, SpawnerKind::None);
         assert_eq!(c.config.as_deref(), Some(file.as_path()));
+    }
+
+    #[test]
+    fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
+        use crate::layered::{check_layering, Layering};
+        let settings: &[Layering<ControlConfig>] = &[
+            ("max-children", ["3", "5", "6"], ["8", "3", "5", "6"], |c| {
+                c.placement.max_children.to_string()
+            }),
+            (
+                "high-water",
+                ["0.5", "0.6", "0.7"],
+                ["0.8", "0.5", "0.6", "0.7"],
+                |c| c.placement.high_water.to_string(),
+            ),
+            (
+                "token-ttl",
+                ["\"2m\"", "3m", "4m"],
+                ["60s", "120s", "180s", "240s"],
+                |c| format!("{:?}", c.token.token_ttl),
+            ),
+            (
+                "spawner",
+                ["\"none\"", "process", "none"],
+                ["Process", "None", "Process", "None"],
+                |c| format!("{:?}", c.spawn.spawner),
+            ),
+            (
+                "spawn-region",
+                ["\"f\"", "e", "g"],
+                ["local", "f", "e", "g"],
+                |c| c.spawn.spawn_region.clone(),
+            ),
+            (
+                "public-url",
+                ["\"http://f\"", "http://e", "http://g"],
+                [
+                    "None",
+                    "Some(\"http://f\")",
+                    "Some(\"http://e\")",
+                    "Some(\"http://g\")",
+                ],
+                |c| format!("{:?}", c.public_url),
+            ),
+            (
+                "spawn-relay-arg",
+                ["[\"--f\"]", "--e", "--g"],
+                ["", "--f", "--e", "--g"],
+                |c| c.spawn.spawn_relay_arg.join(" "),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("control.toml");
+        check_layering(load, ENV_PREFIX, &[], &file, settings).unwrap();
     }
 
     #[test]
@@ -462,7 +352,7 @@ mod tests {
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "max-depth = 2\n").unwrap();
         let c = load(&[], &[("BANYAN_CONTROL_CONFIG", file.to_str().unwrap())]).unwrap();
-        assert_eq!(c.max_depth, 2);
+        assert_eq!(c.placement.max_depth, 2);
     }
 
     #[test]

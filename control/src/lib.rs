@@ -7,6 +7,8 @@
 //! # Module map
 //! - [`api`]: the HTTP/JSON contract (request and response types of every endpoint). With
 //!   `default-features = false` this is the whole crate and depends on `serde` only.
+//! - [`layered`] (feature `layered`, also used by `banyan-relay`): filling a clap struct from
+//!   flags, prefixed environment variables and a TOML file, in that precedence.
 //!
 //! With the `server` feature (default):
 //! - [`config`]: [`ControlConfig`](config::ControlConfig), one struct for flags,
@@ -26,6 +28,8 @@
 //! - [`service`]: [`Control`](service::Control): binds, serves and runs the control loop.
 
 pub mod api;
+#[cfg(feature = "layered")]
+pub mod layered;
 
 #[cfg(feature = "server")]
 pub mod autoscale;

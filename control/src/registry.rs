@@ -12,24 +12,44 @@ use crate::api::{
 use crate::autoscale::{FleetView, RelayView};
 use crate::rooms::Rooms;
 
-/// The numbers placement follows (see [`crate::config`] for why each default is what it is).
-#[derive(Debug, Clone, PartialEq)]
+/// The numbers placement follows (see [`crate::config`] for why each default is what it is);
+/// part of [`ControlConfig`](crate::config::ControlConfig), where each is a flag.
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct Policy {
-    /// Heartbeat interval told to relays.
+    /// How often relays send heartbeats (told to them in every heartbeat response).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
     pub heartbeat_interval: Duration,
+
     /// A relay not heard from for this long is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "3500ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
     pub heartbeat_expiry: Duration,
-    /// How long an assignment (viewer or child relay) counts before heartbeats must show it.
+
+    /// How long an assignment counts against a relay before heartbeats are trusted to show it.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
     pub assignment_grace: Duration,
-    /// Fraction of capacity above which a relay gets viewers only when no relay is below it.
+
+    /// Fraction of a relay's capacity above which it gets no new viewers while others have room.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.8)]
     pub high_water: f64,
-    /// Most child relays per parent per namespace.
+
+    /// Most child relays one parent feeds for one namespace.
+    #[arg(long, value_name = "N", default_value_t = 8)]
     pub max_children: u32,
-    /// Most hops below the origin.
+
+    /// Most relay hops below a namespace's origin.
+    #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_depth: u32,
-    /// Parent URLs returned per route lookup.
+
+    /// How many parent URLs a route lookup returns (the first is preferred).
+    #[arg(long, value_name = "N", default_value_t = 2)]
     pub route_alternatives: usize,
+
     /// Viewers per chat room.
+    #[arg(long, value_name = "N", default_value_t = 500)]
     pub chat_room_size: u64,
 }
 

@@ -67,25 +67,31 @@ impl Control {
             addr: config.listen.to_string(),
             source,
         })?;
-        let minter = config.auth_key.as_deref().map(Minter::from_file).transpose()?;
-        let spawner: Option<Arc<dyn Spawner>> = match config.spawner {
+        let minter = config
+            .token
+            .auth_key
+            .as_deref()
+            .map(Minter::from_file)
+            .transpose()?;
+        let spawner: Option<Arc<dyn Spawner>> = match config.spawn.spawner {
             SpawnerKind::None => None,
             SpawnerKind::Process => {
                 let binary = config
+                    .spawn
                     .relay_binary
                     .clone()
                     .or_else(sibling_relay_binary)
                     .unwrap_or_else(|| "banyan-relay".into());
-                let dir = match &config.spawn_dir {
+                let dir = match &config.spawn.spawn_dir {
                     Some(dir) => dir.clone(),
                     None => std::env::temp_dir().join(format!("banyan-control-{}", std::process::id())),
                 };
                 let mut process = ProcessConfig::new(binary, config.control_url(local), dir);
-                process.region = config.spawn_region.clone();
-                process.capacity_viewers = config.spawn_capacity_viewers;
-                process.host = config.spawn_host.clone();
-                process.extra_args = config.spawn_relay_arg.clone();
-                process.auth_key = config.auth_key.clone();
+                process.region = config.spawn.spawn_region.clone();
+                process.capacity_viewers = config.spawn.spawn_capacity_viewers;
+                process.host = config.spawn.spawn_host.clone();
+                process.extra_args = config.spawn.spawn_relay_arg.clone();
+                process.auth_key = config.token.auth_key.clone();
                 match ProcessSpawner::new(process) {
                     Ok(s) => Some(Arc::new(s)),
                     Err(e) => {
@@ -97,10 +103,10 @@ impl Control {
             SpawnerKind::Kubernetes => kubernetes_spawner(config).await?,
         };
         let shared = Arc::new(Shared {
-            registry: Mutex::new(Registry::new(config.policy())),
+            registry: Mutex::new(Registry::new(config.placement.clone())),
             minter,
-            token_ttl: config.token_ttl,
-            publish_token_ttl: config.publish_token_ttl,
+            token_ttl: config.token.token_ttl,
+            publish_token_ttl: config.token.publish_token_ttl,
             limiter: assignment_limiter(config.watch_rate, config.watch_burst),
             metrics: Metrics::default(),
         });
@@ -240,8 +246,8 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
 #[cfg(feature = "kubernetes")]
 async fn kubernetes_spawner(config: &ControlConfig) -> Result<Option<Arc<dyn Spawner>>, ControlError> {
     let spawner = crate::spawner::kubernetes::KubernetesSpawner::in_cluster(
-        &config.k8s_namespace,
-        &config.k8s_statefulset,
+        &config.spawn.k8s_namespace,
+        &config.spawn.k8s_statefulset,
     )
     .await?;
     Ok(Some(Arc::new(spawner)))

@@ -12,6 +12,27 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use crate::api::Claims;
 
+/// The signing key and token lifetimes (part of [`ControlConfig`](crate::config::ControlConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TokenSettings {
+    /// Key for minting viewer and publisher tokens: an HS256 secret (≥ 32 bytes, whitespace
+    /// trimmed) or an ES256 P-256 PKCS#8 PEM private key; the relays' --auth-key must match.
+    /// Without it tokens are empty (relays must run --insecure-no-auth).
+    #[arg(long, value_name = "FILE")]
+    pub auth_key: Option<std::path::PathBuf>,
+
+    /// Lifetime of a viewer token (it only has to last until the viewer connects).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub token_ttl: std::time::Duration,
+
+    /// Lifetime of a publisher token.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub publish_token_ttl: std::time::Duration,
+}
+
 /// The smallest HS256 secret accepted, in bytes (as the relay).
 pub const MIN_HS256_SECRET_LEN: usize = 32;
 

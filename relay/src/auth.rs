@@ -35,6 +35,23 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use url::Url;
 
+/// How clients are authorized (part of [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AuthSettings {
+    /// JWT verification key: an HS256 shared secret (at least 32 bytes, surrounding whitespace
+    /// trimmed) or an ES256 P-256 PEM key (PUBLIC KEY, PRIVATE KEY or EC PRIVATE KEY). See README.
+    #[arg(long, value_name = "FILE")]
+    pub auth_key: Option<std::path::PathBuf>,
+
+    /// Accept every client without a token. Without --auth-key the relay refuses to start unless
+    /// this is given.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
+}
+
 /// Seconds after `exp` during which a token is still accepted (clock skew allowance).
 pub const EXP_LEEWAY_SECS: u64 = 5;
 

@@ -1,4 +1,4 @@
-//! The relay's configuration: one struct, [`RelayConfig`], filled from command-line flags,
+//! The relay's configuration: [`RelayConfig`], filled from command-line flags,
 //! `BANYAN_RELAY_*` environment variables and an optional TOML file.
 //!
 //! Precedence, highest first: **flag > environment variable > TOML file > default**.
@@ -12,26 +12,31 @@
 //!   key an array. A higher layer's list replaces a lower layer's, it is not appended to.
 //! - The TOML file is named by `--config` / `BANYAN_RELAY_CONFIG`; unknown keys are an error.
 //!
-//! How: the flags and the variables are parsed by clap together (each variable becomes a
-//! synthetic `--flag=value` placed before the real arguments, for flags not given on the
-//! command line), so both go through the same value parsers; clap's
-//! [`ValueSource`](clap::parser::ValueSource) then tells explicit values from defaults. The
-//! result is serialized into a TOML table, the file's keys are laid over every key that was not
-//! explicit, and the merged table is deserialized back into [`RelayConfig`] (with
-//! `deny_unknown_fields`). Range and consistency checks live in [`RelayConfig::validate`],
-//! which runs after the merge so they apply to values from every layer.
+//! [`RelayConfig`] is a clap and serde struct of sub-configs that live beside the module they
+//! configure, flattened so flags and TOML keys stay flat: [`ServerSettings`] (relay.rs),
+//! [`HeartbeatSettings`] (heartbeat.rs), [`UpstreamSettings`] (upstream.rs), [`AuthSettings`]
+//! (auth.rs), [`LimitSettings`] (session.rs), [`CacheSettings`] (cache.rs), [`TrackSettings`]
+//! (track.rs) and [`InteractSettings`] (interact/). The layers are merged by
+//! [`banyan_control::layered::load`], the same code as the control plane's. Range and
+//! consistency checks live in [`RelayConfig::validate`], which runs after the merge so they
+//! apply to values from every layer; this module also holds the value parsers the sub-configs
+//! share (sizes, bit rates, URLs, host names).
 
-use std::collections::HashSet;
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::auth::AuthSettings;
+use crate::heartbeat::HeartbeatSettings;
+use crate::interact::InteractSettings;
+use crate::relay::ServerSettings;
+use crate::request::LimitSettings;
+use crate::track::cache::CacheSettings;
+use crate::track::TrackSettings;
+use crate::upstream::UpstreamSettings;
 
 /// The prefix of every environment variable the relay reads.
 pub const ENV_PREFIX: &str = "BANYAN_RELAY_";
@@ -49,115 +54,33 @@ Precedence: flag > environment variable > TOML file > default.";
 ///
 /// Build one with [`RelayConfig::load`] (process arguments and environment) or
 /// [`RelayConfig::load_from`] (tests); both merge the layers and [`validate`](Self::validate).
-#[derive(Debug, Clone, PartialEq, Parser, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, clap::Parser, Serialize, Deserialize)]
 #[command(name = "banyan-relay", version, about, long_about = None, after_help = AFTER_HELP)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct RelayConfig {
-    /// UDP address for MoQT, both raw QUIC (ALPN moqt-18) and WebTransport (HTTP/3) on one port.
-    #[arg(long, value_name = "ADDR", default_value = "[::]:4443")]
-    pub listen: SocketAddr,
+    /// Listening addresses and the certificate.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerSettings,
 
-    /// TLS certificate chain (PEM). Needs --tls-key; excludes --dev-cert.
-    #[arg(long, value_name = "PEM")]
-    pub tls_cert: Option<PathBuf>,
+    /// The control plane and what heartbeats report.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub heartbeat: HeartbeatSettings,
 
-    /// TLS private key (PEM) for --tls-cert.
-    #[arg(long, value_name = "PEM")]
-    pub tls_key: Option<PathBuf>,
+    /// Parent relays.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub upstream: UpstreamSettings,
 
-    /// Mint a short-lived, browser-acceptable development certificate at start-up, print its
-    /// SHA-256 hash and serve it at GET /certificate.sha256. Excludes --tls-cert/--tls-key.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub dev_cert: bool,
-
-    /// TCP address of the internal HTTP listener (/metrics, /health, /certificate.sha256).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
-    pub http_listen: SocketAddr,
-
-    /// A parent relay to subscribe to for namespaces nobody publishes here (the replication
-    /// tree): moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport);
-    /// the port defaults to 443. Repeatable, most preferred first; later ones are failovers.
-    /// With --control, these are used when the control plane names no parent or cannot be reached.
-    #[arg(long, value_name = "URL", value_parser = parse_upstream)]
-    #[serde(with = "serde_urls", default)]
-    pub upstream: Vec<Url>,
-
-    /// The control plane (an http:// base URL). The relay asks it for parents:
-    /// GET {control}/v1/route/{namespace}?relay={relay-id} → {"upstream": [URL, ...]}, and
-    /// reports to it every interval: POST {control}/v1/relays/heartbeat (its URLs, capacity,
-    /// load, broadcasts, parents); a response with "drain": true drains the relay like SIGTERM.
-    #[arg(long, value_name = "URL", value_parser = parse_control)]
-    #[serde(with = "serde_control", default)]
-    pub control: Option<Url>,
-
-    /// The host name (or IP address) clients and child relays reach this relay at, as reported
-    /// to the control plane in heartbeats: moqt://HOST:PORT and https://HOST:PORT/ with the
-    /// bound UDP port.
-    #[arg(long, value_name = "HOST", default_value = "localhost", value_parser = parse_public_host)]
-    #[serde(deserialize_with = "deserialize_public_host")]
-    pub public_host: String,
-
-    /// This relay's region (e.g. eu-west), reported to the control plane, which prefers relays
-    /// in the viewer's region.
-    #[arg(long, value_name = "REGION", default_value = "")]
-    pub region: String,
-
-    /// Most viewer sessions this relay offers the control plane for assignment
-    /// [default: --max-sessions].
-    #[arg(long, value_name = "N")]
-    pub capacity_viewers: Option<u32>,
-
-    /// Most egress this relay offers the control plane, in bits per second (suffixes Kbps,
-    /// Mbps, Gbps accepted, decimal); 0 = not limited by egress.
-    #[arg(long, value_name = "BPS", default_value = "0", value_parser = parse_bitrate)]
-    #[serde(with = "serde_bitrate")]
-    pub capacity_egress: u64,
-
-    /// Verify parent relays against the CA certificates in this PEM file (instead of the
-    /// system roots).
-    #[arg(long, value_name = "PEM")]
-    pub upstream_ca: Option<PathBuf>,
-
-    /// Accept any certificate from parent relays (still checking the handshake signature).
-    /// For development and loopback tests with dev certificates only.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub upstream_insecure: bool,
-
-    /// A JWT this relay presents to its parents in SETUP, when they require auth.
-    #[arg(long, value_name = "JWT")]
-    pub upstream_token: Option<String>,
-
-    /// How long a parent may be silent (QUIC keep-alives included) before it is taken for dead
-    /// and its tracks fail over to another parent. Also bounds connecting to a parent (3x).
-    #[arg(long, value_name = "DURATION", default_value = "750ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub upstream_timeout: Duration,
-
-    /// Most relays a request may pass through, this one included (edge = 1). A request relayed
-    /// through more is refused, as is one whose path already contains this relay (a loop).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    pub max_depth: usize,
-
-    /// JWT verification key: an HS256 shared secret (at least 32 bytes, surrounding whitespace
-    /// trimmed) or an ES256 P-256 PEM key (PUBLIC KEY, PRIVATE KEY or EC PRIVATE KEY). See README.
-    #[arg(long, value_name = "FILE")]
-    pub auth_key: Option<PathBuf>,
-
-    /// Accept every client without a token. Without --auth-key the relay refuses to start unless
-    /// this is given.
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub insecure_no_auth: bool,
+    /// Client authorization.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub auth: AuthSettings,
 
     /// A TOML file with more settings (keys are flag names, e.g. max-sessions = 500).
     /// Flags and environment variables override it.
     #[arg(long, value_name = "FILE")]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// This relay's name in logs, metrics, /health and loop detection
@@ -165,82 +88,25 @@ pub struct RelayConfig {
     #[arg(long, value_name = "ID", default_value = "", hide_default_value = true)]
     pub relay_id: String,
 
-    /// Most concurrent sessions (raw QUIC and WebTransport together); more are refused.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub max_sessions: usize,
+    /// Session limits.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub limits: LimitSettings,
 
-    /// Most concurrent subscriptions (SUBSCRIBE, FETCH, TRACK_STATUS) on one session.
-    #[arg(long, value_name = "N", default_value_t = 1_000)]
-    pub max_subscriptions_per_session: usize,
+    /// The group cache.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cache: CacheSettings,
 
-    /// Most namespaces (PUBLISH_NAMESPACE and SUBSCRIBE_NAMESPACE) on one session.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_namespaces_per_session: usize,
+    /// Lagging and waiting subscribers.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub track: TrackSettings,
 
-    /// Largest control message accepted, in bytes (at most 65535, the draft-18 limit).
-    #[arg(long, value_name = "BYTES", default_value = "65535", value_parser = parse_size)]
-    #[serde(with = "serde_size")]
-    pub max_message_size: usize,
-
-    /// Largest object payload accepted, in bytes (suffixes KiB, MiB, GiB accepted).
-    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_size)]
-    #[serde(with = "serde_size")]
-    pub max_object_size: usize,
-
-    /// Sustained control requests per second allowed on one session (token bucket rate).
-    #[arg(long, value_name = "PER_SEC", default_value_t = 200)]
-    pub request_rate: u32,
-
-    /// Requests one session may make in a burst above --request-rate (token bucket size).
-    #[arg(long, value_name = "N", default_value_t = 400)]
-    pub request_burst: u32,
-
-    /// Most recent groups kept in memory per track, so new subscribers start at once.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub cache_groups: usize,
-
-    /// Most bytes of cached objects across all tracks (suffixes KiB, MiB, GiB accepted).
-    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_size)]
-    #[serde(with = "serde_size")]
-    pub cache_bytes: usize,
-
-    /// How many groups a subscriber may fall behind the newest before its older group streams
-    /// are reset and it is skipped forward to the newest group.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub max_lag_groups: u64,
-
-    /// The longest a SUBSCRIBE for a track nobody publishes (yet) is held waiting for a
-    /// publisher: a SUBSCRIBE asks with RENDEZVOUS_TIMEOUT and gets the lesser of the two; one
-    /// without the parameter is refused at once with DOES_NOT_EXIST (draft-18) (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub rendezvous_max: Duration,
-
-    /// How long likes are summed before a new cumulative total goes to the parent (or, at
-    /// the origin, onto the `likes` track) (e.g. 100ms).
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub like_window: Duration,
-
-    /// Sustained likes per second one viewer may add (its token bucket allows 5 s of them at once).
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    pub like_rate: u32,
-
-    /// Sustained comments per second one viewer may send (bursts of 5 s of them).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub comment_rate: u32,
-
-    /// How long a broadcast's interaction state (like sums, chat rooms; at the origin its
-    /// `likes`, `chat/<room>` and `events` tracks) outlives its last use: no viewer or child
-    /// relay publishing interactions and, at the origin, no publisher (e.g. 60s).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
-    pub interact_idle: Duration,
-
-    /// The gift ledger (SQLite, created if missing). Gifts reaching this relay as the origin
-    /// are recorded there exactly once; without it they are refused as unavailable.
-    #[arg(long, value_name = "FILE")]
-    pub gift_ledger: Option<PathBuf>,
+    /// Likes, comments and gifts.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub interact: InteractSettings,
 
     /// A new session allowed to publish a live namespace takes it over at once (a restarted
     /// encoder is back on air without waiting for its dead session to time out): the old
@@ -253,7 +119,7 @@ pub struct RelayConfig {
 
     /// On SIGTERM, how long to wait for sessions to leave after GOAWAY before closing them.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    #[serde(with = "serde_duration")]
+    #[serde(with = "banyan_control::layered::serde_duration")]
     pub drain_timeout: Duration,
 
     /// Log filter in tracing's EnvFilter syntax (e.g. info, banyan_relay=debug,info).
@@ -342,9 +208,9 @@ impl RelayConfig {
         T: Into<OsString>,
         E: Fn(&str) -> Option<String>,
     {
-        let mut config = Self::merge(args, env)?;
+        let mut config: Self = banyan_control::layered::load(ENV_PREFIX, &[',', ' ', '\t', '\n'], args, env)?;
         if config.relay_id.is_empty() {
-            config.relay_id = format!("{}:{}", hostname(), config.listen.port());
+            config.relay_id = format!("{}:{}", hostname(), config.server.listen.port());
         }
         config.validate()?;
         Ok(config)
@@ -353,7 +219,7 @@ impl RelayConfig {
     /// Check ranges and consistency: exactly one certificate mode, an auth key or an explicit
     /// `--insecure-no-auth`, files that exist, limits in range, a parseable log filter.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match (self.dev_cert, &self.tls_cert, &self.tls_key) {
+        match (self.server.dev_cert, &self.server.tls_cert, &self.server.tls_key) {
             (true, None, None) => {}
             (true, _, _) => return Err(ConfigError::BothCertificateModes),
             (false, None, None) => return Err(ConfigError::NoCertificate),
@@ -363,7 +229,7 @@ impl RelayConfig {
             }
             (false, _, _) => return Err(ConfigError::IncompleteCertificate),
         }
-        match (&self.auth_key, self.insecure_no_auth) {
+        match (&self.auth.auth_key, self.auth.insecure_no_auth) {
             (Some(_), true) => return Err(ConfigError::BothAuthModes),
             (None, false) => return Err(ConfigError::NoAuth),
             (Some(key), false) => check_file("--auth-key", key)?,
@@ -371,94 +237,95 @@ impl RelayConfig {
         }
         check_range(
             "--max-message-size",
-            self.max_message_size,
+            self.limits.max_message_size,
             16..=MAX_CONTROL_MESSAGE_SIZE,
             "16 to 65535 bytes",
         )?;
         let positive = 1..=usize::MAX;
         check_range(
             "--max-sessions",
-            self.max_sessions,
+            self.limits.max_sessions,
             positive.clone(),
             "at least 1",
         )?;
         check_range(
             "--max-subscriptions-per-session",
-            self.max_subscriptions_per_session,
+            self.limits.max_subscriptions_per_session,
             positive.clone(),
             "at least 1",
         )?;
         check_range(
             "--max-namespaces-per-session",
-            self.max_namespaces_per_session,
+            self.limits.max_namespaces_per_session,
             positive.clone(),
             "at least 1",
         )?;
         check_range(
             "--max-object-size",
-            self.max_object_size,
+            self.limits.max_object_size,
             positive.clone(),
             "at least 1 byte",
         )?;
-        check_range("--cache-groups", self.cache_groups, positive, "at least 1")?;
-        if let Some(viewers) = self.capacity_viewers {
+        check_range("--cache-groups", self.cache.cache_groups, positive, "at least 1")?;
+        if let Some(viewers) = self.heartbeat.capacity_viewers {
             check_range("--capacity-viewers", viewers, 1..=u32::MAX, "at least 1")?;
         }
-        if self.region.len() > banyan_control::api::MAX_NAME_LEN || self.region.chars().any(char::is_control)
+        if self.heartbeat.region.len() > banyan_control::api::MAX_NAME_LEN
+            || self.heartbeat.region.chars().any(char::is_control)
         {
             return Err(ConfigError::OutOfRange {
                 flag: "--region",
-                value: self.region.clone(),
+                value: self.heartbeat.region.clone(),
                 expected: "at most 1024 bytes, no control characters",
             });
         }
         check_range(
             "--max-depth",
-            self.max_depth,
+            self.upstream.max_depth,
             1..=banyan_moq::message::hop_path::MAX_HOPS,
             "1 to 32",
         )?;
         let (ms, secs) = (Duration::from_millis, Duration::from_secs);
         check_duration(
             "--upstream-timeout",
-            self.upstream_timeout,
+            self.upstream.upstream_timeout,
             ms(100)..=secs(60),
             "100ms to 60s",
         )?;
         check_duration(
             "--like-window",
-            self.like_window,
+            self.interact.like_window,
             ms(10)..=secs(10),
             "10ms to 10s",
         )?;
         check_duration(
             "--interact-idle",
-            self.interact_idle,
+            self.interact.interact_idle,
             secs(1)..=secs(86_400),
             "1s to 24h",
         )?;
-        if self.upstream_insecure && self.upstream_ca.is_some() {
+        if self.upstream.upstream_insecure && self.upstream.upstream_ca.is_some() {
             return Err(ConfigError::BothUpstreamVerifications);
         }
-        if let Some(ca) = &self.upstream_ca {
+        if let Some(ca) = &self.upstream.upstream_ca {
             check_file("--upstream-ca", ca)?;
         }
         check_range(
             "--request-rate",
-            self.request_rate,
+            self.limits.request_rate,
             1..=u32::MAX,
             "at least 1 per second",
         )?;
         check_range(
             "--request-burst",
-            self.request_burst,
-            self.request_rate.max(1)..=u32::MAX,
+            self.limits.request_burst,
+            self.limits.request_rate.max(1)..=u32::MAX,
             "at least --request-rate",
         )?;
         check_range(
             "--cache-bytes",
-            self.cache_bytes,
-            self.max_object_size..=usize::MAX,
+            self.cache.cache_bytes,
+            self.limits.max_object_size..=usize::MAX,
             "at least --max-object-size",
         )?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
@@ -470,107 +337,18 @@ impl RelayConfig {
         Ok(())
     }
 
-    /// Layer flags, environment and file; no validation.
-    fn merge<I, T, E>(args: I, env: E) -> anyhow::Result<Self>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString>,
-        E: Fn(&str) -> Option<String>,
-    {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let cmd = Self::command();
-
-        // Which flags the command line sets (these hide the environment).
-        let cli = cmd.clone().try_get_matches_from(&args)?;
-        let on_cli = explicit_ids(&cmd, &cli);
-
-        // Variables become `--flag=value` arguments for flags not on the command line.
-        let program = args.first().cloned().unwrap_or_else(|| "banyan-relay".into());
-        let mut env_args: Vec<OsString> = Vec::new();
-        for arg in cmd.get_arguments() {
-            let (id, Some(long)) = (arg.get_id().as_str(), arg.get_long()) else {
-                continue;
-            };
-            if on_cli.contains(id) {
-                continue;
-            }
-            let var = env_var_name(id);
-            let Some(value) = env(&var).filter(|v| !v.trim().is_empty()) else {
-                continue;
-            };
-            let values: Vec<&str> = if arg.get_action().takes_values() && is_list(arg) {
-                value
-                    .split([',', ' ', '\t', '\n'])
-                    .filter(|v| !v.is_empty())
-                    .collect()
-            } else {
-                vec![value.trim()]
-            };
-            for v in values {
-                let flag = OsString::from(format!("--{long}={v}"));
-                // Parse each alone first, so an error names the variable.
-                cmd.clone()
-                    .try_get_matches_from([program.clone(), flag.clone()])
-                    .with_context(|| format!("environment variable {var}={value:?}"))?;
-                env_args.push(flag);
-            }
-        }
-
-        let mut all = Vec::with_capacity(1 + env_args.len() + args.len());
-        all.push(program);
-        all.extend(env_args);
-        all.extend(args.into_iter().skip(1));
-        let matches = cmd.clone().try_get_matches_from(all)?;
-        let explicit = explicit_ids(&cmd, &matches);
-        let layered = Self::from_arg_matches(&matches)?;
-
-        let Some(path) = layered.config.clone() else {
-            return Ok(layered);
-        };
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading config file {}", path.display()))?;
-        let file: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?;
-
-        let mut merged =
-            toml::Table::try_from(&layered).context("internal error: serializing the configuration")?;
-        for (key, value) in file {
-            if key == "config" {
-                anyhow::bail!(
-                    "config file {}: `config` cannot be set inside a config file",
-                    path.display()
-                );
-            }
-            if !explicit.contains(key.replace('-', "_").as_str()) {
-                merged.insert(key, value);
-            }
-        }
-        let mut config: Self = toml::Value::Table(merged)
-            .try_into()
-            .with_context(|| format!("config file {}", path.display()))?;
-        config.config = Some(path);
-        Ok(config)
-    }
-
     /// The viewer capacity reported to the control plane: `--capacity-viewers`, or
     /// `--max-sessions` when not given.
     pub fn capacity_viewers(&self) -> u32 {
-        self.capacity_viewers
-            .unwrap_or_else(|| u32::try_from(self.max_sessions).unwrap_or(u32::MAX))
-    }
-
-    /// The TLS certificate and key paths, when a real certificate (not `--dev-cert`) is used.
-    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) if !self.dev_cert => Some((cert, key)),
-            _ => None,
-        }
+        self.heartbeat
+            .capacity_viewers
+            .unwrap_or_else(|| u32::try_from(self.limits.max_sessions).unwrap_or(u32::MAX))
     }
 }
 
 /// The environment variable for a flag's argument id: `max_sessions` → `BANYAN_RELAY_MAX_SESSIONS`.
 pub fn env_var_name(id: &str) -> String {
-    format!("{ENV_PREFIX}{}", id.replace('-', "_").to_ascii_uppercase())
+    banyan_control::layered::env_var_name(ENV_PREFIX, id)
 }
 
 /// Parse and check an upstream URL: `moqt://` (raw QUIC) or `https://` (WebTransport), with a host.
@@ -690,20 +468,6 @@ fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     Some((digits.parse().ok()?, unit.trim()))
 }
 
-/// Argument ids whose value came from the command line (after env vars became arguments).
-fn explicit_ids(cmd: &clap::Command, matches: &clap::ArgMatches) -> HashSet<String> {
-    cmd.get_arguments()
-        .map(|a| a.get_id().as_str())
-        .filter(|id| matches!(matches.value_source(id), Some(ValueSource::CommandLine)))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// True for repeatable arguments (`Vec` fields).
-fn is_list(arg: &clap::Arg) -> bool {
-    matches!(arg.get_action(), clap::ArgAction::Append)
-}
-
 fn check_file(flag: &'static str, path: &Path) -> Result<(), ConfigError> {
     if path.is_file() {
         Ok(())
@@ -765,28 +529,8 @@ fn hostname() -> String {
         .unwrap_or_else(|| "relay".to_owned())
 }
 
-/// `Duration` as humantime text (`"5s"`, `"1m 30s"`).
-mod serde_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration like \"5s\" or \"500ms\": {e}"
-            ))
-        })
-    }
-}
-
 /// Byte sizes as an integer or a string with a unit (see [`super::parse_size`]).
-mod serde_size {
+pub(crate) mod serde_size {
     use serde::{Deserialize, Deserializer, Serializer};
 
     #[derive(Deserialize)]
@@ -809,12 +553,12 @@ mod serde_size {
 }
 
 /// `--public-host` from TOML, checked (and an IPv6 address bracketed) like the flag.
-fn deserialize_public_host<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn deserialize_public_host<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     parse_public_host(&String::deserialize(d)?).map_err(serde::de::Error::custom)
 }
 
 /// Bit rates as an integer or a string with a unit (see [`super::parse_bitrate`]).
-mod serde_bitrate {
+pub(crate) mod serde_bitrate {
     use serde::{Deserialize, Deserializer, Serializer};
 
     #[derive(Deserialize)]
@@ -837,7 +581,7 @@ mod serde_bitrate {
 }
 
 /// The control URL as a string, checked by [`super::parse_control`].
-mod serde_control {
+pub(crate) mod serde_control {
     use serde::{Deserialize, Deserializer, Serializer};
     use url::Url;
 
@@ -856,7 +600,7 @@ mod serde_control {
 }
 
 /// Upstream URLs as an array of strings, each checked by [`super::parse_upstream`].
-mod serde_urls {
+pub(crate) mod serde_urls {
     use serde::{Deserialize, Deserializer, Serializer};
     use url::Url;
 
@@ -876,6 +620,8 @@ mod serde_urls {
 mod tests {
     use std::collections::HashMap;
     use std::io::Write as _;
+
+    use clap::CommandFactory as _;
 
     use super::*;
 
@@ -920,31 +666,36 @@ mod tests {
     #[test]
     fn defaults() {
         let c = load(MINIMAL, &[]).unwrap();
-        assert_eq!(c.listen, "[::]:4443".parse().unwrap());
-        assert_eq!(c.http_listen, "127.0.0.1:9090".parse().unwrap());
-        assert!(c.dev_cert && c.insecure_no_auth && c.publisher_takeover);
-        assert_eq!(c.max_sessions, 10_000);
-        assert_eq!(c.max_subscriptions_per_session, 1_000);
-        assert_eq!(c.max_namespaces_per_session, 64);
-        assert_eq!(c.max_message_size, 65535);
-        assert_eq!(c.max_object_size, 8 << 20);
-        assert_eq!((c.request_rate, c.request_burst), (200, 400));
-        assert_eq!((c.cache_groups, c.cache_bytes), (4, 256 << 20));
-        assert_eq!(c.max_lag_groups, 2);
-        assert_eq!(c.rendezvous_max, Duration::from_secs(5));
+        assert_eq!(c.server.listen, "[::]:4443".parse().unwrap());
+        assert_eq!(c.server.http_listen, "127.0.0.1:9090".parse().unwrap());
+        assert!(c.server.dev_cert && c.auth.insecure_no_auth && c.publisher_takeover);
+        assert_eq!(c.limits.max_sessions, 10_000);
+        assert_eq!(c.limits.max_subscriptions_per_session, 1_000);
+        assert_eq!(c.limits.max_namespaces_per_session, 64);
+        assert_eq!(c.limits.max_message_size, 65535);
+        assert_eq!(c.limits.max_object_size, 8 << 20);
+        assert_eq!((c.limits.request_rate, c.limits.request_burst), (200, 400));
+        assert_eq!((c.cache.cache_groups, c.cache.cache_bytes), (4, 256 << 20));
+        assert_eq!(c.track.max_lag_groups, 2);
+        assert_eq!(c.track.rendezvous_max, Duration::from_secs(5));
         assert_eq!(
-            (c.like_window, c.like_rate, c.comment_rate, c.interact_idle),
+            (
+                c.interact.like_window,
+                c.interact.like_rate,
+                c.interact.comment_rate,
+                c.interact.interact_idle
+            ),
             (Duration::from_millis(100), 20, 1, Duration::from_secs(60))
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert_eq!(c.log, "info");
-        assert!(c.upstream.is_empty());
+        assert!(c.upstream.upstream.is_empty());
         assert!(c.relay_id.ends_with(":4443"), "{}", c.relay_id);
-        assert_eq!(c.public_host, "localhost");
-        assert_eq!(c.region, "");
-        assert_eq!(c.capacity_viewers, None);
+        assert_eq!(c.heartbeat.public_host, "localhost");
+        assert_eq!(c.heartbeat.region, "");
+        assert_eq!(c.heartbeat.capacity_viewers, None);
         assert_eq!(c.capacity_viewers(), 10_000, "follows --max-sessions");
-        assert_eq!(c.capacity_egress, 0);
+        assert_eq!(c.heartbeat.capacity_egress, 0);
         let c = load(&["--dev-cert", "--insecure-no-auth", "--max-sessions", "50"], &[]).unwrap();
         assert_eq!(c.capacity_viewers(), 50);
     }
@@ -977,16 +728,16 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.public_host, "[2001:db8::7]");
-        assert_eq!(c.region, "eu-west");
+        assert_eq!(c.heartbeat.public_host, "[2001:db8::7]");
+        assert_eq!(c.heartbeat.region, "eu-west");
         assert_eq!(c.capacity_viewers(), 300);
-        assert_eq!(c.capacity_egress, 10_000_000_000);
-        assert_eq!(c.listen.port(), 5000);
-        assert_eq!(c.upstream.len(), 2);
-        assert_eq!(c.upstream[0].scheme(), "moqt");
-        assert_eq!(c.upstream[1].as_str(), "https://other.example/moq");
-        assert_eq!(c.max_object_size, 1 << 20);
-        assert_eq!(c.rendezvous_max, Duration::from_millis(250));
+        assert_eq!(c.heartbeat.capacity_egress, 10_000_000_000);
+        assert_eq!(c.server.listen.port(), 5000);
+        assert_eq!(c.upstream.upstream.len(), 2);
+        assert_eq!(c.upstream.upstream[0].scheme(), "moqt");
+        assert_eq!(c.upstream.upstream[1].as_str(), "https://other.example/moq");
+        assert_eq!(c.limits.max_object_size, 1 << 20);
+        assert_eq!(c.track.rendezvous_max, Duration::from_millis(250));
         assert!(!c.publisher_takeover);
         assert_eq!(c.relay_id, "edge-1");
     }
@@ -1018,24 +769,24 @@ capacity-egress = "2Gbps"
             ),
         );
         let c = load(&["--config", toml.to_str().unwrap()], &[]).unwrap();
-        assert_eq!(c.listen.port(), 7000);
-        assert!(c.dev_cert);
-        assert_eq!(c.auth_key.as_deref(), Some(key.as_path()));
-        assert_eq!(c.upstream[0].as_str(), "moqt://parent:4443");
-        assert_eq!(c.max_sessions, 5);
-        assert_eq!(c.cache_bytes, 1 << 30);
-        assert_eq!(c.max_object_size, 1 << 20);
-        assert_eq!(c.rendezvous_max, Duration::from_secs(2));
+        assert_eq!(c.server.listen.port(), 7000);
+        assert!(c.server.dev_cert);
+        assert_eq!(c.auth.auth_key.as_deref(), Some(key.as_path()));
+        assert_eq!(c.upstream.upstream[0].as_str(), "moqt://parent:4443");
+        assert_eq!(c.limits.max_sessions, 5);
+        assert_eq!(c.cache.cache_bytes, 1 << 30);
+        assert_eq!(c.limits.max_object_size, 1 << 20);
+        assert_eq!(c.track.rendezvous_max, Duration::from_secs(2));
         assert!(!c.publisher_takeover);
         assert_eq!(c.log, "debug");
-        assert_eq!(c.public_host, "relay.example");
-        assert_eq!(c.region, "us-east");
+        assert_eq!(c.heartbeat.public_host, "relay.example");
+        assert_eq!(c.heartbeat.region, "us-east");
         assert_eq!(c.capacity_viewers(), 250);
-        assert_eq!(c.capacity_egress, 2_000_000_000);
+        assert_eq!(c.heartbeat.capacity_egress, 2_000_000_000);
         assert_eq!(c.config.as_deref(), Some(toml.as_path()));
         // Untouched keys keep their defaults.
-        assert_eq!(c.max_lag_groups, 2);
-        assert_eq!(c.http_listen.port(), 9090);
+        assert_eq!(c.track.max_lag_groups, 2);
+        assert_eq!(c.server.http_listen.port(), 9090);
     }
 
     #[test]
@@ -1068,15 +819,15 @@ capacity-egress = 1000
             ("BANYAN_RELAY_CAPACITY_EGRESS", "5Mbps"),
         ];
         let c = load(&[], &env).unwrap();
-        assert_eq!(c.region, "from-env", "env over file");
-        assert_eq!(c.capacity_egress, 5_000_000, "env over file");
+        assert_eq!(c.heartbeat.region, "from-env", "env over file");
+        assert_eq!(c.heartbeat.capacity_egress, 5_000_000, "env over file");
         assert_eq!(c.capacity_viewers(), 10, "file over default");
-        assert_eq!(c.max_sessions, 6, "env over file");
-        assert_eq!(c.max_lag_groups, 8, "env over file");
-        assert_eq!(c.cache_groups, 9, "file over default");
+        assert_eq!(c.limits.max_sessions, 6, "env over file");
+        assert_eq!(c.track.max_lag_groups, 8, "env over file");
+        assert_eq!(c.cache.cache_groups, 9, "file over default");
         assert!(!c.publisher_takeover, "env false over file true");
         assert_eq!(c.log, "info");
-        let ups: Vec<&str> = c.upstream.iter().map(Url::as_str).collect();
+        let ups: Vec<&str> = c.upstream.upstream.iter().map(Url::as_str).collect();
         assert_eq!(
             ups,
             ["moqt://from-env:1", "https://from-env:2/x"],
@@ -1095,12 +846,12 @@ capacity-egress = 1000
             &env,
         )
         .unwrap();
-        assert_eq!(c.max_sessions, 7, "flag over env");
-        assert_eq!(c.region, "from-flag", "flag over env");
-        assert_eq!(c.max_lag_groups, 8);
-        assert_eq!(c.cache_groups, 9);
-        assert_eq!(c.upstream.len(), 1);
-        assert_eq!(c.upstream[0].as_str(), "moqt://from-flag:1");
+        assert_eq!(c.limits.max_sessions, 7, "flag over env");
+        assert_eq!(c.heartbeat.region, "from-flag", "flag over env");
+        assert_eq!(c.track.max_lag_groups, 8);
+        assert_eq!(c.cache.cache_groups, 9);
+        assert_eq!(c.upstream.upstream.len(), 1);
+        assert_eq!(c.upstream.upstream[0].as_str(), "moqt://from-flag:1");
 
         // A flag that sets a bool back to false beats the file.
         let c = load(
@@ -1116,8 +867,67 @@ capacity-egress = 1000
             &[],
         )
         .unwrap();
-        assert!(!c.dev_cert);
-        assert!(c.tls_files().is_some());
+        assert!(!c.server.dev_cert);
+        assert!(c.server.tls_files().is_some());
+    }
+
+    #[test]
+    fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
+        use banyan_control::layered::{check_layering, Layering};
+        let settings: &[Layering<RelayConfig>] = &[
+            ("max-sessions", ["5", "6", "7"], ["10000", "5", "6", "7"], |c| {
+                c.limits.max_sessions.to_string()
+            }),
+            (
+                "rendezvous-max",
+                ["\"2s\"", "3s", "4s"],
+                ["5s", "2s", "3s", "4s"],
+                |c| format!("{:?}", c.track.rendezvous_max),
+            ),
+            (
+                "cache-bytes",
+                ["\"1GiB\"", "2GiB", "3GiB"],
+                ["268435456", "1073741824", "2147483648", "3221225472"],
+                |c| c.cache.cache_bytes.to_string(),
+            ),
+            (
+                "capacity-egress",
+                ["\"1Gbps\"", "2Gbps", "3Gbps"],
+                ["0", "1000000000", "2000000000", "3000000000"],
+                |c| c.heartbeat.capacity_egress.to_string(),
+            ),
+            (
+                "publisher-takeover",
+                ["false", "yes", "false"],
+                ["true", "false", "true", "false"],
+                |c| c.publisher_takeover.to_string(),
+            ),
+            ("region", ["\"f\"", "e", "g"], ["", "f", "e", "g"], |c| {
+                c.heartbeat.region.clone()
+            }),
+            (
+                "capacity-viewers",
+                ["10", "11", "12"],
+                ["None", "Some(10)", "Some(11)", "Some(12)"],
+                |c| format!("{:?}", c.heartbeat.capacity_viewers),
+            ),
+            (
+                "upstream",
+                ["[\"moqt://f:1\"]", "moqt://e:1, moqt://e:2", "moqt://g:1"],
+                ["", "moqt://f:1", "moqt://e:1 moqt://e:2", "moqt://g:1"],
+                |c| {
+                    c.upstream
+                        .upstream
+                        .iter()
+                        .map(Url::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                },
+            ),
+        ];
+        let fx = Fixture::new("kinds");
+        let file = fx.dir.join("relay.toml");
+        check_layering(load, ENV_PREFIX, MINIMAL, &file, settings).unwrap();
     }
 
     #[test]
@@ -1132,7 +942,8 @@ capacity-egress = 1000
         assert!(load(&["--config", toml.to_str().unwrap()], &[]).is_err());
 
         let toml = fx.file("relay3.toml", "max-sessions = \"many\"\n");
-        assert!(load(&["--config", toml.to_str().unwrap()], &[]).is_err());
+        let err = load(&["--config", toml.to_str().unwrap()], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("key `max-sessions`"), "{err:#}");
 
         let toml = fx.file("relay4.toml", "public-host = \"h:1\"\n");
         let err = load(
@@ -1262,7 +1073,7 @@ capacity-egress = 1000
         ));
 
         let c = load(&["--insecure-no-auth", "--tls-cert", pem, "--tls-key", pem], &[]).unwrap();
-        assert_eq!(c.tls_files(), Some((Path::new(pem), Path::new(pem))));
+        assert_eq!(c.server.tls_files(), Some((Path::new(pem), Path::new(pem))));
     }
 
     #[test]

@@ -32,6 +32,45 @@ use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::track::Tracks;
 
+/// The control plane and what the relay tells it about itself (part of
+/// [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+// Listed in --help after --upstream (display order 5), as they always were.
+#[command(next_display_order = 6)]
+pub struct HeartbeatSettings {
+    /// The control plane (an http:// base URL). The relay asks it for parents:
+    /// GET {control}/v1/route/{namespace}?relay={relay-id} → {"upstream": [URL, ...]}, and
+    /// reports to it every interval: POST {control}/v1/relays/heartbeat (its URLs, capacity,
+    /// load, broadcasts, parents); a response with "drain": true drains the relay like SIGTERM.
+    #[arg(long, value_name = "URL", value_parser = crate::config::parse_control)]
+    #[serde(with = "crate::config::serde_control", default)]
+    pub control: Option<Url>,
+
+    /// The host name (or IP address) clients and child relays reach this relay at, as reported
+    /// to the control plane in heartbeats: moqt://HOST:PORT and https://HOST:PORT/ with the
+    /// bound UDP port.
+    #[arg(long, value_name = "HOST", default_value = "localhost", value_parser = crate::config::parse_public_host)]
+    #[serde(deserialize_with = "crate::config::deserialize_public_host")]
+    pub public_host: String,
+
+    /// This relay's region (e.g. eu-west), reported to the control plane, which prefers relays
+    /// in the viewer's region.
+    #[arg(long, value_name = "REGION", default_value = "")]
+    pub region: String,
+
+    /// Most viewer sessions this relay offers the control plane for assignment
+    /// [default: --max-sessions].
+    #[arg(long, value_name = "N")]
+    pub capacity_viewers: Option<u32>,
+
+    /// Most egress this relay offers the control plane, in bits per second (suffixes Kbps,
+    /// Mbps, Gbps accepted, decimal); 0 = not limited by egress.
+    #[arg(long, value_name = "BPS", default_value = "0", value_parser = crate::config::parse_bitrate)]
+    #[serde(with = "crate::config::serde_bitrate")]
+    pub capacity_egress: u64,
+}
+
 /// The interval before the control plane has named one.
 pub const FIRST_INTERVAL: Duration = Duration::from_secs(1);
 

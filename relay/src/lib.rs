@@ -31,7 +31,9 @@
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
 //!   session per parent, relay paths for loop and depth safety.
 //! - [`tasks`]: [`tasks::Tasks`], a set of background tasks owned by its holder.
-//! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML.
+//! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML,
+//!   made of the modules' own settings structs (`relay::ServerSettings`, `track::cache::CacheSettings`,
+//!   ...), its validation and the value parsers they share.
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.

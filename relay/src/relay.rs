@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +35,44 @@ use crate::track::forward::ForwardConfig;
 use crate::track::{TrackConfig, Tracks};
 use crate::upstream::{self, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver};
 
+/// Where the relay listens and which certificate it serves (part of [`RelayConfig`]).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// UDP address for MoQT, both raw QUIC (ALPN moqt-18) and WebTransport (HTTP/3) on one port.
+    #[arg(long, value_name = "ADDR", default_value = "[::]:4443")]
+    pub listen: SocketAddr,
+
+    /// TLS certificate chain (PEM). Needs --tls-key; excludes --dev-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mint a short-lived, browser-acceptable development certificate at start-up, print its
+    /// SHA-256 hash and serve it at GET /certificate.sha256. Excludes --tls-cert/--tls-key.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_cert: bool,
+
+    /// TCP address of the internal HTTP listener (/metrics, /health, /certificate.sha256).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+    pub http_listen: SocketAddr,
+}
+
+impl ServerSettings {
+    /// The TLS certificate and key paths, when a real certificate (not `--dev-cert`) is used.
+    pub fn tls_files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) if !self.dev_cert => Some((cert, key)),
+            _ => None,
+        }
+    }
+}
+
 /// A bound, ready-to-run relay.
 #[derive(Debug)]
 pub struct Relay {
@@ -53,31 +90,32 @@ pub struct Relay {
 impl Relay {
     /// Bind the QUIC port and the HTTP listener, and load (or mint) the certificate.
     pub async fn bind(config: &RelayConfig) -> anyhow::Result<Self> {
-        let identity = match (&config.tls_cert, &config.tls_key) {
+        let (server_cfg, limits) = (&config.server, &config.limits);
+        let identity = match (&server_cfg.tls_cert, &server_cfg.tls_key) {
             (Some(cert), Some(key)) => {
                 Identity::load_pem(cert, key).context("loading the TLS certificate and key")?
             }
             _ => Identity::mint_dev(&DevOptions::default()).context("minting a development certificate")?,
         };
-        let cert_hash = config.dev_cert.then(|| identity.sha256().to_hex());
+        let cert_hash = server_cfg.dev_cert.then(|| identity.sha256().to_hex());
         let tls = banyan_certs::server_config(&identity, &[]).context("building the TLS configuration")?;
         let hop_id = upstream::hop_id(&config.relay_id);
         let session_config = SessionConfig {
-            max_message_size: config.max_message_size,
-            max_object_size: config.max_object_size,
+            max_message_size: limits.max_message_size,
+            max_object_size: limits.max_object_size,
             hop_id: Some(hop_id),
             ..SessionConfig::default()
         };
         let transport = TransportConfig {
-            max_concurrent_requests: u32::try_from(config.max_subscriptions_per_session.saturating_add(16))
+            max_concurrent_requests: u32::try_from(limits.max_subscriptions_per_session.saturating_add(16))
                 .unwrap_or(u32::MAX),
             ..TransportConfig::default()
         };
-        let server = Server::bind(config.listen, tls, &transport, session_config.clone())
-            .with_context(|| format!("binding the relay to udp {}", config.listen))?;
-        let http = tokio::net::TcpListener::bind(config.http_listen)
+        let server = Server::bind(server_cfg.listen, tls, &transport, session_config.clone())
+            .with_context(|| format!("binding the relay to udp {}", server_cfg.listen))?;
+        let http = tokio::net::TcpListener::bind(server_cfg.http_listen)
             .await
-            .with_context(|| format!("binding the HTTP listener to {}", config.http_listen))?;
+            .with_context(|| format!("binding the HTTP listener to {}", server_cfg.http_listen))?;
 
         let (shared, ledger) = shared_state(config, hop_id, &session_config)?;
         let heartbeat = reporter(config, &server, &http, cert_hash.as_deref())?;
@@ -87,7 +125,7 @@ impl Relay {
             shared,
             cert_hash,
             relay_id: config.relay_id.clone(),
-            max_sessions: config.max_sessions,
+            max_sessions: limits.max_sessions,
             drain_timeout: config.drain_timeout,
             heartbeat,
             gifts: ledger,
@@ -234,7 +272,7 @@ fn shared_state(
     hop_id: u64,
     session_config: &SessionConfig,
 ) -> anyhow::Result<(Arc<Shared>, Option<Arc<Ledger>>)> {
-    let auth = match &config.auth_key {
+    let auth = match &config.auth.auth_key {
         Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
         None => None,
     };
@@ -245,15 +283,15 @@ fn shared_state(
         namespaces.clone(),
         parents,
         TrackConfig {
-            cache_groups: config.cache_groups,
-            rendezvous_max: config.rendezvous_max,
+            cache_groups: config.cache.cache_groups,
+            rendezvous_max: config.track.rendezvous_max,
             linger: Duration::from_secs(2),
             failover_window: FAILOVER_WINDOW,
         },
-        CacheBudget::new(config.cache_bytes),
+        CacheBudget::new(config.cache.cache_bytes),
         metrics.clone(),
     );
-    let ledger = match &config.gift_ledger {
+    let ledger = match &config.interact.gift_ledger {
         Some(path) => {
             Some(Arc::new(Ledger::open(path).with_context(|| {
                 format!("opening the gift ledger {}", path.display())
@@ -262,15 +300,7 @@ fn shared_state(
         None => None,
     };
     let interact = Hub::new(
-        InteractConfig {
-            window: config.like_window,
-            like_rate: f64::from(config.like_rate),
-            like_burst: f64::from(config.like_rate) * 5.0,
-            comment_rate: f64::from(config.comment_rate),
-            comment_burst: f64::from(config.comment_rate) * 5.0,
-            idle: config.interact_idle,
-            ..InteractConfig::default()
-        },
+        InteractConfig::from(&config.interact),
         tracks.clone(),
         namespaces.clone(),
         metrics.clone(),
@@ -282,20 +312,14 @@ fn shared_state(
         interact,
         metrics,
         auth,
-        limits: SessionLimits {
-            subscriptions: config.max_subscriptions_per_session,
-            namespaces: config.max_namespaces_per_session,
-            // The configuration checks both are at least 1.
-            request_rate: NonZeroU32::new(config.request_rate).unwrap_or(NonZeroU32::MIN),
-            request_burst: NonZeroU32::new(config.request_burst).unwrap_or(NonZeroU32::MIN),
-        },
+        limits: SessionLimits::from(&config.limits),
         forward: ForwardConfig {
-            max_lag: usize::try_from(config.max_lag_groups).unwrap_or(usize::MAX),
+            max_lag: usize::try_from(config.track.max_lag_groups).unwrap_or(usize::MAX),
             drain: Duration::from_secs(2),
         },
         publisher_takeover: config.publisher_takeover,
         hop_id,
-        max_depth: config.max_depth,
+        max_depth: config.upstream.max_depth,
         tasks: Tasks::default(),
     });
     Ok((shared, ledger))
@@ -308,10 +332,10 @@ fn reporter(
     http: &tokio::net::TcpListener,
     cert_hash: Option<&str>,
 ) -> anyhow::Result<Option<Reporter>> {
-    let heartbeat = match &config.control {
+    let heartbeat = match &config.heartbeat.control {
         Some(control) => {
             let urls = heartbeat::relay_urls(
-                &config.public_host,
+                &config.heartbeat.public_host,
                 server.local_addr().context("reading the bound UDP address")?,
                 http.local_addr().context("reading the bound HTTP address")?,
             );
@@ -320,10 +344,10 @@ fn reporter(
                 relay_id: config.relay_id.clone(),
                 urls,
                 cert_sha256: cert_hash.map(str::to_owned),
-                region: config.region.clone(),
+                region: config.heartbeat.region.clone(),
                 capacity: Capacity {
                     max_viewers: config.capacity_viewers(),
-                    egress_bps: config.capacity_egress,
+                    egress_bps: config.heartbeat.capacity_egress,
                 },
                 timeout: Duration::from_secs(2),
             })
@@ -343,20 +367,20 @@ fn parents(
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<Arc<Parents>>> {
     let mut resolvers: Vec<Arc<dyn Resolver>> = Vec::new();
-    if let Some(control) = &config.control {
+    if let Some(control) = &config.heartbeat.control {
         let resolver = HttpResolver::new(control.clone(), config.relay_id.clone(), Duration::from_secs(2))
             .context("setting up the control plane client")?;
         resolvers.push(Arc::new(resolver));
     }
-    if !config.upstream.is_empty() {
-        resolvers.push(Arc::new(StaticResolver::new(config.upstream.clone())));
+    if !config.upstream.upstream.is_empty() {
+        resolvers.push(Arc::new(StaticResolver::new(config.upstream.upstream.clone())));
     }
     if resolvers.is_empty() {
         return Ok(None);
     }
-    let verification = if config.upstream_insecure {
+    let verification = if config.upstream.upstream_insecure {
         ServerVerification::InsecureSkipVerify
-    } else if let Some(ca) = &config.upstream_ca {
+    } else if let Some(ca) = &config.upstream.upstream_ca {
         ServerVerification::CaFile(ca.clone())
     } else {
         ServerVerification::SystemRoots
@@ -367,12 +391,12 @@ fn parents(
     // A short idle timeout with frequent keep-alives: a parent that dies silently is noticed
     // within --upstream-timeout, which bounds failover.
     let transport = TransportConfig {
-        idle_timeout: config.upstream_timeout,
-        keep_alive: config.upstream_timeout / 4,
+        idle_timeout: config.upstream.upstream_timeout,
+        keep_alive: config.upstream.upstream_timeout / 4,
         ..TransportConfig::default()
     };
     let client_config = SessionConfig {
-        setup_timeout: config.upstream_timeout * 3,
+        setup_timeout: config.upstream.upstream_timeout * 3,
         ..session_config.clone()
     };
     let client =
@@ -382,7 +406,7 @@ fn parents(
         Arc::new(Resolvers(resolvers)),
         ParentsConfig {
             hop_id,
-            token: config.upstream_token.clone(),
+            token: config.upstream.upstream_token.clone(),
             retry_after: Duration::from_secs(1),
         },
         metrics.clone(),

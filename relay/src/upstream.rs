@@ -34,6 +34,47 @@ use url::Url;
 
 use crate::metrics::Metrics;
 
+/// The parents and how to reach them (part of [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UpstreamSettings {
+    /// A parent relay to subscribe to for namespaces nobody publishes here (the replication
+    /// tree): moqt://host[:port][/path] (raw QUIC) or https://host[:port]/path (WebTransport);
+    /// the port defaults to 443. Repeatable, most preferred first; later ones are failovers.
+    /// With --control, these are used when the control plane names no parent or cannot be reached.
+    // Listed in --help before the control plane's flags, as it always was.
+    #[arg(long, value_name = "URL", value_parser = crate::config::parse_upstream, display_order = 5)]
+    #[serde(with = "crate::config::serde_urls", default)]
+    pub upstream: Vec<Url>,
+
+    /// Verify parent relays against the CA certificates in this PEM file (instead of the
+    /// system roots).
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<std::path::PathBuf>,
+
+    /// Accept any certificate from parent relays (still checking the handshake signature).
+    /// For development and loopback tests with dev certificates only.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub upstream_insecure: bool,
+
+    /// A JWT this relay presents to its parents in SETUP, when they require auth.
+    #[arg(long, value_name = "JWT")]
+    pub upstream_token: Option<String>,
+
+    /// How long a parent may be silent (QUIC keep-alives included) before it is taken for dead
+    /// and its tracks fail over to another parent. Also bounds connecting to a parent (3x).
+    #[arg(long, value_name = "DURATION", default_value = "750ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "banyan_control::layered::serde_duration")]
+    pub upstream_timeout: Duration,
+
+    /// Most relays a request may pass through, this one included (edge = 1). A request relayed
+    /// through more is refused, as is one whose path already contains this relay (a loop).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_depth: usize,
+}
+
 /// What [`Resolver::resolve`] returns.
 pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<Url>, ResolveError>> + Send + 'a>>;
 

@@ -12,6 +12,50 @@ pub mod process;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
+/// Which spawner grows the fleet and what it gives the relays it starts (part of
+/// [`ControlConfig`](crate::config::ControlConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SpawnerSettings {
+    /// Spawner backend.
+    #[arg(long, value_enum, default_value = "process")]
+    pub spawner: crate::config::SpawnerKind,
+
+    /// The banyan-relay binary for the process spawner [default: beside this executable].
+    #[arg(long, value_name = "PATH")]
+    pub relay_binary: Option<std::path::PathBuf>,
+
+    /// Region given to spawned relays.
+    #[arg(long, value_name = "REGION", default_value = "local")]
+    pub spawn_region: String,
+
+    /// Viewer capacity given to spawned relays (--capacity-viewers); also the capacity the
+    /// autoscaler expects from a relay it has spawned but not heard from yet.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub spawn_capacity_viewers: u32,
+
+    /// Host spawned relays bind to and advertise.
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub spawn_host: String,
+
+    /// An extra argument for every spawned relay (repeatable), e.g. --spawn-relay-arg=--dev-cert.
+    #[arg(long = "spawn-relay-arg", value_name = "ARG", allow_hyphen_values = true)]
+    #[serde(default)]
+    pub spawn_relay_arg: Vec<String>,
+
+    /// Directory for spawned relays' generated configs and logs [default: a new temp directory].
+    #[arg(long, value_name = "DIR")]
+    pub spawn_dir: Option<std::path::PathBuf>,
+
+    /// Kubernetes namespace of the relay StatefulSet.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub k8s_namespace: String,
+
+    /// Name of the relay StatefulSet (its pods are relay ids `<name>-<ordinal>`).
+    #[arg(long, value_name = "NAME", default_value = "banyan-relay")]
+    pub k8s_statefulset: String,
+}
+
 /// A boxed future, so [`Spawner`] is object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -22,6 +22,51 @@ pub mod viewer;
 
 use std::time::Duration;
 
+/// Interaction timing and rates (part of [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InteractSettings {
+    /// How long likes are summed before a new cumulative total goes to the parent (or, at
+    /// the origin, onto the `likes` track) (e.g. 100ms).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "banyan_control::layered::serde_duration")]
+    pub like_window: Duration,
+
+    /// Sustained likes per second one viewer may add (its token bucket allows 5 s of them at once).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub like_rate: u32,
+
+    /// Sustained comments per second one viewer may send (bursts of 5 s of them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub comment_rate: u32,
+
+    /// How long a broadcast's interaction state (like sums, chat rooms; at the origin its
+    /// `likes`, `chat/<room>` and `events` tracks) outlives its last use: no viewer or child
+    /// relay publishing interactions and, at the origin, no publisher (e.g. 60s).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[serde(with = "banyan_control::layered::serde_duration")]
+    pub interact_idle: Duration,
+
+    /// The gift ledger (SQLite, created if missing). Gifts reaching this relay as the origin
+    /// are recorded there exactly once; without it they are refused as unavailable.
+    #[arg(long, value_name = "FILE")]
+    pub gift_ledger: Option<std::path::PathBuf>,
+}
+
+impl From<&InteractSettings> for InteractConfig {
+    fn from(s: &InteractSettings) -> Self {
+        Self {
+            window: s.like_window,
+            like_rate: f64::from(s.like_rate),
+            like_burst: f64::from(s.like_rate) * 5.0,
+            comment_rate: f64::from(s.comment_rate),
+            comment_burst: f64::from(s.comment_rate) * 5.0,
+            idle: s.interact_idle,
+            ..Self::default()
+        }
+    }
+}
+
 /// Why an interaction was refused. Each maps to an application error code sent to the
 /// viewer (see [`Refusal::code`]) and to a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -31,6 +31,55 @@ impl SessionLimits {
     }
 }
 
+/// Limits on sessions and what each may ask (part of [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LimitSettings {
+    /// Most concurrent sessions (raw QUIC and WebTransport together); more are refused.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
+    /// Most concurrent subscriptions (SUBSCRIBE, FETCH, TRACK_STATUS) on one session.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_subscriptions_per_session: usize,
+
+    /// Most namespaces (PUBLISH_NAMESPACE and SUBSCRIBE_NAMESPACE) on one session.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_namespaces_per_session: usize,
+
+    /// Largest control message accepted, in bytes (at most 65535, the draft-18 limit).
+    #[arg(long, value_name = "BYTES", default_value = "65535", value_parser = crate::config::parse_size)]
+    #[serde(with = "crate::config::serde_size")]
+    pub max_message_size: usize,
+
+    /// Largest object payload accepted, in bytes (suffixes KiB, MiB, GiB accepted).
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = crate::config::parse_size)]
+    #[serde(with = "crate::config::serde_size")]
+    pub max_object_size: usize,
+
+    /// Sustained control requests per second allowed on one session (token bucket rate).
+    #[arg(long, value_name = "PER_SEC", default_value_t = 200)]
+    pub request_rate: u32,
+
+    /// Requests one session may make in a burst above --request-rate (token bucket size).
+    #[arg(long, value_name = "N", default_value_t = 400)]
+    pub request_burst: u32,
+}
+
+impl From<&LimitSettings> for SessionLimits {
+    fn from(s: &LimitSettings) -> Self {
+        Self {
+            subscriptions: s.max_subscriptions_per_session,
+            namespaces: s.max_namespaces_per_session,
+            // The configuration checks both are at least 1.
+            request_rate: NonZeroU32::new(s.request_rate).unwrap_or(NonZeroU32::MIN),
+            request_burst: NonZeroU32::new(s.request_burst).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// How long a FETCH answered from the cache waits for objects upstream reported but that
+
 /// The REQUEST_ERROR code and reason for a request over a per-session limit.
 pub(super) type OverLimit = (RequestErrorCode, &'static str);
 

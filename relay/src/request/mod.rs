@@ -27,7 +27,7 @@ use crate::tasks::Tasks;
 use crate::track::forward::ForwardConfig;
 use crate::track::Tracks;
 use join::{JoinMap, JoinSlot};
-pub use limits::SessionLimits;
+pub use limits::{LimitSettings, SessionLimits};
 
 /// What every session handler shares.
 #[derive(Debug)]

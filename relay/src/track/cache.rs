@@ -18,6 +18,20 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
+/// How much the cache keeps (part of [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CacheSettings {
+    /// Most recent groups kept in memory per track, so new subscribers start at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub cache_groups: usize,
+
+    /// Most bytes of cached objects across all tracks (suffixes KiB, MiB, GiB accepted).
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = crate::config::parse_size)]
+    #[serde(with = "crate::config::serde_size")]
+    pub cache_bytes: usize,
+}
+
 /// One object as cached: what a forwarder needs to send it again.
 #[derive(Clone, Debug)]
 pub struct CachedObject {

@@ -70,6 +70,24 @@ pub struct LiveInfo {
     pub largest: Option<Location>,
 }
 
+/// How a track serves late and slow subscribers (part of
+/// [`RelayConfig`](crate::config::RelayConfig)).
+#[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TrackSettings {
+    /// How many groups a subscriber may fall behind the newest before its older group streams
+    /// are reset and it is skipped forward to the newest group.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_lag_groups: u64,
+
+    /// The longest a SUBSCRIBE for a track nobody publishes (yet) is held waiting for a
+    /// publisher: a SUBSCRIBE asks with RENDEZVOUS_TIMEOUT and gets the lesser of the two; one
+    /// without the parameter is refused at once with DOES_NOT_EXIST (draft-18) (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[serde(with = "banyan_control::layered::serde_duration")]
+    pub rendezvous_max: Duration,
+}
+
 /// Tuning for tracks, from the relay configuration.
 #[derive(Clone, Debug)]
 pub struct TrackConfig {
