@@ -78,8 +78,6 @@ impl From<&LimitSettings> for SessionLimits {
     }
 }
 
-/// How long a FETCH answered from the cache waits for objects upstream reported but that
-
 /// The REQUEST_ERROR code and reason for a request over a per-session limit.
 pub(super) type OverLimit = (RequestErrorCode, &'static str);
 
