@@ -1,5 +1,10 @@
 //! The relay process: one UDP port for raw QUIC and WebTransport sessions, the internal HTTP
 //! listener, and graceful shutdown (GOAWAY, bounded drain, exit).
+//!
+//! [`Node`] is the relay without sockets: the shared state and the one code path that
+//! authorizes, accepts and serves a session. [`Relay`] feeds it the sessions its QUIC endpoint
+//! accepts; a test can feed it sessions over any [`Connection`](banyan_moq::session::transport::Connection)
+//! (e.g. `banyan_tests::mem`), dialing parents with its own [`Dial`].
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +38,9 @@ use crate::tasks::Tasks;
 use crate::track::cache::CacheBudget;
 use crate::track::forward::ForwardConfig;
 use crate::track::{TrackConfig, Tracks};
-use crate::upstream::{self, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver};
+use crate::upstream::{
+    self, Dial, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver,
+};
 
 /// Where the relay listens and which certificate it serves (part of [`RelayConfig`]).
 #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
@@ -78,13 +85,12 @@ impl ServerSettings {
 pub struct Relay {
     server: Server,
     http: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    node: Node,
     cert_hash: Option<String>,
     relay_id: String,
     max_sessions: usize,
     drain_timeout: Duration,
     heartbeat: Option<Reporter>,
-    gifts: Option<Arc<Ledger>>,
 }
 
 impl Relay {
@@ -99,13 +105,7 @@ impl Relay {
         };
         let cert_hash = server_cfg.dev_cert.then(|| identity.sha256().to_hex());
         let tls = banyan_certs::server_config(&identity, &[]).context("building the TLS configuration")?;
-        let hop_id = upstream::hop_id(&config.relay_id);
-        let session_config = SessionConfig {
-            max_message_size: limits.max_message_size,
-            max_object_size: limits.max_object_size,
-            hop_id: Some(hop_id),
-            ..SessionConfig::default()
-        };
+        let session_config = Node::session_config_for(config);
         let transport = TransportConfig {
             max_concurrent_requests: u32::try_from(limits.max_subscriptions_per_session.saturating_add(16))
                 .unwrap_or(u32::MAX),
@@ -117,18 +117,21 @@ impl Relay {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", server_cfg.http_listen))?;
 
-        let (shared, ledger) = shared_state(config, hop_id, &session_config)?;
+        let dial = match parent_client(config, &session_config)? {
+            Some(client) => Some(Arc::new(client) as Arc<dyn Dial>),
+            None => None,
+        };
+        let node = Node::new(config, dial)?;
         let heartbeat = reporter(config, &server, &http, cert_hash.as_deref())?;
         Ok(Self {
             server,
             http,
-            shared,
+            node,
             cert_hash,
             relay_id: config.relay_id.clone(),
             max_sessions: limits.max_sessions,
             drain_timeout: config.drain_timeout,
             heartbeat,
-            gifts: ledger,
         })
     }
 
@@ -149,38 +152,38 @@ impl Relay {
 
     /// The relay's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
+        self.node.metrics()
     }
 
     /// Serve until `shutdown` resolves (or, with `--control`, the control plane orders a
     /// drain), then send GOAWAY to every session, wait for them to leave (at most the drain
     /// timeout) and return.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        self.shared.tasks.spawn(self.shared.interact.sweeper());
+        self.node.start();
+        let shared = self.node.shared.clone();
         let draining = Arc::new(AtomicBool::new(false));
         let (draining_tx, draining_rx) = watch::channel(false);
         let drain_ordered = Arc::new(Notify::new());
         let heartbeat_task = self.heartbeat.take().map(|reporter| {
             let sources = heartbeat::Sources {
-                metrics: self.shared.metrics.clone(),
-                tracks: self.shared.tracks.clone(),
-                namespaces: self.shared.namespaces.clone(),
+                metrics: shared.metrics.clone(),
+                tracks: shared.tracks.clone(),
+                namespaces: shared.namespaces.clone(),
             };
             tokio::spawn(reporter.run(sources, draining_rx, drain_ordered.clone()))
         });
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let state = HttpState {
-            metrics: self.shared.metrics.clone(),
+            metrics: shared.metrics.clone(),
             cert_hash: self.cert_hash.clone(),
             draining: draining.clone(),
             relay_id: self.relay_id.clone(),
-            gifts: self.gifts.clone(),
+            gifts: self.node.gifts.clone(),
         };
         let http_task = tokio::spawn(http::serve(self.http, state, async move {
             let _ = http_stopped.await;
         }));
 
-        let sessions = Arc::new(Sessions::default());
         let permits = Arc::new(Semaphore::new(self.max_sessions));
         tokio::pin!(shutdown);
         loop {
@@ -188,15 +191,14 @@ impl Relay {
                 incoming = self.server.accept() => {
                     let Some(incoming) = incoming else { break };
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        self.shared.metrics.sessions_rejected.inc();
+                        shared.metrics.sessions_rejected.inc();
                         tracing::warn!(remote = %incoming.remote_address(), "session limit reached; refusing");
                         incoming.refuse();
                         continue;
                     };
-                    let shared = self.shared.clone();
-                    let sessions = sessions.clone();
+                    let node = self.node.clone();
                     tokio::spawn(async move {
-                        serve_connection(incoming, shared, sessions).await;
+                        serve_connection(incoming, &node).await;
                         drop(permit);
                     });
                 }
@@ -208,7 +210,7 @@ impl Relay {
         Self::drain(
             &self.server,
             self.drain_timeout,
-            &sessions,
+            &self.node.sessions,
             &draining,
             &draining_tx,
         )
@@ -218,7 +220,7 @@ impl Relay {
         if let Some(task) = heartbeat_task {
             task.abort();
         }
-        self.shared.tasks.shutdown().await;
+        self.node.shutdown().await;
         Ok(())
     }
 
@@ -260,6 +262,74 @@ impl Relay {
     }
 }
 
+/// The relay without sockets: the state every session shares and the code path that
+/// authorizes, accepts and serves one session. Cloning it gives another handle to the same
+/// relay.
+///
+/// Its background work (each track's upstream feed, the interaction sweeper once
+/// [`start`](Self::start)ed) runs in its relay-wide task set, owned by the node and stopped by
+/// [`shutdown`](Self::shutdown); each served session's driver runs inside [`serve`](Self::serve).
+#[derive(Debug, Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    gifts: Option<Arc<Ledger>>,
+    session_config: SessionConfig,
+}
+
+impl Node {
+    /// A relay configured by `config` (its listening addresses, certificate and heartbeat
+    /// settings are not used), dialing its parents (`--upstream`, `--control`) with `dial`;
+    /// with no dialer, parents are unreachable.
+    pub fn new(config: &RelayConfig, dial: Option<Arc<dyn Dial>>) -> anyhow::Result<Self> {
+        let session_config = Self::session_config_for(config);
+        let hop_id = upstream::hop_id(&config.relay_id);
+        let (shared, gifts) = shared_state(config, hop_id, dial)?;
+        Ok(Self {
+            shared,
+            sessions: Arc::new(Sessions::default()),
+            gifts,
+            session_config,
+        })
+    }
+
+    /// The session settings of the relay's side of its sessions (limits from `config`, its Hop ID).
+    fn session_config_for(config: &RelayConfig) -> SessionConfig {
+        SessionConfig {
+            max_message_size: config.limits.max_message_size,
+            max_object_size: config.limits.max_object_size,
+            hop_id: Some(upstream::hop_id(&config.relay_id)),
+            ..SessionConfig::default()
+        }
+    }
+
+    /// The session settings to accept this relay's sessions with.
+    pub fn session_config(&self) -> &SessionConfig {
+        &self.session_config
+    }
+
+    /// The relay's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Start the relay-wide background work (the interaction sweeper) in the node's task set.
+    pub fn start(&self) {
+        self.shared.tasks.spawn(self.shared.interact.sweeper());
+    }
+
+    /// Authorize `pending` (its SETUP token or `?jwt=`), accept it and serve its requests
+    /// until the session ends. Runs the session's driver; returns when the session is over.
+    pub async fn serve(&self, pending: PendingSession) {
+        serve_session(pending, &self.shared, &self.sessions).await;
+    }
+
+    /// Stop the relay-wide background work (track feeds, the sweeper) and refuse new work.
+    pub async fn shutdown(&self) {
+        self.shared.tasks.shutdown().await;
+    }
+}
+
 /// How long a live track whose parent was lost keeps trying to reach one (another parent, or
 /// the same one back) before it ends for its subscribers: long enough for a control plane to
 /// notice a dead relay and route around it, short enough that viewers are not left hanging.
@@ -270,7 +340,7 @@ const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
 fn shared_state(
     config: &RelayConfig,
     hop_id: u64,
-    session_config: &SessionConfig,
+    dial: Option<Arc<dyn Dial>>,
 ) -> anyhow::Result<(Arc<Shared>, Option<Arc<Ledger>>)> {
     let auth = match &config.auth.auth_key {
         Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
@@ -278,7 +348,7 @@ fn shared_state(
     };
     let metrics = Arc::new(Metrics::default());
     let namespaces = Arc::new(Namespaces::default());
-    let parents = parents(config, hop_id, session_config, &metrics)?;
+    let parents = parents(config, hop_id, dial, &metrics)?;
     let tracks = Tracks::new(
         namespaces.clone(),
         parents,
@@ -359,11 +429,17 @@ fn reporter(
     Ok(heartbeat)
 }
 
-/// The parent links, when the relay has parents (`--upstream` or `--control`).
+/// Whether the relay has parents (`--upstream` or `--control`).
+fn has_parents(config: &RelayConfig) -> bool {
+    config.heartbeat.control.is_some() || !config.upstream.upstream.is_empty()
+}
+
+/// The parent links, when the relay has parents (`--upstream` or `--control`), dialed with
+/// `dial`.
 fn parents(
     config: &RelayConfig,
     hop_id: u64,
-    session_config: &SessionConfig,
+    dial: Option<Arc<dyn Dial>>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Option<Arc<Parents>>> {
     let mut resolvers: Vec<Arc<dyn Resolver>> = Vec::new();
@@ -375,7 +451,24 @@ fn parents(
     if !config.upstream.upstream.is_empty() {
         resolvers.push(Arc::new(StaticResolver::new(config.upstream.upstream.clone())));
     }
-    if resolvers.is_empty() {
+    let Some(dial) = dial.filter(|_| !resolvers.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(Parents::new(
+        dial,
+        Arc::new(Resolvers(resolvers)),
+        ParentsConfig {
+            hop_id,
+            token: config.upstream.upstream_token.clone(),
+            retry_after: Duration::from_secs(1),
+        },
+        metrics.clone(),
+    )))
+}
+
+/// The QUIC client that dials parents, when the relay has parents.
+fn parent_client(config: &RelayConfig, session_config: &SessionConfig) -> anyhow::Result<Option<Client>> {
+    if !has_parents(config) {
         return Ok(None);
     }
     let verification = if config.upstream.upstream_insecure {
@@ -401,16 +494,7 @@ fn parents(
     };
     let client =
         Client::new(tls, &transport, client_config).context("opening the parent-relay client socket")?;
-    Ok(Some(Parents::new(
-        client,
-        Arc::new(Resolvers(resolvers)),
-        ParentsConfig {
-            hop_id,
-            token: config.upstream.upstream_token.clone(),
-            retry_after: Duration::from_secs(1),
-        },
-        metrics.clone(),
-    )))
+    Ok(Some(client))
 }
 
 /// Live sessions, for GOAWAY at shutdown.
@@ -443,7 +527,7 @@ impl Sessions {
 }
 
 /// Handshake, authorize and serve one connection.
-async fn serve_connection(incoming: Incoming, shared: Arc<Shared>, sessions: Arc<Sessions>) {
+async fn serve_connection(incoming: Incoming, node: &Node) {
     let remote = incoming.remote_address();
     let pending = match incoming.handshake().await {
         Ok(pending) => pending,
@@ -454,10 +538,11 @@ async fn serve_connection(incoming: Incoming, shared: Arc<Shared>, sessions: Arc
     };
     let kind = pending.transport();
     let span = tracing::info_span!("conn", %remote, transport = %kind);
-    serve_session(pending, shared, sessions).instrument(span).await;
+    node.serve(pending).instrument(span).await;
 }
 
-async fn serve_session(pending: PendingSession, shared: Arc<Shared>, sessions: Arc<Sessions>) {
+/// Authorize, accept and serve one session until it ends (see [`Node::serve`]).
+async fn serve_session(pending: PendingSession, shared: &Arc<Shared>, sessions: &Sessions) {
     let kind = pending.transport();
     let claims = match session_claims(&pending, &shared) {
         Ok(claims) => claims,

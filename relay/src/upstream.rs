@@ -15,6 +15,9 @@
 //!   the next request (a failover) goes straight to the next parent instead of waiting on a
 //!   dead one.
 //!
+//! - A [`Dial`] opens a session to a parent's URL: the QUIC [`Client`] for real relays, or
+//!   anything else (an in-memory transport in tests).
+//!
 //! Parent sessions use a short QUIC idle timeout with frequent keep-alives (`--upstream-timeout`):
 //! a parent that dies without a word is noticed within that time, which bounds failover.
 
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 use banyan_control::api::{route_path, RouteResponse};
 use banyan_moq::coding::{RequestErrorCode, SessionErrorCode, TrackNamespace};
 use banyan_moq::message::HopPath;
-use banyan_moq::session::{Client, ClientOptions, Error as SessionError, Session};
+use banyan_moq::session::{Client, ClientOptions, Error as SessionError, Session, SessionDriver};
 use parking_lot::Mutex;
 use tracing::Instrument;
 use url::Url;
@@ -216,6 +219,23 @@ impl Resolver for Resolvers {
     }
 }
 
+/// What [`Dial::dial`] returns: the session and its driver (which the caller runs).
+pub type DialFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(Session, SessionDriver), SessionError>> + Send + 'a>>;
+
+/// Opens a MoQT session to a parent relay's URL and completes SETUP.
+pub trait Dial: Send + Sync + std::fmt::Debug {
+    /// A session to `url`, presenting `options` (the relay's token) in SETUP.
+    fn dial<'a>(&'a self, url: &'a Url, options: ClientOptions) -> DialFuture<'a>;
+}
+
+/// Dials over QUIC (`moqt://`) or WebTransport (`https://`).
+impl Dial for Client {
+    fn dial<'a>(&'a self, url: &'a Url, options: ClientOptions) -> DialFuture<'a> {
+        Box::pin(self.connect(url, options))
+    }
+}
+
 /// Tuning for parent links.
 #[derive(Clone, Debug)]
 pub struct ParentsConfig {
@@ -320,7 +340,7 @@ struct Link {
 /// One session per parent, shared by everything this relay asks upstream.
 #[derive(Debug)]
 pub struct Parents {
-    client: Client,
+    dial: Arc<dyn Dial>,
     resolver: Arc<dyn Resolver>,
     config: ParentsConfig,
     links: Mutex<HashMap<Url, Arc<tokio::sync::Mutex<Link>>>>,
@@ -328,16 +348,16 @@ pub struct Parents {
 }
 
 impl Parents {
-    /// Parent links through `client` (which decides TLS verification and timeouts), to the
-    /// parents `resolver` names.
+    /// Parent links dialed with `dial` (which decides transport, TLS verification and
+    /// timeouts), to the parents `resolver` names.
     pub fn new(
-        client: Client,
+        dial: Arc<dyn Dial>,
         resolver: Arc<dyn Resolver>,
         config: ParentsConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            client,
+            dial,
             resolver,
             config,
             links: Mutex::new(HashMap::new()),
@@ -470,7 +490,7 @@ impl Parents {
             )));
         }
         let options = ClientOptions::with_token(self.config.token.as_deref());
-        match self.client.connect(url, options).await {
+        match self.dial.dial(url, options).await {
             Ok((session, driver)) => {
                 self.metrics.parent_connects.inc();
                 tracing::info!(parent = %url, "connected to parent");
