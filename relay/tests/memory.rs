@@ -95,8 +95,9 @@ impl MemDial {
         self.nodes.lock().unwrap().insert(host.into(), node.clone());
     }
 
-    /// Close every link to `host` from its side.
+    /// The relay at `host` is gone: close every link to it from its side, and refuse new ones.
     fn cut(&self, host: &str) {
+        self.nodes.lock().unwrap().remove(host);
         for (to, transport) in self.links.lock().unwrap().iter() {
             if to == host {
                 transport.close(0, "parent gone");
