@@ -9,8 +9,10 @@
 //! the publisher reaches), never the table of publishers.
 //!
 //! # Module map
-//! - [`relay`]: [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP listener,
-//!   accepts and authorizes sessions, shuts down with GOAWAY and a bounded drain.
+//! - [`relay`]: [`relay::Node`], the relay without sockets: the shared state and the one path
+//!   that authorizes, accepts and serves a session (given any transport, e.g. an in-memory
+//!   pair in tests); [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP
+//!   listener, feeds its node the sessions it accepts, shuts down with GOAWAY and a bounded drain.
 //! - [`request`]: one session's requests: authorization, relay-path checks and dispatch
 //!   (`mod.rs`), per-session limits (`limits.rs`: request rate, subscription and namespace
 //!   slots), and one file per request kind: `subscribe.rs` (with its rendezvous),
@@ -29,7 +31,8 @@
 //!   [`track::cache`]: recent groups per track, bounded by count and by a shared byte budget.
 //!   [`track::forward`]: per-subscriber fan-out that skips a slow subscriber forward.
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
-//!   session per parent, relay paths for loop and depth safety.
+//!   session per parent opened through a [`upstream::Dial`] (the QUIC client, or any other
+//!   dialer), relay paths for loop and depth safety.
 //! - [`tasks`]: [`tasks::Tasks`], a set of background tasks owned by its holder.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML,
 //!   made of the modules' own settings structs (`relay::ServerSettings`, `track::cache::CacheSettings`,
@@ -49,12 +52,13 @@
 //! # Where tasks run, and who owns them
 //! Library code spawns nothing behind its caller's back: work that runs in the background is
 //! a future handed to an owner.
-//! - [`Relay::run`] owns the relay-wide [`tasks::Tasks`] (`request::Shared::tasks`): each
+//! - A [`relay::Node`] owns the relay-wide [`tasks::Tasks`] (`request::Shared::tasks`): each
 //!   track's upstream feed ([`track::Tracks::subscribe`] and [`track::Tracks::insert_pushed`]
 //!   return it; the request layer spawns it), and the interaction sweeper
-//!   ([`interact::hub::Hub::sweeper`]). They are aborted when `run` returns. `run` also
-//!   spawns, and stops, the HTTP listener and the heartbeat reporter, and one task per
-//!   connection with its session driver.
+//!   ([`interact::hub::Hub::sweeper`], started by [`relay::Node::start`]). They are aborted by
+//!   [`relay::Node::shutdown`], which [`Relay::run`] calls when it returns. `Node::serve` runs
+//!   a session's driver inside the caller's task. `run` also spawns, and stops, the HTTP
+//!   listener and the heartbeat reporter, and one task per connection (calling `Node::serve`).
 //! - Each session ([`request::SessionHandler`]) owns a [`tasks::Tasks`] for its requests and
 //!   the PUBLISHes of its SUBSCRIBE_TRACKS, aborted when the session ends.
 //! - Within a task, work it waits for stays in that task's own `JoinSet`: an ingest's

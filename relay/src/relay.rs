@@ -117,10 +117,7 @@ impl Relay {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", server_cfg.http_listen))?;
 
-        let dial = match parent_client(config, &session_config)? {
-            Some(client) => Some(Arc::new(client) as Arc<dyn Dial>),
-            None => None,
-        };
+        let dial = parent_client(config, &session_config)?.map(|client| Arc::new(client) as Arc<dyn Dial>);
         let node = Node::new(config, dial)?;
         let heartbeat = reporter(config, &server, &http, cert_hash.as_deref())?;
         Ok(Self {
@@ -544,7 +541,7 @@ async fn serve_connection(incoming: Incoming, node: &Node) {
 /// Authorize, accept and serve one session until it ends (see [`Node::serve`]).
 async fn serve_session(pending: PendingSession, shared: &Arc<Shared>, sessions: &Sessions) {
     let kind = pending.transport();
-    let claims = match session_claims(&pending, &shared) {
+    let claims = match session_claims(&pending, shared) {
         Ok(claims) => claims,
         Err(e) => {
             shared.metrics.auth_failures.inc();

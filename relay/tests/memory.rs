@@ -75,9 +75,15 @@ async fn dial_node(
 /// A client session to `node` over a pair configured by `config`, its driver running.
 async fn connect(node: &Node, config: &mem::Config) -> Session {
     let url = Url::parse("moqt://relay.test/").unwrap();
-    let (session, driver, _) = dial_node(node, config, &url, ClientOptions::default(), SessionConfig::default())
-        .await
-        .unwrap();
+    let (session, driver, _) = dial_node(
+        node,
+        config,
+        &url,
+        ClientOptions::default(),
+        SessionConfig::default(),
+    )
+    .await
+    .unwrap();
     tokio::spawn(driver.run());
     session
 }
@@ -500,7 +506,10 @@ async fn an_edge_whose_parent_is_cut_keeps_its_subscribers_fed_from_the_other_pa
             .map(|(_, latency)| *latency)
             .max()
             .unwrap();
-        assert!(worst <= Duration::from_millis(100), "worst latency after the cut {worst:?}");
+        assert!(
+            worst <= Duration::from_millis(100),
+            "worst latency after the cut {worst:?}"
+        );
     }
     assert_eq!(edge.metrics().upstream_failovers.get(), 1);
     assert_eq!(mid_b.metrics().upstream_subscribe_total.get(), 1);
