@@ -153,6 +153,8 @@ async fn viewers_keep_watching_through_a_control_restart_and_state_is_rebuilt() 
     let summary_a = dir.path().join("a.json");
     let (viewer_a, relay_a) = viewer(addr, &watch, "10s", &summary_a).await;
     let a_started = Instant::now();
+    // The scenario: the viewer (already placed: `viewer` awaited its assignment) has been
+    // watching a while when control dies.
     tokio::time::sleep(Duration::from_secs(2)).await;
     control.start_kill().unwrap();
     control.wait().await.unwrap();
@@ -161,6 +163,7 @@ async fn viewers_keep_watching_through_a_control_restart_and_state_is_rebuilt() 
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "control still accepts connections after SIGKILL"
     );
+    // The scenario: control stays down for 3 s (two heartbeat expiries).
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Back on the same port with nothing: heartbeats rebuild the fleet and the broadcast.

@@ -61,11 +61,15 @@
 //!   listener and the heartbeat reporter, and one task per connection (calling `Node::serve`).
 //! - Each session ([`request::SessionHandler`]) owns a [`tasks::Tasks`] for its requests and
 //!   the PUBLISHes of its SUBSCRIBE_TRACKS, aborted when the session ends.
+//! - The interaction hub ([`interact::hub::Hub`]) owns a [`tasks::Tasks`] for each
+//!   broadcast's task (its `likes` writer at the origin, its `interact` publication to the
+//!   parent elsewhere), aborted when its sweeper stops, that is with `run`'s set.
+//! - The parent links ([`upstream::Parents`]) own a [`tasks::Tasks`] for each parent
+//!   session's driver and request refuser (and the delayed close of one going away), aborted
+//!   when the links are dropped with the relay's track table.
 //! - Within a task, work it waits for stays in that task's own `JoinSet`: an ingest's
-//!   subgroup streams, the subgroups a parent going away still sends.
-//! - Still spawned where they start (not yet moved to an owner): the interaction hub's
-//!   per-broadcast tasks (like sums, upstream links, subgroup readers) and the parent-link
-//!   session drivers in [`upstream`].
+//!   subgroup streams, the subgroups a parent going away still sends, the stream readers of
+//!   an `interact` publication the hub serves.
 
 pub mod auth;
 pub mod config;

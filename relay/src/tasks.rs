@@ -2,8 +2,9 @@
 //! reaps the finished ones as it goes, and that [`Tasks::shutdown`] aborts and awaits.
 //!
 //! The library spawns nothing on its own: the relay owns one set for work that outlives a
-//! request (a track's upstream feed, the interaction sweeper) and each session owns one for
-//! its requests (see the crate's module map).
+//! request (a track's upstream feed, the interaction sweeper), each session owns one for
+//! its requests, the interaction hub one for its broadcasts and the parent links one for their
+//! sessions (see the crate's module map). Dropping a set aborts its tasks.
 
 use std::future::Future;
 
@@ -47,6 +48,13 @@ impl Tasks {
         self.len() == 0
     }
 
+    /// Abort every task without waiting for them to stop (for an owner going away in `Drop`),
+    /// and refuse new ones from now on.
+    pub fn abort(&self) {
+        // Dropping a `JoinSet` aborts its tasks.
+        drop(self.set.lock().take());
+    }
+
     /// Abort every task, wait for them to stop, and refuse new ones from now on.
     pub async fn shutdown(&self) {
         let set = self.set.lock().take();
@@ -72,6 +80,20 @@ mod tests {
         assert_eq!(tasks.len(), 1);
         tasks.shutdown().await;
         // The aborted task dropped its sender.
+        assert!(rx.await.is_err());
+        tasks.spawn(async {});
+        assert!(tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn abort_stops_running_tasks_without_waiting() {
+        let tasks = Tasks::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tasks.spawn(async move {
+            std::future::pending::<()>().await;
+            drop(tx);
+        });
+        tasks.abort();
         assert!(rx.await.is_err());
         tasks.spawn(async {});
         assert!(tasks.is_empty());

@@ -36,6 +36,7 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::metrics::Metrics;
+use crate::tasks::Tasks;
 
 /// The parents and how to reach them (part of [`RelayConfig`](crate::config::RelayConfig)).
 #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
@@ -345,6 +346,9 @@ pub struct Parents {
     config: ParentsConfig,
     links: Mutex<HashMap<Url, Arc<tokio::sync::Mutex<Link>>>>,
     metrics: Arc<Metrics>,
+    /// The parent sessions' drivers and request refusers, and the delayed close of a session
+    /// going away: aborted when the parents are dropped.
+    tasks: Tasks,
 }
 
 impl Parents {
@@ -362,6 +366,7 @@ impl Parents {
             config,
             links: Mutex::new(HashMap::new()),
             metrics,
+            tasks: Tasks::default(),
         })
     }
 
@@ -476,7 +481,7 @@ impl Parents {
             if session.is_going_away() {
                 // Let subscriptions that are moving away finish their groups, then leave so the
                 // parent can finish its drain.
-                tokio::spawn(async move {
+                self.tasks.spawn(async move {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     session.close(SessionErrorCode::NoError, "moved to another parent");
                 });
@@ -495,8 +500,13 @@ impl Parents {
                 self.metrics.parent_connects.inc();
                 tracing::info!(parent = %url, "connected to parent");
                 let span = tracing::info_span!("parent", %url);
-                tokio::spawn(driver.run().instrument(span));
-                tokio::spawn(refuse_requests(session.clone()));
+                self.tasks.spawn(
+                    async move {
+                        let _ = driver.run().await;
+                    }
+                    .instrument(span),
+                );
+                self.tasks.spawn(refuse_requests(session.clone()));
                 link.session = Some(session.clone());
                 link.down_until = None;
                 Ok(session)

@@ -444,6 +444,7 @@ async fn slow_subscriber_phase(
             cache = cache.max(metrics.cache_bytes.get());
             rss = rss.max(rss_kib());
             tokio::select! {
+                // The sampling period (peaks are sampled, nothing is waited for).
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {}
                 _ = stopped.changed() => return (cache, rss),
             }
@@ -838,6 +839,9 @@ async fn a_new_subscriber_learns_upstreams_largest_and_can_fetch_up_to_it() {
             fetch_all(&viewer, range).await
         })
     };
+    // Time for the FETCH to reach the relay and wait there for the object in flight (the
+    // case under test). Nothing observable marks a FETCH waiting; one that arrived after the
+    // gate must return the same two objects, so the assertions do not hang on this order.
     tokio::time::sleep(Duration::from_millis(200)).await;
     gate.send_replace(true);
     let (end, fetched) = within("FETCH answered", 5, fetching).await.unwrap();

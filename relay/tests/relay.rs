@@ -19,7 +19,7 @@ use banyan_moq::message::{
     Fetch, FetchType, JoiningFetch, Message, Parameters, Publish, RequestOk, Subscribe, SubscribeTracks,
 };
 use banyan_moq::session::{Error, PublishRequest, Request, Session, Subscription, TrackEvent, TransportKind};
-use common::{payload, poll_until, publish, relay, subscribe_msg, within, Pattern};
+use common::{payload, poll_until, publish, publish_gated, relay, subscribe_msg, within, Pattern};
 
 /// Read a subscription to its end: every (group, object ids in stream order), checking bytes.
 async fn drain(mut subscription: Subscription) -> Vec<(u64, Vec<u64>)> {
@@ -61,7 +61,8 @@ async fn fan_out_delivers_every_object_on_both_transports() {
         interval: Duration::from_millis(5),
     };
 
-    // Subscribers first (they wait for the namespace), then the publisher starts.
+    // Subscribers first (they wait for the namespace), then the publisher starts; its first
+    // object waits until every subscriber has its SUBSCRIBE_OK, so each sees every group.
     let mut subscribers = Vec::new();
     for i in 0..40 {
         let kind = if i % 2 == 0 {
@@ -79,8 +80,21 @@ async fn fan_out_delivers_every_object_on_both_transports() {
             (session, groups)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_publication, serving) = publish(publisher, "live/show", pattern).await;
+    within(
+        "a subscriber waits for the namespace",
+        10,
+        poll_until(|| relay.metrics.tracks_awaiting_publisher.get() == 1),
+    )
+    .await;
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
+    let (_publication, serving) = publish_gated(publisher, "live/show", pattern, Some(gate_rx)).await;
+    within(
+        "every subscriber is forwarded to",
+        10,
+        poll_until(|| relay.metrics.subscriptions.get() == 40),
+    )
+    .await;
+    gate.send_replace(true);
 
     let expected: Vec<(u64, Vec<u64>)> = (0..pattern.groups)
         .map(|g| (g, (0..pattern.objects).collect()))
@@ -153,6 +167,8 @@ async fn late_joiner_starts_at_the_current_group() {
             current_group = s.group_id();
         }
     }
+    // The scenario, not an ordering wait: join 150 ms into the current group, so that
+    // waiting for the next group would show in `waited` below.
     tokio::time::sleep(Duration::from_millis(150)).await;
 
     let late = relay.connect(&client, TransportKind::WebTransport).await;

@@ -11,8 +11,12 @@
 //! - [`viewer`]: per-publisher admission: rate limits ([`viewer::Limit`], governor), size limits,
 //!   UTF-8 and room checks.
 //! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id).
-//! - [`hub`]: per-broadcast state wired to sessions and tracks: the origin's `likes` and
-//!   `chat/<room>` tracks, an edge's `interact` publication to its parent.
+//! - [`hub`]: per-broadcast state wired to sessions and tracks, one file per part it owns:
+//!   the table of broadcasts and its sweep (`hub/mod.rs`), serving a viewer's or child
+//!   relay's `interact` publication (`publication.rs`), the origin's `likes`, `chat/<room>`
+//!   and `events` tracks and its gift recording (`origin.rs`), an edge's `interact`
+//!   publication to its parent (`upward.rs`). The hub owns each broadcast's task; they stop
+//!   with [`hub::Hub::sweeper`].
 
 pub mod hub;
 pub mod ledger;

@@ -154,6 +154,17 @@ pub async fn publish(
     namespace: &str,
     pattern: Pattern,
 ) -> (NamespacePublication, tokio::task::JoinHandle<usize>) {
+    publish_gated(session, namespace, pattern, None).await
+}
+
+/// [`publish`], with each accepted SUBSCRIBE holding its first object until `gate` turns
+/// true (a test opens it once everything it orders has happened).
+pub async fn publish_gated(
+    session: Session,
+    namespace: &str,
+    pattern: Pattern,
+    gate: Option<tokio::sync::watch::Receiver<bool>>,
+) -> (NamespacePublication, tokio::task::JoinHandle<usize>) {
     let request = PublishNamespace {
         request_id: 0,
         track_namespace: TrackNamespace::from_path(namespace).unwrap(),
@@ -176,8 +187,14 @@ pub async fn publish(
                 continue;
             };
             subscribes += 1;
+            let gate = gate.clone();
             tokio::spawn(async move {
                 let writer = request.accept(Default::default()).await.unwrap();
+                if let Some(mut gate) = gate {
+                    if gate.wait_for(|open| *open).await.is_err() {
+                        return;
+                    }
+                }
                 for group in 0..pattern.groups {
                     let mut subgroup = writer.open_subgroup(group, 0, Some(10), false).await.unwrap();
                     for object in 0..pattern.objects {
