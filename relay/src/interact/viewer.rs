@@ -105,9 +105,10 @@ pub enum Admitted {
     },
 }
 
-/// One publication of an `interact` track and its limits (time read from `C`).
+/// What one publication of an `interact` track may still send: its rate limits, room and like
+/// total (time read from `C`).
 #[derive(Debug)]
-pub struct Publisher<C: Clock = DefaultClock> {
+pub struct Admission<C: Clock = DefaultClock> {
     config: InteractConfig,
     likes: Option<Limit<C>>,
     messages: Option<Limit<C>>,
@@ -120,7 +121,7 @@ pub struct Publisher<C: Clock = DefaultClock> {
     room: Option<u64>,
 }
 
-impl Publisher {
+impl Admission {
     /// A viewer's publication, rate limited per `config`.
     pub fn viewer(config: &InteractConfig) -> Self {
         Self::viewer_with_clock(config, &DefaultClock::default())
@@ -133,7 +134,7 @@ impl Publisher {
     }
 }
 
-impl<C: Clock + Clone> Publisher<C> {
+impl<C: Clock + Clone> Admission<C> {
     /// A viewer's publication whose limits read time from `clock` (tests pass a fake one).
     pub fn viewer_with_clock(config: &InteractConfig, clock: &C) -> Self {
         Self {
@@ -280,7 +281,7 @@ mod tests {
     #[test]
     fn a_like_flood_is_cut_to_the_bucket_and_stays_cut() {
         let clock = FakeRelativeClock::default();
-        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
+        let mut viewer = Admission::viewer_with_clock(&config(), &clock);
         // Claims 1000 likes at once: the burst of 20 passes, 980 are refused for good.
         assert_eq!(
             viewer.admit(like(5, 1000)),
@@ -314,7 +315,7 @@ mod tests {
     #[test]
     fn likes_within_the_rate_all_count() {
         let clock = FakeRelativeClock::default();
-        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
+        let mut viewer = Admission::viewer_with_clock(&config(), &clock);
         let mut last = None;
         for i in 1..=100u64 {
             // 10 likes/s, one every 100 ms.
@@ -333,14 +334,14 @@ mod tests {
 
     #[test]
     fn a_publication_cannot_switch_source() {
-        let mut viewer = Publisher::viewer(&config());
+        let mut viewer = Admission::viewer(&config());
         viewer.admit(like(1, 1)).unwrap();
         assert_eq!(viewer.admit(like(2, 1)), Err(Refusal::Malformed));
     }
 
     #[test]
     fn comments_are_checked_in_order_size_encoding_room_rate() {
-        let mut relay = Publisher::relay(&config());
+        let mut relay = Admission::relay(&config());
         assert_eq!(
             relay.admit(comment(b"3", "ok ✓".as_bytes())),
             Ok(Admitted::Comment {
@@ -379,21 +380,21 @@ mod tests {
 
     #[test]
     fn a_viewer_assigned_a_room_comments_only_there() {
-        let mut viewer = Publisher::viewer(&config()).in_room(Some(2));
+        let mut viewer = Admission::viewer(&config()).in_room(Some(2));
         assert_eq!(viewer.admit(comment(b"3", b"x")), Err(Refusal::BadRoom));
         assert!(matches!(
             viewer.admit(comment(b"2", b"x")),
             Ok(Admitted::Comment { room: 2, .. })
         ));
         // Unrestricted (no claim): any valid room.
-        let mut anyone = Publisher::viewer(&config());
+        let mut anyone = Admission::viewer(&config());
         assert!(anyone.admit(comment(b"3", b"x")).is_ok());
     }
 
     #[test]
     fn a_comment_flood_is_refused_after_the_burst() {
         let clock = FakeRelativeClock::default();
-        let mut viewer = Publisher::viewer_with_clock(&config(), &clock);
+        let mut viewer = Admission::viewer_with_clock(&config(), &clock);
         let results: Vec<_> = (0..5)
             .map(|_| viewer.admit(comment(b"0", b"spam")).is_ok())
             .collect();
@@ -405,7 +406,7 @@ mod tests {
 
     #[test]
     fn gifts_need_an_id_and_an_amount() {
-        let mut relay = Publisher::relay(&config());
+        let mut relay = Admission::relay(&config());
         let gift = |id: &[u8], amount| {
             Up::Gift {
                 client_id: Bytes::copy_from_slice(id),

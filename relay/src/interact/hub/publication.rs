@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::super::payload::{ChatObject, Up};
-use super::super::viewer::{Admitted, Publisher};
+use super::super::viewer::{Admission, Admitted};
 use super::super::Refusal;
 use super::{Broadcast, Hub, Role, Serving, PUBLICATION_DRAIN};
 
@@ -38,9 +38,9 @@ impl Hub {
         let _serving = Serving::new(broadcast.clone());
         let mut subscription = request.accept(RequestOk::default()).await?;
         let mut publisher = if from_relay {
-            Publisher::relay(&self.config)
+            Admission::relay(&self.config)
         } else {
-            Publisher::viewer(&self.config).in_room(room)
+            Admission::viewer(&self.config).in_room(room)
         };
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
@@ -88,7 +88,7 @@ impl Hub {
     async fn apply_replying(
         &self,
         broadcast: &Arc<Broadcast>,
-        publisher: &mut Publisher,
+        publisher: &mut Admission,
         attached: &mut Option<u64>,
         payload: Bytes,
         reply: Option<tokio::sync::oneshot::Sender<Refusal>>,
@@ -103,7 +103,7 @@ impl Hub {
     async fn apply(
         &self,
         broadcast: &Arc<Broadcast>,
-        publisher: &mut Publisher,
+        publisher: &mut Admission,
         attached: &mut Option<u64>,
         payload: Bytes,
     ) -> Result<(), Refusal> {
