@@ -152,33 +152,22 @@ pub(crate) async fn accept(
     url: Option<Url>,
     config: SessionConfig,
 ) -> Result<PendingSession, Error> {
-    let (setup, control, early) = match read_peer_setup(transport.as_ref(), version, &config).await {
-        Ok(parts) => parts,
-        Err(e) => {
-            close_with(transport.as_ref(), &e);
-            return Err(e);
-        }
-    };
-    let url = match kind {
-        TransportKind::WebTransport => {
-            if setup.path.is_some() || setup.authority.is_some() {
-                let e = Error::protocol(
+    // Any failure here closes the transport with the error's code before it is returned.
+    let checked = async {
+        let (setup, control, early) = read_peer_setup(transport.as_ref(), version, &config).await?;
+        let url = match kind {
+            TransportKind::WebTransport if setup.path.is_some() || setup.authority.is_some() => {
+                return Err(Error::protocol(
                     SessionErrorCode::InvalidPath,
                     "PATH and AUTHORITY are not allowed over WebTransport",
-                );
-                close_with(transport.as_ref(), &e);
-                return Err(e);
+                ))
             }
-            url
-        }
-        TransportKind::Quic => match raw_url(&setup) {
-            Ok(url) => url,
-            Err(e) => {
-                close_with(transport.as_ref(), &e);
-                return Err(e);
-            }
-        },
+            TransportKind::WebTransport => url,
+            TransportKind::Quic => raw_url(&setup)?,
+        };
+        Ok((setup, control, early, url))
     };
+    let (setup, control, early, url) = checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
     Ok(PendingSession {
         transport,
         kind,
@@ -221,22 +210,20 @@ pub(crate) async fn connect(
         setup.path = Some(path);
     }
     let control = open_control(transport.as_ref(), &setup, version).await?;
+    // Any failure here closes the transport with the error's code before it is returned.
+    let checked = async {
+        let (peer_setup, control_reader, early) =
+            read_peer_setup(transport.as_ref(), version, &config).await?;
+        if peer_setup.path.is_some() || peer_setup.authority.is_some() {
+            return Err(Error::protocol(
+                SessionErrorCode::InvalidPath,
+                "a server must not send PATH or AUTHORITY",
+            ));
+        }
+        Ok((peer_setup, control_reader, early))
+    };
     let (peer_setup, control_reader, early) =
-        match read_peer_setup(transport.as_ref(), version, &config).await {
-            Ok(parts) => parts,
-            Err(e) => {
-                close_with(transport.as_ref(), &e);
-                return Err(e);
-            }
-        };
-    if peer_setup.path.is_some() || peer_setup.authority.is_some() {
-        let e = Error::protocol(
-            SessionErrorCode::InvalidPath,
-            "a server must not send PATH or AUTHORITY",
-        );
-        close_with(transport.as_ref(), &e);
-        return Err(e);
-    }
+        checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
     Ok(start(
         transport,
         kind,
