@@ -15,7 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use banyan_moq::coding::{Location, TrackName, TrackNamespace};
-use banyan_moq::data::{FetchItem, ObjectDatagram, ObjectProperties, ObjectStatus};
+use banyan_moq::data::FetchItem;
 use banyan_moq::message::{Fetch, FetchType, Message, Parameters, Publish, StandaloneFetch};
 use banyan_moq::session::{Session, Subscription, TrackEvent, TrackWriter, TransportKind};
 use banyan_relay::interact::hub::CHAT_GROUP;
@@ -24,7 +24,10 @@ use banyan_relay::interact::Refusal;
 use banyan_tests::impair::{Impairment, Proxy};
 use bytes::Bytes;
 use common::live::percentile;
-use common::{connect_via, impaired, poll_until, publish, relay, subscribe_msg, within, Pattern, TestRelay};
+use common::{
+    connect_via, impaired, like_datagram, poll_until, publish, relay, subscribe_msg, within, Pattern,
+    TestRelay,
+};
 
 const BROADCAST: &str = "likes/show";
 
@@ -62,19 +65,6 @@ async fn subscribed(session: &Session, track: &str, what: &str, secs: u64) -> Su
     within(what, secs, session.subscribe(subscribe_msg(BROADCAST, track)))
         .await
         .unwrap()
-}
-
-fn like_datagram(group: u64, source: u64, total: u64) -> ObjectDatagram {
-    ObjectDatagram {
-        track_alias: 0,
-        group_id: group,
-        object_id: 0,
-        publisher_priority: None,
-        properties: ObjectProperties::default(),
-        end_of_group: false,
-        status: ObjectStatus::Normal,
-        payload: Up::Like { source, total }.encode(),
-    }
 }
 
 /// Send `payloads` as the objects of one subgroup stream.

@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
-use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{Message, Parameters, Publish, PublishNamespace, Subscribe};
 use banyan_moq::session::transport::Connection;
 use banyan_moq::session::{
@@ -19,13 +20,15 @@ use banyan_moq::session::{
 };
 use banyan_moq::Version;
 use banyan_relay::config::RelayConfig;
-use banyan_relay::interact::payload::{decode_total, Up};
+use banyan_relay::interact::payload::decode_total;
 use banyan_relay::relay::Node;
 use banyan_relay::upstream::{Dial, DialFuture};
 use banyan_tests::mem::{self, Transport};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 use url::Url;
+
+use common::like_datagram;
 
 /// One-way latency of every link.
 const LATENCY: Duration = Duration::from_millis(5);
@@ -356,20 +359,6 @@ async fn a_subscriber_that_stops_reading_is_skipped_while_a_healthy_one_gets_eve
     assert_eq!(complete, (skipped..feed.groups).collect::<Vec<_>>());
 }
 
-/// Like datagrams from a viewer's `interact` track: `total` is its running count.
-fn like(group: u64, total: u64) -> ObjectDatagram {
-    ObjectDatagram {
-        track_alias: 0,
-        group_id: group,
-        object_id: 0,
-        publisher_priority: None,
-        properties: ObjectProperties::default(),
-        end_of_group: false,
-        status: ObjectStatus::Normal,
-        payload: Up::Like { source: 1, total }.encode(),
-    }
-}
-
 /// Read a `likes` subscription until it shows `want`: how many objects that took.
 async fn watch_likes(mut subscription: Subscription, want: u64) -> u64 {
     let mut objects = 0;
@@ -430,7 +419,7 @@ async fn likes_reach_watchers_once_per_window_not_once_per_like() {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / LIKES as u32);
     for total in 1..=LIKES {
         tick.tick().await;
-        writer.send_datagram(like(total, total)).unwrap();
+        writer.send_datagram(like_datagram(total, 1, total)).unwrap();
     }
     for watcher in watchers {
         let objects = watcher.await.unwrap();

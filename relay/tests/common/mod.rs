@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use banyan_certs::{client_config, parse_sha256_hex, ServerVerification};
 use banyan_moq::coding::{PublishDoneCode, TrackNamespace};
+use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
 use banyan_moq::message::{Parameters, PublishNamespace};
 use banyan_moq::session::{
     Client, ClientOptions, NamespacePublication, Request, Session, SessionConfig, TransportConfig,
     TransportKind,
 };
 use banyan_relay::config::RelayConfig;
+use banyan_relay::interact::payload::Up;
 use banyan_relay::metrics::Metrics;
 use banyan_relay::Relay;
 use bytes::Bytes;
@@ -277,4 +279,18 @@ pub async fn connect_via(relay: &TestRelay, proxy: &banyan_tests::impair::Proxy)
         .expect("connect through the proxy");
     tokio::spawn(driver.run());
     session
+}
+
+/// A like from a viewer's `interact` track as a datagram: `total` is `source`'s running count.
+pub fn like_datagram(group: u64, source: u64, total: u64) -> ObjectDatagram {
+    ObjectDatagram {
+        track_alias: 0,
+        group_id: group,
+        object_id: 0,
+        publisher_priority: None,
+        properties: ObjectProperties::default(),
+        end_of_group: false,
+        status: ObjectStatus::Normal,
+        payload: Up::Like { source, total }.encode(),
+    }
 }
