@@ -10,7 +10,7 @@ use web_transport_quinn::proto::ConnectResponse;
 use super::config::{SessionConfig, TransportConfig};
 use super::driver::SessionDriver;
 use super::error::Error;
-use super::handshake::{self, ClientOptions, PendingSession};
+use super::handshake::{ClientOptions, PendingSession};
 use super::shared::Session;
 use super::transport::TransportKind;
 use crate::Version;
@@ -126,10 +126,10 @@ impl Incoming {
     pub async fn handshake(self) -> Result<PendingSession, Error> {
         let config = self.config;
         // Each phase has the setup timeout: the QUIC (and CONNECT) handshake here, SETUP in
-        // `handshake::accept`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
+        // `PendingSession::accept_transport`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
         let connect = tokio::time::timeout(config.setup_timeout, Self::connect(self.incoming));
         let (transport, kind, version, url) = connect.await.map_err(|_| Error::Timeout("setup"))??;
-        handshake::accept(Arc::new(transport), kind, version, url, config).await
+        PendingSession::accept_transport(Arc::new(transport), kind, version, url, config).await
     }
 
     /// The QUIC handshake and, for `h3`, the WebTransport CONNECT with version negotiation.
@@ -251,7 +251,7 @@ impl Client {
 
         let config = self.config.clone();
         // The setup timeout bounds the QUIC (and CONNECT) handshake here, and reading the
-        // server's SETUP inside `handshake::connect`.
+        // server's SETUP inside `Session::connect_transport`.
         let work = async {
             let conn = self
                 .endpoint
@@ -286,7 +286,7 @@ impl Client {
         let (transport, version) = tokio::time::timeout(config.setup_timeout, work)
             .await
             .map_err(|_| Error::Timeout("setup"))??;
-        handshake::connect(Arc::new(transport), kind, version, url, options, config).await
+        Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await
     }
 
     /// The local address of the client socket.

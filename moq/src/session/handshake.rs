@@ -96,7 +96,33 @@ impl PendingSession {
         url: Option<Url>,
         config: SessionConfig,
     ) -> Result<Self, Error> {
-        accept(transport, kind, version, url, config).await
+        // Any failure here closes the transport with the error's code before it is returned.
+        let checked = async {
+            let (setup, control, early) = read_peer_setup(transport.as_ref(), version, &config).await?;
+            let url = match kind {
+                TransportKind::WebTransport if setup.path.is_some() || setup.authority.is_some() => {
+                    return Err(Error::protocol(
+                        SessionErrorCode::InvalidPath,
+                        "PATH and AUTHORITY are not allowed over WebTransport",
+                    ))
+                }
+                TransportKind::WebTransport => url,
+                TransportKind::Quic => raw_url(&setup)?,
+            };
+            Ok((setup, control, early, url))
+        };
+        let (setup, control, early, url) =
+            checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
+        Ok(Self {
+            transport,
+            kind,
+            version,
+            url,
+            setup,
+            control,
+            early,
+            config,
+        })
     }
 
     /// Send our SETUP and start the session.
@@ -140,102 +166,54 @@ impl Session {
         options: ClientOptions,
         config: SessionConfig,
     ) -> Result<(Session, SessionDriver), Error> {
-        connect(transport, kind, version, url, options, config).await
-    }
-}
-
-/// Server side: wait for the client's control stream and SETUP.
-pub(crate) async fn accept(
-    transport: Arc<dyn Connection>,
-    kind: TransportKind,
-    version: Version,
-    url: Option<Url>,
-    config: SessionConfig,
-) -> Result<PendingSession, Error> {
-    // Any failure here closes the transport with the error's code before it is returned.
-    let checked = async {
-        let (setup, control, early) = read_peer_setup(transport.as_ref(), version, &config).await?;
-        let url = match kind {
-            TransportKind::WebTransport if setup.path.is_some() || setup.authority.is_some() => {
+        let mut setup = Setup {
+            moqt_implementation: config.implementation.clone().map(Into::into),
+            hop_id: config.hop_id,
+            ..Default::default()
+        };
+        setup.authorization_tokens = options.tokens;
+        if kind == TransportKind::Quic {
+            let authority = match (url.host_str(), url.port()) {
+                (Some(host), Some(port)) => format!("{host}:{port}"),
+                (Some(host), None) => host.to_string(),
+                (None, _) => return Err(Error::InvalidArgument(format!("URL {url} has no host"))),
+            };
+            let mut path = url.path().to_string();
+            if let Some(query) = url.query() {
+                path.push('?');
+                path.push_str(query);
+            }
+            setup.authority = Some(authority);
+            setup.path = Some(path);
+        }
+        let control = open_control(transport.as_ref(), &setup, version).await?;
+        // Any failure here closes the transport with the error's code before it is returned.
+        let checked = async {
+            let (peer_setup, control_reader, early) =
+                read_peer_setup(transport.as_ref(), version, &config).await?;
+            if peer_setup.path.is_some() || peer_setup.authority.is_some() {
                 return Err(Error::protocol(
                     SessionErrorCode::InvalidPath,
-                    "PATH and AUTHORITY are not allowed over WebTransport",
-                ))
+                    "a server must not send PATH or AUTHORITY",
+                ));
             }
-            TransportKind::WebTransport => url,
-            TransportKind::Quic => raw_url(&setup)?,
+            Ok((peer_setup, control_reader, early))
         };
-        Ok((setup, control, early, url))
-    };
-    let (setup, control, early, url) = checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
-    Ok(PendingSession {
-        transport,
-        kind,
-        version,
-        url,
-        setup,
-        control,
-        early,
-        config,
-    })
-}
-
-/// Client side: send SETUP, wait for the server's.
-pub(crate) async fn connect(
-    transport: Arc<dyn Connection>,
-    kind: TransportKind,
-    version: Version,
-    url: &Url,
-    options: ClientOptions,
-    config: SessionConfig,
-) -> Result<(Session, SessionDriver), Error> {
-    let mut setup = Setup {
-        moqt_implementation: config.implementation.clone().map(Into::into),
-        hop_id: config.hop_id,
-        ..Default::default()
-    };
-    setup.authorization_tokens = options.tokens;
-    if kind == TransportKind::Quic {
-        let authority = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => return Err(Error::InvalidArgument(format!("URL {url} has no host"))),
-        };
-        let mut path = url.path().to_string();
-        if let Some(query) = url.query() {
-            path.push('?');
-            path.push_str(query);
-        }
-        setup.authority = Some(authority);
-        setup.path = Some(path);
-    }
-    let control = open_control(transport.as_ref(), &setup, version).await?;
-    // Any failure here closes the transport with the error's code before it is returned.
-    let checked = async {
         let (peer_setup, control_reader, early) =
-            read_peer_setup(transport.as_ref(), version, &config).await?;
-        if peer_setup.path.is_some() || peer_setup.authority.is_some() {
-            return Err(Error::protocol(
-                SessionErrorCode::InvalidPath,
-                "a server must not send PATH or AUTHORITY",
-            ));
-        }
-        Ok((peer_setup, control_reader, early))
-    };
-    let (peer_setup, control_reader, early) =
-        checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
-    Ok(start(
-        transport,
-        kind,
-        version,
-        Role::Client,
-        config,
-        Some(url.clone()),
-        peer_setup,
-        control,
-        control_reader,
-        early,
-    ))
+            checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
+        Ok(start(
+            transport,
+            kind,
+            version,
+            Role::Client,
+            config,
+            Some(url.clone()),
+            peer_setup,
+            control,
+            control_reader,
+            early,
+        ))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
