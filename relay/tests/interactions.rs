@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use banyan_moq::coding::{Location, TrackName, TrackNamespace};
 use banyan_moq::data::FetchItem;
-use banyan_moq::message::{Fetch, FetchType, Message, Parameters, Publish, StandaloneFetch};
+use banyan_moq::message::{Fetch, FetchType, Parameters, StandaloneFetch};
 use banyan_moq::session::{Session, Subscription, TrackEvent, TrackWriter, TransportKind};
 use banyan_relay::interact::hub::CHAT_GROUP;
 use banyan_relay::interact::payload::{decode_total, ChatObject, GiftEvent, Up};
@@ -25,8 +25,8 @@ use banyan_tests::impair::{Impairment, Proxy};
 use bytes::Bytes;
 use common::live::percentile;
 use common::{
-    connect_via, impaired, like_datagram, poll_until, publish, relay, subscribe_msg, within, Pattern,
-    TestRelay,
+    connect_via, impaired, interact, like_datagram, poll_until, publish, relay, subscribe_msg, within,
+    Pattern, TestRelay,
 };
 
 const BROADCAST: &str = "likes/show";
@@ -38,26 +38,6 @@ async fn lossy(relay: &TestRelay, loss: f64, seed: u64) -> Proxy {
         ..Impairment::default()
     };
     impaired(relay, impairment, seed).await
-}
-
-/// PUBLISH the `interact` track of `broadcast` and wait for PUBLISH_OK.
-async fn interact(session: &Session, broadcast: &str) -> TrackWriter {
-    let mut writer = session
-        .publish(Publish {
-            request_id: 0,
-            track_namespace: TrackNamespace::from_path(broadcast).unwrap(),
-            track_name: TrackName::from("interact"),
-            track_alias: 0,
-            parameters: Parameters::default(),
-            track_properties: Default::default(),
-        })
-        .await
-        .unwrap();
-    let answer = within("PUBLISH_OK for interact", 10, writer.next_request())
-        .await
-        .unwrap();
-    assert!(matches!(answer, Some(Message::RequestOk(_))), "got {answer:?}");
-    writer
 }
 
 /// SUBSCRIBE to `track` of the test broadcast on `session`; `what` names the wait if it hangs.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
-use banyan_moq::message::{Message, Parameters, Publish, PublishNamespace, Subscribe};
+use banyan_moq::message::{Parameters, PublishNamespace, Subscribe};
 use banyan_moq::session::transport::Connection;
 use banyan_moq::session::{
     ClientOptions, Error, PendingSession, Request, Session, SessionConfig, SessionDriver, Subscription,
@@ -28,7 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 use url::Url;
 
-use common::like_datagram;
+use common::{interact, like_datagram};
 
 /// One-way latency of every link.
 const LATENCY: Duration = Duration::from_millis(5);
@@ -401,19 +401,7 @@ async fn likes_reach_watchers_once_per_window_not_once_per_like() {
         .collect();
 
     let viewer = connect(&relay, &link()).await;
-    let mut writer = viewer
-        .publish(Publish {
-            request_id: 0,
-            track_namespace: TrackNamespace::from_path("likes/show").unwrap(),
-            track_name: TrackName::from("interact"),
-            track_alias: 0,
-            parameters: Parameters::default(),
-            track_properties: Default::default(),
-        })
-        .await
-        .unwrap();
-    let answer = writer.next_request().await.unwrap();
-    assert!(matches!(answer, Some(Message::RequestOk(_))), "got {answer:?}");
+    let writer = interact(&viewer, "likes/show").await;
     // 100 likes/s for one second.
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / LIKES as u32);

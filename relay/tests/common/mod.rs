@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_certs::{client_config, parse_sha256_hex, ServerVerification};
-use banyan_moq::coding::{PublishDoneCode, TrackNamespace};
+use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
 use banyan_moq::data::{ObjectDatagram, ObjectProperties, ObjectStatus};
-use banyan_moq::message::{Parameters, PublishNamespace};
+use banyan_moq::message::{Message, Parameters, Publish, PublishNamespace};
 use banyan_moq::session::{
-    Client, ClientOptions, NamespacePublication, Request, Session, SessionConfig, TransportConfig,
-    TransportKind,
+    Client, ClientOptions, NamespacePublication, Request, Session, SessionConfig, TrackWriter,
+    TransportConfig, TransportKind,
 };
 use banyan_relay::config::RelayConfig;
 use banyan_relay::interact::payload::Up;
@@ -293,4 +293,24 @@ pub fn like_datagram(group: u64, source: u64, total: u64) -> ObjectDatagram {
         status: ObjectStatus::Normal,
         payload: Up::Like { source, total }.encode(),
     }
+}
+
+/// PUBLISH the `interact` track of `broadcast` and wait for PUBLISH_OK.
+pub async fn interact(session: &Session, broadcast: &str) -> TrackWriter {
+    let mut writer = session
+        .publish(Publish {
+            request_id: 0,
+            track_namespace: TrackNamespace::from_path(broadcast).unwrap(),
+            track_name: TrackName::from("interact"),
+            track_alias: 0,
+            parameters: Parameters::default(),
+            track_properties: Default::default(),
+        })
+        .await
+        .unwrap();
+    let answer = within("PUBLISH_OK for interact", 10, writer.next_request())
+        .await
+        .unwrap();
+    assert!(matches!(answer, Some(Message::RequestOk(_))), "got {answer:?}");
+    writer
 }
