@@ -13,11 +13,16 @@
 //! - `session` (feature `session`): endpoints, sessions, request streams, publishing and
 //!   subscribing over a small transport trait (`session::transport`), bound to quinn and
 //!   web-transport-quinn (raw QUIC and WebTransport); `banyan_tests::mem` is an in-memory pair.
+//! - `track` (feature `session`): the track model shared by the relay, the publisher and the
+//!   benchmark: a producer writes groups of objects, consumers read them with their own
+//!   cursors within bounded memory, and `Fanout` sends a consumer's groups to one subscriber.
 
 pub mod coding;
 pub mod data;
 pub mod message;
 #[cfg(feature = "session")]
 pub mod session;
+#[cfg(feature = "session")]
+pub mod track;
 
 pub use coding::Version;
