@@ -35,12 +35,12 @@ use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::request::{SessionHandler, SessionLimits, Shared};
 use crate::tasks::Tasks;
-use crate::track::cache::CacheBudget;
 use crate::track::forward::ForwardConfig;
 use crate::track::{TrackConfig, Tracks};
 use crate::upstream::{
     self, Dial, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver,
 };
+use banyan_moq::track::Budget;
 
 /// Where the relay listens and which certificate it serves (part of [`RelayConfig`]).
 #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
@@ -355,7 +355,7 @@ fn shared_state(
             linger: Duration::from_secs(2),
             failover_window: FAILOVER_WINDOW,
         },
-        CacheBudget::new(config.cache.cache_bytes),
+        Budget::new(config.cache.cache_bytes),
         metrics.clone(),
     );
     let ledger = match &config.interact.gift_ledger {

@@ -34,6 +34,10 @@ pub enum Step {
         /// The Group ID.
         group: u64,
     },
+    /// The requested range is complete (see [`Fanout::until`]): a group after its end
+    /// appeared (and was not started), or its last group finished with nothing else in
+    /// flight. Groups still in flight keep going until drained.
+    ReachedEnd,
     /// The track has ended and every group in flight is done. Later steps return this again.
     Ended,
 }
@@ -44,6 +48,8 @@ pub struct Fanout {
     sender: TrackSender,
     start: Start,
     max_lag: usize,
+    /// The last group wanted, if the subscription asked for a range.
+    end: Option<u64>,
     /// The first group sent, once known.
     from: Option<u64>,
     /// Every group sent since `from` (pruned to what the track still keeps): groups can start
@@ -77,6 +83,7 @@ impl Fanout {
             sender,
             start,
             max_lag,
+            end: None,
             from: None,
             sent: BTreeSet::new(),
             ended: false,
@@ -86,9 +93,15 @@ impl Fanout {
         }
     }
 
+    /// Send groups up to `end` only (a subscription's End Group).
+    pub fn until(mut self, end: Option<u64>) -> Self {
+        self.end = end;
+        self
+    }
+
     /// Groups in flight.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.active.len()
     }
 
     /// Wait for the next thing to happen: a group starts, a group finishes, or the track has
@@ -118,10 +131,16 @@ impl Fanout {
                 Some(finished) = active.next(), if !active.is_empty() => Err(finished),
             };
             match event {
+                Ok(Some((group, _))) if self.end.is_some_and(|end| group.id > end) => {
+                    return Step::ReachedEnd
+                }
                 Ok(Some((group, first_object))) => return self.begin(group, first_object),
                 Ok(None) => self.ended = true,
                 Err(finished) => {
                     self.in_flight.retain(|(id, _)| *id != finished);
+                    if self.end.is_some_and(|end| finished >= end) && self.active.is_empty() {
+                        return Step::ReachedEnd;
+                    }
                     return Step::Finished { group: finished };
                 }
             }

@@ -11,9 +11,9 @@ use banyan_moq::session::SubscribeRequest;
 
 use super::SessionHandler;
 use crate::metrics::RefuseReason;
-use crate::track::cache::Start;
 use crate::track::forward::forward;
 use crate::track::{LiveInfo, Track, TrackState};
+use banyan_moq::track::Start;
 
 impl SessionHandler {
     pub(super) async fn subscribe(

@@ -9,9 +9,9 @@ use banyan_moq::session::SubscribeTracksRequest;
 use super::limits::Slot;
 use super::SessionHandler;
 use crate::metrics::RefuseReason;
-use crate::track::cache::Start;
 use crate::track::forward::forward;
 use crate::track::{SubscriberGuard, Track};
+use banyan_moq::track::Start;
 
 impl SessionHandler {
     /// SUBSCRIBE_TRACKS: PUBLISH every track pushed to this relay under the prefix, those live

@@ -169,7 +169,7 @@ impl Tracks {
                     // not timed out yet): nothing more comes from it. Drop its subscription
                     // and end what it left open so no subscriber waits on those groups.
                     drop(ingest);
-                    track.cache.close();
+                    track.producer.close_groups();
                     self.metrics.publisher_takeovers.inc();
                     match self.namespaces.route(&name.namespace) {
                         Some(next) => publisher = next,

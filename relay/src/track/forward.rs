@@ -1,22 +1,20 @@
 //! Fan-out: one forwarder per downstream subscription, reading the shared cache with its own
-//! cursor. A subscriber that cannot keep up never slows anyone else: its streams back up in
-//! its own QUIC flow control, and once it is more than `max_lag` groups behind the newest,
-//! its oldest group streams are reset and it carries on with the newest group (counted).
+//! cursor through a [`Fanout`]. A subscriber that cannot keep up never slows anyone else: its
+//! streams back up in its own QUIC flow control, and once it is more than `max_lag` groups
+//! behind the newest, its oldest group streams are reset and it carries on with the newest
+//! group (counted). Around the fan-out: the subscription's requests (REQUEST_UPDATE), the
+//! end of a requested range, and PUBLISH_DONE when the track ends.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_moq::coding::{FullTrackName, PublishDoneCode, RequestErrorCode, StreamResetCode};
-use banyan_moq::data::SubgroupObject;
+use banyan_moq::coding::{PublishDoneCode, RequestErrorCode};
 use banyan_moq::message::{Message, RequestError, RequestOk};
-use banyan_moq::session::{Error as SessionError, TrackSender, TrackWriter};
-use futures::stream::{FuturesUnordered, StreamExt};
+use banyan_moq::session::{Error as SessionError, TrackWriter};
+use banyan_moq::track::{Fanout, Start, Step};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::track::cache::{Group, Start, Subgroup};
 use crate::track::{SubscriberGuard, TrackState};
 
 /// How a forwarder behaves.
@@ -43,51 +41,27 @@ pub async fn forward(
     let mut state = track.state();
     metrics.subscriptions.inc();
 
-    let mut active = FuturesUnordered::new();
-    let mut in_flight: VecDeque<(u64, watch::Sender<bool>)> = VecDeque::new();
-    // The first group sent, and every group sent since (pruned to what the cache still holds):
-    // groups can start out of order upstream, so "newer than the last one sent" would lose
-    // an older group that starts late.
-    let mut from: Option<u64> = None;
-    let mut sent = BTreeSet::new();
+    let mut fanout = Fanout::new(track.cache.clone(), sender, start, config.max_lag).until(end_group);
+    // Once the track's groups are all sent, the track's state says how it ended.
+    let mut sent_all = false;
     let outcome = loop {
-        // The next group to send: the start point once, then each group not yet sent.
-        let upcoming = async {
-            match from {
-                None => track.cache.first_group(start).await,
-                Some(from) => (track.cache.next_unsent_group(from, &sent).await, 0),
-            }
-        };
         tokio::select! {
             // Groups first: when the track ends right after its last group entered the cache,
             // both are ready, and that group must still go out before PUBLISH_DONE.
             biased;
-            (group, first_object) = upcoming => {
-                // From the start group even if a later group was found first.
-                from.get_or_insert(match start {
-                    Start::At { group: target, .. } => target.min(group.id),
-                    _ => group.id,
-                });
-                sent.insert(group.id);
-                if let Some(oldest) = track.cache.oldest() {
-                    sent = sent.split_off(&oldest.group);
+            step = fanout.step(), if !sent_all => match step {
+                Step::Started { skipped, .. } => {
+                    for skipped in skipped {
+                        tracing::debug!(track = %track.name, group = skipped, "subscriber behind; skipping group");
+                        metrics.groups_skipped.inc();
+                    }
                 }
-                if end_group.is_some_and(|end| group.id > end) {
+                Step::Finished { .. } => {}
+                Step::ReachedEnd => {
                     break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
                 }
-                let (cancel, cancelled) = watch::channel(false);
-                active.push(send_group(sender.clone(), group.clone(), first_object, cancelled, metrics.clone()));
-                // Oldest first, so a lagging subscriber skips its oldest groups.
-                let at = in_flight.partition_point(|(id, _)| *id < group.id);
-                in_flight.insert(at, (group.id, cancel));
-                skip_lagging(&mut in_flight, config.max_lag, &track.name, &metrics);
-            }
-            Some(finished) = active.next(), if !active.is_empty() => {
-                in_flight.retain(|(id, _)| *id != finished);
-                if end_group.is_some_and(|end| finished >= end) && active.is_empty() {
-                    break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
-                }
-            }
+                Step::Ended => sent_all = true,
+            },
             request = writer.next_request() => {
                 if let Some(outcome) = answer(&mut writer, request).await {
                     break outcome;
@@ -101,52 +75,16 @@ pub async fn forward(
         }
     };
     track.remove_datagram_sender(datagram_id);
-    end(outcome, active, in_flight, writer, config.drain).await;
-    metrics.subscriptions.dec();
-    drop(guard);
-}
-
-/// End the subscription: with PUBLISH_DONE once the groups in flight finish (within
-/// `drain`), or, when the subscriber is gone, at once.
-async fn end<F: Future<Output = u64>>(
-    outcome: Outcome,
-    mut active: FuturesUnordered<F>,
-    in_flight: VecDeque<(u64, watch::Sender<bool>)>,
-    writer: TrackWriter,
-    drain: Duration,
-) {
     match outcome {
         Outcome::Done(code, reason) => {
             // Let in-flight groups finish (bounded), then PUBLISH_DONE.
-            let _ = tokio::time::timeout(drain, async { while active.next().await.is_some() {} }).await;
-            for (_, cancel) in in_flight {
-                let _ = cancel.send(true);
-            }
-            drop(active);
+            fanout.drain(config.drain).await;
             let _ = writer.finish(code, &reason).await;
         }
-        Outcome::Gone => {
-            for (_, cancel) in in_flight {
-                let _ = cancel.send(true);
-            }
-        }
+        Outcome::Gone => fanout.abandon().await,
     }
-}
-
-/// Skip the oldest groups in flight beyond `max_lag` behind the newest.
-fn skip_lagging(
-    in_flight: &mut VecDeque<(u64, watch::Sender<bool>)>,
-    max_lag: usize,
-    name: &FullTrackName,
-    metrics: &Metrics,
-) {
-    while in_flight.len() > max_lag + 1 {
-        if let Some((skipped, cancel)) = in_flight.pop_front() {
-            tracing::debug!(track = %name, group = skipped, "subscriber behind; skipping group");
-            metrics.groups_skipped.inc();
-            let _ = cancel.send(true);
-        }
-    }
+    metrics.subscriptions.dec();
+    drop(guard);
 }
 
 /// Answer what the subscriber sent on its subscription's stream: `Some` when that ends the
@@ -208,109 +146,4 @@ enum Outcome {
     Done(PublishDoneCode, String),
     /// The subscriber went away (or its stream failed): nothing more to send.
     Gone,
-}
-
-/// Send one group: a stream per subgroup, opened as subgroups appear. Returns the group id.
-async fn send_group(
-    sender: TrackSender,
-    group: Arc<Group>,
-    first_object: u64,
-    cancelled: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-) -> u64 {
-    let mut subgroups = FuturesUnordered::new();
-    let mut seen = 0;
-    let mut group_closed = false;
-    let mut cancel = cancelled.clone();
-    loop {
-        tokio::select! {
-            more = group.subgroups_from(seen), if !group_closed => {
-                if more.is_empty() {
-                    group_closed = true;
-                }
-                for subgroup in more {
-                    seen += 1;
-                    subgroups.push(send_subgroup(sender.clone(), subgroup, first_object, cancelled.clone(), metrics.clone()));
-                }
-            }
-            Some(()) = subgroups.next(), if !subgroups.is_empty() => {}
-            _ = cancel.changed() => break,
-            else => break,
-        }
-        if group_closed && subgroups.is_empty() {
-            break;
-        }
-    }
-    // On cancel the subgroup futures reset their own streams; drive them to do so.
-    while subgroups.next().await.is_some() {}
-    group.id
-}
-
-/// Send one subgroup's objects on one stream, from `first_object` on.
-async fn send_subgroup(
-    sender: TrackSender,
-    subgroup: Arc<Subgroup>,
-    first_object: u64,
-    mut cancelled: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-) {
-    let mut stream = None;
-    let mut next = 0;
-    loop {
-        if *cancelled.borrow() {
-            break;
-        }
-        let objects = tokio::select! {
-            objects = subgroup.read_from(next) => objects,
-            _ = cancelled.changed() => break,
-        };
-        if objects.is_empty() {
-            if let Some(stream) = stream.take() {
-                banyan_moq::session::SubgroupWriter::finish(stream);
-            }
-            return;
-        }
-        for object in objects {
-            next += 1;
-            if object.id < first_object {
-                continue;
-            }
-            if stream.is_none() {
-                let opened = tokio::select! {
-                    opened = sender.open_subgroup(subgroup.group_id, subgroup.subgroup_id, subgroup.publisher_priority, subgroup.properties) => opened,
-                    _ = cancelled.changed() => return,
-                };
-                match opened {
-                    Ok(s) => stream = Some(s),
-                    Err(_) => return,
-                }
-            }
-            let Some(writer) = stream.as_mut() else { return };
-            let len = object.payload.len() as u64;
-            let received = object.received;
-            let out = SubgroupObject {
-                object_id: object.id,
-                properties: object.properties,
-                status: object.status,
-                payload: object.payload,
-            };
-            let written = tokio::select! {
-                written = writer.write(&out) => Some(written.is_ok()),
-                _ = cancelled.changed() => None,
-            };
-            match written {
-                Some(true) => {
-                    metrics.objects_out.inc();
-                    metrics.bytes_out.inc_by(len);
-                    metrics.forward_delay.observe(received.elapsed().as_secs_f64());
-                }
-                Some(false) => return,
-                None => break,
-            }
-        }
-    }
-    // Cancelled: the subscriber skips this group.
-    if let Some(stream) = stream {
-        stream.reset(StreamResetCode::Cancelled);
-    }
 }

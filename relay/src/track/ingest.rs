@@ -2,15 +2,15 @@
 //! by its own task, datagrams fanned out as they come.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banyan_moq::coding::PublishDoneCode;
 use banyan_moq::session::{SubgroupReader, Subscription, TrackEvent};
 use tokio::sync::watch;
 
-use super::cache::{CachedObject, Subgroup};
 use super::{Track, TrackState};
 use crate::metrics::Metrics;
+use banyan_moq::track::{Object, SubgroupProducer};
 
 /// How long, after upstream ends a track, its open subgroup streams may take to finish.
 const SUBGROUP_DRAIN: Duration = Duration::from_secs(2);
@@ -180,12 +180,12 @@ async fn wait_idle(subscribers: &mut watch::Receiver<usize>, linger: Duration) {
 /// The cache entry for an upstream subgroup whose header carries its Subgroup ID:
 /// `Some(None)` when the ID comes with the first object, `None` when the group is too old
 /// to cache (the stream is then stopped: nobody can be served from it).
-fn open_cached(track: &Track, reader: &mut SubgroupReader) -> Option<Option<Arc<Subgroup>>> {
+fn open_cached(track: &Track, reader: &mut SubgroupReader) -> Option<Option<SubgroupProducer>> {
     let Some(subgroup_id) = reader.subgroup_id() else {
         return Some(None);
     };
     let header = reader.header();
-    match track.cache.open_subgroup(
+    match track.producer.open_subgroup(
         header.group_id,
         subgroup_id,
         header.publisher_priority,
@@ -203,7 +203,7 @@ fn open_cached(track: &Track, reader: &mut SubgroupReader) -> Option<Option<Arc<
 async fn ingest_subgroup(
     track: Arc<Track>,
     mut reader: SubgroupReader,
-    mut cached: Option<Arc<Subgroup>>,
+    mut cached: Option<SubgroupProducer>,
     metrics: Arc<Metrics>,
 ) {
     let header = reader.header().clone();
@@ -218,7 +218,7 @@ async fn ingest_subgroup(
         };
         if cached.is_none() {
             let subgroup_id = reader.subgroup_id().unwrap_or(0);
-            match track.cache.open_subgroup(
+            match track.producer.open_subgroup(
                 header.group_id,
                 subgroup_id,
                 header.publisher_priority,
@@ -235,19 +235,8 @@ async fn ingest_subgroup(
         metrics.objects_in.inc();
         metrics.bytes_in.inc_by(object.payload.len() as u64);
         if let Some(subgroup) = &cached {
-            track.cache.push(
-                subgroup,
-                CachedObject {
-                    id: object.object_id,
-                    status: object.status,
-                    properties: object.properties,
-                    payload: object.payload,
-                    received: Instant::now(),
-                },
-            );
+            subgroup.write(Object::from(object));
         }
     }
-    if let Some(subgroup) = &cached {
-        track.cache.finish(subgroup);
-    }
+    // Dropping `cached` finishes the subgroup.
 }

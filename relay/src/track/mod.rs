@@ -29,7 +29,8 @@ use tokio::sync::{oneshot, watch};
 use url::Url;
 
 use crate::metrics::Metrics;
-use crate::track::cache::{CacheBudget, TrackCache};
+use crate::track::cache::CacheObserver;
+use banyan_moq::track::{Budget, Limits, TrackConsumer, TrackProducer};
 
 /// Where a track stands.
 #[derive(Clone, Debug)]
@@ -107,8 +108,10 @@ pub struct TrackConfig {
 pub struct Track {
     /// Its name.
     pub name: FullTrackName,
-    /// Its recent groups.
-    pub cache: TrackCache,
+    /// Writes its groups (the upstream ingest, or this relay for a local track).
+    pub producer: TrackProducer,
+    /// Reads its recent groups (forwarders, FETCH).
+    pub cache: TrackConsumer,
     state: watch::Sender<TrackState>,
     subscribers: watch::Sender<usize>,
     /// Of those, the ones from child relays (requests carrying a relay path).
@@ -138,15 +141,16 @@ struct ParentRef {
 }
 
 impl Track {
-    fn new(
-        name: FullTrackName,
-        config: &TrackConfig,
-        budget: Arc<CacheBudget>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    fn new(name: FullTrackName, config: &TrackConfig, budget: Arc<Budget>, metrics: Arc<Metrics>) -> Self {
+        let producer = TrackProducer::new(Limits {
+            max_groups: config.cache_groups,
+            budget,
+            observer: Arc::new(CacheObserver(metrics.clone())),
+        });
         Self {
             name,
-            cache: TrackCache::new(config.cache_groups, budget, metrics.clone()),
+            cache: producer.consume(),
+            producer,
             state: watch::Sender::new(TrackState::Pending),
             subscribers: watch::Sender::new(0),
             relay_subscribers: AtomicUsize::new(0),

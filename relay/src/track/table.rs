@@ -13,12 +13,12 @@ use banyan_moq::session::Subscription;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::cache::CacheBudget;
 use super::feed::live_info;
 use super::{SubscriberGuard, Track, TrackConfig, TrackState};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::upstream::Parents;
+use banyan_moq::track::Budget;
 
 /// Every track at this relay, by name.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct Tracks {
     pub(super) namespaces: Arc<Namespaces>,
     pub(super) parents: Option<Arc<Parents>>,
     pub(super) config: TrackConfig,
-    pub(super) budget: Arc<CacheBudget>,
+    pub(super) budget: Arc<Budget>,
     pub(super) metrics: Arc<Metrics>,
 }
 
@@ -41,7 +41,7 @@ impl Tracks {
         namespaces: Arc<Namespaces>,
         parents: Option<Arc<Parents>>,
         config: TrackConfig,
-        budget: Arc<CacheBudget>,
+        budget: Arc<Budget>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -226,7 +226,7 @@ impl Tracks {
                 tracks.remove(&track.name);
             }
         }
-        track.cache.close();
+        track.producer.end();
         track.set_state(end);
     }
 }

@@ -140,7 +140,7 @@ struct Room {
     /// The next comment's sequence number in the room.
     next: u64,
     /// The open subgroup of the current group.
-    open: Option<Arc<crate::track::cache::Subgroup>>,
+    open: Option<banyan_moq::track::SubgroupProducer>,
 }
 
 #[derive(Debug)]

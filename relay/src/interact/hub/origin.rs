@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use banyan_moq::coding::{FullTrackName, TrackName, TrackNamespace};
+use banyan_moq::data::ObjectProperties;
+use banyan_moq::track::Object;
 use bytes::Bytes;
 
 use super::super::ledger::LedgerError;
@@ -53,7 +55,9 @@ impl Hub {
                     kind: recorded.kind,
                     amount: recorded.amount,
                 };
-                events.append_group(events_group.fetch_add(1, Ordering::Relaxed), event.encode());
+                events
+                    .producer
+                    .append_group(events_group.fetch_add(1, Ordering::Relaxed), event.encode());
                 Ok(())
             }
             Some(Err(e)) => {
@@ -78,13 +82,11 @@ impl Hub {
             .or_insert_with(|| self.new_room(&broadcast.namespace, room));
         let (group, object) = (room.next / CHAT_GROUP, room.next % CHAT_GROUP);
         if object == 0 {
-            if let Some(done) = room.open.take() {
-                room.track.finish_local(&done);
-            }
-            room.open = room.track.open_local(group);
+            // Dropping the previous group's writer finishes it.
+            room.open = room.track.producer.open_subgroup(group, 0, None, false);
         }
         if let Some(open) = &room.open {
-            room.track.append(open, object, comment.encode());
+            open.write(Object::new(object, ObjectProperties::default(), comment.encode()));
             room.next += 1;
         }
     }
@@ -134,7 +136,7 @@ impl Hub {
             };
             if let Some(total) = total {
                 let group = likes_group.fetch_add(1, Ordering::Relaxed);
-                likes.append_group(group, encode_total(total));
+                likes.producer.append_group(group, encode_total(total));
             }
         }
     }
