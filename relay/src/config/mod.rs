@@ -143,20 +143,9 @@ impl RelayConfig {
     ///
     /// `--help` and `--version` print and exit the process (status 0), like any clap program.
     pub fn load() -> anyhow::Result<Self> {
-        let result = Self::load_from(std::env::args_os(), |key| {
+        banyan_control::layered::exit_on_help(Self::load_from(std::env::args_os(), |key| {
             std::env::var_os(key).map(|v| v.to_string_lossy().into_owned())
-        });
-        if let Err(err) = &result {
-            if let Some(clap_err) = err.downcast_ref::<clap::Error>() {
-                if matches!(
-                    clap_err.kind(),
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-                ) {
-                    clap_err.exit();
-                }
-            }
-        }
-        result
+        }))
     }
 
     /// The configuration from `args` (the first item is the program name), the variables that

@@ -238,8 +238,13 @@ capacity-egress = 1000
     assert_eq!(c.cache.cache_groups, 9);
     assert_eq!(c.upstream.upstream.len(), 1);
     assert_eq!(c.upstream.upstream[0].as_str(), "moqt://from-flag:1");
+}
 
-    // A flag that sets a bool back to false beats the file.
+#[test]
+fn a_false_flag_overrides_a_true_file() {
+    let fx = Fixture::new("false-flag");
+    let toml = fx.file("relay.toml", "dev-cert = true\ninsecure-no-auth = true\n");
+    let path = toml.to_str().unwrap();
     let c = load(
         &[
             "--config",
