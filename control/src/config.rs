@@ -131,18 +131,7 @@ impl ControlConfig {
     /// The configuration from the process's arguments, environment and `--config` file.
     /// `--help`/`--version` print and exit.
     pub fn load() -> anyhow::Result<Self> {
-        let result = Self::load_from(std::env::args_os(), |k| std::env::var(k).ok());
-        if let Err(err) = &result {
-            if let Some(clap_err) = err.downcast_ref::<clap::Error>() {
-                if matches!(
-                    clap_err.kind(),
-                    clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-                ) {
-                    clap_err.exit();
-                }
-            }
-        }
-        result
+        crate::layered::exit_on_help(Self::load_from(std::env::args_os(), |k| std::env::var(k).ok()))
     }
 
     /// The configuration from `args` (first item: program name), the variables `env` returns

@@ -31,6 +31,23 @@ pub fn env_var_name(prefix: &str, id: &str) -> String {
     format!("{prefix}{}", id.replace('-', "_").to_ascii_uppercase())
 }
 
+/// `result` of [`load`] for a binary: a `--help`/`--version` request (an error holding that
+/// [`clap::Error`]) prints and exits the process (status 0), like any clap program; every
+/// other result comes back as it is.
+pub fn exit_on_help<C>(result: anyhow::Result<C>) -> anyhow::Result<C> {
+    if let Err(err) = &result {
+        if let Some(clap_err) = err.downcast_ref::<clap::Error>() {
+            if matches!(
+                clap_err.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                clap_err.exit();
+            }
+        }
+    }
+    result
+}
+
 /// `C` from `args` (the first item is the program name), the variables `env` returns for
 /// `prefix` and the file named by the `config` argument, merged in the order above.
 ///

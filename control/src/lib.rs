@@ -8,7 +8,8 @@
 //! - [`api`]: the HTTP/JSON contract (request and response types of every endpoint). With
 //!   `default-features = false` this is the whole crate and depends on `serde` only.
 //! - [`layered`] (feature `layered`, also used by `banyan-relay`): filling a clap struct from
-//!   flags, prefixed environment variables and a TOML file, in that precedence.
+//!   flags, prefixed environment variables and a TOML file, in that precedence (`load`), and
+//!   the `--help`/`--version` exit a binary wants around it (`exit_on_help`).
 //!
 //! With the `server` feature (default):
 //! - [`config`]: [`ControlConfig`](config::ControlConfig), one struct for flags,

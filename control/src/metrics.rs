@@ -164,7 +164,7 @@ fn snapshot(status: &Status) -> Registry {
             count(|r| r.draining),
         ),
         (
-            "relays_spawned",
+            "spawned_relays",
             "Live relays spawned by this control plane",
             count(|r| r.spawned),
         ),
@@ -300,13 +300,35 @@ mod tests {
         assert_eq!(get("banyan_control_time_to_full_seconds"), 1.5);
         assert_eq!(get("banyan_control_relays"), 2.0);
         assert_eq!(get("banyan_control_relays_draining"), 1.0);
-        assert_eq!(get("banyan_control_relays_spawned"), 1.0);
+        assert_eq!(get("banyan_control_spawned_relays"), 1.0);
         assert_eq!(get("banyan_control_sessions"), 7.0);
         assert_eq!(get("banyan_control_capacity_viewers"), 200.0);
         let label = r#"{broadcast="live/a\"b\\c"}"#;
         assert_eq!(get(&format!("banyan_control_broadcast_viewers{label}")), 7.0);
         assert_eq!(get(&format!("banyan_control_broadcast_join_rate{label}")), 0.123);
         assert!(text.contains("# HELP banyan_control_heartbeats Heartbeats accepted.\n"));
+    }
+
+    /// Each family is announced once over both registries (the counters' and the scrape's):
+    /// a counter `x` is the family `x` (samples `x_total`), so a gauge may not be named `x` too.
+    #[test]
+    fn family_names_are_unique() {
+        let m = Metrics::default();
+        m.spawned.inc();
+        let status = Status {
+            relays: vec![relay("a", 1, false, true)],
+            broadcasts: vec![],
+        };
+        let text = m.render(&status);
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let total = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), total, "{text}");
     }
 
     /// The series tests and dashboards read, all present (at zero) with an empty registry.
@@ -334,7 +356,7 @@ mod tests {
             "time_to_full_seconds",
             "relays",
             "relays_draining",
-            "relays_spawned",
+            "spawned_relays",
             "sessions",
             "capacity_viewers",
         ]

@@ -36,12 +36,15 @@
 //! - [`tasks`]: [`tasks::Tasks`], a set of background tasks owned by its holder.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML,
 //!   made of the modules' own settings structs (`relay::ServerSettings`, `track::cache::CacheSettings`,
-//!   ...), its validation and the value parsers they share.
+//!   ...): `mod.rs` ([`config::RelayConfig`] and its loading), `validate.rs` (range and
+//!   consistency checks, one function per concern), `parse.rs` (the value parsers the settings
+//!   share: sizes, bit rates, URLs, host names), `tests.rs` (how the layers merge).
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
 //! - [`metrics`]: counters, gauges and a histogram as `prometheus-client` metrics in one
-//!   registry, encoded as OpenMetrics text.
+//!   registry, encoded as OpenMetrics text: `mod.rs` ([`metrics::Metrics`], its handles and
+//!   gauge guards), `register.rs` (each metric's exported name, help text and labels).
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`,
 //!   `/v1/gifts/{broadcast}`.
 //! - [`interact`]: likes, comments and gifts up and down the tree: viewers' `interact`
