@@ -284,7 +284,7 @@ impl Bench {
         let published = Published {
             objects: broadcasts
                 .iter()
-                .map(|b| b.objects_sent.load(Ordering::Relaxed))
+                .map(|b| b.objects_sent())
                 .sum(),
             subscriptions: broadcasts
                 .iter()
