@@ -189,7 +189,12 @@ pub async fn serve(
 /// One subscription: send the broadcast's track from `start` until cancelled. After the last
 /// object the subscription stays open (no PUBLISH_DONE) until the run closes the session, so
 /// the last group is never racing the end of the track through the relay.
-async fn serve_subscription(request: SubscribeRequest, broadcast: Arc<Broadcast>, start: Start, max_lag: usize) {
+async fn serve_subscription(
+    request: SubscribeRequest,
+    broadcast: Arc<Broadcast>,
+    start: Start,
+    max_lag: usize,
+) {
     let Ok(mut writer) = request.accept(SubscribeOk::default()).await else {
         return;
     };
@@ -243,5 +248,70 @@ async fn pace(broadcast: Arc<Broadcast>, stream: Stream, stop: watch::Receiver<b
         if last {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use banyan_moq::coding::Location;
+
+    use super::*;
+
+    fn stream(interval_ms: u64, gop: u64) -> Stream {
+        Stream {
+            interval: Duration::from_millis(interval_ms),
+            gop,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn max_lag_is_two_seconds_of_groups_and_at_least_two() {
+        assert_eq!(stream(100, 10).max_lag(), 2, "1 s groups");
+        assert_eq!(stream(10, 1).max_lag(), 200, "10 ms groups");
+        assert_eq!(stream(1000, 10).max_lag(), 2, "10 s groups");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_pacing_task_writes_groups_then_one_last_object() {
+        let broadcast = Arc::new(Broadcast::new(TrackNamespace::from_path("bench/0").unwrap()));
+        assert_eq!(broadcast.join(), Start::At { group: 0, object: 0 });
+        assert_eq!(broadcast.current_group(), None);
+        let (stop_tx, stop) = watch::channel(false);
+        let pacing = tokio::spawn(pace(broadcast.clone(), stream(10, 3), stop));
+        let consumer = broadcast.track.consume();
+        consumer.reached(Location::new(1, 1)).await;
+        assert_eq!(broadcast.current_group(), Some(1));
+        assert_eq!(
+            broadcast.join(),
+            Start::At { group: 1, object: 2 },
+            "a subscription joins at the next object"
+        );
+
+        stop_tx.send(true).unwrap();
+        pacing.await.unwrap();
+        assert_eq!(*broadcast.last_object.borrow(), Some((1, 2)));
+        let (group, _) = consumer
+            .first_group(Start::At { group: 1, object: 0 })
+            .await
+            .unwrap();
+        let subgroups = group.subgroups_from(0).await;
+        let subgroup = subgroups.first().unwrap();
+        let objects = subgroup.read_from(0).await;
+        assert_eq!(objects.iter().map(|o| o.id).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(
+            objects
+                .iter()
+                .all(|o| loc::capture_timestamp(&o.properties).is_some()),
+            "every object carries its capture time"
+        );
+        assert!(
+            subgroup.read_from(3).await.is_empty(),
+            "the last object finishes its subgroup"
+        );
+        assert!(!consumer.is_ended(), "the track stays open (no PUBLISH_DONE)");
+        assert_eq!(broadcast.objects_sent(), 0, "nothing sent without a subscriber");
     }
 }

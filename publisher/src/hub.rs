@@ -73,9 +73,7 @@ impl MediaTrack {
             let group = self.next_group.fetch_add(1, Ordering::Relaxed);
             // Opening a newer group closes the older ones; dropping the old subgroup
             // finishes it. Group IDs only grow, so the track always takes the new group.
-            let subgroup = self
-                .track
-                .open_subgroup(group, 0, Some(self.priority), true)?;
+            let subgroup = self.track.open_subgroup(group, 0, Some(self.priority), true)?;
             self.keyframe_wanted.store(false, Ordering::Relaxed);
             frame.config = self.config.clone();
             *current = Some((group, 0, subgroup));
@@ -93,10 +91,7 @@ impl MediaTrack {
 
     /// End the track for every subscription (each ends once it has sent what it has).
     pub fn end(&self) {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.track.end();
     }
 
@@ -227,7 +222,6 @@ impl Hub {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -246,7 +240,13 @@ mod tests {
             100,
         );
         let (consumer, start) = track.subscribe();
-        assert_eq!(start, Start::At { group: 100, object: 0 });
+        assert_eq!(
+            start,
+            Start::At {
+                group: 100,
+                object: 0
+            }
+        );
         assert!(track.keyframe_wanted());
         assert_eq!(
             track.write(LocFrame::new(1, Bytes::new()), false),

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::hub::{Hub, Published, MediaTrack};
+use crate::hub::{Hub, MediaTrack, Published};
 
 /// How far the input may fall behind its own timeline before the clock is re-anchored.
 pub const MAX_LAG: Duration = Duration::from_millis(500);
