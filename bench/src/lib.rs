@@ -8,7 +8,8 @@
 //! # Module map
 //! - [`profile`]: the command line ([`Args`]) and the validated [`Profile`].
 //! - [`run`]: [`Bench`]: one run from connect to report.
-//! - [`publisher`]: synthetic live broadcasts.
+//! - [`publisher`]: synthetic live broadcasts: one `banyan_moq::track` producer per broadcast,
+//!   paced by one task, and a `Fanout` per subscription.
 //! - [`subscriber`]: subscribers and what they record.
 //! - [`report`]: [`Report`] (the stable JSON), its summary, [`Progress`] lines; latency
 //!   distributions are `banyan_media::stats`.

@@ -282,10 +282,7 @@ impl Bench {
             .then(|| (groups.received as f64 / groups.expected as f64 * 1e6).round() / 1e6);
 
         let published = Published {
-            objects: broadcasts
-                .iter()
-                .map(|b| b.objects_sent.load(Ordering::Relaxed))
-                .sum(),
+            objects: broadcasts.iter().map(|b| b.objects_sent()).sum(),
             subscriptions: broadcasts
                 .iter()
                 .map(|b| b.subscriptions.load(Ordering::Relaxed))

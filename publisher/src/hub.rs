@@ -1,44 +1,29 @@
-//! The publisher's broadcast hub: sources write frames into track producers; every SUBSCRIBE
+//! The publisher's broadcast hub: sources write frames into media tracks; every SUBSCRIBE
 //! (normally the relay's single upstream subscription per track) reads them from there.
 //!
-//! Group numbering follows MSF: IDs start at the wall-clock milliseconds when the publisher
-//! started (so a restarted publisher never reuses an ID) and go up by one per group. A
-//! subscription starts at the next group (a keyframe for video); a subscriber that falls
-//! behind the channel skips to the next group.
+//! Each [`MediaTrack`] writes into one [`banyan_moq::track::TrackProducer`], a subgroup per
+//! group, keeping its newest [`KEPT_GROUPS`] groups (what a subscription reads is shared, never
+//! copied, and bounded). Group numbering follows MSF: IDs start at the wall-clock
+//! milliseconds when the publisher started (so a restarted publisher never reuses an ID) and
+//! go up by one per group. A subscription starts at the next group (a keyframe for video).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use banyan_media::catalog::Catalog;
 use banyan_media::{LocFrame, MediaKind};
-use banyan_moq::data::SubgroupObject;
+use banyan_moq::track::{Limits, Object, Start, SubgroupProducer, TrackConsumer, TrackProducer};
 use bytes::Bytes;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{watch, Notify};
 
-/// Objects a subscription may fall behind before it skips to the next group.
-const CHANNEL: usize = 512;
+/// Groups a track keeps. Subscriptions start at the next group, so this is only what a
+/// subscription still sending an older group can find; the groups it has in flight stay
+/// alive while it sends them.
+pub const KEPT_GROUPS: usize = 2;
 
-/// One object on its way to subscribers.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// Group ID.
-    pub group: u64,
-    /// The object (ID, LOC properties, payload).
-    pub object: SubgroupObject,
-}
-
-/// What a track's channel carries.
-#[derive(Debug, Clone)]
-pub enum TrackItem {
-    /// An object.
-    Object(Arc<Outgoing>),
-    /// The track has ended (PUBLISH_DONE follows).
-    End,
-}
-
-/// One media track's producer side.
+/// One media track: its catalog identity, its group numbering and the track it writes.
 #[derive(Debug)]
-pub struct TrackProducer {
+pub struct MediaTrack {
     /// The track name (as in the catalog).
     pub name: String,
     /// Video or audio.
@@ -47,30 +32,31 @@ pub struct TrackProducer {
     pub config: Option<Bytes>,
     /// Publisher priority of its subgroup streams.
     pub priority: u8,
-    tx: broadcast::Sender<TrackItem>,
+    track: TrackProducer,
     next_group: AtomicU64,
-    current: std::sync::Mutex<Option<(u64, u64)>>,
+    /// The group being written: its ID, its last Object ID and its subgroup.
+    current: Mutex<Option<(u64, u64, SubgroupProducer)>>,
     /// Set when a new subscription wants a group start as soon as possible.
     keyframe_wanted: AtomicBool,
     subscribed: AtomicBool,
     subscribed_notify: Notify,
-    /// Stats: frames, bytes, groups.
+    /// Frames written.
     pub frames: AtomicU64,
     /// Payload bytes written.
     pub bytes: AtomicU64,
 }
 
-impl TrackProducer {
-    /// A producer whose first group ID is `first_group`.
+impl MediaTrack {
+    /// A track whose first group ID is `first_group`.
     pub fn new(name: &str, kind: MediaKind, config: Option<Bytes>, priority: u8, first_group: u64) -> Self {
         Self {
             name: name.to_string(),
             kind,
             config,
             priority,
-            tx: broadcast::channel(CHANNEL).0,
+            track: TrackProducer::new(Limits::groups(KEPT_GROUPS)),
             next_group: AtomicU64::new(first_group),
-            current: std::sync::Mutex::new(None),
+            current: Mutex::new(None),
             keyframe_wanted: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             subscribed_notify: Notify::new(),
@@ -83,40 +69,44 @@ impl TrackProducer {
     /// before the first group start are dropped. Returns the (group, object) it became.
     pub fn write(&self, mut frame: LocFrame, new_group: bool) -> Option<(u64, u64)> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let (group, object) = match (*current, new_group) {
-            (_, true) => (self.next_group.fetch_add(1, Ordering::Relaxed), 0),
-            (Some((g, o)), false) => (g, o + 1),
-            (None, false) => return None,
-        };
-        *current = Some((group, object));
-        drop(current);
-        if object == 0 {
+        if new_group {
+            let group = self.next_group.fetch_add(1, Ordering::Relaxed);
+            // Opening a newer group closes the older ones; dropping the old subgroup
+            // finishes it. Group IDs only grow, so the track always takes the new group.
+            let subgroup = self.track.open_subgroup(group, 0, Some(self.priority), true)?;
             self.keyframe_wanted.store(false, Ordering::Relaxed);
             frame.config = self.config.clone();
+            *current = Some((group, 0, subgroup));
+        } else {
+            let (_, object, _) = current.as_mut()?;
+            *object += 1;
         }
+        let (group, object, subgroup) = current.as_ref()?;
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
-        let outgoing = Outgoing {
-            group,
-            object: frame.to_object(self.kind, object),
-        };
-        // No receiver just means nobody is subscribed right now.
-        let _ = self.tx.send(TrackItem::Object(Arc::new(outgoing)));
-        Some((group, object))
+        subgroup.write(Object::from(frame.to_object(self.kind, *object)));
+        Some((*group, *object))
     }
 
-    /// End the track for every subscription.
+    /// End the track for every subscription (each ends once it has sent what it has).
     pub fn end(&self) {
-        let _ = self.tx.send(TrackItem::End);
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.track.end();
     }
 
-    /// A new subscription's receiver (and a request for a group start).
-    pub fn subscribe(&self) -> broadcast::Receiver<TrackItem> {
+    /// A new subscription's reader and where it starts: the next group this track writes
+    /// (fixed now, so a group that starts before the subscription's first read is not
+    /// missed). Asks the source for a group start.
+    pub fn subscribe(&self) -> (TrackConsumer, Start) {
+        let start = Start::At {
+            group: self.next_group.load(Ordering::Relaxed),
+            object: 0,
+        };
         self.keyframe_wanted.store(true, Ordering::Relaxed);
         self.subscribed.store(true, Ordering::Relaxed);
         self.subscribed_notify.notify_waiters();
-        self.tx.subscribe()
+        (self.track.consume(), start)
     }
 
     /// Whether a subscriber is waiting for a group start (sources that can make keyframes on
@@ -141,7 +131,8 @@ impl TrackProducer {
         self.current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .map(|(g, _)| g)
+            .as_ref()
+            .map(|(g, _, _)| *g)
     }
 }
 
@@ -151,7 +142,7 @@ pub struct Published {
     /// The catalog object's payload.
     pub catalog: Catalog,
     /// The tracks, in catalog order.
-    pub tracks: Vec<Arc<TrackProducer>>,
+    pub tracks: Vec<Arc<MediaTrack>>,
 }
 
 /// The hub shared by the source and every session.
@@ -233,20 +224,29 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use banyan_moq::data::SubgroupObject;
 
     use super::*;
 
-    #[test]
-    fn groups_start_at_new_group_frames_and_count_up() {
-        let track = TrackProducer::new(
+    #[tokio::test]
+    async fn groups_start_at_new_group_frames_and_count_up() {
+        let track = MediaTrack::new(
             "video",
             MediaKind::Video,
             Some(Bytes::from_static(b"cfg")),
             1,
             100,
         );
-        let mut rx = track.subscribe();
+        let (consumer, start) = track.subscribe();
+        assert_eq!(
+            start,
+            Start::At {
+                group: 100,
+                object: 0
+            }
+        );
         assert!(track.keyframe_wanted());
         assert_eq!(
             track.write(LocFrame::new(1, Bytes::new()), false),
@@ -257,20 +257,29 @@ mod tests {
         assert!(!track.keyframe_wanted());
         assert_eq!(track.write(LocFrame::new(3, Bytes::new()), false), Some((100, 1)));
         assert_eq!(track.write(LocFrame::new(4, Bytes::new()), true), Some((101, 0)));
-        let TrackItem::Object(first) = rx.try_recv().unwrap() else {
-            panic!("an object")
-        };
-        // The group's first object carries the codec configuration.
-        let frame = LocFrame::from_object(MediaKind::Video, &first.object).unwrap();
-        assert_eq!(frame.config.as_deref(), Some(&b"cfg"[..]));
-        let TrackItem::Object(second) = rx.try_recv().unwrap() else {
-            panic!("an object")
-        };
-        assert_eq!(
-            LocFrame::from_object(MediaKind::Video, &second.object)
-                .unwrap()
-                .config,
-            None
+        assert_eq!(track.current_group(), Some(101));
+
+        let (group, first_object) = consumer.first_group(start).await.unwrap();
+        assert_eq!((group.id, first_object), (100, 0));
+        let subgroups = group.subgroups_from(0).await;
+        assert_eq!(subgroups.len(), 1, "one subgroup per group");
+        assert_eq!(subgroups[0].publisher_priority, Some(1));
+        let objects = subgroups[0].read_from(0).await;
+        assert_eq!(objects.len(), 2);
+        assert!(
+            subgroups[0].read_from(2).await.is_empty(),
+            "a new group finishes the previous one"
         );
+        // The group's first object carries the codec configuration.
+        let frame = |i: usize| {
+            LocFrame::from_object(MediaKind::Video, &SubgroupObject::from(objects[i].clone())).unwrap()
+        };
+        assert_eq!(frame(0).config.as_deref(), Some(&b"cfg"[..]));
+        assert_eq!(frame(0).timestamp_us, 2);
+        assert_eq!(frame(1).config, None);
+
+        track.end();
+        assert!(consumer.is_ended());
+        assert_eq!(consumer.kept_groups(), vec![100, 101]);
     }
 }

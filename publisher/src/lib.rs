@@ -4,9 +4,11 @@
 //! # Module map
 //! - [`connect`]: the shared relay options (URL, `--tls-hash`, `--tls-ca`, `--tls-insecure`,
 //!   `--token`), dialling with a bounded handshake, reconnection [`connect::Backoff`].
-//! - [`hub`]: the publisher's catalog and per-track producers that subscriptions read from.
+//! - [`hub`]: the publisher's catalog and its media tracks ([`hub::MediaTrack`]: group
+//!   numbering and codec configuration over a `banyan_moq::track` producer).
 //! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the hub.
-//! - [`publish`]: serving SUBSCRIBEs from the hub and the reconnecting publish loop.
+//! - [`publish`]: serving SUBSCRIBEs from the hub (a `banyan_moq::track::Fanout` per media
+//!   subscription) and the reconnecting publish loop.
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 

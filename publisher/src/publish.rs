@@ -11,14 +11,13 @@ use banyan_media::catalog::CATALOG_TRACK;
 use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, SessionErrorCode, TrackNamespace};
 use banyan_moq::data::SubgroupObject;
 use banyan_moq::message::{Parameters, PublishNamespace, SubscribeOk};
-use banyan_moq::session::{
-    NamespacePublication, Request, Session, SubgroupWriter, SubscribeRequest, TrackWriter,
-};
+use banyan_moq::session::{NamespacePublication, Request, Session, SubscribeRequest, TrackWriter};
+use banyan_moq::track::{Fanout, Step};
 use bytes::Bytes;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use crate::connect::{Backoff, Connector};
-use crate::hub::{Hub, TrackItem, TrackProducer};
+use crate::hub::{Hub, MediaTrack};
 
 /// Publisher priority of the catalog's streams (highest: 0 is most urgent).
 const CATALOG_PRIORITY: u8 = 0;
@@ -26,6 +25,18 @@ const CATALOG_PRIORITY: u8 = 0;
 /// How long after the end of the source the session stays open so the last objects, the
 /// PUBLISH_DONEs and the final catalog reach the relay (QUIC discards unsent data on close).
 pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Groups a media subscription may fall behind the newest before its oldest group is
+/// skipped: it may have the newest group and the two before it in flight (a relay reading
+/// at line rate has one, briefly two, since a group finishes as the next starts); when a
+/// fourth starts, the oldest one's stream is reset. (The broadcast channel this replaced
+/// skipped after 512 objects, several GOPs; a few groups keep the buffering per subscriber
+/// bounded by whole groups and the skip lands on a keyframe.)
+pub const MAX_LAG: usize = 2;
+
+/// How long after the source ends a media subscription may keep sending its groups in
+/// flight before PUBLISH_DONE (within [`LINGER`], so the PUBLISH_DONE still goes out).
+pub const DRAIN: Duration = Duration::from_secs(1);
 
 /// Keep a broadcast published on the relay until the source ends (then linger and return),
 /// reconnecting with backoff whenever the session fails. Errors only if the first connection
@@ -152,7 +163,7 @@ async fn serve(session: Session, hub: Arc<Hub>) {
             .and_then(|p| p.tracks.iter().find(|t| t.name == name).cloned());
         match track {
             Some(track) if !hub.is_ended() => {
-                tasks.spawn(serve_track(request, track));
+                tasks.spawn(serve_track(request, track, hub.clone()));
             }
             _ => {
                 let _ = request
@@ -199,64 +210,39 @@ async fn serve_catalog(request: SubscribeRequest, hub: Arc<Hub>) {
     }
 }
 
-/// A media track: objects from the producer, one subgroup stream per group, starting at the
-/// next group; PUBLISH_DONE (Track Ended) when the source ends.
-async fn serve_track(request: SubscribeRequest, track: Arc<TrackProducer>) {
-    let mut rx = track.subscribe();
+/// A media track: the track's groups, a subgroup stream each, from the next group on (see
+/// [`MediaTrack::subscribe`]); a subscription more than [`MAX_LAG`] groups behind skips its
+/// oldest groups. PUBLISH_DONE (Track Ended) follows the source's end once the groups in
+/// flight are sent (for at most [`DRAIN`]); a cancelled subscription stops at once.
+async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, hub: Arc<Hub>) {
+    let (consumer, start) = track.subscribe();
     let Ok(writer) = request.accept(SubscribeOk::default()).await else {
         return;
     };
-    let sender = writer.sender();
+    let mut fanout = Fanout::new(consumer, writer.sender(), start, MAX_LAG);
     let (end_tx, mut cancelled) = watch_requests(writer);
-    let mut subgroup: Option<(u64, SubgroupWriter)> = None;
-    loop {
-        let item = tokio::select! {
-            item = rx.recv() => item,
-            _ = &mut cancelled => return,
-        };
-        match item {
-            Ok(TrackItem::Object(out)) => {
-                if out.object.object_id == 0 {
-                    if let Some((_, old)) = subgroup.take() {
-                        old.finish();
-                    }
-                    match sender
-                        .open_subgroup(out.group, 0, Some(track.priority), true)
-                        .await
-                    {
-                        Ok(s) => subgroup = Some((out.group, s)),
-                        Err(_) if sender.session().is_closed() => return,
-                        Err(e) => tracing::debug!(error = %e, "open subgroup"),
-                    }
+    let deadline = async {
+        hub.ended().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::pin!(deadline);
+    let ended = loop {
+        tokio::select! {
+            step = fanout.step() => match step {
+                Step::Ended => break true,
+                Step::Started { group, skipped } if !skipped.is_empty() => {
+                    tracing::warn!(track = %track.name, group, ?skipped, "subscription fell behind; skipping to newer groups");
                 }
-                let Some((group, writer)) = subgroup.as_mut() else {
-                    continue; // waiting for the next group start
-                };
-                if *group != out.group {
-                    continue;
-                }
-                if writer.write(&out.object).await.is_err() {
-                    // The relay stopped this group's stream; carry on with the next group.
-                    subgroup = None;
-                    if sender.session().is_closed() {
-                        return;
-                    }
-                }
-            }
-            Ok(TrackItem::End) | Err(broadcast::error::RecvError::Closed) => {
-                if let Some((_, s)) = subgroup.take() {
-                    s.finish();
-                }
-                let _ = end_tx.send(());
-                return;
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(track = %track.name, skipped = n, "subscription fell behind; skipping to the next group");
-                if let Some((_, s)) = subgroup.take() {
-                    s.reset(banyan_moq::coding::StreamResetCode::Cancelled);
-                }
-            }
+                Step::Started { .. } | Step::Finished { .. } => {}
+            },
+            () = &mut deadline => break true,
+            _ = &mut cancelled => break false,
         }
+    };
+    // Resets whatever is still in flight (nothing, unless the drain ran out or cancelled).
+    fanout.abandon().await;
+    if ended {
+        let _ = end_tx.send(());
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::hub::{Hub, Published, TrackProducer};
+use crate::hub::{Hub, MediaTrack, Published};
 
 /// How far the input may fall behind its own timeline before the clock is re-anchored.
 pub const MAX_LAG: Duration = Duration::from_millis(500);
@@ -60,7 +60,7 @@ pub async fn run_fmp4(options: Fmp4Options, hub: Arc<Hub>) -> anyhow::Result<()>
 async fn fmp4_inner(options: &Fmp4Options, hub: &Arc<Hub>) -> anyhow::Result<()> {
     let mut clock: Option<Clock> = None;
     let mut offset_us = 0u64; // media-time offset of the current loop pass
-    let mut producers: Vec<(u32, Arc<TrackProducer>)> = Vec::new();
+    let mut producers: Vec<(u32, Arc<MediaTrack>)> = Vec::new();
     let mut audio_group_start: Vec<Option<u64>> = Vec::new();
     let mut pass_end_us = 0u64;
     loop {
@@ -148,7 +148,7 @@ async fn fmp4_inner(options: &Fmp4Options, hub: &Arc<Hub>) -> anyhow::Result<()>
 }
 
 /// Create the catalog and producers for the demuxed tracks.
-fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<TrackProducer>)> {
+fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
     let mut catalog_tracks = Vec::new();
     let mut producers = Vec::new();
     let (mut videos, mut audios) = (0, 0);
@@ -166,7 +166,7 @@ fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<TrackProducer>)> {
         catalog_tracks.push(t.config.catalog_track(&name));
         producers.push((
             t.track_id,
-            Arc::new(TrackProducer::new(
+            Arc::new(MediaTrack::new(
                 &name,
                 t.config.kind,
                 t.config.description.clone(),
@@ -288,7 +288,7 @@ pub async fn run_synthetic(options: SyntheticOptions, hub: Arc<Hub>) -> anyhow::
     track
         .extra
         .insert(SYNTHETIC_FIELD.into(), serde_json::Value::Bool(true));
-    let producer = Arc::new(TrackProducer::new(
+    let producer = Arc::new(MediaTrack::new(
         "video",
         MediaKind::Video,
         None,
