@@ -233,7 +233,7 @@ async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, hub: Arc
                 Step::Started { group, skipped } if !skipped.is_empty() => {
                     tracing::warn!(track = %track.name, group, ?skipped, "subscription fell behind; skipping to newer groups");
                 }
-                Step::Started { .. } | Step::Finished { .. } => {}
+                Step::Started { .. } | Step::Finished { .. } | Step::ReachedEnd => {}
             },
             () = &mut deadline => break true,
             _ = &mut cancelled => break false,
