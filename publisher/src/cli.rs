@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use banyan_moq::coding::TrackNamespace;
 
+use crate::broadcast::Broadcast;
 use crate::connect::ConnectArgs;
-use crate::hub::Hub;
 use crate::source::{Fmp4Options, Input, SyntheticOptions};
 
 /// Publish a live broadcast to a MoQT relay: fragmented MP4 from ffmpeg (stdin) or a file, or
@@ -108,9 +108,9 @@ pub fn init_tracing(filter: &str) {
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let connector = args.connect.connector()?;
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
-    let hub = Arc::new(Hub::new());
+    let broadcast = Arc::new(Broadcast::new());
     let source = {
-        let hub = hub.clone();
+        let broadcast = broadcast.clone();
         if args.synthetic {
             let options = SyntheticOptions {
                 fps: args.fps,
@@ -120,7 +120,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
                 height: args.size.1,
                 duration: args.duration,
             };
-            tokio::spawn(crate::source::run_synthetic(options, hub))
+            tokio::spawn(crate::source::run_synthetic(options, broadcast))
         } else {
             let input = if args.input == "-" {
                 Input::Stdin
@@ -135,12 +135,12 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
                 looped: args.looped,
                 wait_subscribers: args.wait_subscribers,
             };
-            tokio::spawn(crate::source::run_fmp4(options, hub))
+            tokio::spawn(crate::source::run_fmp4(options, broadcast))
         }
     };
     let shutdown = shutdown_signal()?;
-    let progress = tokio::spawn(crate::publish::progress(hub.clone()));
-    let publishing = crate::publish::run(connector, namespace, hub.clone());
+    let progress = tokio::spawn(crate::publish::progress(broadcast.clone()));
+    let publishing = crate::publish::run(connector, namespace, broadcast.clone());
     tokio::pin!(publishing);
     let mut source = source;
     // A source error (bad input) ends the run at once; otherwise publish until it ends.
@@ -155,7 +155,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             // End the broadcast cleanly: the last objects, the final catalog and the end of
             // each track reach the relay (bounded by the publish loop's linger) before we exit.
             eprintln!("publish: stopping (signal); ending the broadcast");
-            hub.end();
+            broadcast.end();
             publishing.await
         }
     };

@@ -4,17 +4,17 @@
 //! # Module map
 //! - [`connect`]: the shared relay options (URL, `--tls-hash`, `--tls-ca`, `--tls-insecure`,
 //!   `--token`), dialling with a bounded handshake, reconnection [`connect::Backoff`].
-//! - [`hub`]: the publisher's catalog and its media tracks ([`hub::MediaTrack`]: group
+//! - [`broadcast`]: the publisher's catalog and its media tracks ([`broadcast::MediaTrack`]: group
 //!   numbering and codec configuration over a `banyan_moq::track` producer).
-//! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the hub.
-//! - [`publish`]: serving SUBSCRIBEs from the hub (a `banyan_moq::track::Fanout` per media
+//! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the broadcast.
+//! - [`publish`]: serving SUBSCRIBEs from the broadcast (a `banyan_moq::track::Fanout` per media
 //!   subscription) and the reconnecting publish loop.
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 
+pub mod broadcast;
 pub mod cli;
 pub mod connect;
-pub mod hub;
 pub mod publish;
 pub mod source;
 pub mod watch;

@@ -1,5 +1,5 @@
 //! `banyan-publish`: connect, PUBLISH_NAMESPACE the broadcast, answer SUBSCRIBEs for the
-//! catalog and media tracks from the [`Hub`], and reconnect with backoff when the relay goes
+//! catalog and media tracks from the [`Broadcast`], and reconnect with backoff when the relay goes
 //! away (a new subscription resumes at the next group).
 
 use std::sync::atomic::Ordering;
@@ -16,8 +16,8 @@ use banyan_moq::track::{Fanout, Step};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::broadcast::{Broadcast, MediaTrack};
 use crate::connect::{Backoff, Connector};
-use crate::hub::{Hub, MediaTrack};
 
 /// Publisher priority of the catalog's streams (highest: 0 is most urgent).
 const CATALOG_PRIORITY: u8 = 0;
@@ -41,7 +41,11 @@ pub const DRAIN: Duration = Duration::from_secs(1);
 /// Keep a broadcast published on the relay until the source ends (then linger and return),
 /// reconnecting with backoff whenever the session fails. Errors only if the first connection
 /// attempt fails or the relay refuses the namespace.
-pub async fn run(connector: Connector, namespace: TrackNamespace, hub: Arc<Hub>) -> anyhow::Result<()> {
+pub async fn run(
+    connector: Connector,
+    namespace: TrackNamespace,
+    broadcast: Arc<Broadcast>,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
     let mut ever_connected = false;
     loop {
@@ -54,7 +58,7 @@ pub async fn run(connector: Connector, namespace: TrackNamespace, hub: Arc<Hub>)
                 let delay = backoff.next_delay();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => continue,
-                    _ = hub.ended() => return Ok(()),
+                    _ = broadcast.ended() => return Ok(()),
                 }
             }
         };
@@ -70,12 +74,12 @@ pub async fn run(connector: Connector, namespace: TrackNamespace, hub: Arc<Hub>)
             connector.url(),
             namespace_path(&namespace)
         );
-        let serving = serve(session.clone(), hub.clone());
+        let serving = serve(session.clone(), broadcast.clone());
         tokio::pin!(serving);
         let finished = tokio::select! {
             _ = &mut serving => false,
             _ = session.closed() => false,
-            _ = hub.ended() => true,
+            _ = broadcast.ended() => true,
             goaway = session.goaway_received() => {
                 eprintln!("publish: relay sent GOAWAY{}; reconnecting", if goaway.new_session_uri.is_empty() { String::new() } else { format!(" to {}", goaway.new_session_uri) });
                 false
@@ -102,7 +106,7 @@ pub async fn run(connector: Connector, namespace: TrackNamespace, hub: Arc<Hub>)
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = hub.ended() => return Ok(()),
+            _ = broadcast.ended() => return Ok(()),
         }
     }
 }
@@ -140,7 +144,7 @@ async fn connect_and_announce(
 }
 
 /// Answer requests on `session` until it closes.
-async fn serve(session: Session, hub: Arc<Hub>) {
+async fn serve(session: Session, broadcast: Arc<Broadcast>) {
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(request) = session.accept().await {
         while tasks.try_join_next().is_some() {}
@@ -155,15 +159,15 @@ async fn serve(session: Session, hub: Arc<Hub>) {
         };
         let name = String::from_utf8_lossy(request.message.track_name.as_bytes()).into_owned();
         if name == CATALOG_TRACK {
-            tasks.spawn(serve_catalog(request, hub.clone()));
+            tasks.spawn(serve_catalog(request, broadcast.clone()));
             continue;
         }
-        let track = hub
+        let track = broadcast
             .published()
             .and_then(|p| p.tracks.iter().find(|t| t.name == name).cloned());
         match track {
-            Some(track) if !hub.is_ended() => {
-                tasks.spawn(serve_track(request, track, hub.clone()));
+            Some(track) if !broadcast.is_ended() => {
+                tasks.spawn(serve_track(request, track, broadcast.clone()));
             }
             _ => {
                 let _ = request
@@ -177,18 +181,18 @@ async fn serve(session: Session, hub: Arc<Hub>) {
 
 /// The catalog track: the current catalog as object 0 of the current catalog group, and a
 /// new group whenever it changes; PUBLISH_DONE when the broadcast is complete.
-async fn serve_catalog(request: SubscribeRequest, hub: Arc<Hub>) {
+async fn serve_catalog(request: SubscribeRequest, broadcast: Arc<Broadcast>) {
     let Ok(writer) = request.accept(SubscribeOk::default()).await else {
         return;
     };
     let sender = writer.sender();
     let (end_tx, watcher) = watch_requests(writer);
-    let mut published = hub.watch_published();
+    let mut published = broadcast.watch_published();
     let mut cancelled = watcher;
     loop {
         let current = published.borrow_and_update().clone();
         if let Some(p) = current {
-            let group = hub.catalog_group();
+            let group = broadcast.catalog_group();
             let json = Bytes::from(p.catalog.to_json());
             match sender.open_subgroup(group, 0, Some(CATALOG_PRIORITY), true).await {
                 Ok(mut subgroup) => {
@@ -214,7 +218,7 @@ async fn serve_catalog(request: SubscribeRequest, hub: Arc<Hub>) {
 /// [`MediaTrack::subscribe`]); a subscription more than [`MAX_LAG`] groups behind skips its
 /// oldest groups. PUBLISH_DONE (Track Ended) follows the source's end once the groups in
 /// flight are sent (for at most [`DRAIN`]); a cancelled subscription stops at once.
-async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, hub: Arc<Hub>) {
+async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcast: Arc<Broadcast>) {
     let (consumer, start) = track.subscribe();
     let Ok(writer) = request.accept(SubscribeOk::default()).await else {
         return;
@@ -222,7 +226,7 @@ async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, hub: Arc
     let mut fanout = Fanout::new(consumer, writer.sender(), start, MAX_LAG);
     let (end_tx, mut cancelled) = watch_requests(writer);
     let deadline = async {
-        hub.ended().await;
+        broadcast.ended().await;
         tokio::time::sleep(DRAIN).await;
     };
     tokio::pin!(deadline);
@@ -285,17 +289,17 @@ pub fn namespace_path(namespace: &TrackNamespace) -> String {
         .join("/")
 }
 
-/// Print one progress line a second to stderr until `hub` ends.
-pub async fn progress(hub: Arc<Hub>) {
+/// Print one progress line a second to stderr until `broadcast` ends.
+pub async fn progress(broadcast: Arc<Broadcast>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut last_bytes = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = hub.ended() => return,
+            _ = broadcast.ended() => return,
         }
-        let Some(p) = hub.published() else { continue };
+        let Some(p) = broadcast.published() else { continue };
         let mut parts = Vec::new();
         let mut bytes = 0;
         for t in &p.tracks {

@@ -1,4 +1,4 @@
-//! Media sources that feed the [`Hub`]: fragmented MP4 from stdin or a file (paced by its
+//! Media sources that feed the [`Broadcast`]: fragmented MP4 from stdin or a file (paced by its
 //! timestamps, optionally looped) and a synthetic timestamped source.
 //!
 //! Capture timestamps: the first frame is stamped with the wall clock when it is sent; every
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use crate::hub::{Hub, MediaTrack, Published};
+use crate::broadcast::{Broadcast, MediaTrack, Published};
 
 /// How far the input may fall behind its own timeline before the clock is re-anchored.
 pub const MAX_LAG: Duration = Duration::from_millis(500);
@@ -50,14 +50,14 @@ pub struct Fmp4Options {
     pub wait_subscribers: bool,
 }
 
-/// Read fMP4 and publish it into `hub` until the input ends (then end the hub).
-pub async fn run_fmp4(options: Fmp4Options, hub: Arc<Hub>) -> anyhow::Result<()> {
-    let result = fmp4_inner(&options, &hub).await;
-    hub.end();
+/// Read fMP4 and publish it into `broadcast` until the input ends (then end the broadcast).
+pub async fn run_fmp4(options: Fmp4Options, broadcast: Arc<Broadcast>) -> anyhow::Result<()> {
+    let result = fmp4_inner(&options, &broadcast).await;
+    broadcast.end();
     result
 }
 
-async fn fmp4_inner(options: &Fmp4Options, hub: &Arc<Hub>) -> anyhow::Result<()> {
+async fn fmp4_inner(options: &Fmp4Options, broadcast: &Arc<Broadcast>) -> anyhow::Result<()> {
     let mut clock: Option<Clock> = None;
     let mut offset_us = 0u64; // media-time offset of the current loop pass
     let mut producers: Vec<(u32, Arc<MediaTrack>)> = Vec::new();
@@ -85,7 +85,7 @@ async fn fmp4_inner(options: &Fmp4Options, hub: &Arc<Hub>) -> anyhow::Result<()>
                 match event {
                     DemuxEvent::Init(tracks) => {
                         if first_pass_init {
-                            producers = start(hub, &tracks);
+                            producers = start(broadcast, &tracks);
                             audio_group_start = vec![None; producers.len()];
                             first_pass_init = false;
                             if options.wait_subscribers {
@@ -148,7 +148,7 @@ async fn fmp4_inner(options: &Fmp4Options, hub: &Arc<Hub>) -> anyhow::Result<()>
 }
 
 /// Create the catalog and producers for the demuxed tracks.
-fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
+fn start(broadcast: &Broadcast, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
     let mut catalog_tracks = Vec::new();
     let mut producers = Vec::new();
     let (mut videos, mut audios) = (0, 0);
@@ -171,7 +171,7 @@ fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
                 t.config.kind,
                 t.config.description.clone(),
                 priority,
-                hub.first_group,
+                broadcast.first_group,
             )),
         ));
     }
@@ -191,7 +191,7 @@ fn start(hub: &Hub, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
         });
     }
     let tracks = producers.iter().map(|(_, p)| p.clone()).collect();
-    hub.publish(Published { catalog, tracks });
+    broadcast.publish(Published { catalog, tracks });
     producers
 }
 
@@ -265,7 +265,7 @@ pub const SYNTHETIC_CODEC: &str = "x-banyan-synthetic";
 /// Generate frames of `bitrate / fps` bytes at `fps` into one `video` track, stamped with the
 /// wall clock at generation. A new group starts every `gop` frames, or at once when a new
 /// subscription is waiting for one.
-pub async fn run_synthetic(options: SyntheticOptions, hub: Arc<Hub>) -> anyhow::Result<()> {
+pub async fn run_synthetic(options: SyntheticOptions, broadcast: Arc<Broadcast>) -> anyhow::Result<()> {
     anyhow::ensure!(
         options.fps > 0.0 && options.fps <= 1000.0,
         "--fps must be in (0, 1000]"
@@ -293,9 +293,9 @@ pub async fn run_synthetic(options: SyntheticOptions, hub: Arc<Hub>) -> anyhow::
         MediaKind::Video,
         None,
         VIDEO_PRIORITY,
-        hub.first_group,
+        broadcast.first_group,
     ));
-    hub.publish(Published {
+    broadcast.publish(Published {
         catalog: Catalog::live(vec![track]),
         tracks: vec![producer.clone()],
     });
@@ -321,6 +321,6 @@ pub async fn run_synthetic(options: SyntheticOptions, hub: Arc<Hub>) -> anyhow::
         in_group += 1;
         frame += 1;
     }
-    hub.end();
+    broadcast.end();
     Ok(())
 }

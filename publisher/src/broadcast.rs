@@ -1,4 +1,4 @@
-//! The publisher's broadcast hub: sources write frames into media tracks; every SUBSCRIBE
+//! The broadcast being published: sources write frames into media tracks; every SUBSCRIBE
 //! (normally the relay's single upstream subscription per track) reads them from there.
 //!
 //! Each [`MediaTrack`] writes into one [`banyan_moq::track::TrackProducer`], a subgroup per
@@ -145,9 +145,9 @@ pub struct Published {
     pub tracks: Vec<Arc<MediaTrack>>,
 }
 
-/// The hub shared by the source and every session.
+/// The broadcast shared by the source and every session.
 #[derive(Debug)]
-pub struct Hub {
+pub struct Broadcast {
     /// Set once the source knows its tracks; updated (e.g. to the complete catalog) at the end.
     published: watch::Sender<Option<Arc<Published>>>,
     /// Catalog group IDs (one group per catalog version).
@@ -157,14 +157,14 @@ pub struct Hub {
     ended: watch::Sender<bool>,
 }
 
-impl Default for Hub {
+impl Default for Broadcast {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Hub {
-    /// A hub with group IDs starting at the current wall-clock milliseconds.
+impl Broadcast {
+    /// A broadcast with group IDs starting at the current wall-clock milliseconds.
     pub fn new() -> Self {
         let first_group = banyan_media::loc::unix_micros() / 1000;
         Self {
