@@ -9,14 +9,14 @@ mod common;
 
 use std::time::Duration;
 
-use banyan_moq::coding::{Location, SessionErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{Location, SessionErrorCode, TrackNamespace};
 use banyan_moq::data::{FetchItem, FetchObject, ObjectDatagram};
-use banyan_moq::message::{Fetch, FetchOk, FetchType, Parameters, StandaloneFetch, Subscribe, SubscribeOk};
+use banyan_moq::message::{Fetch, FetchOk, FetchType, Parameters, StandaloneFetch, SubscribeOk};
 use banyan_moq::session::transport::Connection;
 use banyan_moq::session::{Error, Request, Session, SessionConfig, TrackEvent, TrackWriter};
 use banyan_tests::mem::{self, Config, Link, SessionPair};
 use bytes::Bytes;
-use common::track::{payload, publish_groups, read_groups};
+use common::track::{payload, publish_groups, read_groups, subscribe};
 use tokio::time::Instant;
 use url::Url;
 
@@ -24,15 +24,6 @@ const LATENCY: Duration = Duration::from_millis(25);
 
 fn url() -> Url {
     "moqt://mem.test/banyan?room=1".parse().unwrap()
-}
-
-fn subscribe(name: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: TrackNamespace::from_path("live").unwrap(),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    }
 }
 
 /// Both sessions over a pair with `config`, drivers spawned.
@@ -124,7 +115,7 @@ async fn setup_subscribe_and_fetch_deliver_every_object_in_order() {
         server
     });
 
-    let subscription = client.subscribe(subscribe("video")).await.unwrap();
+    let subscription = client.subscribe(subscribe("live", "video")).await.unwrap();
     let (received, done) = read_groups(subscription).await;
     assert_eq!(
         received.keys().copied().collect::<Vec<_>>(),
@@ -201,7 +192,7 @@ async fn datagrams_are_lost_at_the_configured_rate_and_counted() {
         }
         (server, writer)
     });
-    let mut subscription = client.subscribe(subscribe("likes")).await.unwrap();
+    let mut subscription = client.subscribe(subscribe("live", "likes")).await.unwrap();
     subscribed_tx.send(()).unwrap();
     let mut received = 0;
     // Until every datagram sent is either received or counted lost.
@@ -260,7 +251,7 @@ async fn objects_arrive_exactly_one_latency_after_they_are_sent() {
         subgroup.finish();
         (server, writer)
     });
-    let mut subscription = client.subscribe(subscribe("video")).await.unwrap();
+    let mut subscription = client.subscribe(subscribe("live", "video")).await.unwrap();
     let Some(TrackEvent::Subgroup(mut subgroup)) = subscription.next().await.unwrap() else {
         panic!("a subgroup stream")
     };
@@ -304,7 +295,7 @@ async fn a_closed_transport_ends_both_sessions_with_the_code_and_reason() {
     assert!(drivers.client.await.unwrap().is_ok());
     assert!(matches!(client.closed().await, Error::ClosedLocally { .. }));
     assert!(matches!(
-        client.subscribe(subscribe("video")).await,
+        client.subscribe(subscribe("live", "video")).await,
         Err(Error::ClosedLocally { .. })
     ));
 }

@@ -8,29 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use banyan_moq::coding::{Location, PublishDoneCode, RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{Location, PublishDoneCode, RequestErrorCode, TrackName};
 use banyan_moq::data::{EndOfRange, FetchItem, FetchObject, ObjectDatagram, RangeKind};
 use banyan_moq::message::{
     Fetch, FetchOk, FetchType, Message, Parameters, Publish, PublishNamespace, RequestOk, StandaloneFetch,
-    Subscribe, SubscribeNamespace, SubscribeOk, TrackStatus,
+    SubscribeNamespace, SubscribeOk, TrackStatus,
 };
 use banyan_moq::session::{Error, NamespaceEvent, Request, TrackEvent, TransportKind};
 use bytes::Bytes;
-use common::track::{payload, publish_groups, read_groups};
+use common::track::{ns, payload, publish_groups, read_groups, subscribe};
 use common::{start, within};
-
-fn ns(path: &str) -> TrackNamespace {
-    TrackNamespace::from_path(path).unwrap()
-}
-
-fn subscribe(namespace: &str, name: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: ns(namespace),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    }
-}
 
 macro_rules! both_transports {
     ($($name:ident),* $(,)?) => {

@@ -3,12 +3,27 @@
 
 use std::collections::BTreeMap;
 
-use banyan_moq::coding::PublishDoneCode;
-use banyan_moq::message::PublishDone;
+use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
+use banyan_moq::message::{Parameters, PublishDone, Subscribe};
 use banyan_moq::session::{Subscription, TrackEvent, TrackWriter};
 use bytes::Bytes;
 
 use super::within;
+
+/// The namespace `path` (`/`-separated).
+pub fn ns(path: &str) -> TrackNamespace {
+    TrackNamespace::from_path(path).unwrap()
+}
+
+/// A plain SUBSCRIBE for `namespace`/`name` (the session assigns the request id).
+pub fn subscribe(namespace: &str, name: &str) -> Subscribe {
+    Subscribe {
+        request_id: 0,
+        track_namespace: ns(namespace),
+        track_name: TrackName::from(name),
+        parameters: Parameters::default(),
+    }
+}
 
 /// The payload of `object` in `group`: its position as text, repeated so sizes vary.
 pub fn payload(group: u64, object: u64) -> Bytes {
