@@ -13,15 +13,16 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
-use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, TrackName};
 use banyan_moq::data::ObjectDatagram;
-use banyan_moq::message::{Parameters, PublishNamespace, RequestOk, Subscribe, SubscribeOk};
+use banyan_moq::message::{Parameters, PublishNamespace, RequestOk, SubscribeOk};
 use banyan_moq::session::{
     Client, ClientOptions, Error, NamespacePublication, Request, Session, Subscription, TrackEvent,
     TrackWriter, TransportConfig, TransportKind,
 };
 use banyan_tests::moq_rs::{self, Peer};
 use bytes::Bytes;
+use common::track::{ns, subscribe};
 use common::{transport, within};
 use moq_transport::coding::{KeyValuePairs, TrackNamespace as TheirNamespace};
 use moq_transport::data::ObjectStatus;
@@ -494,21 +495,8 @@ enum Payload {
     Datagrams,
 }
 
-fn ns(path: &str) -> TrackNamespace {
-    TrackNamespace::from_path(path).unwrap()
-}
-
 fn their_ns(path: &str) -> TheirNamespace {
     TheirNamespace::from_utf8_path(path)
-}
-
-fn subscribe(namespace: &str, name: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: ns(namespace),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    }
 }
 
 /// PUBLISH_OK: a REQUEST_OK asking the publisher to forward objects.

@@ -5,15 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::time::Duration;
 
-use banyan_moq::coding::{Location, PublishDoneCode, SessionErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{Location, SessionErrorCode, TrackNamespace};
 use banyan_moq::data::{FetchItem, FetchObject, ObjectDatagram};
-use banyan_moq::message::{Fetch, FetchOk, FetchType, Parameters, StandaloneFetch, Subscribe, SubscribeOk};
+use banyan_moq::message::{Fetch, FetchOk, FetchType, Parameters, StandaloneFetch, SubscribeOk};
 use banyan_moq::session::transport::Connection;
 use banyan_moq::session::{Error, Request, Session, SessionConfig, TrackEvent, TrackWriter};
 use banyan_tests::mem::{self, Config, Link, SessionPair};
 use bytes::Bytes;
+use common::track::{payload, publish_groups, read_groups, subscribe};
 use tokio::time::Instant;
 use url::Url;
 
@@ -21,19 +24,6 @@ const LATENCY: Duration = Duration::from_millis(25);
 
 fn url() -> Url {
     "moqt://mem.test/banyan?room=1".parse().unwrap()
-}
-
-fn subscribe(name: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: TrackNamespace::from_path("live").unwrap(),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    }
-}
-
-fn payload(group: u64, object: u64) -> Bytes {
-    Bytes::from(format!("group {group} object {object} ").repeat(object as usize % 5 + 1))
 }
 
 /// Both sessions over a pair with `config`, drivers spawned.
@@ -100,17 +90,7 @@ async fn setup_subscribe_and_fetch_deliver_every_object_in_order() {
     const OBJECTS: u64 = 10;
     let publisher = tokio::spawn(async move {
         let writer = accept_subscribe(&server).await;
-        for group in 0..GROUPS {
-            let mut subgroup = writer.open_subgroup(group, 0, Some(1), false).await.unwrap();
-            for object in 0..OBJECTS {
-                subgroup
-                    .write_payload(object, payload(group, object))
-                    .await
-                    .unwrap();
-            }
-            subgroup.finish();
-        }
-        writer.finish(PublishDoneCode::TrackEnded, "done").await.unwrap();
+        publish_groups(writer, GROUPS, OBJECTS).await;
 
         let Some(Request::Fetch(request)) = server.accept().await else {
             panic!("expected FETCH")
@@ -135,28 +115,16 @@ async fn setup_subscribe_and_fetch_deliver_every_object_in_order() {
         server
     });
 
-    let mut subscription = client.subscribe(subscribe("video")).await.unwrap();
-    let mut groups = Vec::new();
-    let mut done = None;
-    while let Some(event) = subscription.next().await.unwrap() {
-        match event {
-            TrackEvent::Subgroup(mut subgroup) => {
-                let group = subgroup.group_id();
-                let mut ids = Vec::new();
-                while let Some(object) = subgroup.next().await.unwrap() {
-                    assert_eq!(object.payload, payload(group, object.object_id));
-                    ids.push(object.object_id);
-                }
-                assert_eq!(ids, (0..OBJECTS).collect::<Vec<_>>(), "group {group} in order");
-                groups.push(group);
-            }
-            TrackEvent::Done(d) => done = Some(d),
-            other => panic!("unexpected {other:?}"),
-        }
+    let subscription = client.subscribe(subscribe("live", "video")).await.unwrap();
+    let (received, done) = read_groups(subscription).await;
+    assert_eq!(
+        received.keys().copied().collect::<Vec<_>>(),
+        (0..GROUPS).collect::<Vec<_>>()
+    );
+    for (group, ids) in &received {
+        assert_eq!(ids, &(0..OBJECTS).collect::<Vec<_>>(), "group {group} in order");
     }
-    groups.sort_unstable();
-    assert_eq!(groups, (0..GROUPS).collect::<Vec<_>>());
-    assert_eq!(done.expect("PUBLISH_DONE").stream_count, GROUPS);
+    assert_eq!(done.stream_count, GROUPS);
 
     let fetch = Fetch {
         request_id: 0,
@@ -224,7 +192,7 @@ async fn datagrams_are_lost_at_the_configured_rate_and_counted() {
         }
         (server, writer)
     });
-    let mut subscription = client.subscribe(subscribe("likes")).await.unwrap();
+    let mut subscription = client.subscribe(subscribe("live", "likes")).await.unwrap();
     subscribed_tx.send(()).unwrap();
     let mut received = 0;
     // Until every datagram sent is either received or counted lost.
@@ -283,7 +251,7 @@ async fn objects_arrive_exactly_one_latency_after_they_are_sent() {
         subgroup.finish();
         (server, writer)
     });
-    let mut subscription = client.subscribe(subscribe("video")).await.unwrap();
+    let mut subscription = client.subscribe(subscribe("live", "video")).await.unwrap();
     let Some(TrackEvent::Subgroup(mut subgroup)) = subscription.next().await.unwrap() else {
         panic!("a subgroup stream")
     };
@@ -327,7 +295,7 @@ async fn a_closed_transport_ends_both_sessions_with_the_code_and_reason() {
     assert!(drivers.client.await.unwrap().is_ok());
     assert!(matches!(client.closed().await, Error::ClosedLocally { .. }));
     assert!(matches!(
-        client.subscribe(subscribe("video")).await,
+        client.subscribe(subscribe("live", "video")).await,
         Err(Error::ClosedLocally { .. })
     ));
 }

@@ -8,32 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use banyan_moq::coding::{Location, PublishDoneCode, RequestErrorCode, TrackName, TrackNamespace};
+use banyan_moq::coding::{Location, PublishDoneCode, RequestErrorCode, TrackName};
 use banyan_moq::data::{EndOfRange, FetchItem, FetchObject, ObjectDatagram, RangeKind};
 use banyan_moq::message::{
     Fetch, FetchOk, FetchType, Message, Parameters, Publish, PublishNamespace, RequestOk, StandaloneFetch,
-    Subscribe, SubscribeNamespace, SubscribeOk, TrackStatus,
+    SubscribeNamespace, SubscribeOk, TrackStatus,
 };
 use banyan_moq::session::{Error, NamespaceEvent, Request, TrackEvent, TransportKind};
 use bytes::Bytes;
+use common::track::{ns, payload, publish_groups, read_groups, subscribe};
 use common::{start, within};
-
-fn ns(path: &str) -> TrackNamespace {
-    TrackNamespace::from_path(path).unwrap()
-}
-
-fn subscribe(namespace: &str, name: &str) -> Subscribe {
-    Subscribe {
-        request_id: 0,
-        track_namespace: ns(namespace),
-        track_name: TrackName::from(name),
-        parameters: Parameters::default(),
-    }
-}
-
-fn payload(group: u64, object: u64) -> Bytes {
-    Bytes::from(format!("group {group} object {object} ").repeat((object as usize % 7) + 1))
-}
 
 macro_rules! both_transports {
     ($($name:ident),* $(,)?) => {
@@ -108,46 +92,14 @@ async fn subscribe_receives_every_object_in_order(kind: TransportKind) {
         };
         assert_eq!(request.message.track_name, TrackName::from("video"));
         let writer = request.accept(SubscribeOk::default()).await.unwrap();
-        for group in 0..GROUPS {
-            let mut subgroup = writer.open_subgroup(group, 0, Some(1), false).await.unwrap();
-            for object in 0..OBJECTS {
-                subgroup
-                    .write_payload(object, payload(group, object))
-                    .await
-                    .unwrap();
-            }
-            subgroup.finish();
-        }
-        writer.finish(PublishDoneCode::TrackEnded, "done").await.unwrap();
+        publish_groups(writer, GROUPS, OBJECTS).await;
         server
     });
 
-    let mut subscription = within("subscribe", client.subscribe(subscribe("live", "video")))
+    let subscription = within("subscribe", client.subscribe(subscribe("live", "video")))
         .await
         .unwrap();
-    let mut received = std::collections::BTreeMap::new();
-    let mut done = None;
-    while let Some(event) = within("event", subscription.next()).await.unwrap() {
-        match event {
-            TrackEvent::Subgroup(mut subgroup) => {
-                let group = subgroup.group_id();
-                let mut ids = Vec::new();
-                while let Some(object) = within("object", subgroup.next()).await.unwrap() {
-                    assert_eq!(
-                        object.payload,
-                        payload(group, object.object_id),
-                        "bytes of {group}/{}",
-                        object.object_id
-                    );
-                    ids.push(object.object_id);
-                }
-                received.insert(group, ids);
-            }
-            TrackEvent::Done(d) => done = Some(d),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let done = done.expect("PUBLISH_DONE");
+    let (received, done) = read_groups(subscription).await;
     assert_eq!(done.status_code, PublishDoneCode::TrackEnded);
     assert_eq!(done.stream_count, GROUPS);
     assert_eq!(received.len() as u64, GROUPS);

@@ -12,7 +12,8 @@
 //! - [`relay`]: [`relay::Node`], the relay without sockets: the shared state and the one path
 //!   that authorizes, accepts and serves a session (given any transport, e.g. an in-memory
 //!   pair in tests); [`Relay`]: binds the UDP port (raw QUIC + WebTransport) and the HTTP
-//!   listener, feeds its node the sessions it accepts, shuts down with GOAWAY and a bounded drain.
+//!   listener, feeds its node the sessions it accepts, shuts down with GOAWAY and a bounded drain
+//!   (`mod.rs`); `node.rs` builds the node's shared state, `session.rs` serves one session.
 //! - [`request`]: one session's requests: authorization, relay-path checks and dispatch
 //!   (`mod.rs`), per-session limits (`limits.rs`: request rate, subscription and namespace
 //!   slots), and one file per request kind: `subscribe.rs` (with its rendezvous),
@@ -32,16 +33,22 @@
 //!   [`track::forward`]: per-subscriber fan-out that skips a slow subscriber forward.
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
 //!   session per parent opened through a [`upstream::Dial`] (the QUIC client, or any other
-//!   dialer), relay paths for loop and depth safety.
+//!   dialer), relay paths for loop and depth safety. `resolve.rs`: the resolvers;
+//!   `parents.rs`: [`upstream::Dial`] and [`upstream::Parents`]; `mod.rs`: settings, errors,
+//!   Hop IDs.
 //! - [`tasks`]: [`tasks::Tasks`], a set of background tasks owned by its holder.
 //! - [`config`]: the one configuration struct for flags, `BANYAN_RELAY_*` variables and TOML,
 //!   made of the modules' own settings structs (`relay::ServerSettings`, `track::cache::CacheSettings`,
 //!   ...): `mod.rs` ([`config::RelayConfig`] and its loading), `validate.rs` (range and
 //!   consistency checks, one function per concern), `parse.rs` (the value parsers the settings
 //!   share: sizes, bit rates, URLs, host names), `tests.rs` (how the layers merge).
-//! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe.
+//! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe:
+//!   `claims.rs` (what a token grants, why it is refused), `key.rs` ([`auth::Authenticator`]:
+//!   keys, verifying, minting), `token.rs` (where a token travels).
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
-//!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM.
+//!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM
+//!   (`mod.rs`: [`heartbeat::Reporter`]); `summary.rs`: URLs and broadcasts; `load.rs`: egress
+//!   and CPU rates; `warn.rs`: the rate-limited failure warning.
 //! - [`metrics`]: counters, gauges and a histogram as `prometheus-client` metrics in one
 //!   registry, encoded as OpenMetrics text: `mod.rs` ([`metrics::Metrics`], its handles and
 //!   gauge guards), `register.rs` (each metric's exported name, help text and labels).

@@ -26,7 +26,8 @@
 //!    [`Error`]), `reader.rs` (a buffered stream reader feeding the sans-IO decoders).
 //! 3. `shared.rs`: the [`Session`] handle and the state it shares with its driver (routes for
 //!    incoming data as raw streams, request ids, the control stream, GOAWAY), [`Role`].
-//! 4. `stream.rs`: [`RequestStream`], one request's bidirectional stream.
+//! 4. `stream.rs`: [`RequestStream`], one request's bidirectional stream, and the request a
+//!    subscription's stream was opened with (SUBSCRIBE or PUBLISH), kept by both ends.
 //! 5. `publisher.rs` ([`TrackWriter`], [`SubgroupWriter`], [`FetchWriter`]) and
 //!    `subscriber.rs` ([`Subscription`], [`SubgroupReader`], [`FetchReader`]), independent
 //!    of each other.

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::Error;
 use super::shared::Session;
-use super::stream::RequestStream;
+use super::stream::{Origin, RequestStream};
 use super::transport::SendStream;
 use crate::coding::{DecodeError, Encode, PublishDoneCode, ReasonPhrase, StreamResetCode};
 use crate::data::{
@@ -27,16 +27,6 @@ pub fn send_order(subscriber_priority: u8, publisher_priority: u8, group_id: u64
     let group = (group_id & 0x7fff) as i32;
     let group = if descending { group } else { 0x7fff - group };
     (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group
-}
-
-/// Where a [`TrackWriter`]'s subscription came from.
-#[derive(Debug, Clone)]
-enum Origin {
-    Subscribe {
-        subscribe: Box<Subscribe>,
-        ok: Box<SubscribeOk>,
-    },
-    Publish(Box<Publish>),
 }
 
 /// Writes one subscription's objects: subgroup streams and datagrams, then PUBLISH_DONE.
@@ -164,10 +154,7 @@ impl TrackWriter {
         Self {
             sender: TrackSender::new(session, ok.track_alias, subscriber_priority, descending),
             stream,
-            origin: Origin::Subscribe {
-                subscribe: Box::new(subscribe),
-                ok: Box::new(ok),
-            },
+            origin: Origin::subscribed(subscribe, ok),
             finished: false,
             cancelled: false,
         }
@@ -195,26 +182,17 @@ impl TrackWriter {
 
     /// The SUBSCRIBE this writer answers (`None` for a PUBLISH we initiated).
     pub fn subscribe(&self) -> Option<&Subscribe> {
-        match &self.origin {
-            Origin::Subscribe { subscribe, .. } => Some(subscribe),
-            Origin::Publish(_) => None,
-        }
+        self.origin.subscribe().map(|(subscribe, _)| subscribe)
     }
 
     /// The PUBLISH we sent (`None` when answering a SUBSCRIBE).
     pub fn publish(&self) -> Option<&Publish> {
-        match &self.origin {
-            Origin::Publish(publish) => Some(publish),
-            Origin::Subscribe { .. } => None,
-        }
+        self.origin.publish()
     }
 
     /// The SUBSCRIBE_OK we sent (`None` for a PUBLISH).
     pub fn subscribe_ok(&self) -> Option<&SubscribeOk> {
-        match &self.origin {
-            Origin::Subscribe { ok, .. } => Some(ok),
-            Origin::Publish(_) => None,
-        }
+        self.origin.subscribe().map(|(_, ok)| ok)
     }
 
     /// Change the subscriber priority and group order used for new streams (e.g. after a

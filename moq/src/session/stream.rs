@@ -11,7 +11,7 @@ use super::reader::StreamReader;
 use super::shared::{Lingering, Session, Shared};
 use super::transport::{RecvStream, SendStream};
 use crate::coding::{ReasonPhrase, RequestErrorCode, StreamResetCode};
-use crate::message::{Message, RequestError};
+use crate::message::{Message, Publish, RequestError, Subscribe, SubscribeOk};
 
 /// One request's bidirectional stream: framed control messages both ways.
 #[derive(Debug)]
@@ -143,5 +143,43 @@ pub(crate) fn unexpected(message: &Message, expected: &str) -> Error {
             "expected {expected}, got message type {:#x}",
             other.type_id()
         )),
+    }
+}
+
+/// The request a subscription's stream was opened with: a SUBSCRIBE and its SUBSCRIBE_OK, or a
+/// PUBLISH. Kept by both ends ([`TrackWriter`](super::TrackWriter),
+/// [`Subscription`](super::Subscription)).
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Subscribe {
+        subscribe: Box<Subscribe>,
+        ok: Box<SubscribeOk>,
+    },
+    Publish(Box<Publish>),
+}
+
+impl Origin {
+    /// A SUBSCRIBE answered with `ok`.
+    pub(crate) fn subscribed(subscribe: Subscribe, ok: SubscribeOk) -> Self {
+        Origin::Subscribe {
+            subscribe: Box::new(subscribe),
+            ok: Box::new(ok),
+        }
+    }
+
+    /// The SUBSCRIBE and its SUBSCRIBE_OK (`None` for a PUBLISH).
+    pub(crate) fn subscribe(&self) -> Option<(&Subscribe, &SubscribeOk)> {
+        match self {
+            Origin::Subscribe { subscribe, ok } => Some((subscribe, ok)),
+            Origin::Publish(_) => None,
+        }
+    }
+
+    /// The PUBLISH (`None` for a SUBSCRIBE).
+    pub(crate) fn publish(&self) -> Option<&Publish> {
+        match self {
+            Origin::Publish(publish) => Some(publish),
+            Origin::Subscribe { .. } => None,
+        }
     }
 }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::error::Error;
 use super::reader::StreamReader;
 use super::shared::{Session, Shared, TrackData};
-use super::stream::RequestStream;
+use super::stream::{Origin, RequestStream};
 use crate::coding::{SessionErrorCode, StreamResetCode};
 use crate::data::{
     FetchGroupOrder, FetchItem, FetchObject, FetchRecord, FetchStream, ObjectDatagram, SubgroupHeader,
@@ -32,15 +32,6 @@ pub enum TrackEvent {
     /// PUBLISH_DONE: the publisher ended the subscription. Streams it already opened may
     /// still arrive; `next` returns `None` once they have (or after a short grace period).
     Done(PublishDone),
-}
-
-#[derive(Debug)]
-enum Origin {
-    Subscribe {
-        subscribe: Box<Subscribe>,
-        ok: Box<SubscribeOk>,
-    },
-    Publish(Box<Publish>),
 }
 
 /// An established subscription (ours via SUBSCRIBE, or the peer's PUBLISH we accepted).
@@ -68,15 +59,7 @@ impl Subscription {
         ok: SubscribeOk,
     ) -> Result<Self, Error> {
         let alias = ok.track_alias;
-        Self::new(
-            session,
-            stream,
-            alias,
-            Origin::Subscribe {
-                subscribe: Box::new(subscribe),
-                ok: Box::new(ok),
-            },
-        )
+        Self::new(session, stream, alias, Origin::subscribed(subscribe, ok))
     }
 
     pub(crate) fn register_publish(
@@ -128,18 +111,12 @@ impl Subscription {
 
     /// The SUBSCRIBE we sent and the SUBSCRIBE_OK we got (`None` for an accepted PUBLISH).
     pub fn subscribe(&self) -> Option<(&Subscribe, &SubscribeOk)> {
-        match &self.origin {
-            Origin::Subscribe { subscribe, ok } => Some((subscribe, ok)),
-            Origin::Publish(_) => None,
-        }
+        self.origin.subscribe()
     }
 
     /// The PUBLISH the peer sent (`None` for our own SUBSCRIBE).
     pub fn publish(&self) -> Option<&Publish> {
-        match &self.origin {
-            Origin::Publish(p) => Some(p),
-            Origin::Subscribe { .. } => None,
-        }
+        self.origin.publish()
     }
 
     /// Send REQUEST_UPDATE; the answer arrives as [`TrackEvent::UpdateOk`]/[`TrackEvent::UpdateError`].

@@ -14,6 +14,8 @@ use banyan_moq::session::{
 use tokio::sync::mpsc;
 use url::Url;
 
+pub mod track;
+
 pub struct Harness {
     pub addr: SocketAddr,
     pub client: Client,

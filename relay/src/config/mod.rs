@@ -13,9 +13,9 @@
 //! - The TOML file is named by `--config` / `BANYAN_RELAY_CONFIG`; unknown keys are an error.
 //!
 //! [`RelayConfig`] is a clap and serde struct of sub-configs that live beside the module they
-//! configure, flattened so flags and TOML keys stay flat: [`ServerSettings`] (`relay.rs`),
-//! [`HeartbeatSettings`] (`heartbeat.rs`), [`UpstreamSettings`] (`upstream.rs`),
-//! [`AuthSettings`] (`auth.rs`), [`LimitSettings`] (`request/limits.rs`), [`CacheSettings`]
+//! configure, flattened so flags and TOML keys stay flat: [`ServerSettings`] (`relay/mod.rs`),
+//! [`HeartbeatSettings`] (`heartbeat/mod.rs`), [`UpstreamSettings`] (`upstream/mod.rs`),
+//! [`AuthSettings`] (`auth/mod.rs`), [`LimitSettings`] (`request/limits.rs`), [`CacheSettings`]
 //! (`track/cache.rs`), [`TrackSettings`] (`track/mod.rs`) and [`InteractSettings`]
 //! (`interact/`). The layers are merged by [`banyan_control::layered::load`], the same code as
 //! the control plane's.

@@ -14,7 +14,7 @@ mod track_status;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use banyan_moq::coding::{FullTrackName, RequestErrorCode, TrackNamespace};
+use banyan_moq::coding::{FullTrackName, RequestErrorCode, TrackName, TrackNamespace};
 use banyan_moq::message::{FetchType, HopPath, Token};
 use banyan_moq::session::{Request, Session};
 use governor::DefaultDirectRateLimiter;
@@ -285,4 +285,14 @@ impl SessionHandler {
             e => (RequestErrorCode::InternalError, e.to_string()),
         })
     }
+}
+
+/// The track a PUBLISH or SUBSCRIBE names, or the REQUEST_ERROR code and reason to refuse it
+/// with (a name too long for a track).
+fn track_name(
+    namespace: &TrackNamespace,
+    name: &TrackName,
+) -> Result<FullTrackName, (RequestErrorCode, String)> {
+    FullTrackName::new(namespace.clone(), name.clone())
+        .map_err(|e| (RequestErrorCode::InvalidRange, e.to_string()))
 }

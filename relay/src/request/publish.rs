@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use banyan_moq::coding::{FullTrackName, RequestErrorCode};
+use banyan_moq::coding::RequestErrorCode;
 use banyan_moq::message::RequestOk;
 use banyan_moq::session::PublishRequest;
 
-use super::SessionHandler;
+use super::{track_name, SessionHandler};
 use crate::auth::{Action, ClaimsExt as _};
 use crate::interact::hub::INTERACT;
 use crate::metrics::RefuseReason;
@@ -45,13 +45,9 @@ impl SessionHandler {
                 .serve(request, from_relay, room)
                 .await;
         }
-        let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
+        let name = match track_name(&message.track_namespace, &message.track_name) {
             Ok(name) => name,
-            Err(e) => {
-                return request
-                    .reject(RequestErrorCode::InvalidRange, &e.to_string())
-                    .await
-            }
+            Err((code, reason)) => return request.reject(code, &reason).await,
         };
         if !self.shared.publisher_takeover && self.shared.tracks.pushed_and_live(&name) {
             self.shared.metrics.refuse(RefuseReason::Other);

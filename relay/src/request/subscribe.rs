@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_moq::coding::{FullTrackName, Location, RequestErrorCode, TrackNamespace};
+use banyan_moq::coding::{Location, RequestErrorCode, TrackNamespace};
 use banyan_moq::message::{HopPath, Parameters, SubscribeOk, SubscriptionFilter};
 use banyan_moq::session::SubscribeRequest;
 
-use super::SessionHandler;
+use super::{track_name, SessionHandler};
 use crate::metrics::RefuseReason;
 use crate::track::forward::forward;
 use crate::track::{LiveInfo, Track, TrackState};
@@ -26,13 +26,9 @@ impl SessionHandler {
             Ok(slot) => slot,
             Err((code, reason)) => return request.reject(code, reason).await,
         };
-        let name = match FullTrackName::new(message.track_namespace.clone(), message.track_name.clone()) {
+        let name = match track_name(&message.track_namespace, &message.track_name) {
             Ok(name) => name,
-            Err(e) => {
-                return request
-                    .reject(RequestErrorCode::InvalidRange, &e.to_string())
-                    .await
-            }
+            Err((code, reason)) => return request.reject(code, &reason).await,
         };
         self.shared.interact.prepare(&name);
         // Held for a publisher as long as asked (RENDEZVOUS_TIMEOUT, capped); without the

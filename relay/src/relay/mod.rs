@@ -5,11 +5,13 @@
 //! authorizes, accepts and serves a session. [`Relay`] feeds it the sessions its QUIC endpoint
 //! accepts; a test can feed it sessions over any [`Connection`](banyan_moq::session::transport::Connection)
 //! (e.g. `banyan_tests::mem`), dialing parents with its own [`Dial`].
+//!
+//! `node.rs` builds the [`Node`] and its shared state; `session.rs` serves one session (and
+//! keeps the live ones for GOAWAY).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,30 +19,20 @@ use anyhow::Context;
 use banyan_certs::{DevOptions, Identity, ServerVerification};
 use banyan_control::api::Capacity;
 use banyan_moq::coding::SessionErrorCode;
-use banyan_moq::session::{
-    Client, Incoming, PendingSession, Server, Session, SessionConfig, TransportConfig,
-};
-use parking_lot::Mutex;
+use banyan_moq::session::{Client, Server, SessionConfig, TransportConfig};
 use tokio::sync::{watch, Notify, Semaphore};
-use tracing::Instrument;
 
-use crate::auth::{self, Authenticator, Claims};
 use crate::config::RelayConfig;
 use crate::heartbeat::{self, HeartbeatConfig, Reporter};
 use crate::http::{self, HttpState};
-use crate::interact::hub::Hub;
-use crate::interact::ledger::Ledger;
-use crate::interact::InteractConfig;
 use crate::metrics::Metrics;
-use crate::namespaces::Namespaces;
-use crate::request::{SessionHandler, SessionLimits, Shared};
-use crate::tasks::Tasks;
-use crate::track::forward::ForwardConfig;
-use crate::track::{TrackConfig, Tracks};
-use crate::upstream::{
-    self, Dial, HttpResolver, Parents, ParentsConfig, Resolver, Resolvers, StaticResolver,
-};
-use banyan_moq::track::Budget;
+use crate::upstream::Dial;
+
+mod node;
+mod session;
+
+pub use node::Node;
+use session::{serve_connection, Sessions};
 
 /// Where the relay listens and which certificate it serves (part of [`RelayConfig`]).
 #[derive(Debug, Clone, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
@@ -259,139 +251,6 @@ impl Relay {
     }
 }
 
-/// The relay without sockets: the state every session shares and the code path that
-/// authorizes, accepts and serves one session. Cloning it gives another handle to the same
-/// relay.
-///
-/// Its background work (each track's upstream feed, the interaction sweeper once
-/// [`start`](Self::start)ed) runs in its relay-wide task set, owned by the node and stopped by
-/// [`shutdown`](Self::shutdown); each served session's driver runs inside [`serve`](Self::serve).
-#[derive(Debug, Clone)]
-pub struct Node {
-    shared: Arc<Shared>,
-    sessions: Arc<Sessions>,
-    gifts: Option<Arc<Ledger>>,
-    session_config: SessionConfig,
-}
-
-impl Node {
-    /// A relay configured by `config` (its listening addresses, certificate and heartbeat
-    /// settings are not used), dialing its parents (`--upstream`, `--control`) with `dial`;
-    /// with no dialer, parents are unreachable.
-    pub fn new(config: &RelayConfig, dial: Option<Arc<dyn Dial>>) -> anyhow::Result<Self> {
-        let session_config = Self::session_config_for(config);
-        let hop_id = upstream::hop_id(&config.relay_id);
-        let (shared, gifts) = shared_state(config, hop_id, dial)?;
-        Ok(Self {
-            shared,
-            sessions: Arc::new(Sessions::default()),
-            gifts,
-            session_config,
-        })
-    }
-
-    /// The session settings of the relay's side of its sessions (limits from `config`, its Hop ID).
-    fn session_config_for(config: &RelayConfig) -> SessionConfig {
-        SessionConfig {
-            max_message_size: config.limits.max_message_size,
-            max_object_size: config.limits.max_object_size,
-            hop_id: Some(upstream::hop_id(&config.relay_id)),
-            ..SessionConfig::default()
-        }
-    }
-
-    /// The session settings to accept this relay's sessions with.
-    pub fn session_config(&self) -> &SessionConfig {
-        &self.session_config
-    }
-
-    /// The relay's counters.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
-    }
-
-    /// Start the relay-wide background work (the interaction sweeper) in the node's task set.
-    pub fn start(&self) {
-        self.shared.tasks.spawn(self.shared.interact.sweeper());
-    }
-
-    /// Authorize `pending` (its SETUP token or `?jwt=`), accept it and serve its requests
-    /// until the session ends. Runs the session's driver; returns when the session is over.
-    pub async fn serve(&self, pending: PendingSession) {
-        serve_session(pending, &self.shared, &self.sessions).await;
-    }
-
-    /// Stop the relay-wide background work (track feeds, the sweeper) and refuse new work.
-    pub async fn shutdown(&self) {
-        self.shared.tasks.shutdown().await;
-    }
-}
-
-/// How long a live track whose parent was lost keeps trying to reach one (another parent, or
-/// the same one back) before it ends for its subscribers: long enough for a control plane to
-/// notice a dead relay and route around it, short enough that viewers are not left hanging.
-const FAILOVER_WINDOW: Duration = Duration::from_secs(10);
-
-/// The state every session shares: namespaces, tracks, the interaction hub, counters, auth
-/// and limits; and the gift ledger, when the relay keeps one.
-fn shared_state(
-    config: &RelayConfig,
-    hop_id: u64,
-    dial: Option<Arc<dyn Dial>>,
-) -> anyhow::Result<(Arc<Shared>, Option<Arc<Ledger>>)> {
-    let auth = match &config.auth.auth_key {
-        Some(path) => Some(Authenticator::from_file(path).context("loading the auth key")?),
-        None => None,
-    };
-    let metrics = Arc::new(Metrics::default());
-    let namespaces = Arc::new(Namespaces::default());
-    let parents = parents(config, hop_id, dial, &metrics)?;
-    let tracks = Tracks::new(
-        namespaces.clone(),
-        parents,
-        TrackConfig {
-            cache_groups: config.cache.cache_groups,
-            rendezvous_max: config.track.rendezvous_max,
-            linger: Duration::from_secs(2),
-            failover_window: FAILOVER_WINDOW,
-        },
-        Budget::new(config.cache.cache_bytes),
-        metrics.clone(),
-    );
-    let ledger = match &config.interact.gift_ledger {
-        Some(path) => {
-            Some(Arc::new(Ledger::open(path).with_context(|| {
-                format!("opening the gift ledger {}", path.display())
-            })?))
-        }
-        None => None,
-    };
-    let interact = Hub::new(
-        InteractConfig::from(&config.interact),
-        tracks.clone(),
-        namespaces.clone(),
-        metrics.clone(),
-        ledger.clone(),
-    );
-    let shared = Arc::new(Shared {
-        namespaces,
-        tracks,
-        interact,
-        metrics,
-        auth,
-        limits: SessionLimits::from(&config.limits),
-        forward: ForwardConfig {
-            max_lag: usize::try_from(config.track.max_lag_groups).unwrap_or(usize::MAX),
-            drain: Duration::from_secs(2),
-        },
-        publisher_takeover: config.publisher_takeover,
-        hop_id,
-        max_depth: config.upstream.max_depth,
-        tasks: Tasks::default(),
-    });
-    Ok((shared, ledger))
-}
-
 /// The heartbeat reporter, with `--control`.
 fn reporter(
     config: &RelayConfig,
@@ -431,38 +290,6 @@ fn has_parents(config: &RelayConfig) -> bool {
     config.heartbeat.control.is_some() || !config.upstream.upstream.is_empty()
 }
 
-/// The parent links, when the relay has parents (`--upstream` or `--control`), dialed with
-/// `dial`.
-fn parents(
-    config: &RelayConfig,
-    hop_id: u64,
-    dial: Option<Arc<dyn Dial>>,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<Option<Arc<Parents>>> {
-    let mut resolvers: Vec<Arc<dyn Resolver>> = Vec::new();
-    if let Some(control) = &config.heartbeat.control {
-        let resolver = HttpResolver::new(control.clone(), config.relay_id.clone(), Duration::from_secs(2))
-            .context("setting up the control plane client")?;
-        resolvers.push(Arc::new(resolver));
-    }
-    if !config.upstream.upstream.is_empty() {
-        resolvers.push(Arc::new(StaticResolver::new(config.upstream.upstream.clone())));
-    }
-    let Some(dial) = dial.filter(|_| !resolvers.is_empty()) else {
-        return Ok(None);
-    };
-    Ok(Some(Parents::new(
-        dial,
-        Arc::new(Resolvers(resolvers)),
-        ParentsConfig {
-            hop_id,
-            token: config.upstream.upstream_token.clone(),
-            retry_after: Duration::from_secs(1),
-        },
-        metrics.clone(),
-    )))
-}
-
 /// The QUIC client that dials parents, when the relay has parents.
 fn parent_client(config: &RelayConfig, session_config: &SessionConfig) -> anyhow::Result<Option<Client>> {
     if !has_parents(config) {
@@ -492,95 +319,4 @@ fn parent_client(config: &RelayConfig, session_config: &SessionConfig) -> anyhow
     let client =
         Client::new(tls, &transport, client_config).context("opening the parent-relay client socket")?;
     Ok(Some(client))
-}
-
-/// Live sessions, for GOAWAY at shutdown.
-#[derive(Debug, Default)]
-struct Sessions {
-    map: Mutex<HashMap<u64, Session>>,
-    next: AtomicU64,
-    changed: tokio::sync::Notify,
-}
-
-impl Sessions {
-    fn insert(&self, session: Session) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map.lock().insert(id, session);
-        id
-    }
-
-    fn remove(&self, id: u64) {
-        self.map.lock().remove(&id);
-        self.changed.notify_waiters();
-    }
-
-    fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
-    fn all(&self) -> Vec<Session> {
-        self.map.lock().values().cloned().collect()
-    }
-}
-
-/// Handshake, authorize and serve one connection.
-async fn serve_connection(incoming: Incoming, node: &Node) {
-    let remote = incoming.remote_address();
-    let pending = match incoming.handshake().await {
-        Ok(pending) => pending,
-        Err(e) => {
-            tracing::debug!(%remote, error = %e, "handshake failed");
-            return;
-        }
-    };
-    let kind = pending.transport();
-    let span = tracing::info_span!("conn", %remote, transport = %kind);
-    node.serve(pending).instrument(span).await;
-}
-
-/// Authorize, accept and serve one session until it ends (see [`Node::serve`]).
-async fn serve_session(pending: PendingSession, shared: &Arc<Shared>, sessions: &Sessions) {
-    let kind = pending.transport();
-    let claims = match session_claims(&pending, shared) {
-        Ok(claims) => claims,
-        Err(e) => {
-            shared.metrics.auth_failures.inc();
-            tracing::info!(error = %e, "session refused: bad token");
-            pending.reject(e.session_code(), &e.to_string());
-            return;
-        }
-    };
-    let (session, driver) = match pending.accept().await {
-        Ok(parts) => parts,
-        Err(e) => {
-            tracing::debug!(error = %e, "session setup failed");
-            return;
-        }
-    };
-    let _gauge = shared.metrics.session_guard(kind);
-    shared.metrics.sessions_accepted.inc();
-    let id = sessions.insert(session.clone());
-    tracing::info!("session started");
-    let handler = SessionHandler::new(shared.clone(), session, claims);
-    let driver = tokio::spawn(driver.run().in_current_span());
-    handler.run().await;
-    match driver.await {
-        Ok(Err(e)) => tracing::info!(error = %e, "session ended"),
-        _ => tracing::info!("session ended"),
-    }
-    sessions.remove(id);
-}
-
-/// Session-level claims from a SETUP AUTHORIZATION TOKEN, or `?jwt=` in the URL for browsers.
-/// `Ok(None)` when auth is off or no token was sent (requests may then carry their own).
-fn session_claims(pending: &PendingSession, shared: &Shared) -> Result<Option<Claims>, auth::AuthError> {
-    let Some(authenticator) = &shared.auth else {
-        return Ok(None);
-    };
-    let token = auth::jwt_from_tokens(&pending.setup().authorization_tokens)
-        .or_else(|| pending.url().and_then(auth::token_from_url).map(Ok));
-    match token {
-        None => Ok(None),
-        Some(jwt) => authenticator.verify(&jwt?).map(Some),
-    }
 }
