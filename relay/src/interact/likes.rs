@@ -4,7 +4,9 @@
 //! is made good by the next one, and a duplicate changes nothing.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// The sum of the latest totals of many sources.
 #[derive(Debug, Default)]

@@ -3,7 +3,9 @@
 //! for subscribers that wait for a publisher (the rendezvous).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use banyan_moq::coding::{FullTrackName, Location, PublishDoneCode, RequestErrorCode};
 use banyan_moq::message::{HopPath, Parameters, Subscribe, SubscriptionFilter};

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use banyan_moq::coding::{FullTrackName, TrackName, TrackNamespace};
 use banyan_moq::data::ObjectProperties;

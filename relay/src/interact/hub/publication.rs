@@ -3,7 +3,9 @@
 //! or recorded at the origin, queued for the parent elsewhere).
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use banyan_moq::coding::{RequestErrorCode, StreamResetCode};
 use banyan_moq::message::RequestOk;
