@@ -28,9 +28,12 @@
 //!   by PUBLISH, watched by SUBSCRIBE_TRACKS. `feed.rs`: the coalesced upstream subscription
 //!   (a local publisher, moving with a takeover; a parent relay, with failover; a pushed
 //!   track) and the rendezvous that holds a track nobody publishes yet. `ingest.rs`: an
-//!   upstream subscription read into the cache. `local.rs`: tracks the relay produces itself.
-//!   [`track::cache`]: recent groups per track, bounded by count and by a shared byte budget.
-//!   [`track::forward`]: per-subscriber fan-out that skips a slow subscriber forward.
+//!   upstream subscription written into the track's producer. `local.rs`: table entries for
+//!   the tracks the relay produces itself (the interaction hub writes them like any producer).
+//!   Every track is a [`banyan_moq::track`] producer: its recent groups, bounded by count and by
+//!   one byte budget for all tracks. [`track::cache`]: those bounds' settings and the metrics
+//!   observer. [`track::forward`]: one subscription around a `banyan_moq::track::Fanout` (which
+//!   skips a slow subscriber forward): requests, range end, PUBLISH_DONE.
 //! - [`upstream`]: parent relays: route resolution (static `--upstream`, control plane), one
 //!   session per parent opened through a [`upstream::Dial`] (the QUIC client, or any other
 //!   dialer), relay paths for loop and depth safety. `resolve.rs`: the resolvers;
