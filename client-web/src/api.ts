@@ -40,34 +40,17 @@ export function connect(target: RelayTarget): Promise<Session> {
   return Session.connect(target.relay, connectOptions(target));
 }
 
-export interface WatchOptions extends RelayTarget {
-  broadcast: string;
-  canvas: HTMLCanvasElement;
-  targetLatencyMs?: number;
-  audio?: boolean;
-  onStats?: (stats: PlayerStats) => void;
-  /** Likes, chat and gifts (default true): `player.interactions`, `like`, `comment`, `gift`. */
-  interactions?: boolean;
-  /** The chat room to join: the control plane's `chat_room` (default `"0"`). */
-  room?: string;
-  /** How long (ms) the relay may hold the player's SUBSCRIBEs for a broadcast not yet on air
-   *  (RENDEZVOUS_TIMEOUT; default 5000; 0 for none). */
-  rendezvousTimeoutMs?: number;
-}
+/**
+ * What `watch` takes: the relay (`hash` and `token` as for `connect`) and the player's own
+ * options (`broadcast`, `canvas`, `targetLatencyMs`, `audio`, `onStats`, `interactions`, `room`,
+ * `rendezvousTimeoutMs`; see {@link PlayerOptions}).
+ */
+export interface WatchOptions extends RelayTarget, Omit<PlayerOptions, keyof RelayTarget | "serverCertificateHashes"> {}
 
 /** Start playing a broadcast into a canvas; reconnects by itself until `stop()`. */
 export function watch(options: WatchOptions): Player {
-  const player: PlayerOptions = { relay: options.relay, broadcast: options.broadcast, canvas: options.canvas };
-  const connect = connectOptions(options);
-  if (connect.serverCertificateHashes) player.serverCertificateHashes = connect.serverCertificateHashes;
-  if (options.token) player.token = options.token;
-  if (options.targetLatencyMs !== undefined) player.targetLatencyMs = options.targetLatencyMs;
-  if (options.audio !== undefined) player.audio = options.audio;
-  if (options.onStats) player.onStats = options.onStats;
-  if (options.interactions !== undefined) player.interactions = options.interactions;
-  if (options.room !== undefined) player.room = options.room;
-  if (options.rendezvousTimeoutMs !== undefined) player.rendezvousTimeoutMs = options.rendezvousTimeoutMs;
-  return new Player(player);
+  const { hash: _hash, token: _token, ...player } = options;
+  return new Player({ ...player, ...connectOptions(options) });
 }
 
 /** Thrown by `like`, `comment` and `gift` on a player started with `interactions: false`. */

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::sync::mpsc;
 use url::Url;
 
 use super::config::SessionConfig;
 use super::driver::{EarlyStream, SessionDriver};
 use super::error::Error;
 use super::reader::StreamReader;
-use super::shared::{close_transport, Role, Session, Shared};
+use super::shared::{close_transport, Role, Session};
 use super::transport::{Connection, SendStream, TransportKind};
 use crate::coding::{decode_varint, SessionErrorCode};
 use crate::data::SETUP as SETUP_STREAM;
@@ -133,7 +132,7 @@ impl PendingSession {
             ..Default::default()
         };
         let control = open_control(self.transport.as_ref(), &setup, self.version).await?;
-        Ok(start(
+        Ok(Session::start(
             self.transport,
             self.kind,
             self.version,
@@ -201,7 +200,7 @@ impl Session {
         };
         let (peer_setup, control_reader, early) =
             checked.await.inspect_err(|e| close_with(transport.as_ref(), e))?;
-        Ok(start(
+        Ok(Session::start(
             transport,
             kind,
             version,
@@ -214,38 +213,6 @@ impl Session {
             early,
         ))
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start(
-    transport: Arc<dyn Connection>,
-    kind: TransportKind,
-    version: Version,
-    role: Role,
-    config: SessionConfig,
-    url: Option<Url>,
-    peer_setup: Setup,
-    control: Box<dyn SendStream>,
-    control_reader: StreamReader,
-    early: Vec<EarlyStream>,
-) -> (Session, SessionDriver) {
-    let (requests_tx, requests_rx) = mpsc::channel(config.max_queued_requests.max(1));
-    let (linger_tx, linger_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(
-        transport,
-        kind,
-        version,
-        role,
-        config,
-        url,
-        peer_setup,
-        control,
-        requests_rx,
-        linger_tx,
-    ));
-    tracing::debug!(transport = %kind, %version, ?role, "session established");
-    let driver = SessionDriver::new(shared.clone(), control_reader, requests_tx, linger_rx, early);
-    (Session { shared }, driver)
 }
 
 async fn open_control(

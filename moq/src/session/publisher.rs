@@ -29,7 +29,8 @@ pub fn send_order(subscriber_priority: u8, publisher_priority: u8, group_id: u64
     (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group
 }
 
-/// Writes one subscription's objects: subgroup streams and datagrams, then PUBLISH_DONE.
+/// Writes one subscription's objects: subgroup streams and datagrams (through the
+/// [`TrackSender`] it derefs to), then PUBLISH_DONE.
 ///
 /// Dropping it without [`finish`](Self::finish) resets the request stream.
 #[derive(Debug)]
@@ -170,11 +171,6 @@ impl TrackWriter {
         }
     }
 
-    /// The Track Alias objects carry.
-    pub fn track_alias(&self) -> u64 {
-        self.sender.alias
-    }
-
     /// A cloneable sender for this subscription's objects.
     pub fn sender(&self) -> TrackSender {
         self.sender.clone()
@@ -202,24 +198,6 @@ impl TrackWriter {
             .shared
             .priority
             .store(pack_priority(subscriber_priority, descending), Ordering::Relaxed);
-    }
-
-    /// Open a stream for one subgroup (see [`TrackSender::open_subgroup`]).
-    pub async fn open_subgroup(
-        &self,
-        group_id: u64,
-        subgroup_id: u64,
-        publisher_priority: Option<u8>,
-        with_properties: bool,
-    ) -> Result<SubgroupWriter, Error> {
-        self.sender
-            .open_subgroup(group_id, subgroup_id, publisher_priority, with_properties)
-            .await
-    }
-
-    /// Send one object as a datagram (see [`TrackSender::send_datagram`]).
-    pub fn send_datagram(&self, datagram: ObjectDatagram) -> Result<(), Error> {
-        self.sender.send_datagram(datagram)
     }
 
     /// The next request from the subscriber on the request stream: a REQUEST_UPDATE, or for
@@ -261,6 +239,16 @@ impl TrackWriter {
         let result = self.stream.send(&done.into()).await;
         self.stream.finish();
         result
+    }
+}
+
+/// A writer sends through its [`TrackSender`]: `track_alias`, `open_subgroup`, `send_datagram`
+/// and `streams_opened` are the sender's.
+impl std::ops::Deref for TrackWriter {
+    type Target = TrackSender;
+
+    fn deref(&self) -> &TrackSender {
+        &self.sender
     }
 }
 

@@ -1,5 +1,6 @@
 //! The [`Session`] handle and the state it shares with its driver: routes for incoming data,
-//! request ids, the control stream, GOAWAY. Methods that start requests are in `outgoing.rs`,
+//! request ids, the control stream, GOAWAY. `Session::start` turns a finished handshake into
+//! the handle and its driver. Methods that start requests are in `outgoing.rs`,
 //! [`Session::accept`] is in `request.rs`.
 
 use std::collections::{BTreeSet, HashMap};
@@ -10,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use url::Url;
 
 use super::config::SessionConfig;
+use super::driver::{EarlyStream, SessionDriver};
 use super::error::Error;
 use super::reader::StreamReader;
 use super::transport::{Connection, SendStream, TransportKind};
@@ -140,9 +142,12 @@ pub(crate) struct Shared {
     pub linger: mpsc::UnboundedSender<Lingering>,
 }
 
-impl Shared {
+impl Session {
+    /// Start a session from what its handshake settled: `control` is our control stream (SETUP
+    /// sent), `control_reader` the peer's (SETUP read), `early` the data and request streams
+    /// that arrived before it. The driver must run for the session to make progress.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn start(
         transport: Arc<dyn Connection>,
         kind: TransportKind,
         version: Version,
@@ -151,14 +156,16 @@ impl Shared {
         url: Option<Url>,
         peer_setup: Setup,
         control: Box<dyn SendStream>,
-        requests: mpsc::Receiver<IncomingRequest>,
-        linger: mpsc::UnboundedSender<Lingering>,
-    ) -> Self {
+        control_reader: StreamReader,
+        early: Vec<EarlyStream>,
+    ) -> (Session, SessionDriver) {
+        let (requests_tx, requests_rx) = mpsc::channel(config.max_queued_requests.max(1));
+        let (linger_tx, linger_rx) = mpsc::unbounded_channel();
         let (first_own, first_peer) = match role {
             Role::Client => (0, 1),
             Role::Server => (1, 0),
         };
-        Self {
+        let shared = Arc::new(Shared {
             transport,
             kind,
             version,
@@ -176,11 +183,16 @@ impl Shared {
             control: tokio::sync::Mutex::new(control),
             goaway_sent: AtomicBool::new(false),
             goaway_received: watch::Sender::new(None),
-            requests: tokio::sync::Mutex::new(requests),
-            linger,
-        }
+            requests: tokio::sync::Mutex::new(requests_rx),
+            linger: linger_tx,
+        });
+        tracing::debug!(transport = %kind, %version, ?role, "session established");
+        let driver = SessionDriver::new(shared.clone(), control_reader, requests_tx, linger_rx, early);
+        (Session { shared }, driver)
     }
+}
 
+impl Shared {
     pub fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         // A poisoned lock means a panic elsewhere already; the data is still consistent.
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
