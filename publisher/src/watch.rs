@@ -648,16 +648,20 @@ impl Player {
 
     /// One message from a subscription: reorder it, then play what is ready.
     async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], subscribed_at: u64) -> anyhow::Result<()> {
-        let (track, ready) = match msg {
+        let track = match &msg {
+            Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
+            Msg::Likes { .. } => return Ok(()),
+        };
+        let Some(t) = tracks.get_mut(track) else {
+            return Ok(());
+        };
+        let ready = match msg {
             Msg::Object {
-                track,
                 group,
                 object,
                 received_us,
+                ..
             } => {
-                let Some(t) = tracks.get_mut(track) else {
-                    return Ok(());
-                };
                 if let Some(last) = t.last_arrival_us {
                     t.longest_stall_us = t.longest_stall_us.max(received_us.saturating_sub(last));
                 }
@@ -666,28 +670,22 @@ impl Player {
                 if ready.is_none() {
                     self.summary.late_objects += 1;
                 }
-                (track, ready.unwrap_or_default())
+                ready.unwrap_or_default()
             }
             Msg::GroupEnd {
-                track,
                 group,
                 objects,
                 clean,
+                ..
             } => {
-                let Some(t) = tracks.get_mut(track) else {
-                    return Ok(());
-                };
                 if !clean && objects > 0 {
                     t.incomplete.insert(group);
                 }
-                (track, t.order.group_end(group))
+                t.order.group_end(group)
             }
-            Msg::TrackEnd { track } => {
-                let Some(t) = tracks.get_mut(track) else {
-                    return Ok(());
-                };
+            Msg::TrackEnd { .. } => {
                 t.ended = true;
-                (track, t.order.drain())
+                t.order.drain()
             }
             Msg::Likes { .. } => return Ok(()),
         };
