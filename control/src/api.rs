@@ -156,6 +156,22 @@ pub struct WatchResponse {
     pub relay_id: String,
     /// Its region.
     pub region: String,
+    /// How to reach it (`moqt`, `webtransport`, `cert_sha256` in the JSON).
+    #[serde(flatten)]
+    pub endpoint: RelayEndpoint,
+    /// A subscribe-only JWT scoped to the broadcast (claims `ns`, `subs: true`, `exp`).
+    pub token: String,
+    /// The token's expiry, seconds since the Unix epoch.
+    pub token_expires: u64,
+    /// The chat room to join (the `chat/<room>` track of the broadcast).
+    pub chat_room: String,
+}
+
+/// How a client reaches the relay it was given: the fields [`WatchResponse`] and
+/// [`PublishResponse`] share. Flattened into them, so in the JSON these are top-level fields,
+/// in this order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEndpoint {
     /// Raw QUIC URL (`moqt://…`), if the relay has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moqt: Option<String>,
@@ -165,12 +181,6 @@ pub struct WatchResponse {
     /// Development certificate hash (hex SHA-256), when the relay uses one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_sha256: Option<String>,
-    /// A subscribe-only JWT scoped to the broadcast (claims `ns`, `subs: true`, `exp`).
-    pub token: String,
-    /// The token's expiry, seconds since the Unix epoch.
-    pub token_expires: u64,
-    /// The chat room to join (the `chat/<room>` track of the broadcast).
-    pub chat_room: String,
 }
 
 /// A relay's parents for a namespace (`GET /v1/route/{namespace}?relay=ID`).
@@ -190,15 +200,9 @@ pub struct PublishResponse {
     pub broadcast: String,
     /// The origin relay's id.
     pub relay_id: String,
-    /// Raw QUIC URL of the origin, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub moqt: Option<String>,
-    /// WebTransport URL of the origin, if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webtransport: Option<String>,
-    /// Development certificate hash (hex SHA-256), when the origin uses one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_sha256: Option<String>,
+    /// How to reach the origin (`moqt`, `webtransport`, `cert_sha256` in the JSON).
+    #[serde(flatten)]
+    pub endpoint: RelayEndpoint,
     /// A publish-only JWT scoped to the broadcast (claims `ns`, `pub: true`, `exp`).
     pub token: String,
     /// The token's expiry, seconds since the Unix epoch.
@@ -441,6 +445,45 @@ fn check_name(field: &str, value: &str) -> Result<(), String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The shared endpoint fields are flattened: the JSON is what it was with them inline,
+    /// byte for byte (clients read these top-level keys), and reads back the same.
+    #[test]
+    fn assignment_json_keeps_endpoint_fields_top_level_in_order() {
+        let endpoint = RelayEndpoint {
+            moqt: Some("moqt://r:1".into()),
+            webtransport: None,
+            cert_sha256: Some("ab".into()),
+        };
+        let watch = WatchResponse {
+            broadcast: "live/a".into(),
+            relay_id: "r".into(),
+            region: "eu".into(),
+            endpoint: endpoint.clone(),
+            token: "t".into(),
+            token_expires: 7,
+            chat_room: "0".into(),
+        };
+        let json = serde_json::to_string(&watch).unwrap();
+        assert_eq!(
+            json,
+            r#"{"broadcast":"live/a","relay_id":"r","region":"eu","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7,"chat_room":"0"}"#
+        );
+        assert_eq!(serde_json::from_str::<WatchResponse>(&json).unwrap(), watch);
+        let publish = PublishResponse {
+            broadcast: "live/a".into(),
+            relay_id: "r".into(),
+            endpoint,
+            token: "t".into(),
+            token_expires: 7,
+        };
+        let json = serde_json::to_string(&publish).unwrap();
+        assert_eq!(
+            json,
+            r#"{"broadcast":"live/a","relay_id":"r","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7}"#
+        );
+        assert_eq!(serde_json::from_str::<PublishResponse>(&json).unwrap(), publish);
+    }
 
     fn heartbeat() -> Heartbeat {
         Heartbeat {

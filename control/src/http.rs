@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -163,57 +164,43 @@ async fn drain(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Res
 
 async fn watch(
     State(shared): State<Arc<Shared>>,
-    Path(broadcast): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(refused) = rate_limit(&shared) {
-        return refused;
-    }
-    let broadcast = broadcast.trim_matches('/').to_owned();
+    Assignment { broadcast, query }: Assignment,
+) -> Result<Json<WatchResponse>, Response> {
     let region = query.get("region").map(String::as_str).unwrap_or("");
     // A reconnecting viewer names the room it was in, to stay there while it has space.
     let room = match query.get("room").map(|r| r.parse::<u64>()) {
         None => None,
         Some(Ok(room)) => Some(room),
         Some(Err(_)) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_room",
                 "room must be a chat room number (a decimal integer)".into(),
-            )
+            ))
         }
     };
     let placed = shared
         .registry
         .lock()
         .watch(&broadcast, region, room, Instant::now());
-    let placement = match placed {
-        Ok(p) => p,
-        Err(e) => {
-            match e {
-                PlaceError::UnknownBroadcast(_) => Metrics::inc(&shared.metrics.watch_unknown),
-                _ => Metrics::inc(&shared.metrics.watch_no_capacity),
-            }
-            return place_error(e);
+    let placement = placed.map_err(|e| {
+        match e {
+            PlaceError::UnknownBroadcast(_) => Metrics::inc(&shared.metrics.watch_unknown),
+            _ => Metrics::inc(&shared.metrics.watch_no_capacity),
         }
-    };
-    let (token, exp) = match mint(&shared, &broadcast, Some(&placement.chat_room)) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
-    };
+        place_error(e)
+    })?;
+    let (token, exp) = mint(&shared, &broadcast, Some(&placement.chat_room)).map_err(token_error)?;
     Metrics::inc(&shared.metrics.watch_assigned);
-    Json(WatchResponse {
+    Ok(Json(WatchResponse {
         broadcast,
         relay_id: placement.relay_id,
         region: placement.region,
-        moqt: placement.moqt,
-        webtransport: placement.webtransport,
-        cert_sha256: placement.cert_sha256,
+        endpoint: placement.endpoint,
         token,
         token_expires: exp,
         chat_room: placement.chat_room,
-    })
-    .into_response()
+    }))
 }
 
 async fn route(
@@ -243,40 +230,57 @@ async fn route(
 
 async fn publish(
     State(shared): State<Arc<Shared>>,
-    Path(broadcast): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    if let Some(refused) = rate_limit(&shared) {
-        return refused;
-    }
-    let broadcast = broadcast.trim_matches('/').to_owned();
+    Assignment { broadcast, query }: Assignment,
+) -> Result<Json<PublishResponse>, Response> {
     if broadcast.is_empty() || broadcast.split('/').any(str::is_empty) {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the broadcast must be a /-separated path with no empty fields".into(),
-        );
+        ));
     }
     let region = query.get("region").map(String::as_str).unwrap_or("");
-    let placement = match shared.registry.lock().publish(&broadcast, region) {
-        Ok(p) => p,
-        Err(e) => return place_error(e),
-    };
-    let (token, exp) = match mint(&shared, &broadcast, None) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string()),
-    };
+    let placement = shared
+        .registry
+        .lock()
+        .publish(&broadcast, region)
+        .map_err(place_error)?;
+    let (token, exp) = mint(&shared, &broadcast, None).map_err(token_error)?;
     Metrics::inc(&shared.metrics.publishes);
-    Json(PublishResponse {
+    Ok(Json(PublishResponse {
         broadcast,
         relay_id: placement.relay_id,
-        moqt: placement.moqt,
-        webtransport: placement.webtransport,
-        cert_sha256: placement.cert_sha256,
+        endpoint: placement.endpoint,
         token,
         token_expires: exp,
-    })
-    .into_response()
+    }))
+}
+
+/// An assignment request (`GET /v1/watch/…`, `POST /v1/publish/…`) that the rate limiter let
+/// through: the broadcast (the path without its outer slashes) and the query.
+struct Assignment {
+    broadcast: String,
+    query: HashMap<String, String>,
+}
+
+impl FromRequestParts<Arc<Shared>> for Assignment {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let Path(broadcast) = Path::<String>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match rate_limit(shared) {
+            Some(refused) => Err(refused),
+            None => Ok(Self {
+                broadcast: broadcast.trim_matches('/').to_owned(),
+                query,
+            }),
+        }
+    }
 }
 
 fn rate_limit(shared: &Shared) -> Option<Response> {
@@ -313,6 +317,10 @@ fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String,
         Some(room) => minter.viewer(broadcast, room, exp),
     };
     minted.map(|token| (token, exp))
+}
+
+fn token_error(e: TokenError) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "token", e.to_string())
 }
 
 fn place_error(e: PlaceError) -> Response {

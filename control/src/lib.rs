@@ -10,6 +10,9 @@
 //! - [`layered`] (feature `layered`, also used by `banyan-relay`): filling a clap struct from
 //!   flags, prefixed environment variables and a TOML file, in that precedence (`load`), and
 //!   the `--help`/`--version` exit a binary wants around it (`exit_on_help`).
+//! - [`binary`] (feature `binary`, also used by `banyan-relay` and `banyan-publisher`): a
+//!   service's `main` (config error → exit 2, stderr logging, run error → exit 1), the log
+//!   set-up, and the SIGTERM/Ctrl-C future that ends a run.
 //!
 //! With the `server` feature (default):
 //! - [`config`]: [`ControlConfig`](config::ControlConfig), one struct for flags,
@@ -29,6 +32,8 @@
 //! - [`service`]: [`Control`](service::Control): binds, serves and runs the control loop.
 
 pub mod api;
+#[cfg(feature = "binary")]
+pub mod binary;
 #[cfg(feature = "layered")]
 pub mod layered;
 

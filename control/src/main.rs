@@ -3,32 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use banyan_control::binary::{self, shutdown_signal};
 use banyan_control::config::ControlConfig;
 use banyan_control::Control;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match ControlConfig::load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("banyan-control: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("banyan-control: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::main("banyan-control", ControlConfig::load(), |c| &c.log, run).await
 }
 
 async fn run(config: ControlConfig) -> anyhow::Result<()> {
@@ -41,17 +22,4 @@ async fn run(config: ControlConfig) -> anyhow::Result<()> {
     // Scripts and tests read this line.
     println!("listening: http {addr}");
     control.run(shutdown).await.context("serving")
-}
-
-/// Resolves on SIGTERM or Ctrl-C; the handlers are installed now.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }

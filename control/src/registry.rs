@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::api::{
-    BroadcastLoad, BroadcastStatus, Heartbeat, HeartbeatResponse, ParentStatus, RelayStatus, Status,
+    BroadcastLoad, BroadcastStatus, Heartbeat, HeartbeatResponse, ParentStatus, RelayEndpoint, RelayStatus,
+    Status,
 };
 use crate::autoscale::{FleetView, RelayView};
 use crate::rooms::Rooms;
@@ -92,12 +93,8 @@ pub struct Placement {
     pub relay_id: String,
     /// Its region.
     pub region: String,
-    /// Raw QUIC URL.
-    pub moqt: Option<String>,
-    /// WebTransport URL.
-    pub webtransport: Option<String>,
-    /// Dev certificate hash.
-    pub cert_sha256: Option<String>,
+    /// Its URLs and dev certificate hash.
+    pub endpoint: RelayEndpoint,
     /// Chat room (viewers only).
     pub chat_room: String,
 }
@@ -679,9 +676,11 @@ fn placement(id: &str, relay: &Relay, chat_room: String) -> Placement {
     Placement {
         relay_id: id.to_owned(),
         region: relay.heartbeat.region.clone(),
-        moqt: relay.heartbeat.urls.moqt.clone(),
-        webtransport: relay.heartbeat.urls.webtransport.clone(),
-        cert_sha256: relay.heartbeat.cert_sha256.clone(),
+        endpoint: RelayEndpoint {
+            moqt: relay.heartbeat.urls.moqt.clone(),
+            webtransport: relay.heartbeat.urls.webtransport.clone(),
+            cert_sha256: relay.heartbeat.cert_sha256.clone(),
+        },
         chat_room,
     }
 }

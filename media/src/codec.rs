@@ -188,17 +188,7 @@ impl TrackConfig {
             "av01" => {
                 let av1c =
                     mp4_atom::Av1c::decode_body(&mut description()?).map_err(|e| invalid("av1C", e))?;
-                Ok(mp4_atom::Av01 {
-                    visual,
-                    av1c,
-                    btrt: None,
-                    ccst: None,
-                    colr: None,
-                    pasp: None,
-                    taic: None,
-                    spatial: None,
-                }
-                .into())
+                Ok(av01(visual, av1c).into())
             }
             "vp09" => Ok(mp4_atom::Vp09 {
                 visual,
@@ -452,6 +442,20 @@ fn sample_entry_name(entry: &mp4_atom::Codec) -> String {
         .to_lowercase()
 }
 
+/// An AV1 sample entry with none of the optional boxes (`Av01` has no `Default`).
+fn av01(visual: mp4_atom::Visual, av1c: mp4_atom::Av1c) -> mp4_atom::Av01 {
+    mp4_atom::Av01 {
+        visual,
+        av1c,
+        btrt: None,
+        ccst: None,
+        colr: None,
+        pasp: None,
+        taic: None,
+        spatial: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -512,20 +516,12 @@ mod tests {
             initial_presentation_delay: None,
             config_obus: vec![0x0a, 0x0b, 0, 0, 0, 0x24, 0xc4, 0xff, 0xdf, 0x00, 0x68, 0x02],
         };
-        let entry = mp4_atom::Av01 {
-            visual: mp4_atom::Visual {
-                width: 320,
-                height: 240,
-                ..Default::default()
-            },
-            av1c,
-            btrt: None,
-            ccst: None,
-            colr: None,
-            pasp: None,
-            taic: None,
-            spatial: None,
+        let visual = mp4_atom::Visual {
+            width: 320,
+            height: 240,
+            ..Default::default()
         };
+        let entry = av01(visual, av1c);
         assert_eq!(round_trip(entry.into()).codec, "av01.0.04M.08");
 
         let vpcc = mp4_atom::VpcC {

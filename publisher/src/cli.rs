@@ -138,7 +138,7 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             tokio::spawn(crate::source::run_fmp4(options, broadcast))
         }
     };
-    let shutdown = shutdown_signal()?;
+    let shutdown = banyan_control::binary::shutdown_signal()?;
     let progress = tokio::spawn(crate::publish::progress(broadcast.clone()));
     let publishing = crate::publish::run(connector, namespace, broadcast.clone());
     tokio::pin!(publishing);
@@ -164,20 +164,6 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         eprintln!("publish: broadcast complete");
     }
     result
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what service managers and `kill` send). The
-/// handlers are installed now, so a signal that comes before the future is first polled counts.
-pub(crate) fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {

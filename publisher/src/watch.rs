@@ -210,7 +210,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
     let rendezvous = rendezvous_ms(args.rendezvous);
     let media_to_stdout = args.output == "-";
-    let mut output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_str() {
+    let output: Option<Output> = match args.output.as_str() {
         "none" => None,
         "-" => Some(Box::new(tokio::io::stdout())),
         path => Some(Box::new(
@@ -219,19 +219,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("creating {path}"))?,
         )),
     };
-    let started = Instant::now();
-    let deadline = args.duration.map(|d| started + d);
-    let mut summary = Summary::default();
-    let mut latencies = Vec::new();
+    let mut player = Player::new(output);
+    let deadline = args.duration.map(|d| player.started + d);
     let mut tracks: Vec<Watched> = Vec::new();
-    let mut muxer: Option<Muxer> = None;
-    let mut base_us: Option<u64> = None;
     let mut backoff = Backoff::default();
     let mut first = true;
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
 
     // Ctrl-C or SIGTERM: stop watching and write the summary (one listener for the whole run).
-    let shutdown = crate::cli::shutdown_signal()?;
+    let shutdown = banyan_control::binary::shutdown_signal()?;
     tokio::pin!(shutdown);
     'sessions: loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -250,9 +246,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         };
         let driver = tokio::spawn(driver.run());
-        summary.sessions += 1;
+        player.summary.sessions += 1;
         if !first {
-            summary.reconnects += 1;
+            player.summary.reconnects += 1;
         }
         let session_start = Instant::now();
         let catalog = match read_catalog(&session, &namespace, rendezvous).await {
@@ -273,14 +269,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         };
         if first {
-            let (selected, configs) = select_tracks(&catalog, output.is_some())?;
+            let (selected, configs) = select_tracks(&catalog, player.output.is_some())?;
             tracks = selected;
-            if let (Some(out), Some(configs)) = (output.as_mut(), configs) {
+            if let (Some(out), Some(configs)) = (player.output.as_mut(), configs) {
                 let m = Muxer::new(configs);
                 out.write_all(&m.init_segment().context("writing the MP4 init segment")?)
                     .await
                     .context("writing output")?;
-                muxer = Some(m);
+                player.muxer = Some(m);
             }
             eprintln!(
                 "watch: {} tracks: {}",
@@ -308,7 +304,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             match subscribe(&session, &namespace, &t.name, rendezvous).await {
                 Ok(sub) => {
-                    summary.subscriptions += 1;
+                    player.summary.subscriptions += 1;
                     t.summary.subscriptions += 1;
                     subs.spawn(read_subscription(i, sub, tx.clone()));
                 }
@@ -331,11 +327,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                         // Groups may overlap on their streams: a total from an older group is stale.
                         if likes_group.is_none_or(|g| group >= g) {
                             likes_group = Some(group);
-                            summary.likes = Some(total);
+                            player.summary.likes = Some(total);
                         }
                     }
                     Some(msg) => {
-                        handle(msg, &mut tracks, &mut summary, &mut latencies, subscribed_at, started, &mut base_us, &mut muxer, &mut output).await?;
+                        player.handle(msg, &mut tracks, subscribed_at).await?;
                         if tracks.iter().all(|t| t.ended) {
                             break 'sessions;
                         }
@@ -344,8 +340,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                     None => break,
                 },
                 _ = stats_tick.tick() => {
-                    release_stalled(&mut tracks, &mut summary, &mut latencies, subscribed_at, started, &mut base_us, &mut muxer, &mut output).await?;
-                    let mut sorted = latencies.clone();
+                    player.release_stalled(&mut tracks, subscribed_at).await?;
+                    let summary = &player.summary;
+                    let mut sorted = player.latencies.clone();
                     sorted.sort_unstable();
                     eprintln!(
                         "watch: objects {} groups {} gaps {} latency p50 {} ms{}",
@@ -376,25 +373,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     // Flush what is buffered.
     for i in 0..tracks.len() {
         let frames = tracks.get_mut(i).map(|t| t.order.drain()).unwrap_or_default();
-        for (group, object, received_us) in frames {
-            deliver(
-                i,
-                group,
-                object,
-                received_us,
-                &mut tracks,
-                &mut summary,
-                &mut latencies,
-                0,
-                started,
-                &mut base_us,
-                &mut muxer,
-                &mut output,
-            )
-            .await?;
-        }
-        flush_pending(i, &mut tracks, &mut muxer, &mut output).await?;
+        player.deliver_all(i, frames, &mut tracks, 0).await?;
+        player.flush_pending(i, &mut tracks).await?;
     }
+    let Player {
+        mut summary,
+        latencies,
+        mut output,
+        ..
+    } = player;
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing output")?;
     }
@@ -630,254 +617,239 @@ fn decode_total(payload: &[u8]) -> Option<u64> {
     buf.is_empty().then_some(total)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    msg: Msg,
-    tracks: &mut [Watched],
-    summary: &mut Summary,
-    latencies: &mut Vec<u64>,
-    subscribed_at: u64,
+/// Where the viewer's output goes: a file, stdout, or nowhere (`None`).
+type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// What the viewer makes of the objects it plays, in order: the summary's counts and
+/// latencies, and the MP4 it writes.
+struct Player {
+    summary: Summary,
+    /// Receive latency of each object sent after the subscription (µs).
+    latencies: Vec<u64>,
+    /// When the viewer started (time to first frame counts from here).
     started: Instant,
-    base_us: &mut Option<u64>,
-    muxer: &mut Option<Muxer>,
-    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
-) -> anyhow::Result<()> {
-    let (track, ready) = match msg {
-        Msg::Object {
-            track,
-            group,
-            object,
-            received_us,
-        } => {
-            let Some(t) = tracks.get_mut(track) else {
-                return Ok(());
-            };
-            if let Some(last) = t.last_arrival_us {
-                t.longest_stall_us = t.longest_stall_us.max(received_us.saturating_sub(last));
-            }
-            t.last_arrival_us = Some(t.last_arrival_us.map_or(received_us, |l| l.max(received_us)));
-            let ready = t.order.object(group, object, received_us, Instant::now());
-            if ready.is_none() {
-                summary.late_objects += 1;
-            }
-            (track, ready.unwrap_or_default())
-        }
-        Msg::GroupEnd {
-            track,
-            group,
-            objects,
-            clean,
-        } => {
-            let Some(t) = tracks.get_mut(track) else {
-                return Ok(());
-            };
-            if !clean && objects > 0 {
-                t.incomplete.insert(group);
-            }
-            (track, t.order.group_end(group))
-        }
-        Msg::TrackEnd { track } => {
-            let Some(t) = tracks.get_mut(track) else {
-                return Ok(());
-            };
-            t.ended = true;
-            (track, t.order.drain())
-        }
-        Msg::Likes { .. } => return Ok(()),
-    };
-    for (group, object, received_us) in ready {
-        deliver(
-            track,
-            group,
-            object,
-            received_us,
-            tracks,
-            summary,
-            latencies,
-            subscribed_at,
-            started,
-            base_us,
-            muxer,
-            output,
-        )
-        .await?;
-    }
-    if tracks.get(track).is_some_and(|t| t.ended) {
-        flush_pending(track, tracks, muxer, output).await?;
-    }
-    Ok(())
+    /// The first timestamp seen, less half a second: presentation time zero.
+    base_us: Option<u64>,
+    muxer: Option<Muxer>,
+    output: Option<Output>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn release_stalled(
-    tracks: &mut [Watched],
-    summary: &mut Summary,
-    latencies: &mut Vec<u64>,
-    subscribed_at: u64,
-    started: Instant,
-    base_us: &mut Option<u64>,
-    muxer: &mut Option<Muxer>,
-    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
-) -> anyhow::Result<()> {
-    for i in 0..tracks.len() {
-        let ready = match tracks.get_mut(i) {
-            Some(t) => {
-                let (ready, abandoned) = t.order.tick(Instant::now());
-                if let Some(group) = abandoned {
-                    // Played on without the rest of it.
-                    t.incomplete.insert(group);
-                }
-                ready
-            }
-            None => Vec::new(),
+impl Player {
+    fn new(output: Option<Output>) -> Self {
+        Self {
+            summary: Summary::default(),
+            latencies: Vec::new(),
+            started: Instant::now(),
+            base_us: None,
+            muxer: None,
+            output,
+        }
+    }
+
+    /// One message from a subscription: reorder it, then play what is ready.
+    async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], subscribed_at: u64) -> anyhow::Result<()> {
+        let track = match &msg {
+            Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
+            Msg::Likes { .. } => return Ok(()),
         };
-        for (group, object, received_us) in ready {
-            deliver(
-                i,
+        let Some(t) = tracks.get_mut(track) else {
+            return Ok(());
+        };
+        let ready = match msg {
+            Msg::Object {
                 group,
                 object,
                 received_us,
-                tracks,
-                summary,
-                latencies,
-                subscribed_at,
-                started,
-                base_us,
-                muxer,
-                output,
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// One object, in order: count it, measure it, mux it.
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    track: usize,
-    group: u64,
-    object: SubgroupObject,
-    received_us: u64,
-    tracks: &mut [Watched],
-    summary: &mut Summary,
-    latencies: &mut Vec<u64>,
-    subscribed_at: u64,
-    started: Instant,
-    base_us: &mut Option<u64>,
-    muxer: &mut Option<Muxer>,
-    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
-) -> anyhow::Result<()> {
-    let Some(t) = tracks.get_mut(track) else {
-        return Ok(());
-    };
-    summary.objects += 1;
-    summary.bytes += object.payload.len() as u64;
-    t.summary.objects += 1;
-    if summary.ttff_ms.is_none() {
-        summary.ttff_ms = Some((started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
-    }
-    if t.seen_groups.insert(group) {
-        summary.groups += 1;
-        t.summary.groups += 1;
-        match t.last_group {
-            Some(last) if group == last + 1 => {
-                // (Unless the run was not listed: past MAX_GROUP_RUNS.)
-                if let Some(run) = t.summary.group_runs.last_mut().filter(|r| r.last_group == last) {
-                    run.last_group = group;
+                ..
+            } => {
+                if let Some(last) = t.last_arrival_us {
+                    t.longest_stall_us = t.longest_stall_us.max(received_us.saturating_sub(last));
                 }
+                t.last_arrival_us = Some(t.last_arrival_us.map_or(received_us, |l| l.max(received_us)));
+                let ready = t.order.object(group, object, received_us, Instant::now());
+                if ready.is_none() {
+                    self.summary.late_objects += 1;
+                }
+                ready.unwrap_or_default()
             }
-            last => {
-                if last.is_some_and(|last| group > last + 1) {
-                    t.summary.gaps += 1;
+            Msg::GroupEnd {
+                group,
+                objects,
+                clean,
+                ..
+            } => {
+                if !clean && objects > 0 {
+                    t.incomplete.insert(group);
                 }
-                if t.summary.group_runs.len() < MAX_GROUP_RUNS {
-                    t.summary.group_runs.push(GroupRun {
-                        first_group: group,
-                        last_group: group,
-                        first_received_unix_ms: received_us / 1000,
-                    });
-                }
+                t.order.group_end(group)
             }
-        }
-        t.last_group = Some(t.last_group.map_or(group, |l| l.max(group)));
-    }
-    // Objects of a group are played in the order they came on its stream: 0, 1, 2, ...
-    let expected = match t.next_object {
-        Some((g, next)) if g == group => next,
-        _ => 0,
-    };
-    if object.object_id != expected {
-        t.incomplete.insert(group);
-    }
-    t.next_object = Some((group, object.object_id.saturating_add(1)));
-    let frame = match LocFrame::from_object(t.kind, &object) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::debug!(error = %e, "invalid LOC object");
-            summary.invalid_objects += 1;
-            return Ok(());
-        }
-    };
-    if frame.timestamp_us >= subscribed_at {
-        latencies.push(received_us.saturating_sub(frame.timestamp_us));
-    }
-    let Some(muxer) = muxer.as_mut() else {
-        return Ok(());
-    };
-    // Presentation times start half a second after the first timestamp seen, so a track whose
-    // first frame is slightly earlier than another's still lands at or after zero.
-    let base = *base_us.get_or_insert(frame.timestamp_us.saturating_sub(500_000));
-    let pts = frame.timestamp_us.saturating_sub(base);
-    let mut dts = pts.saturating_sub(frame.decode_offset_us);
-    if let Some(last) = t.last_dts {
-        dts = dts.max(last + 1);
-    }
-    t.last_dts = Some(dts);
-    let sample = Sample {
-        track_id: u32::try_from(track + 1).unwrap_or(1),
-        timescale: 1_000_000,
-        decode_time: dts,
-        composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
-        duration: 0,
-        keyframe: object.object_id == 0,
-        data: frame.payload,
-    };
-    if let Some(mut previous) = t.pending.replace(sample) {
-        let delta = u32::try_from(dts.saturating_sub(previous.decode_time)).unwrap_or(u32::MAX);
-        // Across a gap the delta is the outage, not a frame: keep the usual duration.
-        previous.duration = if t.last_duration == 0 || delta <= t.last_duration.saturating_mul(4) {
-            delta.max(1)
-        } else {
-            t.last_duration
+            Msg::TrackEnd { .. } => {
+                t.ended = true;
+                t.order.drain()
+            }
+            Msg::Likes { .. } => return Ok(()),
         };
-        t.last_duration = previous.duration;
-        let bytes = muxer.fragment(previous.track_id, std::slice::from_ref(&previous))?;
-        if let Some(out) = output.as_mut() {
+        self.deliver_all(track, ready, tracks, subscribed_at).await?;
+        if tracks.get(track).is_some_and(|t| t.ended) {
+            self.flush_pending(track, tracks).await?;
+        }
+        Ok(())
+    }
+
+    /// Play on past the groups that stalled too long.
+    async fn release_stalled(&mut self, tracks: &mut [Watched], subscribed_at: u64) -> anyhow::Result<()> {
+        for i in 0..tracks.len() {
+            let ready = match tracks.get_mut(i) {
+                Some(t) => {
+                    let (ready, abandoned) = t.order.tick(Instant::now());
+                    if let Some(group) = abandoned {
+                        // Played on without the rest of it.
+                        t.incomplete.insert(group);
+                    }
+                    ready
+                }
+                None => Vec::new(),
+            };
+            self.deliver_all(i, ready, tracks, subscribed_at).await?;
+        }
+        Ok(())
+    }
+
+    /// [`deliver`](Self::deliver) each of `ready`, in order.
+    async fn deliver_all(
+        &mut self,
+        track: usize,
+        ready: Ready,
+        tracks: &mut [Watched],
+        subscribed_at: u64,
+    ) -> anyhow::Result<()> {
+        for (group, object, received_us) in ready {
+            self.deliver(track, group, object, received_us, tracks, subscribed_at)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One object, in order: count it, measure it, mux it.
+    async fn deliver(
+        &mut self,
+        track: usize,
+        group: u64,
+        object: SubgroupObject,
+        received_us: u64,
+        tracks: &mut [Watched],
+        subscribed_at: u64,
+    ) -> anyhow::Result<()> {
+        let Some(t) = tracks.get_mut(track) else {
+            return Ok(());
+        };
+        self.summary.objects += 1;
+        self.summary.bytes += object.payload.len() as u64;
+        t.summary.objects += 1;
+        if self.summary.ttff_ms.is_none() {
+            self.summary.ttff_ms = Some((self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0);
+        }
+        if t.seen_groups.insert(group) {
+            self.summary.groups += 1;
+            t.summary.groups += 1;
+            match t.last_group {
+                Some(last) if group == last + 1 => {
+                    // (Unless the run was not listed: past MAX_GROUP_RUNS.)
+                    if let Some(run) = t.summary.group_runs.last_mut().filter(|r| r.last_group == last) {
+                        run.last_group = group;
+                    }
+                }
+                last => {
+                    if last.is_some_and(|last| group > last + 1) {
+                        t.summary.gaps += 1;
+                    }
+                    if t.summary.group_runs.len() < MAX_GROUP_RUNS {
+                        t.summary.group_runs.push(GroupRun {
+                            first_group: group,
+                            last_group: group,
+                            first_received_unix_ms: received_us / 1000,
+                        });
+                    }
+                }
+            }
+            t.last_group = Some(t.last_group.map_or(group, |l| l.max(group)));
+        }
+        // Objects of a group are played in the order they came on its stream: 0, 1, 2, ...
+        let expected = match t.next_object {
+            Some((g, next)) if g == group => next,
+            _ => 0,
+        };
+        if object.object_id != expected {
+            t.incomplete.insert(group);
+        }
+        t.next_object = Some((group, object.object_id.saturating_add(1)));
+        let frame = match LocFrame::from_object(t.kind, &object) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "invalid LOC object");
+                self.summary.invalid_objects += 1;
+                return Ok(());
+            }
+        };
+        if frame.timestamp_us >= subscribed_at {
+            self.latencies
+                .push(received_us.saturating_sub(frame.timestamp_us));
+        }
+        let Some(muxer) = self.muxer.as_mut() else {
+            return Ok(());
+        };
+        // Presentation times start half a second after the first timestamp seen, so a track whose
+        // first frame is slightly earlier than another's still lands at or after zero.
+        let base = *self
+            .base_us
+            .get_or_insert(frame.timestamp_us.saturating_sub(500_000));
+        let pts = frame.timestamp_us.saturating_sub(base);
+        let mut dts = pts.saturating_sub(frame.decode_offset_us);
+        if let Some(last) = t.last_dts {
+            dts = dts.max(last + 1);
+        }
+        t.last_dts = Some(dts);
+        let sample = Sample {
+            track_id: u32::try_from(track + 1).unwrap_or(1),
+            timescale: 1_000_000,
+            decode_time: dts,
+            composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
+            duration: 0,
+            keyframe: object.object_id == 0,
+            data: frame.payload,
+        };
+        if let Some(mut previous) = t.pending.replace(sample) {
+            let delta = u32::try_from(dts.saturating_sub(previous.decode_time)).unwrap_or(u32::MAX);
+            // Across a gap the delta is the outage, not a frame: keep the usual duration.
+            previous.duration = if t.last_duration == 0 || delta <= t.last_duration.saturating_mul(4) {
+                delta.max(1)
+            } else {
+                t.last_duration
+            };
+            t.last_duration = previous.duration;
+            let bytes = muxer.fragment(previous.track_id, std::slice::from_ref(&previous))?;
+            if let Some(out) = self.output.as_mut() {
+                out.write_all(&bytes).await.context("writing output")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a track's last sample, held back for its duration.
+    async fn flush_pending(&mut self, track: usize, tracks: &mut [Watched]) -> anyhow::Result<()> {
+        let Some(t) = tracks.get_mut(track) else {
+            return Ok(());
+        };
+        let (Some(muxer), Some(mut last)) = (self.muxer.as_mut(), t.pending.take()) else {
+            return Ok(());
+        };
+        last.duration = t.last_duration.max(1);
+        let bytes = muxer.fragment(last.track_id, std::slice::from_ref(&last))?;
+        if let Some(out) = self.output.as_mut() {
             out.write_all(&bytes).await.context("writing output")?;
         }
+        Ok(())
     }
-    Ok(())
-}
-
-async fn flush_pending(
-    track: usize,
-    tracks: &mut [Watched],
-    muxer: &mut Option<Muxer>,
-    output: &mut Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>>,
-) -> anyhow::Result<()> {
-    let Some(t) = tracks.get_mut(track) else {
-        return Ok(());
-    };
-    let (Some(muxer), Some(mut last)) = (muxer.as_mut(), t.pending.take()) else {
-        return Ok(());
-    };
-    last.duration = t.last_duration.max(1);
-    let bytes = muxer.fragment(last.track_id, std::slice::from_ref(&last))?;
-    if let Some(out) = output.as_mut() {
-        out.write_all(&bytes).await.context("writing output")?;
-    }
-    Ok(())
 }
 
 /// Groups missing between the first and last group seen.
@@ -1064,25 +1036,11 @@ mod tests {
 
     /// Feed `msgs` through the viewer's handling, as the main loop does.
     async fn play(tracks: &mut [Watched], msgs: Vec<Msg>) -> Summary {
-        let mut summary = Summary::default();
-        let mut latencies = Vec::new();
-        let (mut base, mut muxer, mut output) = (None, None, None);
+        let mut player = Player::new(None);
         for msg in msgs {
-            handle(
-                msg,
-                tracks,
-                &mut summary,
-                &mut latencies,
-                0,
-                Instant::now(),
-                &mut base,
-                &mut muxer,
-                &mut output,
-            )
-            .await
-            .unwrap();
+            player.handle(msg, tracks, 0).await.unwrap();
         }
-        summary
+        player.summary
     }
 
     fn object(group: u64, id: u64, received_ms: u64) -> Msg {

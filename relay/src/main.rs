@@ -2,32 +2,13 @@
 
 use std::process::ExitCode;
 
+use banyan_control::binary::{self, shutdown_signal};
 use banyan_relay::config::RelayConfig;
 use banyan_relay::Relay;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match RelayConfig::load() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("banyan-relay: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("banyan-relay: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    binary::main("banyan-relay", RelayConfig::load(), |c| &c.log, run).await
 }
 
 async fn run(config: RelayConfig) -> anyhow::Result<()> {
@@ -44,27 +25,4 @@ async fn run(config: RelayConfig) -> anyhow::Result<()> {
     }
     println!("listening: udp {addr} http {http}");
     relay.run(shutdown).await
-}
-
-/// A future that resolves on SIGTERM or Ctrl-C (SIGINT); the handlers are installed now.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use anyhow::Context as _;
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        Ok(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
 }
