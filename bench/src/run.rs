@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use banyan_certs::ServerVerification;
 use banyan_moq::coding::{SessionErrorCode, TrackNamespace};
-use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig, TransportKind};
+use banyan_moq::session::{Client, ClientOptions, Session, SessionConfig, TransportConfig, TransportKind};
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -71,14 +71,6 @@ impl Bench {
             None => None,
         };
         let this = ProcessSampler::this_process();
-        let sample = || Snapshot {
-            at: Instant::now(),
-            objects: 0,
-            bytes: 0,
-            relay: relay.as_ref().and_then(|r| r.sample().ok()),
-            bench: this.sample().ok(),
-            host: HostSample::take().ok(),
-        };
         let mut rss_peak = baseline.map(|b| b.rss_bytes);
 
         let tls = banyan_certs::client_config(&self.verification, &[])?;
@@ -86,130 +78,51 @@ impl Bench {
             Client::new(tls.clone(), &TransportConfig::default(), SessionConfig::default())
                 .map_err(Error::Client)
         };
-        let options = self.options.clone();
 
         // Publishers.
-        let broadcasts: Vec<Arc<Broadcast>> = (0..p.broadcasts)
-            .map(|i| {
-                TrackNamespace::from_path(&format!("{}/{i}", p.namespace_prefix))
-                    .map(|ns| Arc::new(Broadcast::new(ns)))
-                    .map_err(|e| Error::Config(format!("namespace: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let stream = Stream {
-            interval: p.frame_interval(),
-            gop: u64::from(p.gop),
-            payload: Bytes::from(vec![0x5a; usize::try_from(p.object_size).unwrap_or(0)]),
-        };
+        let broadcasts = broadcasts(p)?;
         let (stop_tx, stop) = watch::channel(false);
-        let mut publishers = tokio::task::JoinSet::new();
-        let mut publisher_sessions = Vec::new();
-        let publisher_url = url::Url::parse(&p.url).map_err(|e| Error::Config(e.to_string()))?;
-        let per_publisher = p.broadcasts_per_publisher as usize;
-        for (index, mine) in broadcasts.chunks(per_publisher.max(1)).enumerate() {
-            let client = new_client()?;
-            let publisher_error = |source| Error::Publisher { index, source };
-            let (session, driver) = client
-                .connect(&publisher_url, options.clone())
-                .await
-                .map_err(publisher_error)?;
-            publishers.spawn(async move {
-                let _ = driver.run().await;
-            });
-            let publications = publisher::announce(&session, mine)
-                .await
-                .map_err(publisher_error)?;
-            let serving = publisher::serve(session.clone(), mine.to_vec(), stream.clone(), stop.clone());
-            publishers.spawn(async move {
-                let _keep = (publications, client);
-                serving.await;
-            });
-            publisher_sessions.push(session);
-        }
+        let (mut publishers, publisher_sessions) =
+            self.start_publishers(&broadcasts, &new_client, stop).await?;
 
         // Subscribers, spread over the ramp-up and round-robin over broadcasts.
         let counters = Arc::new(Counters::default());
         let (abort_tx, abort) = watch::channel(false);
-        let sockets = p.subscribers.clamp(1, SUBSCRIBER_SOCKETS);
-        let clients: Vec<Client> = (0..sockets).map(|_| new_client()).collect::<Result<_, _>>()?;
-        let urls = [
-            url_for(&p.url, TransportKind::Quic)?,
-            url_for(&p.url, TransportKind::WebTransport)?,
-        ];
         let t0 = Instant::now();
-        let ramp = p.ramp_up();
-        let mut subscribers = tokio::task::JoinSet::new();
-        for j in 0..p.subscribers {
-            let (Some(broadcast), Some(client)) = (
-                broadcasts.get((j % p.broadcasts) as usize),
-                clients.get((j % sockets) as usize),
-            ) else {
-                continue;
-            };
-            let url = match p.transport.for_subscriber(j) {
-                TransportKind::Quic => &urls[0],
-                TransportKind::WebTransport => &urls[1],
-            };
-            let plan = Plan {
-                url: url.clone(),
-                client: client.clone(),
-                options: options.clone(),
-                broadcast: broadcast.clone(),
-                start_at: t0 + ramp.mul_f64(j as f64 / p.subscribers as f64),
-            };
-            subscribers.spawn(subscriber::run(plan, counters.clone(), abort.clone()));
-        }
+        let mut subscribers = self.start_subscribers(&broadcasts, &new_client, t0, &counters, &abort)?;
 
         // Ramp-up and measurement window, with progress once a second.
-        let snapshot = |base: Snapshot| Snapshot {
+        let snapshot = || Snapshot {
+            at: Instant::now(),
             objects: counters.objects.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
-            ..base
+            relay: relay.as_ref().and_then(|r| r.sample().ok()),
+            bench: this.sample().ok(),
+            host: HostSample::take().ok(),
         };
-        let window_start = t0 + ramp;
-        let window_end = window_start + p.duration();
-        let mut ticker = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
-        let mut last = snapshot(sample());
-        let mut start_snap: Option<Snapshot> = None;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(window_start), if start_snap.is_none() => {
-                    start_snap = Some(snapshot(sample()));
+        let (start_snap, end_snap) = self
+            .measure(t0, &snapshot, &mut |now, last| {
+                if let Some(rss) = now.relay.map(|r| r.rss_bytes) {
+                    rss_peak = rss_peak.max(Some(rss));
                 }
-                _ = ticker.tick() => {
-                    let now = snapshot(sample());
-                    if let Some(rss) = now.relay.map(|r| r.rss_bytes) {
-                        rss_peak = rss_peak.max(Some(rss));
-                    }
-                    progress(&progress_line(&now, &last, t0, window_start, p, &counters, relay.as_ref()));
-                    last = now;
-                }
-                _ = tokio::time::sleep_until(window_end) => break,
-            }
-        }
-        let end_snap = snapshot(sample());
-        let start_snap = start_snap.unwrap_or(end_snap);
+                progress(&progress_line(
+                    now,
+                    last,
+                    t0,
+                    t0 + p.ramp_up(),
+                    p,
+                    &counters,
+                    relay.as_ref(),
+                ));
+            })
+            .await;
         if let Some(rss) = end_snap.relay.map(|r| r.rss_bytes) {
             rss_peak = rss_peak.max(Some(rss));
         }
 
         // Drain: publishers write one last object each; subscribers stop when they have it.
         let _ = stop_tx.send(true);
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(p.subscribers as usize);
-        let drain = tokio::time::sleep(p.drain_timeout());
-        tokio::pin!(drain);
-        loop {
-            tokio::select! {
-                joined = subscribers.join_next() => match joined {
-                    Some(Ok(outcome)) => outcomes.push(outcome),
-                    Some(Err(_)) => {}
-                    None => break,
-                },
-                _ = &mut drain, if !*abort.borrow() => {
-                    let _ = abort_tx.send(true);
-                }
-            }
-        }
+        let outcomes = drain(&mut subscribers, p.drain_timeout(), &abort_tx).await;
         let elapsed = t0.elapsed();
         for session in &publisher_sessions {
             session.close(SessionErrorCode::NoError, "bench finished");
@@ -229,6 +142,119 @@ impl Bench {
         }))
     }
 
+    /// Wait out the ramp-up and the measurement window, calling `tick` once a second with the
+    /// newest snapshot and the one before; returns the snapshots at the window's start and end.
+    async fn measure(
+        &self,
+        t0: Instant,
+        snapshot: &impl Fn() -> Snapshot,
+        tick: &mut impl FnMut(&Snapshot, &Snapshot),
+    ) -> (Snapshot, Snapshot) {
+        let window_start = t0 + self.profile.ramp_up();
+        let window_end = window_start + self.profile.duration();
+        let mut ticker = tokio::time::interval_at(t0 + Duration::from_secs(1), Duration::from_secs(1));
+        let mut last = snapshot();
+        let mut start: Option<Snapshot> = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(window_start), if start.is_none() => {
+                    start = Some(snapshot());
+                }
+                _ = ticker.tick() => {
+                    let now = snapshot();
+                    tick(&now, &last);
+                    last = now;
+                }
+                _ = tokio::time::sleep_until(window_end) => break,
+            }
+        }
+        let end = snapshot();
+        (start.unwrap_or(end), end)
+    }
+
+    /// Connect the publishers (`broadcasts_per_publisher` broadcasts each) and serve their
+    /// broadcasts until `stop`; returns their tasks and sessions.
+    async fn start_publishers(
+        &self,
+        broadcasts: &[Arc<Broadcast>],
+        new_client: &impl Fn() -> Result<Client, Error>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(tokio::task::JoinSet<()>, Vec<Session>), Error> {
+        let p = &self.profile;
+        let stream = Stream {
+            interval: p.frame_interval(),
+            gop: u64::from(p.gop),
+            payload: Bytes::from(vec![0x5a; usize::try_from(p.object_size).unwrap_or(0)]),
+        };
+        let mut publishers = tokio::task::JoinSet::new();
+        let mut sessions = Vec::new();
+        let url = url::Url::parse(&p.url).map_err(|e| Error::Config(e.to_string()))?;
+        let per_publisher = p.broadcasts_per_publisher as usize;
+        for (index, mine) in broadcasts.chunks(per_publisher.max(1)).enumerate() {
+            let client = new_client()?;
+            let publisher_error = |source| Error::Publisher { index, source };
+            let (session, driver) = client
+                .connect(&url, self.options.clone())
+                .await
+                .map_err(publisher_error)?;
+            publishers.spawn(async move {
+                let _ = driver.run().await;
+            });
+            let publications = publisher::announce(&session, mine)
+                .await
+                .map_err(publisher_error)?;
+            let serving = publisher::serve(session.clone(), mine.to_vec(), stream.clone(), stop.clone());
+            publishers.spawn(async move {
+                let _keep = (publications, client);
+                serving.await;
+            });
+            sessions.push(session);
+        }
+        Ok((publishers, sessions))
+    }
+
+    /// Start every subscriber at its point of the ramp-up from `t0`, round-robin over the
+    /// broadcasts and the client sockets.
+    fn start_subscribers(
+        &self,
+        broadcasts: &[Arc<Broadcast>],
+        new_client: &impl Fn() -> Result<Client, Error>,
+        t0: Instant,
+        counters: &Arc<Counters>,
+        abort: &watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinSet<Outcome>, Error> {
+        let p = &self.profile;
+        let sockets = p.subscribers.clamp(1, SUBSCRIBER_SOCKETS);
+        let clients: Vec<Client> = (0..sockets).map(|_| new_client()).collect::<Result<_, _>>()?;
+        let urls = [
+            url_for(&p.url, TransportKind::Quic)?,
+            url_for(&p.url, TransportKind::WebTransport)?,
+        ];
+        let ramp = p.ramp_up();
+        let mut subscribers = tokio::task::JoinSet::new();
+        for j in 0..p.subscribers {
+            let (Some(broadcast), Some(client)) = (
+                broadcasts.get((j % p.broadcasts) as usize),
+                clients.get((j % sockets) as usize),
+            ) else {
+                continue;
+            };
+            let url = match p.transport.for_subscriber(j) {
+                TransportKind::Quic => &urls[0],
+                TransportKind::WebTransport => &urls[1],
+            };
+            let plan = Plan {
+                url: url.clone(),
+                client: client.clone(),
+                options: self.options.clone(),
+                broadcast: broadcast.clone(),
+                start_at: t0 + ramp.mul_f64(j as f64 / p.subscribers as f64),
+            };
+            subscribers.spawn(subscriber::run(plan, counters.clone(), abort.clone()));
+        }
+        Ok(subscribers)
+    }
+
     fn report(&self, input: ReportInputs<'_>) -> Report {
         let p = &self.profile;
         let ReportInputs {
@@ -245,8 +271,6 @@ impl Bench {
         let window = end.at.saturating_duration_since(start.at).as_secs_f64();
         let per_s = |x: u64| if window > 0.0 { x as f64 / window } else { 0.0 };
 
-        let mut latencies = Vec::new();
-        let mut ttff = Vec::new();
         let mut delivered = Delivered {
             objects: end.objects.saturating_sub(start.objects),
             bytes: end.bytes.saturating_sub(start.bytes),
@@ -255,31 +279,15 @@ impl Bench {
         };
         delivered.objects_per_s = round3(per_s(delivered.objects));
         delivered.gbit_per_s = (per_s(delivered.bytes) * 8.0 / 1e9 * 1e6).round() / 1e6;
-        let mut groups = Groups::default();
         let mut connections = Connections {
             attempted: p.subscribers,
             ..Default::default()
         };
-        for o in outcomes {
-            connections.failed += u64::from(o.failed);
-            connections.established += u64::from(o.established);
-            connections.dropped += u64::from(o.dropped);
-            connections.completed += u64::from(o.completed);
-            delivered.total_objects += o.objects;
-            delivered.total_bytes += o.bytes;
-            delivered.cached_objects += o.cached_objects;
-            delivered.without_timestamp += o.without_timestamp;
-            ttff.extend(o.ttff_us);
-            if o.established {
-                let (expected, received) = group_delivery(&o);
-                groups.expected += expected;
-                groups.received += received;
-            }
-            latencies.extend(o.latencies_us);
-        }
-        groups.skipped = groups.expected.saturating_sub(groups.received);
-        groups.delivery_ratio = (groups.expected > 0)
-            .then(|| (groups.received as f64 / groups.expected as f64 * 1e6).round() / 1e6);
+        let Tally {
+            groups,
+            latencies,
+            ttff,
+        } = tally(outcomes, &mut delivered, &mut connections);
 
         let published = Published {
             objects: broadcasts.iter().map(|b| b.objects_sent()).sum(),
@@ -291,30 +299,15 @@ impl Bench {
 
         let relay_usage = match relay {
             None => RelayUsage::default(),
-            Some(sampler) => {
-                let cpu = match (start.relay, end.relay) {
-                    (Some(a), Some(b)) => sampler.cpu_percent(&a, &b).map(|c| round3(c * 1000.0) / 1000.0),
-                    _ => None,
-                };
-                let rss = end.relay.map(|s| s.rss_bytes);
-                let base = baseline.map(|s| s.rss_bytes);
-                RelayUsage {
-                    pid: p.relay_pid,
-                    cpu_percent: cpu.map(|c| (c * 10.0).round() / 10.0),
-                    cpu_percent_per_gbit_per_s: cpu
-                        .filter(|_| delivered.gbit_per_s > 0.0)
-                        .map(|c| (c / delivered.gbit_per_s * 10.0).round() / 10.0),
-                    rss_bytes: rss,
-                    rss_baseline_bytes: base,
-                    rss_peak_bytes: rss_peak,
-                    rss_per_subscriber_bytes: match (rss, base) {
-                        (Some(r), Some(b)) if connections.established > 0 => {
-                            Some((r.saturating_sub(b) as f64 / connections.established as f64).round())
-                        }
-                        _ => None,
-                    },
-                }
-            }
+            Some(sampler) => relay_usage(
+                sampler,
+                p.relay_pid,
+                (&start, &end),
+                baseline,
+                rss_peak,
+                &delivered,
+                &connections,
+            ),
         };
         let bench = BenchUsage {
             cpu_percent: match (start.bench, end.bench) {
@@ -324,23 +317,7 @@ impl Bench {
             rss_bytes: end.bench.map(|s| s.rss_bytes),
         };
 
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let host_busy = match (start.host, end.host) {
-            (Some(a), Some(b)) => host_busy_percent(&a.cpu, &b.cpu, cpus),
-            _ => None,
-        };
-        let host = HostUsage {
-            cpus,
-            cpu_busy_percent: host_busy.map(|v| (v * 10.0).round() / 10.0),
-            other_cpu_percent: host_busy.map(|busy| {
-                let other = busy - relay_usage.cpu_percent.unwrap_or(0.0) - bench.cpu_percent.unwrap_or(0.0);
-                (other.max(0.0) * 10.0).round() / 10.0
-            }),
-            udp_rcvbuf_errors: match (start.host, end.host) {
-                (Some(a), Some(b)) => b.udp_drops_since(&a),
-                _ => None,
-            },
-        };
+        let host = host_usage(&start, &end, &relay_usage, &bench);
         Report {
             schema: SCHEMA_VERSION,
             profile: p.clone(),
@@ -356,6 +333,134 @@ impl Bench {
             bench,
             host,
         }
+    }
+}
+
+/// The profile's broadcasts, `<prefix>/<index>`, none started.
+fn broadcasts(p: &Profile) -> Result<Vec<Arc<Broadcast>>, Error> {
+    (0..p.broadcasts)
+        .map(|i| {
+            TrackNamespace::from_path(&format!("{}/{i}", p.namespace_prefix))
+                .map(|ns| Arc::new(Broadcast::new(ns)))
+                .map_err(|e| Error::Config(format!("namespace: {e}")))
+        })
+        .collect()
+}
+
+/// Collect the subscribers' outcomes; once `limit` has passed, tell the stragglers to stop.
+async fn drain(
+    subscribers: &mut tokio::task::JoinSet<Outcome>,
+    limit: Duration,
+    abort: &watch::Sender<bool>,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(subscribers.len());
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            joined = subscribers.join_next() => match joined {
+                Some(Ok(outcome)) => outcomes.push(outcome),
+                Some(Err(_)) => {}
+                None => return outcomes,
+            },
+            _ = &mut deadline, if !*abort.borrow() => {
+                let _ = abort.send(true);
+            }
+        }
+    }
+}
+
+/// What the subscribers' outcomes add up to, beyond the window's counters.
+struct Tally {
+    groups: Groups,
+    latencies: Vec<u64>,
+    ttff: Vec<u64>,
+}
+
+/// Add every subscriber's outcome into `delivered` and `connections`; the group delivery and
+/// the latency and time-to-first-frame samples.
+fn tally(outcomes: Vec<Outcome>, delivered: &mut Delivered, connections: &mut Connections) -> Tally {
+    let (mut latencies, mut ttff) = (Vec::new(), Vec::new());
+    let mut groups = Groups::default();
+    for o in outcomes {
+        connections.failed += u64::from(o.failed);
+        connections.established += u64::from(o.established);
+        connections.dropped += u64::from(o.dropped);
+        connections.completed += u64::from(o.completed);
+        delivered.total_objects += o.objects;
+        delivered.total_bytes += o.bytes;
+        delivered.cached_objects += o.cached_objects;
+        delivered.without_timestamp += o.without_timestamp;
+        ttff.extend(o.ttff_us);
+        if o.established {
+            let (expected, received) = group_delivery(&o);
+            groups.expected += expected;
+            groups.received += received;
+        }
+        latencies.extend(o.latencies_us);
+    }
+    groups.skipped = groups.expected.saturating_sub(groups.received);
+    groups.delivery_ratio =
+        (groups.expected > 0).then(|| (groups.received as f64 / groups.expected as f64 * 1e6).round() / 1e6);
+    Tally {
+        groups,
+        latencies,
+        ttff,
+    }
+}
+
+/// The relay process's CPU and memory over the window (its first and last snapshots).
+fn relay_usage(
+    sampler: &ProcessSampler,
+    pid: Option<u32>,
+    (start, end): (&Snapshot, &Snapshot),
+    baseline: Option<Sample>,
+    rss_peak: Option<u64>,
+    delivered: &Delivered,
+    connections: &Connections,
+) -> RelayUsage {
+    let cpu = match (start.relay, end.relay) {
+        (Some(a), Some(b)) => sampler.cpu_percent(&a, &b).map(|c| round3(c * 1000.0) / 1000.0),
+        _ => None,
+    };
+    let rss = end.relay.map(|s| s.rss_bytes);
+    let base = baseline.map(|s| s.rss_bytes);
+    RelayUsage {
+        pid,
+        cpu_percent: cpu.map(|c| (c * 10.0).round() / 10.0),
+        cpu_percent_per_gbit_per_s: cpu
+            .filter(|_| delivered.gbit_per_s > 0.0)
+            .map(|c| (c / delivered.gbit_per_s * 10.0).round() / 10.0),
+        rss_bytes: rss,
+        rss_baseline_bytes: base,
+        rss_peak_bytes: rss_peak,
+        rss_per_subscriber_bytes: match (rss, base) {
+            (Some(r), Some(b)) if connections.established > 0 => {
+                Some((r.saturating_sub(b) as f64 / connections.established as f64).round())
+            }
+            _ => None,
+        },
+    }
+}
+
+/// The whole host's CPU over the window, and what neither the relay nor the bench used.
+fn host_usage(start: &Snapshot, end: &Snapshot, relay: &RelayUsage, bench: &BenchUsage) -> HostUsage {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host_busy = match (start.host, end.host) {
+        (Some(a), Some(b)) => host_busy_percent(&a.cpu, &b.cpu, cpus),
+        _ => None,
+    };
+    HostUsage {
+        cpus,
+        cpu_busy_percent: host_busy.map(|v| (v * 10.0).round() / 10.0),
+        other_cpu_percent: host_busy.map(|busy| {
+            let other = busy - relay.cpu_percent.unwrap_or(0.0) - bench.cpu_percent.unwrap_or(0.0);
+            (other.max(0.0) * 10.0).round() / 10.0
+        }),
+        udp_rcvbuf_errors: match (start.host, end.host) {
+            (Some(a), Some(b)) => b.udp_drops_since(&a),
+            _ => None,
+        },
     }
 }
 

@@ -204,10 +204,16 @@ impl Autoscaler {
     pub fn tick(&mut self, now: Instant, joins: &HashMap<String, u64>, fleet: &FleetView) -> Vec<Action> {
         self.update_rates(now, joins);
         let mut actions = Vec::new();
-        let hw = self.policy.high_water;
-
-        // Registration and write-offs of spawned relays.
         let live: HashMap<&str, &RelayView> = fleet.relays.iter().map(|r| (r.id.as_str(), r)).collect();
+        self.write_off(now, &live, &mut actions);
+        self.replicate(fleet, &mut actions);
+        let spare = self.spawn_ahead(fleet, &mut actions);
+        self.scale_down(now, &live, spare, &mut actions);
+        actions
+    }
+
+    /// Note which spawned relays registered; stop those that never did within the timeout.
+    fn write_off(&mut self, now: Instant, live: &HashMap<&str, &RelayView>, actions: &mut Vec<Action>) {
         for (id, s) in &mut self.spawned {
             if live.contains_key(id.as_str()) {
                 s.registered = true;
@@ -220,8 +226,12 @@ impl Autoscaler {
                 actions.push(Action::Stop { relay: id.clone() });
             }
         }
+    }
 
-        // Replicate ahead, per broadcast.
+    /// Replicate ahead, per broadcast: a broadcast whose carriers lack the headroom for its
+    /// join rate over `replicate_lead` gets one more relay carrying it.
+    fn replicate(&self, fleet: &FleetView, actions: &mut Vec<Action>) {
+        let hw = self.policy.high_water;
         let mut by_rate: Vec<(&String, f64)> = self.rates.iter().map(|(b, r)| (b, *r)).collect();
         by_rate.sort_by(|a, b| a.0.cmp(b.0));
         for (broadcast, rate) in &by_rate {
@@ -248,8 +258,12 @@ impl Autoscaler {
                 }
             }
         }
+    }
 
-        // Spawn ahead of the fleet's time-to-full.
+    /// Spawn ahead of the fleet's time-to-full; returns the capacity to spare beyond what the
+    /// join rate needs over `spawn_lead` (negative when short).
+    fn spawn_ahead(&mut self, fleet: &FleetView, actions: &mut Vec<Action>) -> f64 {
+        let hw = self.policy.high_water;
         let velocity: f64 = self.rates.values().sum();
         let pending = self
             .spawned
@@ -282,9 +296,19 @@ impl Autoscaler {
                 actions.push(Action::Spawn { count });
             }
         }
+        headroom - need
+    }
 
-        // Scale down.
-        let spare = headroom - need;
+    /// Scale down: drain idle spawned relays past their cooldown while `spare` allows, and
+    /// stop drained ones once empty (or past the drain timeout).
+    fn scale_down(
+        &mut self,
+        now: Instant,
+        live: &HashMap<&str, &RelayView>,
+        spare: f64,
+        actions: &mut Vec<Action>,
+    ) {
+        let hw = self.policy.high_water;
         let mut ids: Vec<&String> = self.spawned.keys().collect();
         ids.sort();
         let ids: Vec<String> = ids.into_iter().cloned().collect();
@@ -320,7 +344,6 @@ impl Autoscaler {
                 actions.push(Action::Drain { relay: id });
             }
         }
-        actions
     }
 
     /// A relay was spawned at `now` (after [`Action::Spawn`]).
