@@ -209,17 +209,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let connector = args.connect.connector()?;
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
     let rendezvous = rendezvous_ms(args.rendezvous);
-    let media_to_stdout = args.output == "-";
-    let output: Option<Output> = match args.output.as_str() {
-        "none" => None,
-        "-" => Some(Box::new(tokio::io::stdout())),
-        path => Some(Box::new(
-            tokio::fs::File::create(path)
-                .await
-                .with_context(|| format!("creating {path}"))?,
-        )),
-    };
-    let mut player = Player::new(output);
+    let mut player = Player::new(open_output(&args.output).await?);
     let deadline = args.duration.map(|d| player.started + d);
     let mut tracks: Vec<Watched> = Vec::new();
     let mut backoff = Backoff::default();
@@ -269,24 +259,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
         };
         if first {
-            let (selected, configs) = select_tracks(&catalog, player.output.is_some())?;
-            tracks = selected;
-            if let (Some(out), Some(configs)) = (player.output.as_mut(), configs) {
-                let m = Muxer::new(configs);
-                out.write_all(&m.init_segment().context("writing the MP4 init segment")?)
-                    .await
-                    .context("writing output")?;
-                player.muxer = Some(m);
-            }
-            eprintln!(
-                "watch: {} tracks: {}",
-                tracks.len(),
-                tracks
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            tracks = player.start(&catalog).await?;
         }
         first = false;
         if catalog.is_complete == Some(true) || tracks.iter().all(|t| t.ended) {
@@ -296,67 +269,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
 
         let subscribed_at = unix_micros();
-        let (tx, mut rx) = mpsc::channel::<Msg>(1024);
-        let mut subs = tokio::task::JoinSet::new();
-        for (i, t) in tracks.iter_mut().enumerate() {
-            if t.ended {
-                continue;
-            }
-            match subscribe(&session, &namespace, &t.name, rendezvous).await {
-                Ok(sub) => {
-                    player.summary.subscriptions += 1;
-                    t.summary.subscriptions += 1;
-                    subs.spawn(read_subscription(i, sub, tx.clone()));
-                }
-                Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
-            }
-        }
-        subs.spawn(read_likes(session.clone(), namespace.clone(), tx.clone()));
-        drop(tx);
-        let mut likes_group = None;
-        loop {
-            let deadline_sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(Msg::Likes { group, total }) => {
-                        // Groups may overlap on their streams: a total from an older group is stale.
-                        if likes_group.is_none_or(|g| group >= g) {
-                            likes_group = Some(group);
-                            player.summary.likes = Some(total);
-                        }
-                    }
-                    Some(msg) => {
-                        player.handle(msg, &mut tracks, subscribed_at).await?;
-                        if tracks.iter().all(|t| t.ended) {
-                            break 'sessions;
-                        }
-                    }
-                    // Every subscription ended without the tracks ending: the session is gone.
-                    None => break,
-                },
-                _ = stats_tick.tick() => {
-                    player.release_stalled(&mut tracks, subscribed_at).await?;
-                    let summary = &player.summary;
-                    let mut sorted = player.latencies.clone();
-                    sorted.sort_unstable();
-                    eprintln!(
-                        "watch: objects {} groups {} gaps {} latency p50 {} ms{}",
-                        summary.objects,
-                        summary.groups,
-                        tracks.first().map_or(0, |t| t.summary.gaps),
-                        percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
-                        summary.likes.map_or(String::new(), |n| format!(" likes {n}")),
-                    );
-                }
-                _ = session.closed() => break,
-                _ = deadline_sleep => break 'sessions,
-                () = &mut shutdown => break 'sessions,
-            }
+        let (mut subs, rx) = player
+            .subscribe(&session, &namespace, rendezvous, &mut tracks)
+            .await;
+        let ending = Ending {
+            session: &session,
+            deadline,
+            shutdown: shutdown.as_mut(),
+        };
+        if player
+            .play(rx, &mut tracks, subscribed_at, &mut stats_tick, ending)
+            .await?
+        {
+            break 'sessions;
         }
         subs.abort_all();
         session.close(SessionErrorCode::NoError, "reconnecting");
@@ -370,44 +295,27 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
 
-    // Flush what is buffered.
-    for i in 0..tracks.len() {
-        let frames = tracks.get_mut(i).map(|t| t.order.drain()).unwrap_or_default();
-        player.deliver_all(i, frames, &mut tracks, 0).await?;
-        player.flush_pending(i, &mut tracks).await?;
-    }
-    let Player {
-        mut summary,
-        latencies,
-        mut output,
-        ..
-    } = player;
-    if let Some(out) = output.as_mut() {
-        out.flush().await.context("writing output")?;
-    }
-    for t in &mut tracks {
-        t.summary.incomplete_groups = t.incomplete.len() as u64;
-        t.summary.longest_stall_ms = micros_to_ms(t.longest_stall_us);
-        summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
-    }
-    if let Some(primary) = tracks.first() {
-        summary.gaps = primary.summary.gaps;
-        summary.missing_groups = missing(&primary.seen_groups);
-        summary.incomplete_groups = primary.summary.incomplete_groups;
-        summary.longest_stall_ms = primary.summary.longest_stall_ms;
-    }
-    summary.latency_ms = Distribution::from_micros(latencies);
-    for t in &tracks {
-        summary.tracks.insert(t.name.clone(), t.summary.clone());
-    }
-    let json = serde_json::to_string(&summary).context("summary")?;
+    let json = player.finish(tracks).await?;
     if let Some(path) = &args.summary {
         std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
-    if !media_to_stdout {
+    if args.output != "-" {
         println!("{json}");
     }
     Ok(())
+}
+
+/// Where the fMP4 goes: `none`, `-` (stdout) or a file.
+async fn open_output(output: &str) -> anyhow::Result<Option<Output>> {
+    Ok(match output {
+        "none" => None,
+        "-" => Some(Box::new(tokio::io::stdout())),
+        path => Some(Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {path}"))?,
+        )),
+    })
 }
 
 async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
@@ -620,6 +528,16 @@ fn decode_total(payload: &[u8]) -> Option<u64> {
 /// Where the viewer's output goes: a file, stdout, or nowhere (`None`).
 type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
+/// What ends a session's playing besides the stream of objects.
+struct Ending<'a, S> {
+    /// The session (lost when it closes).
+    session: &'a Session,
+    /// The end of `--duration`.
+    deadline: Option<Instant>,
+    /// Ctrl-C or SIGTERM.
+    shutdown: std::pin::Pin<&'a mut S>,
+}
+
 /// What the viewer makes of the objects it plays, in order: the summary's counts and
 /// latencies, and the MP4 it writes.
 struct Player {
@@ -644,6 +562,148 @@ impl Player {
             muxer: None,
             output,
         }
+    }
+
+    /// Subscribe to every track not yet ended, and to the likes; their objects arrive on the
+    /// returned channel.
+    async fn subscribe(
+        &mut self,
+        session: &Session,
+        namespace: &TrackNamespace,
+        rendezvous: Option<u64>,
+        tracks: &mut [Watched],
+    ) -> (tokio::task::JoinSet<()>, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel::<Msg>(1024);
+        let mut subs = tokio::task::JoinSet::new();
+        for (i, t) in tracks.iter_mut().enumerate() {
+            if t.ended {
+                continue;
+            }
+            match subscribe(session, namespace, &t.name, rendezvous).await {
+                Ok(sub) => {
+                    self.summary.subscriptions += 1;
+                    t.summary.subscriptions += 1;
+                    subs.spawn(read_subscription(i, sub, tx.clone()));
+                }
+                Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
+            }
+        }
+        subs.spawn(read_likes(session.clone(), namespace.clone(), tx));
+        (subs, rx)
+    }
+
+    /// Play one session's objects until it is lost (false: reconnect) or the watch is over
+    /// (true: every track ended, the deadline passed, or a signal came).
+    async fn play(
+        &mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        tracks: &mut [Watched],
+        subscribed_at: u64,
+        stats_tick: &mut tokio::time::Interval,
+        mut ending: Ending<'_, impl std::future::Future<Output = ()>>,
+    ) -> anyhow::Result<bool> {
+        let mut likes_group = None;
+        loop {
+            let deadline_sleep = async {
+                match ending.deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Likes { group, total }) => {
+                        // Groups may overlap on their streams: a total from an older group is stale.
+                        if likes_group.is_none_or(|g| group >= g) {
+                            likes_group = Some(group);
+                            self.summary.likes = Some(total);
+                        }
+                    }
+                    Some(msg) => {
+                        self.handle(msg, tracks, subscribed_at).await?;
+                        if tracks.iter().all(|t| t.ended) {
+                            return Ok(true);
+                        }
+                    }
+                    // Every subscription ended without the tracks ending: the session is gone.
+                    None => return Ok(false),
+                },
+                _ = stats_tick.tick() => {
+                    self.release_stalled(tracks, subscribed_at).await?;
+                    eprintln!("{}", self.progress(tracks));
+                }
+                _ = ending.session.closed() => return Ok(false),
+                _ = deadline_sleep => return Ok(true),
+                () = ending.shutdown.as_mut() => return Ok(true),
+            }
+        }
+    }
+
+    /// The first catalog: pick the tracks to watch and, when writing fMP4, write its init
+    /// segment.
+    async fn start(&mut self, catalog: &Catalog) -> anyhow::Result<Vec<Watched>> {
+        let (tracks, configs) = select_tracks(catalog, self.output.is_some())?;
+        if let (Some(out), Some(configs)) = (self.output.as_mut(), configs) {
+            let m = Muxer::new(configs);
+            out.write_all(&m.init_segment().context("writing the MP4 init segment")?)
+                .await
+                .context("writing output")?;
+            self.muxer = Some(m);
+        }
+        let names: Vec<&str> = tracks.iter().map(|t| t.name.as_str()).collect();
+        eprintln!("watch: {} tracks: {}", tracks.len(), names.join(", "));
+        Ok(tracks)
+    }
+
+    /// The once-a-second progress line.
+    fn progress(&self, tracks: &[Watched]) -> String {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        format!(
+            "watch: objects {} groups {} gaps {} latency p50 {} ms{}",
+            self.summary.objects,
+            self.summary.groups,
+            tracks.first().map_or(0, |t| t.summary.gaps),
+            percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
+            self.summary
+                .likes
+                .map_or(String::new(), |n| format!(" likes {n}")),
+        )
+    }
+
+    /// The end: play what is still buffered, flush the output and return the JSON summary.
+    async fn finish(mut self, mut tracks: Vec<Watched>) -> anyhow::Result<String> {
+        // Flush what is buffered.
+        for i in 0..tracks.len() {
+            let frames = tracks.get_mut(i).map(|t| t.order.drain()).unwrap_or_default();
+            self.deliver_all(i, frames, &mut tracks, 0).await?;
+            self.flush_pending(i, &mut tracks).await?;
+        }
+        let Player {
+            mut summary,
+            latencies,
+            mut output,
+            ..
+        } = self;
+        if let Some(out) = output.as_mut() {
+            out.flush().await.context("writing output")?;
+        }
+        for t in &mut tracks {
+            t.summary.incomplete_groups = t.incomplete.len() as u64;
+            t.summary.longest_stall_ms = micros_to_ms(t.longest_stall_us);
+            summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
+        }
+        if let Some(primary) = tracks.first() {
+            summary.gaps = primary.summary.gaps;
+            summary.missing_groups = missing(&primary.seen_groups);
+            summary.incomplete_groups = primary.summary.incomplete_groups;
+            summary.longest_stall_ms = primary.summary.longest_stall_ms;
+        }
+        summary.latency_ms = Distribution::from_micros(latencies);
+        for t in &tracks {
+            summary.tracks.insert(t.name.clone(), t.summary.clone());
+        }
+        serde_json::to_string(&summary).context("summary")
     }
 
     /// One message from a subscription: reorder it, then play what is ready.
