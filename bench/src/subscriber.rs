@@ -8,7 +8,7 @@ use std::sync::Arc;
 use banyan_media::loc::{capture_timestamp, unix_micros};
 use banyan_moq::coding::{SessionErrorCode, TrackName, TrackNamespace};
 use banyan_moq::message::{Parameters, Subscribe};
-use banyan_moq::session::{Client, ClientOptions, SubgroupReader, TrackEvent};
+use banyan_moq::session::{Client, ClientOptions, Session, SubgroupReader, Subscription, TrackEvent};
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -109,49 +109,15 @@ fn subscribe_message(namespace: &TrackNamespace) -> Subscribe {
 /// Run one subscriber until it has the publisher's last object, its subscription ends, or
 /// `abort` turns true.
 pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver<bool>) -> Outcome {
-    tokio::select! {
-        _ = tokio::time::sleep_until(plan.start_at) => {}
-        _ = abort.wait_for(|a| *a) => return Outcome::default(),
-    }
-    let connect_started = Instant::now();
-    let connected = tokio::select! {
-        c = plan.client.connect(&plan.url, plan.options.clone()) => c,
-        _ = abort.wait_for(|a| *a) => return Outcome::default(),
-    };
-    let (session, driver) = match connected {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "subscriber connect failed");
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            return Outcome {
-                failed: true,
-                ..Default::default()
-            };
-        }
-    };
-    let driver = tokio::spawn(driver.run());
-    let subscribed_at_us = unix_micros();
-    let subscribe = subscribe_message(&plan.broadcast.namespace);
-    let subscribed = tokio::select! {
-        s = session.subscribe(subscribe) => s,
-        _ = abort.wait_for(|a| *a) => {
-            session.close(SessionErrorCode::NoError, "bench aborted");
-            driver.abort();
-            return Outcome::default();
-        }
-    };
-    let mut subscription = match subscribed {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "subscribe failed");
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            session.close(SessionErrorCode::NoError, "subscribe failed");
-            driver.abort();
-            return Outcome {
-                failed: true,
-                ..Default::default()
-            };
-        }
+    let Joined {
+        session,
+        driver,
+        subscription,
+        connect_started,
+        subscribed_at_us,
+    } = match join(&plan, &counters, &mut abort).await {
+        Ok(joined) => joined,
+        Err(outcome) => return outcome,
     };
     counters.connected.fetch_add(1, Ordering::Relaxed);
     let recorder = Arc::new(Recorder {
@@ -164,7 +130,98 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
         connect_started,
         subscribed_at_us,
     });
+    let ended_early = receive(subscription, &recorder, &counters, &plan.broadcast, abort).await;
+    session.close(SessionErrorCode::NoError, "bench finished");
+    driver.abort();
+    counters.connected.fetch_sub(1, Ordering::Relaxed);
+    let mut outcome = std::mem::take(&mut *recorder.outcome.lock());
+    outcome.dropped = ended_early && !outcome.completed;
+    outcome.last_group = plan
+        .broadcast
+        .last_object
+        .borrow()
+        .map(|(group, _)| group)
+        .or_else(|| plan.broadcast.current_group());
+    outcome
+}
 
+/// A subscriber connected and subscribed.
+struct Joined {
+    session: Session,
+    driver: tokio::task::JoinHandle<Result<(), banyan_moq::session::Error>>,
+    subscription: Subscription,
+    connect_started: Instant,
+    subscribed_at_us: u64,
+}
+
+/// Wait for the subscriber's start time, connect and subscribe; the outcome to report
+/// instead when that fails (counted) or the run is aborted first.
+async fn join(
+    plan: &Plan,
+    counters: &Counters,
+    abort: &mut watch::Receiver<bool>,
+) -> Result<Joined, Outcome> {
+    let failed = || {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
+        Outcome {
+            failed: true,
+            ..Default::default()
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep_until(plan.start_at) => {}
+        _ = abort.wait_for(|a| *a) => return Err(Outcome::default()),
+    }
+    let connect_started = Instant::now();
+    let connected = tokio::select! {
+        c = plan.client.connect(&plan.url, plan.options.clone()) => c,
+        _ = abort.wait_for(|a| *a) => return Err(Outcome::default()),
+    };
+    let (session, driver) = connected.map_err(|e| {
+        tracing::debug!(error = %e, "subscriber connect failed");
+        failed()
+    })?;
+    let driver = tokio::spawn(driver.run());
+    let subscribed_at_us = unix_micros();
+    let subscribe = subscribe_message(&plan.broadcast.namespace);
+    let subscribed = tokio::select! {
+        s = session.subscribe(subscribe) => s.map_err(|e| {
+            tracing::debug!(error = %e, "subscribe failed");
+            failed()
+        }),
+        _ = abort.wait_for(|a| *a) => Err(Outcome::default()),
+    };
+    match subscribed {
+        Ok(subscription) => Ok(Joined {
+            session,
+            driver,
+            subscription,
+            connect_started,
+            subscribed_at_us,
+        }),
+        Err(outcome) => {
+            let reason = if outcome.failed {
+                "subscribe failed"
+            } else {
+                "bench aborted"
+            };
+            session.close(SessionErrorCode::NoError, reason);
+            driver.abort();
+            Err(outcome)
+        }
+    }
+}
+
+/// Read the subscription's groups (a task per subgroup stream) until the publisher's last
+/// object arrives, the subscription ends, or `abort`. Returns whether it ended before the
+/// publisher's last object was even written (the relay dropped it).
+async fn receive(
+    mut subscription: Subscription,
+    recorder: &Arc<Recorder>,
+    counters: &Arc<Counters>,
+    broadcast: &Arc<Broadcast>,
+    mut abort: watch::Receiver<bool>,
+) -> bool {
     let mut readers = tokio::task::JoinSet::new();
     let mut open = true;
     let mut ended_early = false;
@@ -172,12 +229,12 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
         tokio::select! {
             event = subscription.next(), if open => match event {
                 Ok(Some(TrackEvent::Subgroup(reader))) => {
-                    readers.spawn(read_subgroup(reader, recorder.clone(), counters.clone(), plan.broadcast.clone()));
+                    readers.spawn(read_subgroup(reader, recorder.clone(), counters.clone(), broadcast.clone()));
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     open = false;
-                    ended_early = plan.broadcast.last_object.borrow().is_none();
+                    ended_early = broadcast.last_object.borrow().is_none();
                     if readers.is_empty() {
                         break;
                     }
@@ -196,19 +253,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
         }
     }
     readers.abort_all();
-    drop(subscription);
-    session.close(SessionErrorCode::NoError, "bench finished");
-    driver.abort();
-    counters.connected.fetch_sub(1, Ordering::Relaxed);
-    let mut outcome = std::mem::take(&mut *recorder.outcome.lock());
-    outcome.dropped = ended_early && !outcome.completed;
-    outcome.last_group = plan
-        .broadcast
-        .last_object
-        .borrow()
-        .map(|(group, _)| group)
-        .or_else(|| plan.broadcast.current_group());
-    outcome
+    ended_early
 }
 
 async fn read_subgroup(
