@@ -53,10 +53,15 @@ async fn main() -> anyhow::Result<()> {
         args.relays, args.broadcasts
     );
 
-    // 1. The registry alone.
+    registry_alone(&args, &fleet)?;
+    over_http(&args, &fleet).await
+}
+
+/// First measurement, the registry alone: assignments per second on one thread, no HTTP, no token.
+fn registry_alone(args: &Args, fleet: &[Heartbeat]) -> anyhow::Result<()> {
     let mut registry = Registry::new(Policy::default());
     let now = Instant::now();
-    for hb in &fleet {
+    for hb in fleet {
         registry.heartbeat(hb.clone(), now);
     }
     let started = Instant::now();
@@ -72,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
         }
         // A heartbeat round every 100k assignments, as relays would report them.
         if n % 100_000 == 0 {
-            for hb in &fleet {
+            for hb in fleet {
                 registry.heartbeat(hb.clone(), now);
             }
         }
@@ -82,8 +87,12 @@ async fn main() -> anyhow::Result<()> {
         "registry: {n} assignments in {secs:.2} s = {:.0} assignments/s (one thread, no HTTP, no token)",
         n as f64 / secs
     );
+    Ok(())
+}
 
-    // 2. Over HTTP.
+/// Second measurement, over HTTP: assignments per second through the control plane's listener, `clients`
+/// keep-alive connections, each answer with a signed token, the fleet heartbeating meanwhile.
+async fn over_http(args: &Args, fleet: &[Heartbeat]) -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let key = dir.join("hs.key");
     std::fs::write(&key, "bench-secret-bench-secret-bench-secret").context("writing the key")?;
@@ -109,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(control.run(async {
         let _ = stop_rx.await;
     }));
-    for hb in &fleet {
+    for hb in fleet {
         let body = serde_json::to_string(hb)?;
         let (status, _) = one_request(addr, "POST", "/v1/relays/heartbeat", &body).await?;
         anyhow::ensure!(status == 200, "heartbeat refused: {status}");
@@ -117,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let done = Arc::new(AtomicBool::new(false));
     // The relays keep heartbeating (every 500 ms) so none expires during the run.
     let beats = {
-        let (done, fleet) = (done.clone(), fleet.clone());
+        let (done, fleet) = (done.clone(), fleet.to_vec());
         tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(500)).await;
