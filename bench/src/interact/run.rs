@@ -179,8 +179,6 @@ impl InteractBench {
         } = input;
         let window = end.at.saturating_duration_since(start.at).as_secs_f64();
         let per_s = |x: f64| rate(x, window);
-        let mut send_times: Vec<Instant> = sent.iter().flat_map(|s| s.like_times.iter().copied()).collect();
-        send_times.sort_unstable();
         let (likes_sent, comments_sent) = sent_totals(&sent);
 
         let finals: Vec<u64> = watchers
@@ -189,16 +187,7 @@ impl InteractBench {
             .collect();
         let watchers_complete = finals.iter().filter(|&&t| t == likes_sent).count() as u64;
         let timed: Vec<&Arc<Watcher>> = watchers.iter().filter(|w| w.timed).collect();
-        let stride = (likes_sent * timed.len() as u64)
-            .div_ceil(MAX_LIKE_SAMPLES)
-            .max(1);
-        let mut like_latencies = Vec::new();
-        let mut totals_seen = 0;
-        for (w, watcher) in timed.iter().enumerate() {
-            let seen = watcher.totals.lock().clone();
-            totals_seen += seen.len() as u64;
-            like_latencies.extend(like_to_visible(&send_times, &seen, stride, w as u64 % stride));
-        }
+        let (like_latencies, totals_seen) = like_latencies(&sent, &timed, likes_sent);
         let comment_latencies: Vec<u64> = timed
             .iter()
             .flat_map(|w| w.comment_latencies_us.lock().clone())
@@ -209,17 +198,7 @@ impl InteractBench {
             .collect();
         let comments_complete = delivered.iter().filter(|&&c| c == comments_sent).count() as u64;
 
-        let likes_objects = end.likes_objects.saturating_sub(start.likes_objects) as f64;
-        let watch = WatchEgress {
-            likes_objects_per_s: per_s(likes_objects),
-            chat_objects_per_s: per_s(end.chat_objects.saturating_sub(start.chat_objects) as f64),
-            payload_bytes_per_s: per_s(end.bytes.saturating_sub(start.bytes) as f64),
-            likes_objects_per_s_per_watcher: if sessions.watchers > 0 {
-                round3(per_s(likes_objects) / sessions.watchers as f64)
-            } else {
-                0.0
-            },
-        };
+        let watch = watch_egress(&start, &end, window, sessions.watchers);
         let likes_sent_per_s = per_s(likes_sent as f64);
         let ingest_cpu = cpu_percent(probes.ingest_proc.as_ref(), &start.ingest, &end.ingest);
         let ingest_relay = RelaySide {
@@ -270,6 +249,40 @@ impl InteractBench {
             watch_relay,
             host: host(&start, &end, window),
         }
+    }
+}
+
+/// Like-to-visible latencies of the timed watchers (sampled: at most [`MAX_LIKE_SAMPLES`] in
+/// all), and how many like totals they saw.
+fn like_latencies(sent: &[Sent], timed: &[&Arc<Watcher>], likes_sent: u64) -> (Vec<u64>, u64) {
+    let mut send_times: Vec<Instant> = sent.iter().flat_map(|s| s.like_times.iter().copied()).collect();
+    send_times.sort_unstable();
+    let stride = (likes_sent * timed.len() as u64)
+        .div_ceil(MAX_LIKE_SAMPLES)
+        .max(1);
+    let mut latencies = Vec::new();
+    let mut totals_seen = 0;
+    for (w, watcher) in timed.iter().enumerate() {
+        let seen = watcher.totals.lock().clone();
+        totals_seen += seen.len() as u64;
+        latencies.extend(like_to_visible(&send_times, &seen, stride, w as u64 % stride));
+    }
+    (latencies, totals_seen)
+}
+
+/// What the watchers received over the window, per second.
+fn watch_egress(start: &Snapshot, end: &Snapshot, window: f64, watchers: u64) -> WatchEgress {
+    let per_s = |x: f64| rate(x, window);
+    let likes_objects = end.likes_objects.saturating_sub(start.likes_objects) as f64;
+    WatchEgress {
+        likes_objects_per_s: per_s(likes_objects),
+        chat_objects_per_s: per_s(end.chat_objects.saturating_sub(start.chat_objects) as f64),
+        payload_bytes_per_s: per_s(end.bytes.saturating_sub(start.bytes) as f64),
+        likes_objects_per_s_per_watcher: if watchers > 0 {
+            round3(per_s(likes_objects) / watchers as f64)
+        } else {
+            0.0
+        },
     }
 }
 
