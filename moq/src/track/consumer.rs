@@ -43,26 +43,31 @@ impl Subgroup {
     /// The objects from index `from` on, waiting until at least one is available or the
     /// subgroup is finished. An empty result means finished.
     pub async fn read_from(&self, from: usize) -> Vec<Object> {
-        let mut rx = self.progress.subscribe();
-        loop {
-            let (len, done) = *rx.borrow_and_update();
-            if len > from {
-                return self
-                    .objects
-                    .lock()
-                    .get(from..)
-                    .map(<[_]>::to_vec)
-                    .unwrap_or_default();
-            }
-            if done || rx.changed().await.is_err() {
-                return Vec::new();
-            }
-        }
+        items_from(&self.objects, &self.progress, from).await
     }
 
     pub(super) fn finish(&self) {
         self.progress
             .send_if_modified(|p| !std::mem::replace(&mut p.1, true));
+    }
+}
+
+/// The items of a growing list from index `from` on, waiting until at least one is there or
+/// `progress` (items available, no more coming) says the list is complete: then empty.
+async fn items_from<T: Clone>(
+    items: &Mutex<Vec<T>>,
+    progress: &watch::Sender<(usize, bool)>,
+    from: usize,
+) -> Vec<T> {
+    let mut rx = progress.subscribe();
+    loop {
+        let (len, complete) = *rx.borrow_and_update();
+        if len > from {
+            return items.lock().get(from..).map(<[_]>::to_vec).unwrap_or_default();
+        }
+        if complete || rx.changed().await.is_err() {
+            return Vec::new();
+        }
     }
 }
 
@@ -87,21 +92,7 @@ impl Group {
 
     /// Subgroups from index `from` on, waiting for one; empty when the group is closed.
     pub async fn subgroups_from(&self, from: usize) -> Vec<Arc<Subgroup>> {
-        let mut rx = self.progress.subscribe();
-        loop {
-            let (len, closed) = *rx.borrow_and_update();
-            if len > from {
-                return self
-                    .subgroups
-                    .lock()
-                    .get(from..)
-                    .map(<[_]>::to_vec)
-                    .unwrap_or_default();
-            }
-            if closed || rx.changed().await.is_err() {
-                return Vec::new();
-            }
-        }
+        items_from(&self.subgroups, &self.progress, from).await
     }
 
     /// No more subgroups will come (a newer group started, or the track ended).
@@ -131,6 +122,27 @@ pub(super) struct State {
     /// Set when the track has ended: no group will be added.
     pub(super) ended: watch::Sender<bool>,
     pub(super) limits: Limits,
+}
+
+impl State {
+    /// Drop an evicted group: no more subgroups for it, its bytes back to the budget.
+    pub(super) fn evicted(&self, group: &Group) {
+        group.close();
+        let limits = &self.limits;
+        limits.budget.sub(group.bytes());
+        limits.observer.evicted();
+        limits.observer.kept(limits.budget.used());
+    }
+
+    /// Evict the oldest groups while over budget, keeping the newest.
+    pub(super) fn shrink(&self) {
+        let mut groups = self.groups.lock();
+        while self.limits.budget.over() && groups.len() > 1 {
+            if let Some(group) = groups.pop_front() {
+                self.evicted(&group);
+            }
+        }
+    }
 }
 
 /// A reader of a track: where to start, and what comes next. Cheap to clone.

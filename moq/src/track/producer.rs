@@ -111,7 +111,7 @@ impl TrackProducer {
         }
         while groups.len() > max {
             if let Some(evicted) = groups.pop_front() {
-                self.evicted(&evicted);
+                self.state.evicted(&evicted);
             }
         }
         Some((group, true))
@@ -133,24 +133,6 @@ impl TrackProducer {
     pub fn end(&self) {
         self.close_groups();
         self.state.ended.send_replace(true);
-    }
-
-    fn evicted(&self, group: &Group) {
-        group.close();
-        let limits = &self.state.limits;
-        limits.budget.sub(group.bytes());
-        limits.observer.evicted();
-        limits.observer.kept(limits.budget.used());
-    }
-
-    /// Evict the oldest groups while over budget, keeping the newest.
-    fn shrink(&self) {
-        let mut groups = self.state.groups.lock();
-        while self.state.limits.budget.over() && groups.len() > 1 {
-            if let Some(group) = groups.pop_front() {
-                self.evicted(&group);
-            }
-        }
     }
 }
 
@@ -189,10 +171,7 @@ impl SubgroupProducer {
         limits.budget.add(size);
         limits.observer.kept(limits.budget.used());
         if limits.budget.over() {
-            TrackProducer {
-                state: self.state.clone(),
-            }
-            .shrink();
+            self.state.shrink();
         }
     }
 
