@@ -5,9 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use url::Url;
@@ -195,8 +193,9 @@ impl Session {
 }
 
 impl Shared {
-    pub fn routes(&self) -> MutexGuard<'_, Routes> {
-        self.routes.lock()
+    pub fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // A poisoned lock means a panic elsewhere already; the data is still consistent.
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// True if `id` has the parity of the peer's request ids.
