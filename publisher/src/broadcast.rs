@@ -8,12 +8,13 @@
 //! go up by one per group. A subscription starts at the next group (a keyframe for video).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use banyan_media::catalog::Catalog;
 use banyan_media::{LocFrame, MediaKind};
 use banyan_moq::track::{Limits, Object, Start, SubgroupProducer, TrackConsumer, TrackProducer};
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
 /// Groups a track keeps. Subscriptions start at the next group, so this is only what a
@@ -68,7 +69,7 @@ impl MediaTrack {
     /// Write one frame; `new_group` starts a group with it (a keyframe, for video). Frames
     /// before the first group start are dropped. Returns the (group, object) it became.
     pub fn write(&self, mut frame: LocFrame, new_group: bool) -> Option<(u64, u64)> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.lock();
         if new_group {
             let group = self.next_group.fetch_add(1, Ordering::Relaxed);
             // Opening a newer group closes the older ones; dropping the old subgroup
@@ -91,7 +92,7 @@ impl MediaTrack {
 
     /// End the track for every subscription (each ends once it has sent what it has).
     pub fn end(&self) {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.current.lock().take();
         self.track.end();
     }
 
@@ -128,11 +129,7 @@ impl MediaTrack {
 
     /// The group being produced, if any.
     pub fn current_group(&self) -> Option<u64> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(g, _, _)| *g)
+        self.current.lock().as_ref().map(|(g, _, _)| *g)
     }
 }
 

@@ -28,7 +28,9 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -436,12 +438,12 @@ impl End {
     }
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        lock(&self.inbox)
+        self.inbox.lock()
     }
 
     /// Draw whether the next packet on this end's link is lost.
     fn lost(&self) -> bool {
-        self.link.loss > 0.0 && lock(&self.rng).random_bool(self.link.loss.clamp(0.0, 1.0))
+        self.link.loss > 0.0 && self.rng.lock().random_bool(self.link.loss.clamp(0.0, 1.0))
     }
 }
 
@@ -573,7 +575,7 @@ impl Pipe {
     }
 
     fn state(&self) -> MutexGuard<'_, PipeState> {
-        lock(&self.state)
+        self.state.lock()
     }
 
     /// Queue an event to arrive at `at` (or after the last one), and wake the reader.
@@ -871,9 +873,4 @@ fn wake_all(wakers: &mut Vec<Waker>) {
     for waker in wakers.drain(..) {
         waker.wake();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves consistent data behind.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

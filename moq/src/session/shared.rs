@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use url::Url;
@@ -193,9 +195,8 @@ impl Session {
 }
 
 impl Shared {
-    pub fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
-        // A poisoned lock means a panic elsewhere already; the data is still consistent.
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock()
     }
 
     /// True if `id` has the parity of the peer's request ids.
