@@ -1,7 +1,9 @@
 //! Proves the shared track model end to end over `banyan_tests::mem` on tokio's paused clock:
 //! a `Fanout` sends a producer's groups to a subscriber in order and ends with the track, a
 //! subscriber that reads nothing has its oldest groups skipped once more than `max_lag`
-//! behind (the writer never waits for it), and a range ends at its End Group.
+//! behind (the writer never waits for it), a group still unacknowledged one GOP plus the
+//! round trip after the next group began is skipped as late while delivered groups never
+//! are, and a range ends at its End Group.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -9,9 +11,10 @@ use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
 use banyan_moq::data::ObjectProperties;
 use banyan_moq::message::{Parameters, Subscribe, SubscribeOk};
 use banyan_moq::session::{Request, Session, SessionConfig, Subscription, TrackEvent, TrackWriter};
-use banyan_moq::track::{Fanout, Limits, Object, Start, Step, TrackProducer};
-use banyan_tests::mem::{self, Config};
+use banyan_moq::track::{Fanout, LatencyBudget, Limits, Object, SkipReason, Start, Step, TrackProducer};
+use banyan_tests::mem::{self, Config, Link};
 use bytes::Bytes;
+use std::time::Duration;
 
 /// A subscribed pair: the publisher's writer and the subscriber's subscription.
 async fn subscribed(config: &Config) -> (TrackWriter, Subscription, Session, Session) {
@@ -81,13 +84,7 @@ async fn a_fanout_sends_every_group_in_order_and_ends_with_the_track() {
     write_group(&track, 10, 3, 100);
     let reading = tokio::spawn(read_all(subscription));
     let mut fanout = Fanout::new(track.consume(), writer.sender(), Start::CurrentGroup, 4);
-    assert_eq!(
-        fanout.step().await,
-        Step::Started {
-            group: 10,
-            skipped: vec![]
-        }
-    );
+    assert_eq!(fanout.step().await, Step::Started { group: 10 });
     write_group(&track, 11, 2, 100);
     write_group(&track, 12, 1, 100);
     track.end();
@@ -99,13 +96,7 @@ async fn a_fanout_sends_every_group_in_order_and_ends_with_the_track() {
         }
     }
     for group in [11, 12] {
-        assert!(
-            steps.contains(&Step::Started {
-                group,
-                skipped: vec![]
-            }),
-            "{steps:?}"
-        );
+        assert!(steps.contains(&Step::Started { group }), "{steps:?}");
     }
     for group in [10, 11, 12] {
         assert!(steps.contains(&Step::Finished { group }), "{steps:?}");
@@ -118,9 +109,16 @@ async fn a_fanout_sends_every_group_in_order_and_ends_with_the_track() {
     assert_eq!(done, Some(PublishDoneCode::TrackEnded));
 }
 
+/// The next step, failing the test if none comes within five (virtual) seconds.
+async fn next_step(fanout: &mut Fanout) -> Step {
+    tokio::time::timeout(Duration::from_secs(5), fanout.step())
+        .await
+        .expect("a step within 5 s")
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_that_reads_nothing_is_skipped_forward_and_never_blocks_the_writer() {
-    // Two objects fill a stream's window: an unread group stays in flight.
+    // Two objects fill a stream's window: an unread group stays in flight, being written.
     let config = Config {
         stream_window: 1500,
         ..Config::default()
@@ -128,38 +126,131 @@ async fn a_subscriber_that_reads_nothing_is_skipped_forward_and_never_blocks_the
     let (writer, _unread, _client, _server) = subscribed(&config).await;
     let track = TrackProducer::new(Limits::groups(8));
     let mut fanout = Fanout::new(track.consume(), writer.sender(), Start::CurrentGroup, 1);
-    let mut skipped = Vec::new();
+    let (mut skipped, mut finished) = (Vec::new(), Vec::new());
     for group in 0..5 {
         // The producer writes whole groups whatever the subscriber does.
         write_group(&track, group, 4, 1000);
-        let step = tokio::time::timeout(std::time::Duration::from_secs(5), fanout.step()).await;
-        match step.expect("a step") {
-            Step::Started {
-                group: started,
-                skipped: now,
-            } => {
-                assert_eq!(started, group);
-                skipped.extend(now);
+        loop {
+            match next_step(&mut fanout).await {
+                Step::Started { group: started } if started == group => break,
+                Step::Skipped { group, reason } => {
+                    assert_eq!(reason, SkipReason::Lag);
+                    skipped.push(group);
+                }
+                Step::Finished { group } => finished.push(group),
+                other => panic!("expected group {group} to start, got {other:?}"),
             }
-            other => panic!("expected group {group} to start, got {other:?}"),
         }
     }
-    assert_eq!(skipped, vec![0, 1, 2], "all but the newest max_lag + 1 groups");
-    // The skipped groups' streams are reset at once; the newest two wait for the subscriber.
-    let mut finished = Vec::new();
-    for _ in 0..3 {
-        let step = tokio::time::timeout(std::time::Duration::from_secs(5), fanout.step()).await;
-        match step.expect("a step") {
+    // The last start skipped one more; the skipped groups' streams are reset at once, the
+    // newest two wait for the subscriber.
+    while finished.len() < 3 {
+        match next_step(&mut fanout).await {
+            Step::Skipped {
+                group,
+                reason: SkipReason::Lag,
+            } => skipped.push(group),
             Step::Finished { group } => finished.push(group),
             other => panic!("expected a skipped group to finish, got {other:?}"),
         }
     }
+    assert_eq!(skipped, vec![0, 1, 2], "all but the newest max_lag + 1 groups");
     finished.sort_unstable();
     assert_eq!(finished, vec![0, 1, 2]);
     assert_eq!(fanout.in_flight(), 2);
-    tokio::time::timeout(std::time::Duration::from_secs(5), fanout.abandon())
+    tokio::time::timeout(Duration::from_secs(5), fanout.abandon())
         .await
         .expect("abandoned");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_not_delivered_a_gop_after_the_next_began_is_skipped_as_late() {
+    // 20 ms each way: the budget is one GOP plus the 40 ms round trip.
+    let link = Link {
+        latency: Duration::from_millis(20),
+        ..Link::default()
+    };
+    let config = Config {
+        to_server: link,
+        to_client: link,
+        ..Config::default()
+    };
+    // The subscriber never reads: everything is written (the window is large) and nothing
+    // is ever acknowledged, as on a path far slower than the track.
+    let (writer, _unread, _client, _server) = subscribed(&config).await;
+    let track = TrackProducer::new(Limits::groups(8));
+    let mut fanout =
+        Fanout::new(track.consume(), writer.sender(), Start::CurrentGroup, 8).budget(LatencyBudget::Auto);
+    write_group(&track, 0, 3, 1000);
+    assert_eq!(next_step(&mut fanout).await, Step::Started { group: 0 });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write_group(&track, 1, 3, 1000);
+    assert_eq!(next_step(&mut fanout).await, Step::Started { group: 1 });
+    assert_eq!(
+        fanout.gop(),
+        Some(Duration::from_secs(1)),
+        "groups one second apart"
+    );
+    let overtaken = tokio::time::Instant::now();
+    assert_eq!(
+        next_step(&mut fanout).await,
+        Step::Skipped {
+            group: 0,
+            reason: SkipReason::Late
+        }
+    );
+    let waited = overtaken.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1040) && waited < Duration::from_millis(1100),
+        "skipped {waited:?} after the next group began (budget 1 s + 40 ms RTT)"
+    );
+    assert_eq!(next_step(&mut fanout).await, Step::Finished { group: 0 });
+    // The newest group is never late: nothing newer has begun.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), fanout.step())
+            .await
+            .is_err(),
+        "group 1 stays in flight"
+    );
+    assert_eq!(fanout.in_flight(), 1);
+    fanout.abandon().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivered_groups_are_never_late() {
+    let (writer, subscription, _client, _server) = subscribed(&Config::default()).await;
+    let reading = tokio::spawn(read_all(subscription));
+    let track = TrackProducer::new(Limits::groups(8));
+    let budget = LatencyBudget::Fixed(Duration::from_millis(100));
+    let mut fanout = Fanout::new(
+        track.consume(),
+        writer.sender(),
+        Start::At { group: 0, object: 0 },
+        8,
+    )
+    .budget(budget);
+    let producing = tokio::spawn(async move {
+        for group in 0..5 {
+            write_group(&track, group, 3, 1000);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        track.end();
+    });
+    let mut steps = Vec::new();
+    loop {
+        match next_step(&mut fanout).await {
+            Step::Ended => break,
+            step => steps.push(step),
+        }
+    }
+    producing.await.unwrap();
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::Skipped { .. })),
+        "{steps:?}"
+    );
+    writer.finish(PublishDoneCode::TrackEnded, "done").await.unwrap();
+    let (groups, _) = reading.await.unwrap();
+    assert_eq!(groups.len(), 5, "{groups:?}");
 }
 
 #[tokio::test(start_paused = true)]

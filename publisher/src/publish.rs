@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_media::catalog::CATALOG_TRACK;
-use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, SessionErrorCode, TrackNamespace};
-use banyan_moq::data::SubgroupObject;
-use banyan_moq::message::{Parameters, PublishNamespace, SubscribeOk};
+use banyan_moq::coding::{KeyValuePair, PublishDoneCode, RequestErrorCode, SessionErrorCode, TrackNamespace};
+use banyan_moq::data::{property_type, SubgroupObject};
+use banyan_moq::message::{GroupOrder, Parameters, PublishNamespace, SubscribeOk};
 use banyan_moq::session::{NamespacePublication, Request, Session, SubscribeRequest, TrackWriter};
-use banyan_moq::track::{Fanout, Step};
+use banyan_moq::track::{Fanout, LatencyBudget, Step};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -215,15 +215,16 @@ async fn serve_catalog(request: SubscribeRequest, broadcast: Arc<Broadcast>) {
 }
 
 /// A media track: the track's groups, a subgroup stream each, from the next group on (see
-/// [`MediaTrack::subscribe`]); a subscription more than [`MAX_LAG`] groups behind skips its
-/// oldest groups. PUBLISH_DONE (Track Ended) follows the source's end once the groups in
+/// [`MediaTrack::subscribe`]), newest first on a congested path; a subscription more than
+/// [`MAX_LAG`] groups behind, or with a group still undelivered a GOP after the next began
+/// ([`LatencyBudget::Auto`]: a far-away relay), skips its older groups. PUBLISH_DONE (Track Ended) follows the source's end once the groups in
 /// flight are sent (for at most [`DRAIN`]); a cancelled subscription stops at once.
 async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcast: Arc<Broadcast>) {
     let (consumer, start) = track.subscribe();
-    let Ok(writer) = request.accept(SubscribeOk::default()).await else {
+    let Ok(writer) = request.accept(live_media_ok()).await else {
         return;
     };
-    let mut fanout = Fanout::new(consumer, writer.sender(), start, MAX_LAG);
+    let mut fanout = Fanout::new(consumer, writer.sender(), start, MAX_LAG).budget(LatencyBudget::Auto);
     let (end_tx, mut cancelled) = watch_requests(writer);
     let deadline = async {
         broadcast.ended().await;
@@ -234,8 +235,8 @@ async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcas
         tokio::select! {
             step = fanout.step() => match step {
                 Step::Ended => break true,
-                Step::Started { group, skipped } if !skipped.is_empty() => {
-                    tracing::warn!(track = %track.name, group, ?skipped, "subscription fell behind; skipping to newer groups");
+                Step::Skipped { group, reason } => {
+                    tracing::warn!(track = %track.name, group, reason = reason.as_str(), "subscription fell behind; skipping a group");
                 }
                 Step::Started { .. } | Step::Finished { .. } | Step::ReachedEnd => {}
             },
@@ -248,6 +249,20 @@ async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcas
     if ended {
         let _ = end_tx.send(());
     }
+}
+
+/// SUBSCRIBE_OK for a media track: newest groups first (DEFAULT_PUBLISHER_GROUP_ORDER
+/// Descending), so on a congested path the live edge goes out before older groups, which
+/// the latency budget then abandons.
+fn live_media_ok() -> SubscribeOk {
+    let mut ok = SubscribeOk::default();
+    if let Some(order) = KeyValuePair::varint(
+        property_type::DEFAULT_PUBLISHER_GROUP_ORDER,
+        GroupOrder::Descending.code().into(),
+    ) {
+        ok.track_properties.push(order);
+    }
+    ok
 }
 
 /// Watch a subscription's request stream in its own task (reading it is not cancel-safe).

@@ -495,13 +495,13 @@ async fn a_subscriber_that_stops_reading_is_skipped_without_hurting_the_others()
     const NORMAL: usize = 20;
 
     let without = slow_subscriber_phase(&relay, "slow/a", video(3), NORMAL, false).await;
-    let skipped_without = relay.metrics.groups_skipped.get();
+    let skipped_without = relay.metrics.groups_skipped();
     assert_eq!(skipped_without, 0, "no normal subscriber is ever skipped");
     let rss_before = rss_kib();
 
     // With the slow one: long enough for it to fall more than --max-lag-groups (2) behind.
     let with = slow_subscriber_phase(&relay, "slow/b", video(6), NORMAL, true).await;
-    let skipped = relay.metrics.groups_skipped.get() - skipped_without;
+    let skipped = relay.metrics.groups_skipped() - skipped_without;
     let rss_after = rss_kib();
 
     let figures = |phase: &Phase| {

@@ -347,7 +347,7 @@ async fn a_subscriber_that_stops_reading_is_skipped_while_a_healthy_one_gets_eve
     assert_eq!(received.done, Some(PublishDoneCode::TrackEnded));
 
     // Each new group beyond MAX_LAG + 1 in flight made the stuck one skip its oldest.
-    let skipped = relay.metrics().groups_skipped.get();
+    let skipped = relay.metrics().groups_skipped();
     assert_eq!(skipped, feed.groups - (MAX_LAG + 1));
     let late = read_all(stuck, base).await;
     let complete: Vec<u64> = late

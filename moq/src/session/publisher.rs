@@ -10,12 +10,14 @@ use super::error::Error;
 use super::shared::Session;
 use super::stream::{Origin, RequestStream};
 use super::transport::SendStream;
-use crate::coding::{DecodeError, Encode, PublishDoneCode, ReasonPhrase, StreamResetCode};
-use crate::data::{
-    FetchGroupOrder, FetchHeader, FetchItem, FetchStream, ObjectDatagram, StreamType, SubgroupHeader,
-    SubgroupId, SubgroupObject,
+use crate::coding::{
+    DecodeError, Encode, KeyValuePairs, KvpValue, PublishDoneCode, ReasonPhrase, StreamResetCode,
 };
-use crate::message::{Message, Publish, PublishDone, Subscribe, SubscribeOk};
+use crate::data::{
+    property_type, FetchGroupOrder, FetchHeader, FetchItem, FetchStream, ObjectDatagram, StreamType,
+    SubgroupHeader, SubgroupId, SubgroupObject,
+};
+use crate::message::{GroupOrder, Message, Publish, PublishDone, Subscribe, SubscribeOk};
 
 /// The QUIC send order for a stream (higher is sent first), from draft-18 §7's rules:
 /// subscriber priority first, then publisher priority (both: lower value wins), then group
@@ -69,6 +71,11 @@ impl TrackSender {
             alias,
             shared: Arc::new(state),
         }
+    }
+
+    /// The session's smoothed round-trip time.
+    pub fn rtt(&self) -> std::time::Duration {
+        self.session.rtt()
     }
 
     /// The Track Alias objects carry.
@@ -140,6 +147,15 @@ fn unpack_priority(packed: u32) -> (u8, bool) {
     ((packed & 0xff) as u8, packed & 0x100 != 0)
 }
 
+/// Whether a track's properties ask for newest groups first (DEFAULT_PUBLISHER_GROUP_ORDER
+/// Descending; absent means Ascending).
+pub fn publisher_prefers_descending(track_properties: &KeyValuePairs) -> bool {
+    matches!(
+        track_properties.get(property_type::DEFAULT_PUBLISHER_GROUP_ORDER),
+        Some(KvpValue::Varint(code)) if GroupOrder::from_code(*code) == Some(GroupOrder::Descending)
+    )
+}
+
 /// The message type of UNSUBSCRIBE in drafts before 18.
 const LEGACY_UNSUBSCRIBE: u64 = 0x0a;
 
@@ -151,7 +167,11 @@ impl TrackWriter {
         ok: SubscribeOk,
     ) -> Self {
         let subscriber_priority = subscribe.parameters.subscriber_priority.unwrap_or(128);
-        let descending = subscribe.parameters.group_order == Some(crate::message::GroupOrder::Descending);
+        // The subscriber's Group Order, else the publisher's (draft-18 §7).
+        let descending = match subscribe.parameters.group_order {
+            Some(order) => order == GroupOrder::Descending,
+            None => publisher_prefers_descending(&ok.track_properties),
+        };
         Self {
             sender: TrackSender::new(session, ok.track_alias, subscriber_priority, descending),
             stream,
@@ -162,8 +182,9 @@ impl TrackWriter {
     }
 
     pub(crate) fn for_publish(session: Session, stream: RequestStream, publish: Publish) -> Self {
+        let descending = publisher_prefers_descending(&publish.track_properties);
         Self {
-            sender: TrackSender::new(session, publish.track_alias, 128, false),
+            sender: TrackSender::new(session, publish.track_alias, 128, descending),
             stream,
             origin: Origin::Publish(Box::new(publish)),
             finished: false,
@@ -323,6 +344,20 @@ impl SubgroupWriter {
     /// End the subgroup cleanly (FIN).
     pub fn finish(mut self) {
         let _ = self.stream.finish();
+    }
+
+    /// End the subgroup (FIN) but keep the stream, to wait for [`delivered`](Self::delivered)
+    /// and still be able to [`reset`](Self::reset) it until then.
+    pub fn send_fin(&mut self) {
+        let _ = self.stream.finish();
+    }
+
+    /// After [`send_fin`](Self::send_fin): wait until the peer has acknowledged every byte of
+    /// the stream (true), or stopped it or the session ended (false). This is what the
+    /// transport's send buffers and congestion window still hold for the stream, which a
+    /// completed write does not say.
+    pub async fn delivered(&self) -> bool {
+        matches!(self.stream.stopped().await, Ok(None))
     }
 
     /// Abandon the subgroup (e.g. a subscriber that fell behind skips it).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Limits, Object, Start};
 use crate::coding::Location;
@@ -76,6 +77,8 @@ async fn items_from<T: Clone>(
 pub struct Group {
     /// The Group ID.
     pub id: u64,
+    /// When it was opened here: its first object's arrival (the live edge moved to it then).
+    pub started: Instant,
     pub(super) subgroups: Mutex<Vec<Arc<Subgroup>>>,
     /// (subgroups available, closed: no further subgroup will be added)
     pub(super) progress: watch::Sender<(usize, bool)>,
@@ -85,6 +88,7 @@ impl Group {
     pub(super) fn new(id: u64) -> Self {
         Self {
             id,
+            started: Instant::now(),
             subgroups: Mutex::new(Vec::new()),
             progress: watch::Sender::new((0, false)),
         }

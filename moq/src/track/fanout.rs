@@ -1,10 +1,22 @@
-//! Sending a track to one subscriber: the consumer's groups, oldest first, a stream per
-//! subgroup, several groups in flight at once. A subscriber that cannot keep up never slows
-//! anyone else (its streams back up in its own flow control), and once more than `max_lag`
-//! groups behind the newest, its oldest group streams are reset and it carries on with the
-//! newer groups.
+//! Sending a track to one subscriber: the consumer's groups, a stream per subgroup, several
+//! groups in flight at once, in the order the subscription's priority says (for live media,
+//! newest first). A subscriber that cannot keep up never slows anyone else (its streams back up
+//! in its own flow control), and its older groups are abandoned (their streams reset, the
+//! subscriber skips them) for one of two reasons ([`SkipReason`]):
+//!
+//! - **Lag**: more than `max_lag` groups behind the newest are still being written (the
+//!   subscriber's flow control holds them back).
+//! - **Late**: the path is slower than the track. A group stays in flight until the subscriber
+//!   has acknowledged every byte of it, so what the transport's send buffers and congestion
+//!   window still hold counts, not only what was handed over. Once a newer group has begun,
+//!   an older group still not delivered `budget + RTT` later ([`LatencyBudget`]) is abandoned:
+//!   the viewer would see it later than the budget allows, and the bandwidth goes to the newest
+//!   group instead. RESET_STREAM drops what is still queued; the objects already received stay
+//!   valid (draft-18 §10.4; quinn has no RESET_STREAM_AT, so the object being written when the
+//!   reset comes is lost with the rest).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +24,7 @@ use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::{Group, Observer, Start, Subgroup, TrackConsumer};
 use crate::coding::StreamResetCode;
@@ -21,15 +34,20 @@ use crate::session::{SubgroupWriter, TrackSender};
 /// What one [`Fanout::step`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Started sending a group; `skipped` are the older groups abandoned to make room (the
-    /// subscriber was more than `max_lag` groups behind).
+    /// Started sending a group.
     Started {
-        /// The Group ID started.
+        /// The Group ID.
         group: u64,
-        /// Group IDs whose streams were reset.
-        skipped: Vec<u64>,
     },
-    /// A group was sent completely (or its streams failed).
+    /// Abandoned a group in flight: its streams are reset and the subscriber skips it.
+    Skipped {
+        /// The Group ID.
+        group: u64,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// A group left flight: delivered (every stream acknowledged), or abandoned, or its
+    /// streams failed.
     Finished {
         /// The Group ID.
         group: u64,
@@ -42,12 +60,78 @@ pub enum Step {
     Ended,
 }
 
+/// Why a group was abandoned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// More than `max_lag` older groups were still being written.
+    Lag,
+    /// Not delivered within the [`LatencyBudget`] after a newer group began.
+    Late,
+}
+
+impl SkipReason {
+    /// A short label for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Lag => "lag",
+            SkipReason::Late => "late",
+        }
+    }
+}
+
+/// How long after a newer group began an older group may still be undelivered. The
+/// subscriber's round-trip time is added (acknowledgments take that long to come back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyBudget {
+    /// Never abandon a group for lateness (tracks whose every object matters, e.g. chat).
+    Off,
+    /// This long.
+    Fixed(Duration),
+    /// One GOP: the track's measured time between the starts of consecutive groups, at least
+    /// [`LatencyBudget::MIN_AUTO`]. Until two consecutive groups have been seen,
+    /// [`LatencyBudget::FIRST_AUTO`].
+    Auto,
+}
+
+impl LatencyBudget {
+    /// The least an automatic budget allows (tracks with tiny groups).
+    pub const MIN_AUTO: Duration = Duration::from_millis(200);
+    /// An automatic budget before the group length is known.
+    pub const FIRST_AUTO: Duration = Duration::from_secs(1);
+
+    /// The budget for a track whose groups are `gop` apart, if measured.
+    pub fn resolve(self, gop: Option<Duration>) -> Option<Duration> {
+        match self {
+            LatencyBudget::Off => None,
+            LatencyBudget::Fixed(budget) => Some(budget),
+            LatencyBudget::Auto => Some(gop.map_or(Self::FIRST_AUTO, |gop| gop.max(Self::MIN_AUTO))),
+        }
+    }
+}
+
+/// One group in flight.
+#[derive(Debug)]
+struct Flight {
+    id: u64,
+    /// Abandons it.
+    cancel: watch::Sender<bool>,
+    /// Still being written (not every subgroup has had its FIN yet).
+    writing: Arc<AtomicBool>,
+    /// When a newer group began, which starts its delivery deadline.
+    overtaken: Option<Instant>,
+}
+
 /// One subscriber's sending of a track.
 pub struct Fanout {
     consumer: TrackConsumer,
     sender: TrackSender,
     start: Start,
     max_lag: usize,
+    budget: LatencyBudget,
+    /// The track's measured time between consecutive groups' starts (smoothed).
+    gop: Option<Duration>,
+    /// The newest group begun and when it started here (for `gop`).
+    newest: Option<(u64, Instant)>,
     /// The last group wanted, if the subscription asked for a range.
     end: Option<u64>,
     /// The first group sent, once known.
@@ -58,8 +142,10 @@ pub struct Fanout {
     sent: BTreeSet<u64>,
     ended: bool,
     active: FuturesUnordered<BoxFuture<'static, u64>>,
-    /// Groups in flight, oldest first, with the switch that abandons each.
-    in_flight: VecDeque<(u64, watch::Sender<bool>)>,
+    /// Groups in flight, oldest first.
+    in_flight: VecDeque<Flight>,
+    /// Steps decided but not yet returned (a group started and others skipped at once).
+    pending: VecDeque<Step>,
     observer: Arc<dyn Observer>,
 }
 
@@ -68,6 +154,8 @@ impl std::fmt::Debug for Fanout {
         f.debug_struct("Fanout")
             .field("start", &self.start)
             .field("max_lag", &self.max_lag)
+            .field("budget", &self.budget)
+            .field("gop", &self.gop)
             .field("in_flight", &self.in_flight.len())
             .finish_non_exhaustive()
     }
@@ -75,7 +163,8 @@ impl std::fmt::Debug for Fanout {
 
 impl Fanout {
     /// Send `consumer`'s track to `sender`'s subscriber from `start`, at most `max_lag`
-    /// groups behind the newest. Nothing is sent until [`Fanout::step`] is polled.
+    /// groups behind the newest, with no latency budget (see [`Fanout::budget`]). Nothing is
+    /// sent until [`Fanout::step`] is polled.
     pub fn new(consumer: TrackConsumer, sender: TrackSender, start: Start, max_lag: usize) -> Self {
         let observer = consumer.state.limits.observer.clone();
         Self {
@@ -83,12 +172,16 @@ impl Fanout {
             sender,
             start,
             max_lag,
+            budget: LatencyBudget::Off,
+            gop: None,
+            newest: None,
             end: None,
             from: None,
             sent: BTreeSet::new(),
             ended: false,
             active: FuturesUnordered::new(),
             in_flight: VecDeque::new(),
+            pending: VecDeque::new(),
             observer,
         }
     }
@@ -99,15 +192,30 @@ impl Fanout {
         self
     }
 
-    /// Groups in flight.
+    /// Abandon groups not delivered within `budget` (plus the round trip) after a newer
+    /// group began.
+    pub fn budget(mut self, budget: LatencyBudget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// Groups in flight (being written, or written and not yet acknowledged).
     pub fn in_flight(&self) -> usize {
         self.active.len()
     }
 
-    /// Wait for the next thing to happen: a group starts, a group finishes, or the track has
-    /// ended with nothing in flight. Cancel-safe (nothing changes until it returns).
+    /// The track's measured group length, once two consecutive groups have begun.
+    pub fn gop(&self) -> Option<Duration> {
+        self.gop
+    }
+
+    /// Wait for the next thing to happen: a group starts, is skipped or finishes, or the track
+    /// has ended with nothing in flight. Cancel-safe (nothing changes until it returns).
     pub async fn step(&mut self) -> Step {
         loop {
+            if let Some(step) = self.pending.pop_front() {
+                return step;
+            }
             if self.ended && self.active.is_empty() {
                 return Step::Ended;
             }
@@ -122,22 +230,31 @@ impl Fanout {
                     Some(from) => consumer.next_unsent_group(from, sent).await.map(|g| (g, 0)),
                 }
             };
+            let deadline = self.next_deadline();
+            let late = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let active = &mut self.active;
             let event = tokio::select! {
                 // Groups first: when the track ends right after its last group arrived, that
                 // group must still go out.
                 biased;
-                upcoming = upcoming => Ok(upcoming),
-                Some(finished) = active.next(), if !active.is_empty() => Err(finished),
+                upcoming = upcoming => Event::Upcoming(upcoming),
+                () = late => Event::Late,
+                Some(finished) = active.next(), if !active.is_empty() => Event::Finished(finished),
             };
             match event {
-                Ok(Some((group, _))) if self.end.is_some_and(|end| group.id > end) => {
+                Event::Upcoming(Some((group, _))) if self.end.is_some_and(|end| group.id > end) => {
                     return Step::ReachedEnd
                 }
-                Ok(Some((group, first_object))) => return self.begin(group, first_object),
-                Ok(None) => self.ended = true,
-                Err(finished) => {
-                    self.in_flight.retain(|(id, _)| *id != finished);
+                Event::Upcoming(Some((group, first_object))) => self.begin(group, first_object),
+                Event::Upcoming(None) => self.ended = true,
+                Event::Late => self.abandon_late(Instant::now()),
+                Event::Finished(finished) => {
+                    self.in_flight.retain(|f| f.id != finished);
                     if self.end.is_some_and(|end| finished >= end) && self.active.is_empty() {
                         return Step::ReachedEnd;
                     }
@@ -147,7 +264,7 @@ impl Fanout {
         }
     }
 
-    fn begin(&mut self, group: Arc<Group>, first_object: u64) -> Step {
+    fn begin(&mut self, group: Arc<Group>, first_object: u64) {
         let id = group.id;
         // From the start group even if a later group was found first.
         self.from.get_or_insert(match self.start {
@@ -158,25 +275,106 @@ impl Fanout {
         if let Some(oldest) = self.consumer.oldest() {
             self.sent = self.sent.split_off(&oldest.group);
         }
+        self.measure_gop(&group);
         let (cancel, cancelled) = watch::channel(false);
+        let writing = Arc::new(AtomicBool::new(true));
         let send = send_group(
             self.sender.clone(),
             group,
             first_object,
             cancelled,
+            writing.clone(),
             self.observer.clone(),
         );
         self.active.push(send.boxed());
-        let at = self.in_flight.partition_point(|(g, _)| *g < id);
-        self.in_flight.insert(at, (id, cancel));
-        let mut skipped = Vec::new();
-        while self.in_flight.len() > self.max_lag + 1 {
-            if let Some((old, cancel)) = self.in_flight.pop_front() {
-                let _ = cancel.send(true);
-                skipped.push(old);
+        let now = Instant::now();
+        // Every older group in flight is overtaken now; a group starting behind a newer one
+        // is overtaken from the start.
+        let mut overtaken = None;
+        for flight in &mut self.in_flight {
+            if flight.id < id {
+                flight.overtaken.get_or_insert(now);
+            } else {
+                overtaken = Some(now);
             }
         }
-        Step::Started { group: id, skipped }
+        let at = self.in_flight.partition_point(|f| f.id < id);
+        let flight = Flight {
+            id,
+            cancel,
+            writing,
+            overtaken,
+        };
+        self.in_flight.insert(at, flight);
+        self.pending.push_back(Step::Started { group: id });
+        self.abandon_lagging();
+    }
+
+    /// Learn the track's group length from consecutive groups' starts.
+    fn measure_gop(&mut self, group: &Group) {
+        match self.newest {
+            Some((newest, at)) if group.id == newest + 1 => {
+                let sample = group.started.saturating_duration_since(at);
+                self.gop = Some(self.gop.map_or(sample, |gop| (gop * 3 + sample) / 4));
+            }
+            Some((newest, _)) if group.id <= newest => return,
+            _ => {}
+        }
+        self.newest = Some((group.id, group.started));
+    }
+
+    /// Skip the oldest groups still being written while more than `max_lag + 1` are.
+    fn abandon_lagging(&mut self) {
+        let mut writing = self
+            .in_flight
+            .iter()
+            .filter(|f| f.writing.load(Ordering::Relaxed))
+            .count();
+        while writing > self.max_lag + 1 {
+            let Some(at) = self
+                .in_flight
+                .iter()
+                .position(|f| f.writing.load(Ordering::Relaxed))
+            else {
+                break;
+            };
+            if let Some(flight) = self.in_flight.remove(at) {
+                self.skip(flight, SkipReason::Lag);
+            }
+            writing -= 1;
+        }
+    }
+
+    /// When the next overtaken group runs out of time, if any.
+    fn next_deadline(&self) -> Option<Instant> {
+        let budget = self.budget.resolve(self.gop)?;
+        let earliest = self.in_flight.iter().filter_map(|f| f.overtaken).min()?;
+        Some(earliest + budget + self.sender.rtt())
+    }
+
+    /// Skip every overtaken group whose time is up at `now`.
+    fn abandon_late(&mut self, now: Instant) {
+        let Some(budget) = self.budget.resolve(self.gop) else {
+            return;
+        };
+        let limit = budget + self.sender.rtt();
+        let (late, keep): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.in_flight).into_iter().partition(|f| {
+                f.overtaken
+                    .is_some_and(|at| now.saturating_duration_since(at) >= limit)
+            });
+        self.in_flight = keep;
+        for flight in late {
+            self.skip(flight, SkipReason::Late);
+        }
+    }
+
+    fn skip(&mut self, flight: Flight, reason: SkipReason) {
+        let _ = flight.cancel.send(true);
+        self.pending.push_back(Step::Skipped {
+            group: flight.id,
+            reason,
+        });
     }
 
     /// Let the groups in flight finish (for at most `limit`), then abandon what is left.
@@ -187,23 +385,34 @@ impl Fanout {
 
     /// Reset every stream in flight now (the subscriber is gone or unsubscribed).
     pub async fn abandon(mut self) {
-        for (_, cancel) in self.in_flight.drain(..) {
-            let _ = cancel.send(true);
+        for flight in self.in_flight.drain(..) {
+            let _ = flight.cancel.send(true);
         }
         // The group futures reset their own streams; drive them to do so.
         while self.active.next().await.is_some() {}
     }
 }
 
-/// Send one group: a stream per subgroup, opened as subgroups appear. Returns its ID.
+/// What woke [`Fanout::step`].
+enum Event {
+    Upcoming(Option<(Arc<Group>, u64)>),
+    Late,
+    Finished(u64),
+}
+
+/// Send one group: a stream per subgroup, opened as subgroups appear. `writing` turns false
+/// once every subgroup has been written and ended; the group's future returns (with its ID)
+/// once every stream is delivered, or abandoned.
 async fn send_group(
     sender: TrackSender,
     group: Arc<Group>,
     first_object: u64,
     cancelled: watch::Receiver<bool>,
+    writing: Arc<AtomicBool>,
     observer: Arc<dyn Observer>,
 ) -> u64 {
     let mut subgroups = FuturesUnordered::new();
+    let mut deliveries = FuturesUnordered::new();
     let mut seen = 0;
     let mut group_closed = false;
     let mut cancel = cancelled.clone();
@@ -218,27 +427,55 @@ async fn send_group(
                     subgroups.push(send_subgroup(sender.clone(), subgroup, first_object, cancelled.clone(), observer.clone()));
                 }
             }
-            Some(()) = subgroups.next(), if !subgroups.is_empty() => {}
+            Some(written) = subgroups.next(), if !subgroups.is_empty() => {
+                if let Some(stream) = written {
+                    deliveries.push(delivered(stream, cancelled.clone()));
+                }
+            }
+            Some(()) = deliveries.next(), if !deliveries.is_empty() => {}
             _ = cancel.changed() => break,
             else => break,
         }
         if group_closed && subgroups.is_empty() {
-            break;
+            writing.store(false, Ordering::Relaxed);
+            if deliveries.is_empty() {
+                break;
+            }
         }
     }
+    writing.store(false, Ordering::Relaxed);
     // On cancel the subgroup futures reset their own streams; drive them to do so.
-    while subgroups.next().await.is_some() {}
+    while let Some(written) = subgroups.next().await {
+        if let Some(stream) = written {
+            stream.reset(StreamResetCode::Cancelled);
+        }
+    }
+    while deliveries.next().await.is_some() {}
     group.id
 }
 
-/// Send one subgroup's objects on one stream, from `first_object` on.
+/// Wait for a finished stream to be acknowledged, or reset it when its group is abandoned
+/// first.
+async fn delivered(stream: SubgroupWriter, mut cancelled: watch::Receiver<bool>) {
+    if *cancelled.borrow() {
+        stream.reset(StreamResetCode::Cancelled);
+        return;
+    }
+    tokio::select! {
+        _ = stream.delivered() => {}
+        _ = cancelled.changed() => stream.reset(StreamResetCode::Cancelled),
+    }
+}
+
+/// Send one subgroup's objects on one stream, from `first_object` on, and end it: the stream
+/// (awaiting acknowledgment) once written, `None` when abandoned or failed (reset already).
 async fn send_subgroup(
     sender: TrackSender,
     subgroup: Arc<Subgroup>,
     first_object: u64,
     mut cancelled: watch::Receiver<bool>,
     observer: Arc<dyn Observer>,
-) {
+) -> Option<SubgroupWriter> {
     let mut stream: Option<SubgroupWriter> = None;
     let mut next = 0;
     loop {
@@ -250,10 +487,9 @@ async fn send_subgroup(
             _ = cancelled.changed() => break,
         };
         if objects.is_empty() {
-            if let Some(stream) = stream.take() {
-                stream.finish();
-            }
-            return;
+            let mut stream = stream?;
+            stream.send_fin();
+            return Some(stream);
         }
         for object in objects {
             next += 1;
@@ -263,14 +499,11 @@ async fn send_subgroup(
             if stream.is_none() {
                 let opened = tokio::select! {
                     opened = sender.open_subgroup(subgroup.group_id, subgroup.subgroup_id, subgroup.publisher_priority, subgroup.properties) => opened,
-                    _ = cancelled.changed() => return,
+                    _ = cancelled.changed() => return None,
                 };
-                match opened {
-                    Ok(s) => stream = Some(s),
-                    Err(_) => return,
-                }
+                stream = Some(opened.ok()?);
             }
-            let Some(writer) = stream.as_mut() else { return };
+            let writer = stream.as_mut()?;
             let (len, received) = (object.payload.len(), object.received);
             let out = SubgroupObject::from(object);
             let written = tokio::select! {
@@ -279,7 +512,7 @@ async fn send_subgroup(
             };
             match written {
                 Some(true) => observer.sent(len, received),
-                Some(false) => return,
+                Some(false) => return None,
                 None => break,
             }
         }
@@ -288,4 +521,5 @@ async fn send_subgroup(
     if let Some(stream) = stream {
         stream.reset(StreamResetCode::Cancelled);
     }
+    None
 }

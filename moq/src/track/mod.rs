@@ -7,7 +7,8 @@
 //! - [`TrackConsumer`] finds where to start ([`Start`]) and waits for groups ([`Group`]),
 //!   subgroups ([`Subgroup`]) and objects ([`Object`]) as they arrive.
 //! - [`Fanout`] sends one consumer's groups to one subscriber over a session, a stream per
-//!   subgroup, skipping its oldest groups when it falls too far behind.
+//!   subgroup, abandoning older groups when the subscriber falls too far behind or the path
+//!   cannot deliver them within a [`LatencyBudget`] ([`SkipReason`]).
 //!
 //! Payloads are [`Bytes`], so a thousand consumers of one object hold one copy of it.
 //! Buffering is bounded twice: a track keeps at most its newest `max_groups` groups, and all
@@ -23,7 +24,7 @@ mod fanout;
 mod producer;
 
 pub use consumer::{Group, Subgroup, TrackConsumer};
-pub use fanout::{Fanout, Step};
+pub use fanout::{Fanout, LatencyBudget, SkipReason, Step};
 pub use producer::{SubgroupProducer, TrackProducer};
 
 use std::fmt::Debug;

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use banyan_moq::session::TransportKind;
+use banyan_moq::track::SkipReason;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +30,9 @@ pub const PREFIX: &str = "banyan_relay_";
 
 /// The content type of [`Metrics::render`]'s output (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every reason a group is skipped, in the order of the `groups_skipped` counters.
+pub const SKIP_REASONS: [SkipReason; 2] = [SkipReason::Lag, SkipReason::Late];
 
 /// Every transport, in the order of the `sessions` gauges.
 pub const TRANSPORTS: [TransportKind; 2] = [TransportKind::Quic, TransportKind::WebTransport];
@@ -124,8 +128,8 @@ pub struct Metrics {
     pub cache_evictions: Counter,
     /// Bytes of object payload held in the cache.
     pub cache_bytes: Gauge,
-    /// Groups skipped because a subscriber fell too far behind.
-    pub groups_skipped: Counter,
+    /// Groups subscribers skipped, by reason, indexed like [`SKIP_REASONS`].
+    groups_skipped: [Counter; 2],
     /// Tokens refused (missing, malformed, expired, bad signature, out of scope).
     pub auth_failures: Counter,
     /// Requests refused, by reason, indexed like [`RefuseReason::ALL`].
@@ -165,6 +169,31 @@ impl Metrics {
     /// Open sessions over every transport.
     pub fn sessions_total(&self) -> i64 {
         self.sessions.iter().map(Gauge::get).sum()
+    }
+
+    /// Count a group a subscriber skipped.
+    pub fn skip(&self, reason: SkipReason) {
+        if let Some(c) = SKIP_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.groups_skipped.get(i))
+        {
+            c.inc();
+        }
+    }
+
+    /// Groups skipped so far, for every reason.
+    pub fn groups_skipped(&self) -> u64 {
+        self.groups_skipped.iter().map(Counter::get).sum()
+    }
+
+    /// Groups skipped so far for `reason`.
+    pub fn groups_skipped_for(&self, reason: SkipReason) -> u64 {
+        SKIP_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.groups_skipped.get(i))
+            .map_or(0, Counter::get)
     }
 
     /// Count a refused request.

@@ -8,7 +8,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{Metrics, RefuseReason, FORWARD_DELAY_BUCKETS, PREFIX};
+use banyan_moq::track::SkipReason;
+
+use super::{Metrics, RefuseReason, FORWARD_DELAY_BUCKETS, PREFIX, SKIP_REASONS};
 use crate::interact::Refusal;
 
 impl Default for Metrics {
@@ -44,9 +46,10 @@ impl Default for Metrics {
             cache_hits: r.counter("cache_hits", "Requests served from the group cache"),
             cache_misses: r.counter("cache_misses", "Requests that found nothing cached"),
             cache_evictions: r.counter("cache_evictions", "Groups evicted from the cache"),
-            groups_skipped: r.counter(
+            groups_skipped: r.by_reason(
                 "groups_skipped",
-                "Groups skipped because a subscriber fell too far behind",
+                "Groups a subscriber skipped (their streams reset), by reason: lag (too many groups behind) or late (not delivered within the latency budget)",
+                SKIP_REASONS.map(SkipReason::as_str),
             ),
             auth_failures: r.counter("auth_failures", "Authorization tokens refused"),
             likes_in: r.counter("likes_in", "Likes added to this relay's sums"),
@@ -115,7 +118,12 @@ impl Registrar {
     }
 
     /// A counter family labelled `reason`, one counter per reason, in `reasons`' order.
-    fn by_reason(&mut self, name: &str, help: &str, reasons: [&'static str; 6]) -> [Counter; 6] {
+    fn by_reason<const N: usize>(
+        &mut self,
+        name: &str,
+        help: &str,
+        reasons: [&'static str; N],
+    ) -> [Counter; N] {
         let family = Family::<ReasonLabel, Counter>::default();
         self.0.register(name, help, family.clone());
         reasons.map(|reason| family.get_or_create(&ReasonLabel { reason }).clone())

@@ -81,7 +81,10 @@ fn render_contains_values_and_parses() {
     m.cache_misses.inc_by(2);
     m.cache_evictions.inc_by(4);
     m.cache_bytes.set(1 << 20);
-    m.groups_skipped.inc_by(5);
+    for _ in 0..5 {
+        m.skip(SkipReason::Late);
+    }
+    m.skip(SkipReason::Lag);
     m.auth_failures.inc_by(6);
     m.refuse(RefuseReason::RateLimited);
     m.refuse(RefuseReason::RateLimited);
@@ -114,7 +117,10 @@ fn render_contains_values_and_parses() {
     assert_eq!(get("cache_misses_total"), 2.0);
     assert_eq!(get("cache_evictions_total"), 4.0);
     assert_eq!(get("cache_bytes"), 1_048_576.0);
-    assert_eq!(get("groups_skipped_total"), 5.0);
+    assert_eq!(get("groups_skipped_total{reason=\"late\"}"), 5.0);
+    assert_eq!(get("groups_skipped_total{reason=\"lag\"}"), 1.0);
+    assert_eq!(m.groups_skipped(), 6);
+    assert_eq!(m.groups_skipped_for(SkipReason::Late), 5);
     assert_eq!(get("auth_failures_total"), 6.0);
     assert_eq!(get("requests_refused_total{reason=\"rate_limited\"}"), 2.0);
     assert_eq!(get("requests_refused_total{reason=\"unauthorized\"}"), 1.0);
@@ -157,7 +163,6 @@ fn every_series_is_exported_under_its_name() {
         "cache_misses_total",
         "cache_evictions_total",
         "cache_bytes",
-        "groups_skipped_total",
         "auth_failures_total",
         "likes_in_total",
         "comments_in_total",
@@ -172,6 +177,7 @@ fn every_series_is_exported_under_its_name() {
         [TransportKind::Quic, TransportKind::WebTransport]
             .map(|t| format!("sessions{{transport=\"{}\"}}", t.as_str())),
     )
+    .chain(SKIP_REASONS.map(|r| format!("groups_skipped_total{{reason=\"{}\"}}", r.as_str())))
     .chain(RefuseReason::ALL.map(|r| format!("requests_refused_total{{reason=\"{}\"}}", r.label())))
     .chain(Refusal::ALL.map(|r| format!("interactions_refused_total{{reason=\"{}\"}}", r.label())))
     .chain(

@@ -147,6 +147,7 @@ fn shared_state(
         forward: ForwardConfig {
             max_lag: usize::try_from(config.track.max_lag_groups).unwrap_or(usize::MAX),
             drain: Duration::from_secs(2),
+            latency_budget: config.track.latency_budget.0,
         },
         publisher_takeover: config.publisher_takeover,
         hop_id,

@@ -1,8 +1,11 @@
-//! Fan-out: one forwarder per downstream subscription, reading the shared cache with its own
-//! cursor through a [`Fanout`]. A subscriber that cannot keep up never slows anyone else: its
-//! streams back up in its own QUIC flow control, and once it is more than `max_lag` groups
-//! behind the newest, its oldest group streams are reset and it carries on with the newest
-//! group (counted). Around the fan-out: the subscription's requests (REQUEST_UPDATE), the
+//! Fan-out: one forwarder per downstream subscription (a viewer or a child relay), reading the
+//! shared cache with its own cursor through a [`Fanout`]. A subscriber that cannot keep up
+//! never slows anyone else: its streams back up in its own QUIC flow control and send
+//! buffers, newest group first when the publisher asks for descending group order (live
+//! media). Its older groups are reset, and it carries on with the newest, when more than
+//! `max_lag` groups behind are still being written, or when one is not delivered within the
+//! latency budget after a newer group began (a path slower than the track); each skip is
+//! counted by reason. Interaction tracks are never skipped for lateness. Around the fan-out: the subscription's requests (REQUEST_UPDATE), the
 //! end of a requested range, and PUBLISH_DONE when the track ends.
 
 use std::sync::Arc;
@@ -11,9 +14,10 @@ use std::time::Duration;
 use banyan_moq::coding::{PublishDoneCode, RequestErrorCode};
 use banyan_moq::message::{Message, RequestError, RequestOk};
 use banyan_moq::session::{Error as SessionError, TrackWriter};
-use banyan_moq::track::{Fanout, Start, Step};
+use banyan_moq::track::{Fanout, LatencyBudget, Start, Step};
 use tokio::sync::watch;
 
+use crate::interact::hub::Hub;
 use crate::metrics::Metrics;
 use crate::track::{SubscriberGuard, TrackState};
 
@@ -24,6 +28,8 @@ pub struct ForwardConfig {
     pub max_lag: usize,
     /// How long, after the track ends, in-flight groups may take before PUBLISH_DONE.
     pub drain: Duration,
+    /// How late a media group may be delivered before it is skipped.
+    pub latency_budget: LatencyBudget,
 }
 
 /// Forward a track to one subscriber until it unsubscribes or the track ends.
@@ -41,7 +47,15 @@ pub async fn forward(
     let mut state = track.state();
     metrics.subscriptions.inc();
 
-    let mut fanout = Fanout::new(track.cache.clone(), sender, start, config.max_lag).until(end_group);
+    // Every comment and like total matters; a late one is still worth delivering.
+    let budget = if Hub::is_interaction_track(&track.name.name) {
+        LatencyBudget::Off
+    } else {
+        config.latency_budget
+    };
+    let mut fanout = Fanout::new(track.cache.clone(), sender, start, config.max_lag)
+        .until(end_group)
+        .budget(budget);
     // Once the track's groups are all sent, the track's state says how it ended.
     let mut sent_all = false;
     let outcome = loop {
@@ -50,13 +64,11 @@ pub async fn forward(
             // both are ready, and that group must still go out before PUBLISH_DONE.
             biased;
             step = fanout.step(), if !sent_all => match step {
-                Step::Started { skipped, .. } => {
-                    for skipped in skipped {
-                        tracing::debug!(track = %track.name, group = skipped, "subscriber behind; skipping group");
-                        metrics.groups_skipped.inc();
-                    }
+                Step::Skipped { group, reason } => {
+                    tracing::debug!(track = %track.name, group, reason = reason.as_str(), "subscriber behind; skipping group");
+                    metrics.skip(reason);
                 }
-                Step::Finished { .. } => {}
+                Step::Started { .. } | Step::Finished { .. } => {}
                 Step::ReachedEnd => {
                     break Outcome::Done(PublishDoneCode::SubscriptionEnded, "reached the end of the requested range".into());
                 }

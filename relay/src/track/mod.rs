@@ -30,7 +30,7 @@ use url::Url;
 
 use crate::metrics::Metrics;
 use crate::track::cache::CacheObserver;
-use banyan_moq::track::{Budget, Limits, TrackConsumer, TrackProducer};
+use banyan_moq::track::{Budget, LatencyBudget, Limits, TrackConsumer, TrackProducer};
 
 /// Where a track stands.
 #[derive(Clone, Debug)]
@@ -81,12 +81,67 @@ pub struct TrackSettings {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub max_lag_groups: u64,
 
+    /// How late a group may reach a subscriber: once a newer group has begun, an older group
+    /// the subscriber has not acknowledged within this (plus the round trip) has its streams
+    /// reset, so a viewer on a path slower than the stream skips groups instead of falling
+    /// behind live. `auto` is one GOP (the track's measured time between group starts, at
+    /// least 200 ms); `off` never skips for lateness; or a duration (e.g. 1500ms). Interaction
+    /// tracks (likes, chat, events) are never skipped for lateness.
+    #[arg(long, value_name = "auto|off|DURATION", default_value = "auto")]
+    #[serde(with = "budget_serde")]
+    pub latency_budget: BudgetSetting,
+
     /// The longest a SUBSCRIBE for a track nobody publishes (yet) is held waiting for a
     /// publisher: a SUBSCRIBE asks with RENDEZVOUS_TIMEOUT and gets the lesser of the two; one
     /// without the parameter is refused at once with DOES_NOT_EXIST (draft-18) (e.g. 5s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     #[serde(with = "banyan_control::layered::serde_duration")]
     pub rendezvous_max: Duration,
+}
+
+/// `--latency-budget`: a [`LatencyBudget`] written `auto`, `off` or as a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSetting(pub LatencyBudget);
+
+impl std::str::FromStr for BudgetSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(BudgetSetting(LatencyBudget::Auto)),
+            "off" => Ok(BudgetSetting(LatencyBudget::Off)),
+            other => humantime::parse_duration(other)
+                .map(|d| BudgetSetting(LatencyBudget::Fixed(d)))
+                .map_err(|e| {
+                    format!("expected `auto`, `off` or a duration like 1500ms or 2s, got {other:?}: {e}")
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for BudgetSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            LatencyBudget::Auto => f.write_str("auto"),
+            LatencyBudget::Off => f.write_str("off"),
+            LatencyBudget::Fixed(d) => write!(f, "{}", humantime::format_duration(d)),
+        }
+    }
+}
+
+/// [`BudgetSetting`] in TOML: the same text as on the command line.
+mod budget_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::BudgetSetting;
+
+    pub fn serialize<S: Serializer>(b: &BudgetSetting, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&b.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BudgetSetting, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Tuning for tracks, from the relay configuration.

@@ -240,10 +240,17 @@ impl Hub {
         }
     }
 
-    /// Whether `name` is an interaction track (`interact`, `likes`, `chat/<room>`).
+    /// Whether `name` is an interaction track sent down the tree (`likes`, `events`,
+    /// `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
         bytes.as_ref() == LIKES || bytes.as_ref() == EVENTS || bytes.starts_with(CHAT_PREFIX)
+    }
+
+    /// Whether `name` is any interaction track: one sent down, or the `interact` track
+    /// viewers and child relays publish up.
+    pub fn is_interaction_track(name: &TrackName) -> bool {
+        Self::is_down_track(name) || name.as_bytes().as_ref() == INTERACT
     }
 
     /// Before a SUBSCRIBE or FETCH for `name`: at the broadcast's origin, make sure the local
