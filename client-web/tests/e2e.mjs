@@ -169,6 +169,11 @@ async function narrowLinkStage(browser, tls, pageBase) {
     for (const k of ["groupsSkipped", "behindLiveMs", "behindLiveP50Ms", "behindLiveP99Ms", "behindLiveMaxMs", "stalls", "stallMs"]) {
       if (typeof s[k] !== "number") throw new Error(`banyanStats.${k} is ${JSON.stringify(s[k])}, not a number`);
     }
+    // The overlay shows the same figures.
+    const overlay = (await page.textContent("#overlay")) ?? "";
+    if (!/behind\s+\d+ ms/.test(overlay) || !/groups skipped \d+/.test(overlay) || !/stalls\s+\d+/.test(overlay)) {
+      throw new Error(`the overlay lacks behind-live, groups skipped or stalls:\n${overlay}`);
+    }
     if (relaySkipped === undefined) throw new Error("the relay's /metrics has no banyan_relay_groups_skipped_total");
     if (hasBudget) {
       if (!(s.groupsSkipped > 0)) throw new Error(`no group skipped over a link narrower than the stream: ${JSON.stringify(s)}`);
