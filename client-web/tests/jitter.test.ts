@@ -231,13 +231,13 @@ describe("JitterBuffer", () => {
 
     it("counts a group that never arrives (a hole in the group IDs) once", () => {
       const buf = new JitterBuffer<string>(new PlayoutClock(), { targetLatencyMs: 50 });
-      const g0 = group(0, () => 10);
-      const g2 = group(2, () => 10);
-      const g3 = group(3, () => 10);
-      const released = play(buf, [...g0, ...g2, ...g3], (t) => {
-        for (const g of [g0, g2]) if (t === Math.ceil(g[9]!.arrivalMs)) buf.groupEnded(g[0]!.group);
+      // Groups 0 and 1 play (the buffer learns the GOP), 2 never comes, 3 and 4 play.
+      const [g0, g1, g3, g4] = [0, 1, 3, 4].map((g) => group(g, () => 10)) as Frame<string>[][];
+      const all = [...g0!, ...g1!, ...g3!, ...g4!];
+      const released = play(buf, all, (t) => {
+        for (const g of [g0!, g1!, g3!]) if (t === Math.ceil(g[9]!.arrivalMs)) buf.groupEnded(g[0]!.group);
       });
-      expect(released).toEqual([...g0, ...g2, ...g3].map((f) => f.data));
+      expect(released).toEqual(all.map((f) => f.data));
       expect(buf.groupsSkipped).toBe(1);
     });
 
@@ -251,6 +251,19 @@ describe("JitterBuffer", () => {
       const out = buf.pop(start.captureUs / 1000 + 60 + 1000);
       expect(out[0]?.data).toBe("3/0");
       expect(buf.groupsSkipped).toBe(2);
+    });
+
+    it("does not count a publisher's fresh numbering (a jump of thousands of group IDs) as holes", () => {
+      const buf = new JitterBuffer<string>(new PlayoutClock(), { targetLatencyMs: 50 });
+      // Groups 0..2, then the publisher restarts and numbers from 5000 (its start in ms), one GOP later.
+      const renumbered = (o: number) => ({ ...frame(3, o, 10, 10), group: 5000, data: `5000/${o}` });
+      const frames = [...group(0, () => 10), ...group(1, () => 10), ...group(2, () => 10)];
+      const later = Array.from({ length: 10 }, (_, o) => renumbered(o));
+      const released = play(buf, [...frames, ...later], (t) => {
+        for (const g of [0, 1, 2]) if (t === Math.ceil(frames[g * 10 + 9]!.arrivalMs)) buf.groupEnded(g);
+      });
+      expect(released).toEqual([...frames, ...later].map((f) => f.data));
+      expect(buf.groupsSkipped).toBe(0);
     });
 
     it("starts counting afresh after a reconnect", () => {

@@ -113,8 +113,10 @@ export class JitterBuffer<T = Uint8Array> {
   private expect: { group: number; object: number } | undefined;
   /** Frames of groups below this are refused: a newer group was entered, or this one given up. */
   private floor = -Infinity;
-  /** The group being played (entered at its keyframe) and how many of its objects were released. */
-  private current: { group: number; released: number } | undefined;
+  /** The group being played (entered at its keyframe), how many of its objects were released, its keyframe's capture time. */
+  private current: { group: number; released: number; captureUs: number } | undefined;
+  /** Capture time between the keyframes of consecutive groups (µs), once seen. */
+  private gopUs: number | undefined;
   /** Groups whose stream was reset or cancelled: what is missing of them will not come. */
   private readonly broken = new Set<number>();
   /** Groups whose stream ended cleanly (FIN). */
@@ -192,7 +194,7 @@ export class JitterBuffer<T = Uint8Array> {
       }
       if (this.dueAt(frame) > now) break;
       this.queue.shift();
-      if (this.current?.group !== frame.group) this.enter(frame.group);
+      if (this.current?.group !== frame.group) this.enter(frame);
       if (this.current) this.current.released++;
       out.push(frame);
       this.expect = { group: frame.group, object: frame.object + 1 };
@@ -237,18 +239,31 @@ export class JitterBuffer<T = Uint8Array> {
   }
 
   /**
-   * Playback enters `group` (its keyframe is being released): settle the group left behind
-   * (played in full only if its stream ended and all it carried was released) and count every
-   * group between the two as skipped (never received, or dropped before it was entered).
+   * Playback enters a group at `keyframe`: settle the group left behind (played in full only if
+   * its stream ended and all it carried was released) and count every group between the two as
+   * skipped (never received, or dropped before it was entered).
+   *
+   * Group IDs go up by one per group, except when the publisher restarts behind a live
+   * subscription and numbers afresh (banyan-publish starts at the wall clock in ms): a jump of
+   * thousands that is no hole. So the count between two groups is capped at what their capture
+   * times allow (with a quarter to spare) at the GOP duration seen between nearby groups.
    */
-  private enter(group: number): void {
+  private enter(keyframe: Frame<T>): void {
     const left = this.current;
+    const group = keyframe.group;
     if (left) {
-      const complete = this.ended.has(left.group) && !this.broken.has(left.group) && left.released === (this.highest.get(left.group) ?? -1) + 1;
+      const complete =
+        this.ended.has(left.group) &&
+        !this.broken.has(left.group) &&
+        left.released === (this.highest.get(left.group) ?? -1) + 1;
       if (!complete) this.groupsSkipped++;
-      this.groupsSkipped += Math.max(0, group - left.group - 1);
+      const ids = group - left.group;
+      const spanUs = keyframe.captureUs - left.captureUs;
+      const byTime = this.gopUs ? Math.round((1.25 * spanUs) / this.gopUs) - 1 : Infinity;
+      this.groupsSkipped += Math.max(0, Math.min(ids - 1, byTime));
+      if (ids <= 4 && spanUs > 0) this.gopUs = spanUs / ids;
     }
-    this.current = { group, released: 0 };
+    this.current = { group, released: 0, captureUs: keyframe.captureUs };
     this.floor = group;
     for (const set of [this.broken, this.ended]) for (const g of set) if (g < group) set.delete(g);
     for (const g of this.highest.keys()) if (g < group) this.highest.delete(g);
