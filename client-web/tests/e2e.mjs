@@ -428,7 +428,7 @@ async function main() {
     samples.sort((a, b) => a - b);
     const median = samples[samples.length >> 1];
     const before = await stats();
-    log(`stage 2 (media): decoded ${before.framesDecoded} frames, dropped ${before.framesDropped}, ${before.width}x${before.height} ${before.videoCodec}, ${before.audioFramesDecoded} audio frames, groups skipped ${before.groupsSkipped}, stalls ${before.stalls}, behind live p99 ${before.behindLiveP99Ms} ms`);
+    log(`stage 2 (media): decoded ${before.framesDecoded} frames, dropped ${before.framesDropped}, ${before.width}x${before.height} ${before.videoCodec}, ${before.audioFramesDecoded} audio frames, groups skipped ${before.groupsSkipped}, stalls ${before.stalls}, behind live p99 ${before.behindLiveP99Ms?.toFixed(0)} ms`);
     if (!/^avc[13]\./.test(before.videoCodec)) throw new Error(`expected H.264 from the catalog, got codec ${JSON.stringify(before.videoCodec)}`);
     if (before.width !== 640 || before.height !== 360) throw new Error(`decoded frames are ${before.width}x${before.height}, not 640x360`);
     log(`glass-to-glass latency on loopback: median ${median.toFixed(1)} ms (min ${samples[0].toFixed(1)}, max ${samples[samples.length - 1].toFixed(1)}), clock offset ${before.clockOffsetMs?.toFixed(1)} ms, ${before.bitrateKbps} kbit/s`);
