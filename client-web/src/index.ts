@@ -6,7 +6,8 @@
  * - `message/` control messages and parameters, framing
  * - `data/`    subgroup/fetch streams, datagrams, object properties
  * - `session/` MoQT session over WebTransport (SETUP, SUBSCRIBE, FETCH, GOAWAY, data streams)
- * - `player/`  MSF catalog, LOC, jitter buffer, WebCodecs decoding, audio worklet, stats
+ * - `player/`  MSF catalog, LOC, jitter buffer (skips late groups, counts them), playback meter
+ *              (behind live, stalls), WebCodecs decoding, audio worklet, stats
  * - `api.ts`   the small public API: connect, watch, like, comment
  */
 export * from "./api";

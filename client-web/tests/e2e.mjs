@@ -16,6 +16,17 @@
 //   reported sent once the origin's ledger has it (HTTP totals checked) and shows in A; a comment
 //   typed in A appears in B's chat panel and one typed in B in A's (same room); B reloaded shows
 //   both from the room's history. Cross-page delays are printed.
+// Stage 4 (narrow link): a fresh relay gets banyan-impair in front of its UDP port, capping
+//   relay -> page at 100 kB/s (800 kbit/s) while banyan-publish --synthetic sends 2 Mbit/s
+//   (30 fps, GOP 30). The page plays through the proxy for 8 s without reconnecting, and its
+//   counters (groupsSkipped, behindLiveMs p50/p99/max, stalls) are printed next to the relay's
+//   banyan_relay_groups_skipped_total (all reasons; the page is its only subscriber). With a
+//   relay that skips what the path cannot carry (it has --latency-budget) the page must skip
+//   groups (groupsSkipped > 0), stay near live (behindLiveP99Ms <= 3000, the issue's generous
+//   CI bound; the target is 2 GOP) and agree with the relay's count (equal at some moment
+//   within 3 s, else within 2: see `compareSkips`). An
+//   older relay keeps sending the backlog in order, so the page cannot skip and falls behind:
+//   those three checks are then reported as not asserted.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -23,6 +34,7 @@
 //   CHROMIUM            browser path (default /usr/bin/chromium)
 //   BANYAN_E2E_ALLOW_MISSING_PUBLISHER=1  pass with stage 2 reported as NOT RUN when
 //                       banyan-publish is not built yet (default: fail)
+//   BANYAN_E2E_ONLY=narrow  run stage 4 alone (while working on the player's skipping)
 import { spawn, execFileSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -88,6 +100,130 @@ function serveDist() {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Sum of a Prometheus counter's samples (all label sets) in `text`; undefined when absent. */
+function counter(text, name) {
+  let sum;
+  for (const line of text.split("\n")) {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`).exec(line);
+    if (m) sum = (sum ?? 0) + Number(m[1]);
+  }
+  return sum;
+}
+
+/**
+ * Page vs relay skipped groups, sampled together every 100 ms for up to 3 s until they are
+ * equal. They are out of step by one most of the time: the page gives up on an incomplete group
+ * when the newer group's keyframe is due, the relay resets it once the latency budget (1 GOP)
+ * plus a round trip has passed since the newer group began, a few hundred ms later (the relay
+ * catches up, then the page skips the next one). Without a moment of equality the counts must
+ * still be within 2: the page also counts groups its jitter buffer dropped as too late though the
+ * relay delivered them, and groups it stopped reading itself (older than the newest two).
+ */
+async function compareSkips(pageSkips, relaySkips) {
+  const t0 = Date.now();
+  let last;
+  for (;;) {
+    const [page, relay] = await Promise.all([pageSkips(), relaySkips()]);
+    last = { page, relay };
+    if (page === relay) return { ...last, equalAfterMs: Date.now() - t0 };
+    if (Date.now() - t0 > 3000) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (Math.abs(last.page - last.relay) > 2) {
+    throw new Error(`page skipped ${last.page} groups, the relay counted ${last.relay}: more than 2 apart, and never equal in 3 s`);
+  }
+  return { ...last, equalAfterMs: undefined };
+}
+
+// ---- stage 4: a link narrower than the stream ----
+async function narrowLinkStage(browser, tls, pageBase) {
+  const t0 = Date.now();
+  if (!existsSync(bin("banyan-impair"))) throw new Error(`${bin("banyan-impair")} missing: cargo build -p banyan-tests`);
+  const { relay, port, http } = await startRelay(tls, "[::]:0", [], "narrow-link banyan-relay");
+  const hasBudget = /--latency-budget/.test(execFileSync(bin("banyan-relay"), ["--help"]).toString());
+  // Relay -> page capped at 100 kB/s (800 kbit/s), the stream is 2 Mbit/s.
+  const impair = start("banyan-impair", bin("banyan-impair"), [
+    "--listen", "127.0.0.1:0", "--upstream", `127.0.0.1:${port}`, "--s2c", "rate=100k",
+  ]);
+  const proxyLine = await waitFor("banyan-impair to listen", 10_000, () => {
+    if (impair.exited) throw new Error(`banyan-impair exited: ${tail(impair)}`);
+    return /banyan-impair: (\S+) ->/.exec(impair.text);
+  });
+  const proxyPort = Number(/:(\d+)$/.exec(proxyLine[1])[1]);
+  const broadcast = "live/narrow";
+  const publisher = start("banyan-publish (synthetic)", bin("banyan-publish"), [
+    `moqt://127.0.0.1:${port}`, "--broadcast", broadcast, "--tls-hash", tls.hash,
+    "--synthetic", "--bitrate", "2M", "--fps", "30", "--gop", "30", "--duration", "60s",
+  ]);
+  const page = await browser.newPage();
+  page.on("console", (m) => m.type() === "error" && log("narrow page:", m.text()));
+  try {
+    const url = `${pageBase}/?relay=${encodeURIComponent(`https://127.0.0.1:${proxyPort}/`)}&hash=${tls.hash}&broadcast=${encodeURIComponent(broadcast)}`;
+    await page.goto(url);
+    const stats = () => page.evaluate(() => JSON.parse(JSON.stringify(window.banyanStats ?? null)));
+    const first = await waitFor("the page to play through the 100 kB/s link", 20_000, async () => {
+      if (publisher.exited) throw new Error(`banyan-publish exited: ${tail(publisher)}`);
+      const s = await stats();
+      return s && s.state === "playing" && s.framesDecoded > 0 ? s : undefined;
+    }, 100).catch(async (e) => {
+      throw new Error(`${e.message}; stats ${JSON.stringify(await stats())}\nrelay:\n${tail(relay)}\nimpair:\n${tail(impair, 5)}`);
+    });
+    const playingAt = Date.now();
+    // Eight seconds of playback over the narrow link (polled, so a failure shows at once).
+    const s = await waitFor("8 s of playback over the narrow link", 15_000, async () => {
+      const s = await stats();
+      if (s?.state !== "playing" && s?.reconnects > first.reconnects) throw new Error(`the page reconnected: ${JSON.stringify(s)}`);
+      return Date.now() - playingAt >= 8000 ? s : undefined;
+    }, 250);
+    const summary = {};
+    const relaySkips = async () => counter(await (await fetch(`http://${http}/metrics`)).text(), "banyan_relay_groups_skipped_total");
+    const relaySkipped = await relaySkips();
+    const impaired = impair.text.trim().split("\n").pop();
+    log(`stage 4 (narrow link, relay->page 100 kB/s, stream 2 Mbit/s): decoded ${s.framesDecoded} frames, dropped ${s.framesDropped}, groups skipped ${s.groupsSkipped} (relay counted ${relaySkipped ?? "n/a"}), behind live now ${s.behindLiveMs.toFixed(0)} ms, p50 ${s.behindLiveP50Ms.toFixed(0)} ms, p99 ${s.behindLiveP99Ms.toFixed(0)} ms, max ${s.behindLiveMaxMs.toFixed(0)} ms, stalls ${s.stalls} (${s.stallMs.toFixed(0)} ms), reconnects ${s.reconnects}; relay ${hasBudget ? "has" : "has no"} --latency-budget`);
+    log(`impair: ${impaired}`);
+    await page.screenshot({ path: join(results, "narrow-link.png") });
+    if (s.reconnects !== first.reconnects) throw new Error(`the page reconnected over the narrow link: ${JSON.stringify(s)}`);
+    for (const k of ["groupsSkipped", "behindLiveMs", "behindLiveP50Ms", "behindLiveP99Ms", "behindLiveMaxMs", "stalls", "stallMs"]) {
+      if (typeof s[k] !== "number") throw new Error(`banyanStats.${k} is ${JSON.stringify(s[k])}, not a number`);
+    }
+    // The overlay shows the same figures.
+    const overlay = (await page.textContent("#overlay")) ?? "";
+    if (!/behind\s+\d+ ms/.test(overlay) || !/groups skipped \d+/.test(overlay) || !/stalls\s+\d+/.test(overlay)) {
+      throw new Error(`the overlay lacks behind-live, groups skipped or stalls:\n${overlay}`);
+    }
+    if (relaySkipped === undefined) throw new Error("the relay's /metrics has no banyan_relay_groups_skipped_total");
+    if (hasBudget) {
+      if (!(s.groupsSkipped > 0)) throw new Error(`no group skipped over a link narrower than the stream: ${JSON.stringify(s)}`);
+      if (!(s.behindLiveP99Ms <= 3000)) throw new Error(`behind live p99 ${s.behindLiveP99Ms} ms > 3000 ms: ${JSON.stringify(s)}`);
+      const agreed = await compareSkips(async () => (await stats()).groupsSkipped, relaySkips);
+      log(agreed.equalAfterMs === undefined
+        ? `stage 4: page ${agreed.page} and relay ${agreed.relay} skipped groups never equal within 3 s (within 2: accepted)`
+        : `stage 4: page and relay skipped-group counts equal (${agreed.page}) ${agreed.equalAfterMs} ms after the 8 s mark`);
+      summary.skipsCompared = agreed;
+    } else {
+      log("stage 4: groupsSkipped > 0, behindLiveP99Ms <= 3000 and page = relay skips NOT ASSERTED: this relay has no --latency-budget, so it cannot skip a backlog held in the transport");
+    }
+    return {
+      ...summary,
+      asserted: hasBudget,
+      framesDecoded: s.framesDecoded,
+      groupsSkipped: s.groupsSkipped,
+      relayGroupsSkipped: relaySkipped,
+      behindLiveP50Ms: s.behindLiveP50Ms,
+      behindLiveP99Ms: s.behindLiveP99Ms,
+      behindLiveMaxMs: s.behindLiveMaxMs,
+      stalls: s.stalls,
+      stallMs: s.stallMs,
+      seconds: (Date.now() - t0) / 1000,
+    };
+  } finally {
+    await page.close();
+    stopChild(publisher, "SIGINT");
+    stopChild(impair);
+    stopChild(relay);
+  }
+}
+
 async function main() {
   for (const b of ["banyan-relay", "banyan-bench"]) {
     if (!existsSync(bin(b))) throw new Error(`${bin(b)} missing: cargo build -p ${b === "banyan-relay" ? "banyan-relay" : "banyan-bench"}`);
@@ -112,6 +248,10 @@ async function main() {
   const summary = {};
   let edgeRelay;
   try {
+    if (process.env.BANYAN_E2E_ONLY === "narrow") {
+      summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
+      return summary;
+    }
     // ---- stage 1: transport against the synthetic publisher ----
     const bench = start("banyan-bench", bin("banyan-bench"), [
       `moqt://127.0.0.1:${port}`, "--tls-hash", tls.hash, "--subscribers", "1", "--fps", "30",
@@ -288,7 +428,7 @@ async function main() {
     samples.sort((a, b) => a - b);
     const median = samples[samples.length >> 1];
     const before = await stats();
-    log(`stage 2 (media): decoded ${before.framesDecoded} frames, dropped ${before.framesDropped}, ${before.width}x${before.height} ${before.videoCodec}, ${before.audioFramesDecoded} audio frames`);
+    log(`stage 2 (media): decoded ${before.framesDecoded} frames, dropped ${before.framesDropped}, ${before.width}x${before.height} ${before.videoCodec}, ${before.audioFramesDecoded} audio frames, groups skipped ${before.groupsSkipped}, stalls ${before.stalls}, behind live p99 ${before.behindLiveP99Ms?.toFixed(0)} ms`);
     if (!/^avc[13]\./.test(before.videoCodec)) throw new Error(`expected H.264 from the catalog, got codec ${JSON.stringify(before.videoCodec)}`);
     if (before.width !== 640 || before.height !== 360) throw new Error(`decoded frames are ${before.width}x${before.height}, not 640x360`);
     log(`glass-to-glass latency on loopback: median ${median.toFixed(1)} ms (min ${samples[0].toFixed(1)}, max ${samples[samples.length - 1].toFixed(1)}), clock offset ${before.clockOffsetMs?.toFixed(1)} ms, ${before.bitrateKbps} kbit/s`);
@@ -462,6 +602,10 @@ async function main() {
     };
     stopChild(pub.publisher);
     pub.ffmpeg.kill("SIGTERM");
+    await pageB.close();
+    await watchPage.close();
+
+    summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
     return summary;
   } finally {
     await browser.close();

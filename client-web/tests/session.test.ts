@@ -5,13 +5,15 @@
 // usual order works, a session that closes rejects a pending FETCH (before or after its
 // FETCH_OK, with no rejection left unhandled), and a FETCH stream for a request we never sent
 // closes the session with PROTOCOL_VIOLATION. Also: SUBSCRIBE carries the RENDEZVOUS_TIMEOUT
-// asked for (the player's default 5 s, its option, none when 0).
+// asked for (the player's default 5 s, its option, none when 0). The player's media SUBSCRIBE
+// leaves GROUP_ORDER out (the publisher's descending order applies), and a subgroup stream's end
+// is reported as finished (FIN), reset (by the relay) or cancelled (by us).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader, SessionErrorCode, Writer } from "../src/coding";
-import { FetchStream, encodeFetchHeader } from "../src/data";
+import { FetchStream, SubgroupStream, encodeFetchHeader, encodeSubgroupHeader, type SubgroupHeader } from "../src/data";
 import { decodeFrame, encodeFrame, type Message } from "../src/message";
-import { DEFAULT_RENDEZVOUS_TIMEOUT_MS, Player } from "../src/player/player";
-import { Session } from "../src/session/session";
+import { DEFAULT_RENDEZVOUS_TIMEOUT_MS, Player, mediaSubscribeOptions } from "../src/player/player";
+import { Session, subscribeParameters, type StreamEnd } from "../src/session/session";
 
 /** A readable stream the test feeds chunk by chunk. */
 function feed(): {
@@ -52,6 +54,14 @@ class FakeTransport {
     const control = feed();
     control.push(encodeFrame({ type: "SETUP" }));
     void this.incomingWriter.write(control.stream);
+  }
+
+  /** The server opens a unidirectional stream with `bytes` and leaves it open; returns a reset. */
+  sendOpenStream(bytes: Uint8Array): () => void {
+    const stream = feed();
+    stream.push(bytes);
+    void this.incomingWriter.write(stream.stream);
+    return () => stream.fail(new Error("WebTransportError: stream reset"));
   }
 
   /** The server opens a unidirectional stream with `bytes` and ends it; resolves once the
@@ -270,5 +280,58 @@ describe("Session.subscribe and RENDEZVOUS_TIMEOUT", () => {
         player.stop();
       }
     }
+  });
+});
+
+describe("the player's media SUBSCRIBE and group streams", () => {
+  it("asks for no GROUP_ORDER, so the relay applies the publisher's (descending: newest group first)", () => {
+    for (const role of ["video", "audio"] as const) {
+      const parameters = subscribeParameters(mediaSubscribeOptions(role, 5000));
+      expect(parameters.groupOrder).toBeUndefined();
+    }
+    // Audio before video.
+    expect(mediaSubscribeOptions("audio", 0).subscriberPriority).toBeLessThan(mediaSubscribeOptions("video", 0).subscriberPriority!);
+  });
+
+  /** A subgroup stream of `group` on alias 0 carrying `objects` one-byte objects. */
+  function subgroupStream(group: number, objects: number): Uint8Array {
+    const header: SubgroupHeader = {
+      trackAlias: 0,
+      groupId: group,
+      subgroupId: { mode: "zero" },
+      properties: false,
+      endOfGroup: false,
+      firstObject: false,
+    };
+    const w = new Writer();
+    encodeSubgroupHeader(w, header);
+    const state = new SubgroupStream(header);
+    for (let o = 0; o < objects; o++) state.encodeObject(w, { objectId: o, properties: [], status: 0, payload: payload("x") });
+    return w.finish();
+  }
+
+  it("reports each group stream's end: finished on FIN, reset when the relay resets it, cancelled when we did", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const subscribing = session.subscribe("live/demo", "video");
+    await subscribeSent(0);
+    transport.requests[0]!.answer({ type: "SUBSCRIBE_OK", trackAlias: 0, parameters: {}, trackProperties: [] });
+    const sub = await within(subscribing, "SUBSCRIBE_OK");
+    const objects: string[] = [];
+    const ends: [number, StreamEnd][] = [];
+    sub.onObject = (o) => objects.push(`${o.groupId}/${o.objectId}`);
+    sub.onStreamEnd = (group, end) => ends.push([group, end]);
+    await transport.sendStream(subgroupStream(1, 3));
+    await vi.waitFor(() => expect(ends).toContainEqual([1, "finished"]));
+    const reset = transport.sendOpenStream(subgroupStream(2, 2));
+    await vi.waitFor(() => expect(objects).toContain("2/1"));
+    reset();
+    await vi.waitFor(() => expect(ends).toContainEqual([2, "reset"]));
+    // Groups older than the newest two are cancelled, also when their stream opens late.
+    sub.cancelGroupsBefore(2);
+    void transport.sendStream(subgroupStream(0, 1));
+    await vi.waitFor(() => expect(ends).toContainEqual([0, "cancelled"]));
+    expect(objects).toEqual(["1/0", "1/1", "1/2", "2/0", "2/1"]);
+    expect(session.isOpen).toBe(true);
+    session.close(0, "done");
   });
 });

@@ -67,7 +67,9 @@ function render(stats: PlayerStats): void {
     `latency   ${ms(stats.latencyMs)}  (glass-to-glass)`,
     `clock off ${ms(stats.clockOffsetMs)}  (min transit + clock skew)`,
     `bitrate   ${stats.bitrateKbps} kbit/s`,
-    `decoded   ${stats.framesDecoded}  dropped ${stats.framesDropped}`,
+    `behind    ${ms(stats.behindLiveMs)}  (live; p50 ${ms(stats.behindLiveP50Ms)} p99 ${ms(stats.behindLiveP99Ms)} max ${ms(stats.behindLiveMaxMs)})`,
+    `decoded   ${stats.framesDecoded}  dropped ${stats.framesDropped}  groups skipped ${stats.groupsSkipped}`,
+    `stalls    ${stats.stalls}  (${(stats.stallMs / 1000).toFixed(1)} s frozen)`,
     `video     ${stats.videoCodec} ${stats.width}x${stats.height}  buffer ${ms(stats.bufferedMs)}`,
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
   ].join("\n");

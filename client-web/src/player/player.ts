@@ -4,11 +4,19 @@
  * Its {@link Interactions} (likes, chat, gifts) follow it onto each new session.
  */
 import { Interactions } from "../interact/interactions";
-import { MoqtError, Session, type ConnectOptions, type Subscription, type TrackObject } from "../session/session";
+import {
+  MoqtError,
+  Session,
+  type ConnectOptions,
+  type SubscribeOptions,
+  type Subscription,
+  type TrackObject,
+} from "../session/session";
 import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
 import { locMeta } from "./loc";
+import { PlaybackMeter } from "./meter";
 import { VideoRenderer, type VideoPayload } from "./video";
 
 export interface PlayerOptions {
@@ -42,6 +50,15 @@ export interface PlayerOptions {
 /** The default {@link PlayerOptions.rendezvousTimeoutMs}. */
 export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 5000;
 
+/**
+ * The SUBSCRIBE options of a media track. No GROUP_ORDER: the relay then uses the publisher's
+ * preference (Banyan's media tracks declare descending, newest group first), which is what a
+ * live player wants under congestion. Audio (priority 1) comes before video (2).
+ */
+export function mediaSubscribeOptions(role: MediaTrack["role"], rendezvousTimeoutMs: number): SubscribeOptions {
+  return { subscriberPriority: role === "audio" ? 1 : 2, rendezvousTimeoutMs };
+}
+
 export interface PlayerStats {
   state: "connecting" | "playing" | "reconnecting" | "stopped";
   relay: string;
@@ -58,7 +75,24 @@ export interface PlayerStats {
   videoCodec: string;
   audioFramesDecoded: number;
   bufferedMs: number;
+  /**
+   * Video groups not played in full, once per group: reset by the relay, never received (a hole
+   * in the group IDs) or dropped by the jitter buffer. Counted within one subscription (groups
+   * missed while reconnecting are not).
+   */
   groupsSkipped: number;
+  /** now − capture time of the video frame on screen (ms): how far behind live the picture is. */
+  behindLiveMs: number | undefined;
+  /** Median of behindLiveMs over the session (sampled every 100 ms while playing; 10 ms buckets). */
+  behindLiveP50Ms: number | undefined;
+  /** 99th percentile of behindLiveMs over the session. */
+  behindLiveP99Ms: number | undefined;
+  /** Largest behindLiveMs over the session. */
+  behindLiveMaxMs: number | undefined;
+  /** Times no new video frame was shown for more than 500 ms while playing. */
+  stalls: number;
+  /** Total time of those stalls (ms), the one in progress included. */
+  stallMs: number;
   reconnects: number;
   /** The broadcast's like total, from the `likes` track (0 before the first). */
   likes: number;
@@ -74,6 +108,7 @@ export class Player {
   private stopped = false;
   private session: Session | undefined;
   private readonly clock = new PlayoutClock();
+  private readonly meter = new PlaybackMeter();
   private readonly videoBuffer: JitterBuffer<VideoPayload>;
   private readonly audioBuffer: JitterBuffer<VideoPayload>;
   private video: VideoRenderer | undefined;
@@ -104,6 +139,12 @@ export class Player {
       audioFramesDecoded: 0,
       bufferedMs: 0,
       groupsSkipped: 0,
+      behindLiveMs: undefined,
+      behindLiveP50Ms: undefined,
+      behindLiveP99Ms: undefined,
+      behindLiveMaxMs: undefined,
+      stalls: 0,
+      stallMs: 0,
       reconnects: 0,
       likes: 0,
       lastError: undefined,
@@ -190,8 +231,10 @@ export class Player {
     this.stats.videoCodec = video.codec;
     this.video ??= new VideoRenderer(this.options.canvas, video, {
       onRendered: (captureUs, w, h) => {
+        const now = wallNow();
         this.stats.framesDecoded++;
-        this.stats.latencyMs = wallNow() - captureUs / 1000;
+        this.stats.latencyMs = now - captureUs / 1000;
+        this.meter.shown(captureUs, now);
         this.stats.width = w;
         this.stats.height = h;
       },
@@ -199,15 +242,13 @@ export class Player {
       onError: (m) => (this.stats.lastError = m),
     });
     const subs: Promise<Subscription>[] = [
-      session.subscribe(video.namespace, video.name, { subscriberPriority: 1, rendezvousTimeoutMs: this.rendezvous }),
+      session.subscribe(video.namespace, video.name, mediaSubscribeOptions("video", this.rendezvous)),
     ];
     const audio = this.options.audio !== false ? catalog.audio : undefined;
     if (audio) {
       this.audio ??= new AudioRenderer(audio, (m) => (this.stats.lastError = m));
       void this.audio.start().catch((e: unknown) => (this.stats.lastError = `audio: ${String(e)}`));
-      subs.push(
-        session.subscribe(audio.namespace, audio.name, { subscriberPriority: 2, rendezvousTimeoutMs: this.rendezvous }),
-      );
+      subs.push(session.subscribe(audio.namespace, audio.name, mediaSubscribeOptions("audio", this.rendezvous)));
     }
     const [videoSub, audioSub] = await Promise.all(subs);
     if (videoSub) this.feed(videoSub, video, this.videoBuffer);
@@ -265,6 +306,12 @@ export class Player {
       buffer.push(frame);
       this.wake?.();
     };
+    // A reset (or cancelled) group stream will bring nothing more: the buffer need not wait for it.
+    sub.onStreamEnd = (group, end) => {
+      if (end === "finished") buffer.groupEnded(group);
+      else buffer.groupReset(group);
+      this.wake?.();
+    };
   }
 
   // ---- playout loop ----
@@ -274,7 +321,8 @@ export class Player {
     const now = wallNow();
     for (const f of this.videoBuffer.pop(now)) this.video?.decode(f);
     for (const f of this.audioBuffer.pop(now)) this.audio?.decode(f);
-    this.updateStats();
+    this.meter.tick(now, this.stats.state === "playing");
+    this.updateStats(now);
     const due = [this.videoBuffer.nextDue(now), this.audioBuffer.nextDue(now)].filter(
       (d): d is number => d !== undefined,
     );
@@ -291,13 +339,19 @@ export class Player {
   /** Frames dropped outside the jitter buffer (decoder refused, no timestamp). */
   private otherDropped = 0;
 
-  private updateStats(): void {
+  private updateStats(wall: number): void {
     const now = performance.now();
     while (this.bytes.length > 0 && (this.bytes[0]?.at ?? now) < now - 1000) this.bytes.shift();
     this.stats.bitrateKbps = Math.round((this.bytes.reduce((n, b) => n + b.n, 0) * 8) / 1000);
     this.stats.clockOffsetMs = this.clock.offsetMs;
     this.stats.bufferedMs = this.videoBuffer.bufferedMs();
-    this.stats.groupsSkipped = this.videoBuffer.skips;
+    this.stats.groupsSkipped = this.videoBuffer.groupsSkipped;
+    this.stats.behindLiveMs = this.meter.behindLiveMs(wall);
+    this.stats.behindLiveP50Ms = this.meter.quantile(0.5);
+    this.stats.behindLiveP99Ms = this.meter.quantile(0.99);
+    this.stats.behindLiveMaxMs = this.meter.maxMs;
+    this.stats.stalls = this.meter.stalls;
+    this.stats.stallMs = this.meter.stallTotalMs(wall);
     this.stats.framesDropped = this.otherDropped + this.videoBuffer.dropped;
     this.stats.audioFramesDecoded = this.audio?.decoded ?? 0;
     this.stats.likes = this.interactions?.likes ?? 0;

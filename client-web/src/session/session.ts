@@ -124,14 +124,25 @@ export class MoqtError extends Error {
   }
 }
 
+/**
+ * How a subgroup stream ended: `finished` (FIN: every object it had was delivered), `reset` (the
+ * relay reset it, e.g. to skip a group it could not deliver in time) or `cancelled` (by us:
+ * {@link Subscription.cancelGroupsBefore} or unsubscribing).
+ */
+export type StreamEnd = "finished" | "reset" | "cancelled";
+
 /** A track subscription: objects flow to `onObject`; `done` settles when the track ends. */
 export class Subscription {
   /** Called for each object in stream order (per subgroup). */
   onObject: (object: TrackObject) => void = () => {};
+  /** Called when a subgroup stream of `group` ends, after its last object. */
+  onStreamEnd: (group: number, end: StreamEnd) => void = () => {};
   /** Called once when the publisher sends PUBLISH_DONE or the request stream ends. */
   readonly done: Promise<PublishDone | undefined>;
   private resolveDone!: (d: PublishDone | undefined) => void;
   private readonly streams = new Map<StreamReader, number>();
+  /** Streams of groups below this are cancelled as they open. */
+  private minGroup = 0;
   /** Bytes received on this subscription's data streams (payloads and headers). */
   bytesReceived = 0;
 
@@ -147,8 +158,12 @@ export class Subscription {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
   }
 
-  /** Stop reading every subgroup stream of a group older than `group` (catch-up). */
+  /**
+   * Stop reading every subgroup stream of a group older than `group` (catch-up), and cancel any
+   * that opens later (a relay sending the newest group first may open older ones after it).
+   */
   cancelGroupsBefore(group: number): void {
+    this.minGroup = Math.max(this.minGroup, group);
     for (const [stream, g] of this.streams) {
       if (g < group) {
         this.streams.delete(stream);
@@ -185,18 +200,37 @@ export class Subscription {
   /** @internal Read one subgroup stream's objects. */
   async readSubgroup(stream: StreamReader, state: SubgroupStream, maxObjectSize: number): Promise<void> {
     const group = state.header.groupId;
+    if (group < this.minGroup) {
+      void stream.cancel();
+      this.onStreamEnd(group, "cancelled");
+      return;
+    }
     this.streams.set(stream, group);
+    let end: StreamEnd = "cancelled";
     try {
       for (;;) {
         if (!this.streams.has(stream)) return;
         let size = 0;
-        const object = await stream.decode((r) => {
-          const start = r.pos;
-          const o = state.decodeObject(r, maxObjectSize);
-          size = r.pos - start;
-          return o;
-        });
-        if (object === undefined) return;
+        let object;
+        try {
+          object = await stream.decode((r) => {
+            const start = r.pos;
+            const o = state.decodeObject(r, maxObjectSize);
+            size = r.pos - start;
+            return o;
+          });
+        } catch (e) {
+          // Cancelled by us mid-object: not the peer's fault. Malformed bytes are; anything else
+          // (a WebTransportError) is the relay resetting the stream.
+          if (!this.streams.has(stream)) return;
+          if (e instanceof DecodeError) throw e;
+          end = "reset";
+          throw e;
+        }
+        if (object === undefined) {
+          if (this.streams.has(stream)) end = "finished";
+          return;
+        }
         this.bytesReceived += size;
         this.onObject({
           groupId: group,
@@ -210,6 +244,7 @@ export class Subscription {
       }
     } finally {
       this.streams.delete(stream);
+      this.onStreamEnd(group, end);
     }
   }
 }
