@@ -293,6 +293,12 @@ fn each_kind_of_setting_layers_flag_over_env_over_file_over_default() {
             ["true", "false", "true", "false"],
             |c| c.publisher_takeover.to_string(),
         ),
+        (
+            "latency-budget",
+            ["\"off\"", "1500ms", "2s"],
+            ["Auto", "Off", "Fixed(1.5s)", "Fixed(2s)"],
+            |c| format!("{:?}", c.track.latency_budget.0),
+        ),
         ("region", ["\"f\"", "e", "g"], ["", "f", "e", "g"], |c| {
             c.heartbeat.region.clone()
         }),
@@ -386,4 +392,17 @@ fn help_mentions_every_flag_and_env_rule() {
 fn clap_definition_is_consistent() {
     RelayConfig::command().debug_assert();
     assert_eq!(env_var_name("max_lag_groups"), "BANYAN_RELAY_MAX_LAG_GROUPS");
+}
+
+#[test]
+fn a_latency_budget_that_is_not_auto_off_or_a_duration_is_refused() {
+    let err = RelayConfig::load_from(
+        ["banyan-relay", "--insecure-no-auth", "--latency-budget", "soon"],
+        |_| None,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("expected `auto`, `off` or a duration"),
+        "{err:#}"
+    );
 }
