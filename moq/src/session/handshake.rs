@@ -221,6 +221,7 @@ async fn open_control(
     version: Version,
 ) -> Result<Box<dyn SendStream>, Error> {
     let mut control = transport.open_uni().await?;
+    control.set_priority(super::stream::CONTROL_SEND_ORDER);
     let mut buf = BytesMut::new();
     Message::from(setup.clone()).encode_frame(&mut buf, version)?;
     control.write_chunk(buf.freeze()).await?;

@@ -24,11 +24,14 @@ use crate::message::{GroupOrder, Message, Publish, PublishDone, Subscribe, Subsc
 /// order (newer groups first when `descending`, older first otherwise).
 ///
 /// Only the low 15 bits of the Group ID take part, so ordering between groups 32768 apart
-/// wraps; live streams never keep that many groups in flight.
+/// wraps; live streams never keep that many groups in flight. Always below the control and
+/// request streams' order (the highest priorities, 0 and 0, give up their top group slot).
 pub fn send_order(subscriber_priority: u8, publisher_priority: u8, group_id: u64, descending: bool) -> i32 {
     let group = (group_id & 0x7fff) as i32;
     let group = if descending { group } else { 0x7fff - group };
-    (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group
+    let order =
+        (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group;
+    order.min(super::stream::CONTROL_SEND_ORDER - 1)
 }
 
 /// Writes one subscription's objects: subgroup streams and datagrams (through the
@@ -438,5 +441,44 @@ impl FetchWriter {
         } = self;
         let _ = stream.finish();
         request.linger();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coding::KeyValuePair;
+    use crate::session::stream::CONTROL_SEND_ORDER;
+
+    #[test]
+    fn send_order_follows_draft_18_and_stays_below_control() {
+        // Subscriber priority first, then publisher priority (audio 64 before video 128).
+        assert!(send_order(1, 200, 5, false) > send_order(2, 0, 5, false));
+        assert!(send_order(128, 64, 5, false) > send_order(128, 128, 5, false));
+        // Group order: newest first when descending, oldest first otherwise.
+        assert!(send_order(128, 128, 9, true) > send_order(128, 128, 8, true));
+        assert!(send_order(128, 128, 8, false) > send_order(128, 128, 9, false));
+        // The control and request streams go before any data, even the most urgent.
+        for descending in [false, true] {
+            for group in [0, 0x7fff, u64::MAX] {
+                assert!(send_order(0, 0, group, descending) < CONTROL_SEND_ORDER);
+            }
+        }
+    }
+
+    #[test]
+    fn the_publisher_group_order_is_read_from_track_properties() {
+        let mut properties = KeyValuePairs::new();
+        assert!(!publisher_prefers_descending(&properties), "absent: ascending");
+        let descending = KeyValuePair::varint(property_type::DEFAULT_PUBLISHER_GROUP_ORDER, 2);
+        properties.push(descending.expect("an even key"));
+        assert!(publisher_prefers_descending(&properties));
+        let mut odd = KeyValuePairs::new();
+        let invalid = KeyValuePair::varint(property_type::DEFAULT_PUBLISHER_GROUP_ORDER, 7);
+        odd.push(invalid.expect("an even key"));
+        assert!(
+            !publisher_prefers_descending(&odd),
+            "an invalid value is not descending"
+        );
     }
 }

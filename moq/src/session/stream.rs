@@ -21,9 +21,17 @@ pub struct RequestStream {
     reader: StreamReader,
 }
 
+/// The send order of the control stream and every request stream: above all data (draft-18
+/// §7: "the control streams SHOULD be prioritized highest, followed by the bidi request
+/// streams and then all subscribed Objects"), so a SUBSCRIBE_OK or PUBLISH_DONE is never
+/// queued behind media on a congested connection. Data streams' orders stay below it
+/// ([`send_order`](super::publisher::send_order)).
+pub(crate) const CONTROL_SEND_ORDER: i32 = i32::MAX;
+
 impl RequestStream {
     pub(crate) fn new(shared: Arc<Shared>, send: Box<dyn SendStream>, recv: Box<dyn RecvStream>) -> Self {
         let max = shared.config.max_message_size;
+        send.set_priority(CONTROL_SEND_ORDER);
         Self {
             shared,
             send,
@@ -32,6 +40,7 @@ impl RequestStream {
     }
 
     pub(crate) fn from_reader(shared: Arc<Shared>, send: Box<dyn SendStream>, reader: StreamReader) -> Self {
+        send.set_priority(CONTROL_SEND_ORDER);
         Self { shared, send, reader }
     }
 
