@@ -48,6 +48,7 @@ done
 case $topology in one|three) ;; *) echo "--topology: one or three" >&2; exit 2 ;; esac
 case $transport in quic|webtransport) ;; *) echo "--transport: quic or webtransport" >&2; exit 2 ;; esac
 case $impair_on in viewer|all) ;; *) echo "--impair: viewer or all" >&2; exit 2 ;; esac
+[ "$impair_on" = all ] && [ "$topology" = one ] && { echo "--impair all needs --topology three" >&2; exit 2; }
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "--seconds: a whole number" >&2; exit 2; }
 
 # The cells: "LABEL|BOTH|S2C" (BOTH: impairments in both directions, S2C: relay -> viewer only).
@@ -170,9 +171,12 @@ def link_drops(err_file):
         return None
     if last is None:
         return None
-    s2c = last.split("| s2c ")[1].split()
-    kv = dict(zip(s2c[0::2], s2c[1::2]))
-    return {"in": int(kv["in"]), "loss": int(kv["loss"]), "rate": int(kv["rate"])}
+    try:
+        s2c = last.split("| s2c ")[1].split()
+        kv = dict(zip(s2c[0::2], s2c[1::2]))
+        return {"in": int(kv["in"]), "loss": int(kv["loss"]), "rate": int(kv["rate"])}
+    except (IndexError, KeyError, ValueError):
+        return None
 
 def cell(label, summary_file, impair_err, watch_status, *https):
     try:
@@ -196,6 +200,17 @@ def fmt(v, digits=0):
         return f"{v:,.{digits}f}"
     return f"{v:,}" if isinstance(v, int) else str(v)
 
+def dist(s, key):
+    # A distribution {p50, p99, max, ...} as "p50/p99/max"; a bare number as itself.
+    v = get(s, key)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return fmt(v)
+    return "/".join(fmt(get(v, k)) for k in ("p50", "p99", "max"))
+
+def relays_total(rec):
+    relays = [r for r in rec["relay_groups_skipped"] if r is not None]
+    return fmt(sum(relays)) if relays else "-"
+
 def stalls(s):
     # `stalls` may be a count, a list of stalls, or an object with a count; print what it holds.
     v = get(s, "stalls")
@@ -216,16 +231,13 @@ def stalls(s):
 def row(rec):
     s = rec["summary"]
     if s is None:
-        return f"| {rec['cell']} | no summary (banyan-watch exit {rec['watch_exit']}) |" + " |" * 8
-    lat = "/".join(fmt(get(s, "latency_ms", k)) for k in ("p50", "p99", "max"))
-    behind = "/".join(fmt(get(s, "behind_live_ms", k)) for k in ("p50", "p99", "max"))
-    relays = [r for r in rec["relay_groups_skipped"] if r is not None]
+        return f"| {rec['cell']} | no summary (banyan-watch exit {rec['watch_exit']}) |" + " |" * 9
     link = rec["viewer_link_s2c"]
     drops = "-" if link is None else f"{link['loss']:,} + {link['rate']:,} of {link['in']:,}"
     return "| " + " | ".join([
         rec["cell"], fmt(get(s, "objects")), fmt(get(s, "gaps")), fmt(get(s, "groups_skipped")),
-        fmt(get(s, "incomplete_groups")), lat, behind, stalls(s), fmt(get(s, "longest_stall_ms")),
-        fmt(sum(relays)) if relays else "-", drops,
+        fmt(get(s, "incomplete_groups")), dist(s, "latency_ms"), dist(s, "behind_live_ms"), stalls(s),
+        fmt(get(s, "longest_stall_ms")), relays_total(rec), drops,
     ]) + " |"
 
 def progress(rec_line):
@@ -233,12 +245,10 @@ def progress(rec_line):
     s = rec["summary"]
     if s is None:
         return f"   no summary (banyan-watch exit {rec['watch_exit']})"
-    return ("   objects {} gaps {} skipped {} latency p50/p99/max {} ms, behind live p99 {} ms, "
-            "relay skipped {}").format(
+    return ("   objects {} gaps {} skipped {} latency p50/p99/max {} ms, behind live p50/p99/max {} ms, "
+            "relays skipped {}").format(
         fmt(get(s, "objects")), fmt(get(s, "gaps")), fmt(get(s, "groups_skipped")),
-        "/".join(fmt(get(s, "latency_ms", k)) for k in ("p50", "p99", "max")),
-        fmt(get(s, "behind_live_ms", "p99")),
-        fmt(sum(r for r in rec["relay_groups_skipped"] if r is not None)))
+        dist(s, "latency_ms"), dist(s, "behind_live_ms"), relays_total(rec))
 
 def table(results_file, title):
     print(title)
