@@ -11,7 +11,7 @@
 //!
 //! Live stays live: the SUBSCRIBEs leave GROUP_ORDER out, so the relay uses the publisher's
 //! (descending for media: under congestion the newest group goes first, and older group
-//! streams the relay cannot deliver in time are reset). The viewer plays a group late never:
+//! streams the relay cannot deliver in time are reset). The viewer never plays a group late:
 //! [`GroupOrder`] holds a newer group while the current one streams, and gives the current one
 //! up once the newer group has waited [`REORDER_WAIT`] (or at once when its stream is reset);
 //! an older group's object never plays after a newer group's. The summary says what that cost:
@@ -192,7 +192,8 @@ enum Msg {
         object: SubgroupObject,
         received_us: u64,
     },
-    /// A group's stream ended after `objects` objects; `clean` unless it was reset or failed.
+    /// A group's stream ended after `objects` objects (only whether any arrived matters);
+    /// `clean` unless it was reset or failed.
     GroupEnd {
         track: usize,
         group: u64,
@@ -362,6 +363,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             break 'sessions;
         }
         subs.abort_all();
+        player.session_lost(&mut tracks, unix_micros()).await?;
         session.close(SessionErrorCode::NoError, "reconnecting");
         driver.abort();
         eprintln!("watch: lost the relay; reconnecting");
@@ -870,6 +872,29 @@ impl Player {
         Ok(())
     }
 
+    /// The session is gone (at `now_us`), and with it every group stream still open: end them
+    /// unclean, as a reset would, so what was held plays now and the next session's groups wait
+    /// for nothing.
+    async fn session_lost(&mut self, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
+        for track in 0..tracks.len() {
+            let open = tracks
+                .get(track)
+                .map(|t| t.order.open_groups())
+                .unwrap_or_default();
+            for group in open {
+                // Some of each arrived: the current group's first object, a held group's.
+                let end = Msg::GroupEnd {
+                    track,
+                    group,
+                    objects: 1,
+                    clean: false,
+                };
+                self.handle(end, tracks, now_us).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// At `now_us`, give up the groups a newer group has waited for too long, and play on.
     async fn release_stalled(&mut self, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
         for i in 0..tracks.len() {
@@ -1182,6 +1207,13 @@ impl GroupOrder {
         give_up
     }
 
+    /// The groups whose streams are still open, oldest first: the current one and those held.
+    fn open_groups(&self) -> Vec<u64> {
+        let current = self.current.filter(|_| !self.current_ended);
+        let held = self.held.iter().filter(|(_, h)| !h.ended).map(|(&g, _)| g);
+        current.into_iter().chain(held).collect()
+    }
+
     /// Everything held, in order (end of track or of the run).
     fn drain(&mut self) -> Ready {
         let mut out = Vec::new();
@@ -1438,6 +1470,37 @@ mod tests {
         )
         .await;
         assert!(tracks[0].incomplete.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_ends_the_open_groups() {
+        let mut tracks = vec![watched("video")];
+        let mut player = played(
+            &mut tracks,
+            vec![
+                object(5, 0, 0),
+                object(6, 0, 10),
+                object(7, 0, 20),
+                end(7, 1, true),
+                object(8, 0, 30),
+            ],
+        )
+        .await;
+        player.session_lost(&mut tracks, 30_000).await.unwrap();
+        let t = &tracks[0];
+        assert!(t.order.open_groups().is_empty());
+        assert_eq!(
+            t.seen_groups,
+            BTreeSet::from([5, 6, 7, 8]),
+            "what was held played"
+        );
+        assert_eq!(
+            t.given_up,
+            BTreeSet::from([5, 6, 8]),
+            "cut short with the session"
+        );
+        // The next session's newest group plays at once.
+        assert_eq!(ids(&tracks[0].order.object(20, obj(0), 40).unwrap()), [(20, 0)]);
     }
 
     /// Three objects of `group` from `first_ms`, 33 ms apart, and the clean end of its stream.
