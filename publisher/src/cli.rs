@@ -61,7 +61,8 @@ pub struct PublishArgs {
 }
 
 /// Watch a broadcast: subscribe to its catalog, video and audio; write fragmented MP4 and a
-/// JSON summary with latency from the capture timestamps.
+/// JSON summary with latency from the capture timestamps, how far behind live it played,
+/// groups skipped and stalls.
 #[derive(clap::Parser, Debug)]
 #[command(name = "banyan-watch", version)]
 pub struct WatchArgs {

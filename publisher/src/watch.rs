@@ -9,6 +9,18 @@
 //! default 5 s), so a viewer started before the broadcaster waits for it (a draft-18 relay
 //! refuses a SUBSCRIBE without it at once when nobody publishes the track).
 //!
+//! Live stays live: the SUBSCRIBEs leave GROUP_ORDER out, so the relay uses the publisher's
+//! (descending for media: under congestion the newest group goes first, and older group
+//! streams the relay cannot deliver in time are reset). The viewer never plays a group late:
+//! [`GroupOrder`] holds a newer group while the current one streams, and gives the current one
+//! up once the newer group has waited [`REORDER_WAIT`] (or at once when its stream is reset);
+//! an older group's object never plays after a newer group's. The summary says what that cost:
+//! `groups_skipped` (groups of the primary track not played in full: reset, given up, or never
+//! received; a publisher switch is not counted), `behind_live_ms` (at each object played, the
+//! wall clock less its capture timestamp: `latency_ms` is measured at receipt, this at
+//! play-out, after reordering) and `stalls` / `stall_ms_total` (pauses over 500 ms between
+//! played objects of the primary track).
+//!
 //! What a viewer of a publisher switch sees (a restarted broadcaster taking its broadcast over)
 //! is in the summary: `sessions` and `resubscribes` (1 and 0 when the switch cost no
 //! reconnect), per track `group_runs` (runs of consecutive group IDs: a restarted publisher
@@ -41,8 +53,19 @@ use tokio::time::Instant;
 use crate::cli::WatchArgs;
 use crate::connect::Backoff;
 
-/// How long a later group is held back waiting for an earlier one still streaming.
+/// How long a newer group is held back waiting for an older one still streaming; after that
+/// the older group would play late and is given up (see [`GroupOrder`]).
 const REORDER_WAIT: Duration = Duration::from_millis(200);
+
+/// A pause longer than this between two played objects of a track is a stall.
+const STALL: Duration = Duration::from_millis(500);
+
+/// A jump in group IDs is a publisher switch rather than lost groups when the IDs advanced
+/// by more than one per this many milliseconds of capture time: a publisher numbers its groups
+/// one by one from its start time in milliseconds (publisher/src/broadcast.rs), so a newer
+/// publisher's IDs run ahead by about the milliseconds between the two starts, while one
+/// publisher's groups (GOPs) each last far longer than this.
+const MIN_GROUP_MS: u64 = 2;
 
 /// At most this many runs of consecutive group IDs are listed per track (later ones are only
 /// counted in `gaps`).
@@ -72,9 +95,22 @@ pub struct Summary {
     pub incomplete_groups: u64,
     /// The primary track's longest time without an object, milliseconds (see [`TrackSummary`]).
     pub longest_stall_ms: f64,
+    /// Groups of the primary track not played in full (see [`TrackSummary`]).
+    pub groups_skipped: u64,
+    /// The primary track's stalls: pauses over 500 ms between played objects (see
+    /// [`TrackSummary`]).
+    pub stalls: u64,
+    /// Their total length, milliseconds.
+    pub stall_ms_total: f64,
     /// Capture-to-receipt latency of live objects (not those the relay had cached before we
-    /// subscribed), milliseconds.
+    /// subscribed), milliseconds. Measured as each object arrives, before reordering.
     pub latency_ms: Distribution,
+    /// How far behind live the played position was, milliseconds: at each object played (every
+    /// track, after reordering), the wall clock then less its capture timestamp. Unlike
+    /// `latency_ms` it includes the time an object was held for reordering, leaves out objects
+    /// never played (late or given up), and includes objects the relay had cached before we
+    /// subscribed (they play behind live too).
+    pub behind_live_ms: Distribution,
     /// Milliseconds from start to the first media object.
     pub ttff_ms: Option<f64>,
     /// Sessions opened with the relay (1 when the viewer never had to reconnect).
@@ -86,7 +122,8 @@ pub struct Summary {
     /// Of those, the ones beyond each track's first (0 when every track kept the subscription
     /// it started with).
     pub resubscribes: u64,
-    /// Objects that arrived after their group had been given up on.
+    /// Objects received but never played: they arrived after their group had been given up on
+    /// (or after a newer group had played), or were held for a group given up on.
     pub late_objects: u64,
     /// Objects without a valid LOC capture timestamp.
     pub invalid_objects: u64,
@@ -117,6 +154,19 @@ pub struct TrackSummary {
     /// The longest time between two consecutive objects arriving on the track, milliseconds:
     /// the longest the picture (or sound) had nothing new, e.g. across a publisher switch.
     pub longest_stall_ms: f64,
+    /// Groups not played in full, each counted once: groups whose stream the relay reset (or
+    /// that failed) before its end, groups given up by the reorder rule ([`GroupOrder`]: a newer
+    /// group waited too long for them), and groups never received (IDs missing between two
+    /// groups played). A publisher switch is not counted: the new publisher's IDs jump ahead
+    /// by about the milliseconds between the two publishers' starts (the jump between two
+    /// `group_runs`), which is told from lost groups by the IDs advancing faster than one per
+    /// 2 ms of capture time.
+    pub groups_skipped: u64,
+    /// Pauses longer than 500 ms between two objects played (after reordering), once playing
+    /// started: the picture (or sound) froze.
+    pub stalls: u64,
+    /// Their total length, milliseconds.
+    pub stall_ms_total: f64,
     /// Runs of consecutive group IDs in the order played, the first [`MAX_GROUP_RUNS`].
     pub group_runs: Vec<GroupRun>,
 }
@@ -142,7 +192,8 @@ enum Msg {
         object: SubgroupObject,
         received_us: u64,
     },
-    /// A group's stream ended after `objects` objects; `clean` unless it was reset or failed.
+    /// A group's stream ended after `objects` objects (only whether any arrived matters);
+    /// `clean` unless it was reset or failed.
     GroupEnd {
         track: usize,
         group: u64,
@@ -169,6 +220,18 @@ struct Watched {
     last_group: Option<u64>,
     /// Groups counted in `incomplete_groups`.
     incomplete: BTreeSet<u64>,
+    /// Groups reset, failed or given up on (part of `groups_skipped`).
+    given_up: BTreeSet<u64>,
+    /// Runs of group IDs never received between two played groups, first to last (part of
+    /// `groups_skipped`).
+    holes: BTreeMap<u64, u64>,
+    /// When the latest group played began: its first object's capture timestamp, or its
+    /// receipt time when it has none (µs since the Unix epoch).
+    last_group_start_us: Option<u64>,
+    /// When the latest object was played (µs since the Unix epoch).
+    last_played_us: Option<u64>,
+    stalls: u64,
+    stall_us_total: u64,
     /// The (group, object ID) the next object played should have.
     next_object: Option<(u64, u64)>,
     /// When the latest object arrived (µs since the Unix epoch).
@@ -192,6 +255,12 @@ impl Watched {
             seen_groups: BTreeSet::new(),
             last_group: None,
             incomplete: BTreeSet::new(),
+            given_up: BTreeSet::new(),
+            holes: BTreeMap::new(),
+            last_group_start_us: None,
+            last_played_us: None,
+            stalls: 0,
+            stall_us_total: 0,
             next_object: None,
             last_arrival_us: None,
             longest_stall_us: 0,
@@ -201,6 +270,19 @@ impl Watched {
             last_duration: 0,
             last_dts: None,
         }
+    }
+
+    /// Groups not played in full so far (see [`TrackSummary::groups_skipped`]): the holes,
+    /// and the groups given up on that are not inside one.
+    fn groups_skipped(&self) -> u64 {
+        let in_hole = |g: u64| {
+            self.holes
+                .range(..=g)
+                .next_back()
+                .is_some_and(|(_, &last)| g <= last)
+        };
+        let holes: u64 = self.holes.iter().map(|(first, last)| last - first + 1).sum();
+        holes + self.given_up.iter().filter(|&&g| !in_hole(g)).count() as u64
     }
 }
 
@@ -268,7 +350,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             break;
         }
 
-        let subscribed_at = unix_micros();
+        player.subscribed_at = unix_micros();
         let (mut subs, rx) = player
             .subscribe(&session, &namespace, rendezvous, &mut tracks)
             .await;
@@ -277,13 +359,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             deadline,
             shutdown: shutdown.as_mut(),
         };
-        if player
-            .play(rx, &mut tracks, subscribed_at, &mut stats_tick, ending)
-            .await?
-        {
+        if player.play(rx, &mut tracks, &mut stats_tick, ending).await? {
             break 'sessions;
         }
         subs.abort_all();
+        player.session_lost(&mut tracks, unix_micros()).await?;
         session.close(SessionErrorCode::NoError, "reconnecting");
         driver.abort();
         eprintln!("watch: lost the relay; reconnecting");
@@ -345,7 +425,9 @@ fn micros_to_ms(us: u64) -> f64 {
 }
 
 /// A SUBSCRIBE for `name` in `namespace` that asks the relay to wait up to `rendezvous` ms
-/// for a publisher.
+/// for a publisher. It leaves GROUP_ORDER out: the relay then follows the publisher's order
+/// (descending for media, newest group first), never ascending, which would have a congested
+/// relay send old groups before the live one.
 fn subscribe_message(namespace: &TrackNamespace, name: &str, rendezvous: Option<u64>) -> Subscribe {
     Subscribe {
         request_id: 0,
@@ -544,6 +626,11 @@ struct Player {
     summary: Summary,
     /// Receive latency of each object sent after the subscription (µs).
     latencies: Vec<u64>,
+    /// How far behind live each played object was (µs).
+    behind_live: Vec<u64>,
+    /// When the current session's subscriptions were sent (µs since the Unix epoch): objects
+    /// captured earlier were cached by the relay and have no receive latency.
+    subscribed_at: u64,
     /// When the viewer started (time to first frame counts from here).
     started: Instant,
     /// The first timestamp seen, less half a second: presentation time zero.
@@ -557,6 +644,8 @@ impl Player {
         Self {
             summary: Summary::default(),
             latencies: Vec::new(),
+            behind_live: Vec::new(),
+            subscribed_at: 0,
             started: Instant::now(),
             base_us: None,
             muxer: None,
@@ -598,7 +687,6 @@ impl Player {
         &mut self,
         mut rx: mpsc::Receiver<Msg>,
         tracks: &mut [Watched],
-        subscribed_at: u64,
         stats_tick: &mut tokio::time::Interval,
         mut ending: Ending<'_, impl std::future::Future<Output = ()>>,
     ) -> anyhow::Result<bool> {
@@ -607,6 +695,16 @@ impl Player {
             let deadline_sleep = async {
                 match ending.deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // A held group's wait runs out: give up the group it waits for at once, not late.
+            let reorder_deadline = tracks.iter().filter_map(|t| t.order.deadline_us()).min();
+            let reorder_sleep = async {
+                match reorder_deadline {
+                    Some(d) => {
+                        tokio::time::sleep(Duration::from_micros(d.saturating_sub(unix_micros()))).await;
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -620,7 +718,7 @@ impl Player {
                         }
                     }
                     Some(msg) => {
-                        self.handle(msg, tracks, subscribed_at).await?;
+                        self.handle(msg, tracks, unix_micros()).await?;
                         if tracks.iter().all(|t| t.ended) {
                             return Ok(true);
                         }
@@ -628,10 +726,8 @@ impl Player {
                     // Every subscription ended without the tracks ending: the session is gone.
                     None => return Ok(false),
                 },
-                _ = stats_tick.tick() => {
-                    self.release_stalled(tracks, subscribed_at).await?;
-                    eprintln!("{}", self.progress(tracks));
-                }
+                () = reorder_sleep => self.release_stalled(tracks, unix_micros()).await?,
+                _ = stats_tick.tick() => eprintln!("{}", self.progress(tracks)),
                 _ = ending.session.closed() => return Ok(false),
                 _ = deadline_sleep => return Ok(true),
                 () = ending.shutdown.as_mut() => return Ok(true),
@@ -657,14 +753,21 @@ impl Player {
 
     /// The once-a-second progress line.
     fn progress(&self, tracks: &[Watched]) -> String {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_unstable();
+        let p50 = |samples: &[u64]| {
+            let mut sorted = samples.to_vec();
+            sorted.sort_unstable();
+            percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0))
+        };
+        let primary = tracks.first();
         format!(
-            "watch: objects {} groups {} gaps {} latency p50 {} ms{}",
+            "watch: objects {} groups {} gaps {} skipped {} stalls {} latency p50 {} ms behind live p50 {} ms{}",
             self.summary.objects,
             self.summary.groups,
-            tracks.first().map_or(0, |t| t.summary.gaps),
-            percentile(&sorted, 50.0).map_or("-".into(), |us| format!("{:.1}", us as f64 / 1000.0)),
+            primary.map_or(0, |t| t.summary.gaps),
+            primary.map_or(0, Watched::groups_skipped),
+            primary.map_or(0, |t| t.stalls),
+            p50(&self.latencies),
+            p50(&self.behind_live),
             self.summary
                 .likes
                 .map_or(String::new(), |n| format!(" likes {n}")),
@@ -676,12 +779,13 @@ impl Player {
         // Flush what is buffered.
         for i in 0..tracks.len() {
             let frames = tracks.get_mut(i).map(|t| t.order.drain()).unwrap_or_default();
-            self.deliver_all(i, frames, &mut tracks, 0).await?;
+            self.deliver_all(i, frames, &mut tracks, unix_micros()).await?;
             self.flush_pending(i, &mut tracks).await?;
         }
         let Player {
             mut summary,
             latencies,
+            behind_live,
             mut output,
             ..
         } = self;
@@ -691,6 +795,9 @@ impl Player {
         for t in &mut tracks {
             t.summary.incomplete_groups = t.incomplete.len() as u64;
             t.summary.longest_stall_ms = micros_to_ms(t.longest_stall_us);
+            t.summary.groups_skipped = t.groups_skipped();
+            t.summary.stalls = t.stalls;
+            t.summary.stall_ms_total = micros_to_ms(t.stall_us_total);
             summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
         }
         if let Some(primary) = tracks.first() {
@@ -698,20 +805,26 @@ impl Player {
             summary.missing_groups = missing(&primary.seen_groups);
             summary.incomplete_groups = primary.summary.incomplete_groups;
             summary.longest_stall_ms = primary.summary.longest_stall_ms;
+            summary.groups_skipped = primary.summary.groups_skipped;
+            summary.stalls = primary.summary.stalls;
+            summary.stall_ms_total = primary.summary.stall_ms_total;
         }
         summary.latency_ms = Distribution::from_micros(latencies);
+        summary.behind_live_ms = Distribution::from_micros(behind_live);
         for t in &tracks {
             summary.tracks.insert(t.name.clone(), t.summary.clone());
         }
         serde_json::to_string(&summary).context("summary")
     }
 
-    /// One message from a subscription: reorder it, then play what is ready.
-    async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], subscribed_at: u64) -> anyhow::Result<()> {
+    /// One message from a subscription at `now_us` (µs since the Unix epoch): give up what is
+    /// late by now, reorder the message, then play what is ready.
+    async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
         let track = match &msg {
             Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
             Msg::Likes { .. } => return Ok(()),
         };
+        self.release_stalled(tracks, now_us).await?;
         let Some(t) = tracks.get_mut(track) else {
             return Ok(());
         };
@@ -726,7 +839,7 @@ impl Player {
                     t.longest_stall_us = t.longest_stall_us.max(received_us.saturating_sub(last));
                 }
                 t.last_arrival_us = Some(t.last_arrival_us.map_or(received_us, |l| l.max(received_us)));
-                let ready = t.order.object(group, object, received_us, Instant::now());
+                let ready = t.order.object(group, object, received_us);
                 if ready.is_none() {
                     self.summary.late_objects += 1;
                 }
@@ -738,8 +851,11 @@ impl Player {
                 clean,
                 ..
             } => {
-                if !clean && objects > 0 {
-                    t.incomplete.insert(group);
+                if !clean {
+                    t.given_up.insert(group);
+                    if objects > 0 {
+                        t.incomplete.insert(group);
+                    }
                 }
                 t.order.group_end(group)
             }
@@ -749,28 +865,55 @@ impl Player {
             }
             Msg::Likes { .. } => return Ok(()),
         };
-        self.deliver_all(track, ready, tracks, subscribed_at).await?;
+        self.deliver_all(track, ready, tracks, now_us).await?;
         if tracks.get(track).is_some_and(|t| t.ended) {
             self.flush_pending(track, tracks).await?;
         }
         Ok(())
     }
 
-    /// Play on past the groups that stalled too long.
-    async fn release_stalled(&mut self, tracks: &mut [Watched], subscribed_at: u64) -> anyhow::Result<()> {
+    /// The session is gone (at `now_us`), and with it every group stream still open: end them
+    /// unclean, as a reset would, so what was held plays now and the next session's groups wait
+    /// for nothing.
+    async fn session_lost(&mut self, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
+        for track in 0..tracks.len() {
+            let open = tracks
+                .get(track)
+                .map(|t| t.order.open_groups())
+                .unwrap_or_default();
+            for group in open {
+                // Some of each arrived: the current group's first object, a held group's.
+                let end = Msg::GroupEnd {
+                    track,
+                    group,
+                    objects: 1,
+                    clean: false,
+                };
+                self.handle(end, tracks, now_us).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At `now_us`, give up the groups a newer group has waited for too long, and play on.
+    async fn release_stalled(&mut self, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
         for i in 0..tracks.len() {
             let ready = match tracks.get_mut(i) {
                 Some(t) => {
-                    let (ready, abandoned) = t.order.tick(Instant::now());
-                    if let Some(group) = abandoned {
-                        // Played on without the rest of it.
-                        t.incomplete.insert(group);
+                    let give_up = t.order.tick(now_us);
+                    self.summary.late_objects += give_up.dropped;
+                    for group in give_up.groups {
+                        t.given_up.insert(group);
+                        // Played on without the rest of it (if any of it played).
+                        if t.seen_groups.contains(&group) {
+                            t.incomplete.insert(group);
+                        }
                     }
-                    ready
+                    give_up.ready
                 }
                 None => Vec::new(),
             };
-            self.deliver_all(i, ready, tracks, subscribed_at).await?;
+            self.deliver_all(i, ready, tracks, now_us).await?;
         }
         Ok(())
     }
@@ -781,16 +924,16 @@ impl Player {
         track: usize,
         ready: Ready,
         tracks: &mut [Watched],
-        subscribed_at: u64,
+        now_us: u64,
     ) -> anyhow::Result<()> {
         for (group, object, received_us) in ready {
-            self.deliver(track, group, object, received_us, tracks, subscribed_at)
+            self.deliver(track, group, object, received_us, tracks, now_us)
                 .await?;
         }
         Ok(())
     }
 
-    /// One object, in order: count it, measure it, mux it.
+    /// One object, in order, played at `now_us`: count it, measure it, mux it.
     async fn deliver(
         &mut self,
         track: usize,
@@ -798,11 +941,19 @@ impl Player {
         object: SubgroupObject,
         received_us: u64,
         tracks: &mut [Watched],
-        subscribed_at: u64,
+        now_us: u64,
     ) -> anyhow::Result<()> {
         let Some(t) = tracks.get_mut(track) else {
             return Ok(());
         };
+        let frame = LocFrame::from_object(t.kind, &object);
+        if let Some(last) = t.last_played_us.replace(now_us) {
+            let pause = now_us.saturating_sub(last);
+            if pause > u64::try_from(STALL.as_micros()).unwrap_or(u64::MAX) {
+                t.stalls += 1;
+                t.stall_us_total += pause;
+            }
+        }
         self.summary.objects += 1;
         self.summary.bytes += object.payload.len() as u64;
         t.summary.objects += 1;
@@ -812,6 +963,16 @@ impl Player {
         if t.seen_groups.insert(group) {
             self.summary.groups += 1;
             t.summary.groups += 1;
+            let start_us = frame.as_ref().map_or(received_us, |f| f.timestamp_us);
+            if let (Some(last), Some(last_start_us)) = (t.last_group, t.last_group_start_us) {
+                // Groups between the last one played and this one never played; unless the
+                // IDs jumped too fast for one publisher's groups: a publisher switch.
+                let ms = start_us.saturating_sub(last_start_us) / 1000;
+                if group > last + 1 && (group - last).saturating_mul(MIN_GROUP_MS) <= ms {
+                    t.holes.insert(last + 1, group - 1);
+                }
+            }
+            t.last_group_start_us = Some(start_us);
             match t.last_group {
                 Some(last) if group == last + 1 => {
                     // (Unless the run was not listed: past MAX_GROUP_RUNS.)
@@ -843,7 +1004,7 @@ impl Player {
             t.incomplete.insert(group);
         }
         t.next_object = Some((group, object.object_id.saturating_add(1)));
-        let frame = match LocFrame::from_object(t.kind, &object) {
+        let frame = match frame {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, "invalid LOC object");
@@ -851,10 +1012,11 @@ impl Player {
                 return Ok(());
             }
         };
-        if frame.timestamp_us >= subscribed_at {
+        if frame.timestamp_us >= self.subscribed_at {
             self.latencies
                 .push(received_us.saturating_sub(frame.timestamp_us));
         }
+        self.behind_live.push(now_us.saturating_sub(frame.timestamp_us));
         let Some(muxer) = self.muxer.as_mut() else {
             return Ok(());
         };
@@ -920,88 +1082,145 @@ fn missing(groups: &BTreeSet<u64>) -> u64 {
     }
 }
 
+/// Objects ready to play, in order: (group, object, received µs since the Unix epoch).
 type Ready = Vec<(u64, SubgroupObject, u64)>;
 
-/// Puts one track's objects back in group order when group streams overlap: objects of the
-/// current group pass at once; a later group's are held until the current group's stream
-/// ends, or for [`REORDER_WAIT`]; objects of a group already passed are late.
+/// Puts one track's objects back in group order and decides when a group would play too late.
+///
+/// The relay sends a congested subscriber the newest group first and resets older group
+/// streams it cannot deliver in time, so a newer group's objects can arrive while an older one
+/// is still streaming, and an older group may be cut short or never come. The rule, the same
+/// as the browser player's jitter buffer (client-web/src/player/jitter.ts: a late oldest frame
+/// with a newer group buffered skips to the newest group):
+///
+/// - Objects of the current group play at once.
+/// - A newer group is held while the current group's stream is open. When that stream ends
+///   (cleanly, or reset: the rest of the group will not come) the held groups play in order:
+///   each one whose stream has ended in full, then the first still open becomes current.
+/// - Once a held group has waited [`REORDER_WAIT`] since its first object arrived, the current
+///   group's next object would be late: the current group is given up, and so is every held
+///   group but the newest, which becomes current (the live edge, with its keyframe).
+/// - An object of a group older than the current one is never played (it would go out after
+///   a newer group's objects): it is late and dropped.
 #[derive(Debug, Default)]
 pub struct GroupOrder {
     current: Option<u64>,
     /// The current group's stream has ended: the next group may pass at once.
     current_ended: bool,
-    held: BTreeMap<u64, (Instant, Ready, bool)>,
+    held: BTreeMap<u64, Held>,
+}
+
+/// A group held back until the current one is done.
+#[derive(Debug)]
+struct Held {
+    /// When its first object arrived (µs since the Unix epoch).
+    since_us: u64,
+    objects: Ready,
+    /// Its stream has ended (cleanly or not).
+    ended: bool,
+}
+
+/// What giving up on late groups released: see [`GroupOrder::tick`].
+#[derive(Debug, Default)]
+struct GiveUp {
+    /// The newest group's held objects, to play now.
+    ready: Ready,
+    /// The groups given up on, oldest first.
+    groups: Vec<u64>,
+    /// Objects held for those groups, dropped unplayed.
+    dropped: u64,
 }
 
 impl GroupOrder {
     /// An object arrived; what can be delivered now (`None`: it is late and dropped).
-    fn object(
-        &mut self,
-        group: u64,
-        object: SubgroupObject,
-        received_us: u64,
-        now: Instant,
-    ) -> Option<Ready> {
+    fn object(&mut self, group: u64, object: SubgroupObject, received_us: u64) -> Option<Ready> {
         match self.current {
             Some(c) if c == group => Some(vec![(group, object, received_us)]),
             Some(c) if group < c => None,
-            // The first group, or the next one after a finished group with none waiting.
+            // The first group, or a newer one after a finished group with none waiting.
             current if current.is_none() || (self.current_ended && self.held.is_empty()) => {
                 self.current = Some(group);
                 self.current_ended = false;
                 Some(vec![(group, object, received_us)])
             }
             _ => {
-                let entry = self.held.entry(group).or_insert_with(|| (now, Vec::new(), false));
-                entry.1.push((group, object, received_us));
+                let held = self.held.entry(group).or_insert_with(|| Held {
+                    since_us: received_us,
+                    objects: Vec::new(),
+                    ended: false,
+                });
+                held.objects.push((group, object, received_us));
                 Some(Vec::new())
             }
         }
     }
 
-    /// A group's stream ended: if it was the current one, move on to held groups.
+    /// A group's stream ended (cleanly or reset): if it was the current one, move on to the
+    /// held groups in order.
     fn group_end(&mut self, group: u64) -> Ready {
-        if let Some(entry) = self.held.get_mut(&group) {
-            entry.2 = true;
+        if let Some(held) = self.held.get_mut(&group) {
+            held.ended = true;
             return Vec::new();
         }
+        let mut out = Vec::new();
         if self.current == Some(group) {
             self.current_ended = true;
-            return self.advance();
+            while let Some((group, held)) = self.held.pop_first() {
+                self.current = Some(group);
+                self.current_ended = held.ended;
+                out.extend(held.objects);
+                if !held.ended {
+                    break;
+                }
+            }
         }
-        Vec::new()
+        out
     }
 
-    /// Give up on the current group if a later one has waited too long: what can be
-    /// delivered now, and the group given up on (its stream had not ended).
-    fn tick(&mut self, now: Instant) -> (Ready, Option<u64>) {
-        match self.held.values().next() {
-            Some((since, _, _)) if now.duration_since(*since) >= REORDER_WAIT => {
-                let abandoned = self.current.filter(|_| !self.current_ended);
-                (self.advance(), abandoned)
-            }
-            _ => (Vec::new(), None),
+    /// When a held group will have waited [`REORDER_WAIT`] (µs since the Unix epoch): the
+    /// latest time to call [`tick`](Self::tick).
+    fn deadline_us(&self) -> Option<u64> {
+        let wait = u64::try_from(REORDER_WAIT.as_micros()).unwrap_or(u64::MAX);
+        self.held.values().map(|h| h.since_us.saturating_add(wait)).min()
+    }
+
+    /// At `now_us`: if a held group has waited [`REORDER_WAIT`], give up the current group and
+    /// every held group but the newest, which becomes current.
+    fn tick(&mut self, now_us: u64) -> GiveUp {
+        if self.deadline_us().is_none_or(|d| now_us < d) {
+            return GiveUp::default();
         }
+        let mut give_up = GiveUp::default();
+        if let Some(current) = self.current.filter(|_| !self.current_ended) {
+            give_up.groups.push(current);
+        }
+        let Some((newest, held)) = self.held.pop_last() else {
+            return give_up;
+        };
+        for (group, older) in std::mem::take(&mut self.held) {
+            give_up.groups.push(group);
+            give_up.dropped += older.objects.len() as u64;
+        }
+        self.current = Some(newest);
+        self.current_ended = held.ended;
+        give_up.ready = held.objects;
+        give_up
+    }
+
+    /// The groups whose streams are still open, oldest first: the current one and those held.
+    fn open_groups(&self) -> Vec<u64> {
+        let current = self.current.filter(|_| !self.current_ended);
+        let held = self.held.iter().filter(|(_, h)| !h.ended).map(|(&g, _)| g);
+        current.into_iter().chain(held).collect()
     }
 
     /// Everything held, in order (end of track or of the run).
     fn drain(&mut self) -> Ready {
         let mut out = Vec::new();
-        while !self.held.is_empty() {
-            out.extend(self.advance());
-        }
-        out
-    }
-
-    fn advance(&mut self) -> Ready {
-        let mut out = Vec::new();
-        while let Some((group, (_, objects, ended))) = self.held.pop_first() {
+        while let Some((group, held)) = self.held.pop_first() {
             self.current = Some(group);
-            self.current_ended = ended;
-            out.extend(objects);
-            if !ended {
-                break;
-            }
+            self.current_ended = held.ended;
+            out.extend(held.objects);
         }
         out
     }
@@ -1022,35 +1241,67 @@ mod tests {
         r.iter().map(|(g, o, _)| (*g, o.object_id)).collect()
     }
 
+    const WAIT_US: u64 = REORDER_WAIT.as_micros() as u64;
+
     #[test]
     fn overlapping_groups_come_out_in_order() {
-        let now = Instant::now();
         let mut order = GroupOrder::default();
-        assert_eq!(ids(&order.object(5, obj(0), 0, now).unwrap()), [(5, 0)]);
+        assert_eq!(ids(&order.object(5, obj(0), 0).unwrap()), [(5, 0)]);
         // Group 6 starts before group 5's stream has finished: held.
-        assert!(order.object(6, obj(0), 0, now).unwrap().is_empty());
-        assert_eq!(ids(&order.object(5, obj(1), 0, now).unwrap()), [(5, 1)]);
+        assert!(order.object(6, obj(0), 0).unwrap().is_empty());
+        assert_eq!(order.deadline_us(), Some(WAIT_US));
+        assert_eq!(ids(&order.object(5, obj(1), 0).unwrap()), [(5, 1)]);
         assert_eq!(ids(&order.group_end(5)), [(6, 0)]);
-        assert_eq!(ids(&order.object(6, obj(1), 0, now).unwrap()), [(6, 1)]);
-        assert!(order.object(5, obj(2), 0, now).is_none(), "late");
-        // A stalled group is abandoned after the reorder wait.
-        assert!(order.object(8, obj(0), 0, now).unwrap().is_empty());
-        assert!(order.tick(now).0.is_empty());
-        let (ready, abandoned) = order.tick(now + REORDER_WAIT);
-        assert_eq!(ids(&ready), [(8, 0)]);
-        assert_eq!(abandoned, Some(6), "group 6 never ended: given up");
+        assert_eq!(order.deadline_us(), None, "nothing held");
+        assert_eq!(ids(&order.object(6, obj(1), 0).unwrap()), [(6, 1)]);
+        assert!(order.object(5, obj(2), 0).is_none(), "late");
+        // A stalled group is given up once a newer one has waited the reorder wait.
+        assert!(order.object(8, obj(0), 10).unwrap().is_empty());
+        assert!(order.tick(10 + WAIT_US - 1).groups.is_empty());
+        let give_up = order.tick(10 + WAIT_US);
+        assert_eq!(ids(&give_up.ready), [(8, 0)]);
+        assert_eq!(give_up.groups, [6], "group 6 never ended: given up");
+        assert!(order.object(6, obj(2), 0).is_none(), "late");
     }
 
     #[test]
     fn the_next_group_passes_at_once_after_the_current_one_ended() {
-        let now = Instant::now();
         let mut order = GroupOrder::default();
-        assert_eq!(ids(&order.object(5, obj(0), 0, now).unwrap()), [(5, 0)]);
+        assert_eq!(ids(&order.object(5, obj(0), 0).unwrap()), [(5, 0)]);
         assert!(order.group_end(5).is_empty());
         // Nothing to wait for: group 6 (or a later one, after a switch) is not held.
-        assert_eq!(ids(&order.object(9, obj(0), 0, now).unwrap()), [(9, 0)]);
-        assert!(order.object(8, obj(0), 0, now).is_none(), "late");
-        assert_eq!(order.tick(now + REORDER_WAIT).1, None, "nothing given up");
+        assert_eq!(ids(&order.object(9, obj(0), 0).unwrap()), [(9, 0)]);
+        assert!(order.object(8, obj(0), 0).is_none(), "late");
+        assert!(order.tick(WAIT_US).groups.is_empty(), "nothing given up");
+    }
+
+    #[test]
+    fn giving_up_skips_to_the_newest_group() {
+        let mut order = GroupOrder::default();
+        assert_eq!(ids(&order.object(5, obj(0), 0).unwrap()), [(5, 0)]);
+        // Groups 6 (complete), 7 (still open) and 8 wait for group 5.
+        for (g, at) in [(6, 100), (7, 150), (8, 180)] {
+            assert!(order.object(g, obj(0), at).unwrap().is_empty());
+        }
+        assert!(order.group_end(6).is_empty());
+        assert!(order.tick(100 + WAIT_US - 1).groups.is_empty());
+        let give_up = order.tick(100 + WAIT_US);
+        assert_eq!(give_up.groups, [5, 6, 7]);
+        assert_eq!(give_up.dropped, 2, "the objects held for groups 6 and 7");
+        assert_eq!(ids(&give_up.ready), [(8, 0)]);
+        assert!(order.object(7, obj(1), 0).is_none(), "never after group 8");
+    }
+
+    #[test]
+    fn a_reset_current_group_lets_the_held_ones_play_in_order() {
+        let mut order = GroupOrder::default();
+        assert_eq!(ids(&order.object(5, obj(0), 0).unwrap()), [(5, 0)]);
+        assert!(order.object(6, obj(0), 1).unwrap().is_empty());
+        assert!(order.group_end(6).is_empty());
+        assert!(order.object(7, obj(0), 2).unwrap().is_empty());
+        // Group 5's stream is reset: its rest will not come, so nothing waits for it.
+        assert_eq!(ids(&order.group_end(5)), [(6, 0), (7, 0)]);
+        assert_eq!(ids(&order.object(7, obj(1), 3).unwrap()), [(7, 1)]);
     }
 
     #[test]
@@ -1084,6 +1335,13 @@ mod tests {
             0x88,
         ];
         assert_eq!(frame.as_ref(), expected);
+        assert_eq!(
+            subscribe_message(&namespace, "video", None)
+                .parameters
+                .group_order,
+            None,
+            "no GROUP_ORDER: the publisher's (newest first) applies"
+        );
         let frame = banyan_moq::message::Message::Subscribe(subscribe_message(&namespace, "likes", None))
             .to_frame(banyan_moq::Version::Draft18)
             .unwrap();
@@ -1094,13 +1352,23 @@ mod tests {
         Watched::new(name.into(), MediaKind::Video)
     }
 
-    /// Feed `msgs` through the viewer's handling, as the main loop does.
+    /// Feed `msgs` through the viewer's handling, as the main loop does, each handled as it
+    /// arrives: the clock is the latest object's receipt time.
     async fn play(tracks: &mut [Watched], msgs: Vec<Msg>) -> Summary {
+        played(tracks, msgs).await.summary
+    }
+
+    /// [`play`], keeping the player.
+    async fn played(tracks: &mut [Watched], msgs: Vec<Msg>) -> Player {
         let mut player = Player::new(None);
+        let mut now = 0;
         for msg in msgs {
-            player.handle(msg, tracks, 0).await.unwrap();
+            if let Msg::Object { received_us, .. } = &msg {
+                now = now.max(*received_us);
+            }
+            player.handle(msg, tracks, now).await.unwrap();
         }
-        player.summary
+        player
     }
 
     fn object(group: u64, id: u64, received_ms: u64) -> Msg {
@@ -1162,6 +1430,7 @@ mod tests {
         assert_eq!(t.incomplete, BTreeSet::from([101]), "the group cut by the reset");
         assert_eq!(t.longest_stall_us, 450_000);
         assert_eq!(t.summary.gaps, 1);
+        assert_eq!(t.groups_skipped(), 1, "only the reset group 101, not the switch");
     }
 
     #[tokio::test]
@@ -1179,14 +1448,14 @@ mod tests {
                 end(2, 1, true),
                 object(3, 0, 3),
                 object(4, 0, 4),
+                object(4, 1, 204),
             ],
         )
         .await;
-        let t = &mut tracks[0];
-        let (ready, abandoned) = t.order.tick(Instant::now() + REORDER_WAIT);
-        assert_eq!(ids(&ready), [(4, 0)]);
-        assert_eq!(abandoned, Some(3));
-        assert_eq!(t.incomplete, BTreeSet::from([1, 2]));
+        let t = &tracks[0];
+        assert_eq!(t.incomplete, BTreeSet::from([1, 2, 3]));
+        assert_eq!(t.given_up, BTreeSet::from([3]));
+        assert_eq!(t.summary.objects, 6);
         // A clean group with every object is not incomplete; a reset one with none is a gap,
         // not an incomplete group.
         let mut tracks = vec![watched("video")];
@@ -1201,6 +1470,173 @@ mod tests {
         )
         .await;
         assert!(tracks[0].incomplete.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_ends_the_open_groups() {
+        let mut tracks = vec![watched("video")];
+        let mut player = played(
+            &mut tracks,
+            vec![
+                object(5, 0, 0),
+                object(6, 0, 10),
+                object(7, 0, 20),
+                end(7, 1, true),
+                object(8, 0, 30),
+            ],
+        )
+        .await;
+        player.session_lost(&mut tracks, 30_000).await.unwrap();
+        let t = &tracks[0];
+        assert!(t.order.open_groups().is_empty());
+        assert_eq!(
+            t.seen_groups,
+            BTreeSet::from([5, 6, 7, 8]),
+            "what was held played"
+        );
+        assert_eq!(
+            t.given_up,
+            BTreeSet::from([5, 6, 8]),
+            "cut short with the session"
+        );
+        // The next session's newest group plays at once.
+        assert_eq!(ids(&tracks[0].order.object(20, obj(0), 40).unwrap()), [(20, 0)]);
+    }
+
+    /// Three objects of `group` from `first_ms`, 33 ms apart, and the clean end of its stream.
+    fn group(group: u64, first_ms: u64) -> Vec<Msg> {
+        let mut msgs: Vec<Msg> = (0..3).map(|o| object(group, o, first_ms + o * 33)).collect();
+        msgs.push(end(group, 3, true));
+        msgs
+    }
+
+    #[tokio::test]
+    async fn a_newer_group_that_overlaps_in_time_plays_after_the_older() {
+        let mut tracks = vec![watched("video")];
+        // The relay sends group 11 (newest first) while group 10's tail is still coming; the
+        // tail comes within the reorder wait.
+        let summary = play(
+            &mut tracks,
+            vec![
+                object(10, 0, 0),
+                object(10, 1, 33),
+                object(11, 0, 40),
+                object(11, 1, 73),
+                object(10, 2, 200),
+                end(10, 3, true),
+                object(11, 2, 210),
+                end(11, 3, true),
+            ],
+        )
+        .await;
+        let t = &tracks[0];
+        assert_eq!((summary.objects, summary.late_objects), (6, 0));
+        assert_eq!(t.seen_groups, BTreeSet::from([10, 11]));
+        assert_eq!(t.groups_skipped(), 0);
+        assert!(t.incomplete.is_empty());
+        assert_eq!(t.stalls, 0);
+    }
+
+    #[tokio::test]
+    async fn an_older_group_too_late_is_given_up_once() {
+        let mut tracks = vec![watched("video")];
+        // Group 11 has waited 200 ms when group 10's last object arrives: group 10 is given
+        // up (11 plays), its last object is dropped, and the relay's later reset of its stream
+        // does not count it again.
+        let summary = play(
+            &mut tracks,
+            vec![
+                object(10, 0, 0),
+                object(10, 1, 33),
+                object(11, 0, 40),
+                object(11, 1, 73),
+                object(10, 2, 240),
+                end(10, 3, false),
+                object(11, 2, 250),
+                end(11, 3, true),
+            ],
+        )
+        .await;
+        let t = &tracks[0];
+        assert_eq!((summary.objects, summary.late_objects), (5, 1));
+        assert_eq!(t.given_up, BTreeSet::from([10]));
+        assert_eq!(t.incomplete, BTreeSet::from([10]));
+        assert_eq!(t.groups_skipped(), 1);
+    }
+
+    #[tokio::test]
+    async fn reset_groups_are_skipped_once_whether_or_not_any_of_them_played() {
+        let mut tracks = vec![watched("video")];
+        // Group 10 is reset after one object; group 12 is reset before any object came (a hole
+        // between 11 and 13 too, counted once).
+        let mut msgs = vec![object(10, 0, 0), end(10, 1, false)];
+        msgs.extend(group(11, 1_000));
+        msgs.push(end(12, 0, false));
+        msgs.extend(group(13, 3_000));
+        play(&mut tracks, msgs).await;
+        let t = &tracks[0];
+        assert_eq!(t.given_up, BTreeSet::from([10, 12]));
+        assert_eq!(t.holes, BTreeMap::from([(12, 12)]));
+        assert_eq!(t.groups_skipped(), 2);
+    }
+
+    #[tokio::test]
+    async fn groups_never_received_are_skipped_and_the_pauses_are_stalls() {
+        let mut tracks = vec![watched("video")];
+        // Groups 12 and 13 never come: the picture freezes between 11 and 14 (1 s GOPs).
+        let mut msgs = group(10, 0);
+        msgs.extend(group(11, 1_000));
+        msgs.extend(group(14, 4_000));
+        play(&mut tracks, msgs).await;
+        let t = &tracks[0];
+        assert_eq!(t.groups_skipped(), 2);
+        assert_eq!(missing(&t.seen_groups), 2);
+        // 934 ms (10 to 11) and 2,934 ms (11 to 14) without a new picture.
+        assert_eq!((t.stalls, t.stall_us_total), (2, 3_868_000));
+    }
+
+    #[tokio::test]
+    async fn a_publisher_switch_is_not_skipped_groups() {
+        let mut tracks = vec![watched("video")];
+        // Publisher A's groups 100 and 101, then publisher B (started 6,900 ms after A) from
+        // its group 7000, 300 ms later: the jump between the two runs is no lost group.
+        let mut msgs = group(100, 1_000);
+        msgs.extend(group(101, 1_100));
+        msgs.extend(group(7000, 1_466));
+        play(&mut tracks, msgs).await;
+        let t = &tracks[0];
+        assert_eq!(t.summary.group_runs.len(), 2);
+        assert_eq!(t.summary.gaps, 1);
+        assert!(t.holes.is_empty());
+        assert_eq!(t.groups_skipped(), 0);
+    }
+
+    #[tokio::test]
+    async fn behind_live_is_measured_at_play_out_latency_at_receipt() {
+        let mut tracks = vec![watched("video")];
+        let loc = |group, id, captured_ms: u64, received_ms: u64| Msg::Object {
+            track: 0,
+            group,
+            object: LocFrame::new(captured_ms * 1000, Bytes::from_static(b"x"))
+                .to_object(MediaKind::Video, id),
+            received_us: received_ms * 1000,
+        };
+        // Group 2's first object (captured at 1,000 ms) arrives at 1,100 ms but waits for
+        // group 1 to end at 1,250 ms.
+        let player = played(
+            &mut tracks,
+            vec![
+                loc(1, 0, 900, 1_000),
+                loc(2, 0, 1_000, 1_100),
+                loc(1, 1, 933, 1_250),
+                end(1, 2, true),
+            ],
+        )
+        .await;
+        let mut latencies = player.latencies.clone();
+        latencies.sort_unstable();
+        assert_eq!(latencies, [100_000, 100_000, 317_000]);
+        assert_eq!(player.behind_live, [100_000, 317_000, 250_000]);
     }
 
     #[test]

@@ -226,14 +226,25 @@ async fn through_relay(clip: &Path, broadcast: &str) -> (Vec<(String, u64)>, Vec
 }
 
 fn assert_summary_keys(summary: &Value) {
-    for key in ["objects", "groups", "bytes", "gaps", "ttff_ms"] {
+    for key in [
+        "objects",
+        "groups",
+        "bytes",
+        "gaps",
+        "ttff_ms",
+        "groups_skipped",
+        "stalls",
+        "stall_ms_total",
+    ] {
         assert!(summary[key].is_number(), "summary key {key}: {summary}");
     }
-    for key in ["p50", "p90", "p99", "max"] {
-        assert!(
-            summary["latency_ms"][key].is_number(),
-            "latency_ms.{key}: {summary}"
-        );
+    for distribution in ["latency_ms", "behind_live_ms"] {
+        for key in ["p50", "p90", "p99", "max"] {
+            assert!(
+                summary[distribution][key].is_number(),
+                "{distribution}.{key}: {summary}"
+            );
+        }
     }
 }
 
@@ -281,6 +292,10 @@ async fn h264_and_opus_clip_arrives_frame_for_frame() {
     );
     assert_summary_keys(&summary);
     assert_eq!(summary["gaps"], 0);
+    assert_eq!(
+        summary["groups_skipped"], 0,
+        "nothing to skip on loopback: {summary}"
+    );
     assert_eq!(summary["tracks"]["video"]["objects"], 60);
     assert_eq!(summary["tracks"]["video"]["groups"], 2, "one group per GOP");
 }
@@ -541,6 +556,13 @@ async fn publisher_survives_a_relay_restart() {
     assert_eq!(summary, stdout_summary, "--summary and stdout agree");
     assert_eq!(summary["reconnects"], 1, "{summary}");
     assert_eq!(summary["gaps"], 1, "exactly one gap: {summary}");
+    // The groups the outage cost were not played: each is a skipped group.
+    let missing = summary["missing_groups"].as_u64().unwrap();
+    assert!(missing >= 1, "{summary}");
+    assert!(
+        summary["groups_skipped"].as_u64().unwrap() >= missing,
+        "{summary}"
+    );
     // 8 s at 50 fps is 400 frames; well over half must have arrived around the outage.
     assert!(summary["objects"].as_u64().unwrap() > 200, "{summary}");
     assert!(
