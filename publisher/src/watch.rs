@@ -3,7 +3,9 @@
 //! LOC capture timestamps; write fragmented MP4; print a JSON summary.
 //!
 //! When the relay goes away the viewer reconnects with backoff and resubscribes; groups it
-//! never received are counted as gaps.
+//! never received are counted as gaps. A refused or failed media SUBSCRIBE (a request lost on a
+//! bad link) is tried again on the same session a few times; a session on which no media
+//! track could be subscribed counts as lost, so the viewer reconnects rather than watch nothing.
 //!
 //! Its SUBSCRIBEs for the catalog and the media tracks carry RENDEZVOUS_TIMEOUT (`--rendezvous`,
 //! default 5 s), so a viewer started before the broadcaster waits for it (a draft-18 relay
@@ -70,6 +72,9 @@ const MIN_GROUP_MS: u64 = 2;
 /// At most this many runs of consecutive group IDs are listed per track (later ones are only
 /// counted in `gaps`).
 pub const MAX_GROUP_RUNS: usize = 64;
+
+/// How many times a failed media SUBSCRIBE is tried again on the same session.
+const SUBSCRIBE_RETRIES: u32 = 3;
 
 /// How long the catalog may take to arrive once its SUBSCRIBE is answered.
 const CATALOG_WAIT: Duration = Duration::from_secs(10);
@@ -453,6 +458,32 @@ async fn subscribe(
         .with_context(|| format!("SUBSCRIBE {name}"))
 }
 
+/// [`subscribe`], tried again [`SUBSCRIBE_RETRIES`] times with a growing pause while the
+/// session lives (a lossy link can fail a request that the next attempt gets through).
+async fn subscribe_retrying(
+    session: &Session,
+    namespace: &TrackNamespace,
+    name: &str,
+    rendezvous: Option<u64>,
+) -> Option<Subscription> {
+    let mut pause = Duration::from_millis(250);
+    for attempt in 0..=SUBSCRIBE_RETRIES {
+        match subscribe(session, namespace, name, rendezvous).await {
+            Ok(sub) => return Some(sub),
+            Err(e) if attempt < SUBSCRIBE_RETRIES && !session.is_closed() => {
+                tracing::warn!(track = name, error = %format!("{e:#}"), ?pause, "subscribe failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(track = name, error = %format!("{e:#}"), "subscribe failed");
+                return None;
+            }
+        }
+    }
+    None
+}
+
 /// Subscribe to the catalog (waiting up to `rendezvous` ms for a publisher) and read its first
 /// object (the current independent catalog).
 async fn read_catalog(
@@ -668,16 +699,17 @@ impl Player {
             if t.ended {
                 continue;
             }
-            match subscribe(session, namespace, &t.name, rendezvous).await {
-                Ok(sub) => {
-                    self.summary.subscriptions += 1;
-                    t.summary.subscriptions += 1;
-                    subs.spawn(read_subscription(i, sub, tx.clone()));
-                }
-                Err(e) => tracing::warn!(track = %t.name, error = %e, "subscribe failed"),
+            if let Some(sub) = subscribe_retrying(session, namespace, &t.name, rendezvous).await {
+                self.summary.subscriptions += 1;
+                t.summary.subscriptions += 1;
+                subs.spawn(read_subscription(i, sub, tx.clone()));
             }
         }
-        subs.spawn(read_likes(session.clone(), namespace.clone(), tx));
+        // With no media subscription the channel closes at once, which `play` takes for a
+        // lost session: the viewer reconnects rather than watch nothing.
+        if !subs.is_empty() {
+            subs.spawn(read_likes(session.clone(), namespace.clone(), tx));
+        }
         (subs, rx)
     }
 
@@ -1232,6 +1264,57 @@ mod tests {
 
     use super::*;
     use bytes::Bytes;
+
+    /// A subscriber's session whose publisher refuses the first `refusals` SUBSCRIBEs, then
+    /// accepts; the count of SUBSCRIBEs it saw.
+    async fn refusing_publisher(refusals: usize) -> (Session, tokio::task::JoinHandle<usize>) {
+        use banyan_moq::coding::RequestErrorCode;
+        use banyan_moq::message::SubscribeOk;
+        use banyan_moq::session::{Request, SessionConfig};
+        let url = "moqt://mem.test/live".parse().unwrap();
+        let config = banyan_tests::mem::Config::default();
+        let pair = banyan_tests::mem::session_pair(&config, &url, SessionConfig::default())
+            .await
+            .unwrap();
+        let (client, server) = (pair.client.0.clone(), pair.server.0.clone());
+        tokio::spawn(pair.client.1.run());
+        tokio::spawn(pair.server.1.run());
+        let publisher = tokio::spawn(async move {
+            let mut seen = 0;
+            let mut writers = Vec::new();
+            while let Some(Request::Subscribe(request)) = server.accept().await {
+                seen += 1;
+                if seen <= refusals {
+                    let _ = request.reject(RequestErrorCode::InternalError, "not yet").await;
+                } else {
+                    writers.push(request.accept(SubscribeOk::default()).await.unwrap());
+                    return seen;
+                }
+            }
+            seen
+        });
+        (client, publisher)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_media_subscribe_is_tried_again() {
+        let (session, publisher) = refusing_publisher(2).await;
+        let ns = TrackNamespace::from_path("live").unwrap();
+        let sub = subscribe_retrying(&session, &ns, "video", None).await;
+        assert!(sub.is_some(), "the third SUBSCRIBE is accepted");
+        assert_eq!(publisher.await.unwrap(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscribe_refused_every_time_gives_up() {
+        let (session, publisher) = refusing_publisher(usize::MAX).await;
+        let ns = TrackNamespace::from_path("live").unwrap();
+        assert!(subscribe_retrying(&session, &ns, "video", None).await.is_none());
+        session.close(SessionErrorCode::NoError, "done");
+        drop(session);
+        let seen = tokio::time::timeout(Duration::from_secs(5), publisher).await;
+        assert_eq!(seen.unwrap().unwrap(), 1 + SUBSCRIBE_RETRIES as usize);
+    }
 
     fn obj(id: u64) -> SubgroupObject {
         SubgroupObject::new(id, Bytes::new())
