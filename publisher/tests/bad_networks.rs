@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use banyan_moq::track::SkipReason;
 use banyan_tests::impair::{Impairment, Proxy, ProxyConfig};
-use common::{command, stop_watcher, until, within, Log, TestRelay, PUBLISH, WATCH};
+use common::{command, stop_watcher, until, watcher_at, within, TestRelay, PUBLISH};
 use serde_json::Value;
 
 /// How long the viewer watches each link.
@@ -66,19 +66,7 @@ async fn watch(relay: &TestRelay, proxy: &Proxy, broadcast: &str) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
     let url = format!("moqt://localhost:{}", proxy.local_addr().port());
-    let args = [
-        url.as_str(),
-        "--broadcast",
-        broadcast,
-        "--duration",
-        "120s",
-        "--summary",
-        summary.to_str().unwrap(),
-        "--tls-hash",
-        &relay.hash,
-    ];
-    let mut child = command(WATCH, &args).spawn().unwrap();
-    let log = Log::follow(child.stderr.take().unwrap());
+    let (child, log) = watcher_at(&url, relay, broadcast, &summary, None, &[]);
     until(
         Duration::from_secs(15),
         "the viewer plays a first group",

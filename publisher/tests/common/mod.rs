@@ -225,10 +225,21 @@ pub fn watcher(
     token: Option<&str>,
     extra: &[&str],
 ) -> (Child, Log) {
-    let url = relay.url();
+    watcher_at(&relay.url(), relay, broadcast, summary, token, extra)
+}
+
+/// [`watcher`] connecting to `url` (e.g. an impairment proxy in front of `relay`).
+pub fn watcher_at(
+    url: &str,
+    relay: &TestRelay,
+    broadcast: &str,
+    summary: &std::path::Path,
+    token: Option<&str>,
+    extra: &[&str],
+) -> (Child, Log) {
     let summary = summary.to_str().unwrap();
     let mut args = vec![
-        url.as_str(),
+        url,
         "--broadcast",
         broadcast,
         "--duration",
