@@ -1,5 +1,6 @@
 /**
- * The public API: `connect`, `watch`, `like`, `comment`, `gift`.
+ * The public API: `connect`, `watch`, `like`, `comment`, `gift`; the transport choice
+ * (`connectRelay`, `planTransports`, `TransportMemory`).
  *
  * ```ts
  * import { watch, like, comment } from "@banyan/client-web";
@@ -12,12 +13,26 @@
 import type { ChatComment } from "./interact/interactions";
 import type { GiftEvent } from "./interact/payload";
 import { Player, type PlayerOptions, type PlayerStats } from "./player/player";
-import { Session, type ConnectOptions } from "./session/session";
+import { connectRelay, relayUrls, type ChooseOptions } from "./session/choose";
+import { Session } from "./session/session";
+import type { TransportKind } from "./session/transport";
 
 export { Player, Session };
 export { DEFAULT_RENDEZVOUS_TIMEOUT_MS } from "./player/player";
 export { subscribeParameters, type SubscribeOptions } from "./session/session";
-export type { PlayerOptions, PlayerStats, ConnectOptions };
+export type { PlayerOptions, PlayerStats, TransportKind };
+export type { ConnectOptions } from "./session/session";
+export {
+  HEAD_START_MS,
+  REMEMBER_MS,
+  TransportMemory,
+  connectRelay,
+  isWebKit,
+  parseTransport,
+  plan as planTransports,
+  type ChooseOptions,
+  type RelayUrls,
+} from "./session/choose";
 export { MoqtError, Subscription, type TrackObject, type SessionClosed } from "./session/session";
 export { JitterBuffer, PlayoutClock, type Frame, type JitterOptions } from "./player/jitter";
 export { parseCatalog, type MediaTrack, type ParsedCatalog } from "./player/catalog";
@@ -27,17 +42,24 @@ export { Interactions, InteractionError, type ChatComment, type InteractionsOpti
 export { refusalLabel, type GiftEvent } from "./interact/payload";
 
 export interface RelayTarget {
-  /** WebTransport URL, e.g. `https://127.0.0.1:4443/`. */
-  relay: string;
+  /** WebTransport URL, e.g. `https://127.0.0.1:4443/` (a `ws://`/`wss://` URL: the WebSocket one). */
+  relay?: string;
+  /** QMux-over-WebSocket URL, e.g. `ws://127.0.0.1:4443/` (control's `websocket`). */
+  websocket?: string;
+  /**
+   * Only this transport; default: chosen (WebSocket where WebTransport is missing or WebKit's,
+   * else WebTransport first and WebSocket 500 ms later, the winner remembered for a day).
+   */
+  transport?: TransportKind;
   /** Development certificate SHA-256 (hex), or several. */
   hash?: string | string[];
   /** A relay JWT (from the control plane's `/v1/watch`). */
   token?: string;
 }
 
-/** Open a raw MoQT session (SETUP done) to a relay. */
+/** Open a raw MoQT session (SETUP done) to a relay, over the transport chosen as for `watch`. */
 export function connect(target: RelayTarget): Promise<Session> {
-  return Session.connect(target.relay, connectOptions(target));
+  return connectRelay(relayUrls(target.relay, target.websocket), connectOptions(target));
 }
 
 /**
@@ -49,7 +71,7 @@ export interface WatchOptions extends RelayTarget, Omit<PlayerOptions, keyof Rel
 
 /** Start playing a broadcast into a canvas; reconnects by itself until `stop()`. */
 export function watch(options: WatchOptions): Player {
-  const { hash: _hash, token: _token, ...player } = options;
+  const { hash: _hash, token: _token, transport: _transport, ...player } = options;
   return new Player({ ...player, ...connectOptions(options) });
 }
 
@@ -93,8 +115,9 @@ function interactionsOf(player: Player, what: string) {
   return player.interactions;
 }
 
-function connectOptions(target: RelayTarget): ConnectOptions {
-  const options: ConnectOptions = {};
+function connectOptions(target: RelayTarget): ChooseOptions {
+  const options: ChooseOptions = {};
+  if (target.transport) options.transport = target.transport;
   const hashes = target.hash === undefined ? [] : Array.isArray(target.hash) ? target.hash : [target.hash];
   if (hashes.length > 0) options.serverCertificateHashes = hashes;
   if (target.token) options.token = target.token;

@@ -1,7 +1,8 @@
 /**
- * The demo page: `/?relay=URL&hash=HEX&broadcast=NAME` (chat room `&room=N`, default 0), or
- * `/?broadcast=NAME` to ask the control plane (`/v1/watch/{broadcast}`, same origin or
- * `&control=URL`) for a relay and a chat room. Live figures are exposed to automation as
+ * The demo page: `/?relay=URL&hash=HEX&broadcast=NAME` (chat room `&room=N`, default 0; the
+ * relay's WebSocket URL `&ws=ws://host:port/`), or `/?broadcast=NAME` to ask the control plane
+ * (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay (its `webtransport` and
+ * `websocket` URLs) and a chat room. `&transport=webtransport|websocket` forces a transport. Live figures are exposed to automation as
  * `window.banyanStats`; the like button, chat panel and gift button use the interaction tracks.
  */
 import * as api from "../api";
@@ -9,7 +10,9 @@ import { comment, gift, like, watch, type ChatComment, type GiftEvent, type Play
 
 declare global {
   interface Window {
-    banyanStats: PlayerStats | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; likes: 0 };
+    banyanStats:
+      | PlayerStats
+      | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; transport: undefined; likes: 0 };
     /** The client API, for automation and the console. */
     banyan: typeof api;
     /** The page's player (automation: `banyanPlayer.interactions.comments`). */
@@ -24,7 +27,8 @@ const params = new URLSearchParams(location.search);
 const errorBox = $("error");
 
 interface Target {
-  relay: string;
+  relay?: string;
+  websocket?: string;
   hash?: string;
   token?: string;
   broadcast: string;
@@ -33,12 +37,16 @@ interface Target {
 
 async function resolveTarget(): Promise<Target> {
   const broadcast = params.get("broadcast") ?? "";
-  if (!broadcast) throw new Error("add ?broadcast=NAME (and ?relay=https://host:port/&hash=HEX)");
+  if (!broadcast) throw new Error("add ?broadcast=NAME (and ?relay=https://host:port/&hash=HEX, or ?ws=ws://host:port/)");
   const relay = params.get("relay");
-  if (relay) {
-    const hash = params.get("hash") ?? undefined;
-    const room = params.get("room") ?? "0";
-    return hash ? { relay, hash, broadcast, room } : { relay, broadcast, room };
+  const ws = params.get("ws");
+  if (relay || ws) {
+    const target: Target = { broadcast, room: params.get("room") ?? "0" };
+    if (relay) target.relay = relay;
+    if (ws) target.websocket = ws;
+    const hash = params.get("hash");
+    if (hash) target.hash = hash;
+    return target;
   }
   const control = params.get("control") ?? location.origin;
   // A reload asks for the chat room this tab was in: control keeps it while it has space.
@@ -49,12 +57,15 @@ async function resolveTarget(): Promise<Target> {
   if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/watch/${broadcast}`);
   const body = (await response.json()) as {
     webtransport?: string;
+    websocket?: string;
     cert_sha256?: string;
     token?: string;
     chat_room?: string;
   };
-  if (!body.webtransport) throw new Error("control plane assigned a relay without a WebTransport URL");
-  const target: Target = { relay: body.webtransport, broadcast, room: body.chat_room ?? "0" };
+  if (!body.webtransport && !body.websocket) throw new Error("control plane assigned a relay without a WebTransport or WebSocket URL");
+  const target: Target = { broadcast, room: body.chat_room ?? "0" };
+  if (body.webtransport) target.relay = body.webtransport;
+  if (body.websocket) target.websocket = body.websocket;
   sessionStorage.setItem(roomKey, target.room);
   if (body.cert_sha256) target.hash = body.cert_sha256;
   if (body.token) target.token = body.token;
@@ -72,6 +83,7 @@ function render(stats: PlayerStats): void {
     `stalls    ${stats.stalls}  (${(stats.stallMs / 1000).toFixed(1)} s frozen)`,
     `video     ${stats.videoCodec} ${stats.width}x${stats.height}  buffer ${ms(stats.bufferedMs)}`,
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
+    `transport ${stats.transport ?? "–"}`,
   ].join("\n");
   errorBox.textContent = stats.lastError ?? "";
 }
@@ -144,8 +156,12 @@ function showGift(e: GiftEvent): void {
 async function main(): Promise<void> {
   const target = await resolveTarget();
   const latency = params.get("latency");
+  const forced = params.get("transport");
+  const transport = api.parseTransport(forced);
+  if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
   const player = watch({
     ...target,
+    ...(transport ? { transport } : {}),
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),
     onStats: render,
@@ -206,6 +222,7 @@ main().catch((e: unknown) => {
     framesDropped: 0,
     latencyMs: undefined,
     relay: "",
+    transport: undefined,
     likes: 0,
   };
   errorBox.textContent = message;

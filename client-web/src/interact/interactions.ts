@@ -251,10 +251,9 @@ export class Interactions {
       // A new session means a new source starting from 0: totals of the old one are done.
       if (session !== undefined && this.session !== session) return;
       const payload = encodeUp({ type: "like", source: this.source, total: total ?? this.sourceTotal });
-      if (how === "datagram") {
-        publication.sendDatagram(this.nextGroup++, 0, payload);
-        return;
-      }
+      // A transport without datagrams (a QMux peer that advertised none) gets the total on a
+      // stream instead.
+      if (how === "datagram" && publication.sendDatagram(this.nextGroup++, 0, payload)) return;
       const stream = await publication.openSubgroup(this.nextGroup++);
       await stream.write(0, payload);
       await stream.finish();

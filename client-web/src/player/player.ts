@@ -4,14 +4,15 @@
  * Its {@link Interactions} (likes, chat, gifts) follow it onto each new session.
  */
 import { Interactions } from "../interact/interactions";
+import { browserEnvironment, connectRelay, plan, relayUrls, type ChooseOptions, type RelayUrls } from "../session/choose";
 import {
   MoqtError,
   Session,
-  type ConnectOptions,
   type SubscribeOptions,
   type Subscription,
   type TrackObject,
 } from "../session/session";
+import { transportOfUrl, type TransportKind } from "../session/transport";
 import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
@@ -20,8 +21,18 @@ import { PlaybackMeter } from "./meter";
 import { VideoRenderer, type VideoPayload } from "./video";
 
 export interface PlayerOptions {
-  /** WebTransport URL of the relay, e.g. `https://127.0.0.1:4443/`. */
-  relay: string;
+  /**
+   * WebTransport URL of the relay, e.g. `https://127.0.0.1:4443/` (a `ws://`/`wss://` URL here
+   * is taken as its WebSocket URL). At least one of `relay` and `websocket` is needed.
+   */
+  relay?: string;
+  /** The relay's QMux-over-WebSocket URL, e.g. `ws://127.0.0.1:4443/` (`/v1/watch`'s `websocket`). */
+  websocket?: string;
+  /**
+   * Only this transport. Default: WebSocket where WebTransport is missing or broken (WebKit),
+   * else a race, WebTransport first and WebSocket 500 ms later (see `session/choose.ts`).
+   */
+  transport?: TransportKind;
   /** The broadcast's namespace, e.g. `live/demo`. */
   broadcast: string;
   canvas: HTMLCanvasElement;
@@ -61,7 +72,10 @@ export function mediaSubscribeOptions(role: MediaTrack["role"], rendezvousTimeou
 
 export interface PlayerStats {
   state: "connecting" | "playing" | "reconnecting" | "stopped";
+  /** The URL of the session in use (WebTransport or WebSocket), or the one asked for before. */
   relay: string;
+  /** What the session in use runs on (undefined before the first one). */
+  transport: TransportKind | undefined;
   framesDecoded: number;
   framesDropped: number;
   /** Glass-to-glass latency of the last rendered frame: viewer wall clock − capture time. */
@@ -127,7 +141,8 @@ export class Player {
     this.audioBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
     this.stats = {
       state: "connecting",
-      relay: options.relay,
+      relay: options.relay ?? options.websocket ?? "",
+      transport: undefined,
       framesDecoded: 0,
       framesDropped: 0,
       latencyMs: undefined,
@@ -176,23 +191,26 @@ export class Player {
   // ---- connection loop ----
 
   private async run(): Promise<void> {
-    let url = this.options.relay;
+    const home = relayUrls(this.options.relay, this.options.websocket);
+    let urls = home;
     let failures = 0;
     while (!this.stopped) {
       try {
-        const connect: ConnectOptions = {};
+        // The transport is chosen again for every session: after a GOAWAY or a failure too.
+        const connect: ChooseOptions = { transport: this.options.transport };
         if (this.options.serverCertificateHashes) connect.serverCertificateHashes = this.options.serverCertificateHashes;
         if (this.options.token) connect.token = this.options.token;
-        const session = await Session.connect(url, connect);
+        const session = await connectRelay(urls, connect);
         this.session = session;
-        this.stats.relay = url;
+        this.stats.relay = session.url;
+        this.stats.transport = session.transportKind;
         failures = 0;
         const next = await this.play(session);
-        url = next ?? this.options.relay;
+        urls = next ? this.movedTo(next, home) : home;
       } catch (e) {
         this.stats.lastError = e instanceof Error ? e.message : String(e);
         failures++;
-        url = this.options.relay;
+        urls = home;
       }
       if (this.stopped) return;
       this.stats.state = "reconnecting";
@@ -204,10 +222,28 @@ export class Player {
     }
   }
 
-  /** Play from one session until it closes (→ undefined) or sends GOAWAY (→ the URL to move to). */
+  /**
+   * Where a GOAWAY's New Session URI leads: that URL alone (its scheme says the transport), or
+   * back to the relay we were given when this browser cannot use it (a WebTransport URL in a
+   * page without WebTransport, or the other transport than the one forced).
+   */
+  private movedTo(uri: string, home: RelayUrls): RelayUrls {
+    const moved: RelayUrls = transportOfUrl(uri) === "websocket" ? { websocket: uri } : { webtransport: uri };
+    try {
+      plan(moved, browserEnvironment(), this.options.transport);
+      return moved;
+    } catch {
+      return home;
+    }
+  }
+
+  /**
+   * Play from one session until it closes (→ undefined) or sends GOAWAY (→ its New Session URI,
+   * or undefined when it names none: reconnect to the relay we were given).
+   */
   private async play(session: Session): Promise<string | undefined> {
-    const goaway = new Promise<string>((resolve) => {
-      session.onGoaway = (g) => resolve(g.newSessionUri || this.options.relay);
+    const goaway = new Promise<string | undefined>((resolve) => {
+      session.onGoaway = (g) => resolve(g.newSessionUri || undefined);
     });
     const closed = session.closed.then((c) => {
       if (!c.local) this.stats.lastError = `session closed: code ${c.code} ${c.reason}`;

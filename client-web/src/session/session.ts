@@ -1,5 +1,6 @@
 /**
- * A MoQT draft-18 client session over WebTransport (the browser's `WebTransport`).
+ * A MoQT draft-18 client session over WebTransport (the browser's `WebTransport`), or over
+ * QMux on a WebSocket (`@moq/qmux`, WebTransport-shaped: see `transport.ts`), unchanged.
  *
  * What the Rust server (`moq/src/session/`) expects, and what this does:
  * - WebTransport CONNECT to `https://host:port/path`, offering `WT-Available-Protocols: moqt-18`
@@ -43,8 +44,9 @@ import {
 } from "../message";
 import { Publication } from "./publication";
 import { StreamReader } from "./stream";
+import { MOQT_VERSION, hexToBytes, openTransport, transportOfUrl, type TransportKind } from "./transport";
 
-export const MOQT_VERSION = "moqt-18";
+export { MOQT_VERSION, hexToBytes, type TransportKind };
 
 /** The parameters of a SUBSCRIBE asked for with `options` (throws RangeError on a bad value). */
 export function subscribeParameters(options: SubscribeOptions): Parameters {
@@ -73,6 +75,8 @@ export interface ConnectOptions {
   setupTimeoutMs?: number;
   /** A JWT for the relay, sent in SETUP as an AUTHORIZATION TOKEN (USE_VALUE, type 0). */
   token?: string;
+  /** Abandon the attempt: closes the transport if SETUP has not completed (a lost race). */
+  signal?: AbortSignal;
 }
 
 export interface SubscribeOptions {
@@ -270,6 +274,8 @@ export class Session {
 
   private constructor(
     readonly url: string,
+    /** What the session runs on: WebTransport, or QMux over WebSocket. */
+    readonly transportKind: TransportKind,
     private readonly transport: WebTransport,
     options: ConnectOptions,
   ) {
@@ -281,39 +287,59 @@ export class Session {
     );
   }
 
-  /** Open a WebTransport session to `url` (https://host:port/path) and exchange SETUP. */
+  /**
+   * Open a session to `url` and exchange SETUP: WebTransport to an `https://` URL, QMux over
+   * WebSocket to a `ws://`/`wss://` one (see `transport.ts`). Aborting `options.signal` before
+   * SETUP completes closes the transport and rejects.
+   */
   static async connect(url: string, options: ConnectOptions = {}): Promise<Session> {
-    const wtOptions: WebTransportOptions & { protocols?: string[] } = {
-      protocols: [MOQT_VERSION],
-      congestionControl: "low-latency",
-    };
-    if (options.serverCertificateHashes?.length) {
-      wtOptions.serverCertificateHashes = options.serverCertificateHashes.map((h) => ({
-        algorithm: "sha-256",
-        value: hexToBytes(h),
-      }));
+    const kind = transportOfUrl(url);
+    const name = kind === "websocket" ? "WebSocket" : "WebTransport";
+    const signal = options.signal;
+    if (signal?.aborted) throw new MoqtError(`${name} to ${url}: aborted`);
+    let transport: WebTransport;
+    try {
+      transport = openTransport(url, options);
+    } catch (e) {
+      throw new MoqtError(`${name} to ${url} failed: ${describe(e)}`);
     }
-    const transport = new WebTransport(url, wtOptions);
     // `closed` rejects too when `ready` does; the Session observes it once constructed.
     transport.closed.catch(() => {});
+    const abort = () => {
+      try {
+        transport.close({ closeCode: SessionErrorCode.NoError, reason: "aborted" });
+      } catch {
+        // not open yet or already closed: `ready` or SETUP fails either way
+      }
+    };
+    signal?.addEventListener("abort", abort, { once: true });
     try {
-      await transport.ready;
-    } catch (e) {
-      throw new MoqtError(`WebTransport to ${url} failed: ${describe(e)}`);
+      try {
+        await transport.ready;
+      } catch (e) {
+        throw new MoqtError(`${name} to ${url} failed: ${describe(e)}`);
+      }
+      if (signal?.aborted) throw new MoqtError(`${name} to ${url}: aborted`);
+      const negotiated = (transport as WebTransport & { protocol?: string }).protocol;
+      if (negotiated && negotiated !== MOQT_VERSION) {
+        transport.close({ closeCode: SessionErrorCode.VersionNegotiationFailed, reason: "no common version" });
+        throw new MoqtError(`server chose protocol ${negotiated}, not ${MOQT_VERSION}`);
+      }
+      const session = new Session(url, kind, transport, options);
+      try {
+        await session.setup(options.setupTimeoutMs ?? 10_000, options.token);
+      } catch (e) {
+        session.fail(e);
+        throw e instanceof MoqtError ? e : new MoqtError(`SETUP with ${url} failed: ${describe(e)}`);
+      }
+      if (signal?.aborted) {
+        session.close(SessionErrorCode.NoError, "aborted");
+        throw new MoqtError(`${name} to ${url}: aborted`);
+      }
+      return session;
+    } finally {
+      signal?.removeEventListener("abort", abort);
     }
-    const negotiated = (transport as WebTransport & { protocol?: string }).protocol;
-    if (negotiated && negotiated !== MOQT_VERSION) {
-      transport.close({ closeCode: SessionErrorCode.VersionNegotiationFailed, reason: "no common version" });
-      throw new MoqtError(`server chose protocol ${negotiated}, not ${MOQT_VERSION}`);
-    }
-    const session = new Session(url, transport, options);
-    try {
-      await session.setup(options.setupTimeoutMs ?? 10_000, options.token);
-    } catch (e) {
-      session.fail(e);
-      throw e instanceof MoqtError ? e : new MoqtError(`SETUP with ${url} failed: ${describe(e)}`);
-    }
-    return session;
   }
 
   /** SUBSCRIBE to `namespace/name`; resolves on SUBSCRIBE_OK, rejects with REQUEST_ERROR. */
@@ -646,9 +672,15 @@ export class Session {
     }
   }
 
-  /** Queue one datagram; false when the session cannot send any. */
+  /**
+   * Queue one datagram; false when the session cannot send it: closed, or a transport that
+   * says it carries no datagrams this large (`maxDatagramSize`; QMux reports 0 when the peer
+   * advertised no datagram support, and would drop them silently).
+   */
   private sendDatagram(bytes: Uint8Array): boolean {
     if (this.isClosed) return false;
+    const max = (this.transport.datagrams as { maxDatagramSize?: unknown }).maxDatagramSize;
+    if (typeof max === "number" && bytes.length > max) return false;
     try {
       if (!this.datagramWriter) {
         const datagrams = this.transport.datagrams as WebTransportDatagramDuplexStream & {
@@ -731,14 +763,6 @@ export class Session {
 
 function requestError(what: string, e: RequestError): MoqtError {
   return new MoqtError(`${what} refused: code 0x${e.errorCode.toString(16)} ${e.errorReason}`, e.errorCode);
-}
-
-export function hexToBytes(hex: string): Uint8Array<ArrayBuffer> {
-  const clean = hex.replace(/[:\s]/g, "");
-  if (!/^([0-9a-fA-F]{2})+$/.test(clean)) throw new MoqtError(`not a hex hash: ${hex}`);
-  const out = new Uint8Array(clean.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(2 * i, 2 * i + 2), 16);
-  return out;
 }
 
 function describe(e: unknown): string {
