@@ -1,11 +1,15 @@
 // The quick start, checked: `scripts/demo` (the README's first command) runs banyan-control, an
-// origin and an edge relay, banyan-publish fed by ffmpeg and the demo page, on ports chosen here
-// (`--no-build`: the binaries and client-web/dist the earlier stages built). Headless Chromium
-// opens the URL the demo prints, which asks the control plane for a relay, and must:
-//   - play real H.264 from the relay control assigned (the edge, not the origin), under 250 ms
-//     glass to glass, with the chat room control assigned shown;
+// origin and an edge relay (each with a WebSocket listener), banyan-publish fed by ffmpeg and the
+// demo page, on ports chosen here (`--no-build`: the binaries and client-web/dist the earlier
+// stages built). Headless Chromium opens the URL the demo prints, which asks the control plane
+// for a relay, and must:
+//   - play real H.264 from the relay control assigned (the edge, not the origin) over
+//     WebTransport, under 250 ms glass to glass, with the chat room control assigned shown;
 //   - count a like clicked on the page, and show a comment typed in it;
 //   - keep its chat room across a reload (the page names its room to control).
+// A second Chromium page, with WebTransport deleted by an init script (a browser without it, as
+// Safari is treated), opens the same URL with no flag and must play from the edge over WebSocket
+// under 250 ms, count a like and show a comment.
 // Then Ctrl-C (SIGINT) must stop the demo and every process it started.
 //
 // Run with `npm run e2e:demo` after `npm run e2e` (or a build). Environment:
@@ -17,32 +21,24 @@ import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { children, logger, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
+import {
+  banyanStats,
+  children,
+  decoded,
+  freePort,
+  likeAndComment,
+  logger,
+  pageWithoutWebTransport,
+  start,
+  stopChild,
+  tail,
+  waitExit,
+  waitFor,
+} from "./harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "..", "..");
 const log = logger("demo-test");
-
-/** A port the OS just handed out (and took back) for `proto`. */
-function freePort(proto) {
-  return new Promise((ok, fail) => {
-    if (proto === "udp") {
-      const socket = createSocket("udp6");
-      socket.on("error", fail);
-      socket.bind(0, "::", () => {
-        const { port } = socket.address();
-        socket.close(() => ok(port));
-      });
-    } else {
-      const server = createServer();
-      server.on("error", fail);
-      server.listen(0, "127.0.0.1", () => {
-        const { port } = server.address();
-        server.close(() => ok(port));
-      });
-    }
-  });
-}
 
 async function main() {
   const executablePath = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -51,6 +47,8 @@ async function main() {
   const ports = {
     origin: await freePort("udp"),
     edge: await freePort("udp"),
+    originWs: await freePort("tcp"),
+    edgeWs: await freePort("tcp"),
     control: await freePort("tcp"),
     web: await freePort("tcp"),
   };
@@ -61,6 +59,8 @@ async function main() {
     "--no-build",
     "--origin-port", String(ports.origin),
     "--edge-port", String(ports.edge),
+    "--origin-ws-port", String(ports.originWs),
+    "--edge-ws-port", String(ports.edgeWs),
     "--control-port", String(ports.control),
     "--web-port", String(ports.web),
   ], { env, cwd: repo });
@@ -79,15 +79,10 @@ async function main() {
     const page = await browser.newPage();
     page.on("console", (m) => m.type() === "error" && log("page:", m.text()));
     await page.goto(url);
-    const stats = () => page.evaluate(() => JSON.parse(JSON.stringify(window.banyanStats ?? null)));
-    const playing = await waitFor("30 decoded frames through the assigned relay", 45_000, async () => {
-      const s = await stats();
-      return s && s.framesDecoded >= 30 && s.latencyMs !== undefined ? s : undefined;
-    }, 250).catch(async (e) => {
-      throw new Error(`${e.message}; stats ${JSON.stringify(await stats())}\n${tail(demo, 40)}`);
-    });
-    if (!playing.relay.includes(`:${ports.edge}/`)) {
-      throw new Error(`control should assign the edge (port ${ports.edge}), the page plays from ${playing.relay}`);
+    const stats = () => banyanStats(page);
+    const playing = await decoded("the page, through the assigned relay", page, 30, 45_000, () => tail(demo, 40));
+    if (!playing.relay.includes(`:${ports.edge}/`) || playing.transport !== "webtransport") {
+      throw new Error(`control should assign the edge (port ${ports.edge}) and the page pick WebTransport; it plays from ${playing.relay} over ${playing.transport}`);
     }
     if (!/^avc[13]\./.test(playing.videoCodec)) throw new Error(`expected H.264, got ${playing.videoCodec}`);
     if (!(playing.latencyMs < 250)) throw new Error(`latency ${playing.latencyMs} ms is not below 250 ms`);
@@ -95,15 +90,9 @@ async function main() {
     if (!/^\d+$/.test(room ?? "")) throw new Error(`the page shows no chat room: ${JSON.stringify(room)}`);
     log(`playing from ${playing.relay} (assigned by control): ${playing.framesDecoded} frames of ${playing.videoCodec} ${playing.width}x${playing.height}, latency ${playing.latencyMs.toFixed(1)} ms, chat room ${room}`);
 
-    const likes = playing.likes ?? 0;
-    await page.click("#like");
-    await waitFor("the like to be counted", 10_000, async () => ((await stats())?.likes ?? 0) >= likes + 1, 50);
     const text = `hello from the quick start ${Date.now()}`;
-    await page.fill("#chat-input", text);
-    await page.press("#chat-input", "Enter");
-    await waitFor("the comment in the chat panel", 10_000, async () =>
-      (await page.locator("#chat-list li.comment").allTextContents()).some((t) => t.includes(text)), 50);
-    log(`a like was counted (${likes} → ${(await stats()).likes}) and a comment shown in room ${room}`);
+    const shown = await likeAndComment(page, text);
+    log(`a like was counted (${playing.likes ?? 0} → ${shown.likes}) and a comment shown in room ${room}`);
 
     await page.reload();
     await waitFor("playback after the reload", 30_000, async () => ((await stats())?.framesDecoded ?? 0) > 0, 250);
@@ -112,6 +101,19 @@ async function main() {
     await waitFor("the room's history after the reload", 10_000, async () =>
       (await page.locator("#chat-list li.comment").allTextContents()).some((t) => t.includes(text)), 50);
     log(`reloaded: still chat room ${after}, its history shows the comment`);
+
+    // A browser without WebTransport, with no flag: WebSocket to the same edge.
+    const { context, page: noWt } = await pageWithoutWebTransport(browser);
+    noWt.on("console", (m) => m.type() === "error" && log("no-WebTransport page:", m.text()));
+    await noWt.goto(url);
+    const ws = await decoded("the page without WebTransport", noWt, 30, 45_000, () => tail(demo, 40));
+    if (ws.transport !== "websocket" || !ws.relay.startsWith("ws://") || !ws.relay.includes(`:${ports.edgeWs}/`)) {
+      throw new Error(`without WebTransport the page should play over WebSocket from the edge (tcp port ${ports.edgeWs}); it plays over ${ws.transport} from ${ws.relay}`);
+    }
+    if (!(ws.latencyMs < 250)) throw new Error(`latency over WebSocket ${ws.latencyMs} ms is not below 250 ms`);
+    const overWs = await likeAndComment(noWt, `hello over WebSocket ${Date.now()}`);
+    log(`without WebTransport: playing over ${ws.transport} from ${ws.relay} (the edge), ${ws.framesDecoded} frames of ${ws.videoCodec}, latency ${ws.latencyMs.toFixed(1)} ms; a like counted after ${overWs.likeMs} ms, a comment shown after ${overWs.commentMs} ms`);
+    await context.close();
   } finally {
     await browser.close();
   }
@@ -125,7 +127,7 @@ async function main() {
     const proto = what === "origin" || what === "edge" ? "udp" : "tcp";
     if (!(await canBind(proto, port))) throw new Error(`${what} port ${port} (${proto}) is still in use after the demo stopped`);
   }
-  log(`Ctrl-C stopped the demo and everything it started in ${((Date.now() - stoppingAt) / 1000).toFixed(1)} s (all four ports free again)`);
+  log(`Ctrl-C stopped the demo and everything it started in ${((Date.now() - stoppingAt) / 1000).toFixed(1)} s (all ${Object.keys(ports).length} ports free again)`);
 }
 
 /** Whether `port` can be bound now (nothing listens on it). */

@@ -27,14 +27,21 @@
 //   within 3 s, else within 2: see `compareSkips`). An
 //   older relay keeps sending the backlog in order, so the page cannot skip and falls behind:
 //   those three checks are then reported as not asserted.
+// Stage 5 (transports, tests/transports.mjs): control, an origin and an edge relay with WebSocket
+//   listeners; Chromium without WebTransport plays, likes and chats over WebSocket from the edge
+//   control assigned, Chromium as it is keeps WebTransport, Firefox ESR plays over WebTransport
+//   and (forced) over WebSocket, and the WebSocket page survives an edge restart; glass-to-glass
+//   p50/p99 printed per browser and transport, all under 250 ms.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
 //   BANYAN_TARGET_DIR   cargo target dir (default ../target), binaries from `debug/`
 //   CHROMIUM            browser path (default /usr/bin/chromium)
+//   FIREFOX             browser path (default /usr/bin/firefox-esr)
 //   BANYAN_E2E_ALLOW_MISSING_PUBLISHER=1  pass with stage 2 reported as NOT RUN when
 //                       banyan-publish is not built yet (default: fail)
-//   BANYAN_E2E_ONLY=narrow  run stage 4 alone (while working on the player's skipping)
+//   BANYAN_E2E_ONLY=narrow  run stage 4 alone (while working on the player's skipping);
+//                       BANYAN_E2E_ONLY=transports  stage 5 alone
 import { spawn, execFileSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -44,6 +51,7 @@ import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { children, logger, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
+import { transportsStage } from "./transports.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
@@ -250,6 +258,10 @@ async function main() {
   try {
     if (process.env.BANYAN_E2E_ONLY === "narrow") {
       summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
+      return summary;
+    }
+    if (process.env.BANYAN_E2E_ONLY === "transports") {
+      summary.transports = await transportsStage(browser, bin, pageBase);
       return summary;
     }
     // ---- stage 1: transport against the synthetic publisher ----
@@ -606,6 +618,7 @@ async function main() {
     await watchPage.close();
 
     summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
+    summary.transports = await transportsStage(browser, bin, pageBase);
     return summary;
   } finally {
     await browser.close();
