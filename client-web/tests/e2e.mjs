@@ -261,7 +261,7 @@ async function main() {
       return summary;
     }
     if (process.env.BANYAN_E2E_ONLY === "transports") {
-      summary.transports = await transportsStage(browser, bin, pageBase);
+      summary.transports = await transportsStage(browser, bin, pageBase, results);
       return summary;
     }
     // ---- stage 1: transport against the synthetic publisher ----
@@ -618,7 +618,7 @@ async function main() {
     await watchPage.close();
 
     summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
-    summary.transports = await transportsStage(browser, bin, pageBase);
+    summary.transports = await transportsStage(browser, bin, pageBase, results);
     return summary;
   } finally {
     await browser.close();
