@@ -126,3 +126,25 @@ export async function likeAndComment(page, text) {
     (await page.locator("#chat-list li.comment").allTextContents()).some((c) => c.includes(text)), 20);
   return { likeMs, commentMs: Date.now() - t, likes: (await banyanStats(page))?.likes };
 }
+
+/**
+ * The page's `banyanStats.latencyMs`, sampled in the page every 33 ms (about once a frame) for
+ * `ms`: the figures do not depend on how fast the test can ask (Playwright or puppeteer page).
+ */
+export function latencySamples(page, ms) {
+  return page.evaluate(
+    (ms) =>
+      new Promise((resolve) => {
+        const out = [];
+        const timer = setInterval(() => {
+          const v = window.banyanStats?.latencyMs;
+          if (typeof v === "number") out.push(v);
+        }, 33);
+        setTimeout(() => {
+          clearInterval(timer);
+          resolve(out);
+        }, ms);
+      }),
+    ms,
+  );
+}

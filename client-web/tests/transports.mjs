@@ -33,6 +33,7 @@ import {
   children,
   decoded,
   freePort,
+  latencySamples,
   likeAndComment,
   logger,
   pageWithoutWebTransport,
@@ -225,21 +226,7 @@ async function playing(what, page, system, transport) {
   if (s.transport !== transport || s.relay !== expected) {
     throw new Error(`${what} plays over ${s.transport} from ${s.relay}, expected ${transport} from ${expected} (the edge control assigned)`);
   }
-  // Sampled in the page, so the figures do not depend on how fast the test can ask.
-  const samples = await page.evaluate(
-    () =>
-      new Promise((resolve) => {
-        const out = [];
-        const timer = setInterval(() => {
-          const v = window.banyanStats?.latencyMs;
-          if (typeof v === "number") out.push(v);
-        }, 33);
-        setTimeout(() => {
-          clearInterval(timer);
-          resolve(out);
-        }, 3000);
-      }),
-  );
+  const samples = await latencySamples(page, 3000);
   const last = await banyanStats(page);
   const figures = {
     latencyP50Ms: round(quantile(samples, 0.5)),
