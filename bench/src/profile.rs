@@ -127,6 +127,9 @@ pub enum TransportChoice {
     Quic,
     /// WebTransport over HTTP/3 (`https://`).
     Webtransport,
+    /// QMux over WebSocket (`ws://`, `wss://`): the URL must be the relay's WebSocket URL
+    /// (its `--ws-listen` port), which publishers then use too.
+    Websocket,
     /// Alternate: even subscribers raw QUIC, odd ones WebTransport.
     Mixed,
 }
@@ -137,6 +140,7 @@ impl TransportChoice {
         match self {
             Self::Quic => TransportKind::Quic,
             Self::Webtransport => TransportKind::WebTransport,
+            Self::Websocket => TransportKind::WebSocket,
             Self::Mixed if index % 2 == 0 => TransportKind::Quic,
             Self::Mixed => TransportKind::WebTransport,
         }
@@ -189,12 +193,30 @@ impl Profile {
         let url_transport = match url.scheme() {
             "moqt" => TransportChoice::Quic,
             "https" => TransportChoice::Webtransport,
+            "ws" | "wss" => TransportChoice::Websocket,
             other => {
                 return Err(Error::Config(format!(
-                    "unsupported URL scheme {other:?} (use moqt:// or https://)"
+                    "unsupported URL scheme {other:?} (use moqt://, https://, ws:// or wss://)"
                 )))
             }
         };
+        // QUIC and WebTransport share the relay's UDP port; its WebSocket port is another one.
+        let websocket_url = url_transport == TransportChoice::Websocket;
+        match args.transport {
+            Some(TransportChoice::Websocket) if !websocket_url => {
+                return Err(Error::Config(format!(
+                    "--transport websocket needs the relay's ws:// or wss:// URL (its --ws-listen port), not {url}"
+                )))
+            }
+            Some(TransportChoice::Quic | TransportChoice::Webtransport | TransportChoice::Mixed)
+                if websocket_url =>
+            {
+                return Err(Error::Config(format!(
+                    "{url} is a WebSocket URL: QUIC and WebTransport need the relay's moqt:// or https:// URL"
+                )))
+            }
+            _ => {}
+        }
         if url.host_str().is_none() {
             return Err(Error::Config(format!("URL {url} has no host")));
         }
@@ -273,7 +295,8 @@ impl Profile {
     }
 }
 
-/// The URL a session of `kind` dials: `url` with its scheme set to `moqt` or `https`.
+/// The URL a session of `kind` dials: `url` with its scheme set to `moqt` or `https` (which
+/// share the relay's UDP port); a WebSocket session dials `url` as given (`ws://`, `wss://`).
 pub fn url_for(url: &str, kind: TransportKind) -> Result<Url, Error> {
     let (_, rest) = url
         .split_once("://")
@@ -281,6 +304,9 @@ pub fn url_for(url: &str, kind: TransportKind) -> Result<Url, Error> {
     let scheme = match kind {
         TransportKind::Quic => "moqt",
         TransportKind::WebTransport => "https",
+        TransportKind::WebSocket => {
+            return Url::parse(url).map_err(|e| Error::Config(format!("URL {url:?}: {e}")));
+        }
     };
     Url::parse(&format!("{scheme}://{rest}")).map_err(|e| Error::Config(format!("URL {url:?}: {e}")))
 }
@@ -435,6 +461,19 @@ mod tests {
         let wt = url_for("moqt://[::1]:4443/", TransportKind::WebTransport).unwrap();
         assert_eq!(wt.as_str(), "https://[::1]:4443/");
         assert!(url_for("nothing", TransportKind::Quic).is_err());
+        let ws = url_for("wss://relay.example:8443/?jwt=t", TransportKind::WebSocket).unwrap();
+        assert_eq!(ws.as_str(), "wss://relay.example:8443/?jwt=t");
+    }
+
+    #[test]
+    fn websocket_needs_a_websocket_url() {
+        let p = Profile::from_args(&args(&["ws://h:8080/"]).unwrap()).unwrap();
+        assert_eq!(p.transport, TransportChoice::Websocket);
+        let err =
+            Profile::from_args(&args(&["moqt://h:1", "--transport", "websocket"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("--ws-listen"), "{err}");
+        let err = Profile::from_args(&args(&["ws://h:1", "--transport", "quic"]).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("WebSocket URL"), "{err}");
     }
 
     #[test]

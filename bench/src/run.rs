@@ -229,6 +229,7 @@ impl Bench {
         let urls = [
             url_for(&p.url, TransportKind::Quic)?,
             url_for(&p.url, TransportKind::WebTransport)?,
+            url_for(&p.url, TransportKind::WebSocket)?,
         ];
         let ramp = p.ramp_up();
         let mut subscribers = tokio::task::JoinSet::new();
@@ -242,6 +243,7 @@ impl Bench {
             let url = match p.transport.for_subscriber(j) {
                 TransportKind::Quic => &urls[0],
                 TransportKind::WebTransport => &urls[1],
+                TransportKind::WebSocket => &urls[2],
             };
             let plan = Plan {
                 url: url.clone(),

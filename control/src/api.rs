@@ -78,6 +78,10 @@ pub struct RelayUrls {
     /// WebTransport: `https://host:port/path` (the same UDP port as `moqt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webtransport: Option<String>,
+    /// QMux over WebSocket (`ws://host:port/` or `wss://…`, the relay's `--ws-listen` TCP
+    /// port), for browsers without WebTransport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
     /// The relay's internal HTTP listener (`/health`, `/metrics`), `http://host:port`; optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
@@ -178,6 +182,10 @@ pub struct RelayEndpoint {
     /// WebTransport URL (`https://…`), if the relay has one; browsers use this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webtransport: Option<String>,
+    /// WebSocket URL (`ws://…` or `wss://…`), if the relay has one; browsers without
+    /// WebTransport use this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<String>,
     /// Development certificate hash (hex SHA-256), when the relay uses one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_sha256: Option<String>,
@@ -355,8 +363,15 @@ impl Heartbeat {
             ("urls.moqt", &self.urls.moqt, "moqt://"),
             ("urls.webtransport", &self.urls.webtransport, "https://"),
             ("urls.http", &self.urls.http, "http://"),
+            ("urls.websocket", &self.urls.websocket, "ws://"),
         ] {
             if let Some(url) = url {
+                // A WebSocket URL is ws:// (development) or wss:// (TLS).
+                let scheme = if field == "urls.websocket" && url.starts_with("wss://") {
+                    "wss://"
+                } else {
+                    scheme
+                };
                 if !url.starts_with(scheme) || url.len() <= scheme.len() || url.len() > MAX_NAME_LEN {
                     return bad(format!("{field} must be a {scheme}host:port URL, got {url:?}"));
                 }
@@ -453,6 +468,7 @@ mod tests {
         let endpoint = RelayEndpoint {
             moqt: Some("moqt://r:1".into()),
             webtransport: None,
+            websocket: None,
             cert_sha256: Some("ab".into()),
         };
         let watch = WatchResponse {
@@ -490,6 +506,7 @@ mod tests {
             relay_id: "r1".into(),
             urls: RelayUrls {
                 moqt: Some("moqt://127.0.0.1:4443".into()),
+                websocket: None,
                 webtransport: Some("https://127.0.0.1:4443/".into()),
                 http: None,
             },

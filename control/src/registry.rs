@@ -679,6 +679,7 @@ fn placement(id: &str, relay: &Relay, chat_room: String) -> Placement {
         endpoint: RelayEndpoint {
             moqt: relay.heartbeat.urls.moqt.clone(),
             webtransport: relay.heartbeat.urls.webtransport.clone(),
+            websocket: relay.heartbeat.urls.websocket.clone(),
             cert_sha256: relay.heartbeat.cert_sha256.clone(),
         },
         chat_room,
@@ -701,6 +702,7 @@ mod tests {
             urls: RelayUrls {
                 moqt: Some(format!("moqt://{id}:1")),
                 webtransport: None,
+                websocket: None,
                 http: None,
             },
             cert_sha256: None,

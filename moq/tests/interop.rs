@@ -131,7 +131,7 @@ mod their_client {
                 assert_eq!(ours.peer_setup().authority.as_deref(), Some(authority.as_str()));
             }
             // Over WebTransport it must not; the path is the CONNECT's.
-            TransportKind::WebTransport => {
+            TransportKind::WebTransport | TransportKind::WebSocket => {
                 assert_eq!(ours.peer_setup().path, None);
                 assert_eq!(ours.peer_setup().authority, None);
             }
@@ -417,7 +417,7 @@ mod their_server {
                     "AUTHORITY"
                 );
             }
-            TransportKind::WebTransport => {
+            TransportKind::WebTransport | TransportKind::WebSocket => {
                 assert_eq!(option(0x1), None, "no PATH over WebTransport");
                 assert_eq!(option(0x5), None, "no AUTHORITY over WebTransport");
             }

@@ -1,6 +1,7 @@
-//! Proves the session layer over real QUIC and WebTransport on loopback: setup, namespaces,
+//! Proves the session layer over real QUIC, WebTransport and WebSocket on loopback: setup, namespaces,
 //! subscriptions with objects on subgroup streams (in order, byte-identical), datagrams,
-//! fetch, track status, PUBLISH, GOAWAY, and refused requests, on both transports.
+//! fetch, track status, PUBLISH, GOAWAY, and refused requests, on every transport (raw QUIC,
+//! WebTransport, QMux over WebSocket).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use common::track::{ns, payload, publish_groups, read_groups, subscribe};
 use common::{start, within};
 
-macro_rules! both_transports {
+macro_rules! every_transport {
     ($($name:ident),* $(,)?) => {
         mod quic {
             $(#[tokio::test] async fn $name() { super::$name(banyan_moq::session::TransportKind::Quic).await })*
@@ -27,10 +28,13 @@ macro_rules! both_transports {
         mod webtransport {
             $(#[tokio::test] async fn $name() { super::$name(banyan_moq::session::TransportKind::WebTransport).await })*
         }
+        mod websocket {
+            $(#[tokio::test] async fn $name() { super::$name(banyan_moq::session::TransportKind::WebSocket).await })*
+        }
     };
 }
 
-both_transports!(
+every_transport!(
     setup_exposes_transport_and_url,
     publish_namespace_then_withdraw,
     subscribe_receives_every_object_in_order,

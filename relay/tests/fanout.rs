@@ -1,8 +1,8 @@
-//! Proves the relay's behaviour at scale over real QUIC and WebTransport on loopback: 1 → 200
-//! fan-out delivers every object byte-identical and in order, 200 SUBSCRIBEs within 50 ms make
+//! Proves the relay's behaviour at scale over real QUIC, WebTransport and QMux over WebSocket
+//! on loopback: 1 → 200 fan-out delivers every object byte-identical and in order, 200 SUBSCRIBEs within 50 ms make
 //! one upstream SUBSCRIBE, a late joiner starts at the current group's first object within one
-//! object interval, a subscriber that stops reading is skipped forward without hurting the
-//! others' latency or growing memory, and PUBLISH, SUBSCRIBE_NAMESPACE, TRACK_STATUS, FETCH
+//! object interval, a subscriber that stops reading (over QUIC, and over
+//! WebSocket) is skipped forward without hurting the others' latency or growing memory, and PUBLISH, SUBSCRIBE_NAMESPACE, TRACK_STATUS, FETCH
 //! (standalone and joining), REQUEST_UPDATE and PUBLISH_DONE work through the relay.
 //!
 //! Every figure a test measures is printed (`cargo test -p banyan-relay --test fanout --
@@ -33,14 +33,14 @@ use common::{payload, poll_until, relay, subscribe_msg, within, TestRelay};
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn kind_for(i: usize) -> TransportKind {
-    if i % 2 == 0 {
-        TransportKind::Quic
-    } else {
-        TransportKind::WebTransport
+    match i % 3 {
+        0 => TransportKind::Quic,
+        1 => TransportKind::WebTransport,
+        _ => TransportKind::WebSocket,
     }
 }
 
-/// Connect `n` sessions, alternating raw QUIC and WebTransport, a few at a time.
+/// Connect `n` sessions, taking raw QUIC, WebTransport and WebSocket in turn, a few at a time.
 async fn connect_many(relay: &TestRelay, client: &Client, n: usize) -> Vec<Session> {
     let mut sessions = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
@@ -145,7 +145,7 @@ fn assert_same(fetched: &[((u64, u64), Bytes)], want: &[((u64, u64), Bytes)], wh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_publisher_to_200_subscribers_on_both_transports() {
+async fn one_publisher_to_200_subscribers_on_every_transport() {
     let _heavy = HEAVY.lock().await;
     let started = Instant::now();
     let relay = relay(&[]).await;
@@ -188,7 +188,7 @@ async fn one_publisher_to_200_subscribers_on_both_transports() {
 
     publisher.open_gate();
     let expected = live.expected();
-    let (mut quic, mut webtransport) = (0, 0);
+    let (mut quic, mut webtransport, mut websocket) = (0, 0, 0);
     for (i, reader) in readers.into_iter().enumerate() {
         let received = within("subscriber drains", 60, reader).await.unwrap();
         assert_eq!(
@@ -205,10 +205,11 @@ async fn one_publisher_to_200_subscribers_on_both_transports() {
         match kind_for(i) {
             TransportKind::Quic => quic += 1,
             TransportKind::WebTransport => webtransport += 1,
+            TransportKind::WebSocket => websocket += 1,
         }
     }
     let total = started.elapsed();
-    assert_eq!((quic, webtransport), (100, 100));
+    assert_eq!((quic, webtransport, websocket), (67, 67, 66));
     assert_eq!(
         relay.metrics.upstream_subscribe_total.get(),
         1,
@@ -217,7 +218,7 @@ async fn one_publisher_to_200_subscribers_on_both_transports() {
     assert_eq!(publisher.subscribes(), 1, "the publisher saw one SUBSCRIBE");
     let objects = 200 * live.groups * live.objects;
     println!(
-        "fan-out 1 -> 200 (100 QUIC + 100 WebTransport), {objects} objects delivered: \
+        "fan-out 1 -> 200 (67 QUIC + 67 WebTransport + 66 WebSocket), {objects} objects delivered: \
          connected in {connected:?}, subscribed by {subscribed:?}, all delivered by {total:?} \
          (media itself lasts {:?})",
         live.interval * (live.groups * live.objects) as u32
@@ -397,7 +398,7 @@ async fn slow_subscriber_phase(
     namespace: &str,
     live: Live,
     normal: usize,
-    slow: bool,
+    slow: Option<TransportKind>,
 ) -> Phase {
     let client = relay.client();
     let publisher = relay.connect(&client, TransportKind::Quic).await;
@@ -418,17 +419,18 @@ async fn slow_subscriber_phase(
         connection_receive_window: 128 * 1024,
         ..TransportConfig::default()
     });
-    let slow_session = if slow {
-        let session = relay.connect(&slow_client, TransportKind::Quic).await;
-        let subscription = session
-            .subscribe(subscribe_msg(namespace, "video"))
-            .await
-            .unwrap();
-        Some((session, subscription))
-    } else {
-        None
+    let slow_session = match slow {
+        Some(kind) => {
+            let session = relay.connect(&slow_client, kind).await;
+            let subscription = session
+                .subscribe(subscribe_msg(namespace, "video"))
+                .await
+                .unwrap();
+            Some((session, subscription))
+        }
+        None => None,
     };
-    let wanted = i64::try_from(normal + usize::from(slow)).unwrap();
+    let wanted = i64::try_from(normal + usize::from(slow.is_some())).unwrap();
     within(
         "forwarders",
         10,
@@ -494,15 +496,29 @@ async fn a_subscriber_that_stops_reading_is_skipped_without_hurting_the_others()
     };
     const NORMAL: usize = 20;
 
-    let without = slow_subscriber_phase(&relay, "slow/a", video(3), NORMAL, false).await;
+    let without = slow_subscriber_phase(&relay, "slow/a", video(3), NORMAL, None).await;
     let skipped_without = relay.metrics.groups_skipped();
     assert_eq!(skipped_without, 0, "no normal subscriber is ever skipped");
     let rss_before = rss_kib();
 
     // With the slow one: long enough for it to fall more than --max-lag-groups (2) behind.
-    let with = slow_subscriber_phase(&relay, "slow/b", video(6), NORMAL, true).await;
+    let with = slow_subscriber_phase(&relay, "slow/b", video(6), NORMAL, Some(TransportKind::Quic)).await;
     let skipped = relay.metrics.groups_skipped() - skipped_without;
     let rss_after = rss_kib();
+    // Again with the slow one on WebSocket: TCP and QMux's flow control push back instead of
+    // QUIC's, and the relay must skip it all the same. A relay of its own: the cache budget is
+    // shared by every track, and the last phases' tracks stay cached.
+    let relay_ws = common::relay(&["--cache-bytes", "4MiB", "--max-object-size", "1MiB"]).await;
+    let with_ws = slow_subscriber_phase(
+        &relay_ws,
+        "slow/c",
+        video(6),
+        NORMAL,
+        Some(TransportKind::WebSocket),
+    )
+    .await;
+    let skipped_ws = relay_ws.metrics.groups_skipped();
+    let rss_after_ws = rss_kib();
 
     let figures = |phase: &Phase| {
         let l = &phase.latencies_us;
@@ -527,15 +543,24 @@ async fn a_subscriber_that_stops_reading_is_skipped_without_hurting_the_others()
         figures(&with)
     );
     println!(
-        "slow subscriber: {skipped} groups skipped; relay process RSS {rss_before} KiB before, \
-         {rss_after} KiB after, peak {} KiB",
-        with.max_rss_kib
+        "{NORMAL} normal subscribers WITH a slow WebSocket one: {}",
+        figures(&with_ws)
+    );
+    println!(
+        "slow subscriber: {skipped} groups skipped over QUIC, {skipped_ws} over WebSocket; relay \
+         process RSS {rss_before} KiB before, {rss_after} KiB after the QUIC one (peak {} KiB), \
+         {rss_after_ws} KiB after the WebSocket one (peak {} KiB)",
+        with.max_rss_kib, with_ws.max_rss_kib
     );
 
     assert!(skipped > 0, "the slow subscriber was skipped forward");
+    assert!(
+        skipped_ws > 0,
+        "the slow WebSocket subscriber was skipped forward"
+    );
     // The cache's byte budget: the gauge may pass it by at most the one object whose push
     // triggers eviction (objects here are at most 50 KB).
-    for phase in [&without, &with] {
+    for phase in [&without, &with, &with_ws] {
         assert!(
             phase.max_cache_bytes <= CACHE_BYTES + 50_032,
             "cache_bytes peaked at {}",
@@ -545,13 +570,15 @@ async fn a_subscriber_that_stops_reading_is_skipped_without_hurting_the_others()
     // Coarse guard against unbounded buffering: the process (relay, publisher and all
     // subscribers) may not grow by more than 64 MiB while the slow subscriber sits on ~5 MB
     // of media it never reads.
-    assert!(
-        rss_after < rss_before + 64 * 1024 && with.max_rss_kib < rss_before + 64 * 1024,
-        "RSS grew from {rss_before} KiB to {rss_after} KiB (peak {} KiB)",
-        with.max_rss_kib
-    );
+    for (after, phase) in [(rss_after, &with), (rss_after_ws, &with_ws)] {
+        assert!(
+            after < rss_before + 64 * 1024 && phase.max_rss_kib < rss_before + 64 * 1024,
+            "RSS grew from {rss_before} KiB to {after} KiB (peak {} KiB)",
+            phase.max_rss_kib
+        );
+    }
     // Latency budget on loopback: generous, for a loaded 2-core CI machine.
-    for phase in [&without, &with] {
+    for phase in [&without, &with, &with_ws] {
         let p99 = percentile(&phase.latencies_us, 99.0);
         assert!(p99 < 500_000, "p99 latency {p99} us");
     }

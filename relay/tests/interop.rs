@@ -347,6 +347,7 @@ fn transport(kind: TransportKind) -> Transport {
     match kind {
         TransportKind::Quic => Transport::RawQuic,
         TransportKind::WebTransport => Transport::WebTransport,
+        TransportKind::WebSocket => panic!("moq-transport has no WebSocket transport"),
     }
 }
 

@@ -326,6 +326,7 @@ fn url(transport: TransportKind, port: u16) -> String {
     match transport {
         TransportKind::Quic => format!("moqt://127.0.0.1:{port}/"),
         TransportKind::WebTransport => format!("https://127.0.0.1:{port}/"),
+        TransportKind::WebSocket => panic!("the interop runner's cases run over QUIC and WebTransport"),
     }
 }
 

@@ -187,6 +187,7 @@ fn fleet(relays: usize, broadcasts: usize) -> Vec<Heartbeat> {
             urls: RelayUrls {
                 moqt: Some(format!("moqt://10.0.0.{i}:4443")),
                 webtransport: Some(format!("https://10.0.0.{i}:4443/")),
+                websocket: None,
                 http: None,
             },
             cert_sha256: None,

@@ -1,5 +1,6 @@
 //! QUIC endpoints: a server that serves raw-QUIC MoQT and WebTransport on one UDP port (chosen
-//! by ALPN), and a client that dials `moqt://` (raw QUIC) or `https://` (WebTransport) URLs.
+//! by ALPN), and a client that dials `moqt://` (raw QUIC) or `https://` (WebTransport) URLs,
+//! and `ws://`/`wss://` ones through [`websocket`](super::websocket).
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -185,6 +186,8 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     tls: Arc<rustls::ClientConfig>,
     transport: Arc<quinn::TransportConfig>,
+    /// The same settings, for QMux over WebSocket.
+    transport_config: TransportConfig,
     config: SessionConfig,
 }
 
@@ -202,6 +205,7 @@ impl Client {
             endpoint,
             tls: Arc::new(tls),
             transport: Arc::new(transport.to_quinn()),
+            transport_config: transport.clone(),
             config,
         })
     }
@@ -219,9 +223,19 @@ impl Client {
         let kind = match url.scheme() {
             "moqt" => TransportKind::Quic,
             "https" => TransportKind::WebTransport,
+            "ws" | "wss" => {
+                return super::websocket::connect(
+                    url,
+                    &self.tls,
+                    &self.transport_config,
+                    options,
+                    self.config.clone(),
+                )
+                .await
+            }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unsupported URL scheme {other:?} (use moqt:// or https://)"
+                    "unsupported URL scheme {other:?} (use moqt://, https://, ws:// or wss://)"
                 )))
             }
         };
@@ -242,7 +256,7 @@ impl Client {
                 .iter()
                 .map(|v| v.alpn().as_bytes().to_vec())
                 .collect(),
-            TransportKind::WebTransport => vec![ALPN_H3.as_bytes().to_vec()],
+            TransportKind::WebTransport | TransportKind::WebSocket => vec![ALPN_H3.as_bytes().to_vec()],
         };
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::InvalidArgument(format!("TLS configuration unusable for QUIC: {e}")))?;
@@ -265,7 +279,7 @@ impl Client {
                     let version = Version::from_alpn(&alpn).ok_or_else(|| Error::Version(vec![alpn]))?;
                     Ok::<_, Error>((web_transport_quinn::Session::raw(conn), version))
                 }
-                TransportKind::WebTransport => {
+                TransportKind::WebTransport | TransportKind::WebSocket => {
                     let protocols = Version::SUPPORTED.iter().map(|v| v.alpn().to_string());
                     let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
                         .with_protocols(protocols);

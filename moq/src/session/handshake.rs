@@ -85,7 +85,8 @@ impl PendingSession {
 
     /// Server side over any transport whose own handshake is done: wait (up to the setup
     /// timeout) for the client's control stream and SETUP. `kind` decides where the URL comes
-    /// from: `url` for [`TransportKind::WebTransport`], the client's AUTHORITY and PATH for
+    /// from: `url` (the CONNECT's or the WebSocket upgrade's) for [`TransportKind::WebTransport`]
+    /// and [`TransportKind::WebSocket`], the client's AUTHORITY and PATH for
     /// [`TransportKind::Quic`]. [`Incoming::handshake`](super::Incoming::handshake) is this over
     /// QUIC; `banyan_tests::mem` uses it over an in-memory pair.
     pub async fn accept_transport(
@@ -99,13 +100,15 @@ impl PendingSession {
         let checked = async {
             let (setup, control, early) = read_peer_setup(transport.as_ref(), version, &config).await?;
             let url = match kind {
-                TransportKind::WebTransport if setup.path.is_some() || setup.authority.is_some() => {
+                TransportKind::WebTransport | TransportKind::WebSocket
+                    if setup.path.is_some() || setup.authority.is_some() =>
+                {
                     return Err(Error::protocol(
                         SessionErrorCode::InvalidPath,
-                        "PATH and AUTHORITY are not allowed over WebTransport",
+                        format!("PATH and AUTHORITY are not allowed over {kind}"),
                     ))
                 }
-                TransportKind::WebTransport => url,
+                TransportKind::WebTransport | TransportKind::WebSocket => url,
                 TransportKind::Quic => raw_url(&setup)?,
             };
             Ok((setup, control, early, url))

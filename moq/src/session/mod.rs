@@ -2,8 +2,11 @@
 //!
 //! - [`Server`] serves both QUIC transports on one UDP port (chosen by ALPN) and yields
 //!   [`PendingSession`]s whose path and SETUP the application inspects before accepting.
-//! - [`Client`] dials `moqt://` (raw QUIC) or `https://` (WebTransport) URLs.
-//! - Over any other [`transport::Connection`] (an in-memory pair, later WebSocket), a server
+//! - [`WsServer`] serves QMux over WebSocket (`ws://`, `wss://`) on a TCP port, the fallback
+//!   for browsers without WebTransport ([`websocket`]).
+//! - [`Client`] dials `moqt://` (raw QUIC), `https://` (WebTransport) or `ws://`/`wss://`
+//!   (QMux over WebSocket) URLs.
+//! - Over any other [`transport::Connection`] (e.g. an in-memory pair), a server
 //!   calls [`PendingSession::accept_transport`] and a client [`Session::connect_transport`].
 //! - A [`Session`] is a cheap handle; its [`SessionDriver`] future does the I/O the caller
 //!   does not ask for (accepting streams, routing data streams and datagrams to
@@ -21,7 +24,8 @@
 //! tests excepted), so
 //! the session reads from the bottom up without cycles:
 //! 1. `transport/`: the [`transport::Connection`], `SendStream` and `RecvStream` traits,
-//!    [`TransportKind`], [`TransportError`]; `transport/quinn.rs` binds `web_transport_quinn`.
+//!    [`TransportKind`], [`TransportError`]; `transport/quinn.rs` binds `web_transport_quinn`,
+//!    `transport/qmux.rs` the `qmux` crate.
 //! 2. Primitives: `config.rs`, `congestion.rs`, `error.rs` (maps [`TransportError`] into
 //!    [`Error`]), `reader.rs` (a buffered stream reader feeding the sans-IO decoders).
 //! 3. `shared.rs`: the [`Session`] handle and the state it shares with its driver (routes for
@@ -35,7 +39,8 @@
 //!    `outgoing.rs` (the [`Session`] methods that send a request).
 //! 7. `driver.rs`: [`SessionDriver`], accepting and routing streams and datagrams.
 //! 8. `handshake.rs`: SETUP both ways, [`PendingSession`], [`Session::connect_transport`].
-//! 9. `endpoint.rs`: the QUIC [`Server`] and [`Client`].
+//! 9. `websocket.rs`: [`WsServer`] and the WebSocket dialler; `endpoint.rs`: the QUIC
+//!    [`Server`] and the [`Client`] for every URL scheme.
 
 mod config;
 mod congestion;
@@ -51,6 +56,7 @@ mod shared;
 mod stream;
 mod subscriber;
 pub mod transport;
+pub mod websocket;
 
 pub use config::{SessionConfig, TransportConfig};
 pub use driver::SessionDriver;
@@ -67,3 +73,4 @@ pub use shared::{Role, Session};
 pub use stream::RequestStream;
 pub use subscriber::{FetchReader, SubgroupReader, Subscription, TrackEvent};
 pub use transport::{Connection, TransportError, TransportKind};
+pub use websocket::{WsIncoming, WsServer};

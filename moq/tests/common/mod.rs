@@ -1,5 +1,6 @@
-//! Loopback harness for session tests: a server on an ephemeral port with an in-memory
-//! development certificate, and clients that pin that certificate.
+//! Loopback harness for session tests: a server on an ephemeral UDP port (raw QUIC and
+//! WebTransport) and a WebSocket server on an ephemeral TCP port, with an in-memory development
+//! certificate, and clients that pin that certificate.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use banyan_certs::{client_config, server_config, DevOptions, Identity, ServerVerification};
 use banyan_moq::session::{
     Client, ClientOptions, PendingSession, Server, Session, SessionConfig, SessionDriver, TransportConfig,
-    TransportKind,
+    TransportKind, WsServer,
 };
 use tokio::sync::mpsc;
 use url::Url;
@@ -18,6 +19,8 @@ pub mod track;
 
 pub struct Harness {
     pub addr: SocketAddr,
+    /// The WebSocket server's TCP address (plain `ws://`).
+    pub ws_addr: SocketAddr,
     pub client: Client,
     /// Sessions the server accepted, in order.
     pub sessions: mpsc::Receiver<Session>,
@@ -58,32 +61,25 @@ pub async fn start_with(config: SessionConfig) -> Harness {
     )
     .expect("bind");
     let port = server.local_addr().unwrap().port();
+    let ws = WsServer::bind(
+        "[::]:0".parse().unwrap(),
+        None,
+        &TransportConfig::default(),
+        config.clone(),
+    )
+    .expect("bind websocket");
+    let ws_port = ws.local_addr().unwrap().port();
     let (tx, sessions) = mpsc::channel(64);
     let (etx, server_errors) = mpsc::unbounded_channel();
+    let (quic_tx, quic_etx) = (tx.clone(), etx.clone());
     tokio::spawn(async move {
         while let Some(incoming) = server.accept().await {
-            let tx = tx.clone();
-            let etx = etx.clone();
-            tokio::spawn(async move {
-                let pending: PendingSession = match incoming.handshake().await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = etx.send(e);
-                        return;
-                    }
-                };
-                match pending.accept().await {
-                    Ok((session, driver)) => {
-                        let _ = tx.send(session).await;
-                        if let Err(e) = driver.run().await {
-                            let _ = etx.send(e);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = etx.send(e);
-                    }
-                }
-            });
+            tokio::spawn(serve(incoming.handshake(), quic_tx.clone(), quic_etx.clone()));
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok(incoming) = ws.accept().await {
+            tokio::spawn(serve(incoming.handshake(), tx.clone(), etx.clone()));
         }
     });
     let hash = identity.sha256();
@@ -91,6 +87,7 @@ pub async fn start_with(config: SessionConfig) -> Harness {
     let client = Client::new(client_tls, &TransportConfig::default(), config).expect("client");
     Harness {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        ws_addr: SocketAddr::from(([127, 0, 0, 1], ws_port)),
         client,
         sessions,
         server_errors,
@@ -98,17 +95,40 @@ pub async fn start_with(config: SessionConfig) -> Harness {
     }
 }
 
+/// Complete a server-side handshake, hand the session over and run its driver.
+async fn serve(
+    handshake: impl std::future::Future<Output = Result<PendingSession, banyan_moq::session::Error>>,
+    sessions: mpsc::Sender<Session>,
+    errors: mpsc::UnboundedSender<banyan_moq::session::Error>,
+) {
+    let pending = match handshake.await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = errors.send(e);
+            return;
+        }
+    };
+    match pending.accept().await {
+        Ok((session, driver)) => {
+            let _ = sessions.send(session).await;
+            if let Err(e) = driver.run().await {
+                let _ = errors.send(e);
+            }
+        }
+        Err(e) => {
+            let _ = errors.send(e);
+        }
+    }
+}
+
 impl Harness {
     pub fn url(&self, kind: TransportKind) -> Url {
-        let scheme = match kind {
-            TransportKind::Quic => "moqt",
-            TransportKind::WebTransport => "https",
+        let (scheme, port) = match kind {
+            TransportKind::Quic => ("moqt", self.addr.port()),
+            TransportKind::WebTransport => ("https", self.addr.port()),
+            TransportKind::WebSocket => ("ws", self.ws_addr.port()),
         };
-        Url::parse(&format!(
-            "{scheme}://localhost:{}/banyan?room=1",
-            self.addr.port()
-        ))
-        .unwrap()
+        Url::parse(&format!("{scheme}://localhost:{port}/banyan?room=1")).unwrap()
     }
 
     /// Connect a client, run its driver, and return it with the server's side.
@@ -119,14 +139,19 @@ impl Harness {
             .await
             .expect("connect");
         spawn_driver(driver);
-        // Skip sessions of other (e.g. deliberately broken) clients accepted earlier.
+        // Skip sessions of other (e.g. deliberately broken) clients accepted earlier. A QUIC
+        // session comes from the client's UDP port; a WebSocket one from a TCP port of its own.
         let port = self.client.local_addr().unwrap().port();
         loop {
             let server = tokio::time::timeout(Duration::from_secs(5), self.sessions.recv())
                 .await
                 .expect("server session in time")
                 .expect("server running");
-            if server.remote_address().port() == port {
+            let ours = match kind {
+                TransportKind::WebSocket => server.transport() == kind,
+                _ => server.remote_address().port() == port,
+            };
+            if ours {
                 return (client, server);
             }
         }
@@ -146,6 +171,7 @@ pub fn transport(kind: TransportKind) -> banyan_tests::moq_rs::Transport {
     match kind {
         TransportKind::Quic => Transport::RawQuic,
         TransportKind::WebTransport => Transport::WebTransport,
+        TransportKind::WebSocket => panic!("moq-transport has no WebSocket transport"),
     }
 }
 

@@ -9,7 +9,12 @@ use banyan_control::api::{BroadcastLoad, ParentLink, RelayUrls, MAX_HEARTBEAT_IT
 /// The relay's public URLs: `moqt://HOST:PORT` and `https://HOST:PORT/` on the bound UDP port,
 /// and `http://` the HTTP listener's bound address (`HOST` when it is bound to every
 /// interface). `public_host` is a name or an IP address, IPv6 in brackets.
-pub fn relay_urls(public_host: &str, udp: SocketAddr, http: SocketAddr) -> RelayUrls {
+pub fn relay_urls(
+    public_host: &str,
+    udp: SocketAddr,
+    ws: Option<(&str, SocketAddr)>,
+    http: SocketAddr,
+) -> RelayUrls {
     let port = udp.port();
     let http = if http.ip().is_unspecified() {
         format!("http://{public_host}:{}", http.port())
@@ -19,6 +24,7 @@ pub fn relay_urls(public_host: &str, udp: SocketAddr, http: SocketAddr) -> Relay
     RelayUrls {
         moqt: Some(format!("moqt://{public_host}:{port}")),
         webtransport: Some(format!("https://{public_host}:{port}/")),
+        websocket: ws.map(|(scheme, addr)| format!("{scheme}://{public_host}:{}/", addr.port())),
         http: Some(http),
     }
 }

@@ -160,19 +160,23 @@ fn urls_use_the_public_host_and_bound_ports() {
     let urls = relay_urls(
         "relay.example",
         "[::]:4443".parse().unwrap(),
+        Some(("wss", "[::]:8443".parse().unwrap())),
         "127.0.0.1:9090".parse().unwrap(),
     );
     assert_eq!(urls.moqt.as_deref(), Some("moqt://relay.example:4443"));
     assert_eq!(urls.webtransport.as_deref(), Some("https://relay.example:4443/"));
+    assert_eq!(urls.websocket.as_deref(), Some("wss://relay.example:8443/"));
     assert_eq!(urls.http.as_deref(), Some("http://127.0.0.1:9090"));
     let urls = relay_urls(
         "[2001:db8::7]",
         "[::]:1".parse().unwrap(),
+        None,
         "[::]:2".parse().unwrap(),
     );
     assert_eq!(urls.moqt.as_deref(), Some("moqt://[2001:db8::7]:1"));
+    assert_eq!(urls.websocket, None);
     assert_eq!(urls.http.as_deref(), Some("http://[2001:db8::7]:2"));
-    let urls = relay_urls("h", "[::]:1".parse().unwrap(), "[::1]:2".parse().unwrap());
+    let urls = relay_urls("h", "[::]:1".parse().unwrap(), None, "[::1]:2".parse().unwrap());
     assert_eq!(urls.http.as_deref(), Some("http://[::1]:2"));
 }
 

@@ -35,7 +35,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub const SKIP_REASONS: [SkipReason; 2] = [SkipReason::Lag, SkipReason::Late];
 
 /// Every transport, in the order of the `sessions` gauges.
-pub const TRANSPORTS: [TransportKind; 2] = [TransportKind::Quic, TransportKind::WebTransport];
+pub const TRANSPORTS: [TransportKind; 3] = [
+    TransportKind::Quic,
+    TransportKind::WebTransport,
+    TransportKind::WebSocket,
+];
 
 /// The upper bounds (seconds) of `forward_delay_seconds`' buckets; a final `+Inf` bucket is
 /// implied.
@@ -91,7 +95,7 @@ impl RefuseReason {
 pub struct Metrics {
     /// Open sessions by transport (`sessions{transport="quic"}`, ...), indexed like
     /// [`TRANSPORTS`]; read them with [`Metrics::sessions`].
-    sessions: [Gauge; 2],
+    sessions: [Gauge; 3],
     /// Sessions accepted (SETUP completed and authorized).
     pub sessions_accepted: Counter,
     /// Sessions refused (limit, auth, bad SETUP).
@@ -159,10 +163,11 @@ impl Metrics {
 
     /// The open-sessions gauge for a transport.
     pub fn sessions(&self, transport: TransportKind) -> &Gauge {
-        let [quic, webtransport] = &self.sessions;
+        let [quic, webtransport, websocket] = &self.sessions;
         match transport {
             TransportKind::Quic => quic,
             TransportKind::WebTransport => webtransport,
+            TransportKind::WebSocket => websocket,
         }
     }
 

@@ -105,7 +105,7 @@ impl Registrar {
 
     /// A gauge family labelled `transport`, one gauge per transport in
     /// [`TRANSPORTS`](super::TRANSPORTS) order.
-    fn by_transport(&mut self, name: &str, help: &str) -> [Gauge; 2] {
+    fn by_transport(&mut self, name: &str, help: &str) -> [Gauge; 3] {
         let family = Family::<TransportLabel, Gauge>::default();
         self.0.register(name, help, family.clone());
         super::TRANSPORTS.map(|kind| {

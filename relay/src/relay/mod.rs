@@ -1,5 +1,6 @@
-//! The relay process: one UDP port for raw QUIC and WebTransport sessions, the internal HTTP
-//! listener, and graceful shutdown (GOAWAY, bounded drain, exit).
+//! The relay process: one UDP port for raw QUIC and WebTransport sessions, an optional TCP
+//! port for QMux over WebSocket (`--ws-listen`), the internal HTTP listener, and graceful
+//! shutdown (GOAWAY, bounded drain, exit).
 //!
 //! [`Node`] is the relay without sockets: the shared state and the one code path that
 //! authorizes, accepts and serves a session. [`Relay`] feeds it the sessions its QUIC endpoint
@@ -19,7 +20,7 @@ use anyhow::Context;
 use banyan_certs::{DevOptions, Identity, ServerVerification};
 use banyan_control::api::Capacity;
 use banyan_moq::coding::SessionErrorCode;
-use banyan_moq::session::{Client, Server, SessionConfig, TransportConfig};
+use banyan_moq::session::{Client, Server, SessionConfig, TransportConfig, WsServer};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::RelayConfig;
@@ -60,6 +61,13 @@ pub struct ServerSettings {
     /// TCP address of the internal HTTP listener (/metrics, /health, /certificate.sha256).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
     pub http_listen: SocketAddr,
+
+    /// TCP address for MoQT over WebSocket (QMux, subprotocol qmux-01.moqt-18), for browsers
+    /// without WebTransport (Safari, iOS). Off unless set. wss:// with --tls-cert/--tls-key
+    /// (browsers accept wss:// only with a certificate they trust), plain ws:// otherwise (for
+    /// development on loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub ws_listen: Option<SocketAddr>,
 }
 
 impl ServerSettings {
@@ -76,6 +84,8 @@ impl ServerSettings {
 #[derive(Debug)]
 pub struct Relay {
     server: Server,
+    /// The WebSocket listener, with `--ws-listen`.
+    ws: Option<WsServer>,
     http: tokio::net::TcpListener,
     node: Node,
     cert_hash: Option<String>,
@@ -97,6 +107,8 @@ impl Relay {
         };
         let cert_hash = server_cfg.dev_cert.then(|| identity.sha256().to_hex());
         let tls = banyan_certs::server_config(&identity, &[]).context("building the TLS configuration")?;
+        // A browser accepts wss:// only with a certificate it trusts, never a development one.
+        let ws_tls = server_cfg.tls_files().is_some().then(|| tls.clone());
         let session_config = Node::session_config_for(config);
         let transport = TransportConfig {
             max_concurrent_requests: u32::try_from(limits.max_subscriptions_per_session.saturating_add(16))
@@ -105,15 +117,23 @@ impl Relay {
         };
         let server = Server::bind(server_cfg.listen, tls, &transport, session_config.clone())
             .with_context(|| format!("binding the relay to udp {}", server_cfg.listen))?;
+        let ws = server_cfg
+            .ws_listen
+            .map(|addr| {
+                WsServer::bind(addr, ws_tls, &transport, session_config.clone())
+                    .with_context(|| format!("binding the WebSocket listener to tcp {addr}"))
+            })
+            .transpose()?;
         let http = tokio::net::TcpListener::bind(server_cfg.http_listen)
             .await
             .with_context(|| format!("binding the HTTP listener to {}", server_cfg.http_listen))?;
 
         let dial = parent_client(config, &session_config)?.map(|client| Arc::new(client) as Arc<dyn Dial>);
         let node = Node::new(config, dial)?;
-        let heartbeat = reporter(config, &server, &http, cert_hash.as_deref())?;
+        let heartbeat = reporter(config, &server, ws.as_ref(), &http, cert_hash.as_deref())?;
         Ok(Self {
             server,
+            ws,
             http,
             node,
             cert_hash,
@@ -127,6 +147,12 @@ impl Relay {
     /// The UDP address serving MoQT.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.server.local_addr()
+    }
+
+    /// The WebSocket listener's address and scheme (`ws` or `wss`), with `--ws-listen`.
+    pub fn ws_addr(&self) -> Option<(&'static str, SocketAddr)> {
+        let ws = self.ws.as_ref()?;
+        Some((ws.scheme(), ws.local_addr().ok()?))
     }
 
     /// The HTTP listener's address.
@@ -186,8 +212,32 @@ impl Relay {
                         continue;
                     };
                     let node = self.node.clone();
+                    let remote = incoming.remote_address();
                     tokio::spawn(async move {
-                        serve_connection(incoming, &node).await;
+                        serve_connection(remote, incoming.handshake(), &node).await;
+                        drop(permit);
+                    });
+                }
+                incoming = accept_ws(self.ws.as_ref()) => {
+                    let incoming = match incoming {
+                        Ok(incoming) => incoming,
+                        Err(e) => {
+                            // Out of descriptors or the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accepting a WebSocket connection failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let remote = incoming.remote_address();
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        shared.metrics.sessions_rejected.inc();
+                        tracing::warn!(%remote, "session limit reached; refusing a WebSocket connection");
+                        incoming.refuse();
+                        continue;
+                    };
+                    let node = self.node.clone();
+                    tokio::spawn(async move {
+                        serve_connection(remote, incoming.handshake(), &node).await;
                         drop(permit);
                     });
                 }
@@ -196,6 +246,8 @@ impl Relay {
             }
         }
 
+        // No new WebSocket connections while draining (QUIC's endpoint refuses them in `drain`).
+        drop(self.ws.take());
         Self::drain(
             &self.server,
             self.drain_timeout,
@@ -251,10 +303,19 @@ impl Relay {
     }
 }
 
+/// The next WebSocket connection; never, without a WebSocket listener.
+async fn accept_ws(ws: Option<&WsServer>) -> std::io::Result<banyan_moq::session::WsIncoming> {
+    match ws {
+        Some(ws) => ws.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The heartbeat reporter, with `--control`.
 fn reporter(
     config: &RelayConfig,
     server: &Server,
+    ws: Option<&WsServer>,
     http: &tokio::net::TcpListener,
     cert_hash: Option<&str>,
 ) -> anyhow::Result<Option<Reporter>> {
@@ -263,6 +324,9 @@ fn reporter(
             let urls = heartbeat::relay_urls(
                 &config.heartbeat.public_host,
                 server.local_addr().context("reading the bound UDP address")?,
+                ws.map(|ws| Ok::<_, anyhow::Error>((ws.scheme(), ws.local_addr()?)))
+                    .transpose()
+                    .context("reading the bound WebSocket address")?,
                 http.local_addr().context("reading the bound HTTP address")?,
             );
             let reporter = Reporter::new(HeartbeatConfig {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use banyan_moq::session::{Incoming, PendingSession, Session};
+use std::future::Future;
+use std::net::SocketAddr;
+
+use banyan_moq::session::{Error, PendingSession, Session};
 use parking_lot::Mutex;
 use tracing::Instrument;
 
@@ -42,10 +45,13 @@ impl Sessions {
     }
 }
 
-/// Handshake, authorize and serve one connection.
-pub(super) async fn serve_connection(incoming: Incoming, node: &Node) {
-    let remote = incoming.remote_address();
-    let pending = match incoming.handshake().await {
+/// Handshake (QUIC or WebSocket), authorize and serve one connection.
+pub(super) async fn serve_connection(
+    remote: SocketAddr,
+    handshake: impl Future<Output = Result<PendingSession, Error>>,
+    node: &Node,
+) {
+    let pending = match handshake.await {
         Ok(pending) => pending,
         Err(e) => {
             tracing::debug!(%remote, error = %e, "handshake failed");

@@ -1,5 +1,6 @@
-//! Harness for relay tests: an in-process relay on ephemeral ports with a development
-//! certificate, clients pinned to it, and a publisher that serves generated groups.
+//! Harness for relay tests: an in-process relay on ephemeral ports (UDP for QUIC and
+//! WebTransport, TCP for WebSocket) with a development certificate, clients pinned to it, and a
+//! publisher that serves generated groups.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -28,6 +29,8 @@ use url::Url;
 
 pub struct TestRelay {
     pub addr: SocketAddr,
+    /// The WebSocket listener (plain `ws://`).
+    pub ws: SocketAddr,
     pub http: SocketAddr,
     pub hash: String,
     pub metrics: Arc<Metrics>,
@@ -52,6 +55,8 @@ pub async fn relay(extra: &[&str]) -> TestRelay {
         "--http-listen",
         "127.0.0.1:0",
         "--dev-cert",
+        "--ws-listen",
+        "[::]:0",
     ];
     if !extra.contains(&"--rendezvous-max") {
         args.extend(["--rendezvous-max", "2s"]);
@@ -64,6 +69,8 @@ pub async fn relay(extra: &[&str]) -> TestRelay {
     let relay = Relay::bind(&config).await.expect("bind relay");
     let addr = SocketAddr::from(([127, 0, 0, 1], relay.local_addr().unwrap().port()));
     let http = relay.http_addr().unwrap();
+    let (_, ws) = relay.ws_addr().expect("websocket listener");
+    let ws = SocketAddr::from(([127, 0, 0, 1], ws.port()));
     let hash = relay.cert_hash().expect("dev cert").to_string();
     let metrics = relay.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -72,6 +79,7 @@ pub async fn relay(extra: &[&str]) -> TestRelay {
     }));
     TestRelay {
         addr,
+        ws,
         http,
         hash,
         metrics,
@@ -82,11 +90,12 @@ pub async fn relay(extra: &[&str]) -> TestRelay {
 
 impl TestRelay {
     pub fn url(&self, kind: TransportKind, path: &str) -> Url {
-        let scheme = match kind {
-            TransportKind::Quic => "moqt",
-            TransportKind::WebTransport => "https",
+        let (scheme, port) = match kind {
+            TransportKind::Quic => ("moqt", self.addr.port()),
+            TransportKind::WebTransport => ("https", self.addr.port()),
+            TransportKind::WebSocket => ("ws", self.ws.port()),
         };
-        Url::parse(&format!("{scheme}://localhost:{}{path}", self.addr.port())).unwrap()
+        Url::parse(&format!("{scheme}://localhost:{port}{path}")).unwrap()
     }
 
     pub fn client(&self) -> Client {

@@ -16,9 +16,13 @@
 //! box and the boxed future that yields it; the driver makes a new accept future per event);
 //! writing to or reading from a stream costs nothing beyond the data itself. Bindings:
 //! `web_transport_quinn::Session` (raw QUIC via `Session::raw`, and WebTransport) in
-//! [`quinn`](self::quinn); an in-memory pair with latency and loss in `banyan_tests::mem`.
+//! [`quinn`](self::quinn); QMux over WebSocket ([`QmuxConnection`], the `qmux` crate) in
+//! [`qmux`](self::qmux); an in-memory pair with latency and loss in `banyan_tests::mem`.
 
+mod qmux;
 mod quinn;
+
+pub use self::qmux::QmuxConnection;
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -42,6 +46,8 @@ pub enum TransportKind {
     Quic,
     /// MoQT inside a WebTransport session over HTTP/3: the URL is the CONNECT's.
     WebTransport,
+    /// MoQT over QMux over a WebSocket (TCP): the URL is the upgrade request's.
+    WebSocket,
 }
 
 impl TransportKind {
@@ -50,6 +56,7 @@ impl TransportKind {
         match self {
             TransportKind::Quic => "quic",
             TransportKind::WebTransport => "webtransport",
+            TransportKind::WebSocket => "websocket",
         }
     }
 }
