@@ -132,7 +132,7 @@ def link_counts(err_file):
         last = [l for l in open(err_file) if l.startswith("banyan-netem: final ")][-1]
         b_to_a = last.split("| b->a ")[1].split()
         kv = dict(zip(b_to_a[0::2], b_to_a[1::2]))
-        return {"in": int(kv["in"]), "loss": int(kv["loss"])}
+        return {"in": int(kv["in"]), "loss": int(kv["loss"]), "rate": int(kv["rate"])}
     except (OSError, IndexError, KeyError, ValueError):
         return None
 
@@ -150,7 +150,7 @@ def cell(link, transport, cc, summary_file, netem_err, metrics_file, watch_statu
 def columns(rec):
     s = rec["summary"]
     link = rec["relay_to_viewer"]
-    lost = "-" if link is None else f"{link['loss']:,} of {link['in']:,}"
+    lost = "-" if link is None else f"{link['loss']:,} + {link['rate']:,} of {link['in']:,}"
     return [
         fmt(get(s, "objects")), dist(s, "latency_ms"), dist(s, "behind_live_ms"),
         fmt(get(s, "groups_skipped")), stalls(s), fmt(get(s, "stall_ms_total")),
@@ -164,14 +164,14 @@ def progress(rec_line):
         return f"   no summary (banyan-watch exit {rec['watch_exit']})"
     c = columns(rec)
     return (f"   objects {c[0]} latency p50/p99/max {c[1]} ms, behind live {c[2]} ms, skipped {c[3]}, "
-            f"stalls {c[4]} ({c[5]} ms), relay skipped {c[8]}, relay->viewer packets lost {c[9]}")
+            f"stalls {c[4]} ({c[5]} ms), relay skipped {c[8]}, relay->viewer packets lost + over cap {c[9]}")
 
 def table(results_file, title):
     print(title)
     print()
     print("| link | transport | objects | latency p50/p99/max ms | behind live p50/p99/max ms "
           "| groups skipped (viewer) | stalls | stall ms | longest gap ms | reconnects "
-          "| groups skipped (relay) | relay→viewer packets lost of sent |")
+          "| groups skipped (relay) | relay→viewer packets lost + over cap of sent |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for line in open(results_file):
         rec = json.loads(line)
