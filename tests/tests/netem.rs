@@ -90,10 +90,10 @@ impl Netem {
         server
     }
 
-    /// Runs `banyan-netem probe ARGS` in namespace A; returns its stdout line.
+    /// Runs `banyan-netem probe ARGS` in namespace A (60 s at most); returns its stdout line.
     fn probe(&self, args: &[&str]) -> String {
         let output = Command::new("ip")
-            .args(["netns", "exec", &self.ns_a, NETEM, "probe"])
+            .args(["netns", "exec", &self.ns_a, "timeout", "60", NETEM, "probe"])
             .args(args)
             .output()
             .expect("running banyan-netem probe");
@@ -234,10 +234,10 @@ fn half_the_udp_datagrams_are_lost_each_way() {
         "300ms",
     ]);
     eprintln!("{line}");
-    // A round trip survives two 50 % draws: 100 of 400 expected, ±3 standard deviations.
+    // A round trip survives two 50 % draws: 100 of 400 expected (σ ≈ 8.7); ±40 is 4.6 σ.
     let received: u64 = field(&line, "received");
     assert!(
-        (74..=126).contains(&received),
+        (60..=140).contains(&received),
         "{received} of 400 round trips: {line}"
     );
     drop(server);
@@ -245,8 +245,9 @@ fn half_the_udp_datagrams_are_lost_each_way() {
     for d in [&a_to_b, &b_to_a] {
         let (packets, lost) = (get(d, "in"), get(d, "loss"));
         assert!(packets >= 100, "{d:?}");
+        // B → A sees only the ≈ 200 survivors (σ of the share ≈ 0.035); 0.35-0.65 is > 4 σ.
         let share = lost as f64 / packets as f64;
-        assert!((0.4..=0.6).contains(&share), "{lost} of {packets} lost: {d:?}");
+        assert!((0.35..=0.65).contains(&share), "{lost} of {packets} lost: {d:?}");
         assert_eq!(get(d, "fwd") + lost, packets, "{d:?}");
     }
 }
