@@ -115,7 +115,7 @@ relay() {
   [ "$transport" = websocket ] && args+=(--ws-listen "0.0.0.0:$ws_port")
   in_ns "$ns_b" "$bin/banyan-relay" "${args[@]}" >"$dir/relay.out" 2>"$dir/relay.err" &
   pids+=($!)
-  wait_line "$dir/relay.out" '^listening:'
+  wait_line "$dir/relay.out" '^listening: udp'
   hash=$(sed -n 's/^certificate sha256: //p' "$dir/relay.out")
 }
 
