@@ -27,10 +27,11 @@
 # directory that already holds banyan-relay, banyan-publish, banyan-watch and banyan-impair.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+scripts=bench/scripts
+source "$scripts/lib.sh"
 
 cells=issue topology=one transport=quic impair_on=viewer seconds=15 seed=1 out=target/impairment
 custom=()
-usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --cells) cells=$2; shift 2 ;;
@@ -41,8 +42,8 @@ while [ $# -gt 0 ]; do
     --seconds) seconds=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) usage 0 ;;
-    *) echo "impairment.sh: unknown argument $1" >&2; usage 2 >&2 ;;
+    -h|--help) usage_of "$0" 0 ;;
+    *) echo "impairment.sh: unknown argument $1" >&2; usage_of "$0" 2 >&2 ;;
   esac
 done
 case $topology in one|three) ;; *) echo "--topology: one or three" >&2; exit 2 ;; esac
@@ -96,20 +97,8 @@ mkdir -p "$out"
 results=$out/results.jsonl
 : >"$results"
 
-pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-# wait_line FILE PATTERN: until a started process has printed its address (10 s at most).
-wait_line() {
-  for _ in $(seq 100); do grep -qs "$2" "$1" && return 0; sleep 0.1; done
-  echo "timed out waiting for '$2' in $1" >&2; return 1
-}
 
 # relay NAME [UPSTREAM_ADDR]: starts a relay; sets port_NAME, http_NAME, hash_NAME.
 relay() {
@@ -137,28 +126,10 @@ impair() {
 
 # The per-cell result (one JSON line) and the final table, from the files a cell leaves behind.
 report() {
-  python3 - "$@" <<'PY'
-import json, sys, urllib.request
-
-def get(d, *path):
-    for k in path:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
-
-def skipped_total(http):
-    # Sum of every banyan_relay_groups_skipped_total sample (all `reason` labels, if any).
-    try:
-        text = urllib.request.urlopen(f"http://{http}/metrics", timeout=5).read().decode()
-    except Exception:
-        return None
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        name = line.split("{")[0].split(" ")[0]
-        if name == "banyan_relay_groups_skipped_total":
-            total += float(line.rsplit(" ", 1)[1]); seen = True
-    return int(total) if seen else None
+  python3 - "$scripts" "$@" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from summary import load, get, fmt, dist, stalls, skipped_total
 
 def link_drops(err_file):
     # The proxy's last counters line: "clients N | c2s in .. loss L rate R .. | s2c in .. loss L rate R ..".
@@ -179,10 +150,7 @@ def link_drops(err_file):
         return None
 
 def cell(label, summary_file, impair_err, watch_status, *https):
-    try:
-        summary = json.load(open(summary_file))
-    except (OSError, ValueError):
-        summary = None
+    summary = load(summary_file)
     relays = [skipped_total(h) for h in https]
     rec = {
         "cell": label,
@@ -193,40 +161,9 @@ def cell(label, summary_file, impair_err, watch_status, *https):
     }
     print(json.dumps(rec))
 
-def fmt(v, digits=0):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-def dist(s, key):
-    # A distribution {p50, p99, max, ...} as "p50/p99/max"; a bare number as itself.
-    v = get(s, key)
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return fmt(v)
-    return "/".join(fmt(get(v, k)) for k in ("p50", "p99", "max"))
-
 def relays_total(rec):
     relays = [r for r in rec["relay_groups_skipped"] if r is not None]
     return fmt(sum(relays)) if relays else "-"
-
-def stalls(s):
-    # `stalls` may be a count, a list of stalls, or an object with a count; print what it holds.
-    v = get(s, "stalls")
-    if isinstance(v, bool) or v is None:
-        return "-"
-    if isinstance(v, (int, float)):
-        return fmt(v)
-    if isinstance(v, list):
-        return fmt(len(v))
-    if isinstance(v, dict):
-        n = v.get("count", v.get("n"))
-        ms = v.get("total_ms", v.get("ms"))
-        if n is not None and ms is not None:
-            return f"{fmt(n)} ({fmt(ms)} ms)"
-        return fmt(n if n is not None else ms)
-    return "-"
 
 def row(rec):
     s = rec["summary"]
@@ -260,7 +197,7 @@ def table(results_file, title):
     for line in open(results_file):
         print(row(json.loads(line)))
 
-cmd, args = sys.argv[1], sys.argv[2:]
+cmd, args = sys.argv[2], sys.argv[3:]
 if cmd == "cell":
     cell(*args)
 elif cmd == "progress":

@@ -46,6 +46,11 @@ async fn watch_fills_region_below_high_water_then_spills_then_refuses() {
             "the token holds the viewer to its chat room"
         );
         assert!(j["webtransport"].as_str().unwrap().starts_with("https://"));
+        assert_eq!(
+            j["websocket"].as_str().unwrap(),
+            format!("ws://{}.test:8080/", j["relay_id"].as_str().unwrap()),
+            "the relay's WebSocket URL, for browsers without WebTransport"
+        );
         assert_eq!(j["cert_sha256"].as_str().unwrap().len(), 64);
         order.push(j["relay_id"].as_str().unwrap().to_owned());
         assert!(order.len() <= 100, "never refuses");

@@ -9,10 +9,12 @@ use banyan_certs::ServerVerification;
 use banyan_moq::session::{Client, ClientOptions, Session, SessionConfig, SessionDriver, TransportConfig};
 use url::Url;
 
-/// Where and how to connect: `moqt://` (raw QUIC) or `https://` (WebTransport).
+/// Where and how to connect: `moqt://` (raw QUIC), `https://` (WebTransport) or `ws://`/`wss://`
+/// (QMux over WebSocket, the relay's `--ws-listen` port).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
-    /// The relay URL, e.g. `moqt://relay.example:4443` or `https://relay.example:4443/`.
+    /// The relay URL, e.g. `moqt://relay.example:4443`, `https://relay.example:4443/` or
+    /// `wss://relay.example:8443/` (WebSocket).
     pub url: Url,
     /// Pin the relay's certificate by its SHA-256 (hex), e.g. a `--dev-cert` relay's hash.
     #[arg(long, value_name = "HEX", conflicts_with_all = ["tls_ca", "tls_insecure"])]

@@ -1,8 +1,9 @@
 //! Proves real media flows end to end: ffmpeg-made H.264+Opus and AV1 clips → `banyan-publish`
-//! → `banyan-relay` → `banyan-watch --output file` decode in ffprobe with the same frame counts
-//! and codecs; bad input (non-MP4, truncated, unsupported codec, unreachable relay) exits
-//! non-zero with a clear message and no hang; a publisher survives a relay restart while
-//! the watcher sees exactly one gap and carries on; and SIGTERM ends a broadcast cleanly.
+//! → `banyan-relay` → `banyan-watch --output file` (over `wss://`, QMux over WebSocket, for the
+//! H.264 clip) decode in ffprobe with the same frame counts and codecs; bad input (non-MP4,
+//! truncated, unsupported codec, unreachable relay) exits non-zero with a clear message and no
+//! hang; a publisher survives a relay restart (GOAWAY) while the watcher, over QUIC or over
+//! WebSocket, sees exactly one gap and carries on; and SIGTERM ends a broadcast cleanly.
 //! Needs ffmpeg and ffprobe on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -28,6 +29,8 @@ const FRAG: &str = "frag_keyframe+empty_moov+default_base_moof";
 /// An in-process relay serving a certificate from files (so a restart keeps its hash).
 struct TestRelay {
     addr: SocketAddr,
+    /// The `wss://` listener (on the same certificate).
+    ws: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -52,11 +55,13 @@ fn certs() -> Certs {
     }
 }
 
-async fn relay(certs: &Certs, listen: &str) -> TestRelay {
+async fn relay(certs: &Certs, listen: &str, ws_listen: &str) -> TestRelay {
     let args = [
         "banyan-relay",
         "--listen",
         listen,
+        "--ws-listen",
+        ws_listen,
         "--http-listen",
         "127.0.0.1:0",
         "--tls-cert",
@@ -82,12 +87,16 @@ async fn relay(certs: &Certs, listen: &str) -> TestRelay {
         }
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], relay.local_addr().unwrap().port()));
+    let (scheme, ws) = relay.ws_addr().expect("websocket listener");
+    assert_eq!(scheme, "wss", "a relay with --tls-cert serves wss://");
+    let ws = SocketAddr::from(([127, 0, 0, 1], ws.port()));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(relay.run(async move {
         let _ = stopped.await;
     }));
     TestRelay {
         addr,
+        ws,
         stop: Some(stop),
         task,
     }
@@ -100,6 +109,14 @@ async fn tracing_free_wait(_e: &anyhow::Error) {
 impl TestRelay {
     fn url(&self) -> String {
         format!("moqt://localhost:{}", self.addr.port())
+    }
+
+    /// The URL a watcher dials over `via`.
+    fn watch_url(&self, via: Via) -> String {
+        match via {
+            Via::Quic => self.url(),
+            Via::WebSocket => format!("wss://localhost:{}/", self.ws.port()),
+        }
     }
 
     async fn shutdown(mut self) {
@@ -174,10 +191,22 @@ async fn run(mut c: Command, secs: u64) -> (bool, String, String) {
 }
 
 /// Publish `clip` through a relay and watch it into a file; compare with ffprobe.
-async fn through_relay(clip: &Path, broadcast: &str) -> (Vec<(String, u64)>, Vec<(String, u64)>, Value) {
+/// How the watcher reaches the relay (the publisher always uses raw QUIC).
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Quic,
+    WebSocket,
+}
+
+async fn through_relay(
+    clip: &Path,
+    broadcast: &str,
+    via: Via,
+) -> (Vec<(String, u64)>, Vec<(String, u64)>, Value) {
     let certs = certs();
-    let relay = relay(&certs, "127.0.0.1:0").await;
+    let relay = relay(&certs, "127.0.0.1:0", "127.0.0.1:0").await;
     let url = relay.url();
+    let watch_url = relay.watch_url(via);
     let out = clip.with_extension("watched.mp4");
     let mut publisher = command(
         PUBLISH,
@@ -200,7 +229,7 @@ async fn through_relay(clip: &Path, broadcast: &str) -> (Vec<(String, u64)>, Vec
     let watch = command(
         WATCH,
         &[
-            &url,
+            &watch_url,
             "--broadcast",
             broadcast,
             "--output",
@@ -283,7 +312,7 @@ async fn h264_and_opus_clip_arrives_frame_for_frame() {
         ],
         &clip,
     );
-    let (source, watched, summary) = through_relay(&clip, "e2e/h264").await;
+    let (source, watched, summary) = through_relay(&clip, "e2e/h264", Via::WebSocket).await;
     assert_eq!(source.len(), 2);
     assert_eq!(source[0], ("h264".to_string(), 60));
     assert_eq!(
@@ -329,7 +358,7 @@ async fn av1_clip_arrives_frame_for_frame() {
         ],
         &clip,
     );
-    let (source, watched, summary) = through_relay(&clip, "e2e/av1").await;
+    let (source, watched, summary) = through_relay(&clip, "e2e/av1", Via::Quic).await;
     assert_eq!(source, vec![("av1".to_string(), 60)]);
     assert_eq!(watched, source);
     assert_eq!(summary["objects"], 60);
@@ -338,7 +367,7 @@ async fn av1_clip_arrives_frame_for_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_clearly() {
     let certs = certs();
-    let relay = relay(&certs, "127.0.0.1:0").await;
+    let relay = relay(&certs, "127.0.0.1:0", "127.0.0.1:0").await;
     let url = relay.url();
     let dir = tempfile::tempdir().unwrap();
 
@@ -467,10 +496,22 @@ async fn bad_input_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_survives_a_relay_restart() {
+    restart_case(Via::Quic, "e2e/restart").await;
+}
+
+/// The same with the watcher on WebSocket: GOAWAY moves it like a QUIC viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_watcher_follows_a_relay_restart() {
+    restart_case(Via::WebSocket, "e2e/restart-ws").await;
+}
+
+async fn restart_case(via: Via, broadcast: &str) {
     let certs = certs();
-    let first = relay(&certs, "127.0.0.1:0").await;
+    let first = relay(&certs, "127.0.0.1:0", "127.0.0.1:0").await;
     let port = first.addr.port();
+    let ws_port = first.ws.port();
     let url = first.url();
+    let watch_url = first.watch_url(via);
     let dir = tempfile::tempdir().unwrap();
     let summary_path = dir.path().join("summary.json");
 
@@ -479,7 +520,7 @@ async fn publisher_survives_a_relay_restart() {
         &[
             &url,
             "--broadcast",
-            "e2e/restart",
+            broadcast,
             "--synthetic",
             "--fps",
             "50",
@@ -499,9 +540,9 @@ async fn publisher_survives_a_relay_restart() {
     let mut watch = command(
         WATCH,
         &[
-            &url,
+            &watch_url,
             "--broadcast",
-            "e2e/restart",
+            broadcast,
             "--duration",
             "8s",
             "--summary",
@@ -543,7 +584,12 @@ async fn publisher_survives_a_relay_restart() {
     .await
     .expect("the watcher receives objects");
     first.shutdown().await;
-    let second = relay(&certs, &format!("127.0.0.1:{port}")).await;
+    let second = relay(
+        &certs,
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{ws_port}"),
+    )
+    .await;
 
     let out = tokio::time::timeout(Duration::from_secs(30), watcher.wait_with_output())
         .await
@@ -585,7 +631,7 @@ async fn publisher_survives_a_relay_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_broadcast_cleanly() {
     let certs = certs();
-    let relay = relay(&certs, "127.0.0.1:0").await;
+    let relay = relay(&certs, "127.0.0.1:0", "127.0.0.1:0").await;
     let url = relay.url();
     let mut publisher = command(
         PUBLISH,

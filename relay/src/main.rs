@@ -23,6 +23,11 @@ async fn run(config: RelayConfig) -> anyhow::Result<()> {
         // Scripts and tests read this line; browsers use the hash via serverCertificateHashes.
         println!("certificate sha256: {hash}");
     }
+    if let Some((scheme, ws)) = relay.ws_addr() {
+        tracing::info!(%ws, "relay listening for MoQT over WebSocket ({scheme}://, QMux)");
+        // Before the `listening: udp` line, which scripts wait for.
+        println!("listening: websocket {scheme}://{ws}/");
+    }
     println!("listening: udp {addr} http {http}");
     relay.run(shutdown).await
 }

@@ -1,5 +1,6 @@
 //! Proves the relay's access control and its defences: the JWT auth matrix (HS256 and ES256;
-//! tokens in SETUP, per request and in the WebTransport `?jwt=` query; missing, malformed,
+//! tokens in SETUP, per request and in the WebTransport or WebSocket `?jwt=` query, over every
+//! transport; missing, malformed,
 //! expired, wrong-namespace and subscribe-only-used-to-publish tokens refused with the
 //! draft-18 codes and counted; a child relay admitted by an authenticating parent only with its
 //! `--upstream-token`), every configured limit (sessions, subscriptions and namespaces
@@ -420,7 +421,11 @@ async fn setup_tokens_let_objects_flow() {
     let (_publication, _serving) = serve_tagged(publisher, publish_namespace_msg("live/a", None), "A")
         .await
         .unwrap();
-    for kind in [TransportKind::Quic, TransportKind::WebTransport] {
+    for kind in [
+        TransportKind::Quic,
+        TransportKind::WebTransport,
+        TransportKind::WebSocket,
+    ] {
         let subscriber = relay
             .connect_with(
                 &client,
@@ -525,23 +530,25 @@ async fn per_request_tokens_and_the_jwt_query_let_objects_flow() {
         .grows("objects flow with a per-request token", 5)
         .await;
 
-    // A browser-style WebTransport subscriber with the token in the URL.
-    let browser = relay
-        .connect_with(
-            &client,
-            TransportKind::WebTransport,
-            &format!("/moq?jwt={sub_jwt}"),
-            ClientOptions::default(),
-        )
-        .await
-        .unwrap();
-    let subscription = browser
-        .subscribe(subscribe_msg("live/b", "video", None))
-        .await
-        .unwrap();
-    Received::start(subscription)
-        .grows("objects flow with ?jwt=", 5)
-        .await;
+    // Browser-style subscribers, over WebTransport and over WebSocket, with the token in the URL.
+    for kind in [TransportKind::WebTransport, TransportKind::WebSocket] {
+        let browser = relay
+            .connect_with(
+                &client,
+                kind,
+                &format!("/moq?jwt={sub_jwt}"),
+                ClientOptions::default(),
+            )
+            .await
+            .unwrap();
+        let subscription = browser
+            .subscribe(subscribe_msg("live/b", "video", None))
+            .await
+            .unwrap();
+        Received::start(subscription)
+            .grows("objects flow with ?jwt=", 5)
+            .await;
+    }
     assert_eq!(relay.metrics.auth_failures.get(), 0);
 }
 
@@ -759,28 +766,32 @@ async fn bad_tokens_are_refused_with_the_drafts_codes_and_counted() {
             SessionErrorCode::Unauthorized,
         ),
     ];
+    let requests_refused = failures;
     for (what, jwt, expected) in &session_cases {
-        for kind in [TransportKind::Quic, TransportKind::WebTransport] {
+        for kind in [
+            TransportKind::Quic,
+            TransportKind::WebTransport,
+            TransportKind::WebSocket,
+        ] {
             let result = relay.connect_with(&client, kind, "/", setup_token(jwt)).await;
             assert_eq!(closed_code(result), *expected, "{what} SETUP token over {kind:?}");
             failures += 1;
         }
     }
-    // The browser fallback: a malformed `?jwt=` ends the WebTransport session the same way.
-    let result = relay
-        .connect_with(
-            &client,
-            TransportKind::WebTransport,
-            "/moq?jwt=garbage",
-            ClientOptions::default(),
-        )
-        .await;
-    assert_eq!(
-        closed_code(result),
-        SessionErrorCode::MalformedAuthToken,
-        "?jwt=garbage"
-    );
-    failures += 1;
+    // The browser fallback: a malformed `?jwt=` ends the WebTransport or WebSocket session the
+    // same way.
+    for kind in [TransportKind::WebTransport, TransportKind::WebSocket] {
+        let result = relay
+            .connect_with(&client, kind, "/moq?jwt=garbage", ClientOptions::default())
+            .await;
+        assert_eq!(
+            closed_code(result),
+            SessionErrorCode::MalformedAuthToken,
+            "?jwt=garbage over {kind:?}"
+        );
+        failures += 1;
+    }
+    let refused_sessions = failures - requests_refused;
 
     assert_eq!(
         relay.metrics.auth_failures.get(),
@@ -789,8 +800,8 @@ async fn bad_tokens_are_refused_with_the_drafts_codes_and_counted() {
     );
     assert_eq!(
         relay.metrics.refused(RefuseReason::Unauthorized),
-        failures - 7,
-        "refused requests (not the 7 refused sessions) are labelled unauthorized"
+        failures - refused_sessions,
+        "refused requests (not the {refused_sessions} refused sessions) are labelled unauthorized"
     );
 }
 

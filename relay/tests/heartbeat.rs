@@ -139,6 +139,11 @@ async fn heartbeats_describe_the_relay_and_continue_after_refusals() {
         Some(format!("https://localhost:{port}/").as_str())
     );
     assert_eq!(
+        heartbeat.urls.websocket.as_deref(),
+        Some(format!("ws://localhost:{}/", edge.ws.port()).as_str()),
+        "--ws-listen's bound port, plain ws:// on a development certificate"
+    );
+    assert_eq!(
         heartbeat.urls.http.as_deref(),
         Some(format!("http://{}", edge.http).as_str())
     );

@@ -16,6 +16,9 @@
 //! 5. **duplication**: with probability `duplicate`, sent twice.
 //!
 //! Every step is counted in [`DirectionStats`] so tests can prove the impairment happened.
+//! The same per-direction model (the crate-internal `Lane`) runs under `crate::netem`, which
+//! applies it to IP packets between two network namespaces, and [`ImpairmentArgs`] gives both
+//! binaries the same flags.
 //! Memory is bounded: the release queue per direction holds at most [`MAX_QUEUED`] datagrams,
 //! at most `max_clients` clients are tracked and clients idle for `idle_timeout` are forgotten.
 //!
@@ -111,8 +114,9 @@ pub enum SpecError {
         /// The value given.
         value: String,
     },
-    /// A rate was not a whole number of bytes per second (optionally with k, M or G).
-    #[error("rate: expected bytes per second like 125000, 125k or 1M, got {0:?}")]
+    /// A rate was not a whole number of bytes per second (optionally with k, M or G), nor of
+    /// bits per second with tc's `bit` suffix.
+    #[error("rate: expected bytes per second like 125000, 125k or 1M, or bits like 5mbit, got {0:?}")]
     Rate(String),
 }
 
@@ -120,7 +124,8 @@ impl Impairment {
     /// Applies a comma-separated list of `key=value` overrides, e.g.
     /// `delay=20ms,jitter=5ms,loss=1%,reorder=0.5%,reorder-delay=10ms,duplicate=0.1%,rate=1M`.
     /// `rate=none` removes the rate cap. Durations use humantime syntax, probabilities are
-    /// fractions or percentages, rates are bytes per second with an optional k/M/G (×1000).
+    /// fractions or percentages, rates are bytes per second with an optional k/M/G (×1000), or bits
+    /// per second with tc's suffix (`5mbit`).
     pub fn apply_spec(&mut self, spec: &str) -> Result<(), SpecError> {
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, value) = item
@@ -160,6 +165,62 @@ impl FromStr for Impairment {
     }
 }
 
+/// The impairment flags of `banyan-impair` and `banyan-netem`: each applies to both directions,
+/// on top of a clean link (per-direction `key=value` overrides are the binaries' own flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ImpairmentArgs {
+    /// One-way delay, both directions (e.g. 20ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Uniform jitter (±), both directions.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jitter: Option<Duration>,
+    /// Loss probability, both directions (0.01 or 1%).
+    #[arg(long, value_parser = probability_arg)]
+    pub loss: Option<f64>,
+    /// Probability a datagram is held back by --reorder-delay, both directions.
+    #[arg(long, value_parser = probability_arg)]
+    pub reorder: Option<f64>,
+    /// Extra hold for reordered datagrams.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reorder_delay: Option<Duration>,
+    /// Duplication probability, both directions.
+    #[arg(long, value_parser = probability_arg)]
+    pub duplicate: Option<f64>,
+    /// Rate cap in bytes per second (125000, 125k, 1M) or bits per second (5mbit), both
+    /// directions.
+    #[arg(long, value_parser = rate_arg)]
+    pub rate: Option<u64>,
+    /// Longest rate-cap backlog, as time, before datagrams are dropped.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rate_queue: Option<Duration>,
+}
+
+impl ImpairmentArgs {
+    /// A clean link with the flags that were given applied.
+    pub fn impairment(&self) -> Impairment {
+        let clean = Impairment::default();
+        Impairment {
+            delay: self.delay.unwrap_or(clean.delay),
+            jitter: self.jitter.unwrap_or(clean.jitter),
+            loss: self.loss.unwrap_or(clean.loss),
+            reorder: self.reorder.unwrap_or(clean.reorder),
+            reorder_delay: self.reorder_delay.unwrap_or(clean.reorder_delay),
+            duplicate: self.duplicate.unwrap_or(clean.duplicate),
+            rate_bytes_per_s: self.rate.or(clean.rate_bytes_per_s),
+            rate_queue: self.rate_queue.unwrap_or(clean.rate_queue),
+        }
+    }
+}
+
+fn probability_arg(value: &str) -> Result<f64, SpecError> {
+    parse_probability("probability", value)
+}
+
+fn rate_arg(value: &str) -> Result<u64, SpecError> {
+    parse_rate(value)?.ok_or_else(|| SpecError::Rate(value.into()))
+}
+
 /// Parses `0.01` or `1%` into a probability in `[0, 1]`.
 pub fn parse_probability(key: &str, value: &str) -> Result<f64, SpecError> {
     let err = || SpecError::Probability {
@@ -177,23 +238,33 @@ pub fn parse_probability(key: &str, value: &str) -> Result<f64, SpecError> {
     }
 }
 
-/// Parses a rate in bytes per second (`125000`, `125k`, `1M`, `1G`; `none` for unlimited).
+/// Parses a rate in bytes per second (`125000`, `125k`, `1M`, `1G`), or in bits per second with
+/// tc's `bit` suffix (`5mbit` is 625000 bytes per second); `none` for unlimited.
 pub fn parse_rate(value: &str) -> Result<Option<u64>, SpecError> {
     if value.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     let err = || SpecError::Rate(value.into());
-    let (digits, multiplier) = match value.char_indices().last() {
-        Some((i, 'k' | 'K')) => (value.get(..i).ok_or_else(err)?, 1_000),
-        Some((i, 'm' | 'M')) => (value.get(..i).ok_or_else(err)?, 1_000_000),
-        Some((i, 'g' | 'G')) => (value.get(..i).ok_or_else(err)?, 1_000_000_000),
-        _ => (value, 1),
+    let lower = value.to_ascii_lowercase();
+    let rate = match lower.strip_suffix("bit") {
+        Some(bits) => scaled(bits).map(|bits| bits / 8),
+        None => scaled(&lower),
     };
-    let n: u64 = digits.trim().parse().map_err(|_| err())?;
-    match n.checked_mul(multiplier) {
+    match rate {
         Some(0) | None => Err(err()),
         Some(rate) => Ok(Some(rate)),
     }
+}
+
+/// A whole number with an optional k, m or g (×1000) suffix, in lower case.
+fn scaled(value: &str) -> Option<u64> {
+    let (digits, multiplier) = match value.char_indices().last() {
+        Some((i, 'k')) => (value.get(..i)?, 1_000),
+        Some((i, 'm')) => (value.get(..i)?, 1_000_000),
+        Some((i, 'g')) => (value.get(..i)?, 1_000_000_000),
+        _ => (value, 1),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
 /// Configuration of a [`Proxy`].
@@ -257,6 +328,25 @@ pub struct DirectionStats {
     pub duplicated: u64,
     /// Datagrams held back by the `reorder` draw.
     pub reordered: u64,
+    /// Datagrams waiting in the release queue at the time of the snapshot.
+    pub queued: u64,
+}
+
+impl std::fmt::Display for DirectionStats {
+    /// One line of counters, as `banyan-impair` prints them (bench/scripts read it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "in {} fwd {} loss {} rate {} other {} dup {} reord {}",
+            self.packets_in,
+            self.forwarded,
+            self.dropped_loss,
+            self.dropped_rate,
+            self.dropped_other,
+            self.duplicated,
+            self.reordered
+        )
+    }
 }
 
 /// A snapshot of all the proxy's counters.
@@ -318,8 +408,9 @@ impl Proxy {
     }
 }
 
+/// One direction's counters, shared between a driver and its handle.
 #[derive(Debug, Default)]
-struct DirectionCounters {
+pub(crate) struct DirectionCounters {
     packets_in: AtomicU64,
     bytes_in: AtomicU64,
     forwarded: AtomicU64,
@@ -329,10 +420,11 @@ struct DirectionCounters {
     dropped_other: AtomicU64,
     duplicated: AtomicU64,
     reordered: AtomicU64,
+    queued: AtomicU64,
 }
 
 impl DirectionCounters {
-    fn snapshot(&self) -> DirectionStats {
+    pub(crate) fn snapshot(&self) -> DirectionStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         DirectionStats {
             packets_in: get(&self.packets_in),
@@ -344,6 +436,7 @@ impl DirectionCounters {
             dropped_other: get(&self.dropped_other),
             duplicated: get(&self.duplicated),
             reordered: get(&self.reordered),
+            queued: get(&self.queued),
         }
     }
 }
@@ -369,42 +462,46 @@ impl Counters {
     }
 }
 
-fn bump(counter: &AtomicU64, by: u64) {
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
 
-/// A datagram waiting for its release time.
+/// A datagram (or packet) waiting for its release time, with where it goes (`to`: the client
+/// for the proxy, nothing for a point-to-point link).
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Scheduled {
-    at: Instant,
+pub(crate) struct Scheduled<T> {
+    pub(crate) at: Instant,
     seq: u64,
-    client: SocketAddr,
-    copies: u8,
-    payload: Vec<u8>,
+    pub(crate) to: T,
+    pub(crate) copies: u8,
+    pub(crate) payload: Vec<u8>,
 }
 
-/// One direction's impairment state.
+/// One direction's impairment state: the [`Impairment`] model applied to a stream of datagrams,
+/// each released at its time by [`Lane::pop_due`].
 #[derive(Debug)]
-struct Lane {
+pub(crate) struct Lane<T> {
     impairment: Impairment,
     rng: StdRng,
     /// When the rate-capped link finishes sending what is already queued on it.
     link_free_at: Instant,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: BinaryHeap<Reverse<Scheduled<T>>>,
+    seq: u64,
 }
 
-impl Lane {
-    fn new(impairment: Impairment, seed: u64) -> Self {
+impl<T: Ord> Lane<T> {
+    pub(crate) fn new(impairment: Impairment, seed: u64) -> Self {
         Self {
             impairment,
             rng: StdRng::seed_from_u64(seed),
             link_free_at: Instant::now(),
             queue: BinaryHeap::new(),
+            seq: 0,
         }
     }
 
-    /// Runs loss, rate, delay, reordering and duplication for one datagram.
-    fn admit(&mut self, now: Instant, seq: u64, client: SocketAddr, payload: &[u8], c: &DirectionCounters) {
+    /// Runs loss, rate, delay, reordering and duplication for one datagram bound for `to`.
+    pub(crate) fn admit(&mut self, now: Instant, to: T, payload: &[u8], c: &DirectionCounters) {
         bump(&c.packets_in, 1);
         bump(&c.bytes_in, payload.len() as u64);
         let imp = &self.impairment;
@@ -442,25 +539,38 @@ impl Lane {
             bump(&c.dropped_other, 1);
             return;
         }
+        // Equal release times leave in arrival order.
+        self.seq += 1;
         self.queue.push(Reverse(Scheduled {
             at: at + hold,
-            seq,
-            client,
+            seq: self.seq,
+            to,
             copies,
             payload: payload.to_vec(),
         }));
+        c.queued.store(self.queue.len() as u64, Ordering::Relaxed);
     }
 
-    fn next_release(&self) -> Option<Instant> {
+    pub(crate) fn next_release(&self) -> Option<Instant> {
         self.queue.peek().map(|Reverse(s)| s.at)
     }
 
-    fn pop_due(&mut self, now: Instant) -> Option<Scheduled> {
-        if self.next_release()? <= now {
-            self.queue.pop().map(|Reverse(s)| s)
-        } else {
-            None
+    /// The next datagram whose release time has come, if any.
+    pub(crate) fn pop_due(&mut self, now: Instant, c: &DirectionCounters) -> Option<Scheduled<T>> {
+        if self.next_release()? > now {
+            return None;
         }
+        let due = self.queue.pop().map(|Reverse(s)| s);
+        c.queued.store(self.queue.len() as u64, Ordering::Relaxed);
+        due
+    }
+}
+
+/// The earlier of two optional release times.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -484,9 +594,8 @@ struct Driver {
     listen: UdpSocket,
     counters: Arc<Counters>,
     clients: HashMap<SocketAddr, Client>,
-    c2s: Lane,
-    s2c: Lane,
-    seq: u64,
+    c2s: Lane<SocketAddr>,
+    s2c: Lane<SocketAddr>,
     /// Where the next poll of the upstream sockets starts, so no client starves the others.
     poll_start: usize,
 }
@@ -505,7 +614,6 @@ impl Driver {
             clients: HashMap::new(),
             c2s,
             s2c,
-            seq: 0,
             poll_start: 0,
         }
     }
@@ -517,10 +625,7 @@ impl Driver {
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next = match (self.c2s.next_release(), self.s2c.next_release()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = earliest(self.c2s.next_release(), self.s2c.next_release());
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
@@ -545,9 +650,8 @@ impl Driver {
                         c.last_seen = now;
                     }
                     let payload = from_upstream.get(..len).unwrap_or_default();
-                    self.seq += 1;
                     self.s2c
-                        .admit(now, self.seq, client, payload, &self.counters.server_to_client);
+                        .admit(now, client, payload, &self.counters.server_to_client);
                 }
                 Event::FromUpstream(client, Err(e)) => {
                     // E.g. ICMP port unreachable surfaced on the connected socket.
@@ -589,36 +693,31 @@ impl Driver {
                 bump(&counters.clients_total, 1);
             }
         }
-        self.seq += 1;
         self.c2s
-            .admit(now, self.seq, client, payload, &self.counters.client_to_server);
+            .admit(now, client, payload, &self.counters.client_to_server);
         // A zero-delay clean lane releases at once rather than waiting for the next loop turn.
         self.release(now).await;
     }
 
     async fn release(&mut self, now: Instant) {
-        while let Some(s) = self.c2s.pop_due(now) {
+        while let Some(s) = self.c2s.pop_due(now, &self.counters.client_to_server) {
             let c = &self.counters.client_to_server;
             for _ in 0..s.copies {
-                let sent = match self.clients.get(&s.client) {
+                let sent = match self.clients.get(&s.to) {
                     Some(client) => client.upstream.send(&s.payload).await.is_ok(),
                     None => false,
                 };
                 count_send(c, sent, s.payload.len());
             }
-            if s.copies > 1 {
-                bump(&c.duplicated, u64::from(s.copies - 1));
-            }
+            count_duplicates(c, s.copies);
         }
-        while let Some(s) = self.s2c.pop_due(now) {
+        while let Some(s) = self.s2c.pop_due(now, &self.counters.server_to_client) {
             let c = &self.counters.server_to_client;
             for _ in 0..s.copies {
-                let sent = self.listen.send_to(&s.payload, s.client).await.is_ok();
+                let sent = self.listen.send_to(&s.payload, s.to).await.is_ok();
                 count_send(c, sent, s.payload.len());
             }
-            if s.copies > 1 {
-                bump(&c.duplicated, u64::from(s.copies - 1));
-            }
+            count_duplicates(c, s.copies);
         }
     }
 
@@ -636,12 +735,20 @@ impl Driver {
     }
 }
 
-fn count_send(c: &DirectionCounters, sent: bool, len: usize) {
+/// Counts one send of a released datagram: forwarded, or dropped when the send failed.
+pub(crate) fn count_send(c: &DirectionCounters, sent: bool, len: usize) {
     if sent {
         bump(&c.forwarded, 1);
         bump(&c.bytes_forwarded, len as u64);
     } else {
         bump(&c.dropped_other, 1);
+    }
+}
+
+/// Counts the extra copies of a released datagram.
+pub(crate) fn count_duplicates(c: &DirectionCounters, copies: u8) {
+    if copies > 1 {
+        bump(&c.duplicated, u64::from(copies - 1));
     }
 }
 
@@ -702,6 +809,18 @@ mod tests {
         assert_eq!(imp.rate_bytes_per_s, Some(125_000));
         assert_eq!(imp.rate_queue, Duration::from_millis(80));
         assert_eq!("".parse::<Impairment>().unwrap(), Impairment::default());
+    }
+
+    #[test]
+    fn rates_in_bytes_or_tc_bits() {
+        assert_eq!(parse_rate("125k").unwrap(), Some(125_000));
+        assert_eq!(parse_rate("5mbit").unwrap(), Some(625_000));
+        assert_eq!(parse_rate("800Kbit").unwrap(), Some(100_000));
+        assert_eq!(parse_rate("8bit").unwrap(), Some(1));
+        assert_eq!(parse_rate("none").unwrap(), None);
+        for bad in ["4bit", "bit", "nonebit", "5mbitbit", "-1mbit"] {
+            assert!(parse_rate(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -129,9 +129,9 @@ impl InteractProfile {
         let watch = args.watch.clone().unwrap_or_else(|| args.ingest.clone());
         for (flag, url) in [("--ingest", &args.ingest), ("--watch", &watch)] {
             let parsed = Url::parse(url).map_err(|e| Error::Config(format!("{flag} {url:?}: {e}")))?;
-            if !matches!(parsed.scheme(), "moqt" | "https") || parsed.host_str().is_none() {
+            if !matches!(parsed.scheme(), "moqt" | "https" | "ws" | "wss") || parsed.host_str().is_none() {
                 return Err(Error::Config(format!(
-                    "{flag} {url:?}: use moqt://host:port or https://host:port/path"
+                    "{flag} {url:?}: use moqt://host:port, https://host:port/path or ws[s]://host:port/path"
                 )));
             }
         }

@@ -157,7 +157,7 @@ pub fn heartbeat(id: &str, region: &str, cap: u32, sessions: u32) -> Heartbeat {
         urls: RelayUrls {
             moqt: Some(format!("moqt://{id}.test:4443")),
             webtransport: Some(format!("https://{id}.test:4443/")),
-            websocket: None,
+            websocket: Some(format!("ws://{id}.test:8080/")),
             http: None,
         },
         cert_sha256: Some("0f".repeat(32)),

@@ -13,7 +13,11 @@
 //!   `ws://` and `wss://` URLs.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::{Sink, Stream};
 
 use parking_lot::Mutex;
 use qmux::ws::tokio_tungstenite::{self, tungstenite, WebSocketStream};
@@ -42,6 +46,67 @@ const MAX_MESSAGE: usize = 64 * 1024;
 /// Any byte stream a WebSocket can run on: TCP, or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The WebSocket under a QMux session: binary messages only. `qmux` skips text messages; a
+/// peer sending one is broken or hostile, so this closes the WebSocket with 1003 (unsupported
+/// data) and ends the stream, which ends the session.
+struct BinaryOnly {
+    ws: WebSocketStream<Box<dyn Io>>,
+    refused: bool,
+}
+
+impl BinaryOnly {
+    fn new(ws: WebSocketStream<Box<dyn Io>>) -> Self {
+        Self { ws, refused: false }
+    }
+}
+
+impl Stream for BinaryOnly {
+    type Item = Result<tungstenite::Message, tungstenite::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.refused {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.ws).poll_next(cx) {
+            Poll::Ready(Some(Ok(tungstenite::Message::Text(_)))) => {
+                self.refused = true;
+                let close = tungstenite::protocol::CloseFrame {
+                    code: tungstenite::protocol::frame::coding::CloseCode::Unsupported,
+                    reason: "MoQT over QMux takes binary WebSocket messages only".into(),
+                };
+                // Best effort: the socket is dropped with the session either way.
+                if let Poll::Ready(Ok(())) = Pin::new(&mut self.ws).poll_ready(cx) {
+                    let _ = Pin::new(&mut self.ws).start_send(tungstenite::Message::Close(Some(close)));
+                    let _ = Pin::new(&mut self.ws).poll_flush(cx);
+                }
+                tracing::debug!("text message on a QMux WebSocket: closed with 1003");
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Sink<tungstenite::Message> for BinaryOnly {
+    type Error = tungstenite::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.ws).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: tungstenite::Message) -> Result<(), Self::Error> {
+        Pin::new(&mut self.ws).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.ws).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.ws).poll_close(cx)
+    }
+}
 
 /// Every subprotocol we accept, in our order of preference.
 pub fn subprotocols() -> Vec<String> {
@@ -251,7 +316,7 @@ impl WsIncoming {
             .ok_or_else(|| Error::Connect("WebSocket upgrade without a subprotocol".into()))?;
         let url = Url::parse(&url).map_err(|e| Error::Connect(format!("WebSocket URL {url:?}: {e}")))?;
         let version = version_of(&protocol).ok_or_else(|| Error::Version(vec![protocol.clone()]))?;
-        let session = qmux::ws::Upgraded::new(ws)
+        let session = qmux::ws::Upgraded::new(BinaryOnly::new(ws))
             .with_alpn(&protocol)
             .with_keep_alive(self.keep_alive)
             .with_session_config(self.qmux)
@@ -358,7 +423,7 @@ async fn dial(
         .unwrap_or_default()
         .to_string();
     let version = version_of(&protocol).ok_or_else(|| Error::Version(vec![protocol.clone()]))?;
-    let session = qmux::ws::Upgraded::new(ws)
+    let session = qmux::ws::Upgraded::new(BinaryOnly::new(ws))
         .with_alpn(&protocol)
         .with_keep_alive(keep_alive(transport))
         .with_session_config(qmux_config(transport))

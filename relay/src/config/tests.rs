@@ -137,6 +137,7 @@ fn toml_only() {
         &format!(
             r#"
 listen = "127.0.0.1:7000"
+ws-listen = "127.0.0.1:7001"
 dev-cert = true
 auth-key = "{}"
 upstream = ["moqt://parent:4443"]
@@ -156,6 +157,7 @@ capacity-egress = "2Gbps"
     );
     let c = load(&["--config", toml.to_str().unwrap()], &[]).unwrap();
     assert_eq!(c.server.listen.port(), 7000);
+    assert_eq!(c.server.ws_listen, Some("127.0.0.1:7001".parse().unwrap()));
     assert!(c.server.dev_cert);
     assert_eq!(c.auth.auth_key.as_deref(), Some(key.as_path()));
     assert_eq!(c.upstream.upstream[0].as_str(), "moqt://parent:4443");
@@ -173,6 +175,16 @@ capacity-egress = "2Gbps"
     // Untouched keys keep their defaults.
     assert_eq!(c.track.max_lag_groups, 2);
     assert_eq!(c.server.http_listen.port(), 9090);
+}
+
+#[test]
+fn websocket_is_off_unless_set_and_a_bad_address_is_an_error() {
+    let base = ["--dev-cert", "--insecure-no-auth"];
+    assert_eq!(load(&base, &[]).unwrap().server.ws_listen, None);
+    let c = load(&base, &[("BANYAN_RELAY_WS_LISTEN", "[::]:8443")]).unwrap();
+    assert_eq!(c.server.ws_listen, Some("[::]:8443".parse().unwrap()));
+    let err = load(&[&base[..], &["--ws-listen", "localhost"]].concat(), &[]).unwrap_err();
+    assert!(format!("{err:#}").contains("ws-listen"), "{err:#}");
 }
 
 #[test]

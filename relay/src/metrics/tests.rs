@@ -174,8 +174,12 @@ fn every_series_is_exported_under_its_name() {
     .into_iter()
     .map(str::to_owned)
     .chain(
-        [TransportKind::Quic, TransportKind::WebTransport]
-            .map(|t| format!("sessions{{transport=\"{}\"}}", t.as_str())),
+        [
+            TransportKind::Quic,
+            TransportKind::WebTransport,
+            TransportKind::WebSocket,
+        ]
+        .map(|t| format!("sessions{{transport=\"{}\"}}", t.as_str())),
     )
     .chain(SKIP_REASONS.map(|r| format!("groups_skipped_total{{reason=\"{}\"}}", r.as_str())))
     .chain(RefuseReason::ALL.map(|r| format!("requests_refused_total{{reason=\"{}\"}}", r.label())))

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use banyan_tests::impair::{self, DirectionStats, Impairment, Proxy, ProxyConfig};
+use banyan_tests::impair::{ImpairmentArgs, Proxy, ProxyConfig};
 use clap::Parser;
 
 /// UDP impairment proxy: seeded delay, jitter, loss, reordering, duplication and a rate cap per
@@ -29,30 +29,8 @@ struct Args {
     /// RNG seed; the same seed and traffic give the same impairments.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// One-way delay, both directions (e.g. 20ms).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    delay: Option<Duration>,
-    /// Uniform jitter (±), both directions.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    jitter: Option<Duration>,
-    /// Loss probability, both directions (0.01 or 1%).
-    #[arg(long, value_parser = probability)]
-    loss: Option<f64>,
-    /// Probability a datagram is held back by --reorder-delay, both directions.
-    #[arg(long, value_parser = probability)]
-    reorder: Option<f64>,
-    /// Extra hold for reordered datagrams.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    reorder_delay: Option<Duration>,
-    /// Duplication probability, both directions.
-    #[arg(long, value_parser = probability)]
-    duplicate: Option<f64>,
-    /// Rate cap in bytes per second (125000, 125k, 1M), both directions.
-    #[arg(long, value_parser = rate)]
-    rate: Option<u64>,
-    /// Longest rate-cap backlog, as time, before datagrams are dropped.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    rate_queue: Option<Duration>,
+    #[command(flatten)]
+    impairment: ImpairmentArgs,
     /// Client → server overrides, e.g. `delay=30ms,loss=2%`.
     #[arg(long, value_name = "SPEC")]
     c2s: Option<String>,
@@ -64,14 +42,6 @@ struct Args {
     idle_timeout: Duration,
 }
 
-fn probability(value: &str) -> Result<f64, impair::SpecError> {
-    impair::parse_probability("probability", value)
-}
-
-fn rate(value: &str) -> Result<u64, impair::SpecError> {
-    impair::parse_rate(value)?.ok_or_else(|| impair::SpecError::Rate(value.into()))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -80,25 +50,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
 
-    let mut both = Impairment::default();
-    let set = |slot: &mut _, v: Option<_>| {
-        if let Some(v) = v {
-            *slot = v;
-        }
-    };
-    set(&mut both.delay, args.delay);
-    set(&mut both.jitter, args.jitter);
-    set(&mut both.reorder_delay, args.reorder_delay);
-    set(&mut both.rate_queue, args.rate_queue);
-    let setf = |slot: &mut f64, v: Option<f64>| {
-        if let Some(v) = v {
-            *slot = v;
-        }
-    };
-    setf(&mut both.loss, args.loss);
-    setf(&mut both.reorder, args.reorder);
-    setf(&mut both.duplicate, args.duplicate);
-    both.rate_bytes_per_s = args.rate.or(both.rate_bytes_per_s);
+    let both = args.impairment.impairment();
 
     let mut config = ProxyConfig::new(args.upstream);
     config.listen = args.listen;
@@ -129,9 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 let s = proxy.stats();
                 eprintln!(
                     "clients {} | c2s {} | s2c {}",
-                    s.clients,
-                    line(&s.client_to_server),
-                    line(&s.server_to_client)
+                    s.clients, s.client_to_server, s.server_to_client
                 );
             }
             r = tokio::signal::ctrl_c() => {
@@ -143,11 +93,4 @@ async fn main() -> anyhow::Result<()> {
     drop(proxy);
     driver.await.context("proxy driver")?;
     Ok(())
-}
-
-fn line(d: &DirectionStats) -> String {
-    format!(
-        "in {} fwd {} loss {} rate {} other {} dup {} reord {}",
-        d.packets_in, d.forwarded, d.dropped_loss, d.dropped_rate, d.dropped_other, d.duplicated, d.reordered
-    )
 }

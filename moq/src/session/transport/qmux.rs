@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +39,8 @@ const SEND_QUEUE: usize = 4;
 pub struct QmuxConnection {
     session: qmux::Session,
     remote: SocketAddr,
-    /// Why the session closed, once it has (filled by a watcher task, so `close_reason` is sync).
+    /// Why the session closed, once known: set by `close`, or the first time `closed` or
+    /// `close_reason` finds the session closed.
     reason: Arc<OnceLock<TransportError>>,
 }
 
@@ -53,20 +54,12 @@ impl fmt::Debug for QmuxConnection {
 }
 
 impl QmuxConnection {
-    /// Wrap an established session with the peer's address. Spawns a task that records why
-    /// the session closed.
+    /// Wrap an established session with the peer's address. Dropping every clone closes it.
     pub fn new(session: qmux::Session, remote: SocketAddr) -> Self {
-        let reason = Arc::new(OnceLock::new());
-        let watcher = session.clone();
-        let slot = reason.clone();
-        tokio::spawn(async move {
-            let error = watcher.closed().await;
-            let _ = slot.set(session_error(error));
-        });
         Self {
             session,
             remote,
-            reason,
+            reason: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -127,7 +120,16 @@ impl Connection for QmuxConnection {
     }
 
     fn close_reason(&self) -> Option<TransportError> {
-        self.reason.get().cloned()
+        if let Some(reason) = self.reason.get() {
+            return Some(reason.clone());
+        }
+        // `closed` resolves on its first poll once the session has ended, so one poll with a
+        // waker that does nothing answers "closed yet?" without waiting.
+        let mut closed = pin!(self.session.closed());
+        match closed.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(error) => Some(self.reason.get_or_init(|| session_error(error)).clone()),
+            Poll::Pending => None,
+        }
     }
 
     fn remote_address(&self) -> SocketAddr {
