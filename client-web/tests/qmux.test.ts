@@ -3,8 +3,9 @@
 // relay by the test. Proves: the client offers exactly the subprotocol `qmux-01.moqt-18` (the
 // relay's), SETUP is exchanged, a SUBSCRIBE is answered and its subgroup stream's objects and an
 // OBJECT_DATAGRAM arrive, a like datagram goes up as a QMux DATAGRAM, the relay's close settles
-// `session.closed`; and connectRelay in a page without WebTransport picks WebSocket without a
-// race (nothing remembered).
+// `session.closed`; connectRelay, with a WebTransport that never connects, starts the WebSocket
+// after the head start, keeps it, remembers it and closes the WebTransport attempt; in a page
+// without WebTransport it picks WebSocket without a race (nothing remembered).
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import QMuxSession from "@moq/qmux";
 import { Reader, Writer } from "../src/coding";
@@ -174,6 +175,44 @@ describe("Session over @moq/qmux", () => {
     // The relay closes the session (as on drain): `closed` settles with its code.
     server.close({ closeCode: 0, reason: "bye" });
     await expect(session.closed).resolves.toMatchObject({ code: 0, reason: "bye", local: false });
+  });
+
+  it("connectRelay races: WebSocket joins after the head start, wins, is remembered, and the WebTransport attempt is closed", async () => {
+    const store = new Map<string, string>();
+    const kv: KeyValueStore = {
+      getItem: (k) => store.get(k) ?? null,
+      setItem: (k, v) => void store.set(k, v),
+      removeItem: (k) => void store.delete(k),
+    };
+    // A WebTransport whose handshake never completes (UDP blocked), recording when it is closed.
+    let wtOpened = 0;
+    let wtClosed = 0;
+    vi.stubGlobal(
+      "WebTransport",
+      class {
+        readonly ready = new Promise<void>(() => {});
+        readonly closed = new Promise<never>(() => {});
+        constructor() {
+          wtOpened++;
+        }
+        close(): void {
+          wtClosed++;
+        }
+      },
+    );
+    const started = Date.now();
+    const connecting = connectRelay(
+      { webtransport: "https://relay.test/", websocket: "ws://relay.test:4443/" },
+      { environment: { hasWebTransport: true, userAgent: "test" }, memory: new TransportMemory(kv), headStartMs: 50 },
+    );
+    await relaySetup(await relay);
+    const session = await connecting;
+    expect(Date.now() - started).toBeGreaterThanOrEqual(45);
+    expect(session.transportKind).toBe("websocket");
+    expect(wtOpened).toBe(1);
+    expect(wtClosed).toBe(1);
+    expect(JSON.parse(store.get(MEMORY_KEY)!)).toMatchObject({ kind: "websocket" });
+    session.close();
   });
 
   it("connectRelay picks WebSocket in a page without WebTransport, with no race to remember", async () => {
