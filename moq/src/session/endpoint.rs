@@ -220,9 +220,10 @@ impl Client {
         url: &Url,
         options: ClientOptions,
     ) -> Result<(Session, SessionDriver), Error> {
-        let kind = match url.scheme() {
-            "moqt" => TransportKind::Quic,
-            "https" => TransportKind::WebTransport,
+        // Over QUIC: raw (`moqt`) or WebTransport (`https`); WebSocket is another dialler.
+        let webtransport = match url.scheme() {
+            "moqt" => false,
+            "https" => true,
             "ws" | "wss" => {
                 return super::websocket::connect(
                     url,
@@ -251,12 +252,13 @@ impl Client {
             .ok_or_else(|| Error::Connect(format!("{host} has no address")))?;
 
         let mut tls = (*self.tls).clone();
-        tls.alpn_protocols = match kind {
-            TransportKind::Quic => Version::SUPPORTED
+        tls.alpn_protocols = if webtransport {
+            vec![ALPN_H3.as_bytes().to_vec()]
+        } else {
+            Version::SUPPORTED
                 .iter()
                 .map(|v| v.alpn().as_bytes().to_vec())
-                .collect(),
-            TransportKind::WebTransport | TransportKind::WebSocket => vec![ALPN_H3.as_bytes().to_vec()],
+                .collect()
         };
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| Error::InvalidArgument(format!("TLS configuration unusable for QUIC: {e}")))?;
@@ -273,33 +275,32 @@ impl Client {
                 .map_err(|e| Error::Connect(e.to_string()))?
                 .await
                 .map_err(|e| Error::Connect(format!("{remote}: {e}")))?;
-            match kind {
-                TransportKind::Quic => {
-                    let alpn = negotiated_alpn(&conn).unwrap_or_default();
-                    let version = Version::from_alpn(&alpn).ok_or_else(|| Error::Version(vec![alpn]))?;
-                    Ok::<_, Error>((web_transport_quinn::Session::raw(conn), version))
-                }
-                TransportKind::WebTransport | TransportKind::WebSocket => {
-                    let protocols = Version::SUPPORTED.iter().map(|v| v.alpn().to_string());
-                    let request = web_transport_quinn::proto::ConnectRequest::new(url.clone())
-                        .with_protocols(protocols);
-                    let transport = web_transport_quinn::Session::connect(conn, request)
-                        .await
-                        .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
-                    // A server that ignores WT-Available-Protocols gets our default version.
-                    let version = match transport.protocol() {
-                        Some(p) => {
-                            Version::from_alpn(p).ok_or_else(|| Error::Version(vec![p.to_string()]))?
-                        }
-                        None => Version::default(),
-                    };
-                    Ok((transport, version))
-                }
+            if !webtransport {
+                let alpn = negotiated_alpn(&conn).unwrap_or_default();
+                let version = Version::from_alpn(&alpn).ok_or_else(|| Error::Version(vec![alpn]))?;
+                return Ok::<_, Error>((web_transport_quinn::Session::raw(conn), version));
             }
+            let protocols = Version::SUPPORTED.iter().map(|v| v.alpn().to_string());
+            let request =
+                web_transport_quinn::proto::ConnectRequest::new(url.clone()).with_protocols(protocols);
+            let transport = web_transport_quinn::Session::connect(conn, request)
+                .await
+                .map_err(|e| Error::Connect(format!("WebTransport CONNECT: {e}")))?;
+            // A server that ignores WT-Available-Protocols gets our default version.
+            let version = match transport.protocol() {
+                Some(p) => Version::from_alpn(p).ok_or_else(|| Error::Version(vec![p.to_string()]))?,
+                None => Version::default(),
+            };
+            Ok((transport, version))
         };
         let (transport, version) = tokio::time::timeout(config.setup_timeout, work)
             .await
             .map_err(|_| Error::Timeout("setup"))??;
+        let kind = if webtransport {
+            TransportKind::WebTransport
+        } else {
+            TransportKind::Quic
+        };
         Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await
     }
 
