@@ -4,13 +4,13 @@
 # A fresh relay per run; one JSON report per relay and N in OUT, plus `uptime` before each run.
 #
 # Needs: `cargo build --release -p banyan-relay -p banyan-bench` and `scripts/install-peers --bench`
-# (moq-relay-ietf in target/peers/bin), openssl for moq-relay-ietf's certificate.
+# (a fully optimised moq-relay-ietf in target/peers/bench/bin), openssl for moq-relay-ietf's certificate.
 # Usage: bench/scripts/compare.sh [OUT_DIR] [N ...]   (defaults: target/compare, 10 100 500)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-target/compare}; shift || true
 counts=("${@:-10 100 500}"); counts=(${counts[@]})
-ietf=${MOQ_RELAY_IETF:-target/peers/bin/moq-relay-ietf}
+ietf=${MOQ_RELAY_IETF:-target/peers/bench/bin/moq-relay-ietf}
 mkdir -p "$out"
 
 # moq-relay-ietf has no self-signed mode for QUIC: it needs --tls-cert/--tls-key. A short-lived

@@ -110,8 +110,8 @@ async fn view(control: SocketAddr) -> (usize, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_keep_watching_through_a_control_restart_and_state_is_rebuilt() {
     let relay = relay_binary();
-    let publish = workspace_binary("banyan-publisher", "banyan-publish");
-    let watch = workspace_binary("banyan-publisher", "banyan-watch");
+    let publish = workspace_binary("banyan-publish");
+    let watch = workspace_binary("banyan-watch");
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -222,24 +222,42 @@ where
     }
 }
 
-/// Build `banyan-relay` (incremental: quick when up to date) and return its path in the
-/// target directory this test runs from (target/<profile>/deps/<test> → target/<profile>/).
+/// The `banyan-relay` binary of this build (see [`workspace_binary`]).
 pub fn relay_binary() -> PathBuf {
-    workspace_binary("banyan-relay", "banyan-relay")
+    workspace_binary("banyan-relay")
 }
 
-/// Build binary `bin` of workspace package `package` (incremental) and return its path in the
-/// target directory this test runs from.
-pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+/// Binary `bin` of another workspace package, from the target directory this test runs from
+/// (target/<profile>/deps/<test> → target/<profile>/).
+///
+/// Cargo builds only this package's binaries for its tests, so this makes sure the others are
+/// current by asking Cargo for the build `scripts/test` runs, `cargo test --workspace --no-run`
+/// with this test's profile and features: a no-op (a second) under `scripts/test` or after a workspace
+/// build. It must be that command and not `cargo build -p PACKAGE`: a different package
+/// selection resolves dependency features differently and rebuilds half the dependency graph
+/// (four minutes in CI).
+pub fn workspace_binary(bin: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-p", package, "--bin", bin])
-        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building {bin} failed");
+    let mut command = std::process::Command::new(cargo);
+    command
+        .args(["test", "--workspace", "--no-run", "--locked", "--quiet"])
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            command.arg("--release");
+        }
+        Some(profile) => {
+            command.args(["--profile", profile]);
+        }
+    }
+    if cfg!(feature = "kubernetes") {
+        command.args(["--features", "banyan-control/kubernetes"]);
+    }
+    let status = command.status().unwrap();
+    assert!(status.success(), "building the workspace (for {bin}) failed");
     let binary = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(binary.exists(), "{} missing", binary.display());
     binary

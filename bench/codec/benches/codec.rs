@@ -1,13 +1,13 @@
 //! Codec throughput: data-plane encode/decode (subgroup object headers with small payloads,
 //! object datagrams) and control-message framing.
 //!
-//! Run: `cargo bench -p banyan-moq --no-default-features --bench codec` (add `-- --quick` for a
-//! fast pass). Criterion reports time per iteration and throughput: `elem/s` counts objects (or
-//! messages) and `B/s` counts wire bytes. Each iteration processes a batch of `BATCH` objects
-//! from/to a pre-allocated buffer, so allocation of the output buffer is amortised and the
-//! figures measure the codec, not the allocator. Numbers are for one core; compare runs on the
-//! same machine only.
-
+//! Run: `cargo bench -p banyan-codec-bench` (add `-- --quick` for a fast pass). It is a package
+//! of its own so that building it compiles only the codec and criterion, not the session stack
+//! and interop peers that `banyan-moq`'s tests depend on. Criterion reports time per iteration
+//! and throughput: `elem/s` counts objects (or messages) and `B/s` counts wire bytes. Each
+//! iteration processes a batch of `BATCH` objects from/to a pre-allocated buffer, so allocation
+//! of the output buffer is amortised and the figures measure the codec, not the allocator.
+//! Numbers are for one core; compare runs on the same machine only.
 use std::hint::black_box;
 
 use banyan_moq::coding::KeyValuePair;
