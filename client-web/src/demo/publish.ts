@@ -1,7 +1,8 @@
 /**
  * The "Go live" page: `/publish.html?relay=URL&hash=HEX&broadcast=NAME` (`&ws=URL` the relay's
  * WebSocket URL, `&token=JWT` a publish token, `&transport=webtransport|websocket`,
- * `&source=camera|screen`, `&bitrate=BPS`). A preview of what is sent, a camera/screen choice,
+ * `&source=camera|screen`, `&bitrate=BPS`, `&codec=vp8` (or any WebCodecs codec string, comma-separated
+ * in order of preference) instead of H.264 → VP8 → VP9). A preview of what is sent, a camera/screen choice,
  * the live/stop button, the publisher's stats (also `window.banyanPublishStats`) and a link to
  * the viewer page (index.html) for the same broadcast.
  */
@@ -27,6 +28,7 @@ const hash = params.get("hash") ?? undefined;
 const token = params.get("token") ?? undefined;
 const forced = params.get("transport");
 const bitrate = Number(params.get("bitrate") ?? "") || undefined;
+const codecs = params.get("codec")?.split(",").filter((c) => c !== "");
 
 let publisher: Publisher | undefined;
 let stream: MediaStream | undefined;
@@ -43,7 +45,7 @@ function viewerUrl(): string {
 
 function render(s: PublishStats): void {
   $("overlay").textContent = [
-    `state     ${s.state}  (${s.transport ?? "–"}, ${s.relay})`,
+    `state     ${s.state}  (${s.transport ?? "–"}, ${s.relay}, reconnects ${s.reconnects})`,
     `video     ${s.videoCodec ?? "–"} ${s.width ?? "–"}x${s.height ?? "–"}`,
     `bitrate   ${s.bitrateKbps} kbit/s sent`,
     `frames    captured ${s.framesCaptured}  encoded ${s.framesEncoded}  sent ${s.framesSent}  dropped ${s.framesDropped}`,
@@ -80,6 +82,7 @@ async function goLive(): Promise<void> {
     ...(token ? { token } : {}),
     ...(transport ? { transport } : {}),
     ...(bitrate ? { videoBitrate: bitrate } : {}),
+    ...(codecs?.length ? { videoCodecs: codecs } : {}),
     broadcast,
     stream,
     onStats: render,

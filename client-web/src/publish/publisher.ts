@@ -16,6 +16,9 @@
  *   WebSocket), then each SUBSCRIBE from the relay (one per track) is answered with SUBSCRIBE_OK
  *   and subgroup streams from the next group on; a subscription whose groups back up loses its
  *   oldest ones ({@link GroupWindow});
+ * - a relay that goes away (GOAWAY, a failure) is reconnected with backoff (100 ms doubling to
+ *   2 s) and the namespace published again, the encoders running meanwhile; new subscriptions
+ *   start at the next group, which is made at once (a keyframe);
  * - `stop()`: the complete catalog, the last groups finished, PUBLISH_DONE on every
  *   subscription, the namespace withdrawn, the session closed.
  */
@@ -73,7 +76,7 @@ export interface PublisherOptions {
 }
 
 export interface PublishStats {
-  state: "connecting" | "live" | "stopped" | "error";
+  state: "connecting" | "live" | "reconnecting" | "stopped" | "error";
   broadcast: string;
   relay: string;
   transport: TransportKind | undefined;
@@ -102,6 +105,8 @@ export interface PublishStats {
   subscribers: Record<string, number>;
   /** The first group ID (wall-clock ms at start). */
   firstGroup: number;
+  /** Sessions re-established after the first (GOAWAY or a lost relay). */
+  reconnects: number;
   lastError: string | undefined;
 }
 
@@ -306,6 +311,7 @@ export class Publisher {
       bitrateKbps: 0,
       subscribers: { catalog: 0, video: 0, audio: 0 },
       firstGroup: first,
+      reconnects: 0,
       lastError: undefined,
     };
     this.ready = this.start(urls, connect);
@@ -346,7 +352,29 @@ export class Publisher {
   }
 
   private async start(urls: RelayUrls, connect: ChooseOptions): Promise<void> {
+    await this.announce(urls, connect);
+    if (this.stopped) return;
+    this.stats.state = "live";
+    const videoTrack = this.options.stream.getVideoTracks()[0];
+    const audioTrack = this.options.stream.getAudioTracks()[0];
+    if (videoTrack) void this.runVideo(videoTrack).catch((e: unknown) => this.failed(e));
+    if (audioTrack) void this.runAudio(audioTrack).catch((e: unknown) => this.noAudio(e));
+  }
+
+  /** Connect, answer SUBSCRIBEs, PUBLISH_NAMESPACE; a session that later ends is reconnected. */
+  private async announce(urls: RelayUrls, connect: ChooseOptions): Promise<void> {
     const session = await connectRelay(urls, connect);
+    if (this.stopped) {
+      session.close(SessionErrorCode.NoError, "stopped");
+      return;
+    }
+    session.onSubscribe = (request) => this.answer(request);
+    try {
+      this.namespace = await session.publishNamespace(this.options.broadcast);
+    } catch (e) {
+      session.close(SessionErrorCode.NoError, "announce failed");
+      throw e;
+    }
     if (this.stopped) {
       session.close(SessionErrorCode.NoError, "stopped");
       return;
@@ -354,16 +382,34 @@ export class Publisher {
     this.session = session;
     this.stats.relay = session.url;
     this.stats.transport = session.transportKind;
-    session.onSubscribe = (request) => this.answer(request);
+    // A GOAWAY: move now (the relay drains us anyway); the new session is the same relay URL.
+    session.onGoaway = () => session.close(SessionErrorCode.NoError, "reconnecting after GOAWAY");
     void session.closed.then((c) => {
-      if (!this.stopped) this.failed(new Error(`the relay closed the session: ${c.reason || `code ${c.code}`}`));
+      if (this.stopped || this.session !== session) return;
+      this.stats.lastError = `the relay session ended (${c.reason || `code ${c.code}`}); reconnecting`;
+      void this.reconnect(urls, connect);
     });
-    this.namespace = await session.publishNamespace(this.options.broadcast);
-    this.stats.state = "live";
-    const videoTrack = this.options.stream.getVideoTracks()[0];
-    const audioTrack = this.options.stream.getAudioTracks()[0];
-    if (videoTrack) void this.runVideo(videoTrack).catch((e: unknown) => this.failed(e));
-    if (audioTrack) void this.runAudio(audioTrack).catch((e: unknown) => this.noAudio(e));
+  }
+
+  private async reconnect(urls: RelayUrls, connect: ChooseOptions): Promise<void> {
+    this.stats.state = "reconnecting";
+    this.stats.reconnects++;
+    // The old session's publications have ended; new subscriptions come on the new session.
+    this.catalogSubs.clear();
+    this.video.subscribers.clear();
+    this.audio.subscribers.clear();
+    let delayMs = 100;
+    while (!this.stopped) {
+      try {
+        await this.announce(urls, connect);
+        if (!this.stopped) this.stats.state = "live";
+        return;
+      } catch (e) {
+        this.stats.lastError = `reconnecting: ${e instanceof Error ? e.message : String(e)}`;
+        await new Promise((r) => setTimeout(r, delayMs));
+        delayMs = Math.min(delayMs * 2, 2000);
+      }
+    }
   }
 
   private answer(request: IncomingSubscribe): void {
