@@ -59,7 +59,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
 import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -270,7 +270,8 @@ async function goLiveStage(executablePath, tls, pageBase) {
     publisher.on("console", (m) => ["error", "warning"].includes(m.type()) && log("publish page:", m.text()));
     const pubStats = () => publisher.evaluate(() => JSON.parse(JSON.stringify(window.banyanPublishStats ?? null)));
     const codec = process.env.BANYAN_GOLIVE_CODEC ? `&codec=${encodeURIComponent(process.env.BANYAN_GOLIVE_CODEC)}` : "";
-    await publisher.goto(`${pageBase}/publish.html?relay=${encodeURIComponent(relayUrl)}&hash=${tls.hash}&broadcast=${encodeURIComponent(broadcast)}${codec}`);
+    // 640x360 as stage 2's ffmpeg source: software encoding and decoding share two CI cores.
+    await publisher.goto(`${pageBase}/publish.html?relay=${encodeURIComponent(relayUrl)}&hash=${tls.hash}&broadcast=${encodeURIComponent(broadcast)}&size=640x360${codec}`);
     const encoders = await publisher.evaluate(async () => {
       const out = {};
       for (const codec of ["avc1.42e01f", "vp8", "vp09.00.10.08"]) {
@@ -280,7 +281,7 @@ async function goLiveStage(executablePath, tls, pageBase) {
       out.opus = (await AudioEncoder.isConfigSupported({ codec: "opus", sampleRate: 48000, numberOfChannels: 1, bitrate: 64000 })).supported;
       return out;
     });
-    log(`stage 6: this Chromium's encoders (isConfigSupported at 1280x720): ${JSON.stringify(encoders)}`);
+    log(`stage 6: this Chromium's encoders (isConfigSupported at 1280x720): ${JSON.stringify(encoders)}; load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
     await publisher.click("#live");
     const live = await waitFor("the publish page to go live", 15_000, async () => {
       const s = await pubStats();

@@ -1,7 +1,7 @@
 /**
  * The "Go live" page: `/publish.html?relay=URL&hash=HEX&broadcast=NAME` (`&ws=URL` the relay's
  * WebSocket URL, `&token=JWT` a publish token, `&transport=webtransport|websocket`,
- * `&source=camera|screen`, `&bitrate=BPS`, `&codec=vp8` (or any WebCodecs codec string, comma-separated
+ * `&source=camera|screen`, `&size=WxH` (the camera size asked for, default 1280x720), `&bitrate=BPS`, `&codec=vp8` (or any WebCodecs codec string, comma-separated
  * in order of preference) instead of H.264 → VP8 → VP9). A preview of what is sent, a camera/screen choice,
  * the live/stop button, the publisher's stats (also `window.banyanPublishStats`) and a link to
  * the viewer page (index.html) for the same broadcast.
@@ -28,6 +28,7 @@ const hash = params.get("hash") ?? undefined;
 const token = params.get("token") ?? undefined;
 const forced = params.get("transport");
 const bitrate = Number(params.get("bitrate") ?? "") || undefined;
+const size = /^(\d+)x(\d+)$/.exec(params.get("size") ?? "1280x720");
 const codecs = params.get("codec")?.split(",").filter((c) => c !== "");
 
 let publisher: Publisher | undefined;
@@ -62,7 +63,7 @@ function render(s: PublishStats): void {
 async function capture(source: string): Promise<MediaStream> {
   if (source === "screen") return navigator.mediaDevices.getDisplayMedia({ video: { frameRate: 30 }, audio: true });
   return navigator.mediaDevices.getUserMedia({
-    video: { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } },
+    video: { width: { ideal: Number(size?.[1] ?? 1280) }, height: { ideal: Number(size?.[2] ?? 720) }, frameRate: { ideal: 30 } },
     audio: true,
   });
 }

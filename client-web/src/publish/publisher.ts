@@ -554,10 +554,8 @@ export class Publisher {
     if (config && this.pendingVideo) {
       const description = config.description ? copyBytes(config.description) : undefined;
       const codec = config.codec || this.pendingVideo.codec;
-      this.videoInfo = { ...this.pendingVideo, codec, ...(description ? { description } : {}) };
-      this.stats.videoCodec = codec;
-      this.video.config = description;
-      this.updateCatalog();
+      const same = this.videoInfo && this.videoInfo.codec === codec && sameBytes(this.videoInfo.description, description);
+      if (!same) this.newVideoConfig(codec, description);
     }
     const captureUs = this.captures.get(chunk.timestamp) ?? nowUs();
     this.captures.delete(chunk.timestamp);
@@ -570,6 +568,15 @@ export class Publisher {
     const sent = this.video.write(captureUs, data, key);
     if (sent > 0) this.stats.framesSent++;
     this.stats.bytesSent += sent;
+  }
+
+  /** The encoder's (new) decoder configuration: the track's config and a new catalog version. */
+  private newVideoConfig(codec: string, description: Uint8Array | undefined): void {
+    if (!this.pendingVideo) return;
+    this.videoInfo = { ...this.pendingVideo, codec, ...(description ? { description } : {}) };
+    this.stats.videoCodec = codec;
+    this.video.config = description;
+    this.updateCatalog();
   }
 
   // ---- audio ----
@@ -680,6 +687,11 @@ function trackProcessor(): new (init: { track: MediaStreamTrack; maxBufferSize?:
   const p = (globalThis as { MediaStreamTrackProcessor?: unknown }).MediaStreamTrackProcessor;
   if (typeof p !== "function") throw new Error("this browser has no MediaStreamTrackProcessor (publishing needs Chrome, Edge or another Chromium)");
   return p as new (init: { track: MediaStreamTrack; maxBufferSize?: number }) => TrackProcessor<unknown>;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  if (!a || !b) return a === b;
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function copyBytes(source: AllowSharedBufferSource): Uint8Array {
