@@ -1,5 +1,5 @@
 /**
- * The public API: `connect`, `watch`, `like`, `comment`, `gift`; the transport choice
+ * The public API: `connect`, `watch`, `like`, `comment`, `gift`, `publish`; the transport choice
  * (`connectRelay`, `planTransports`, `TransportMemory`).
  *
  * ```ts
@@ -8,16 +8,23 @@
  * player.stats.latencyMs;
  * like(player);
  * await comment(player, "hello");
+ * const live = publish({ relay: "https://127.0.0.1:4443/", hash: "3f1c…", broadcast: "live/me",
+ *   stream: await navigator.mediaDevices.getUserMedia({ video: true, audio: true }) });
+ * await live.stop();
  * ```
  */
 import type { ChatComment } from "./interact/interactions";
 import type { GiftEvent } from "./interact/payload";
 import { Player, type PlayerOptions, type PlayerStats } from "./player/player";
+import { Publisher, type PublisherOptions, type PublishStats } from "./publish/publisher";
 import { connectRelay, relayUrls, type ChooseOptions } from "./session/choose";
 import { Session } from "./session/session";
 import type { TransportKind } from "./session/transport";
 
-export { Player, Session };
+export { Player, Publisher, Session };
+export type { PublishStats };
+export { avcCodecFor, MAX_VIDEO_QUEUE, MAX_AUDIO_QUEUE } from "./publish/publisher";
+export { IncomingSubscribe, NamespacePublication } from "./session/serve";
 export { DEFAULT_RENDEZVOUS_TIMEOUT_MS } from "./player/player";
 export { subscribeParameters, type SubscribeOptions } from "./session/session";
 export type { PlayerOptions, PlayerStats, TransportKind };
@@ -108,6 +115,25 @@ export async function comment(player: Player, text: string): Promise<ChatComment
  */
 export async function gift(player: Player, kind = 1, amount = 1, timeoutMs?: number): Promise<GiftEvent> {
   return interactionsOf(player, "gift").gift(kind, amount, timeoutMs);
+}
+
+/**
+ * What `publish` takes: the relay (`hash`, `token` and `transport` as for `connect`; the token
+ * must allow publishing the broadcast) and the publisher's options (`broadcast`, `stream`,
+ * bitrates, `gopMs`, `videoCodecs`, `onStats`; see {@link PublisherOptions}).
+ */
+export interface PublishOptions extends RelayTarget, PublisherOptions {}
+
+/**
+ * Go live with a `MediaStream` (camera and microphone from `getUserMedia`, or a screen from
+ * `getDisplayMedia`): H.264 (else VP8/VP9) and Opus through WebCodecs, LOC objects with capture
+ * timestamps, one group per GOP, an MSF catalog, PUBLISH_NAMESPACE on the relay, each relay
+ * SUBSCRIBE answered. `ready` resolves once the relay accepted the namespace; `stop()` ends the
+ * broadcast cleanly. Does not stop the stream's tracks (they are the caller's).
+ */
+export function publish(options: PublishOptions): Publisher {
+  const { relay, websocket, hash: _hash, token: _token, transport: _transport, ...rest } = options;
+  return new Publisher(relayUrls(relay, websocket), connectOptions(options), rest);
 }
 
 function interactionsOf(player: Player, what: string) {

@@ -8,6 +8,8 @@ export const MAX_OBJECT_PROPERTIES_LEN = 1 << 20;
 
 export const PropertyType = {
   ImmutableProperties: 0x0b,
+  /** DEFAULT_PUBLISHER_GROUP_ORDER (Track scope, e.g. in SUBSCRIBE_OK). */
+  DefaultPublisherGroupOrder: 0x22,
   PriorGroupIdGap: 0x3c,
   PriorObjectIdGap: 0x3e,
 } as const;

@@ -1,10 +1,12 @@
 /**
- * The publisher side of a track this client PUBLISHed (draft-18 §10.7): objects go out as
- * OBJECT_DATAGRAMs or on unidirectional subgroup streams tagged with the Track Alias the PUBLISH
- * chose. Mirrors `banyan_moq::session::TrackWriter` for what a browser needs (the `interact` track
- * of docs/interactions.md): no caching, no priorities.
+ * The publisher side of a track this client PUBLISHed (draft-18 §10.7), or of a SUBSCRIBE it
+ * accepted (`IncomingSubscribe.accept`, the relay subscribing to a track of a broadcast this
+ * client publishes): objects go out as OBJECT_DATAGRAMs or on unidirectional subgroup streams
+ * tagged with the Track Alias this side chose. Mirrors `banyan_moq::session::TrackWriter` for
+ * what a browser needs (the `interact` track of docs/interactions.md, `publish()`'s media
+ * tracks): no caching; a subgroup may carry a publisher priority and object properties.
  */
-import { Writer } from "../coding";
+import { Writer, type KeyValuePair } from "../coding";
 import { ObjectStatus, SubgroupStream, encodeDatagram, encodeSubgroupHeader, type SubgroupHeader } from "../data";
 import { PublishDoneCode, encodeFrame } from "../message";
 
@@ -20,6 +22,7 @@ export class Publication {
   readonly done: Promise<void>;
   private resolveDone!: () => void;
   private ended = false;
+  private streamsOpened = 0;
 
   constructor(
     readonly namespace: string,
@@ -53,17 +56,23 @@ export class Publication {
     return this.transport.sendDatagram(bytes);
   }
 
-  /** Open a stream for one subgroup (Subgroup ID 0, default priority, no properties). */
-  async openSubgroup(groupId: number): Promise<SubgroupWriter> {
+  /**
+   * Open a stream for one subgroup (Subgroup ID 0). By default: the default priority and no
+   * object properties; `priority` sets the header's Publisher Priority, `properties` a stream
+   * type whose objects carry properties (LOC media).
+   */
+  async openSubgroup(groupId: number, options: SubgroupOptions = {}): Promise<SubgroupWriter> {
     if (this.ended) throw new Error(`publication ${this.namespace}/${this.name} has ended`);
     const header: SubgroupHeader = {
       trackAlias: this.trackAlias,
       groupId,
       subgroupId: { mode: "zero" },
-      properties: false,
+      properties: options.properties ?? false,
       endOfGroup: false,
       firstObject: false,
     };
+    if (options.priority !== undefined) header.publisherPriority = options.priority;
+    this.streamsOpened++;
     const stream = await this.transport.createUnidirectionalStream();
     const writer = stream.getWriter();
     const w = new Writer();
@@ -73,13 +82,16 @@ export class Publication {
     return sub;
   }
 
-  /** End the publication: PUBLISH_DONE (Track Ended) and FIN on the request stream. */
+  /**
+   * End the publication: PUBLISH_DONE (Track Ended, with the number of subgroup streams opened,
+   * as `banyan_moq` counts them) and FIN on the request stream.
+   */
   finish(): void {
     if (this.ended) return;
     const done = encodeFrame({
       type: "PUBLISH_DONE",
       statusCode: PublishDoneCode.TrackEnded,
-      streamCount: 0n,
+      streamCount: BigInt(this.streamsOpened),
       errorReason: "",
     });
     this.request
@@ -95,6 +107,14 @@ export class Publication {
     this.ended = true;
     this.resolveDone();
   }
+}
+
+/** How a subgroup stream is opened (see {@link Publication.openSubgroup}). */
+export interface SubgroupOptions {
+  /** Publisher Priority in the header (0 most urgent); absent: the track's default. */
+  priority?: number;
+  /** Whether objects carry properties (e.g. LOC's capture timestamp). */
+  properties?: boolean;
 }
 
 /** One subgroup stream being written: objects in increasing Object ID order. */
@@ -125,10 +145,13 @@ export class SubgroupWriter {
     return this.failed;
   }
 
-  /** Write one object; resolves when the bytes are queued on the stream. */
-  async write(objectId: number, payload: Uint8Array): Promise<void> {
+  /**
+   * Write one object (with `properties` on a stream opened with `properties: true`); resolves
+   * when the bytes are queued on the stream.
+   */
+  async write(objectId: number, payload: Uint8Array, properties: KeyValuePair[] = []): Promise<void> {
     const w = new Writer();
-    this.state.encodeObject(w, { objectId, properties: [], status: ObjectStatus.Normal, payload });
+    this.state.encodeObject(w, { objectId, properties, status: ObjectStatus.Normal, payload });
     await this.send(w.finish());
   }
 

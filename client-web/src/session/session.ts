@@ -15,6 +15,9 @@
  * - PUBLISH (this client as a publisher, e.g. the `interact` track of docs/interactions.md): its
  *   own request stream, answered by REQUEST_OK (or the legacy PUBLISH_OK); objects leave as
  *   OBJECT_DATAGRAMs or on unidirectional subgroup streams tagged with the alias PUBLISH chose.
+ * - PUBLISH_NAMESPACE (`publishNamespace`, what `publish()` uses): answered by REQUEST_OK; FIN on
+ *   its request stream withdraws it. The relay then opens request streams of its own: SUBSCRIBEs
+ *   go to `onSubscribe` (see `serve.ts`), anything else is refused with NOT_SUPPORTED.
  *
  * Any malformed input closes the whole session with PROTOCOL_VIOLATION (or the code the
  * DecodeError maps to) and rejects `closed`; nothing is retried in a loop here — reconnecting
@@ -38,11 +41,13 @@ import {
   type Message,
   type Parameters,
   type PublishDone,
+  RequestErrorCode,
   type RequestError,
   type Setup,
   type SubscriptionFilter,
 } from "../message";
 import { Publication } from "./publication";
+import { IncomingSubscribe, NamespacePublication, refuse } from "./serve";
 import { StreamReader } from "./stream";
 import { MOQT_VERSION, hexToBytes, openTransport, transportOfUrl, type TransportKind } from "./transport";
 
@@ -260,6 +265,11 @@ export class Session {
   goaway: Goaway | undefined;
   /** Called when the server sends GOAWAY (move to `newSessionUri`, or reconnect, soon). */
   onGoaway: (goaway: Goaway) => void = () => {};
+  /**
+   * Called for each SUBSCRIBE the peer sends (a relay subscribing to a track of a namespace this
+   * session published): answer it with `accept` or `reject`. Unset: refused (DOES_NOT_EXIST).
+   */
+  onSubscribe: ((request: IncomingSubscribe) => void) | undefined;
   /** Settles once when the session ends, for any reason. */
   readonly closed: Promise<SessionClosed>;
   private resolveClosed!: (c: SessionClosed) => void;
@@ -441,22 +451,46 @@ export class Session {
     if (answer.type !== "REQUEST_OK" && answer.type !== "PUBLISH_OK") {
       throw this.violation(`${answer.type} in answer to PUBLISH`);
     }
-    const publication = new Publication(
-      namespace,
-      name,
-      trackAlias,
-      {
-        createUnidirectionalStream: () => this.transport.createUnidirectionalStream(),
-        sendDatagram: (bytes) => this.sendDatagram(bytes),
-      },
-      writer,
-    );
+    const publication = new Publication(namespace, name, trackAlias, this.publicationTransport(), writer);
+    this.adopt(publication, reader);
+    return publication;
+  }
+
+  private publicationTransport() {
+    return {
+      createUnidirectionalStream: () => this.transport.createUnidirectionalStream(),
+      sendDatagram: (bytes: Uint8Array) => this.sendDatagram(bytes),
+    };
+  }
+
+  /** Keep `publication` until its request stream ends (the subscriber's FIN, STOP_SENDING or reset). */
+  private adopt(publication: Publication, reader: StreamReader): void {
     this.publications.add(publication);
     void this.readPublishStream(reader).finally(() => {
       publication.end();
       this.publications.delete(publication);
     });
-    return publication;
+  }
+
+  /**
+   * PUBLISH_NAMESPACE `namespace`: resolves on REQUEST_OK, rejects with the REQUEST_ERROR. The
+   * relay's SUBSCRIBEs for its tracks then arrive at `onSubscribe`.
+   */
+  async publishNamespace(namespace: string): Promise<NamespacePublication> {
+    const requestId = this.takeRequestId();
+    const { writer, reader } = await this.openRequest({
+      type: "PUBLISH_NAMESPACE",
+      requestId,
+      trackNamespace: namespaceFromPath(namespace),
+      parameters: {},
+    });
+    const answer = await this.answer(reader);
+    if (answer.type === "REQUEST_ERROR") {
+      writer.close().catch(() => {});
+      throw requestError(`PUBLISH_NAMESPACE ${namespace}`, answer);
+    }
+    if (answer.type !== "REQUEST_OK") throw this.violation(`${answer.type} in answer to PUBLISH_NAMESPACE`);
+    return new NamespacePublication(namespace, writer, this.readPublishStream(reader));
   }
 
   /** Close the session (code 0 = no error). */
@@ -540,6 +574,7 @@ export class Session {
           this.readControl(stream).catch((e: unknown) => this.fail(e));
           for (const s of early) this.handleDataStream(s).catch((e: unknown) => this.fail(e));
           this.acceptStreams(incoming).catch((e: unknown) => this.fail(e));
+          this.acceptRequests().catch((e: unknown) => this.fail(e));
           this.readDatagrams().catch((e: unknown) => {
             if (e instanceof DecodeError) this.fail(e);
           });
@@ -574,6 +609,48 @@ export class Session {
       const stream = new StreamReader(next.value.getReader(), this.maxObjectSize + (1 << 20) + 64);
       this.handleDataStream(stream).catch((e: unknown) => this.fail(e));
     }
+  }
+
+  /** Request streams the peer opens (a relay's SUBSCRIBE to a namespace we published). */
+  private async acceptRequests(): Promise<void> {
+    // A transport without incoming bidirectional streams (a test double) gets no requests.
+    const streams = (this.transport as Partial<WebTransport>).incomingBidirectionalStreams;
+    if (!streams) return;
+    const incoming = streams.getReader();
+    for (;;) {
+      const next = await incoming.read().catch(() => ({ done: true as const, value: undefined }));
+      if (next.done) return;
+      this.handleRequest(next.value).catch((e: unknown) => this.fail(e));
+    }
+  }
+
+  private async handleRequest(bidi: WebTransportBidirectionalStream): Promise<void> {
+    const reader = new StreamReader(bidi.readable.getReader(), 1 << 17);
+    const writer = bidi.writable.getWriter();
+    let message: Message | undefined;
+    try {
+      message = await reader.decode((r) => decodeFrame(r));
+    } catch (e) {
+      if (e instanceof DecodeError) throw e;
+      return; // reset before the request arrived
+    }
+    if (message === undefined) return;
+    if (message.type === "SUBSCRIBE") {
+      const request = new IncomingSubscribe(
+        message,
+        {
+          ...this.publicationTransport(),
+          takeTrackAlias: () => this.nextPublishAlias++,
+          adopt: (publication, requestStream) => this.adopt(publication, requestStream),
+        },
+        writer,
+        reader,
+      );
+      if (this.onSubscribe) this.onSubscribe(request);
+      else await request.reject(RequestErrorCode.DoesNotExist, "this client publishes no tracks");
+      return;
+    }
+    await refuse(writer, RequestErrorCode.NotSupported, `banyan-client-web does not answer ${message.type}`);
   }
 
   private async handleDataStream(stream: StreamReader): Promise<void> {
