@@ -41,8 +41,8 @@ relay = \"moqt://relay:4443\"). Precedence: flag > environment variable > TOML f
 #[serde(rename_all = "kebab-case")]
 pub struct IngestConfig {
     /// The relay each stream is published into: `moqt://host:4443`, `https://host:4443/`
-    /// (WebTransport) or `wss://host:8443/` (WebSocket).
-    #[arg(long, value_name = "URL")]
+    /// (WebTransport) or `wss://host:8443/` (WebSocket). Required (from any layer).
+    #[arg(long, value_name = "URL", default_value = "")]
     pub relay: String,
 
     /// Pin the relay's certificate by its SHA-256 (hex), e.g. a `--dev-cert` relay's hash.
@@ -75,7 +75,7 @@ pub struct IngestConfig {
     pub keys: Option<PathBuf>,
 
     /// Encoder connections open at once (RTMP); more are closed at once.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_connections: usize,
 
     /// How long a connection has from its first byte to an accepted `publish` (handshake,
@@ -128,6 +128,10 @@ impl IngestConfig {
         E: Fn(&str) -> Option<String>,
     {
         let config: Self = banyan_control::layered::load(ENV_PREFIX, &[','], args, env)?;
+        anyhow::ensure!(
+            !config.relay.is_empty(),
+            "--relay is required (or {ENV_PREFIX}RELAY, or relay = \"...\" in the --config file)"
+        );
         config.relay_url()?;
         anyhow::ensure!(config.max_connections > 0, "--max-connections must be at least 1");
         Ok(config)
@@ -169,5 +173,16 @@ mod tests {
         assert_eq!(config.reconnect_grace, Duration::from_secs(3));
         assert_eq!(config.rtmp_listen.port(), 1935);
         assert!(IngestConfig::load_from(["banyan-ingest", "--relay", "not a url"], |_| None).is_err());
+        let missing = IngestConfig::load_from(["banyan-ingest"], |_| None).unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("--relay is required"),
+            "{missing:#}"
+        );
+        // The relay from the environment alone.
+        let config = IngestConfig::load_from(["banyan-ingest"], |k| {
+            (k == "BANYAN_INGEST_RELAY").then(|| "moqt://r:4443".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.relay, "moqt://r:4443");
     }
 }

@@ -103,6 +103,11 @@ pub struct Relay {
 }
 
 pub async fn relay(upstream: Option<&Relay>, name: &'static str) -> Relay {
+    relay_with(upstream, name, &["--insecure-no-auth"]).await
+}
+
+/// A relay process with `auth` flags (`--insecure-no-auth`, or `--auth-key FILE`).
+pub async fn relay_with(upstream: Option<&Relay>, name: &'static str, auth: &[&str]) -> Relay {
     let bin = workspace_binary("banyan-relay");
     // Distinct relay ids: the default (host:port) is the same for two `:0` listeners, which
     // the tree's loop check would take for one relay.
@@ -114,10 +119,10 @@ pub async fn relay(upstream: Option<&Relay>, name: &'static str) -> Relay {
         "--http-listen",
         "127.0.0.1:0",
         "--dev-cert",
-        "--insecure-no-auth",
         "--drain-timeout",
         "1s",
     ];
+    args.extend_from_slice(auth);
     let up;
     if let Some(u) = upstream {
         up = format!("moqt://127.0.0.1:{}", u.addr.port());
@@ -307,7 +312,16 @@ pub fn ffmpeg_push(url: &str, secs: Option<u32>, format: &str) -> Child {
 /// Start `banyan-watch` on `relay` for `broadcast`, writing fMP4 to `out` and its JSON summary
 /// to stdout.
 pub fn watch(relay: &Relay, broadcast: &str, out: &Path) -> Child {
-    Command::new(workspace_binary("banyan-watch"))
+    watch_with(relay, broadcast, out, None)
+}
+
+/// [`watch`] presenting `token`.
+pub fn watch_with(relay: &Relay, broadcast: &str, out: &Path, token: Option<&str>) -> Child {
+    let mut command = Command::new(workspace_binary("banyan-watch"));
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    command
         .args([
             &relay.url(),
             "--broadcast",
