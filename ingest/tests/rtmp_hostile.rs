@@ -1,7 +1,8 @@
 //! Proves the gateway survives hostile ingest while it keeps serving a good ffmpeg stream: a
 //! wrong stream key is refused before any media (ffmpeg fails, `refused_keys` counts it), a
 //! non-RTMP byte stream and 100 idle TCP connections are closed by the handshake timeout with
-//! memory staying bounded, and a truncated FLV tag closes its connection (`malformed_tags`);
+//! memory staying bounded, a truncated FLV tag closes its connection (`malformed_tags`), and an
+//! MP3 audio track is refused by codec (`refused_codecs`);
 //! the good stream still decodes (≥ 95 % of its frames) and SIGTERM exits 0.
 //! Needs ffmpeg and ffprobe on PATH.
 
@@ -23,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const KEYS: &str =
-    "[keys.\"good-key\"]\nbroadcast = \"live/good\"\n[keys.\"trunc-key\"]\nbroadcast = \"live/trunc\"\n";
+    "[keys.\"good-key\"]\nbroadcast = \"live/good\"\n[keys.\"trunc-key\"]\nbroadcast = \"live/trunc\"\n[keys.\"mp3-key\"]\nbroadcast = \"live/mp3\"\n";
 
 /// Read until the peer closes (Ok) or `secs` pass (Err).
 async fn closed_within(stream: &mut TcpStream, secs: u64) -> Result<(), ()> {
@@ -172,6 +173,15 @@ async fn hostile_ingest_is_refused_while_a_good_stream_plays() {
         "a truncated tag closes the connection"
     );
     assert_eq!(gateway.metric("banyan_ingest_malformed_tags_total").await, 1.0);
+
+    // A codec Banyan does not carry (MP3 audio): the stream is refused at its first MP3 tag.
+    let mp3 = ffmpeg_push_audio(&gateway.rtmp_url("mp3-key"), Some(3), "flv", "libmp3lame");
+    let mp3 = tokio::time::timeout(Duration::from_secs(15), mp3.wait_with_output())
+        .await
+        .expect("ffmpeg sending MP3 is cut off")
+        .unwrap();
+    assert!(!mp3.status.success(), "an MP3 stream must be refused");
+    assert_eq!(gateway.metric("banyan_ingest_refused_codecs_total").await, 1.0);
 
     let rss_idle = gateway.rss_kib();
     for mut s in idle {

@@ -255,6 +255,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 /// ffmpeg pushing a test pattern (H.264 + AAC, 30 fps, a keyframe a second) of `secs` seconds
 /// (None: until killed) in real time to `url` as `format` (`flv` or `mpegts`).
 pub fn ffmpeg_push(url: &str, secs: Option<u32>, format: &str) -> Child {
+    ffmpeg_push_audio(url, secs, format, "aac")
+}
+
+/// [`ffmpeg_push`] with another audio encoder (e.g. `libmp3lame`).
+pub fn ffmpeg_push_audio(url: &str, secs: Option<u32>, format: &str, audio: &str) -> Child {
     let mut args: Vec<String> = [
         "-hide_banner",
         "-loglevel",
@@ -289,7 +294,7 @@ pub fn ffmpeg_push(url: &str, secs: Option<u32>, format: &str) -> Child {
             "-pix_fmt",
             "yuv420p",
             "-c:a",
-            "aac",
+            audio,
             "-b:a",
             "96k",
             "-f",
