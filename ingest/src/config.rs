@@ -28,7 +28,8 @@ Stream Key STREAM_KEY). The stream key is a credential:
         broadcast = \"live/studio\"
         token = \"eyJ...\"      # optional: omit for a relay without auth
 A wrong key is refused before any media is taken, counted in /metrics, and logged only as a short
-hash. H.264 + AAC are carried; every other codec is refused with a clear message.";
+hash. H.264 and AAC are carried (and AV1 and Opus over enhanced RTMP); every other codec is
+refused with a clear message.";
 
 const AFTER_HELP: &str = "\
 Every flag can also be set by an environment variable BANYAN_INGEST_<FLAG> (e.g.

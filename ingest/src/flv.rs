@@ -7,10 +7,11 @@
 //! | video, codec 7 (AVC), packet 0: AVCDecoderConfigurationRecord | video config `avc1.PPCCLL`, description = the record (avcC) |
 //! | video, codec 7, packet 1: SI24 composition offset + AVCC NAL units | a frame; keyframe = frame type 1 |
 //! | enhanced video (`IsExHeader`), FourCC `avc1`: SequenceStart / CodedFrames / CodedFramesX | the same |
+//! | enhanced video, FourCC `av01`: SequenceStart (av1C) / CodedFrames (OBUs) | `av01.P.LLT.DD`, description = av1C |
 //! | audio, format 10 (AAC), packet 0: AudioSpecificConfig | audio config `mp4a.40.AOT` |
 //! | audio, format 10, packet 1 | a raw AAC frame |
 //! | enhanced audio (format 9), FourCC `Opus` / `mp4a`: SequenceStart (OpusHead / ASC) / CodedFrames | the same |
-//! | anything else (HEVC, AV1, VP9, MP3, Speex, …) | [`Tag::Unsupported`], refused by the caller |
+//! | anything else (HEVC, VP9, MP3, Speex, …) | [`Tag::Unsupported`], refused by the caller |
 //!
 //! A body too short for what its header says is a [`FlvError`]; nothing here panics on input.
 
@@ -100,9 +101,12 @@ fn enhanced_video(body: &Bytes, first: u8) -> Result<Tag, FlvError> {
     if frame_type == 5 {
         return Ok(Tag::Ignored);
     }
+    if fourcc == b"av01" {
+        return av1_packet(packet, frame_type == 1, body.slice(5..));
+    }
     if fourcc != b"avc1" {
         return Ok(Tag::Unsupported(format!(
-            "enhanced RTMP video {} (the browser player decodes H.264 from RTMP; send H.264)",
+            "enhanced RTMP video {} (the browser player decodes H.264 and AV1 from RTMP; send one of those)",
             String::from_utf8_lossy(fourcc)
         )));
     }
@@ -115,6 +119,32 @@ fn enhanced_video(body: &Bytes, first: u8) -> Result<Tag, FlvError> {
         }
         3 => avc_packet(1, frame_type == 1, 0, body.slice(5..)),
         _ => Ok(Tag::Ignored), // SequenceEnd, Metadata, MPEG2TSSequenceStart
+    }
+}
+
+/// Enhanced RTMP AV1: SequenceStart carries the AV1CodecConfigurationRecord (av1C body);
+/// CodedFrames and CodedFramesX carry OBUs, with no composition time (AV1 has no reordering).
+fn av1_packet(packet: u8, keyframe: bool, data: Bytes) -> Result<Tag, FlvError> {
+    use mp4_atom::Atom as _;
+    match packet {
+        0 => {
+            let av1c = mp4_atom::Av1c::decode_body(&mut data.as_ref())
+                .map_err(|_| video_err("invalid AV1 sequence start (av1C)"))?;
+            let entry = mp4_atom::Codec::Av01(mp4_atom::Av01 {
+                av1c,
+                ..Default::default()
+            });
+            let config = TrackConfig::from_sample_entry(&entry)
+                .map_err(|_| video_err("invalid AV1 sequence start (av1C)"))?;
+            Ok(Tag::VideoConfig(config))
+        }
+        1 | 3 if data.is_empty() => Err(video_err("empty AV1 frame")),
+        1 | 3 => Ok(Tag::Video {
+            keyframe,
+            composition_ms: 0,
+            data,
+        }),
+        _ => Ok(Tag::Ignored),
     }
 }
 
@@ -308,11 +338,34 @@ mod tests {
             matches!(video(&Bytes::from_static(b"\x90hvc1")).unwrap(), Tag::Unsupported(s) if s.contains("hvc1"))
         );
         assert!(
-            matches!(video(&Bytes::from_static(b"\x90av01")).unwrap(), Tag::Unsupported(s) if s.contains("av01"))
+            matches!(video(&Bytes::from_static(b"\x90vp09")).unwrap(), Tag::Unsupported(s) if s.contains("vp09"))
         );
         assert!(
             matches!(audio(&Bytes::from_static(&[0x2f, 0])).unwrap(), Tag::Unsupported(s) if s.contains("MP3"))
         );
+    }
+
+    #[test]
+    fn enhanced_av1_maps_to_an_av01_track() {
+        // av1C: marker/version 0x81, profile 0 level 8 (4.0), main tier, 8-bit 4:2:0.
+        let av1c = [0x81u8, 0x08, 0x0c, 0x00];
+        let mut body = b"\x90av01".to_vec();
+        body.extend_from_slice(&av1c);
+        let Tag::VideoConfig(config) = video(&Bytes::from(body)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.codec, "av01.0.08M.08");
+        assert!(config.description.is_some());
+        let frame = Bytes::from_static(b"\x91av01\x12\x00\x0a\x0b");
+        assert!(matches!(
+            video(&frame).unwrap(),
+            Tag::Video {
+                keyframe: true,
+                composition_ms: 0,
+                ..
+            }
+        ));
+        assert!(video(&Bytes::from_static(b"\x90av01\x81")).is_err());
     }
 
     #[test]
