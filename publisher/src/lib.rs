@@ -6,9 +6,12 @@
 //!   `--token`), dialling with a bounded handshake, reconnection [`connect::Backoff`].
 //! - [`broadcast`]: the publisher's catalog and its media tracks ([`broadcast::MediaTrack`]: group
 //!   numbering and codec configuration over a `banyan_moq::track` producer).
-//! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the broadcast.
+//! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the broadcast;
+//!   the catalog builder ([`source::start_tracks`]) and pacing clock ([`source::Clock`]) are shared
+//!   with `banyan-ingest`.
 //! - [`publish`]: serving SUBSCRIBEs from the broadcast (a `banyan_moq::track::Fanout` per media
-//!   subscription) and the reconnecting publish loop.
+//!   subscription) and the reconnecting publish loop ([`publish::run_announced`] also tells when
+//!   the relay first accepted the namespace).
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 

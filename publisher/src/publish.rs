@@ -46,6 +46,17 @@ pub async fn run(
     namespace: TrackNamespace,
     broadcast: Arc<Broadcast>,
 ) -> anyhow::Result<()> {
+    run_announced(connector, namespace, broadcast, None).await
+}
+
+/// [`run`], telling `on_announced` once the relay has accepted the first PUBLISH_NAMESPACE (the
+/// ingest gateway accepts an encoder's stream only then: the relay's answer checks its key).
+pub async fn run_announced(
+    connector: Connector,
+    namespace: TrackNamespace,
+    broadcast: Arc<Broadcast>,
+    mut on_announced: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::default();
     let mut ever_connected = false;
     loop {
@@ -68,6 +79,9 @@ pub async fn run(
             driver,
         } = announced;
         ever_connected = true;
+        if let Some(tx) = on_announced.take() {
+            let _ = tx.send(());
+        }
         let started = tokio::time::Instant::now();
         eprintln!(
             "publish: connected to {}, announced {}",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_media::catalog::{Catalog, SYNTHETIC_FIELD};
+use banyan_media::codec::TrackConfig;
 use banyan_media::fmp4::{DemuxEvent, DemuxTrack, Demuxer};
 use banyan_media::loc::unix_micros;
 use banyan_media::{LocFrame, MediaKind};
@@ -149,11 +150,20 @@ async fn fmp4_inner(options: &Fmp4Options, broadcast: &Arc<Broadcast>) -> anyhow
 
 /// Create the catalog and producers for the demuxed tracks.
 fn start(broadcast: &Broadcast, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTrack>)> {
+    let configs: Vec<&TrackConfig> = tracks.iter().map(|t| &t.config).collect();
+    let producers = start_tracks(broadcast, &configs);
+    tracks.iter().map(|t| t.track_id).zip(producers).collect()
+}
+
+/// Publish a live catalog for `configs` (tracks named `video`, `audio`, `video2`, … in order,
+/// their decoder configurations as init data, a generous bitrate ceiling) and return their
+/// media tracks, in the same order. Shared with the ingest gateway.
+pub fn start_tracks(broadcast: &Broadcast, configs: &[&TrackConfig]) -> Vec<Arc<MediaTrack>> {
     let mut catalog_tracks = Vec::new();
     let mut producers = Vec::new();
     let (mut videos, mut audios) = (0, 0);
-    for t in tracks {
-        let (name, priority) = match t.config.kind {
+    for config in configs {
+        let (name, priority) = match config.kind {
             MediaKind::Video => {
                 videos += 1;
                 (numbered("video", videos), VIDEO_PRIORITY)
@@ -163,21 +173,18 @@ fn start(broadcast: &Broadcast, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTra
                 (numbered("audio", audios), AUDIO_PRIORITY)
             }
         };
-        catalog_tracks.push(t.config.catalog_track(&name));
-        producers.push((
-            t.track_id,
-            Arc::new(MediaTrack::new(
-                &name,
-                t.config.kind,
-                t.config.description.clone(),
-                priority,
-                broadcast.first_group,
-            )),
-        ));
+        catalog_tracks.push(config.catalog_track(&name));
+        producers.push(Arc::new(MediaTrack::new(
+            &name,
+            config.kind,
+            config.description.clone(),
+            priority,
+            broadcast.first_group,
+        )));
     }
     let mut catalog = Catalog::live(catalog_tracks);
-    for (i, t) in tracks.iter().enumerate() {
-        if let Some(d) = &t.config.description {
+    for (i, config) in configs.iter().enumerate() {
+        if let Some(d) = &config.description {
             catalog.set_init_data(i, d);
         }
     }
@@ -190,8 +197,10 @@ fn start(broadcast: &Broadcast, tracks: &[DemuxTrack]) -> Vec<(u32, Arc<MediaTra
             20_000_000
         });
     }
-    let tracks = producers.iter().map(|(_, p)| p.clone()).collect();
-    broadcast.publish(Published { catalog, tracks });
+    broadcast.publish(Published {
+        catalog,
+        tracks: producers.clone(),
+    });
     producers
 }
 
@@ -205,7 +214,7 @@ fn numbered(base: &str, n: usize) -> String {
 
 /// The pacing clock: media time ↔ wall clock.
 #[derive(Debug)]
-struct Clock {
+pub struct Clock {
     /// The Instant at which media time `media_origin` is due.
     start: Instant,
     media_origin: u64,
@@ -214,7 +223,8 @@ struct Clock {
 }
 
 impl Clock {
-    fn start(media_origin: u64) -> Self {
+    /// A clock whose media time `media_origin` (µs) is now.
+    pub fn start(media_origin: u64) -> Self {
         Self {
             start: Instant::now(),
             media_origin,
@@ -224,19 +234,42 @@ impl Clock {
 
     /// Wait until media time `t` (µs) is due; re-anchor if far behind.
     async fn wait(&mut self, t: u64) {
+        if let Some(due) = self.observe(t) {
+            tokio::time::sleep_until(due).await;
+        }
+    }
+
+    /// Media time `t` (µs) has arrived: re-anchor if it is more than [`MAX_LAG`] late
+    /// (a live input that stalled) and return `None`, else return when it is due. A live
+    /// source that is not paced (the ingest gateway) calls this for every frame.
+    pub fn observe(&mut self, t: u64) -> Option<Instant> {
         let due = self.start + Duration::from_micros(t.saturating_sub(self.media_origin));
         let now = Instant::now();
         if now > due + MAX_LAG {
             let lag = now - due;
             self.start += lag;
             self.wall_origin += u64::try_from(lag.as_micros()).unwrap_or(0);
-            return;
+            return None;
         }
-        tokio::time::sleep_until(due).await;
+        Some(due)
+    }
+
+    /// For a live source that is not paced (the ingest gateway): media time `t` (µs) arrived
+    /// now. Re-anchor as [`observe`](Self::observe) does when it is late, and also when it is
+    /// early: a frame cannot have been captured after it arrived, so the anchor moves back to
+    /// the earliest arrival (the encoder's first frames often come late, behind its start-up).
+    pub fn arrived(&mut self, t: u64) {
+        if let Some(due) = self.observe(t) {
+            let early = due.saturating_duration_since(Instant::now());
+            self.start -= early;
+            self.wall_origin = self
+                .wall_origin
+                .saturating_sub(u64::try_from(early.as_micros()).unwrap_or(0));
+        }
     }
 
     /// The capture timestamp of media time `t`.
-    fn timestamp(&self, t: u64) -> u64 {
+    pub fn timestamp(&self, t: u64) -> u64 {
         (self.wall_origin + t).saturating_sub(self.media_origin)
     }
 }

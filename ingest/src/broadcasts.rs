@@ -1,0 +1,240 @@
+//! The broadcasts the gateway publishes, by namespace: claiming one for an encoder (a new
+//! broadcast is announced to the relay first, and only the relay's PUBLISH_NAMESPACE answer
+//! lets the encoder's `publish` through), resuming it when the same key comes back within the
+//! grace period, and ending it (PUBLISH_DONE, complete catalog) when the encoder unpublishes,
+//! stays away too long, or the gateway shuts down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use banyan_media::codec::TrackConfig;
+use banyan_moq::coding::TrackNamespace;
+use banyan_publisher::broadcast::{Broadcast, MediaTrack};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::IngestConfig;
+use crate::keys::{key_hash, Target};
+use crate::metrics::Metrics;
+
+/// The media tracks of a broadcast once its catalog is published, with the configurations they
+/// were made for (a resuming encoder must send the same ones).
+#[derive(Debug, Clone)]
+pub struct Tracks {
+    /// The video track and its configuration.
+    pub video: Option<(TrackConfig, Arc<MediaTrack>)>,
+    /// The audio track and its configuration.
+    pub audio: Option<(TrackConfig, Arc<MediaTrack>)>,
+}
+
+/// One broadcast being published.
+#[derive(Debug)]
+pub struct Live {
+    /// The namespace, `/`-separated.
+    pub namespace: String,
+    /// The broadcast the relay session serves.
+    pub broadcast: Arc<Broadcast>,
+    /// Set by the first encoder connection once it knows its codecs.
+    pub tracks: Mutex<Option<Tracks>>,
+    /// The connection publishing it (0: none, waiting for a reconnect).
+    holder: AtomicU64,
+    /// Bumped at each release, so a grace timer knows whether the broadcast was resumed since.
+    releases: AtomicU64,
+}
+
+/// Why an encoder may not publish.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another encoder is publishing this broadcast right now.
+    #[error("another encoder is publishing {0}")]
+    Busy(String),
+    /// The relay refused the key (or could not be reached).
+    #[error("the relay refused {namespace}: {reason}")]
+    Refused {
+        /// The namespace asked for.
+        namespace: String,
+        /// The relay's answer.
+        reason: String,
+    },
+}
+
+/// Every broadcast, and the relay sessions publishing them.
+#[derive(Debug)]
+pub struct Registry {
+    config: IngestConfig,
+    metrics: Arc<Metrics>,
+    live: Mutex<HashMap<String, Arc<Live>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: IngestConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            metrics,
+            live: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Claim `target`'s broadcast for connection `conn` (non-zero). A broadcast waiting for its
+    /// encoder is resumed at once (`true`); otherwise a new one is announced to the relay with
+    /// the target's token and returned once the relay accepts it.
+    pub async fn claim(&self, target: &Target, conn: u64) -> Result<(Arc<Live>, bool), ClaimError> {
+        let namespace = target.broadcast.clone();
+        let live = {
+            let mut map = self.live.lock();
+            if let Some(live) = map.get(&namespace) {
+                return match live
+                    .holder
+                    .compare_exchange(0, conn, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {
+                        self.metrics.reconnects.inc();
+                        Ok((live.clone(), true))
+                    }
+                    Err(_) => Err(ClaimError::Busy(namespace)),
+                };
+            }
+            let live = Arc::new(Live {
+                namespace: namespace.clone(),
+                broadcast: Arc::new(Broadcast::new()),
+                tracks: Mutex::new(None),
+                holder: AtomicU64::new(conn),
+                releases: AtomicU64::new(0),
+            });
+            map.insert(namespace.clone(), live.clone());
+            live
+        };
+        match self.announce(&live, target).await {
+            Ok(()) => {
+                self.metrics.streams.inc();
+                self.metrics.streams_total.inc();
+                Ok((live, false))
+            }
+            Err(reason) => {
+                self.remove(&live);
+                live.broadcast.end();
+                Err(ClaimError::Refused { namespace, reason })
+            }
+        }
+    }
+
+    /// Start the relay session publishing `live` and wait (bounded) for its PUBLISH_NAMESPACE
+    /// to be accepted.
+    async fn announce(&self, live: &Arc<Live>, target: &Target) -> Result<(), String> {
+        let connector = self
+            .config
+            .connect_args(target.token.clone())
+            .and_then(|a| a.connector())
+            .map_err(|e| format!("{e:#}"))?;
+        let fields: Vec<bytes::Bytes> = live
+            .namespace
+            .split('/')
+            .filter(|f| !f.is_empty())
+            .map(|f| bytes::Bytes::copy_from_slice(f.as_bytes()))
+            .collect();
+        let namespace = TrackNamespace::new(fields).map_err(|e| format!("namespace: {e}"))?;
+        let (tx, rx) = oneshot::channel();
+        let (result_tx, result_rx) = oneshot::channel();
+        let broadcast = live.broadcast.clone();
+        let name = live.namespace.clone();
+        let task = tokio::spawn(async move {
+            let result =
+                banyan_publisher::publish::run_announced(connector, namespace, broadcast, Some(tx)).await;
+            if let Err(e) = &result {
+                tracing::debug!(broadcast = %name, error = %format!("{e:#}"), "relay session ended");
+            }
+            let _ = result_tx.send(result.map_err(|e| format!("{e:#}")));
+        });
+        self.tasks.lock().push(task);
+        let wait = self.config.connect_timeout * 2;
+        tokio::select! {
+            announced = rx => match announced {
+                Ok(()) => Ok(()),
+                Err(_) => Err(match result_rx.await {
+                    Ok(Err(e)) => e,
+                    _ => "the relay session ended".to_string(),
+                }),
+            },
+            () = tokio::time::sleep(wait) => Err(format!("no answer from the relay within {wait:?}")),
+        }
+    }
+
+    /// Connection `conn` stopped publishing `live`: end the broadcast now if the encoder
+    /// unpublished (`clean`), else keep it for `--reconnect-grace` for the same key to return.
+    pub fn release(self: &Arc<Self>, live: &Arc<Live>, conn: u64, clean: bool) {
+        if live
+            .holder
+            .compare_exchange(conn, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let release = live.releases.fetch_add(1, Ordering::AcqRel) + 1;
+        if clean {
+            self.finish(live);
+            return;
+        }
+        let grace = self.config.reconnect_grace;
+        tracing::info!(broadcast = %live.namespace, ?grace, "encoder dropped; holding the broadcast for its return");
+        let (registry, live) = (self.clone(), live.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = live.broadcast.ended() => return,
+            }
+            if live.releases.load(Ordering::Acquire) == release && live.holder.load(Ordering::Acquire) == 0 {
+                tracing::info!(broadcast = %live.namespace, "encoder did not return; ending the broadcast");
+                registry.finish(&live);
+            }
+        });
+    }
+
+    /// End `live`: its tracks end, the catalog says complete, the relay session sends
+    /// PUBLISH_DONE and closes.
+    pub fn finish(&self, live: &Arc<Live>) {
+        if self.remove(live) {
+            self.metrics.streams.dec();
+        }
+        live.broadcast.end();
+    }
+
+    fn remove(&self, live: &Arc<Live>) -> bool {
+        let mut map = self.live.lock();
+        match map.get(&live.namespace) {
+            Some(current) if Arc::ptr_eq(current, live) => map.remove(&live.namespace).is_some(),
+            _ => false,
+        }
+    }
+
+    /// End every broadcast and wait (at most `limit`) for their relay sessions to finish.
+    pub async fn shutdown(&self, limit: Duration) {
+        let all: Vec<Arc<Live>> = self.live.lock().values().cloned().collect();
+        for live in &all {
+            self.finish(live);
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let _ = tokio::time::timeout(limit, futures_join(tasks)).await;
+    }
+
+    /// Forget relay-session tasks that have finished.
+    pub fn prune(&self) {
+        self.tasks.lock().retain(|t| !t.is_finished());
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// A log name for a key.
+pub fn key_label(key: &str) -> String {
+    format!("key#{}", key_hash(key))
+}
