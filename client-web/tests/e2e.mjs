@@ -42,6 +42,9 @@
 //   250 ms on loopback (p99 is printed, not asserted: software encoding on a shared CI core has
 //   outliers). The stage's relay then restarts (same port): the publishing tab reconnects and
 //   the viewer page plays again. Stop on the page ends the broadcast: banyan-watch exits on its own.
+// Stage 7 (RTMP ingest, tests/ingest.mjs): ffmpeg pushes H.264 + AAC over RTMP to banyan-ingest,
+//   which publishes into an origin relay of its own; the viewer page decodes >= 60 frames and AAC
+//   audio, and its gateway-to-screen latency p50 must be under 250 ms (p90/p99 printed).
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -53,6 +56,7 @@
 //   BANYAN_E2E_ONLY=narrow  run stage 4 alone (while working on the player's skipping);
 //                       BANYAN_E2E_ONLY=transports  stage 5 alone
 //                       BANYAN_E2E_ONLY=golive  stage 6 alone
+//                       BANYAN_E2E_ONLY=ingest  stage 7 alone
 //   BANYAN_GOLIVE_CODEC=vp8  stage 6 publishes this codec (the publish page's &codec=) instead of
 //                       its first choice, H.264
 import { spawn, execFileSync } from "node:child_process";
@@ -65,6 +69,7 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { children, decoded, latencySamples, logger, quantile, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
 import { transportsStage } from "./transports.mjs";
+import { ingestStage } from "./ingest.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
@@ -414,6 +419,11 @@ async function main() {
     }
     if (process.env.BANYAN_E2E_ONLY === "golive") {
       summary.goLive = await goLiveStage(executablePath, tls, pageBase);
+    summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
+      return summary;
+    }
+    if (process.env.BANYAN_E2E_ONLY === "ingest") {
+      summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
       return summary;
     }
     if (process.env.BANYAN_E2E_ONLY === "transports") {

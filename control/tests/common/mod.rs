@@ -256,6 +256,26 @@ pub fn workspace_binary(bin: &str) -> PathBuf {
     if cfg!(feature = "kubernetes") {
         command.args(["--features", "banyan-control/kubernetes"]);
     }
+    // Cargo runs this test with variables describing its package (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, OUT_DIR, ...). Build scripts that watch those (ring's does) would see them
+    // change and rerun, rebuilding everything above them, so the inner Cargo gets the
+    // environment the outer one had.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CRATE_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+            || [
+                "OUT_DIR",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo {
+            command.env_remove(&key);
+        }
+    }
     let status = command.status().unwrap();
     assert!(status.success(), "building the workspace (for {bin}) failed");
     let binary = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
