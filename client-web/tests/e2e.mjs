@@ -419,7 +419,6 @@ async function main() {
     }
     if (process.env.BANYAN_E2E_ONLY === "golive") {
       summary.goLive = await goLiveStage(executablePath, tls, pageBase);
-    summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
       return summary;
     }
     if (process.env.BANYAN_E2E_ONLY === "ingest") {
@@ -786,6 +785,7 @@ async function main() {
     summary.narrowLink = await narrowLinkStage(browser, tls, pageBase);
     summary.transports = await transportsStage(browser, bin, pageBase, results);
     summary.goLive = await goLiveStage(executablePath, tls, pageBase);
+    summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
     return summary;
   } finally {
     await browser.close();
