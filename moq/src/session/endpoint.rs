@@ -14,6 +14,7 @@ use super::error::Error;
 use super::handshake::{ClientOptions, PendingSession};
 use super::shared::Session;
 use super::transport::TransportKind;
+use super::websocket::WsIncoming;
 use crate::Version;
 
 /// The ALPN token for WebTransport over HTTP/3.
@@ -171,6 +172,65 @@ impl Incoming {
             }
             None => Err(Error::Version(Vec::new())),
         }
+    }
+}
+
+/// A connection waiting to be admitted, from either listener: the QUIC endpoint ([`Incoming`],
+/// raw QUIC or WebTransport) or the WebSocket one ([`WsIncoming`]). A server applies one
+/// admission policy (limits, refusal) to both and then completes the handshake.
+#[derive(Debug)]
+pub enum AnyIncoming {
+    /// From the UDP port.
+    Quic(Incoming),
+    /// From the WebSocket (TCP) port.
+    WebSocket(WsIncoming),
+}
+
+impl AnyIncoming {
+    /// Where the connection comes from.
+    pub fn remote_address(&self) -> SocketAddr {
+        match self {
+            AnyIncoming::Quic(incoming) => incoming.remote_address(),
+            AnyIncoming::WebSocket(incoming) => incoming.remote_address(),
+        }
+    }
+
+    /// Which listener it arrived on, for logs: `"quic"` (raw QUIC or WebTransport, not known
+    /// before the handshake) or `"websocket"`.
+    pub fn listener(&self) -> &'static str {
+        match self {
+            AnyIncoming::Quic(_) => "quic",
+            AnyIncoming::WebSocket(_) => "websocket",
+        }
+    }
+
+    /// Refuse it without completing the handshake.
+    pub fn refuse(self) {
+        match self {
+            AnyIncoming::Quic(incoming) => incoming.refuse(),
+            AnyIncoming::WebSocket(incoming) => incoming.refuse(),
+        }
+    }
+
+    /// Complete its handshakes and read the client's SETUP ([`Incoming::handshake`],
+    /// [`WsIncoming::handshake`]).
+    pub async fn handshake(self) -> Result<PendingSession, Error> {
+        match self {
+            AnyIncoming::Quic(incoming) => incoming.handshake().await,
+            AnyIncoming::WebSocket(incoming) => incoming.handshake().await,
+        }
+    }
+}
+
+impl From<Incoming> for AnyIncoming {
+    fn from(incoming: Incoming) -> Self {
+        AnyIncoming::Quic(incoming)
+    }
+}
+
+impl From<WsIncoming> for AnyIncoming {
+    fn from(incoming: WsIncoming) -> Self {
+        AnyIncoming::WebSocket(incoming)
     }
 }
 

@@ -40,7 +40,8 @@
 //! 7. `driver.rs`: [`SessionDriver`], accepting and routing streams and datagrams.
 //! 8. `handshake.rs`: SETUP both ways, [`PendingSession`], [`Session::connect_transport`].
 //! 9. `websocket.rs`: [`WsServer`] and the WebSocket dialler; `endpoint.rs`: the QUIC
-//!    [`Server`] and the [`Client`] for every URL scheme.
+//!    [`Server`], [`AnyIncoming`] (a connection from either listener) and the [`Client`] for
+//!    every URL scheme.
 
 mod config;
 mod congestion;
@@ -60,7 +61,7 @@ pub mod websocket;
 
 pub use config::{SessionConfig, TransportConfig};
 pub use driver::SessionDriver;
-pub use endpoint::{Client, Incoming, Server, ALPN_H3};
+pub use endpoint::{AnyIncoming, Client, Incoming, Server, ALPN_H3};
 pub use error::Error;
 pub use handshake::{ClientOptions, PendingSession};
 pub use publisher::{send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};

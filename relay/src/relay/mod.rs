@@ -20,7 +20,7 @@ use anyhow::Context;
 use banyan_certs::{DevOptions, Identity, ServerVerification};
 use banyan_control::api::Capacity;
 use banyan_moq::coding::SessionErrorCode;
-use banyan_moq::session::{Client, Server, SessionConfig, TransportConfig, WsServer};
+use banyan_moq::session::{AnyIncoming, Client, Server, SessionConfig, TransportConfig, WsServer};
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::config::RelayConfig;
@@ -202,48 +202,36 @@ impl Relay {
         let permits = Arc::new(Semaphore::new(self.max_sessions));
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
-                incoming = self.server.accept() => {
-                    let Some(incoming) = incoming else { break };
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        shared.metrics.sessions_rejected.inc();
-                        tracing::warn!(remote = %incoming.remote_address(), "session limit reached; refusing");
-                        incoming.refuse();
+            let incoming: AnyIncoming = tokio::select! {
+                incoming = self.server.accept() => match incoming {
+                    Some(incoming) => incoming.into(),
+                    None => break,
+                },
+                incoming = accept_ws(self.ws.as_ref()) => match incoming {
+                    Ok(incoming) => incoming.into(),
+                    Err(e) => {
+                        // Out of descriptors or the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a WebSocket connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
-                    };
-                    let node = self.node.clone();
-                    let remote = incoming.remote_address();
-                    tokio::spawn(async move {
-                        serve_connection(remote, incoming.handshake(), &node).await;
-                        drop(permit);
-                    });
-                }
-                incoming = accept_ws(self.ws.as_ref()) => {
-                    let incoming = match incoming {
-                        Ok(incoming) => incoming,
-                        Err(e) => {
-                            // Out of descriptors or the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accepting a WebSocket connection failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let remote = incoming.remote_address();
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        shared.metrics.sessions_rejected.inc();
-                        tracing::warn!(%remote, "session limit reached; refusing a WebSocket connection");
-                        incoming.refuse();
-                        continue;
-                    };
-                    let node = self.node.clone();
-                    tokio::spawn(async move {
-                        serve_connection(remote, incoming.handshake(), &node).await;
-                        drop(permit);
-                    });
-                }
+                    }
+                },
                 _ = &mut shutdown => break,
                 () = drain_ordered.notified() => break,
-            }
+            };
+            // One admission policy for both listeners: the session limit's permits are shared.
+            let remote = incoming.remote_address();
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                shared.metrics.sessions_rejected.inc();
+                tracing::warn!(%remote, listener = incoming.listener(), "session limit reached; refusing");
+                incoming.refuse();
+                continue;
+            };
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                serve_connection(remote, incoming.handshake(), &node).await;
+                drop(permit);
+            });
         }
 
         // No new WebSocket connections while draining (QUIC's endpoint refuses them in `drain`).
