@@ -69,6 +69,11 @@ pub struct Delivered {
     pub gbit_per_s: f64,
     /// What a perfect relay would deliver once all subscribers are in: `fps × subscribers`.
     pub expected_objects_per_s: f64,
+    /// `objects_per_s / expected_objects_per_s`: object-level delivery in the window. Unlike
+    /// the group delivery ratio (a group with any object counts), an overloaded relay that
+    /// delivers a fraction of each group's objects shows here (`null` when nothing was expected).
+    #[serde(default)]
+    pub object_delivery_ratio: Option<f64>,
     /// Objects received over the whole run (ramp-up, window and drain).
     pub total_objects: u64,
     /// Payload bytes received over the whole run.
@@ -217,8 +222,14 @@ impl Report {
         ));
         let d = &self.delivered;
         s.push_str(&format!(
-            "delivered (window {:.2} s): {} objects, {} bytes, {:.0} objects/s of {:.0} expected, {:.3} Gbit/s\n",
-            self.window_s, d.objects, d.bytes, d.objects_per_s, d.expected_objects_per_s, d.gbit_per_s
+            "delivered (window {:.2} s): {} objects, {} bytes, {:.0} objects/s of {:.0} expected (object delivery ratio {}), {:.3} Gbit/s\n",
+            self.window_s,
+            d.objects,
+            d.bytes,
+            d.objects_per_s,
+            d.expected_objects_per_s,
+            opt(d.object_delivery_ratio.map(|r| format!("{r:.4}")), ""),
+            d.gbit_per_s
         ));
         s.push_str(&format!(
             "whole run: {} objects, {} bytes; {} served from cache at join; {} without timestamp\n",

@@ -280,6 +280,7 @@ impl Bench {
             ..Default::default()
         };
         delivered.objects_per_s = round3(per_s(delivered.objects));
+        delivered.object_delivery_ratio = object_delivery_ratio(&delivered);
         delivered.gbit_per_s = (per_s(delivered.bytes) * 8.0 / 1e9 * 1e6).round() / 1e6;
         let mut connections = Connections {
             attempted: p.subscribers,
@@ -377,6 +378,13 @@ struct Tally {
     groups: Groups,
     latencies: Vec<u64>,
     ttff: Vec<u64>,
+}
+
+/// Objects delivered in the window over what a perfect relay would have delivered (four
+/// decimals); `None` when nothing was expected.
+pub fn object_delivery_ratio(delivered: &Delivered) -> Option<f64> {
+    (delivered.expected_objects_per_s > 0.0)
+        .then(|| (delivered.objects_per_s / delivered.expected_objects_per_s * 1e4).round() / 1e4)
 }
 
 /// Add every subscriber's outcome into `delivered` and `connections`; the group delivery and
@@ -542,6 +550,19 @@ mod tests {
             last_group: last,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn object_delivery_counts_objects_not_groups() {
+        // The overload case of issue 19: every group touched, three quarters of the objects.
+        let delivered = Delivered {
+            objects_per_s: 15_750.0,
+            expected_objects_per_s: 21_000.0,
+            ..Default::default()
+        };
+        assert_eq!(object_delivery_ratio(&delivered), Some(0.75));
+        let nothing_expected = Delivered::default();
+        assert_eq!(object_delivery_ratio(&nothing_expected), None);
     }
 
     #[test]
