@@ -6,8 +6,12 @@
 # Needs: `cargo build --release -p banyan-relay -p banyan-bench` and `scripts/install-peers --bench`
 # (a fully optimised moq-relay-ietf in target/peers/bench/bin), openssl for moq-relay-ietf's certificate.
 # Usage: bench/scripts/compare.sh [OUT_DIR] [N ...]   (defaults: target/compare, 10 100 500)
+# The relay under test runs on core 0 and banyan-bench on core 1 when there are two or more
+# (BANYAN_PIN=0: off; banyan-relay's runs go through fanout.sh, which pins the same way).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/scripts/lib.sh
+pinning >&2
 out=${1:-target/compare}; shift || true
 counts=("${@:-10 100 500}"); counts=(${counts[@]})
 ietf=${MOQ_RELAY_IETF:-target/peers/bench/bin/moq-relay-ietf}
@@ -25,7 +29,7 @@ free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET6, so
 bench() { # name n port pid hash: the profile of bench/scripts/fanout.sh
   echo "== $1 1 -> $2 (pid $4, port $3) load: $(uptime | sed 's/.*load average: //')" >&2
   uptime >"$out/$1-$2.uptime"
-  target/release/banyan-bench "moqt://127.0.0.1:$3/" --publishers 1 --subscribers "$2" \
+  "${pin_bench[@]}" target/release/banyan-bench "moqt://127.0.0.1:$3/" --publishers 1 --subscribers "$2" \
     --fps 30 --object-size 20KB --gop 30 --ramp-up 3s --duration 10s \
     --relay-pid "$4" --tls-hash "$5" --json >"$out/$1-$2.json" 2>"$out/$1-$2.log" \
     || echo "bench failed for $1 N=$2 (see $out/$1-$2.log)" >&2
@@ -40,7 +44,7 @@ for n in "${counts[@]}"; do
   cp "$out/banyan/fanout-$n.json" "$out/banyan-$n.json"
 
   port=$(free_udp_port)
-  RUST_LOG=warn "$ietf" --bind "[::]:$port" --tls-cert "$out/ietf.pem" --tls-key "$out/ietf.key" \
+  RUST_LOG=warn "${pin_relay[@]}" "$ietf" --bind "[::]:$port" --tls-cert "$out/ietf.pem" --tls-key "$out/ietf.key" \
     >"$out/ietf-$n.out" 2>"$out/ietf-$n.err" &
   pid=$!
   for _ in $(seq 100); do ss -Hlun "sport = :$port" | grep -q . && break; sleep 0.1; done

@@ -22,3 +22,17 @@ wait_line() {
 usage_of() {
   sed -n '2,/^set -euo/p' "$1" | sed '$d; s/^# \{0,1\}//'; exit "${2:-0}"
 }
+
+# Core pinning: with two or more cores (and taskset), the relay runs on core 0 and banyan-bench on
+# core 1, so neither takes the other's CPU and the relay's CPU per Gbit/s is its own. BANYAN_PIN=0
+# turns it off. Prefix commands with "${pin_relay[@]}" / "${pin_bench[@]}" (empty when off).
+pin_relay=()
+pin_bench=()
+if [[ ${BANYAN_PIN:-1} != 0 ]] && (( $(nproc) >= 2 )) && command -v taskset >/dev/null; then
+  pin_relay=(taskset -c 0)
+  pin_bench=(taskset -c 1)
+fi
+pinning() { # a line for the log saying how processes are pinned
+  if [[ ${#pin_relay[@]} -gt 0 ]]; then echo "pinned: relay on core 0, banyan-bench on core 1 (BANYAN_PIN=0 to turn off)"
+  else echo "not pinned (BANYAN_PIN=0, one core, or no taskset)"; fi
+}

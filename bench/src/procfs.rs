@@ -193,6 +193,9 @@ pub struct HostCpu {
     pub busy: u64,
     /// All ticks, all CPUs.
     pub total: u64,
+    /// The CPUs `/proc/stat` lists (`cpuN` lines): the machine's, whatever this process's
+    /// affinity (the fan-out scripts pin the bench to one core).
+    pub cpus: usize,
 }
 
 /// Parse the aggregate `cpu` line of `/proc/stat` (user nice system idle iowait irq softirq
@@ -213,9 +216,17 @@ pub fn parse_host_stat(text: &str) -> Result<HostCpu, ProcError> {
     }
     let total: u64 = values.iter().sum();
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    let cpus = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
     Ok(HostCpu {
         busy: total.saturating_sub(idle),
         total,
+        cpus: cpus.max(1),
     })
 }
 
@@ -370,12 +381,16 @@ mod tests {
         let h = parse_host_stat(text).unwrap();
         assert_eq!(h.total, 980);
         assert_eq!(h.busy, 160);
+        assert_eq!(h.cpus, 1);
+        let two = "cpu  100 5 50 800 20 3 2 0 7 0\ncpu0 1 1 1 1\ncpu1 1 1 1 1\n";
+        assert_eq!(parse_host_stat(two).unwrap().cpus, 2);
         assert!(parse_host_stat("cpu0 1 2 3 4\n").is_err());
         assert!(parse_host_stat("cpu  1 x 3 4\n").is_err());
         assert!(parse_host_stat("cpu  1 2\n").is_err());
         let later = HostCpu {
             busy: 260,
             total: 1180,
+            cpus: 2,
         };
         assert_eq!(host_busy_percent(&h, &later, 2), Some(100.0));
         assert_eq!(host_busy_percent(&h, &h, 2), None);

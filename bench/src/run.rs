@@ -455,7 +455,11 @@ fn relay_usage(
 
 /// The whole host's CPU over the window, and what neither the relay nor the bench used.
 fn host_usage(start: &Snapshot, end: &Snapshot, relay: &RelayUsage, bench: &BenchUsage) -> HostUsage {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The machine's CPUs, not this process's affinity (pinned runs see one).
+    let cpus = end
+        .host
+        .map(|h| h.cpu.cpus)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let host_busy = match (start.host, end.host) {
         (Some(a), Some(b)) => host_busy_percent(&a.cpu, &b.cpu, cpus),
         _ => None,
