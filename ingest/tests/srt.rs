@@ -2,9 +2,8 @@
 //! pattern as MPEG-TS to `banyan-ingest --srt-listen` with the stream key as its streamid; the
 //! gateway publishes it into an origin relay; `banyan-watch` on an edge relay receives it,
 //! ffprobe decodes ≥ 95 % of its video frames, and the capture-to-watch latency is printed. SRT
-//! has no unpublish: the broadcast ends `--reconnect-grace` after the caller leaves. A second
-//! test drops the SRT encoder and reconnects it within the grace period: the same broadcast goes
-//! on. Needs ffmpeg (with libsrt) and ffprobe on PATH.
+//! has no unpublish: the broadcast ends `--reconnect-grace` after the caller leaves.
+//! Needs ffmpeg (with libsrt) and ffprobe on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
