@@ -264,6 +264,32 @@ impl Gateway {
     }
 }
 
+/// After an encoder reconnect: the second encoder ends well, the watcher ends with no reconnect
+/// and at most one gap, the gateway counts one encoder reconnect and one broadcast, and ffprobe
+/// decodes what the watcher wrote. Prints the figures.
+pub async fn check_resumed(gateway: &Gateway, watcher: Child, second: Child, out: &Path, what: &str) {
+    let summary = watch_summary(watcher, 40).await;
+    let second = second.wait_with_output().await.unwrap();
+    assert!(
+        second.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    println!(
+        "{what}: watcher reconnects {}, gaps {}, groups skipped {}, longest stall {} ms",
+        summary["reconnects"], summary["gaps"], summary["groups_skipped"], summary["longest_stall_ms"]
+    );
+    assert_eq!(summary["reconnects"], 0, "{summary}");
+    assert!(summary["gaps"].as_u64().unwrap() <= 1, "{summary}");
+    assert_eq!(gateway.metric("banyan_ingest_reconnects_total").await, 1.0);
+    assert_eq!(
+        gateway.metric("banyan_ingest_streams_total").await,
+        1.0,
+        "the same broadcast"
+    );
+    check_decoded(out, &summary, &format!("{what}: encoder"));
+}
+
 /// A plain HTTP/1.0 GET on loopback; the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
