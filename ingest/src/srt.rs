@@ -92,17 +92,15 @@ async fn connection(ctx: &Arc<Context>, request: ConnectionRequest) {
     let peer = request.remote();
     let id = ctx.next_id();
     let key = request.stream_id().map(|s| s.to_string()).unwrap_or_default();
-    let admitted = tokio::time::timeout(ctx.config.handshake_timeout, ctx.admit(&key, id, peer)).await;
-    let live = match admitted {
-        Ok(Ok(live)) => live,
-        refused => {
-            let reason = match refused {
-                Ok(Err(Refusal::Busy(_))) => ServerRejectReason::Conflict,
-                _ => ServerRejectReason::Forbidden,
+    // Bounded inside (the relay's answer within twice --connect-timeout); not cancelled here, so
+    // a claim is never left half made.
+    let live = match ctx.admit(&key, id, peer).await {
+        Ok(live) => live,
+        Err(refusal) => {
+            let reason = match refusal {
+                Refusal::Busy(_) => ServerRejectReason::Conflict,
+                Refusal::Key(_) => ServerRejectReason::Forbidden,
             };
-            if refused.is_err() {
-                tracing::warn!(%peer, "the relay did not answer within the handshake timeout");
-            }
             let _ = request.reject(RejectReason::Server(reason)).await;
             return;
         }
