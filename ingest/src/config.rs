@@ -14,12 +14,14 @@ use serde::{Deserialize, Serialize};
 pub const ENV_PREFIX: &str = "BANYAN_INGEST_";
 
 const ABOUT: &str = "\
-RTMP ingest gateway: accepts streams from OBS, ffmpeg and hardware encoders and publishes each one
+RTMP and SRT ingest gateway: accepts streams from OBS, ffmpeg and hardware encoders and publishes each one
 into a Banyan relay as an ordinary broadcast (MSF catalog, LOC objects with capture timestamps,
 one group per GOP), so viewers, the browser player and the relay tree work unchanged.
 
 Point an encoder at rtmp://HOST:1935/live/STREAM_KEY (OBS: Server rtmp://HOST:1935/live,
-Stream Key STREAM_KEY). The stream key is a credential:
+Stream Key STREAM_KEY), or, with --srt-listen, at srt://HOST:PORT?streamid=STREAM_KEY (MPEG-TS
+over SRT, encoder in caller mode; OBS: Service Custom, that URL as Server). The stream key is a
+credential:
   - a publish JWT for the broadcast: the gateway presents it to the relay, and the relay's answer
     to PUBLISH_NAMESPACE decides before the encoder's publish is accepted (the broadcast is the
     token's `ns` claim);
@@ -65,6 +67,17 @@ pub struct IngestConfig {
     /// Where encoders connect with RTMP.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:1935")]
     pub rtmp_listen: SocketAddr,
+
+    /// Where encoders call with SRT (`srt://HOST:PORT?streamid=KEY`, MPEG-TS); off unless set.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srt_listen: Option<SocketAddr>,
+
+    /// The SRT receive latency (the retransmission window); the larger of this and the caller's
+    /// is used. 120ms is SRT's default; raise it on lossy long paths.
+    #[arg(long, value_name = "DURATION", default_value = "120ms", value_parser = humantime::parse_duration)]
+    #[serde(with = "banyan_control::layered::serde_duration")]
+    pub srt_latency: Duration,
 
     /// The HTTP listener for /metrics and /health.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9935")]
@@ -173,6 +186,13 @@ mod tests {
         .unwrap();
         assert_eq!(config.reconnect_grace, Duration::from_secs(3));
         assert_eq!(config.rtmp_listen.port(), 1935);
+        assert_eq!(config.srt_listen, None);
+        let config = IngestConfig::load_from(["banyan-ingest", "--relay", "moqt://r:4443"], |k| {
+            (k == "BANYAN_INGEST_SRT_LISTEN").then(|| "127.0.0.1:9000".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.srt_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
+        assert_eq!(config.srt_latency, Duration::from_millis(120));
         assert!(IngestConfig::load_from(["banyan-ingest", "--relay", "not a url"], |_| None).is_err());
         let missing = IngestConfig::load_from(["banyan-ingest"], |_| None).unwrap_err();
         assert!(

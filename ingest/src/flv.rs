@@ -221,7 +221,7 @@ pub fn audio(body: &Bytes) -> Result<Tag, FlvError> {
 }
 
 /// Sampling frequencies by MPEG-4 index (ISO/IEC 14496-3 §1.6.3.4).
-const AAC_RATES: [u32; 13] = [
+pub(crate) const AAC_RATES: [u32; 13] = [
     96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
 ];
 

@@ -11,6 +11,9 @@
 //! stall) moves it forward, so timestamps stay honest ([`Clock::arrived`]). The 32-bit FLV clock is extended by its signed differences, so
 //! small backward steps between audio and video and the 49-day wrap are harmless.
 //!
+//! MPEG-TS over SRT ([`crate::ts`]) enters through the same [`Mapper`] with µs media times of its
+//! own (90 kHz PTS/DTS extended across the 33-bit wrap), so the anchoring above is shared.
+//!
 //! A resumed broadcast (the encoder reconnected) keeps its tracks: the new connection's first
 //! video frame used is a keyframe, which starts a new group, and its codec configuration must
 //! be the one the catalog announced.
@@ -82,22 +85,15 @@ impl Mapper {
     /// A video tag body at FLV time `ts` (ms).
     pub fn video(&mut self, ts: u32, body: &Bytes) -> Result<(), MapError> {
         match flv::video(body)? {
-            Tag::VideoConfig(config) => self.video_config = Some(config),
+            Tag::VideoConfig(config) => self.video_config(config),
             Tag::Video {
                 keyframe,
                 composition_ms,
                 data,
             } => {
                 let dts = self.media_us(ts);
-                let Some(track) = self.track(true)? else {
-                    return Ok(());
-                };
-                if !self.video_started && !keyframe {
-                    return Ok(()); // a connection's video starts at a keyframe
-                }
-                self.video_started = true;
                 let pts = dts.saturating_add_signed(i64::from(composition_ms) * 1000);
-                self.write(&track, dts, pts, data, keyframe, "video");
+                self.video_frame(dts, pts, keyframe, data)?;
             }
             Tag::Unsupported(codec) => return Err(MapError::Unsupported(codec)),
             Tag::AudioConfig(_) | Tag::Audio(_) | Tag::Ignored => {}
@@ -108,24 +104,63 @@ impl Mapper {
     /// An audio tag body at FLV time `ts` (ms).
     pub fn audio(&mut self, ts: u32, body: &Bytes) -> Result<(), MapError> {
         match flv::audio(body)? {
-            Tag::AudioConfig(config) => self.audio_config = Some(config),
+            Tag::AudioConfig(config) => self.audio_config(config),
             Tag::Audio(data) => {
                 let t = self.media_us(ts);
-                let Some(track) = self.track(false)? else {
-                    return Ok(());
-                };
-                let new_group = match self.audio_group_start {
-                    Some(start) if t < start + AUDIO_GROUP.as_micros() as u64 => false,
-                    _ => {
-                        self.audio_group_start = Some(t);
-                        true
-                    }
-                };
-                self.write(&track, t, t, data, new_group, "audio");
+                self.audio_frame(t, data)?;
             }
             Tag::Unsupported(codec) => return Err(MapError::Unsupported(codec)),
             Tag::VideoConfig(_) | Tag::Video { .. } | Tag::Ignored => {}
         }
+        Ok(())
+    }
+
+    /// The video decoder configuration (used by the catalog once the first frame arrives).
+    pub fn video_config(&mut self, config: TrackConfig) {
+        self.video_config = Some(config);
+    }
+
+    /// The audio decoder configuration.
+    pub fn audio_config(&mut self, config: TrackConfig) {
+        self.audio_config = Some(config);
+    }
+
+    /// Whether a video (or audio) configuration is known.
+    pub fn has_config(&self, video: bool) -> bool {
+        if video {
+            self.video_config.is_some()
+        } else {
+            self.audio_config.is_some()
+        }
+    }
+
+    /// A coded video frame (AVCC or OBUs) at media time `dts`/`pts` (µs on the encoder's
+    /// extended timeline). A connection's video starts at a keyframe.
+    pub fn video_frame(&mut self, dts: u64, pts: u64, keyframe: bool, data: Bytes) -> Result<(), MapError> {
+        let Some(track) = self.track(true)? else {
+            return Ok(());
+        };
+        if !self.video_started && !keyframe {
+            return Ok(());
+        }
+        self.video_started = true;
+        self.write(&track, dts, pts, data, keyframe, "video");
+        Ok(())
+    }
+
+    /// A coded audio frame at media time `t` (µs); a new group every [`AUDIO_GROUP`].
+    pub fn audio_frame(&mut self, t: u64, data: Bytes) -> Result<(), MapError> {
+        let Some(track) = self.track(false)? else {
+            return Ok(());
+        };
+        let new_group = match self.audio_group_start {
+            Some(start) if t < start + AUDIO_GROUP.as_micros() as u64 => false,
+            _ => {
+                self.audio_group_start = Some(t);
+                true
+            }
+        };
+        self.write(&track, t, t, data, new_group, "audio");
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! The gateway's Prometheus metrics (`banyan_ingest_*`) and its HTTP endpoints: `/metrics`
-//! (OpenMetrics text) and `/health` (`ok` while the RTMP listener runs).
+//! (OpenMetrics text) and `/health` (`ok` while the listeners run).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +43,8 @@ pub struct Metrics {
     pub refused_codecs: Counter,
     /// Connections closed for a malformed FLV tag.
     pub malformed_tags: Counter,
+    /// MPEG-TS packets (or broken PES/ADTS units) skipped on SRT connections.
+    pub ts_skipped: Counter,
     /// Encoders that came back within the grace period and resumed their broadcast.
     pub reconnects: Counter,
     /// Media payload bytes received from encoders.
@@ -84,6 +86,10 @@ impl Default for Metrics {
             "Streams refused for a codec Banyan does not carry",
         );
         let malformed_tags = counter("malformed_tags", "Connections closed for a malformed FLV tag");
+        let ts_skipped = counter(
+            "ts_skipped_packets",
+            "MPEG-TS packets (or broken PES/ADTS units) skipped on SRT connections: garbage, unknown PIDs, oversized PES",
+        );
         let reconnects = counter(
             "reconnects",
             "Encoders that reconnected within the grace period and resumed their broadcast",
@@ -104,6 +110,7 @@ impl Default for Metrics {
             refused_keys,
             refused_codecs,
             malformed_tags,
+            ts_skipped,
             reconnects,
             bytes,
             frames,

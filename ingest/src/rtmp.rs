@@ -54,6 +54,67 @@ impl Context {
             next_conn: AtomicU64::new(1),
         }
     }
+
+    /// A new connection's id.
+    pub fn next_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Resolve stream key `key` (RTMP stream key or SRT streamid) and claim its broadcast for
+    /// connection `conn`; refusals are counted and logged with the key's hash only.
+    pub async fn admit(&self, key: &str, conn: u64, peer: SocketAddr) -> Result<Arc<Live>, Refusal> {
+        let label = key_label(key);
+        let target = match self.keys.resolve(key) {
+            Ok(t) => t,
+            Err(e) => {
+                self.metrics.refused_keys.inc();
+                tracing::warn!(%peer, key = %label, "stream key refused: {e}");
+                return Err(Refusal::Key("stream key refused".into()));
+            }
+        };
+        match self.registry.claim(&target, conn).await {
+            Ok((live, resumed)) => {
+                tracing::info!(%peer, key = %label, broadcast = %live.namespace, resumed, "publishing");
+                Ok(live)
+            }
+            Err(e @ ClaimError::Refused { .. }) => {
+                self.metrics.refused_keys.inc();
+                tracing::warn!(%peer, key = %label, "{e}");
+                Err(Refusal::Key("stream key refused by the relay".into()))
+            }
+            Err(e @ ClaimError::Busy(_)) => {
+                tracing::warn!(%peer, key = %label, "{e}");
+                Err(Refusal::Busy(e.to_string()))
+            }
+        }
+    }
+
+    /// Count a media error the way every transport does; whether the encoder should not be
+    /// waited for (it must change codec or configuration first).
+    pub fn media_error(&self, error: &MapError) -> bool {
+        match error {
+            MapError::Unsupported(_) => {
+                self.metrics.refused_codecs.inc();
+                true
+            }
+            MapError::Malformed(_) => {
+                self.metrics.malformed_tags.inc();
+                false
+            }
+            MapError::ConfigChanged(_) => true,
+        }
+    }
+}
+
+/// Why [`Context::admit`] refused a key: the text is for the encoder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The key is unknown here or the relay refused it.
+    #[error("{0}")]
+    Key(String),
+    /// Another encoder publishes that broadcast right now.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Accept encoders on `listener` until `shutdown` resolves; then close every connection.
@@ -89,7 +150,7 @@ pub async fn serve(
         connections.spawn(async move {
             ctx.metrics.connections.inc();
             ctx.metrics.connections_total.inc();
-            let conn = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+            let conn = ctx.next_id();
             let mut connection = Connection::new(ctx.clone(), conn, peer);
             let result = connection.run(stream).await;
             connection.close(result.as_ref().err());
@@ -311,52 +372,23 @@ impl Connection {
         } else {
             mapper.audio(ts, data)
         };
-        match result {
-            Err(MapError::Unsupported(codec)) => {
-                self.ctx.metrics.refused_codecs.inc();
-                self.unpublished = true; // nothing to wait for: the encoder must change codec
-                Err(MapError::Unsupported(codec).into())
-            }
-            Err(e @ MapError::Malformed(_)) => {
-                self.ctx.metrics.malformed_tags.inc();
-                Err(e.into())
-            }
-            Err(e @ MapError::ConfigChanged(_)) => {
-                self.unpublished = true;
-                Err(e.into())
-            }
-            Ok(()) => Ok(()),
-        }
+        result.map_err(|e| {
+            // Nothing to wait for if the encoder must change codec or configuration.
+            self.unpublished |= self.ctx.media_error(&e);
+            e.into()
+        })
     }
 
     /// Resolve the key and claim its broadcast; the reason for the encoder if refused.
     async fn claim(&mut self, key: &str) -> Result<(), String> {
-        let label = key_label(key);
-        let target = match self.ctx.keys.resolve(key) {
-            Ok(t) => t,
-            Err(e) => {
-                self.ctx.metrics.refused_keys.inc();
-                tracing::warn!(peer = %self.peer, key = %label, "stream key refused: {e}");
-                return Err("stream key refused".into());
-            }
-        };
-        match self.ctx.registry.claim(&target, self.id).await {
-            Ok((live, resumed)) => {
-                tracing::info!(peer = %self.peer, key = %label, broadcast = %live.namespace, resumed, "publishing");
-                let mapper = Mapper::new(live.clone(), self.ctx.metrics.clone());
-                self.publishing = Some((live, mapper));
-                Ok(())
-            }
-            Err(e @ ClaimError::Refused { .. }) => {
-                self.ctx.metrics.refused_keys.inc();
-                tracing::warn!(peer = %self.peer, key = %label, "{e}");
-                Err("stream key refused by the relay".into())
-            }
-            Err(e @ ClaimError::Busy(_)) => {
-                tracing::warn!(peer = %self.peer, key = %label, "{e}");
-                Err(e.to_string())
-            }
-        }
+        let live = self
+            .ctx
+            .admit(key, self.id, self.peer)
+            .await
+            .map_err(|r| r.to_string())?;
+        let mapper = Mapper::new(live.clone(), self.ctx.metrics.clone());
+        self.publishing = Some((live, mapper));
+        Ok(())
     }
 
     /// The connection is over: count and log why, and release its broadcast (now, if the

@@ -50,27 +50,7 @@ async fn a_dropped_encoder_resumes_the_same_broadcast() {
 
     let second = ffmpeg_push(&gateway.rtmp_url("cam-key"), Some(4), "flv");
     frames_after(before + 50.0).await;
-    let summary = watch_summary(watcher, 40).await;
-    let second = second.wait_with_output().await.unwrap();
-    assert!(
-        second.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-
-    println!(
-        "reconnect: watcher reconnects {}, gaps {}, groups skipped {}, longest stall {} ms",
-        summary["reconnects"], summary["gaps"], summary["groups_skipped"], summary["longest_stall_ms"]
-    );
-    assert_eq!(summary["reconnects"], 0, "{summary}");
-    assert!(summary["gaps"].as_u64().unwrap() <= 1, "{summary}");
-    assert_eq!(gateway.metric("banyan_ingest_reconnects_total").await, 1.0);
-    assert_eq!(
-        gateway.metric("banyan_ingest_streams_total").await,
-        1.0,
-        "the same broadcast"
-    );
-    check_decoded(&out, &summary, "encoder reconnect");
+    check_resumed(&gateway, watcher, second, &out, "reconnect").await;
     let status = gateway.terminate(10).await;
     assert!(status.success(), "{status:?}");
 }

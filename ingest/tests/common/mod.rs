@@ -153,10 +153,12 @@ impl Relay {
     }
 }
 
-/// A gateway process publishing into `relay`: its RTMP and HTTP addresses.
+/// A gateway process publishing into `relay`: its RTMP, SRT (with `--srt-listen`) and HTTP
+/// addresses.
 pub struct Gateway {
     pub proc: Proc,
     pub rtmp: SocketAddr,
+    pub srt: Option<SocketAddr>,
     pub http: SocketAddr,
     _dir: tempfile::TempDir,
 }
@@ -180,19 +182,18 @@ pub async fn gateway(relay: &Relay, keys: &str, extra: &[&str]) -> Gateway {
         keys_file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let proc = spawn_until(Path::new(INGEST), &args, "listening:", 2, "ingest").await;
-    let addr = |kind: &str| -> SocketAddr {
+    let lines = if extra.contains(&"--srt-listen") { 3 } else { 2 };
+    let proc = spawn_until(Path::new(INGEST), &args, "listening:", lines, "ingest").await;
+    let addr = |kind: &str| -> Option<SocketAddr> {
         proc.lines
             .iter()
             .find_map(|l| l.strip_prefix(&format!("listening: {kind} ")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+            .map(|a| a.trim().parse().unwrap())
     };
     Gateway {
-        rtmp: addr("rtmp"),
-        http: addr("http"),
+        rtmp: addr("rtmp").unwrap(),
+        srt: addr("srt"),
+        http: addr("http").unwrap(),
         proc,
         _dir: dir,
     }
@@ -201,6 +202,31 @@ pub async fn gateway(relay: &Relay, keys: &str, extra: &[&str]) -> Gateway {
 impl Gateway {
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp.port())
+    }
+
+    /// The SRT URL an encoder calls with `key` as its streamid and SRT latency `latency_ms`
+    /// (ffmpeg's `latency` is in microseconds).
+    pub fn srt_url(&self, key: &str, latency_ms: u32) -> String {
+        let port = self
+            .srt
+            .expect("the gateway was started with --srt-listen")
+            .port();
+        format!(
+            "srt://127.0.0.1:{port}?streamid={key}&latency={}",
+            latency_ms * 1000
+        )
+    }
+
+    /// Wait (up to `secs`) until metric `name` reaches `at_least`; its value then.
+    pub async fn metric_reaches(&self, name: &str, at_least: f64, secs: u64) -> f64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let value = self.metric(name).await;
+            if value >= at_least || tokio::time::Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One metric's value (summed over labels) from /metrics.
@@ -236,6 +262,32 @@ impl Gateway {
             .expect("the gateway exits after SIGTERM")
             .unwrap()
     }
+}
+
+/// After an encoder reconnect: the second encoder ends well, the watcher ends with no reconnect
+/// and at most one gap, the gateway counts one encoder reconnect and one broadcast, and ffprobe
+/// decodes what the watcher wrote. Prints the figures.
+pub async fn check_resumed(gateway: &Gateway, watcher: Child, second: Child, out: &Path, what: &str) {
+    let summary = watch_summary(watcher, 40).await;
+    let second = second.wait_with_output().await.unwrap();
+    assert!(
+        second.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    println!(
+        "{what}: watcher reconnects {}, gaps {}, groups skipped {}, longest stall {} ms",
+        summary["reconnects"], summary["gaps"], summary["groups_skipped"], summary["longest_stall_ms"]
+    );
+    assert_eq!(summary["reconnects"], 0, "{summary}");
+    assert!(summary["gaps"].as_u64().unwrap() <= 1, "{summary}");
+    assert_eq!(gateway.metric("banyan_ingest_reconnects_total").await, 1.0);
+    assert_eq!(
+        gateway.metric("banyan_ingest_streams_total").await,
+        1.0,
+        "the same broadcast"
+    );
+    check_decoded(out, &summary, &format!("{what}: encoder"));
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body.
