@@ -1,11 +1,12 @@
 //! The broadcasts the gateway publishes, by namespace: claiming one for an encoder (a new
 //! broadcast is announced to the relay first, and only the relay's PUBLISH_NAMESPACE answer
 //! lets the encoder's `publish` through), resuming it when the same key comes back within the
-//! grace period, and ending it (PUBLISH_DONE, complete catalog) when the encoder unpublishes,
+//! grace period (or at once, taking it over from the old connection, when the encoder calls
+//! again before the gateway noticed the old one was gone), and ending it (PUBLISH_DONE, complete catalog) when the encoder unpublishes,
 //! stays away too long, or the gateway shuts down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::IngestConfig;
-use crate::keys::{key_hash, Target};
+use crate::keys::{key_digest, key_hash, Target};
 use crate::metrics::Metrics;
 
 /// The media tracks of a broadcast once its catalog is published, with the configurations they
@@ -41,14 +42,27 @@ pub struct Live {
     pub tracks: Mutex<Option<Tracks>>,
     /// The connection publishing it (0: none, waiting for a reconnect).
     holder: AtomicU64,
+    /// The SHA-256 of the stream key it was claimed with ([`key_digest`]).
+    key: String,
+    /// Set once the relay accepted its PUBLISH_NAMESPACE (before that it cannot be taken over).
+    announced: AtomicBool,
     /// Bumped at each release, so a grace timer knows whether the broadcast was resumed since.
     releases: AtomicU64,
+}
+
+impl Live {
+    /// Whether connection `conn` still publishes this broadcast (a newer connection with the
+    /// same key takes it over: the older one must stop writing and close).
+    pub fn held_by(&self, conn: u64) -> bool {
+        self.holder.load(Ordering::Acquire) == conn
+    }
 }
 
 /// Why an encoder may not publish.
 #[derive(Debug, thiserror::Error)]
 pub enum ClaimError {
-    /// Another encoder is publishing this broadcast right now.
+    /// Another stream key is publishing this broadcast (or the same key's first connection is
+    /// still waiting for the relay's answer).
     #[error("another encoder is publishing {0}")]
     Busy(String),
     /// The relay refused the key (or could not be reached).
@@ -81,30 +95,42 @@ impl Registry {
         }
     }
 
-    /// Claim `target`'s broadcast for connection `conn` (non-zero). A broadcast waiting for its
-    /// encoder is resumed at once (`true`); otherwise a new one is announced to the relay with
+    /// Claim `target`'s broadcast for connection `conn` (non-zero), with stream key `key`. A
+    /// broadcast waiting for its encoder is resumed at once (`true`), and so is one still held
+    /// by an older connection with the same key: an encoder that lost its link calls again
+    /// before the gateway can tell the old connection is dead (SRT has no unpublish, a dead TCP
+    /// peer is only noticed by `--idle-timeout`), and the key says it is the same broadcaster.
+    /// The older connection sees [`Live::held_by`] turn false and closes. Another key for a
+    /// broadcast in use is refused. Otherwise a new broadcast is announced to the relay with
     /// the target's token and returned once the relay accepts it.
-    pub async fn claim(&self, target: &Target, conn: u64) -> Result<(Arc<Live>, bool), ClaimError> {
+    pub async fn claim(
+        &self,
+        target: &Target,
+        key: &str,
+        conn: u64,
+    ) -> Result<(Arc<Live>, bool), ClaimError> {
         let namespace = target.broadcast.clone();
+        let key = key_digest(key);
         let live = {
             let mut map = self.live.lock();
             if let Some(live) = map.get(&namespace) {
-                return match live
-                    .holder
-                    .compare_exchange(0, conn, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => {
-                        self.metrics.reconnects.inc();
-                        Ok((live.clone(), true))
-                    }
-                    Err(_) => Err(ClaimError::Busy(namespace)),
-                };
+                if live.key != key || !live.announced.load(Ordering::Acquire) {
+                    return Err(ClaimError::Busy(namespace));
+                }
+                let previous = live.holder.swap(conn, Ordering::AcqRel);
+                if previous != 0 {
+                    tracing::info!(broadcast = %namespace, "the same key connected again: the new connection takes the broadcast over");
+                }
+                self.metrics.reconnects.inc();
+                return Ok((live.clone(), true));
             }
             let live = Arc::new(Live {
                 namespace: namespace.clone(),
                 broadcast: Arc::new(Broadcast::new()),
                 tracks: Mutex::new(None),
                 holder: AtomicU64::new(conn),
+                key,
+                announced: AtomicBool::new(false),
                 releases: AtomicU64::new(0),
             });
             map.insert(namespace.clone(), live.clone());
@@ -112,6 +138,7 @@ impl Registry {
         };
         match self.announce(&live, target).await {
             Ok(()) => {
+                live.announced.store(true, Ordering::Release);
                 self.metrics.streams.inc();
                 self.metrics.streams_total.inc();
                 Ok((live, false))

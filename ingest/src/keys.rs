@@ -128,8 +128,16 @@ fn jwt_namespace(key: &str) -> Option<String> {
 
 /// A short, stable, non-reversible name for a key in logs: the first 8 hex digits of its SHA-256.
 pub fn key_hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    key_digest(key)[..8].to_string()
+}
+
+/// A key's full SHA-256 (hex): how the gateway remembers which key a broadcast was claimed
+/// with, without keeping the key itself.
+pub fn key_digest(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Context {
                 return Err(Refusal::Key("stream key refused".into()));
             }
         };
-        match self.registry.claim(&target, conn).await {
+        match self.registry.claim(&target, key, conn).await {
             Ok((live, resumed)) => {
                 tracing::info!(%peer, key = %label, broadcast = %live.namespace, resumed, "publishing");
                 Ok(live)
@@ -176,6 +176,8 @@ enum ConnError {
     Session(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("a newer connection with the same stream key took the broadcast over")]
+    TakenOver,
     #[error(transparent)]
     Media(#[from] MapError),
     #[error("i/o: {0}")]
@@ -363,9 +365,12 @@ impl Connection {
     }
 
     fn media(&mut self, video: bool, ts: u32, data: &Bytes) -> Result<(), ConnError> {
-        let Some((_, mapper)) = self.publishing.as_mut() else {
+        let Some((live, mapper)) = self.publishing.as_mut() else {
             return Ok(()); // media before publish is not taken
         };
+        if !live.held_by(self.id) {
+            return Err(ConnError::TakenOver);
+        }
         self.ctx.metrics.bytes.inc_by(data.len() as u64);
         let result = if video {
             mapper.video(ts, data)

@@ -82,6 +82,8 @@ pub async fn serve(
 enum SrtError {
     #[error("silent for the idle timeout")]
     Idle,
+    #[error("a newer connection with the same stream key took the broadcast over")]
+    TakenOver,
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -124,6 +126,9 @@ async fn connection(ctx: &Arc<Context>, request: ConnectionRequest) {
                 Ok(None) => return Ok(()),
                 Ok(Some(message)) => message?,
             };
+            if !live.held_by(id) {
+                return Err(SrtError::TakenOver);
+            }
             let (_, data) = message;
             ctx.metrics.bytes.inc_by(data.len() as u64);
             for event in demux.push(&data) {

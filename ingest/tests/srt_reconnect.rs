@@ -1,14 +1,12 @@
-//! Proves an SRT encoder that drops (ffmpeg killed: no SRT shutdown, noticed by `--idle-timeout`)
-//! and calls again with the same streamid within the
-//! grace period resumes the same broadcast: the watcher sees no reconnect and at most one group
-//! gap, and the gateway counts one encoder reconnect. Needs ffmpeg (with libsrt) and ffprobe on
+//! Proves an SRT encoder that drops (ffmpeg killed: no SRT shutdown) and calls again at once
+//! with the same streamid takes its broadcast over from the dead connection, long before the
+//! gateway's idle timeout would notice it: the watcher sees no reconnect, at most one group gap
+//! and no stall over 2 s, and the gateway counts one encoder reconnect. Needs ffmpeg (with libsrt) and ffprobe on
 //! PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
-
-use std::time::Duration;
 
 use common::*;
 
@@ -28,7 +26,7 @@ async fn a_dropped_srt_encoder_resumes_the_same_broadcast() {
             "--reconnect-grace",
             "3s",
             "--idle-timeout",
-            "2s",
+            "10s",
         ],
     )
     .await;
@@ -44,17 +42,10 @@ async fn a_dropped_srt_encoder_resumes_the_same_broadcast() {
     );
     first.start_kill().unwrap();
     first.wait().await.unwrap();
-    // The gateway notices the silent caller (--idle-timeout) before the encoder returns.
+    // The encoder calls again at once, as OBS does, long before the gateway could notice the
+    // silent old connection (--idle-timeout 10s here): the same key takes the broadcast over.
     let connections_before = gateway.metric("banyan_ingest_connections_total").await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while gateway.metric("banyan_ingest_connections_open").await > 0.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the dropped connection is noticed");
     let before = gateway.metric(frames).await;
-
     let second = ffmpeg_push(&gateway.srt_url("cam-key", 120), Some(4), "mpegts");
     assert!(
         gateway.metric_reaches(frames, before + 50.0, 20).await >= before + 50.0,
