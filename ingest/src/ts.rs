@@ -6,7 +6,8 @@
 //! |---|---|
 //! | 0x1B H.264, Annex-B (start codes) | `avc1.PPCCLL` with an avcC built from the first SPS and PPS; frames as AVCC (4-byte lengths) without SPS/PPS/AUD; keyframe = an IDR slice |
 //! | 0x0F AAC in ADTS | `mp4a.40.AOT` with the AudioSpecificConfig built from the ADTS header; each ADTS frame a raw AAC frame, 1024 samples after the previous |
-//! | anything else (HEVC, MPEG-2, MP3, AC-3, Opus, data) | ignored; a program with neither H.264 nor AAC is [`TsEvent::Unsupported`] |
+//! | 0x06 with the registration descriptor `Opus` (as ffmpeg, and so OBS, write it) | `opus` with an OpusHead for the channel count the extension descriptor gives (1–8; family 0 for mono and stereo, else the Vorbis order of RFC 7845 §5.1.1.2); each access unit's control header (`0x7FE0`, size, trims) removed, each packet timed by its TOC's duration after the previous |
+//! | anything else (HEVC, MPEG-2, MP3, AC-3, data) | ignored; a program with neither H.264 nor AAC/Opus is [`TsEvent::Unsupported`] |
 //!
 //! `avc1` (parameter sets out of band, in the catalog) rather than `avc3`: the RTMP path and every
 //! other Banyan H.264 track announce `avc1` + avcC, so players and recordings need nothing new,
@@ -56,11 +57,11 @@ pub enum TsEvent {
     },
     /// The audio decoder configuration.
     AudioConfig(TrackConfig),
-    /// A raw AAC frame at µs media time `t`.
+    /// A raw AAC frame or Opus packet at µs media time `t`.
     Audio {
         /// Presentation time, µs.
         t: u64,
-        /// The raw AAC frame.
+        /// The raw AAC frame or Opus packet.
         data: Bytes,
     },
     /// The program carries no stream Banyan can use.
@@ -123,6 +124,7 @@ pub struct Demuxer {
     pending: Vec<u8>,
     video_pid: Option<u16>,
     audio_pid: Option<u16>,
+    audio_codec: AudioCodec,
     video: Option<Pes>,
     audio: Option<Pes>,
     timeline: Timeline,
@@ -130,6 +132,8 @@ pub struct Demuxer {
     pps: Option<Bytes>,
     avcc: Option<Bytes>,
     asc: Option<[u8; 2]>,
+    /// The Opus channel count whose configuration was last sent.
+    opus_channels: Option<u8>,
     refused: bool,
     /// TS packets (and broken PES/ADTS units) skipped since the last [`Demuxer::take_skipped`].
     skipped: u64,
@@ -144,6 +148,7 @@ impl Default for Demuxer {
             pending: Vec::with_capacity(MAX_PENDING),
             video_pid: None,
             audio_pid: None,
+            audio_codec: AudioCodec::Aac,
             video: None,
             audio: None,
             timeline: Timeline::default(),
@@ -151,6 +156,7 @@ impl Default for Demuxer {
             pps: None,
             avcc: None,
             asc: None,
+            opus_channels: None,
             refused: false,
             skipped: 0,
         }
@@ -168,7 +174,7 @@ impl Demuxer {
         self.video_pid.is_some()
     }
 
-    /// Whether the program has an AAC stream.
+    /// Whether the program has an AAC or Opus stream.
     pub fn has_audio(&self) -> bool {
         self.audio_pid.is_some()
     }
@@ -226,11 +232,28 @@ impl Demuxer {
         let pid = packet.header.pid.as_u16();
         match packet.payload {
             Some(TsPayload::Pmt(pmt)) => {
+                let mut audio = None;
                 for es in &pmt.es_info {
+                    let pid = es.elementary_pid.as_u16();
                     match es.stream_type {
-                        StreamType::H264 => self.video_pid = Some(es.elementary_pid.as_u16()),
-                        StreamType::AdtsAac => self.audio_pid = Some(es.elementary_pid.as_u16()),
+                        StreamType::H264 => self.video_pid = Some(pid),
+                        StreamType::AdtsAac => audio = audio.or(Some((pid, AudioCodec::Aac))),
+                        StreamType::Mpeg2PacketizedData => {
+                            if let Some(channels) = opus_channels(&es.descriptors) {
+                                audio = audio.or(Some((pid, AudioCodec::Opus(channels))));
+                            }
+                        }
                         _ => {}
+                    }
+                }
+                if let Some((pid, codec)) = audio {
+                    self.audio_pid = Some(pid);
+                    self.audio_codec = codec;
+                    if let AudioCodec::Opus(channels) = codec {
+                        if self.opus_channels != Some(channels) {
+                            self.opus_channels = Some(channels);
+                            events.push(TsEvent::AudioConfig(opus_config(channels)));
+                        }
                     }
                 }
                 if self.video_pid.is_none() && self.audio_pid.is_none() && !self.refused {
@@ -241,7 +264,7 @@ impl Demuxer {
                         .map(|e| format!("{:?}", e.stream_type))
                         .collect();
                     events.push(TsEvent::Unsupported(format!(
-                        "MPEG-TS without H.264 or AAC (streams: {}); send H.264 and AAC",
+                        "MPEG-TS without H.264, AAC or Opus (streams: {}); send H.264 and AAC or Opus",
                         types.join(", ")
                     )));
                 }
@@ -314,7 +337,10 @@ impl Demuxer {
             let dts_us = pes.dts.map_or(pts_us, |d| self.timeline.us(d));
             self.video_pes(&pes.data, dts_us, pts_us, events);
         } else {
-            self.audio_pes(&pes.data, pts_us, events);
+            match self.audio_codec {
+                AudioCodec::Aac => self.audio_pes(&pes.data, pts_us, events),
+                AudioCodec::Opus(_) => self.opus_pes(&pes.data, pts_us, events),
+            }
         }
     }
 
@@ -379,6 +405,134 @@ impl Demuxer {
             data = data.get(frame.len..).unwrap_or_default();
         }
     }
+
+    /// The Opus packets of one PES: access units, each behind its control header.
+    fn opus_pes(&mut self, mut data: &[u8], t: u64, events: &mut Vec<TsEvent>) {
+        let mut offset = 0;
+        while !data.is_empty() {
+            let Some((packet, len)) = opus_unit(data) else {
+                self.skipped += 1;
+                return;
+            };
+            events.push(TsEvent::Audio {
+                t: t + offset,
+                data: Bytes::copy_from_slice(packet),
+            });
+            offset += opus_duration_us(packet).unwrap_or(20_000);
+            data = data.get(len..).unwrap_or_default();
+        }
+    }
+}
+
+/// The audio codec of the program's audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AudioCodec {
+    Aac,
+    /// Opus with this many channels.
+    Opus(u8),
+}
+
+/// The channel count of an Opus elementary stream, from its PMT descriptors: a registration
+/// descriptor (tag 5) `Opus` marks one, and the DVB extension descriptor (tag 0x7F, extension
+/// 0x80) carries its `channel_config_code`, 1–8 channels in the Vorbis order. `None`: not Opus,
+/// or a channel configuration Banyan does not map (dual mono, the extended codes).
+fn opus_channels(descriptors: &[mpeg2ts::ts::Descriptor]) -> Option<u8> {
+    descriptors.iter().find(|d| d.tag == 5 && d.data == b"Opus")?;
+    let code = descriptors
+        .iter()
+        .find_map(|d| match d.data.as_slice() {
+            [0x80, code, ..] if d.tag == 0x7f => Some(*code),
+            _ => None,
+        })
+        .unwrap_or(2); // no extension descriptor: stereo, as the decoders assume
+    (1..=8).contains(&code).then_some(code)
+}
+
+/// The `opus` configuration with an OpusHead (RFC 7845 §5.1) for `channels` (1–8): mapping
+/// family 0 for mono and stereo, else family 1 with the Vorbis channel order.
+fn opus_config(channels: u8) -> TrackConfig {
+    // Streams, coupled streams and the channel mapping of family 1 (RFC 7845 §5.1.1.2).
+    const FAMILY1: [(u8, u8, &[u8]); 6] = [
+        (2, 1, &[0, 2, 1]),
+        (2, 2, &[0, 1, 2, 3]),
+        (3, 2, &[0, 4, 1, 2, 3]),
+        (4, 2, &[0, 4, 1, 2, 3, 5]),
+        (4, 3, &[0, 4, 1, 2, 3, 5, 6]),
+        (5, 3, &[0, 6, 1, 2, 3, 4, 5, 7]),
+    ];
+    let mut head = Vec::with_capacity(19 + 10);
+    head.extend_from_slice(b"OpusHead");
+    head.extend_from_slice(&[1, channels]);
+    head.extend_from_slice(&0u16.to_le_bytes()); // pre-skip: TS carries trims per packet
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&0i16.to_le_bytes()); // output gain
+    match FAMILY1.get(usize::from(channels).wrapping_sub(3)) {
+        Some((streams, coupled, mapping)) => {
+            head.extend_from_slice(&[1, *streams, *coupled]);
+            head.extend_from_slice(mapping);
+        }
+        None => head.push(0),
+    }
+    TrackConfig {
+        kind: MediaKind::Audio,
+        codec: "opus".into(),
+        description: Some(Bytes::from(head)),
+        width: 0,
+        height: 0,
+        samplerate: 48_000,
+        channels: u32::from(channels),
+    }
+}
+
+/// The Opus packet at the start of `data` behind its control header (`0x7FE0` with the trim and
+/// extension flags, the size as a run of 0xFF bytes and a last byte, the trims, the extension),
+/// and the bytes the whole access unit takes; `None` if it is not there whole.
+fn opus_unit(data: &[u8]) -> Option<(&[u8], usize)> {
+    let (&[prefix, flags], mut rest) = data.split_first_chunk::<2>()?;
+    if prefix != 0x7f || flags & 0xe0 != 0xe0 {
+        return None;
+    }
+    let mut size = 0usize;
+    loop {
+        let (&byte, tail) = rest.split_first()?;
+        rest = tail;
+        size += usize::from(byte);
+        if byte != 0xff {
+            break;
+        }
+    }
+    let trims = usize::from(flags & 0x10 != 0) * 2 + usize::from(flags & 0x08 != 0) * 2;
+    rest = rest.get(trims..)?;
+    if flags & 0x04 != 0 {
+        let (&len, tail) = rest.split_first()?;
+        rest = tail.get(usize::from(len)..)?;
+    }
+    let packet = rest.get(..size)?;
+    let header = data.len() - rest.len();
+    Some((packet, header + size))
+}
+
+/// An Opus packet's duration in µs from its TOC byte (RFC 6716 §3.1); `None` if it has none.
+fn opus_duration_us(packet: &[u8]) -> Option<u64> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Frame sizes in tenths of a millisecond: SILK 10/20/40/60, hybrid 10/20, CELT 2.5/5/10/20.
+    let frame = match config {
+        0..=11 => match config % 4 {
+            0 => 100,
+            1 => 200,
+            2 => 400,
+            _ => 600,
+        },
+        12..=15 => 100 << (config % 2),
+        _ => 25 << (config % 4),
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u64::from(*packet.get(1)? & 0x3f),
+    };
+    Some(frames * frame * 100)
 }
 
 /// The NAL units of an Annex-B byte stream (start codes `00 00 01` / `00 00 00 01` removed,
@@ -585,6 +739,84 @@ mod tests {
                     data: Bytes::from_static(&[4, 5])
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn opus_access_units_lose_their_control_headers() {
+        // 20 ms CELT packets (config 31, code 0): the first with a start trim, the second with
+        // a 300-byte size (0xFF then 45) and an extension of 2 bytes.
+        let first = [0xf8, 1, 2, 3];
+        let second: Vec<u8> = std::iter::once(0xf8).chain((1..300).map(|b| b as u8)).collect();
+        let mut pes = vec![0x7f, 0xf0, 4, 0x01, 0x38];
+        pes.extend_from_slice(&first);
+        pes.extend_from_slice(&[0x7f, 0xe4, 0xff, 45, 2, 0xaa, 0xbb]);
+        pes.extend_from_slice(&second);
+        assert_eq!(opus_unit(&pes), Some((&first[..], 9)));
+        assert!(opus_unit(&pes[..7]).is_none(), "an access unit cut short");
+        assert!(opus_unit(&[0xff, 0xf1, 0, 0]).is_none(), "ADTS is not Opus");
+
+        let mut demux = Demuxer::default();
+        let mut events = Vec::new();
+        demux.opus_pes(&pes, 5_000_000, &mut events);
+        assert_eq!(
+            events,
+            [
+                TsEvent::Audio {
+                    t: 5_000_000,
+                    data: Bytes::copy_from_slice(&first)
+                },
+                TsEvent::Audio {
+                    t: 5_020_000,
+                    data: Bytes::from(second)
+                },
+            ]
+        );
+        // A broken unit after good ones is counted, not fatal.
+        demux.opus_pes(&[0x7f, 0xe0, 9, 1], 0, &mut Vec::new());
+        assert_eq!(demux.take_skipped(), 1);
+    }
+
+    #[test]
+    fn opus_durations_come_from_the_toc() {
+        assert_eq!(opus_duration_us(&[0xf8]), Some(20_000)); // CELT 20 ms, one frame
+        assert_eq!(opus_duration_us(&[0xe0 | 1]), Some(5_000)); // CELT 2.5 ms, two frames
+        assert_eq!(opus_duration_us(&[0x18 | 3, 3]), Some(180_000)); // SILK 60 ms, three frames
+        assert_eq!(opus_duration_us(&[0x60]), Some(10_000)); // hybrid 10 ms
+        assert_eq!(opus_duration_us(&[0x03]), None, "code 3 without its frame count");
+        assert_eq!(opus_duration_us(&[]), None);
+    }
+
+    #[test]
+    fn opus_is_found_by_its_descriptors_and_gets_an_opus_head() {
+        use mpeg2ts::ts::Descriptor;
+        let registration = Descriptor {
+            tag: 5,
+            data: b"Opus".to_vec(),
+        };
+        let extension = |code| Descriptor {
+            tag: 0x7f,
+            data: vec![0x80, code],
+        };
+        assert_eq!(opus_channels(&[registration.clone(), extension(1)]), Some(1));
+        assert_eq!(opus_channels(std::slice::from_ref(&registration)), Some(2));
+        assert_eq!(opus_channels(&[extension(2)]), None, "no registration: not Opus");
+        assert_eq!(
+            opus_channels(&[registration.clone(), extension(0)]),
+            None,
+            "dual mono"
+        );
+
+        let stereo = opus_config(2);
+        let head = stereo.description.unwrap();
+        assert_eq!((stereo.codec.as_str(), stereo.channels), ("opus", 2));
+        assert_eq!(&head[..10], b"OpusHead\x01\x02");
+        assert_eq!((head.len(), head[18]), (19, 0), "family 0");
+        let surround = opus_config(6).description.unwrap();
+        assert_eq!(
+            &surround[18..],
+            &[1, 4, 2, 0, 4, 1, 2, 3, 5],
+            "5.1: family 1, Vorbis order"
         );
     }
 

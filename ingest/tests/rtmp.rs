@@ -25,12 +25,7 @@ async fn ffmpeg_rtmp_reaches_a_watcher_through_an_edge() {
     let watcher = watch(&edge, "live/rtmp", &out);
     let ffmpeg = ffmpeg_push(&gateway.rtmp_url("good-key"), Some(10), "flv");
     let summary = watch_summary(watcher, 45).await;
-    let ffmpeg = ffmpeg.wait_with_output().await.unwrap();
-    assert!(
-        ffmpeg.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&ffmpeg.stderr)
-    );
+    ffmpeg_done(ffmpeg, "the RTMP").await;
 
     let decoded = check_decoded(&out, &summary, "rtmp via edge");
     // 10 s at 30 fps; the watcher may join a GOP or two late.

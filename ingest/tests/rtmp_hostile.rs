@@ -199,12 +199,7 @@ async fn hostile_ingest_is_refused_while_a_good_stream_plays() {
 
     // The good stream played on throughout.
     let summary = watch_summary(watcher, 40).await;
-    let good = good.wait_with_output().await.unwrap();
-    assert!(
-        good.status.success(),
-        "good ffmpeg: {}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    ffmpeg_done(good, "good").await;
     check_decoded(&out, &summary, "good stream under hostile ingest");
     assert_eq!(summary["gaps"], 0, "{summary}");
 

@@ -59,12 +59,7 @@ async fn a_jwt_stream_key_is_decided_by_the_relay() {
         "flv",
     );
     let summary = watch_summary(watcher, 40).await;
-    let good = good.wait_with_output().await.unwrap();
-    assert!(
-        good.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    ffmpeg_done(good, "the JWT-keyed").await;
     check_decoded(&out, &summary, "jwt key");
     assert_eq!(gateway.metric("banyan_ingest_streams_total").await, 1.0);
     let status = gateway.terminate(10).await;

@@ -89,12 +89,7 @@ async fn hostile_srt_callers_are_refused_while_a_good_stream_plays() {
     let _ = junk.close().await;
 
     let summary = watch_summary(watcher, 45).await;
-    let good = good.wait_with_output().await.unwrap();
-    assert!(
-        good.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    ffmpeg_done(good, "the good").await;
     let decoded = check_decoded(&out, &summary, "srt beside hostile callers");
     assert!(decoded >= 200, "only {decoded} video frames decoded");
     assert_eq!(gateway.metric("banyan_ingest_refused_keys_total").await, 1.0);

@@ -6,11 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use banyan_media::fmp4::{DemuxEvent, DemuxTrack, Demuxer, Error, Muxer, Sample};
 use banyan_media::MediaKind;
+use banyan_tests::media_tools::ffprobe_frames_of as ffprobe;
 use proptest::prelude::*;
 
 const FRAG: &str = "frag_keyframe+empty_moov+default_base_moof";
@@ -29,47 +29,6 @@ fn ffmpeg(args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&output.stderr)
     );
     output.stdout
-}
-
-/// `(codec_name, frames decoded)` per stream, as ffprobe sees `data`.
-fn ffprobe(data: &[u8]) -> Vec<(String, u64)> {
-    let mut child = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-            "-i",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffprobe must be installed");
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    assert!(
-        output.status.success(),
-        "ffprobe: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (codec, frames) = l.trim().split_once(',').unwrap();
-            (codec.to_string(), frames.trim().parse().unwrap())
-        })
-        .collect()
 }
 
 fn h264_opus() -> Vec<u8> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use banyan_certs::{DevOptions, Identity};
 use banyan_relay::config::RelayConfig;
 use banyan_relay::Relay;
+use banyan_tests::media_tools::ffprobe_frames as ffprobe;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -135,36 +136,6 @@ fn ffmpeg(args: &[&str], out: &Path) {
         .status()
         .expect("ffmpeg must be installed (scripts/test installs it; apt-get install ffmpeg)");
     assert!(status.success(), "ffmpeg {args:?}");
-}
-
-fn ffprobe(path: &Path) -> Vec<(String, u64)> {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe must be installed");
-    assert!(
-        output.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (c, n) = l.trim().split_once(',').unwrap();
-            (c.to_string(), n.trim().parse().unwrap())
-        })
-        .collect()
 }
 
 fn command(bin: &str, args: &[&str]) -> Command {

@@ -4,6 +4,8 @@
 //! - [`impair`]: a userspace UDP impairment proxy (seeded delay, jitter, loss, reordering,
 //!   duplication and a rate cap, independently per direction), with counters that prove the
 //!   impairment happened. Kernel netem is not available where these tests run.
+//! - [`media_tools`]: `ffprobe` as the judge of media a test wrote (frames decoded per stream,
+//!   from a file or bytes).
 //! - `netem` (Linux): a userspace link emulator for TCP and UDP alike: two network namespaces
 //!   joined by TUN devices, every IP packet crossing with [`impair`]'s model per direction;
 //!   `netem::probe` holds the UDP/TCP probes that check such a link from inside it.
@@ -28,6 +30,7 @@
 pub mod impair;
 #[cfg(feature = "interop")]
 pub mod interop;
+pub mod media_tools;
 #[cfg(feature = "mem")]
 pub mod mem;
 #[cfg(feature = "moq-rs")]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use banyan_tests::media_tools::ffprobe_frames;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -269,12 +270,7 @@ impl Gateway {
 /// decodes what the watcher wrote. Prints the figures.
 pub async fn check_resumed(gateway: &Gateway, watcher: Child, second: Child, out: &Path, what: &str) {
     let summary = watch_summary(watcher, 40).await;
-    let second = second.wait_with_output().await.unwrap();
-    assert!(
-        second.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    ffmpeg_done(second, "the resuming").await;
     println!(
         "{what}: watcher reconnects {}, gaps {}, groups skipped {}, longest stall {} ms",
         summary["reconnects"], summary["gaps"], summary["groups_skipped"], summary["longest_stall_ms"]
@@ -371,6 +367,16 @@ pub fn ffmpeg_push_audio(url: &str, secs: Option<u32>, format: &str, audio: &str
         .expect("ffmpeg must be installed (scripts/test installs it; apt-get install ffmpeg)")
 }
 
+/// Wait for an ffmpeg push to end by itself, and check that it succeeded.
+pub async fn ffmpeg_done(ffmpeg: Child, what: &str) {
+    let out = ffmpeg.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{what} ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Start `banyan-watch` on `relay` for `broadcast`, writing fMP4 to `out` and its JSON summary
 /// to stdout.
 pub fn watch(relay: &Relay, broadcast: &str, out: &Path) -> Child {
@@ -418,44 +424,19 @@ pub async fn watch_summary(child: Child, secs: u64) -> Value {
         .unwrap_or_else(|e| panic!("summary: {e}: {stdout}"))
 }
 
-/// ffprobe's decoded frame count per stream: (codec, frames).
-pub fn ffprobe(path: &Path) -> Vec<(String, u64)> {
-    let output = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe must be installed (scripts/test installs it; apt-get install ffmpeg)");
-    assert!(
-        output.status.success(),
-        "ffprobe {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| {
-            let (c, n) = l.trim().split_once(',')?;
-            Some((c.to_string(), n.trim().parse().ok()?))
-        })
-        .collect()
+/// Check what a watcher wrote: ffprobe decodes ≥ 95 % of the video objects it received, and
+/// AAC audio is there. Prints the figures and the latency; returns the video frames decoded.
+pub fn check_decoded(out: &Path, summary: &Value, what: &str) -> u64 {
+    check_decoded_with(out, summary, what, "aac").0
 }
 
-/// Check what a watcher wrote: ffprobe decodes ≥ 95 % of the video objects it received, and
-/// audio is there. Prints the figures and the latency; returns the video frames decoded.
-pub fn check_decoded(out: &Path, summary: &Value, what: &str) -> u64 {
+/// [`check_decoded`] for audio in `audio_codec` (ffprobe's codec name); returns the video and
+/// audio frames decoded.
+pub fn check_decoded_with(out: &Path, summary: &Value, what: &str, audio_codec: &str) -> (u64, u64) {
     let received = summary["tracks"]["video"]["objects"]
         .as_u64()
         .expect("a video track");
-    let probed = ffprobe(out);
+    let probed = ffprobe_frames(out);
     let frames = |codec: &str| {
         probed
             .iter()
@@ -463,10 +444,10 @@ pub fn check_decoded(out: &Path, summary: &Value, what: &str) -> u64 {
             .map(|(_, n)| *n)
             .unwrap_or(0)
     };
-    let (video, audio) = (frames("h264"), frames("aac"));
+    let (video, audio) = (frames("h264"), frames(audio_codec));
     let latency = &summary["latency_ms"];
     println!(
-        "{what}: video objects received {received}, decoded by ffprobe {video} ({:.1} %), aac frames {audio}; \
+        "{what}: video objects received {received}, decoded by ffprobe {video} ({:.1} %), {audio_codec} frames {audio}; \
          capture-to-watch latency ms p50 {} p90 {} p99 {} max {}",
         100.0 * video as f64 / received.max(1) as f64,
         latency["p50"], latency["p90"], latency["p99"], latency["max"]
@@ -476,6 +457,6 @@ pub fn check_decoded(out: &Path, summary: &Value, what: &str) -> u64 {
         video * 100 >= received * 95,
         "{what}: ffprobe decoded {video} of {received} video frames"
     );
-    assert!(audio > 0, "{what}: no AAC decoded: {probed:?}");
-    video
+    assert!(audio > 0, "{what}: no {audio_codec} decoded: {probed:?}");
+    (video, audio)
 }

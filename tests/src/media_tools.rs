@@ -1,0 +1,80 @@
+//! Checking media with the ordinary tools, as a user would: `ffprobe` decodes a file (or bytes)
+//! and reports how many frames of each stream it decoded. Used by the tests of the fMP4 muxer,
+//! the publisher and the ingest gateway, which all judge their output this way.
+//!
+//! These are test helpers: a missing tool or an ffprobe failure panics with a message that says
+//! what to install or what ffprobe said.
+
+// Test helpers: a failure is the test's failure, reported by panicking with the reason.
+#![allow(clippy::expect_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const INSTALL: &str = "ffprobe must be installed (scripts/test installs it; apt-get install ffmpeg)";
+
+/// `(codec name, frames decoded)` for each stream of the file at `path`.
+pub fn ffprobe_frames(path: &Path) -> Vec<(String, u64)> {
+    let output = probe().arg(path).output().expect(INSTALL);
+    frames(&output, &path.display().to_string())
+}
+
+/// [`ffprobe_frames`] for `data` fed to ffprobe on its stdin.
+pub fn ffprobe_frames_of(data: &[u8]) -> Vec<(String, u64)> {
+    let mut child = probe()
+        .args(["-i", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(INSTALL);
+    let mut stdin = child.stdin.take().expect("ffprobe's stdin is piped");
+    let data = data.to_vec();
+    // Written from a thread: ffprobe may start answering before it has read everything.
+    let writer = std::thread::spawn(move || {
+        // ffprobe may stop reading early (it has seen enough, or the input is bad): its
+        // verdict, not the broken pipe, is what the caller checks.
+        let _ = stdin.write_all(&data);
+    });
+    let output = child.wait_with_output().expect("ffprobe runs");
+    writer.join().expect("the stdin writer does not panic");
+    frames(&output, "stdin")
+}
+
+fn probe() -> Command {
+    let mut command = Command::new("ffprobe");
+    command.args([
+        "-v",
+        "error",
+        "-count_frames",
+        "-show_entries",
+        "stream=codec_name,nb_read_frames",
+        "-of",
+        "csv=p=0",
+    ]);
+    command
+}
+
+fn frames(output: &Output, input: &str) -> Vec<(String, u64)> {
+    assert!(
+        output.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (codec, n) = l
+                .trim()
+                .split_once(',')
+                .unwrap_or_else(|| panic!("ffprobe {input}: unexpected line {l:?}"));
+            let n = n
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("ffprobe {input}: frame count in {l:?}: {e}"));
+            (codec.to_string(), n)
+        })
+        .collect()
+}
