@@ -20,9 +20,11 @@
 //! them, oldest group first when the subscription's group order is ascending. Two rules keep
 //! that backlog from turning into seconds of latency:
 //!
-//! - **Yield**: an overtaken group still not delivered half its budget later goes after every
-//!   newer group of the track (its streams' send order drops to the track's lowest), so what
-//!   bandwidth there is serves the newest group while the old one waits for its deadline.
+//! - **Yield**: an overtaken group still not delivered half its budget (plus the round trip)
+//!   later goes after every newer group of the track (its streams' send order drops to the
+//!   track's lowest), so what bandwidth there is serves the newest group while the old one
+//!   waits for its deadline. Only a subscriber already behind sees this: on a path that keeps
+//!   up, a group is delivered long before.
 //! - The round trip added to the budget is the lowest this subscriber has shown, not the
 //!   smoothed one: a relay that falls behind reads acknowledgments late, which inflates the
 //!   smoothed RTT and would otherwise stretch every deadline by the relay's own backlog.
@@ -388,8 +390,7 @@ impl Fanout {
     fn limit(&mut self) -> Option<Duration> {
         let budget = self.budget.resolve(self.gop)?;
         let rtt = self.sender.rtt();
-        let min_rtt = *self.min_rtt.get_or_insert(rtt);
-        let min_rtt = min_rtt.min(rtt);
+        let min_rtt = self.min_rtt.map_or(rtt, |min| min.min(rtt));
         self.min_rtt = Some(min_rtt);
         Some(budget + min_rtt)
     }
