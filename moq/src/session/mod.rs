@@ -64,7 +64,7 @@ pub use driver::SessionDriver;
 pub use endpoint::{AnyIncoming, Client, Incoming, Server, ALPN_H3};
 pub use error::Error;
 pub use handshake::{ClientOptions, PendingSession};
-pub use publisher::{send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};
+pub use publisher::{send_order, yielded_send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};
 pub use request::{
     FetchRequest, NamespaceAnnouncer, NamespaceEvent, NamespacePublication, NamespaceSubscription,
     PublishNamespaceRequest, PublishRequest, Request, SubscribeNamespaceRequest, SubscribeRequest,

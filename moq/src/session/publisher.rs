@@ -28,9 +28,19 @@ use crate::message::{GroupOrder, Message, Publish, PublishDone, Subscribe, Subsc
 /// request streams' order (the highest priorities, 0 and 0, give up their top group slot).
 pub fn send_order(subscriber_priority: u8, publisher_priority: u8, group_id: u64, descending: bool) -> i32 {
     let group = (group_id & 0x7fff) as i32;
-    let group = if descending { group } else { 0x7fff - group };
+    let slot = if descending { group } else { 0x7fff - group };
+    order_in_slot(subscriber_priority, publisher_priority, slot)
+}
+
+/// The send order of a group that yields to every newer one (see `track::fanout`): the lowest
+/// group slot at these priorities, so it still goes before anything less urgent.
+pub fn yielded_send_order(subscriber_priority: u8, publisher_priority: u8) -> i32 {
+    order_in_slot(subscriber_priority, publisher_priority, 0)
+}
+
+fn order_in_slot(subscriber_priority: u8, publisher_priority: u8, slot: i32) -> i32 {
     let order =
-        (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | group;
+        (i32::from(255 - subscriber_priority) << 23) | (i32::from(255 - publisher_priority) << 15) | slot;
     order.min(super::stream::CONTROL_SEND_ORDER - 1)
 }
 
@@ -117,6 +127,13 @@ impl TrackSender {
         );
         self.shared.streams_opened.fetch_add(1, Ordering::Relaxed);
         SubgroupWriter::open(&self.session, header, order).await
+    }
+
+    /// The send order a subgroup stream of this subscription takes when its group yields to
+    /// newer groups: [`yielded_send_order`] with the subscription's current priority.
+    pub fn yielded_send_order(&self, publisher_priority: Option<u8>) -> i32 {
+        let (subscriber_priority, _) = unpack_priority(self.shared.priority.load(Ordering::Relaxed));
+        yielded_send_order(subscriber_priority, publisher_priority.unwrap_or(128))
     }
 
     /// Send one object as a datagram (its Track Alias is set here). Datagrams larger than
@@ -458,6 +475,13 @@ mod tests {
         // Group order: newest first when descending, oldest first otherwise.
         assert!(send_order(128, 128, 9, true) > send_order(128, 128, 8, true));
         assert!(send_order(128, 128, 8, false) > send_order(128, 128, 9, false));
+        // A yielded group goes after every group at its priorities, before anything less urgent.
+        for group in [0, 1, 0x7ffe] {
+            for descending in [false, true] {
+                assert!(yielded_send_order(128, 128) <= send_order(128, 128, group, descending));
+            }
+        }
+        assert!(yielded_send_order(128, 64) > send_order(128, 128, 5, true));
         // The control and request streams go before any data, even the most urgent.
         for descending in [false, true] {
             for group in [0, 0x7fff, u64::MAX] {

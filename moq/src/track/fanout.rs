@@ -14,6 +14,20 @@
 //!   group instead. RESET_STREAM drops what is still queued; the objects already received stay
 //!   valid (draft-18 §10.4; quinn has no RESET_STREAM_AT, so the object being written when the
 //!   reset comes is lost with the rest).
+//!
+//! **Overload.** When the relay itself cannot keep up (its CPU cannot packetize what it has
+//! accepted), nothing blocks: QUIC's send buffers take every write, and the backlog waits in
+//! them, oldest group first when the subscription's group order is ascending. Two rules keep
+//! that backlog from turning into seconds of latency:
+//!
+//! - **Yield**: an overtaken group still not delivered half its budget (plus the round trip)
+//!   later goes after every newer group of the track (its streams' send order drops to the
+//!   track's lowest), so what bandwidth there is serves the newest group while the old one
+//!   waits for its deadline. Only a subscriber already behind sees this: on a path that keeps
+//!   up, a group is delivered long before.
+//! - The round trip added to the budget is the lowest this subscriber has shown, not the
+//!   smoothed one: a relay that falls behind reads acknowledgments late, which inflates the
+//!   smoothed RTT and would otherwise stretch every deadline by the relay's own backlog.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -109,16 +123,39 @@ impl LatencyBudget {
     }
 }
 
+/// What a group in flight is told to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Keep sending at the subscription's send order.
+    Send,
+    /// Go after every newer group (lowest send order of the track).
+    Yield,
+    /// Reset its streams.
+    Abandon,
+}
+
 /// One group in flight.
 #[derive(Debug)]
 struct Flight {
     id: u64,
-    /// Abandons it.
-    cancel: watch::Sender<bool>,
+    /// Yields or abandons it.
+    fate: watch::Sender<Fate>,
     /// Still being written (not every subgroup has had its FIN yet).
     writing: Arc<AtomicBool>,
     /// When a newer group began, which starts its delivery deadline.
     overtaken: Option<Instant>,
+}
+
+impl Flight {
+    /// When it yields to newer groups and when it is abandoned, if overtaken, for `budget`.
+    fn deadlines(&self, budget: Duration) -> Option<(Instant, Instant)> {
+        let at = self.overtaken?;
+        Some((at + budget / 2, at + budget))
+    }
+
+    fn yielded(&self) -> bool {
+        *self.fate.borrow() != Fate::Send
+    }
 }
 
 /// One subscriber's sending of a track.
@@ -132,6 +169,8 @@ pub struct Fanout {
     gop: Option<Duration>,
     /// The newest group begun and when it started here (for `gop`).
     newest: Option<(u64, Instant)>,
+    /// The lowest round-trip time the subscriber has shown (its path without queues).
+    min_rtt: Option<Duration>,
     /// The last group wanted, if the subscription asked for a range.
     end: Option<u64>,
     /// The first group sent, once known.
@@ -175,6 +214,7 @@ impl Fanout {
             budget: LatencyBudget::Off,
             gop: None,
             newest: None,
+            min_rtt: None,
             end: None,
             from: None,
             sent: BTreeSet::new(),
@@ -219,6 +259,7 @@ impl Fanout {
             if self.ended && self.active.is_empty() {
                 return Step::Ended;
             }
+            let deadline = self.next_deadline();
             let (consumer, sent, from, start, ended) =
                 (&self.consumer, &self.sent, self.from, self.start, self.ended);
             let upcoming = async move {
@@ -230,7 +271,6 @@ impl Fanout {
                     Some(from) => consumer.next_unsent_group(from, sent).await.map(|g| (g, 0)),
                 }
             };
-            let deadline = self.next_deadline();
             let late = async move {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -252,7 +292,7 @@ impl Fanout {
                 }
                 Event::Upcoming(Some((group, first_object))) => self.begin(group, first_object),
                 Event::Upcoming(None) => self.ended = true,
-                Event::Late => self.abandon_late(Instant::now()),
+                Event::Late => self.overdue(Instant::now()),
                 Event::Finished(finished) => {
                     self.in_flight.retain(|f| f.id != finished);
                     if self.end.is_some_and(|end| finished >= end) && self.active.is_empty() {
@@ -276,13 +316,13 @@ impl Fanout {
             self.sent = self.sent.split_off(&oldest.group);
         }
         self.measure_gop(&group);
-        let (cancel, cancelled) = watch::channel(false);
+        let (fate, told) = watch::channel(Fate::Send);
         let writing = Arc::new(AtomicBool::new(true));
         let send = send_group(
             self.sender.clone(),
             group,
             first_object,
-            cancelled,
+            told,
             writing.clone(),
             self.observer.clone(),
         );
@@ -301,7 +341,7 @@ impl Fanout {
         let at = self.in_flight.partition_point(|f| f.id < id);
         let flight = Flight {
             id,
-            cancel,
+            fate,
             writing,
             overtaken,
         };
@@ -345,32 +385,50 @@ impl Fanout {
         }
     }
 
-    /// When the next overtaken group runs out of time, if any.
-    fn next_deadline(&self) -> Option<Instant> {
+    /// The latency budget plus the subscriber's lowest round trip (acknowledgments take that
+    /// long to come back; anything above it is queueing, which the viewer sees as latency).
+    fn limit(&mut self) -> Option<Duration> {
         let budget = self.budget.resolve(self.gop)?;
-        let earliest = self.in_flight.iter().filter_map(|f| f.overtaken).min()?;
-        Some(earliest + budget + self.sender.rtt())
+        let rtt = self.sender.rtt();
+        let min_rtt = self.min_rtt.map_or(rtt, |min| min.min(rtt));
+        self.min_rtt = Some(min_rtt);
+        Some(budget + min_rtt)
     }
 
-    /// Skip every overtaken group whose time is up at `now`.
-    fn abandon_late(&mut self, now: Instant) {
-        let Some(budget) = self.budget.resolve(self.gop) else {
+    /// When the next overtaken group yields or runs out of time, if any.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let limit = self.limit()?;
+        self.in_flight
+            .iter()
+            .filter_map(|f| {
+                let (yields, late) = f.deadlines(limit)?;
+                Some(if f.yielded() { late } else { yields })
+            })
+            .min()
+    }
+
+    /// Let every overtaken group half its budget old yield to newer ones, and skip every one
+    /// whose time is up, at `now`.
+    fn overdue(&mut self, now: Instant) {
+        let Some(limit) = self.limit() else {
             return;
         };
-        let limit = budget + self.sender.rtt();
-        let (late, keep): (VecDeque<_>, VecDeque<_>) =
-            std::mem::take(&mut self.in_flight).into_iter().partition(|f| {
-                f.overtaken
-                    .is_some_and(|at| now.saturating_duration_since(at) >= limit)
-            });
+        let (late, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|f| f.deadlines(limit).is_some_and(|(_, late)| now >= late));
         self.in_flight = keep;
+        for flight in &self.in_flight {
+            if flight.deadlines(limit).is_some_and(|(yields, _)| now >= yields) && !flight.yielded() {
+                let _ = flight.fate.send(Fate::Yield);
+            }
+        }
         for flight in late {
             self.skip(flight, SkipReason::Late);
         }
     }
 
     fn skip(&mut self, flight: Flight, reason: SkipReason) {
-        let _ = flight.cancel.send(true);
+        let _ = flight.fate.send(Fate::Abandon);
         self.pending.push_back(Step::Skipped {
             group: flight.id,
             reason,
@@ -386,7 +444,7 @@ impl Fanout {
     /// Reset every stream in flight now (the subscriber is gone or unsubscribed).
     pub async fn abandon(mut self) {
         for flight in self.in_flight.drain(..) {
-            let _ = flight.cancel.send(true);
+            let _ = flight.fate.send(Fate::Abandon);
         }
         // The group futures reset their own streams; drive them to do so.
         while self.active.next().await.is_some() {}
@@ -407,7 +465,7 @@ async fn send_group(
     sender: TrackSender,
     group: Arc<Group>,
     first_object: u64,
-    cancelled: watch::Receiver<bool>,
+    told: watch::Receiver<Fate>,
     writing: Arc<AtomicBool>,
     observer: Arc<dyn Observer>,
 ) -> u64 {
@@ -415,7 +473,7 @@ async fn send_group(
     let mut deliveries = FuturesUnordered::new();
     let mut seen = 0;
     let mut group_closed = false;
-    let mut cancel = cancelled.clone();
+    let mut fate = told.clone();
     loop {
         tokio::select! {
             more = group.subgroups_from(seen), if !group_closed => {
@@ -424,16 +482,16 @@ async fn send_group(
                 }
                 for subgroup in more {
                     seen += 1;
-                    subgroups.push(send_subgroup(sender.clone(), subgroup, first_object, cancelled.clone(), observer.clone()));
+                    subgroups.push(send_subgroup(sender.clone(), subgroup, first_object, told.clone(), observer.clone()));
                 }
             }
             Some(written) = subgroups.next(), if !subgroups.is_empty() => {
-                if let Some(stream) = written {
-                    deliveries.push(delivered(stream, cancelled.clone()));
+                if let Some((stream, yielded_order)) = written {
+                    deliveries.push(delivered(stream, yielded_order, told.clone()));
                 }
             }
             Some(()) = deliveries.next(), if !deliveries.is_empty() => {}
-            _ = cancel.changed() => break,
+            () = abandoned(&mut fate) => break,
             else => break,
         }
         if group_closed && subgroups.is_empty() {
@@ -444,9 +502,9 @@ async fn send_group(
         }
     }
     writing.store(false, Ordering::Relaxed);
-    // On cancel the subgroup futures reset their own streams; drive them to do so.
+    // On abandon the subgroup futures reset their own streams; drive them to do so.
     while let Some(written) = subgroups.next().await {
-        if let Some(stream) = written {
+        if let Some((stream, _)) = written {
             stream.reset(StreamResetCode::Cancelled);
         }
     }
@@ -454,42 +512,67 @@ async fn send_group(
     group.id
 }
 
-/// Wait for a finished stream to be acknowledged, or reset it when its group is abandoned
-/// first.
-async fn delivered(stream: SubgroupWriter, mut cancelled: watch::Receiver<bool>) {
-    if *cancelled.borrow() {
-        stream.reset(StreamResetCode::Cancelled);
-        return;
+/// Resolves once the group is abandoned (or its [`Fanout`] is gone); yields do not count.
+async fn abandoned(told: &mut watch::Receiver<Fate>) {
+    let _ = told.wait_for(|fate| *fate == Fate::Abandon).await;
+}
+
+/// Wait for a finished stream to be acknowledged, moving it behind newer groups if its group
+/// yields, or reset it when its group is abandoned first.
+async fn delivered(stream: SubgroupWriter, yielded_order: i32, mut told: watch::Receiver<Fate>) {
+    loop {
+        match *told.borrow_and_update() {
+            Fate::Abandon => break,
+            Fate::Yield => stream.set_send_order(yielded_order),
+            Fate::Send => {}
+        }
+        tokio::select! {
+            _ = stream.delivered() => return,
+            changed = told.changed() => if changed.is_err() {
+                break;
+            },
+        }
     }
-    tokio::select! {
-        _ = stream.delivered() => {}
-        _ = cancelled.changed() => stream.reset(StreamResetCode::Cancelled),
-    }
+    stream.reset(StreamResetCode::Cancelled);
 }
 
 /// Send one subgroup's objects on one stream, from `first_object` on, and end it: the stream
-/// (awaiting acknowledgment) once written, `None` when abandoned or failed (reset already).
+/// (awaiting acknowledgment) and the send order it takes if its group yields, once written;
+/// `None` when abandoned or failed (reset already).
 async fn send_subgroup(
     sender: TrackSender,
     subgroup: Arc<Subgroup>,
     first_object: u64,
-    mut cancelled: watch::Receiver<bool>,
+    mut told: watch::Receiver<Fate>,
     observer: Arc<dyn Observer>,
-) -> Option<SubgroupWriter> {
+) -> Option<(SubgroupWriter, i32)> {
+    let yielded_order = sender.yielded_send_order(subgroup.publisher_priority);
     let mut stream: Option<SubgroupWriter> = None;
+    let mut yielded = false;
     let mut next = 0;
     loop {
-        if *cancelled.borrow() {
-            break;
+        match *told.borrow_and_update() {
+            Fate::Abandon => break,
+            Fate::Yield if !yielded => {
+                if let Some(stream) = &stream {
+                    stream.set_send_order(yielded_order);
+                    yielded = true;
+                }
+            }
+            Fate::Yield | Fate::Send => {}
         }
         let objects = tokio::select! {
             objects = subgroup.read_from(next) => objects,
-            _ = cancelled.changed() => break,
+            changed = told.changed() => match changed {
+                // Yield or abandon: the top of the loop acts on it.
+                Ok(()) => continue,
+                Err(_) => break,
+            },
         };
         if objects.is_empty() {
             let mut stream = stream?;
             stream.send_fin();
-            return Some(stream);
+            return Some((stream, yielded_order));
         }
         for object in objects {
             next += 1;
@@ -499,16 +582,20 @@ async fn send_subgroup(
             if stream.is_none() {
                 let opened = tokio::select! {
                     opened = sender.open_subgroup(subgroup.group_id, subgroup.subgroup_id, subgroup.publisher_priority, subgroup.properties) => opened,
-                    _ = cancelled.changed() => return None,
+                    () = abandoned(&mut told) => return None,
                 };
                 stream = Some(opened.ok()?);
             }
             let writer = stream.as_mut()?;
+            if !yielded && *told.borrow() == Fate::Yield {
+                writer.set_send_order(yielded_order);
+                yielded = true;
+            }
             let (len, received) = (object.payload.len(), object.received);
             let out = SubgroupObject::from(object);
             let written = tokio::select! {
                 written = writer.write(&out) => Some(written.is_ok()),
-                _ = cancelled.changed() => None,
+                () = abandoned(&mut told) => None,
             };
             match written {
                 Some(true) => observer.sent(len, received),

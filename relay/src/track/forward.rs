@@ -4,8 +4,10 @@
 //! buffers, newest group first when the publisher asks for descending group order (live
 //! media). Its older groups are reset, and it carries on with the newest, when more than
 //! `max_lag` groups behind are still being written, or when one is not delivered within the
-//! latency budget after a newer group began (a path slower than the track); each skip is
-//! counted by reason. Interaction tracks are never skipped for lateness. Around the fan-out: the subscription's requests (REQUEST_UPDATE), the
+//! latency budget after a newer group began (a path slower than the track, or this relay's
+//! CPU unable to send what it accepted); each skip is counted by reason. Half a budget after
+//! being overtaken, an undelivered group already yields to the newest one (see [`Fanout`]).
+//! Interaction tracks are never skipped for lateness. Around the fan-out: the subscription's requests (REQUEST_UPDATE), the
 //! end of a requested range, and PUBLISH_DONE when the track ends.
 
 use std::sync::Arc;

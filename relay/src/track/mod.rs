@@ -84,7 +84,8 @@ pub struct TrackSettings {
     /// How late a group may reach a subscriber: once a newer group has begun, an older group
     /// the subscriber has not acknowledged within this (plus the round trip) has its streams
     /// reset, so a viewer on a path slower than the stream skips groups instead of falling
-    /// behind live. `auto` is one GOP (the track's measured time between group starts, at
+    /// behind live (half that long after, it already goes after the newer groups). The round
+    /// trip is the lowest the subscriber has shown. `auto` is one GOP (the track's measured time between group starts, at
     /// least 200 ms); `off` never skips for lateness; or a duration (e.g. 1500ms). Interaction
     /// tracks (likes, chat, events) are never skipped for lateness.
     #[arg(long, value_name = "auto|off|DURATION", default_value = "auto")]
