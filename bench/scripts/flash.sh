@@ -91,6 +91,9 @@ grep -v '^ *[0-9.]*s  arrived' "$out/flash.log" >&2 || true
 # not shared, so both are printed as wall-clock times).
 echo "spawner: relay processes started (control log):" >&2
 grep -h 'spawned relay process' "$out/control.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-120 >&2 || true
+echo "CPU time used (server side; the bench's is in its log):" >&2
+ps -o pid=,time=,args= -p "$(IFS=,; echo "${pids[*]}")" --ppid "${pids[0]}" 2>/dev/null \
+  | awk '{printf "  %-8s %s %s %s\n", $1, $2, $3, ($4 ~ /relay-id|config/ ? $5 : "")}' >&2 || true
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg); results in $out/flash.json" >&2
 if (( rc == 0 )); then echo PASS; else echo FAIL; fi
 exit "$rc"

@@ -64,7 +64,11 @@ async fn flash(args: FlashArgs) -> anyhow::Result<ExitCode> {
     let report = report.context("running the flash crowd")?;
     print(&report.summary(), &report, args.json)?;
     let failed = report.verdict.as_ref().is_some_and(|v| !v.pass);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The human summary on stderr; with `--json`, the report as one JSON object on stdout.

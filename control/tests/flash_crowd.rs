@@ -171,11 +171,7 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
     ])
     .unwrap();
     let t0 = Instant::now();
-    let report = FlashBench::from_args(&args)
-        .unwrap()
-        .run(|_| {})
-        .await
-        .unwrap();
+    let report = FlashBench::from_args(&args).unwrap().run(|_| {}).await.unwrap();
     eprint!("{}", report.summary());
     let spawned: Vec<(&str, f64)> = report
         .relays
@@ -199,14 +195,22 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
         report.viewers.objects,
         report.viewers.with_media
     );
-    let overfull: Vec<&RelaySeen> = report.relays.iter().filter(|r| r.over_capacity_polls > 0).collect();
+    let overfull: Vec<&RelaySeen> = report
+        .relays
+        .iter()
+        .filter(|r| r.over_capacity_polls > 0)
+        .collect();
     assert!(overfull.is_empty(), "over capacity: {overfull:?}");
     assert!(
         report.viewers.with_media * 100 >= viewers * 99,
         "only {} of {viewers} viewers received media",
         report.viewers.with_media
     );
-    assert!(report.verdict.as_ref().is_some_and(|v| v.pass), "{:?}", report.verdict);
+    assert!(
+        report.verdict.as_ref().is_some_and(|v| v.pass),
+        "{:?}",
+        report.verdict
+    );
     assert!(!spawned.is_empty(), "nothing was spawned");
     let joined: Vec<String> = carriers
         .lock()

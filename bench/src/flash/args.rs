@@ -83,10 +83,7 @@ impl FlashArgs {
         if !matches!(self.control.scheme(), "http" | "https") {
             return bad("the control URL must be http:// or https://");
         }
-        if self
-            .expect_media
-            .is_some_and(|p| !(0.0..=100.0).contains(&p))
-        {
+        if self.expect_media.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
             return bad("--expect-media is a percentage (0-100)");
         }
         Ok(())

@@ -94,8 +94,21 @@ pub struct Viewers {
     pub failed: BTreeMap<String, u64>,
     /// Subscribed but no object before the end.
     pub subscribed_without_media: u64,
+    /// Still connecting or subscribing when the run ended (neither failed nor subscribed).
+    pub still_joining: u64,
     /// Objects all viewers received.
     pub objects: u64,
+}
+
+/// CPU over the run (arrivals and watching), in percent of one core.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
+pub struct CpuUse {
+    /// This bench process (every viewer's handshake, SETUP, SUBSCRIBE and objects).
+    pub bench_percent: Option<f64>,
+    /// The whole machine busy (a busy 2-CPU machine shows 200).
+    pub host_busy_percent: Option<f64>,
+    /// CPUs the machine has.
+    pub cpus: usize,
 }
 
 /// The run's target check.
@@ -130,6 +143,8 @@ pub struct FlashReport {
     pub relays: Vec<RelaySeen>,
     /// How many status polls there were.
     pub status_polls: u64,
+    /// CPU used over the run.
+    pub cpu: CpuUse,
     /// The target check (with `--expect-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
@@ -174,9 +189,15 @@ impl FlashReport {
                 first_object.extend(r.first_object_us());
             } else if o.established {
                 viewers.subscribed_without_media += 1;
+            } else {
+                viewers.still_joining += 1;
             }
         }
-        relays.sort_by(|a, b| a.first_seen_s.total_cmp(&b.first_seen_s).then(a.relay_id.cmp(&b.relay_id)));
+        relays.sort_by(|a, b| {
+            a.first_seen_s
+                .total_cmp(&b.first_seen_s)
+                .then(a.relay_id.cmp(&b.relay_id))
+        });
         let media_percent = if viewers.total == 0 {
             0.0
         } else {
@@ -199,6 +220,7 @@ impl FlashReport {
             assigned,
             relays,
             status_polls: polls,
+            cpu: CpuUse::default(),
             verdict: None,
         };
         if args.has_targets() {
@@ -264,8 +286,16 @@ impl FlashReport {
         );
         let _ = writeln!(
             s,
-            "  media reached {}/{} viewers ({:.1} %); answered {}, refused {:?}, failed {:?}, subscribed without media {}",
-            v.with_media, v.total, self.media_percent, v.answered, v.refused, v.failed, v.subscribed_without_media
+            "  media reached {}/{} viewers ({:.1} %); answered {}, refused {:?}, failed {:?}, \
+             subscribed without media {}, still joining at the end {}",
+            v.with_media,
+            v.total,
+            self.media_percent,
+            v.answered,
+            v.refused,
+            v.failed,
+            v.subscribed_without_media,
+            v.still_joining
         );
         let _ = writeln!(s, "  time to first frame  {}", dist(&self.ttff));
         let st = &self.stages;
@@ -278,7 +308,18 @@ impl FlashReport {
         ] {
             let _ = writeln!(s, "    {name:<20} {}", dist(d));
         }
-        let _ = writeln!(s, "  relays (first seen s, peak sessions / capacity, viewers assigned):");
+        let pct = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.0} %"));
+        let _ = writeln!(
+            s,
+            "  CPU: bench {} of a core, machine {} busy of {} CPUs",
+            pct(self.cpu.bench_percent),
+            pct(self.cpu.host_busy_percent),
+            self.cpu.cpus
+        );
+        let _ = writeln!(
+            s,
+            "  relays (first seen s, peak sessions / capacity, viewers assigned):"
+        );
         for r in &self.relays {
             let _ = writeln!(
                 s,
@@ -289,7 +330,11 @@ impl FlashReport {
                 r.capacity,
                 self.assigned.get(&r.relay_id).copied().unwrap_or(0),
                 if r.spawned { "  spawned" } else { "" },
-                if r.over_capacity_polls > 0 { "  OVER CAPACITY" } else { "" },
+                if r.over_capacity_polls > 0 {
+                    "  OVER CAPACITY"
+                } else {
+                    ""
+                },
             );
         }
         if let Some(verdict) = &self.verdict {
@@ -359,7 +404,10 @@ mod tests {
             ..RelaySeen::default()
         }];
         let r = FlashReport::new(&args, results, relays, 3);
-        assert_eq!((r.viewers.total, r.viewers.with_media, r.viewers.answered), (4, 2, 3));
+        assert_eq!(
+            (r.viewers.total, r.viewers.with_media, r.viewers.answered),
+            (4, 2, 3)
+        );
         assert_eq!(r.viewers.refused.get("control: HTTP 503"), Some(&1));
         assert_eq!(r.viewers.subscribed_without_media, 1);
         assert_eq!(r.viewers.objects, 60);

@@ -16,13 +16,33 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::args::FlashArgs;
-use super::report::{FlashReport, RelaySeen, ViewerResult};
+use super::report::{CpuUse, FlashReport, RelaySeen, ViewerResult};
+use crate::procfs::{host_busy_percent, HostSample, ProcessSampler, Sample};
 use crate::publisher::Broadcast;
 use crate::subscriber::{self, micros, Counters, Plan};
 use crate::Error;
 
 /// How long one `/v1/watch` or `/v1/status` request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams a viewer lets the relay open at once: one per subgroup of the groups in flight
+/// (a handful), with room for a relay that is behind. quinn prepares a table entry for every
+/// stream the peer may open when a connection starts, so the library's defaults (4,096 data
+/// streams and 1,024 requests) cost each new connection ≈ 5,000 hash-table inserts and fresh
+/// pages: a fifth of the bench's CPU in a flash crowd's profile, for nothing a viewer uses.
+const VIEWER_DATA_STREAMS: u32 = 64;
+/// Request streams a viewer lets the relay open at once.
+const VIEWER_REQUESTS: u32 = 16;
+
+/// The QUIC settings of a viewer: the defaults with [`VIEWER_DATA_STREAMS`] and
+/// [`VIEWER_REQUESTS`].
+fn viewer_transport() -> TransportConfig {
+    TransportConfig {
+        max_concurrent_data_streams: VIEWER_DATA_STREAMS,
+        max_concurrent_requests: VIEWER_REQUESTS,
+        ..TransportConfig::default()
+    }
+}
 
 /// One flash-crowd run, ready to start.
 #[derive(Debug)]
@@ -80,6 +100,8 @@ impl FlashBench {
         let counters = Arc::new(Counters::default());
         let answered = Arc::new(AtomicU64::new(0));
         let (abort_tx, abort) = watch::channel(false);
+        let me = ProcessSampler::this_process();
+        let cpu_before = (me.sample().ok(), HostSample::take().ok());
         let t0 = Instant::now();
         let fleet = Arc::new(Mutex::new(Fleet::default()));
         fleet.lock().observe(&before, Duration::ZERO);
@@ -135,12 +157,14 @@ impl FlashBench {
         }
         clients.close();
         let fleet = std::mem::take(&mut *fleet.lock());
-        Ok(FlashReport::new(
+        let mut report = FlashReport::new(
             &self.args,
             results,
             fleet.relays.into_values().collect(),
             fleet.polls,
-        ))
+        );
+        report.cpu = cpu_use(&me, cpu_before);
+        Ok(report)
     }
 
     async fn status(&self) -> Result<Status, Error> {
@@ -282,7 +306,7 @@ impl Clients {
         let clients = by_cert.entry(key).or_default();
         while clients.len() <= slot {
             let tls = banyan_certs::client_config(&verification, &[])?;
-            let client = Client::new(tls, &TransportConfig::default(), SessionConfig::default())
+            let client = Client::new(tls, &viewer_transport(), SessionConfig::default())
                 .map_err(Error::Client)?;
             clients.push(client);
         }
@@ -310,13 +334,16 @@ impl Fleet {
     fn observe(&mut self, status: &Status, at: Duration) {
         self.polls += 1;
         for r in &status.relays {
-            let seen = self.relays.entry(r.relay_id.clone()).or_insert_with(|| RelaySeen {
-                relay_id: r.relay_id.clone(),
-                spawned: r.spawned,
-                first_seen_s: banyan_media::stats::round3(at.as_secs_f64()),
-                capacity: r.capacity.max_viewers,
-                ..RelaySeen::default()
-            });
+            let seen = self
+                .relays
+                .entry(r.relay_id.clone())
+                .or_insert_with(|| RelaySeen {
+                    relay_id: r.relay_id.clone(),
+                    spawned: r.spawned,
+                    first_seen_s: banyan_media::stats::round3(at.as_secs_f64()),
+                    capacity: r.capacity.max_viewers,
+                    ..RelaySeen::default()
+                });
             seen.capacity = r.capacity.max_viewers;
             seen.max_sessions = seen.max_sessions.max(r.load.sessions);
             seen.max_viewers = seen.max_viewers.max(r.viewers);
@@ -324,6 +351,24 @@ impl Fleet {
                 seen.over_capacity_polls += 1;
             }
         }
+    }
+}
+
+/// The bench's own CPU and the machine's since `before` (a flash crowd on a shared machine is
+/// only as fast as the CPU it gets).
+fn cpu_use(me: &ProcessSampler, before: (Option<Sample>, Option<HostSample>)) -> CpuUse {
+    let round = |v: f64| (v * 10.0).round() / 10.0;
+    let bench_percent = match (before.0, me.sample().ok()) {
+        (Some(a), Some(b)) => me.cpu_percent(&a, &b).map(round),
+        _ => None,
+    };
+    let host = before.1.zip(HostSample::take().ok());
+    CpuUse {
+        bench_percent,
+        host_busy_percent: host
+            .and_then(|(a, b)| host_busy_percent(&a.cpu, &b.cpu, b.cpu.cpus))
+            .map(round),
+        cpus: host.map_or(0, |(_, b)| b.cpu.cpus),
     }
 }
 
