@@ -306,8 +306,8 @@ impl Clients {
         let clients = by_cert.entry(key).or_default();
         while clients.len() <= slot {
             let tls = banyan_certs::client_config(&verification, &[])?;
-            let client = Client::new(tls, &viewer_transport(), SessionConfig::default())
-                .map_err(Error::Client)?;
+            let client =
+                Client::new(tls, &viewer_transport(), SessionConfig::default()).map_err(Error::Client)?;
             clients.push(client);
         }
         clients
