@@ -86,11 +86,11 @@ rc=0
   --viewers "$viewers" --arrival "$arrival" --watch "$watch" \
   --expect-media 99 --expect-ttff-p95 1.5s --json >"$out/flash.json" 2>"$out/flash.log" || rc=$?
 grep -v '^ *[0-9.]*s  arrived' "$out/flash.log" >&2 || true
-# The spawner's start-to-registered time: control's "spawned relay process" log line against the
-# relay's first appearance in /v1/status (first_seen_s in the bench report, same clock origin is
-# not shared, so both are printed as wall-clock times).
-echo "spawner: relay processes started (control log):" >&2
-grep -h 'spawned relay process' "$out/control.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-120 >&2 || true
+# The spawner's start-to-registered time: control's "spawned relay process" line against its
+# "relay registered" line (the relay's first heartbeat), both from control's log.
+echo "spawner: relay started -> registered (control log):" >&2
+sed 's/\x1b\[[0-9;]*m//g' "$out/control.log" \
+  | grep -E 'spawned relay process|relay registered relay=spawned' | cut -c12-27,60-110 >&2 || true
 echo "CPU time used (server side; the bench's is in its log):" >&2
 ps -o pid=,time=,args= -p "$(IFS=,; echo "${pids[*]}")" --ppid "${pids[0]}" 2>/dev/null \
   | awk '{printf "  %-8s %s %s %s\n", $1, $2, $3, ($4 ~ /relay-id|config/ ? $5 : "")}' >&2 || true
