@@ -14,12 +14,15 @@
 //! - [`report`]: [`Report`] (the stable JSON), its summary, [`Progress`] lines; latency
 //!   distributions are `banyan_media::stats`.
 //! - [`procfs`]: `/proc/<pid>/stat` and `/status` parsing and CPU% arithmetic.
+//! - [`flash`]: the `flash` mode: a flash crowd of viewers that ask the control plane where
+//!   to watch (`GET /v1/watch`) and subscribe there ([`FlashBench`]).
 //! - [`interact`]: the `interactions` mode: viewers send likes and comments to one relay,
 //!   watchers read the totals and chat on another ([`InteractBench`]).
 //!
 //! [`Bench::run`] spawns its sessions' tasks on the caller's runtime and joins or aborts all
 //! of them before it returns.
 
+pub mod flash;
 pub mod interact;
 pub mod procfs;
 pub mod profile;
@@ -28,6 +31,7 @@ pub mod report;
 pub mod run;
 pub mod subscriber;
 
+pub use flash::{FlashArgs, FlashBench, FlashReport};
 pub use interact::{InteractArgs, InteractBench, InteractReport};
 pub use profile::{Args, Profile, TransportChoice};
 pub use report::{Progress, Report};

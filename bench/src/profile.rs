@@ -24,7 +24,8 @@ pub const MAX_SUBSCRIBERS: u64 = 100_000;
     name = "banyan-bench",
     version,
     about = "Load a MoQT draft-18 relay with synthetic live video and measure delivery, latency and relay cost",
-    after_help = "Likes and comments instead of video: `banyan-bench interactions --help`."
+    after_help = "Likes and comments instead of video: `banyan-bench interactions --help`. A flash crowd \
+                  through the control plane: `banyan-bench flash --help`."
 )]
 pub struct Args {
     /// Relay URL: `moqt://host:port[/path]` (raw QUIC) or `https://host:port/path` (WebTransport).

@@ -65,6 +65,14 @@ pub struct Outcome {
     pub completed: bool,
     /// The publisher's group when SUBSCRIBE_OK arrived.
     pub group_at_subscribe: Option<u64>,
+    /// Which step failed, when `failed`: `connect` (handshake or SETUP) or `subscribe`.
+    pub failed_at: Option<&'static str>,
+    /// Microseconds of the QUIC + TLS handshake (`None` over WebSocket or when it failed).
+    pub handshake_us: Option<u64>,
+    /// Microseconds from the handshake's end to the server's SETUP.
+    pub setup_us: Option<u64>,
+    /// Microseconds from sending SUBSCRIBE to SUBSCRIBE_OK.
+    pub subscribe_us: Option<u64>,
     /// Microseconds from starting to connect to the first object.
     pub ttff_us: Option<u64>,
     /// The objects' latencies in microseconds (live objects only).
@@ -115,6 +123,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
         subscription,
         connect_started,
         subscribed_at_us,
+        stages,
     } = match join(&plan, &counters, &mut abort).await {
         Ok(joined) => joined,
         Err(outcome) => return outcome,
@@ -124,6 +133,9 @@ pub async fn run(plan: Plan, counters: Arc<Counters>, mut abort: watch::Receiver
         outcome: Mutex::new(Outcome {
             established: true,
             group_at_subscribe: plan.broadcast.current_group(),
+            handshake_us: stages.handshake_us,
+            setup_us: stages.setup_us,
+            subscribe_us: stages.subscribe_us,
             ..Default::default()
         }),
         got_last: Notify::new(),
@@ -152,6 +164,8 @@ struct Joined {
     subscription: Subscription,
     connect_started: Instant,
     subscribed_at_us: u64,
+    /// Its handshake, SETUP and SUBSCRIBE timings (the `Outcome` fields).
+    stages: Outcome,
 }
 
 /// Wait for the subscriber's start time, connect and subscribe; the outcome to report
@@ -161,10 +175,11 @@ async fn join(
     counters: &Counters,
     abort: &mut watch::Receiver<bool>,
 ) -> Result<Joined, Outcome> {
-    let failed = || {
+    let failed = |step: &'static str| {
         counters.failed.fetch_add(1, Ordering::Relaxed);
         Outcome {
             failed: true,
+            failed_at: Some(step),
             ..Default::default()
         }
     };
@@ -174,22 +189,29 @@ async fn join(
     }
     let connect_started = Instant::now();
     let connected = tokio::select! {
-        c = plan.client.connect(&plan.url, plan.options.clone()) => c,
+        c = plan.client.connect_timed(&plan.url, plan.options.clone()) => c,
         _ = abort.wait_for(|a| *a) => return Err(Outcome::default()),
     };
-    let (session, driver) = connected.map_err(|e| {
+    let (session, driver, timings) = connected.map_err(|e| {
         tracing::debug!(error = %e, "subscriber connect failed");
-        failed()
+        failed("connect")
     })?;
     let driver = tokio::spawn(driver.run());
     let subscribed_at_us = unix_micros();
+    let subscribe_started = Instant::now();
     let subscribe = subscribe_message(&plan.broadcast.namespace);
     let subscribed = tokio::select! {
         s = session.subscribe(subscribe) => s.map_err(|e| {
             tracing::debug!(error = %e, "subscribe failed");
-            failed()
+            failed("subscribe")
         }),
         _ = abort.wait_for(|a| *a) => Err(Outcome::default()),
+    };
+    let stages = Outcome {
+        handshake_us: timings.handshake.map(micros),
+        setup_us: Some(micros(timings.setup)),
+        subscribe_us: Some(micros(subscribe_started.elapsed())),
+        ..Default::default()
     };
     match subscribed {
         Ok(subscription) => Ok(Joined {
@@ -198,6 +220,7 @@ async fn join(
             subscription,
             connect_started,
             subscribed_at_us,
+            stages,
         }),
         Err(outcome) => {
             let reason = if outcome.failed {
@@ -271,14 +294,7 @@ async fn read_subgroup(
         {
             let mut o = recorder.outcome.lock();
             if o.ttff_us.is_none() {
-                o.ttff_us = Some(
-                    recorder
-                        .connect_started
-                        .elapsed()
-                        .as_micros()
-                        .try_into()
-                        .unwrap_or(u64::MAX),
-                );
+                o.ttff_us = Some(micros(recorder.connect_started.elapsed()));
             }
             o.objects += 1;
             o.bytes += len;
@@ -293,6 +309,11 @@ async fn read_subgroup(
             recorder.got_last.notify_one();
         }
     }
+}
+
+/// A duration in whole microseconds, saturating.
+pub(crate) fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros().try_into().unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

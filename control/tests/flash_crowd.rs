@@ -1,6 +1,7 @@
 //! A flash crowd end to end on loopback with real processes and media: control (process
 //! spawner) + an origin relay + one edge of small capacity; a publisher sends a synthetic live
-//! stream; viewers arrive fast, each asking control where to go, and subscribe there. Proves:
+//! stream; viewers arrive fast, each asking control where to go, and subscribe there (the
+//! `banyan-bench flash` driver, in this process). Proves:
 //! no relay ever exceeds its capacity, spawned relays join the tree (pull from a parent and
 //! serve viewers), at least 99 % of viewers receive media; prints time-to-first-frame and the
 //! spawn timeline. Then the viewers leave and the spawned relays drain and exit.
@@ -13,16 +14,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use banyan_bench::flash::report::RelaySeen;
 use banyan_bench::publisher::{self, Broadcast, Stream};
-use banyan_bench::subscriber::{self, Counters, Plan};
+use banyan_bench::{FlashArgs, FlashBench};
 use banyan_certs::ServerVerification;
 use banyan_moq::coding::TrackNamespace;
 use banyan_moq::session::{Client, ClientOptions, SessionConfig, TransportConfig};
 use bytes::Bytes;
+use clap::Parser;
 use common::*;
 use tokio::time::Instant;
 
@@ -31,14 +34,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,28 +120,16 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
     .await;
     assert!(known, "origin and edge never registered with the broadcast");
 
-    // Watch the fleet: capacity never exceeded, when each spawned relay appeared.
-    let t0 = Instant::now();
-    let timeline: Arc<Mutex<BTreeMap<String, Duration>>> = Arc::default();
-    let overfull: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Watch the fleet for spawned relays that pull the broadcast from a parent and serve it.
     let carriers: Arc<Mutex<HashMap<String, (u64, bool)>>> = Arc::default();
     let (monitor_stop, mut monitor_rx) = tokio::sync::watch::channel(false);
     let monitor = {
-        let (timeline, overfull, carriers, addr) =
-            (timeline.clone(), overfull.clone(), carriers.clone(), c.addr);
+        let (carriers, addr) = (carriers.clone(), c.addr);
         tokio::spawn(async move {
             loop {
                 let status = get(addr, "/v1/status").await.json();
                 for r in status["relays"].as_array().unwrap() {
                     let id = r["relay_id"].as_str().unwrap().to_owned();
-                    let sessions = r["load"]["sessions"].as_u64().unwrap();
-                    let cap = r["capacity"]["max_viewers"].as_u64().unwrap();
-                    if sessions > cap {
-                        overfull.lock().unwrap().push(format!("{id}: {sessions} > {cap}"));
-                    }
-                    if r["spawned"] == true {
-                        timeline.lock().unwrap().entry(id.clone()).or_insert(t0.elapsed());
-                    }
                     let viewers = r["broadcasts"]
                         .as_array()
                         .unwrap()
@@ -172,81 +155,63 @@ async fn flash_crowd_spawns_relays_that_serve_media_without_overfilling() {
         })
     };
 
-    // The crowd: each viewer asks control, then subscribes where it is told.
-    let counters = Arc::new(Counters::default());
-    let (abort_tx, abort) = tokio::sync::watch::channel(false);
-    let clients: Vec<Client> = (0..8).map(|_| new_client()).collect();
-    let mut subscribers = Vec::new();
-    let mut assigned: BTreeMap<String, u64> = BTreeMap::new();
-    let mut refused = 0;
-    for j in 0..viewers {
-        tokio::time::sleep_until(t0 + arrival.mul_f64(j as f64 / viewers as f64)).await;
-        let r = get(c.addr, "/v1/watch/bench/0").await;
-        if r.status != 200 {
-            refused += 1;
-            continue;
-        }
-        let j_ = r.json();
-        *assigned
-            .entry(j_["relay_id"].as_str().unwrap().to_owned())
-            .or_default() += 1;
-        let plan = Plan {
-            url: url::Url::parse(j_["moqt"].as_str().unwrap()).unwrap(),
-            client: clients[(j % 8) as usize].clone(),
-            options: ClientOptions::default(),
-            broadcast: broadcast.clone(),
-            start_at: Instant::now(),
-        };
-        subscribers.push(tokio::spawn(subscriber::run(
-            plan,
-            counters.clone(),
-            abort.clone(),
-        )));
-    }
-    // Let the last viewers get their first frames, then everyone leaves.
-    let settle = eventually(Duration::from_secs(10), || async {
-        counters.connected.load(std::sync::atomic::Ordering::Relaxed)
-            + counters.failed.load(std::sync::atomic::Ordering::Relaxed)
-            >= viewers - refused
-    })
-    .await;
-    // Then about a second of video (30 objects) per viewer before everyone leaves.
-    let target = counters.objects.load(std::sync::atomic::Ordering::Relaxed) + (viewers - refused) * 30;
-    let watched = eventually(Duration::from_secs(20), || async {
-        counters.objects.load(std::sync::atomic::Ordering::Relaxed) >= target
-    })
-    .await;
-    let _ = abort_tx.send(true);
-    let mut outcomes = Vec::new();
-    for s in subscribers {
-        outcomes.push(s.await.unwrap());
-    }
-    let received = outcomes.iter().filter(|o| o.objects > 0).count() as u64;
-    let mut ttff: Vec<u64> = outcomes
+    // The crowd: `banyan-bench flash`'s driver, each viewer asking control and subscribing
+    // where it is told; it also polls /v1/status for each relay's peak load and first sighting.
+    let args = FlashArgs::try_parse_from([
+        "flash".to_owned(),
+        format!("http://{}", c.addr),
+        "--broadcast=bench/0".into(),
+        format!("--viewers={viewers}"),
+        format!("--arrival={}ms", arrival.as_millis()),
+        // A second of video (30 objects) per viewer after the last arrives, and then some.
+        "--watch=3s".into(),
+        "--endpoints=8".into(),
+        "--tls-insecure".into(),
+        "--expect-media=99".into(),
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    let report = FlashBench::from_args(&args).unwrap().run(|_| {}).await.unwrap();
+    eprint!("{}", report.summary());
+    let spawned: Vec<(&str, f64)> = report
+        .relays
         .iter()
-        .filter_map(|o| o.ttff_us)
-        .map(|us| us / 1000)
+        .filter(|r| r.spawned)
+        .map(|r| (r.relay_id.as_str(), r.first_seen_s))
         .collect();
-    ttff.sort_unstable();
-    let timeline_now = timeline.lock().unwrap().clone();
     println!(
-        "flash crowd: {viewers} viewers in {arrival:?}, relays of {capacity}; assigned {assigned:?}; refused {refused}; \
-         received media {received}/{viewers}; time to first frame p50 {} ms, p95 {} ms; spawned relays first seen at {timeline_now:?}",
-        percentile(&ttff, 50.0),
-        percentile(&ttff, 95.0)
+        "flash crowd: {viewers} viewers in {arrival:?}, relays of {capacity}; assigned {:?}; refused {:?}; \
+         received media {}/{viewers}; time to first frame p50 {:?} ms, p95 {:?} ms; spawned relays first seen at {spawned:?} s",
+        report.assigned,
+        report.viewers.refused,
+        report.viewers.with_media,
+        report.ttff.p50,
+        report.ttff.p95,
     );
-    assert!(settle, "viewers never all connected or failed");
-    assert!(watched, "media stopped flowing");
+    assert_eq!(report.viewers.total, viewers);
     assert!(
-        overfull.lock().unwrap().is_empty(),
-        "over capacity: {:?}",
-        overfull.lock().unwrap()
+        report.viewers.objects >= report.viewers.with_media * 30,
+        "media stopped flowing: {} objects for {} viewers",
+        report.viewers.objects,
+        report.viewers.with_media
+    );
+    let overfull: Vec<&RelaySeen> = report
+        .relays
+        .iter()
+        .filter(|r| r.over_capacity_polls > 0)
+        .collect();
+    assert!(overfull.is_empty(), "over capacity: {overfull:?}");
+    assert!(
+        report.viewers.with_media * 100 >= viewers * 99,
+        "only {} of {viewers} viewers received media",
+        report.viewers.with_media
     );
     assert!(
-        received * 100 >= viewers * 99,
-        "only {received} of {viewers} viewers received media"
+        report.verdict.as_ref().is_some_and(|v| v.pass),
+        "{:?}",
+        report.verdict
     );
-    assert!(!timeline_now.is_empty(), "nothing was spawned");
+    assert!(!spawned.is_empty(), "nothing was spawned");
     let joined: Vec<String> = carriers
         .lock()
         .unwrap()

@@ -4,6 +4,7 @@
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 use web_transport_quinn::proto::ConnectResponse;
@@ -240,6 +241,16 @@ fn negotiated_alpn(conn: &quinn::Connection) -> Option<String> {
     data.protocol.map(|p| String::from_utf8_lossy(&p).into_owned())
 }
 
+/// How long the stages of [`Client::connect_timed`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectTimings {
+    /// The QUIC + TLS handshake (and, for WebTransport, the CONNECT request); `None` over
+    /// WebSocket, whose dialler does not separate it from SETUP.
+    pub handshake: Option<Duration>,
+    /// From the end of the handshake to the server's SETUP (the whole connect over WebSocket).
+    pub setup: Duration,
+}
+
 /// A MoQT client endpoint. One UDP socket serves any number of sessions.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -280,19 +291,36 @@ impl Client {
         url: &Url,
         options: ClientOptions,
     ) -> Result<(Session, SessionDriver), Error> {
+        let (session, driver, _) = self.connect_timed(url, options).await?;
+        Ok((session, driver))
+    }
+
+    /// [`connect`](Self::connect), also saying how long the transport handshake and SETUP
+    /// each took (a benchmark's per-stage join timings).
+    pub async fn connect_timed(
+        &self,
+        url: &Url,
+        options: ClientOptions,
+    ) -> Result<(Session, SessionDriver, ConnectTimings), Error> {
+        let started = tokio::time::Instant::now();
         // Over QUIC: raw (`moqt`) or WebTransport (`https`); WebSocket is another dialler.
         let webtransport = match url.scheme() {
             "moqt" => false,
             "https" => true,
             "ws" | "wss" => {
-                return super::websocket::connect(
+                let (session, driver) = super::websocket::connect(
                     url,
                     &self.tls,
                     &self.transport_config,
                     options,
                     self.config.clone(),
                 )
-                .await
+                .await?;
+                let timings = ConnectTimings {
+                    handshake: None,
+                    setup: started.elapsed(),
+                };
+                return Ok((session, driver, timings));
             }
             other => {
                 return Err(Error::InvalidArgument(format!(
@@ -356,12 +384,19 @@ impl Client {
         let (transport, version) = tokio::time::timeout(config.setup_timeout, work)
             .await
             .map_err(|_| Error::Timeout("setup"))??;
+        let handshake = started.elapsed();
         let kind = if webtransport {
             TransportKind::WebTransport
         } else {
             TransportKind::Quic
         };
-        Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await
+        let (session, driver) =
+            Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await?;
+        let timings = ConnectTimings {
+            handshake: Some(handshake),
+            setup: started.elapsed().saturating_sub(handshake),
+        };
+        Ok((session, driver, timings))
     }
 
     /// The local address of the client socket.

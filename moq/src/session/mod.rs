@@ -61,7 +61,7 @@ pub mod websocket;
 
 pub use config::{SessionConfig, TransportConfig};
 pub use driver::SessionDriver;
-pub use endpoint::{AnyIncoming, Client, Incoming, Server, ALPN_H3};
+pub use endpoint::{AnyIncoming, Client, ConnectTimings, Incoming, Server, ALPN_H3};
 pub use error::Error;
 pub use handshake::{ClientOptions, PendingSession};
 pub use publisher::{send_order, yielded_send_order, FetchWriter, SubgroupWriter, TrackSender, TrackWriter};
