@@ -13,7 +13,7 @@ use super::driver::SessionDriver;
 use super::error::Error;
 use super::handshake::{ClientOptions, PendingSession};
 use super::shared::Session;
-use super::transport::TransportKind;
+use super::transport::{QuicConnection, TransportKind};
 use super::websocket::WsIncoming;
 use crate::Version;
 
@@ -52,6 +52,8 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::R
 pub struct Server {
     endpoint: quinn::Endpoint,
     config: SessionConfig,
+    /// `TransportConfig::max_concurrent_data_streams`.
+    max_data_streams: u32,
 }
 
 impl Server {
@@ -75,7 +77,11 @@ impl Server {
         server.transport_config(Arc::new(transport.to_quinn()));
         let endpoint =
             endpoint(addr, Some(server)).map_err(|e| Error::Transport(format!("bind {addr}: {e}")))?;
-        Ok(Self { endpoint, config })
+        Ok(Self {
+            endpoint,
+            config,
+            max_data_streams: transport.max_concurrent_data_streams,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -89,6 +95,7 @@ impl Server {
         Some(Incoming {
             incoming,
             config: self.config.clone(),
+            max_data_streams: self.max_data_streams,
         })
     }
 
@@ -108,6 +115,7 @@ impl Server {
 pub struct Incoming {
     incoming: quinn::Incoming,
     config: SessionConfig,
+    max_data_streams: u32,
 }
 
 impl Incoming {
@@ -131,6 +139,7 @@ impl Incoming {
         // `PendingSession::accept_transport`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
         let connect = tokio::time::timeout(config.setup_timeout, Self::connect(self.incoming));
         let (transport, kind, version, url) = connect.await.map_err(|_| Error::Timeout("setup"))??;
+        let transport = QuicConnection::new(transport, self.max_data_streams);
         PendingSession::accept_transport(Arc::new(transport), kind, version, url, config).await
     }
 
@@ -361,6 +370,7 @@ impl Client {
         } else {
             TransportKind::Quic
         };
+        let transport = QuicConnection::new(transport, self.transport_config.max_concurrent_data_streams);
         Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await
     }
 
