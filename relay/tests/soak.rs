@@ -59,7 +59,13 @@ async fn rss_stays_flat_per_group() {
         tokio::spawn(read_groups(subscription, count.clone()));
         sessions.push(session);
     }
-    let delivered = || counts.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap_or(0);
+    let delivered = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    };
 
     within("warm-up", 60, poll_until(|| delivered() >= WARMUP_GROUPS)).await;
 

@@ -356,7 +356,9 @@ mod tests {
     fn the_limit_doubles_while_more_than_half_is_open_up_to_the_ceiling() {
         let limit = DataStreamLimit::new(300);
         assert_eq!(DataStreamLimit::start(300), 64);
-        let grants: Vec<(u32, u32)> = (1..=200).filter_map(|open| Some((open, limit.opened()?))).collect();
+        let grants: Vec<(u32, u32)> = (1..=200)
+            .filter_map(|open| Some((open, limit.opened()?)))
+            .collect();
         assert_eq!(grants, [(33, 128), (65, 256), (129, 300)]);
         // Streams closing and opening again below half of what was granted grant nothing more.
         for _ in 0..100 {
