@@ -57,7 +57,10 @@ pub struct TransportConfig {
     /// Concurrent request streams (bidirectional) the peer may open: each request in
     /// draft-18 is a stream, so this is the per-session request limit.
     pub max_concurrent_requests: u32,
-    /// Concurrent data streams (unidirectional) the peer may open.
+    /// Concurrent data streams (unidirectional) the peer may open, at most: a QUIC connection
+    /// grants 64 (or this, if lower) at first and doubles that, up to this, while more than
+    /// half is in use, because quinn keeps state for every stream it allows (see the
+    /// transport binding's `DataStreamLimit`).
     pub max_concurrent_data_streams: u32,
     /// Close the connection after this long without any packet.
     pub idle_timeout: Duration,
@@ -105,7 +108,9 @@ impl TransportConfig {
     pub fn to_quinn(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
         t.max_concurrent_bidi_streams(self.max_concurrent_requests.into());
-        t.max_concurrent_uni_streams(self.max_concurrent_data_streams.into());
+        t.max_concurrent_uni_streams(
+            super::transport::DataStreamLimit::start(self.max_concurrent_data_streams).into(),
+        );
         // Durations beyond QUIC's idle-timeout range fall back to quinn's default.
         if let Ok(idle) = quinn::IdleTimeout::try_from(self.idle_timeout) {
             t.max_idle_timeout(Some(idle));

@@ -14,7 +14,7 @@ use super::driver::SessionDriver;
 use super::error::Error;
 use super::handshake::{ClientOptions, PendingSession};
 use super::shared::Session;
-use super::transport::TransportKind;
+use super::transport::{QuicConnection, TransportKind};
 use super::websocket::WsIncoming;
 use crate::Version;
 
@@ -53,6 +53,8 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::R
 pub struct Server {
     endpoint: quinn::Endpoint,
     config: SessionConfig,
+    /// `TransportConfig::max_concurrent_data_streams`.
+    max_data_streams: u32,
 }
 
 impl Server {
@@ -76,7 +78,11 @@ impl Server {
         server.transport_config(Arc::new(transport.to_quinn()));
         let endpoint =
             endpoint(addr, Some(server)).map_err(|e| Error::Transport(format!("bind {addr}: {e}")))?;
-        Ok(Self { endpoint, config })
+        Ok(Self {
+            endpoint,
+            config,
+            max_data_streams: transport.max_concurrent_data_streams,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -90,6 +96,7 @@ impl Server {
         Some(Incoming {
             incoming,
             config: self.config.clone(),
+            max_data_streams: self.max_data_streams,
         })
     }
 
@@ -109,6 +116,7 @@ impl Server {
 pub struct Incoming {
     incoming: quinn::Incoming,
     config: SessionConfig,
+    max_data_streams: u32,
 }
 
 impl Incoming {
@@ -132,6 +140,7 @@ impl Incoming {
         // `PendingSession::accept_transport`, which closes the session with CONTROL_MESSAGE_TIMEOUT.
         let connect = tokio::time::timeout(config.setup_timeout, Self::connect(self.incoming));
         let (transport, kind, version, url) = connect.await.map_err(|_| Error::Timeout("setup"))??;
+        let transport = QuicConnection::new(transport, self.max_data_streams);
         PendingSession::accept_transport(Arc::new(transport), kind, version, url, config).await
     }
 
@@ -390,6 +399,7 @@ impl Client {
         } else {
             TransportKind::Quic
         };
+        let transport = QuicConnection::new(transport, self.transport_config.max_concurrent_data_streams);
         let (session, driver) =
             Session::connect_transport(Arc::new(transport), kind, version, url, options, config).await?;
         let timings = ConnectTimings {

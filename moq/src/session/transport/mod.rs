@@ -16,13 +16,15 @@
 //! box and the boxed future that yields it; the driver makes a new accept future per event);
 //! writing to or reading from a stream costs nothing beyond the data itself. Bindings:
 //! `web_transport_quinn::Session` (raw QUIC via `Session::raw`, and WebTransport) in
-//! [`quinn`](self::quinn); QMux over WebSocket ([`QmuxConnection`], the `qmux` crate) in
+//! [`quinn`](self::quinn), where sessions run on a `QuicConnection` that grants the peer data
+//! streams as it uses them (quinn keeps state for every stream allowed); QMux over WebSocket ([`QmuxConnection`], the `qmux` crate) in
 //! [`qmux`](self::qmux); an in-memory pair with latency and loss in `banyan_tests::mem`.
 
 mod qmux;
 mod quinn;
 
 pub use self::qmux::QmuxConnection;
+pub(crate) use self::quinn::{DataStreamLimit, QuicConnection};
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
