@@ -9,7 +9,11 @@
 # flags via RELAY_FLAGS, e.g. RELAY_FLAGS="--latency-budget off".
 # Binaries come from ${CARGO_TARGET_DIR:-target}/release; BANYAN_BUILD=0 uses them as they are
 # instead of building them first.
+# The stream: FANOUT_FPS (30), FANOUT_SIZE (20KB), FANOUT_GOP (30 objects per group), e.g.
+# FANOUT_FPS=60 FANOUT_SIZE=4KB FANOUT_GOP=60 for small objects.
 # With two or more cores the relay is pinned to core 0 and the bench to core 1 (BANYAN_PIN=0: off).
+# BANYAN_RELAY_CPU=P also limits the relay to P % of its core (see lib.sh), to overload the relay
+# without overloading the bench.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/scripts/lib.sh
@@ -24,13 +28,14 @@ for n in "${counts[@]}"; do
   "${pin_relay[@]}" "$release/banyan-relay" --dev-cert --insecure-no-auth --listen '[::]:0' \
     --http-listen 127.0.0.1:0 --log warn ${RELAY_FLAGS:-} >"$relay_out" 2>"$out/relay-$n.err" &
   relay_pid=$!
+  limit_cpu "$relay_pid"
   wait_line "$relay_out" '^listening: udp'
   hash=$(sed -n 's/^certificate sha256: //p' "$relay_out")
   port=$(sed -n 's/^listening: udp .*:\([0-9]*\) http .*/\1/p' "$relay_out")
   http=$(sed -n 's/^listening: udp .* http \(.*\)$/\1/p' "$relay_out")
   echo "== 1 -> $n (relay pid $relay_pid, port $port) load: $(uptime | sed 's/.*load average: //')" >&2
   "${pin_bench[@]}" "$release/banyan-bench" "moqt://127.0.0.1:$port/" --publishers 1 --subscribers "$n" \
-    --fps 30 --object-size 20KB --gop 30 --ramp-up 3s --duration 10s \
+    --fps "${FANOUT_FPS:-30}" --object-size "${FANOUT_SIZE:-20KB}" --gop "${FANOUT_GOP:-30}" --ramp-up 3s --duration 10s \
     --relay-pid "$relay_pid" --tls-hash "$hash" --json ${BENCH_FLAGS:-} >"$out/fanout-$n.json" \
     2>"$out/fanout-$n.log" || echo "bench failed for N=$n (see $out/fanout-$n.log)" >&2
   tail -n 12 "$out/fanout-$n.log" >&2

@@ -36,3 +36,28 @@ pinning() { # a line for the log saying how processes are pinned
   if [[ ${#pin_relay[@]} -gt 0 ]]; then echo "pinned: relay on core 0, banyan-bench on core 1 (BANYAN_PIN=0 to turn off)"
   else echo "not pinned (BANYAN_PIN=0, one core, or no taskset)"; fi
 }
+
+# CPU quota: BANYAN_RELAY_CPU=P (percent of one core) runs the relay in a cgroup limited to P % of a
+# core (cgroup v2 cpu.max or v1 cpu.cfs_quota_us, 10 ms periods so the throttling stays smooth),
+# which saturates the relay at a load the load generator still handles with room to spare: an
+# overload that is the relay's alone. Needs a writable /sys/fs/cgroup (root). limit_cpu PID moves
+# PID in; the group is removed on exit.
+cpu_group=""
+limit_cpu() {
+  [[ -n ${BANYAN_RELAY_CPU:-} ]] || return 0
+  local quota=$(( BANYAN_RELAY_CPU * 100 ))
+  if [[ -z $cpu_group ]]; then
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+      cpu_group=/sys/fs/cgroup/banyan-bench-$$
+      mkdir "$cpu_group" && echo "$quota 10000" >"$cpu_group/cpu.max"
+    elif [[ -d /sys/fs/cgroup/cpu ]]; then
+      cpu_group=/sys/fs/cgroup/cpu/banyan-bench-$$
+      mkdir "$cpu_group" && echo 10000 >"$cpu_group/cpu.cfs_period_us" && echo "$quota" >"$cpu_group/cpu.cfs_quota_us"
+    else
+      echo "BANYAN_RELAY_CPU needs cgroups (no /sys/fs/cgroup/cpu or cgroup v2)" >&2; return 1
+    fi
+    trap 'rmdir "$cpu_group" 2>/dev/null || true' EXIT
+    echo "relay limited to ${BANYAN_RELAY_CPU} % of a core ($cpu_group)" >&2
+  fi
+  echo "$1" >"$cpu_group/cgroup.procs"
+}

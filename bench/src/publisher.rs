@@ -195,7 +195,8 @@ async fn serve_subscription(
     start: Start,
     max_lag: usize,
 ) {
-    let Ok(mut writer) = request.accept(SubscribeOk::default()).await else {
+    // Like banyan-publish: newest group first, so an overloaded relay sheds old groups.
+    let Ok(mut writer) = request.accept(SubscribeOk::newest_first()).await else {
         return;
     };
     broadcast.subscriptions.fetch_add(1, Ordering::Relaxed);

@@ -400,3 +400,60 @@ async fn unsubscribe_is_seen_by_the_publisher(kind: TransportKind) {
     drop(subscription);
     within("publisher sees cancel", publisher).await.unwrap();
 }
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+/// A server's UDP socket is read on a thread of its own (so a saturated runtime cannot starve
+/// its receiving), objects flow through it, and the thread ends with the server's runtime
+/// even while sessions are still open, instead of outliving it.
+#[test]
+fn a_server_reads_its_socket_on_its_own_thread_which_ends_with_its_runtime() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (thread, open) = runtime.block_on(async {
+        let mut h = start().await;
+        let thread = format!("moq-udp-{}", h.url(TransportKind::Quic).port().unwrap());
+        assert!(
+            thread_names().contains(&thread),
+            "{thread} among {:?}",
+            thread_names()
+        );
+        let (client, server) = h.pair(TransportKind::Quic).await;
+        let publisher = tokio::spawn(async move {
+            let Some(Request::Subscribe(request)) = server.accept().await else {
+                panic!("expected SUBSCRIBE")
+            };
+            publish_groups(request.accept(SubscribeOk::default()).await.unwrap(), 3, 5).await;
+            server
+        });
+        let subscription = within("subscribe", client.subscribe(subscribe("live", "video")))
+            .await
+            .unwrap();
+        let (received, _) = read_groups(subscription).await;
+        assert_eq!(received.len(), 3, "every group through the server's UDP thread");
+        let server = within("publisher", publisher).await.unwrap();
+        (thread, (client, server))
+    });
+    // The sessions stay open: their connection drivers die with the runtime, so the endpoint
+    // never hears that they ended.
+    drop(runtime);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while thread_names().contains(&thread) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{thread} still running 10 s after its runtime shut down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(open);
+}

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_media::catalog::CATALOG_TRACK;
-use banyan_moq::coding::{KeyValuePair, PublishDoneCode, RequestErrorCode, SessionErrorCode, TrackNamespace};
-use banyan_moq::data::{property_type, SubgroupObject};
-use banyan_moq::message::{GroupOrder, Parameters, PublishNamespace, SubscribeOk};
+use banyan_moq::coding::{PublishDoneCode, RequestErrorCode, SessionErrorCode, TrackNamespace};
+use banyan_moq::data::SubgroupObject;
+use banyan_moq::message::{Parameters, PublishNamespace, SubscribeOk};
 use banyan_moq::session::{NamespacePublication, Request, Session, SubscribeRequest, TrackWriter};
 use banyan_moq::track::{Fanout, LatencyBudget, Step};
 use bytes::Bytes;
@@ -235,7 +235,7 @@ async fn serve_catalog(request: SubscribeRequest, broadcast: Arc<Broadcast>) {
 /// flight are sent (for at most [`DRAIN`]); a cancelled subscription stops at once.
 async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcast: Arc<Broadcast>) {
     let (consumer, start) = track.subscribe();
-    let Ok(writer) = request.accept(live_media_ok()).await else {
+    let Ok(writer) = request.accept(SubscribeOk::newest_first()).await else {
         return;
     };
     let mut fanout = Fanout::new(consumer, writer.sender(), start, MAX_LAG).budget(LatencyBudget::Auto);
@@ -263,20 +263,6 @@ async fn serve_track(request: SubscribeRequest, track: Arc<MediaTrack>, broadcas
     if ended {
         let _ = end_tx.send(());
     }
-}
-
-/// SUBSCRIBE_OK for a media track: newest groups first (DEFAULT_PUBLISHER_GROUP_ORDER
-/// Descending), so on a congested path the live edge goes out before older groups, which
-/// the latency budget then abandons.
-fn live_media_ok() -> SubscribeOk {
-    let mut ok = SubscribeOk::default();
-    if let Some(order) = KeyValuePair::varint(
-        property_type::DEFAULT_PUBLISHER_GROUP_ORDER,
-        GroupOrder::Descending.code().into(),
-    ) {
-        ok.track_properties.push(order);
-    }
-    ok
 }
 
 /// Watch a subscription's request stream in its own task (reading it is not cancel-safe).

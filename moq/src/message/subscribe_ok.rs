@@ -13,7 +13,10 @@
 
 use bytes::{Buf, BufMut};
 
-use crate::coding::{decode_varint, encode_varint, Decode, DecodeError, Encode, KeyValuePairs, Version};
+use crate::coding::{
+    decode_varint, encode_varint, Decode, DecodeError, Encode, KeyValuePair, KeyValuePairs, Version,
+};
+use crate::data::property_type;
 
 use super::{ParameterScope, Parameters};
 
@@ -33,6 +36,20 @@ impl SubscribeOk {
     pub const TYPE: u64 = 0x4;
     /// The spec's name.
     pub const NAME: &'static str = "SUBSCRIBE_OK";
+
+    /// The answer for a live media track: newest groups first (the Track Property
+    /// DEFAULT_PUBLISHER_GROUP_ORDER = Descending), so on a congested path or an overloaded
+    /// relay the live edge goes out before older groups, which a latency budget then abandons.
+    pub fn newest_first() -> Self {
+        let mut ok = Self::default();
+        if let Some(order) = KeyValuePair::varint(
+            property_type::DEFAULT_PUBLISHER_GROUP_ORDER,
+            super::GroupOrder::Descending.code().into(),
+        ) {
+            ok.track_properties.push(order);
+        }
+        ok
+    }
 }
 
 impl Decode for SubscribeOk {

@@ -15,6 +15,7 @@ use super::error::Error;
 use super::handshake::{ClientOptions, PendingSession};
 use super::shared::Session;
 use super::transport::{QuicConnection, TransportKind};
+use super::udp_thread::UdpThreadRuntime;
 use super::websocket::WsIncoming;
 use crate::Version;
 
@@ -41,10 +42,18 @@ fn bind_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// A quinn endpoint on `addr`. A server's socket is read on a thread of its own
+/// ([`UdpThreadRuntime`]), so its many connections' sending never starves its receiving; a
+/// client (one or a few connections) runs wholly on the caller's runtime.
 fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
     let socket = bind_socket(addr)?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| std::io::Error::other("no async runtime found (run inside tokio)"))?;
+    let runtime: Arc<dyn quinn::Runtime> = if server.is_some() {
+        // Thread names are cut at 15 bytes: "moq-udp-65535" fits.
+        UdpThreadRuntime::new(&format!("moq-udp-{}", socket.local_addr()?.port()))?
+    } else {
+        quinn::default_runtime()
+            .ok_or_else(|| std::io::Error::other("no async runtime found (run inside tokio)"))?
+    };
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
 }
 
@@ -58,7 +67,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Bind `addr` and serve with `tls` (its ALPN list is replaced with ours).
+    /// Bind `addr` and serve with `tls` (its ALPN list is replaced with ours). The socket is
+    /// read on a thread of its own (named `moq-udp-PORT`), which ends with the endpoint or the
+    /// caller's runtime; connections run on the caller's runtime.
     pub fn bind(
         addr: SocketAddr,
         mut tls: rustls::ServerConfig,

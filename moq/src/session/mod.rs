@@ -27,7 +27,8 @@
 //!    [`TransportKind`], [`TransportError`]; `transport/quinn.rs` binds `web_transport_quinn`,
 //!    `transport/qmux.rs` the `qmux` crate.
 //! 2. Primitives: `config.rs`, `congestion.rs`, `error.rs` (maps [`TransportError`] into
-//!    [`Error`]), `reader.rs` (a buffered stream reader feeding the sans-IO decoders).
+//!    [`Error`]), `reader.rs` (a buffered stream reader feeding the sans-IO decoders),
+//!    `udp_thread.rs` (the quinn runtime that reads a server's UDP socket on its own thread).
 //! 3. `shared.rs`: the [`Session`] handle and the state it shares with its driver (routes for
 //!    incoming data as raw streams, request ids, the control stream, GOAWAY), [`Role`].
 //! 4. `stream.rs`: [`RequestStream`], one request's bidirectional stream, and the request a
@@ -57,6 +58,7 @@ mod shared;
 mod stream;
 mod subscriber;
 pub mod transport;
+mod udp_thread;
 pub mod websocket;
 
 pub use config::{SessionConfig, TransportConfig};

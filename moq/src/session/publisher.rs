@@ -497,6 +497,9 @@ mod tests {
         let descending = KeyValuePair::varint(property_type::DEFAULT_PUBLISHER_GROUP_ORDER, 2);
         properties.push(descending.expect("an even key"));
         assert!(publisher_prefers_descending(&properties));
+        assert!(publisher_prefers_descending(
+            &crate::message::SubscribeOk::newest_first().track_properties
+        ));
         let mut odd = KeyValuePairs::new();
         let invalid = KeyValuePair::varint(property_type::DEFAULT_PUBLISHER_GROUP_ORDER, 7);
         odd.push(invalid.expect("an even key"));
