@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use banyan_moq::coding::{TrackName, TrackNamespace};
-use banyan_moq::data::ObjectProperties;
 use banyan_moq::message::{Parameters, Subscribe, SubscribeOk};
 use banyan_moq::session::transport::{
     BiStream, BoxFuture, Connection, RecvStream, SendStream, TransportError,
@@ -25,10 +26,11 @@ use banyan_moq::session::{
     send_order, yielded_send_order, ClientOptions, PendingSession, Request, Session, SessionConfig,
     Subscription, TrackWriter, TransportKind,
 };
-use banyan_moq::track::{Fanout, LatencyBudget, Limits, Object, SkipReason, Start, Step, TrackProducer};
+use banyan_moq::track::{Fanout, LatencyBudget, Limits, Start, Step, TrackProducer};
 use banyan_moq::Version;
 use banyan_tests::mem::{self, Config, Link};
 use bytes::Bytes;
+use common::fanout::{assert_skipped_late, next_step, write_group};
 use tokio::time::Instant;
 
 /// The server side of a mem pair, recording each stream's send orders (first the one it was
@@ -198,29 +200,12 @@ async fn stalled_subscriber() -> (TrackWriter, Arc<Watched>, Subscription, Sessi
 }
 
 /// Write `group` with three 1000-byte objects.
-fn write_group(track: &TrackProducer, group: u64) {
-    let subgroup = track.open_subgroup(group, 0, None, false).unwrap();
-    for id in 0..3 {
-        subgroup.write(Object::new(
-            id,
-            ObjectProperties::default(),
-            Bytes::from(vec![group as u8; 1000]),
-        ));
-    }
-}
-
-async fn next_step(fanout: &mut Fanout) -> Step {
-    tokio::time::timeout(Duration::from_secs(10), fanout.step())
-        .await
-        .expect("a step within 10 s")
-}
-
 /// Group 0 begins, and one second later (one GOP) group 1 overtakes it. Returns when.
 async fn overtake(track: &TrackProducer, fanout: &mut Fanout) -> Instant {
-    write_group(track, 0);
+    write_group(track, 0, 3, 1000);
     assert_eq!(next_step(fanout).await, Step::Started { group: 0 });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    write_group(track, 1);
+    write_group(track, 1, 3, 1000);
     assert_eq!(next_step(fanout).await, Step::Started { group: 1 });
     assert_eq!(fanout.gop(), Some(Duration::from_secs(1)));
     Instant::now()
@@ -266,19 +251,8 @@ async fn an_overtaken_group_yields_to_the_newest_then_is_skipped_as_late() {
     );
 
     // Then skipped at the full budget, as before.
-    assert_eq!(
-        next_step(&mut fanout).await,
-        Step::Skipped {
-            group: 0,
-            reason: SkipReason::Late
-        }
-    );
-    let waited = overtaken.elapsed();
+    let waited = assert_skipped_late(&mut fanout, 0, overtaken, "budget 1 s + 40 ms RTT").await;
     println!("group 0 skipped as late {waited:?} after group 1 began (budget 1 s + 40 ms RTT)");
-    assert!(
-        waited >= Duration::from_millis(1040) && waited < Duration::from_millis(1100),
-        "skipped after {waited:?}"
-    );
     assert_eq!(next_step(&mut fanout).await, Step::Finished { group: 0 });
     fanout.abandon().await;
 }
@@ -289,30 +263,25 @@ async fn the_budget_adds_the_lowest_rtt_not_one_the_backlog_inflated() {
     let track = TrackProducer::new(Limits::groups(8));
     let mut fanout =
         Fanout::new(track.consume(), writer.sender(), Start::CurrentGroup, 8).budget(LatencyBudget::Auto);
-    write_group(&track, 0);
+    write_group(&track, 0, 3, 1000);
     assert_eq!(next_step(&mut fanout).await, Step::Started { group: 0 });
     // The sender falls behind: acknowledgments are read late and the smoothed RTT it reports
     // grows from 40 ms to 2 s, though the path is as fast as ever.
     watched.extra_rtt_ms.store(1960, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    write_group(&track, 1);
+    write_group(&track, 1, 3, 1000);
     assert_eq!(next_step(&mut fanout).await, Step::Started { group: 1 });
     let overtaken = Instant::now();
-    assert_eq!(
-        next_step(&mut fanout).await,
-        Step::Skipped {
-            group: 0,
-            reason: SkipReason::Late
-        }
-    );
-    let waited = overtaken.elapsed();
+    let waited = assert_skipped_late(
+        &mut fanout,
+        0,
+        overtaken,
+        "budget 1 s + the lowest RTT (40 ms), not + the inflated 2 s",
+    )
+    .await;
     println!(
         "group 0 skipped as late {waited:?} after group 1 began (reported RTT {:?}, lowest 40 ms)",
         watched.rtt()
-    );
-    assert!(
-        waited >= Duration::from_millis(1040) && waited < Duration::from_millis(1100),
-        "skipped after {waited:?}: budget 1 s + the lowest RTT (40 ms), not + the inflated 2 s"
     );
     fanout.abandon().await;
 }

@@ -7,13 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use banyan_moq::coding::{PublishDoneCode, TrackName, TrackNamespace};
-use banyan_moq::data::ObjectProperties;
 use banyan_moq::message::{Parameters, Subscribe, SubscribeOk};
 use banyan_moq::session::{Request, Session, SessionConfig, Subscription, TrackEvent, TrackWriter};
-use banyan_moq::track::{Fanout, LatencyBudget, Limits, Object, SkipReason, Start, Step, TrackProducer};
+use banyan_moq::track::{Fanout, LatencyBudget, Limits, SkipReason, Start, Step, TrackProducer};
 use banyan_tests::mem::{self, Config, Link};
-use bytes::Bytes;
+use common::fanout::{assert_skipped_late, next_step, write_group};
 use std::time::Duration;
 
 /// A subscribed pair: the publisher's writer and the subscriber's subscription.
@@ -42,18 +43,6 @@ async fn subscribed(config: &Config) -> (TrackWriter, Subscription, Session, Ses
     };
     let subscription = client.subscribe(subscribe).await.unwrap();
     (accepting.await.unwrap(), subscription, client, server)
-}
-
-/// Write `group` with `objects` objects of `size` bytes.
-fn write_group(track: &TrackProducer, group: u64, objects: u64, size: usize) {
-    let subgroup = track.open_subgroup(group, 0, None, false).unwrap();
-    for id in 0..objects {
-        subgroup.write(Object::new(
-            id,
-            ObjectProperties::default(),
-            Bytes::from(vec![group as u8; size]),
-        ));
-    }
 }
 
 /// Every (group, object ids) the subscriber receives, and the PUBLISH_DONE status.
@@ -110,11 +99,6 @@ async fn a_fanout_sends_every_group_in_order_and_ends_with_the_track() {
 }
 
 /// The next step, failing the test if none comes within five (virtual) seconds.
-async fn next_step(fanout: &mut Fanout) -> Step {
-    tokio::time::timeout(Duration::from_secs(5), fanout.step())
-        .await
-        .expect("a step within 5 s")
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_that_reads_nothing_is_skipped_forward_and_never_blocks_the_writer() {
@@ -192,18 +176,7 @@ async fn a_group_not_delivered_a_gop_after_the_next_began_is_skipped_as_late() {
         "groups one second apart"
     );
     let overtaken = tokio::time::Instant::now();
-    assert_eq!(
-        next_step(&mut fanout).await,
-        Step::Skipped {
-            group: 0,
-            reason: SkipReason::Late
-        }
-    );
-    let waited = overtaken.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1040) && waited < Duration::from_millis(1100),
-        "skipped {waited:?} after the next group began (budget 1 s + 40 ms RTT)"
-    );
+    assert_skipped_late(&mut fanout, 0, overtaken, "budget 1 s + 40 ms RTT").await;
     assert_eq!(next_step(&mut fanout).await, Step::Finished { group: 0 });
     // The newest group is never late: nothing newer has begun.
     assert!(

@@ -15,6 +15,7 @@ use banyan_moq::session::{
 use tokio::sync::mpsc;
 use url::Url;
 
+pub mod fanout;
 pub mod track;
 
 pub struct Harness {
