@@ -199,7 +199,6 @@ async fn stalled_subscriber() -> (TrackWriter, Arc<Watched>, Subscription, Sessi
     (accepting.await.unwrap(), watched, subscription, client, server)
 }
 
-/// Write `group` with three 1000-byte objects.
 /// Group 0 begins, and one second later (one GOP) group 1 overtakes it. Returns when.
 async fn overtake(track: &TrackProducer, fanout: &mut Fanout) -> Instant {
     write_group(track, 0, 3, 1000);

@@ -98,8 +98,6 @@ async fn a_fanout_sends_every_group_in_order_and_ends_with_the_track() {
     assert_eq!(done, Some(PublishDoneCode::TrackEnded));
 }
 
-/// The next step, failing the test if none comes within five (virtual) seconds.
-
 #[tokio::test(start_paused = true)]
 async fn a_subscriber_that_reads_nothing_is_skipped_forward_and_never_blocks_the_writer() {
     // Two objects fill a stream's window: an unread group stays in flight, being written.

@@ -52,7 +52,7 @@ pub(crate) struct UdpThreadRuntime {
     udp: tokio::runtime::Handle,
     /// Hands the endpoint driver to the thread, until it has.
     driver: Mutex<Option<oneshot::Sender<Driver>>>,
-    /// Datagrams read (the thread's pacing watches it).
+    /// Reads that returned datagrams (the thread's pacing watches it).
     received: Arc<AtomicU64>,
 }
 
@@ -111,18 +111,15 @@ impl Runtime for UdpThreadRuntime {
     fn spawn(&self, future: Driver) {
         // The first spawn is the endpoint driver (quinn spawns it while building the
         // endpoint, after wrapping the socket); every later one is a connection driver.
-        let driver = self.driver.lock().map(|mut d| d.take()).unwrap_or(None);
-        match driver {
-            Some(driver) => {
-                if let Err(future) = driver.send(future) {
-                    // The thread is gone (it cannot be, short of a panic): run it here.
-                    self.main.spawn(future);
-                }
-            }
-            None => {
-                self.main.spawn(future);
-            }
-        }
+        // If the thread is gone (it cannot be, short of a panic), the driver runs here.
+        let future = match self.driver.lock().map(|mut d| d.take()).unwrap_or(None) {
+            Some(driver) => match driver.send(future) {
+                Ok(()) => return,
+                Err(future) => future,
+            },
+            None => future,
+        };
+        self.main.spawn(future);
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> std::io::Result<Arc<dyn AsyncUdpSocket>> {

@@ -19,11 +19,11 @@ pub fn write_group(track: &TrackProducer, group: u64, objects: u64, size: usize)
     }
 }
 
-/// The fanout's next step, within 10 s of (paused) time.
+/// The fanout's next step, failing the test if none comes within five (paused) seconds.
 pub async fn next_step(fanout: &mut Fanout) -> Step {
-    tokio::time::timeout(Duration::from_secs(10), fanout.step())
+    tokio::time::timeout(Duration::from_secs(5), fanout.step())
         .await
-        .expect("a step within 10 s")
+        .expect("a step within 5 s")
 }
 
 /// The next step skips `group` as late, 1 s (one GOP) plus the 40 ms round trip of the test
