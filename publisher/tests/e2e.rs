@@ -1,6 +1,6 @@
 //! Proves real media flows end to end: ffmpeg-made H.264+Opus and AV1 clips → `banyan-publish`
-//! → `banyan-relay` → `banyan-watch --output file` (over `wss://`, QMux over WebSocket, for the
-//! H.264 clip) decode in ffprobe with the same frame counts and codecs; bad input (non-MP4,
+//! → `banyan-relay` → `banyan-watch --output file` (both over `wss://`, QMux over WebSocket, for
+//! the H.264 clip) decode in ffprobe with the same frame counts and codecs; bad input (non-MP4,
 //! truncated, unsupported codec, unreachable relay) exits non-zero with a clear message and no
 //! hang; a publisher survives a relay restart (GOAWAY) while the watcher, over QUIC or over
 //! WebSocket, sees exactly one gap and carries on; and SIGTERM ends a broadcast cleanly.
@@ -112,8 +112,8 @@ impl TestRelay {
         format!("moqt://localhost:{}", self.addr.port())
     }
 
-    /// The URL a watcher dials over `via`.
-    fn watch_url(&self, via: Via) -> String {
+    /// The URL a publisher or watcher dials over `via`.
+    fn url_via(&self, via: Via) -> String {
         match via {
             Via::Quic => self.url(),
             Via::WebSocket => format!("wss://localhost:{}/", self.ws.port()),
@@ -161,14 +161,14 @@ async fn run(mut c: Command, secs: u64) -> (bool, String, String) {
     )
 }
 
-/// Publish `clip` through a relay and watch it into a file; compare with ffprobe.
-/// How the watcher reaches the relay (the publisher always uses raw QUIC).
+/// How the publisher and the watcher reach the relay.
 #[derive(Clone, Copy, Debug)]
 enum Via {
     Quic,
     WebSocket,
 }
 
+/// Publish `clip` through a relay and watch it into a file; compare with ffprobe.
 async fn through_relay(
     clip: &Path,
     broadcast: &str,
@@ -176,8 +176,7 @@ async fn through_relay(
 ) -> (Vec<(String, u64)>, Vec<(String, u64)>, Value) {
     let certs = certs();
     let relay = relay(&certs, "127.0.0.1:0", "127.0.0.1:0").await;
-    let url = relay.url();
-    let watch_url = relay.watch_url(via);
+    let url = relay.url_via(via);
     let out = clip.with_extension("watched.mp4");
     let mut publisher = command(
         PUBLISH,
@@ -200,7 +199,7 @@ async fn through_relay(
     let watch = command(
         WATCH,
         &[
-            &watch_url,
+            &url,
             "--broadcast",
             broadcast,
             "--output",
@@ -482,7 +481,7 @@ async fn restart_case(via: Via, broadcast: &str) {
     let port = first.addr.port();
     let ws_port = first.ws.port();
     let url = first.url();
-    let watch_url = first.watch_url(via);
+    let watch_url = first.url_via(via);
     let dir = tempfile::tempdir().unwrap();
     let summary_path = dir.path().join("summary.json");
 
