@@ -109,6 +109,11 @@ pub struct Load {
     /// CPU used by the relay process over the last interval, in cores (1.0 = one full core).
     #[serde(default)]
     pub cpu: f64,
+    /// Sessions accepted since the relay started, a running count. Control takes each increase
+    /// as that many assigned viewers arrived, so an assignment counts against the relay until
+    /// its viewer is in `sessions`, however long the viewer takes to connect.
+    #[serde(default)]
+    pub accepted: u64,
 }
 
 /// One broadcast (namespace) a relay carries.

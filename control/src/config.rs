@@ -21,9 +21,13 @@
 //! - `heartbeat-interval` 1 s, `heartbeat-expiry` 3.5 s: three missed heartbeats (plus half an
 //!   interval of jitter) drop a relay; a restarted control plane hears from every relay within
 //!   one interval, well inside the "two intervals" promise.
-//! - `assignment-grace` 3 s: a viewer told to join a relay counts against it until a heartbeat
-//!   sent at least this long after the assignment could show it (connect time + one interval +
-//!   margin), so a burst between two heartbeats cannot overfill a relay.
+//! - `join-timeout` 20 s: a viewer told to join a relay counts against it until the relay's
+//!   heartbeats show it arrived (their running count of accepted sessions), so neither a burst
+//!   between two heartbeats nor a crowd of slow joiners can overfill a relay; one that has not
+//!   arrived after 20 s (a phone on a bad link gives up long before) is taken to have gone.
+//! - `assignment-grace` 3 s: a chat room assignment, a route or a broadcast newly carried counts
+//!   until a heartbeat sent at least this long after it could show it (connect time + one
+//!   interval + margin).
 //! - `high-water` 0.8: new viewers go to relays below 80 % of capacity; the last 20 % absorbs
 //!   assignments in flight and viewers reconnecting after a GOAWAY elsewhere.
 //! - `max-children` 8, `max-depth` 4: a parent's egress for a broadcast is bounded to 8 copies;

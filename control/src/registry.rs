@@ -28,10 +28,17 @@ pub struct Policy {
     #[serde(with = "crate::layered::serde_duration")]
     pub heartbeat_expiry: Duration,
 
-    /// How long an assignment counts against a relay before heartbeats are trusted to show it.
+    /// How long a heartbeat may lag behind a placement: a chat room assignment, a route to a
+    /// parent or a broadcast newly carried counts until a heartbeat this much later could show it.
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub assignment_grace: Duration,
+
+    /// How long a viewer assigned to a relay counts against it while it has not arrived (a
+    /// relay's heartbeats count arrivals); after this the viewer is taken to have gone.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = humantime::parse_duration)]
+    #[serde(with = "crate::layered::serde_duration")]
+    pub join_timeout: Duration,
 
     /// Fraction of a relay's capacity above which it gets no new viewers while others have room.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.8)]
@@ -60,6 +67,7 @@ impl Default for Policy {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_expiry: Duration::from_millis(3500),
             assignment_grace: Duration::from_secs(3),
+            join_timeout: Duration::from_secs(20),
             high_water: 0.8,
             max_children: 8,
             max_depth: 4,
@@ -110,18 +118,47 @@ type RouteRank<'a> = (bool, u32, u32, &'a String);
 struct Relay {
     heartbeat: Heartbeat,
     last_seen: Instant,
-    /// Viewer assignments not yet trusted to be in a heartbeat (oldest first).
+    /// Viewers assigned here that have not arrived yet, by when (oldest first).
     assignments: VecDeque<Instant>,
+    /// The relay's running count of accepted sessions, as of its last heartbeat.
+    accepted: u64,
     /// When each broadcast was last assigned to or designated on this relay.
     recent: HashMap<String, Instant>,
 }
 
 impl Relay {
-    /// Reported sessions plus assignments a heartbeat may not show yet. Every assignment kept
-    /// is one of those: [`Registry::heartbeat`] drops the ones older than the grace before it.
+    /// Reported sessions plus viewers on their way: [`Relay::arrived`] keeps `assignments` to
+    /// those.
     fn occupancy(&self) -> u32 {
         let pending = u32::try_from(self.assignments.len()).unwrap_or(u32::MAX);
         self.heartbeat.load.sessions.saturating_add(pending)
+    }
+
+    /// Take in a heartbeat: each session accepted since the last one is an assigned viewer
+    /// arriving (the oldest assignment first: viewers connect in roughly the order they were
+    /// told to), and an assignment older than `join_timeout` is a viewer that never came.
+    ///
+    /// Sessions nobody assigned (a child relay, a publisher, a viewer with an old answer) also
+    /// count as arrivals, so a relay can be under-counted by those for up to `join_timeout`;
+    /// `high_water` leaves room for that. The other way, counting on time alone, let a crowd of
+    /// slow joiners past a relay's capacity.
+    fn arrived(&mut self, heartbeat: Heartbeat, now: Instant, join_timeout: Duration) {
+        // A relay that restarted under the same id counts from zero again.
+        let arrivals = heartbeat
+            .load
+            .accepted
+            .checked_sub(self.accepted)
+            .unwrap_or(heartbeat.load.accepted);
+        self.accepted = heartbeat.load.accepted;
+        self.heartbeat = heartbeat;
+        self.last_seen = now;
+        let arrivals = usize::try_from(arrivals).unwrap_or(usize::MAX);
+        self.assignments.drain(..arrivals.min(self.assignments.len()));
+        if let Some(cutoff) = now.checked_sub(join_timeout) {
+            while self.assignments.front().is_some_and(|t| *t <= cutoff) {
+                self.assignments.pop_front();
+            }
+        }
     }
 
     fn urls_match(&self, url: &str) -> bool {
@@ -197,12 +234,8 @@ impl Registry {
             Some(relay) => {
                 self.rooms
                     .report(&relay.heartbeat.broadcasts, &heartbeat.broadcasts);
-                relay.heartbeat = heartbeat;
-                relay.last_seen = now;
+                relay.arrived(heartbeat, now, self.policy.join_timeout);
                 if let Some(cutoff) = now.checked_sub(grace) {
-                    while relay.assignments.front().is_some_and(|t| *t <= cutoff) {
-                        relay.assignments.pop_front();
-                    }
                     relay.recent.retain(|_, t| *t > cutoff);
                 }
             }
@@ -212,6 +245,7 @@ impl Registry {
                 self.relays.insert(
                     id.clone(),
                     Relay {
+                        accepted: heartbeat.load.accepted,
                         heartbeat,
                         last_seen: now,
                         assignments: VecDeque::new(),
@@ -824,28 +858,74 @@ mod tests {
         assert_eq!(up.first().map(String::as_str), Some("moqt://o:1"));
     }
 
+    /// `e`'s heartbeat at `at`: `sessions` open, `accepted` in all since it started.
+    fn arrivals(reg: &mut Registry, sessions: u32, accepted: u64, at: Instant) {
+        let mut h = hb("e", "eu", 10, sessions);
+        h.load.accepted = accepted;
+        reg.heartbeat(h, at);
+    }
+
+    fn occupancy(reg: &Registry, id: &str) -> u32 {
+        reg.fleet().relays.iter().find(|r| r.id == id).unwrap().occupancy
+    }
+
     #[test]
-    fn pending_assignments_count_until_a_late_enough_heartbeat() {
+    fn an_assigned_viewer_counts_until_it_arrives_or_its_join_timeout_passes() {
         let t0 = Instant::now();
         let mut reg = Registry::new(Policy::default());
         reg.heartbeat(origin_hb("o"), t0);
-        reg.heartbeat(hb("e", "eu", 10, 0), t0);
+        arrivals(&mut reg, 0, 40, t0);
         for _ in 0..8 {
             assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().relay_id, "e");
         }
         // e is at high-water (8 of 10): the 9th viewer spills to the origin as a last resort.
         assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().relay_id, "o");
-        // A heartbeat one second later still might not show them: they still count.
-        reg.heartbeat(hb("e", "eu", 10, 0), t0 + Duration::from_secs(1));
-        assert_eq!(
-            reg.fleet().relays.iter().find(|r| r.id == "e").unwrap().occupancy,
-            8
-        );
-        // One sent after the grace shows the truth (here: they never came).
-        reg.heartbeat(hb("e", "eu", 10, 0), t0 + Duration::from_secs(4));
-        assert_eq!(
-            reg.fleet().relays.iter().find(|r| r.id == "e").unwrap().occupancy,
-            0
-        );
+        // Five arrived (the running count goes 40 → 45): they are sessions now, three are
+        // still on their way.
+        arrivals(&mut reg, 5, 45, t0 + Duration::from_secs(1));
+        assert_eq!(occupancy(&reg, "e"), 8);
+        // Two of the five left and one more arrived: 4 sessions, 2 on their way.
+        arrivals(&mut reg, 4, 46, t0 + Duration::from_secs(2));
+        assert_eq!(occupancy(&reg, "e"), 6);
+        // The last two never come: they stop counting once the join timeout has passed.
+        let timeout = reg.policy().join_timeout;
+        arrivals(&mut reg, 4, 46, t0 + timeout - Duration::from_millis(1));
+        assert_eq!(occupancy(&reg, "e"), 6);
+        arrivals(&mut reg, 4, 46, t0 + timeout);
+        assert_eq!(occupancy(&reg, "e"), 4);
+        // A relay restarted under the same id counts from zero: 3 accepted are 3 arrivals.
+        for _ in 0..3 {
+            reg.watch("live/a", "eu", None, t0 + timeout).unwrap();
+        }
+        arrivals(&mut reg, 3, 3, t0 + timeout + Duration::from_secs(1));
+        assert_eq!(occupancy(&reg, "e"), 3);
+    }
+
+    /// A crowd on slow phones: viewers take longer to connect than `assignment_grace`.
+    /// Counting assignments on time alone forgot them after the grace and filled the relay a
+    /// second time (613 sessions on a relay of 500 in a flash crowd run).
+    #[test]
+    fn slow_joiners_do_not_let_a_relay_be_filled_twice() {
+        let t0 = Instant::now();
+        let mut reg = Registry::new(Policy::default());
+        let mut origin = origin_hb("o");
+        origin.load.sessions = origin.capacity.max_viewers;
+        reg.heartbeat(origin, t0);
+        arrivals(&mut reg, 0, 0, t0);
+        for _ in 0..10 {
+            assert_eq!(reg.watch("live/a", "eu", None, t0).unwrap().relay_id, "e");
+        }
+        let full = Err(PlaceError::NoCapacity("live/a".into()));
+        assert_eq!(reg.watch("live/a", "eu", None, t0), full);
+        // Heartbeats keep coming, well past the grace, before any of them has connected.
+        let late = t0 + reg.policy().assignment_grace * 2;
+        arrivals(&mut reg, 0, 0, late);
+        assert_eq!(occupancy(&reg, "e"), 10);
+        assert_eq!(reg.watch("live/a", "eu", None, late), full);
+        // Now they arrive: the relay is exactly full, once.
+        let later = late + Duration::from_secs(1);
+        arrivals(&mut reg, 10, 10, later);
+        assert_eq!(occupancy(&reg, "e"), 10);
+        assert_eq!(reg.watch("live/a", "eu", None, later), full);
     }
 }

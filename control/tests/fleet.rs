@@ -50,6 +50,9 @@ async fn a_burst_of_viewers_spawns_relays_that_register_then_drain_and_exit_when
         "1s",
         "--assignment-grace",
         "600ms",
+        // The viewers here only ask control and never connect.
+        "--join-timeout",
+        "1s",
         "--tick",
         "100ms",
         "--join-rate-halflife",

@@ -153,13 +153,16 @@ async fn heartbeats_describe_the_relay_and_continue_after_refusals() {
     assert_eq!(heartbeat.capacity.egress_bps, 1_000_000_000);
     assert!(!heartbeat.draining);
     assert!(heartbeat.broadcasts.is_empty() && heartbeat.parents.is_empty());
+    assert_eq!(heartbeat.load.accepted, 0, "nobody has connected yet");
 
     // The URLs it reports are the ones clients use: a session over each works.
     let client = edge.client();
     edge.connect(&client, TransportKind::Quic).await;
     edge.connect(&client, TransportKind::WebTransport).await;
     control
-        .wait_for("a heartbeat counting both sessions", |h| h.load.sessions >= 2)
+        .wait_for("a heartbeat counting both sessions, open and accepted", |h| {
+            h.load.sessions >= 2 && h.load.accepted == 2
+        })
         .await;
 }
 

@@ -170,6 +170,7 @@ pub fn heartbeat(id: &str, region: &str, cap: u32, sessions: u32) -> Heartbeat {
             sessions,
             egress_bps: 0,
             cpu: 0.1,
+            accepted: 0,
         },
         broadcasts: vec![],
         parents: vec![],

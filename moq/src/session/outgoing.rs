@@ -100,8 +100,8 @@ impl Session {
 
     /// Push a track to the peer (PUBLISH). The Request ID and Track Alias are assigned here.
     ///
-    /// Objects may be written at once (before PUBLISH_OK, as the spec allows); the returned
-    /// writer reports the peer's answer through [`TrackWriter::accepted`].
+    /// Objects may be written at once (before PUBLISH_OK, as the spec allows); the peer's
+    /// answer (PUBLISH_OK or REQUEST_ERROR) is read with [`TrackWriter::next_request`].
     pub async fn publish(&self, mut publish: Publish) -> Result<TrackWriter, Error> {
         publish.request_id = self.next_request_id();
         publish.track_alias = self.next_track_alias();

@@ -258,6 +258,7 @@ impl Reporter {
                 sessions: u32::try_from(metrics.sessions_total().max(0)).unwrap_or(u32::MAX),
                 egress_bps,
                 cpu,
+                accepted: metrics.sessions_accepted.get(),
             },
             broadcasts,
             parents,

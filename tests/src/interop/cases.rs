@@ -11,7 +11,7 @@ use banyan_moq::message::{
     Fetch, FetchType, GroupOrder, JoiningFetch, Message, Parameters, Publish, PublishNamespace, RequestOk,
     StandaloneFetch, Subscribe, SubscribeNamespace, SubscribeTracks,
 };
-use banyan_moq::session::{Client, Error, NamespaceEvent, Request, Session, Subscription};
+use banyan_moq::session::{Client, Error, NamespaceEvent, Request, Session, Subscription, TrackWriter};
 
 use super::roles::{self, Clock, Received, Seen, Track, OBJECTS_PER_GROUP};
 use super::{Case, Config, Conn, Failure};
@@ -577,13 +577,7 @@ async fn namespace_discovery(ctx: &Ctx<'_>) -> Result<String, Failure> {
     let publisher = Conn::open(ctx, "publisher").await?;
     let _serving = roles::serve(&publisher.session, track.clone(), &clock);
     let _publication = announce(&publisher.session, &track.namespace).await?;
-    let writer = within(
-        "PUBLISH",
-        STEP,
-        publisher.session.publish(publish_message(&track)),
-    )
-    .await?;
-    let _publishing = roles::Task::spawn(roles::run_writer(writer, clock.watch(), true));
+    let _publishing = publish_accepted(&publisher.session, &track, &clock).await?;
 
     let subscriber = Conn::open(ctx, "subscriber").await?;
     let half = Duration::from_millis(7500);
@@ -884,9 +878,23 @@ async fn publish_track_only(ctx: &Ctx<'_>) -> Result<String, Failure> {
     let conn = Conn::open(ctx, "publisher").await?;
     let _refuse = roles::refuse_requests(&conn.session);
     let mut writer = within("PUBLISH", STEP, conn.session.publish(publish_message(&track))).await?;
+    publish_ok(&mut writer).await?;
+    within(
+        "PUBLISH_DONE",
+        STEP,
+        writer.finish(PublishDoneCode::TrackEnded, "track ended"),
+    )
+    .await?;
+    Ok("PUBLISH_OK received, PUBLISH_DONE sent".into())
+}
+
+/// The relay's answer to a PUBLISH: its Forward State (if it set one) on PUBLISH_OK (a
+/// REQUEST_OK, or the legacy 0x1E form), a failure on REQUEST_ERROR or a cancelled PUBLISH.
+async fn publish_ok(writer: &mut TrackWriter) -> Result<Option<bool>, Failure> {
     loop {
         match within("PUBLISH_OK", STEP, writer.next_request()).await? {
-            Some(Message::RequestOk(_)) | Some(Message::PublishOk(_)) => break,
+            Some(Message::RequestOk(ok)) => return Ok(ok.parameters.forward),
+            Some(Message::PublishOk(ok)) => return Ok(ok.parameters.forward),
             Some(Message::RequestError(e)) => {
                 return Err(Failure::Check(format!(
                     "PUBLISH refused: REQUEST_ERROR {} ({:?})",
@@ -902,17 +910,24 @@ async fn publish_track_only(ctx: &Ctx<'_>) -> Result<String, Failure> {
             }
         }
     }
-    within(
-        "PUBLISH_DONE",
-        STEP,
-        writer.finish(PublishDoneCode::TrackEnded, "track ended"),
-    )
-    .await?;
-    Ok("PUBLISH_OK received, PUBLISH_DONE sent".into())
 }
 
-/// publish-track-subscribe: the publisher PUBLISHes the track (objects flow while Forward
-/// State is 1) before any subscriber exists; a second session SUBSCRIBEs. Asserts SUBSCRIBE_OK
+/// PUBLISH the track and, once the relay has accepted it, send its objects while Forward State
+/// is 1. Waiting for PUBLISH_OK matters: a relay may register the track only then, so a
+/// second session's SUBSCRIBE sent earlier can be refused "Track not found" (it was, once,
+/// against moq-relay-ietf).
+async fn publish_accepted(session: &Session, track: &Track, clock: &Clock) -> Result<roles::Task, Failure> {
+    let mut writer = within("PUBLISH", STEP, session.publish(publish_message(track))).await?;
+    let forward = publish_ok(&mut writer).await?.unwrap_or(true);
+    Ok(roles::Task::spawn(roles::run_writer(
+        writer,
+        clock.watch(),
+        forward,
+    )))
+}
+
+/// publish-track-subscribe: the publisher PUBLISHes the track before any subscriber exists
+/// (objects flow once PUBLISH_OK allows); a second session SUBSCRIBEs. Asserts SUBSCRIBE_OK
 /// and 5 objects within 10 s.
 async fn publish_track_subscribe(ctx: &Ctx<'_>) -> Result<String, Failure> {
     const WANTED: usize = 5;
@@ -920,13 +935,7 @@ async fn publish_track_subscribe(ctx: &Ctx<'_>) -> Result<String, Failure> {
     let clock = Clock::start();
     let publisher = Conn::open(ctx, "publisher").await?;
     let _serving = roles::serve(&publisher.session, track.clone(), &clock);
-    let writer = within(
-        "PUBLISH",
-        STEP,
-        publisher.session.publish(publish_message(&track)),
-    )
-    .await?;
-    let _publishing = roles::Task::spawn(roles::run_writer(writer, clock.watch(), true));
+    let _publishing = publish_accepted(&publisher.session, &track, &clock).await?;
 
     let subscriber = Conn::open(ctx, "subscriber").await?;
     let _refuse = roles::refuse_requests(&subscriber.session);
