@@ -14,7 +14,9 @@
 # Env:   VIEWERS (5000), ARRIVAL (10s), CAPACITY (500), MAX_SPAWNED (16), WATCH (5s),
 #        BANYAN_BUILD=0 to skip `cargo build`, CARGO_TARGET_DIR as for cargo,
 #        BANYAN_PIN=0 to run unpinned (default with two or more cores: control, the relays it
-#        spawns, the origin and the publisher on core 0, banyan-bench on core 1).
+#        spawns, the origin and the publisher on core 0, banyan-bench on core 1),
+#        BANYAN_FLAME=1 to profile core 0 (every server process) from 2 s to 8 s into the crowd:
+#        OUT/flame-core0.svg and .folded (bench/scripts/flamegraph.sh: needs perf and inferno).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/scripts/lib.sh
@@ -82,10 +84,17 @@ jq -e 'any(.broadcasts[]; .broadcast == "bench/0")' <<<"$status" >/dev/null \
 
 echo "== flash crowd: $viewers viewers over $arrival, relays of $capacity (up to $max_spawned spawned), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 rc=0
+flame=""
+if [[ ${BANYAN_FLAME:-0} != 0 ]]; then
+  (sleep 2; bench/scripts/flamegraph.sh "$out/flame-core0.svg" 6 -C 0 \
+    "core 0 in a flash crowd: $viewers viewers over $arrival, relays of $capacity") 2>"$out/flame.log" &
+  flame=$!
+fi
 "${pin_bench[@]}" "$bin/banyan-bench" flash "http://$control" --broadcast bench/0 \
   --viewers "$viewers" --arrival "$arrival" --watch "$watch" \
   --expect-media 99 --expect-ttff-p95 1.5s --json >"$out/flash.json" 2>"$out/flash.log" || rc=$?
 grep -v '^ *[0-9.]*s  arrived' "$out/flash.log" >&2 || true
+if [[ -n $flame ]]; then wait "$flame" || echo "no flame graph (see $out/flame.log)" >&2; cat "$out/flame.log" >&2; fi
 # The spawner's start-to-registered time: control's "spawned relay process" line against its
 # "relay registered" line (the relay's first heartbeat), both from control's log.
 echo "spawner: relay started -> registered (control log):" >&2
