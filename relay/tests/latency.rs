@@ -68,7 +68,22 @@ struct Case {
     p99: f64,
     max: f64,
     dropped: u64,
+    /// Objects by how late they were beyond the propagation floor, in [`LATE_BUCKETS`].
+    late: [usize; LATE_BUCKETS.len()],
 }
+
+/// Buckets of delay beyond the propagation floor (ms, upper bounds), named by what costs that
+/// much on a 40 ms round trip: nothing lost; a loss found by a later packet's ACK (RFC 9002's
+/// time threshold, 9/8 RTT, then the resend's one-way 20 ms: ≈ 45 ms); a lost last packet found
+/// only by the probe timeout (smoothed RTT + 4 × its variance + max ACK delay, then the resend:
+/// ≈ 60–90 ms); two recoveries on the path.
+const LATE_BUCKETS: [(u64, &str); 5] = [
+    (10, "< 10"),
+    (40, "10-40"),
+    (60, "40-60"),
+    (95, "60-95"),
+    (u64::MAX, ">= 95"),
+];
 
 async fn run_case(hops: usize, loss: f64, live: Live) -> Case {
     let seed = (hops as u64) * 100 + (loss * 1000.0) as u64;
@@ -109,6 +124,14 @@ async fn run_case(hops: usize, loss: f64, live: Live) -> Case {
         })
         .sum();
     let ms = |p: f64| percentile(&samples, p) as f64 / 1000.0;
+    let floor_us = (hops as u64 + 1) * LINK_DELAY.as_micros() as u64;
+    let mut late = [0; LATE_BUCKETS.len()];
+    for sample in &samples {
+        let over_ms = sample.saturating_sub(floor_us) / 1000;
+        if let Some(bucket) = LATE_BUCKETS.iter().position(|(upper, _)| over_ms < *upper) {
+            late[bucket] += 1;
+        }
+    }
     Case {
         hops,
         loss,
@@ -119,6 +142,7 @@ async fn run_case(hops: usize, loss: f64, live: Live) -> Case {
         p99: ms(99.0),
         max: ms(100.0),
         dropped,
+        late,
     }
 }
 
@@ -167,6 +191,20 @@ async fn glass_to_glass_p99_stays_under_250ms_through_three_hops_at_three_percen
             c.dropped
         );
     }
+    let _ = write!(
+        table,
+        "\nobjects by delay beyond the floor, ms (see LATE_BUCKETS for what each costs)\nrelays  loss"
+    );
+    for (_, name) in LATE_BUCKETS {
+        let _ = write!(table, "  {name:>7}");
+    }
+    for c in cases.iter().filter(|c| c.loss > 0.0) {
+        let _ = write!(table, "\n{:>6}  {:>3.0}%", c.hops, c.loss * 100.0);
+        for n in c.late {
+            let _ = write!(table, "  {n:>7}");
+        }
+    }
+    table.push('\n');
     // On the process's stderr directly: the harness captures `println!`, and CI's log should
     // show the percentiles of a passing run too.
     let _ = std::io::Write::write_all(&mut std::io::stderr(), table.as_bytes());
