@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::{Location, PublishDoneCode, RequestErrorCode, TrackName};
@@ -412,7 +414,7 @@ fn thread_names() -> Vec<String> {
 
 /// A server's UDP socket is read on a thread of its own (so a saturated runtime cannot starve
 /// its receiving), objects flow through it, and the thread ends with the server's runtime
-/// even while sessions are still open, instead of outliving it.
+/// even while sessions are still open and a peer keeps sending to it, instead of outliving it.
 #[test]
 fn a_server_reads_its_socket_on_its_own_thread_which_ends_with_its_runtime() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -420,9 +422,10 @@ fn a_server_reads_its_socket_on_its_own_thread_which_ends_with_its_runtime() {
         .enable_all()
         .build()
         .unwrap();
-    let (thread, open) = runtime.block_on(async {
+    let (thread, port, open) = runtime.block_on(async {
         let mut h = start().await;
-        let thread = format!("moq-udp-{}", h.url(TransportKind::Quic).port().unwrap());
+        let port = h.url(TransportKind::Quic).port().unwrap();
+        let thread = format!("moq-udp-{port}");
         assert!(
             thread_names().contains(&thread),
             "{thread} among {:?}",
@@ -442,10 +445,24 @@ fn a_server_reads_its_socket_on_its_own_thread_which_ends_with_its_runtime() {
         let (received, _) = read_groups(subscription).await;
         assert_eq!(received.len(), 3, "every group through the server's UDP thread");
         let server = within("publisher", publisher).await.unwrap();
-        (thread, (client, server))
+        (thread, port, (client, server))
     });
     // The sessions stay open: their connection drivers die with the runtime, so the endpoint
-    // never hears that they ended.
+    // never hears that they ended. And datagrams keep coming, from before the runtime goes
+    // and faster than the thread's pause, so it never finds its socket empty to wait on.
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while flooding.load(Ordering::Relaxed) {
+                // Too short to be answered (no stateless reset): read and dropped.
+                let _ = socket.send_to(&[0x40; 8], ("127.0.0.1", port));
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
     drop(runtime);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while thread_names().contains(&thread) {
@@ -455,5 +472,7 @@ fn a_server_reads_its_socket_on_its_own_thread_which_ends_with_its_runtime() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    flooding.store(false, Ordering::Relaxed);
+    flood.join().unwrap();
     drop(open);
 }

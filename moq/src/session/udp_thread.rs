@@ -81,10 +81,7 @@ impl UdpThreadRuntime {
             runtime.block_on(async move {
                 // No driver: the endpoint was never built.
                 let Ok(driver) = driven.await else { return };
-                tokio::select! {
-                    () = Paced::new(driver, counted) => {}
-                    _ = main_gone => {}
-                }
+                Paced::new(driver, counted, main_gone).await;
             });
         })?;
         Ok(Arc::new(Self {
@@ -136,15 +133,22 @@ impl Runtime for UdpThreadRuntime {
     }
 }
 
-/// The endpoint driver, paced (see the module docs).
+/// The endpoint driver, paced (see the module docs), until it ends or the caller's runtime
+/// does (`main_gone`), which it checks between pauses too: while peers keep sending, the driver
+/// may never wait on the socket.
 struct Paced {
     driver: Driver,
     received: Arc<AtomicU64>,
+    main_gone: oneshot::Receiver<()>,
 }
 
 impl Paced {
-    fn new(driver: Driver, received: Arc<AtomicU64>) -> Self {
-        Self { driver, received }
+    fn new(driver: Driver, received: Arc<AtomicU64>, main_gone: oneshot::Receiver<()>) -> Self {
+        Self {
+            driver,
+            received,
+            main_gone,
+        }
     }
 }
 
@@ -154,6 +158,9 @@ impl Future for Paced {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
+            if Pin::new(&mut this.main_gone).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
             let before = this.received.load(Ordering::Relaxed);
             for _ in 0..MAX_POLLS {
                 let wake = Arc::new(SelfWake {
