@@ -12,6 +12,7 @@
 //! | POST | `/v1/publish/{broadcast}?region=R` | — | [`PublishResponse`] |
 //! | POST | `/v1/relays/{id}/drain` | — | [`DrainResponse`] |
 //! | GET | `/v1/status` | — | [`Status`] |
+//! | GET | `/v1/history` | — | [`HistoryView`] |
 //!
 //! The tokens those responses carry are JWTs with [`Claims`]; relays verify them.
 //!
@@ -303,6 +304,44 @@ pub struct BroadcastStatus {
     pub join_rate: f64,
     /// Relays carrying it.
     pub relays: Vec<String>,
+}
+
+/// The last minutes of the fleet (`GET /v1/history`), one [`Sample`] per interval, oldest
+/// first, drawn by the status page's graphs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryView {
+    /// Milliseconds between samples.
+    pub interval_ms: u64,
+    /// The control plane's clock now, on the samples' scale (`at_ms`).
+    pub now_ms: u64,
+    /// The samples, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+/// The fleet at one moment in [`HistoryView`], from the same figures as [`Status`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When, in milliseconds since the control plane started.
+    pub at_ms: u64,
+    /// Live relays.
+    pub relays: u32,
+    /// Of those, spawned by this control plane.
+    pub spawned: u32,
+    /// Egress summed over the relays, bits per second.
+    pub egress_bps: u64,
+    /// The busiest broadcasts (at most 32), busiest first.
+    pub broadcasts: Vec<BroadcastSample>,
+}
+
+/// One broadcast in a [`Sample`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BroadcastSample {
+    /// The broadcast (namespace).
+    pub broadcast: String,
+    /// Viewers over all relays, as in [`BroadcastStatus::viewers`].
+    pub viewers: u64,
+    /// Smoothed join velocity, viewers per second.
+    pub join_rate: f64,
 }
 
 /// The claims of a relay token: a JWT the control plane mints (`token` in [`WatchResponse`]

@@ -19,6 +19,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::registry::{PlaceError, Registry};
 use crate::token::{Minter, TokenError};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub limiter: DefaultDirectRateLimiter,
     /// Counters.
     pub metrics: Metrics,
+    /// The last minutes, sampled by the control loop.
+    pub history: Mutex<History>,
 }
 
 /// The assignment rate limiter: `rate` requests per second sustained, `burst` at once (each at
@@ -60,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
+        .route("/v1/history", get(history))
         .route("/v1/relays/heartbeat", post(heartbeat))
         .route("/v1/relays/{id}/drain", post(drain))
         .route("/v1/watch/{*broadcast}", get(watch))
@@ -121,6 +125,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.registry.lock().status(Instant::now())).into_response()
+}
+
+async fn history(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.history.lock().view(Instant::now())).into_response()
 }
 
 async fn heartbeat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {

@@ -27,6 +27,8 @@
 //!   `banyan-relay` processes) and, with feature `kubernetes`, `spawner::kubernetes`.
 //! - [`token`]: minting viewer and publisher JWTs the relay accepts.
 //! - [`http`]: the axum router: handlers, CORS, rate limiting, status page.
+//! - [`history`]: the last minutes of the fleet, a bounded ring of samples for the status
+//!   page's graphs (`/v1/history`).
 //! - [`metrics`]: counters as `prometheus-client` metrics and their OpenMetrics text, with
 //!   gauges computed from a status snapshot at scrape time.
 //! - [`service`]: [`Control`](service::Control): binds, serves and runs the control loop.
@@ -41,6 +43,8 @@ pub mod layered;
 pub mod autoscale;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod history;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

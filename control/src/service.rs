@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use crate::autoscale::{Action, Autoscaler};
 use crate::config::{ControlConfig, SpawnerKind};
+use crate::history::History;
 use crate::http::{assignment_limiter, router, Shared};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -109,6 +110,7 @@ impl Control {
             publish_token_ttl: config.token.publish_token_ttl,
             limiter: assignment_limiter(config.watch_rate, config.watch_burst),
             metrics: Metrics::default(),
+            history: Mutex::new(History::new(HISTORY_INTERVAL, HISTORY_SPAN, Instant::now())),
         });
         Ok(Self {
             listener,
@@ -171,6 +173,11 @@ impl Control {
     }
 }
 
+/// One sample of the fleet per second for the status page's graphs, ten minutes of them
+/// (600 samples of a few hundred bytes).
+const HISTORY_INTERVAL: Duration = Duration::from_secs(1);
+const HISTORY_SPAN: Duration = Duration::from_secs(600);
+
 /// One pass of the control loop at `now`.
 async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn Spawner>, now: Instant) {
     let actions = {
@@ -181,6 +188,10 @@ async fn step(shared: &Shared, autoscaler: &mut Autoscaler, spawner: Option<&dyn
         let fleet = registry.fleet();
         let actions = autoscaler.tick(now, &joins, &fleet);
         registry.set_join_rates(autoscaler.join_rates().clone());
+        let mut history = shared.history.lock();
+        if history.due(now) {
+            history.record(&registry.status(now), now);
+        }
         actions
     };
     // Whole milliseconds, as this gauge has always been exported.

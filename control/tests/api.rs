@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use banyan_control::api::BroadcastLoad;
 use banyan_relay::auth::Authenticator;
@@ -309,7 +310,23 @@ async fn cors_status_page_metrics_health() {
     assert_eq!(e["parents"][0]["relay_id"], "o", "parent URL mapped to its relay");
     assert_eq!(status["broadcasts"][0]["origin"], "o");
     let page = get(c.addr, "/").await;
-    assert!(page.body.contains("<html") && page.body.contains("v1/status"));
+    assert!(
+        page.body.contains("<html") && page.body.contains("v1/status") && page.body.contains("v1/history")
+    );
+    // The control loop samples the fleet once a second for the page's graphs.
+    let sampled = eventually(Duration::from_secs(5), || async {
+        let h = get(c.addr, "/v1/history").await.json();
+        h["samples"]
+            .as_array()
+            .is_some_and(|s| s.last().is_some_and(|s| s["relays"] == 2))
+    })
+    .await;
+    let history = get(c.addr, "/v1/history").await.json();
+    assert!(sampled, "{history}");
+    assert_eq!(history["interval_ms"], 1000);
+    let last = history["samples"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["broadcasts"][0]["broadcast"], "live/s", "{history}");
+    assert!(last["at_ms"].as_u64().unwrap() <= history["now_ms"].as_u64().unwrap());
     let m = get(c.addr, "/metrics").await;
     assert!(m.body.contains("banyan_control_relays 2"), "{}", m.body);
     assert!(m.body.contains("banyan_control_heartbeats_total 2"), "{}", m.body);
