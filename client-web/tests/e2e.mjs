@@ -45,6 +45,10 @@
 // Stage 7 (RTMP ingest, tests/ingest.mjs): ffmpeg pushes H.264 + AAC over RTMP to banyan-ingest,
 //   which publishes into an origin relay of its own; the viewer page decodes >= 60 frames and AAC
 //   audio, and its gateway-to-screen latency p50 must be under 250 ms (p90/p99 printed).
+// Stage 8 (operator page, tests/operator.mjs): control with the process spawner, an origin of 10
+//   viewers and 30 bench viewers in 3 s; control's page must draw the broadcast's tree with every
+//   relay carrying it as a node and every parent link control reports as an edge, spawned relays
+//   included, and graph the spawn (screenshot test-results/operator.png).
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -57,6 +61,7 @@
 //                       BANYAN_E2E_ONLY=transports  stage 5 alone
 //                       BANYAN_E2E_ONLY=golive  stage 6 alone
 //                       BANYAN_E2E_ONLY=ingest  stage 7 alone
+//                       BANYAN_E2E_ONLY=operator  stage 8 alone
 //   BANYAN_GOLIVE_CODEC=vp8  stage 6 publishes this codec (the publish page's &codec=) instead of
 //                       its first choice, H.264
 import { spawn, execFileSync } from "node:child_process";
@@ -70,6 +75,7 @@ import { chromium } from "playwright-core";
 import { children, decoded, latencySamples, logger, quantile, start, stopChild, tail, waitExit, waitFor } from "./harness.mjs";
 import { transportsStage } from "./transports.mjs";
 import { ingestStage } from "./ingest.mjs";
+import { operatorStage } from "./operator.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
@@ -423,6 +429,10 @@ async function main() {
     }
     if (process.env.BANYAN_E2E_ONLY === "ingest") {
       summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
+      return summary;
+    }
+    if (process.env.BANYAN_E2E_ONLY === "operator") {
+      summary.operator = await operatorStage(browser, bin, results);
       return summary;
     }
     if (process.env.BANYAN_E2E_ONLY === "transports") {
@@ -786,6 +796,7 @@ async function main() {
     summary.transports = await transportsStage(browser, bin, pageBase, results);
     summary.goLive = await goLiveStage(executablePath, tls, pageBase);
     summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
+    summary.operator = await operatorStage(browser, bin, results);
     return summary;
   } finally {
     await browser.close();
