@@ -1,6 +1,9 @@
 //! `banyan-media`: how Banyan turns media into MoQT objects and back.
 //!
 //! # Module map
+//! - [`abr`]: adaptive bitrate, sans-IO: the bandwidth a viewer receives, estimated from its
+//!   video objects with the link's idle time left out, and the rendition to play with
+//!   hysteresis.
 //! - [`catalog`]: the MSF catalog (JSON on the `catalog` track) with serde.
 //! - [`loc`]: LOC packaging: one frame per object, its capture timestamp and codec
 //!   configuration as Object Properties.
@@ -15,6 +18,7 @@
 //!
 //! Nothing here does I/O or spawns tasks; the publisher and viewer drive it.
 
+pub mod abr;
 pub mod catalog;
 pub mod codec;
 pub mod fmp4;
