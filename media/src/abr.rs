@@ -239,9 +239,7 @@ impl Chooser {
     pub fn on_group(&mut self, estimate: Option<u64>, behind: bool) -> Option<&Rendition> {
         self.since_switch = self.since_switch.saturating_add(1);
         let current = self.ladder.get(self.current)?.bitrate as f64;
-        let Some(estimate) = estimate.map(|e| e as f64) else {
-            return None;
-        };
+        let estimate = estimate.map(|e| e as f64)?;
         let p = self.policy;
         if (estimate < current * p.down_below || behind) && self.current > 0 {
             let fits = self

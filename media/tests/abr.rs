@@ -115,11 +115,16 @@ fn within(value: u64, target: f64, tolerance: f64) -> bool {
     (value as f64 - target).abs() <= target * tolerance
 }
 
+/// The estimate after `groups` groups of a `stream` bit/s stream over a `capacity` link.
+fn estimate_over(groups: u64, capacity: f64, jitter_us: u64, stream: u64) -> u64 {
+    let mut e = Estimator::new();
+    play(groups, |_| capacity, jitter_us, 0, stream, None, &mut e);
+    e.estimate().unwrap()
+}
+
 #[test]
 fn a_fast_link_is_measured_not_the_stream_it_carries() {
-    let mut e = Estimator::new();
-    play(10, |_| 20e6, 0, 0, 1_000_000, None, &mut e);
-    let estimate = e.estimate().unwrap();
+    let estimate = estimate_over(10, 20e6, 0, 1_000_000);
     assert!(
         within(estimate, 20e6, 0.1),
         "20 Mbit/s link carrying 1 Mbit/s: estimate {estimate}"
@@ -128,9 +133,7 @@ fn a_fast_link_is_measured_not_the_stream_it_carries() {
 
 #[test]
 fn a_link_slower_than_the_stream_is_measured_at_its_pace() {
-    let mut e = Estimator::new();
-    play(6, |_| 1.5e6, 0, 0, 2_500_000, None, &mut e);
-    let estimate = e.estimate().unwrap();
+    let estimate = estimate_over(6, 1.5e6, 0, 2_500_000);
     assert!(
         within(estimate, 1.5e6, 0.05),
         "1.5 Mbit/s link under 2.5 Mbit/s: estimate {estimate}"
@@ -139,9 +142,7 @@ fn a_link_slower_than_the_stream_is_measured_at_its_pace() {
 
 #[test]
 fn jitter_makes_the_estimate_conservative_not_wrong() {
-    let mut e = Estimator::new();
-    play(10, |_| 8e6, 2_000, 0, 1_000_000, None, &mut e);
-    let estimate = e.estimate().unwrap();
+    let estimate = estimate_over(10, 8e6, 2_000, 1_000_000);
     assert!(
         estimate as f64 > 2.0e6 && (estimate as f64) < 8.8e6,
         "8 Mbit/s link, up to 2 ms jitter: estimate {estimate}"
