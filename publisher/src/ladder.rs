@@ -20,6 +20,13 @@
 //! timestamp ([`GroupAligner`]); every other rendition's keyframe at the same presentation time
 //! gets that same ID and timestamp, and its later frames are stamped relative to it. So group N
 //! of every rendition starts at the same keyframe with the same LOC timestamp.
+//!
+//! ffmpeg starts each output file's timeline at zero, so every output is padded to start at
+//! the input's time zero (`fps=start_time=0` repeats the first picture, `aresample` with
+//! `first_pts=0` prepends silence): otherwise audio that begins a second into the input would
+//! be stamped a second early. For the same reason (one output's frames can come before another
+//! output's header), each output is read on, up to [`MAX_PENDING`] bytes, until every init
+//! segment is in and the catalog can be published.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -222,7 +229,10 @@ impl LadderOptions {
         }
         a.extend(["-i".into(), self.input.clone()]);
         let n = self.renditions.len();
-        let mut graph = format!("[0:v:0]fps={},format=yuv420p,split={n}", self.fps);
+        let mut graph = format!(
+            "[0:v:0]fps=fps={}:start_time=0,format=yuv420p,split={n}",
+            self.fps
+        );
         for i in 0..n {
             graph.push_str(&format!("[s{i}]"));
         }
@@ -263,9 +273,17 @@ impl LadderOptions {
         }
         if let Some(socket) = audio {
             a.extend(
-                ["-map", "0:a:0", "-c:a", "libopus", "-b:a"]
-                    .map(String::from)
-                    .to_vec(),
+                [
+                    "-map",
+                    "0:a:0",
+                    "-af",
+                    "aresample=async=1:first_pts=0",
+                    "-c:a",
+                    "libopus",
+                    "-b:a",
+                ]
+                .map(String::from)
+                .to_vec(),
             );
             a.push(AUDIO_BITRATE.to_string());
             a.extend(fmp4_output(socket));
@@ -428,34 +446,29 @@ async fn publish_outputs(
     listeners: Vec<UnixListener>,
     audio: bool,
 ) -> anyhow::Result<()> {
+    // Each output is read up to its init segment, and on (buffered, bounded) until every
+    // output has sent its own: ffmpeg may write one output's frames before another's header
+    // (an input whose audio starts late), and would block on a socket nobody reads.
+    let count = listeners.len();
+    let (init_tx, mut init_rx) = tokio::sync::mpsc::channel::<()>(count.max(1));
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let mut set = tokio::task::JoinSet::new();
     for (index, listener) in listeners.into_iter().enumerate() {
-        set.spawn(async move {
-            let (mut stream, _) = listener.accept().await.context("accepting ffmpeg's output")?;
-            let mut demuxer = Demuxer::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                if let Some(event) = demuxer.poll_event().context("reading ffmpeg's fragmented MP4")? {
-                    match event {
-                        DemuxEvent::Init(tracks) => {
-                            return Ok::<_, anyhow::Error>(Output {
-                                index,
-                                stream,
-                                demuxer,
-                                tracks,
-                            })
-                        }
-                        DemuxEvent::Sample(_) => {
-                            bail!("ffmpeg output {index}: a sample before its init segment")
-                        }
-                    }
-                }
-                let n = stream.read(&mut buf).await.context("reading ffmpeg's output")?;
-                ensure!(n > 0, "ffmpeg output {index} ended before its init segment");
-                demuxer.push(buf.get(..n).unwrap_or_default());
-            }
-        });
+        let (init_tx, ready_rx) = (init_tx.clone(), ready_rx.clone());
+        set.spawn(read_init(index, listener, init_tx, ready_rx));
     }
+    let mut inits_in = 0;
+    while inits_in < count {
+        tokio::select! {
+            Some(()) = init_rx.recv() => inits_in += 1,
+            Some(joined) = set.join_next() => {
+                // An output task ends before every init only when it failed.
+                joined.context("ladder output task")??;
+                bail!("an ffmpeg output ended before every output's init segment");
+            }
+        }
+    }
+    let _ = ready_tx.send(true);
     let mut outputs = Vec::new();
     while let Some(joined) = set.join_next().await {
         outputs.push(joined.context("ladder output task")??);
@@ -535,6 +548,54 @@ async fn publish_outputs(
         joined.context("ladder output task")??;
     }
     Ok(())
+}
+
+/// Bytes an output may buffer while the others' init segments are awaited.
+pub const MAX_PENDING: usize = 16 << 20;
+
+/// Accept output `index` and read it up to its init segment (then tell `init`), and on
+/// (buffering up to [`MAX_PENDING`] bytes) until `ready`.
+async fn read_init(
+    index: usize,
+    listener: UnixListener,
+    init: tokio::sync::mpsc::Sender<()>,
+    mut ready: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Output> {
+    let (mut stream, _) = listener.accept().await.context("accepting ffmpeg's output")?;
+    let mut demuxer = Demuxer::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let tracks = loop {
+        if let Some(event) = demuxer.poll_event().context("reading ffmpeg's fragmented MP4")? {
+            match event {
+                DemuxEvent::Init(tracks) => break tracks,
+                DemuxEvent::Sample(_) => bail!("ffmpeg output {index}: a sample before its init segment"),
+            }
+        }
+        let n = stream.read(&mut buf).await.context("reading ffmpeg's output")?;
+        ensure!(n > 0, "ffmpeg output {index} ended before its init segment");
+        demuxer.push(buf.get(..n).unwrap_or_default());
+    };
+    let _ = init.send(()).await;
+    let mut pending = 0;
+    let mut open = true;
+    while open && pending < MAX_PENDING {
+        tokio::select! {
+            _ = ready.wait_for(|r| *r) => break,
+            n = stream.read(&mut buf) => {
+                let n = n.context("reading ffmpeg's output")?;
+                open = n > 0;
+                pending += n;
+                demuxer.push(buf.get(..n).unwrap_or_default());
+            }
+        }
+    }
+    let _ = ready.wait_for(|r| *r).await;
+    Ok(Output {
+        index,
+        stream,
+        demuxer,
+        tracks,
+    })
 }
 
 /// What the outputs share: the pacing clock and the group numbering.
@@ -822,12 +883,12 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.contains("-nostdin -stream_loop -1 -i in.mp4"), "{joined}");
         assert!(joined.contains(
-            "[0:v:0]fps=30,format=yuv420p,split=2[s0][s1];[s0]scale=1280:720,setsar=1[v0];[s1]scale=640:360,setsar=1[v1]"
+            "[0:v:0]fps=fps=30:start_time=0,format=yuv420p,split=2[s0][s1];[s0]scale=1280:720,setsar=1[v0];[s1]scale=640:360,setsar=1[v1]"
         ));
         assert_eq!(args.iter().filter(|a| *a == "-keyint_min").count(), 2);
         assert_eq!(joined.matches("-g 60 -keyint_min 60 -sc_threshold 0").count(), 2);
         assert!(joined.contains("-b:v 2500000 -maxrate 2500000"));
-        assert!(joined.ends_with("-map 0:a:0 -c:a libopus -b:a 128000 -f mp4 -movflags frag_keyframe+empty_moov+default_base_moof+frag_every_frame -flush_packets 1 unix:/t/audio.sock"));
+        assert!(joined.ends_with("-map 0:a:0 -af aresample=async=1:first_pts=0 -c:a libopus -b:a 128000 -f mp4 -movflags frag_keyframe+empty_moov+default_base_moof+frag_every_frame -flush_packets 1 unix:/t/audio.sock"));
         assert!(joined.contains("unix:/t/0.sock -map [v1]"));
     }
 

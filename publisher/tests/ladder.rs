@@ -1,5 +1,6 @@
 //! Proves `banyan-publish --ladder` (issue 20, part 1) with real processes: one ffmpeg encodes
-//! three renditions of a lavfi test source (a TOML ladder) through an in-process relay; the
+//! three renditions of a lavfi test source (a TOML ladder; its audio starts a second late)
+//! through an in-process relay; the
 //! catalog lists each as a video track with `altGroup`, `bitrate`, `width`/`height`,
 //! `framerate` and its own codec string; subscribed directly, every rendition carries the same
 //! group IDs, each group starting with an IDR frame whose LOC timestamp is equal across
@@ -67,8 +68,11 @@ async fn a_ladder_publishes_aligned_renditions() {
     let dir = tempfile::tempdir().unwrap();
     let ladder = dir.path().join("ladder.toml");
     std::fs::write(&ladder, LADDER).unwrap();
+    // The audio starts a second after the video (as in a file whose audio begins late):
+    // ffmpeg writes the renditions' first frames before the audio output's header, and each
+    // output must still start on the input's timeline.
     let source = format!(
-        "testsrc=size=640x360:rate={FPS}:duration={SECONDS}[out0];sine=frequency=440:duration={SECONDS}[out1]"
+        "testsrc=size=640x360:rate={FPS}:duration={SECONDS}[out0];sine=frequency=440:duration={SECONDS},asetpts=PTS+1/TB[out1]"
     );
     let url = relay.url();
     let (fps, gop) = (FPS.to_string(), GOP.to_string());
@@ -282,7 +286,31 @@ async fn a_ladder_publishes_aligned_renditions() {
             assert!((33_000..=33_700).contains(&step), "{name}: frame step {step} µs");
         }
     }
-    assert!(!received[3].1.is_empty(), "audio arrived");
+    // The audio keeps the input's timeline: it starts a second after the video and runs
+    // SECONDS, so its last frame (20 ms of Opus) ends SECONDS + 1 s after the first video
+    // frame. (ffmpeg starts each output at zero: unpadded, the audio would play a second
+    // early.)
+    let audio_end = received[3]
+        .1
+        .values()
+        .flatten()
+        .map(|(_, f)| f.timestamp_us)
+        .max()
+        .unwrap()
+        + 20_000;
+    let video_start = received[0]
+        .1
+        .values()
+        .flatten()
+        .map(|(_, f)| f.timestamp_us)
+        .min()
+        .unwrap();
+    let span_ms = (audio_end - video_start) / 1000;
+    assert!(
+        (SECONDS * 1000 + 900..=SECONDS * 1000 + 1100).contains(&span_ms),
+        "audio ends {span_ms} ms after the first video frame, not {} ms",
+        SECONDS * 1000 + 1000
+    );
 
     // Each rendition decodes at its own size, every frame.
     for ((name, r), (_, width, height, _)) in videos.iter().zip(EXPECTED) {
