@@ -1,13 +1,13 @@
 //! Proves `banyan-publish --ladder` (issue 20, part 1) with real processes: one ffmpeg encodes
 //! three renditions of a lavfi test source (a TOML ladder; its audio starts a second late)
-//! through an in-process relay; the
-//! catalog lists each as a video track with `altGroup`, `bitrate`, `width`/`height`,
-//! `framerate` and its own codec string; subscribed directly, every rendition carries the same
-//! group IDs, each group starting with an IDR frame whose LOC timestamp is equal across
-//! renditions; each rendition, remuxed, decodes in ffprobe at its own size with every frame;
-//! `banyan-watch --rendition NAME` plays the rendition asked for (and refuses an unknown
-//! one); bad `--ladder` values exit non-zero with a clear message. Needs ffmpeg (libx264,
-//! libopus) and ffprobe on PATH.
+//! through an in-process relay; the catalog lists each as a video track with `altGroup`,
+//! `bitrate`, `width`/`height`, `framerate` and its own codec string; subscribed directly,
+//! every rendition carries the same group IDs, each group starting with an IDR frame whose LOC
+//! timestamp is equal across renditions, and the audio keeps the input's timeline; each
+//! rendition, remuxed, decodes in ffprobe at its own size with every frame; `banyan-watch
+//! --rendition NAME` plays the rendition asked for (and refuses an unknown one); bad
+//! `--ladder` values and input ffmpeg cannot read exit non-zero with a clear message. Needs
+//! ffmpeg (libx264, libopus) and ffprobe on PATH.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -397,6 +397,44 @@ async fn bad_ladders_exit_with_a_clear_message() {
         assert!(
             stderr.contains("banyan-publish: error: --ladder") && stderr.contains(message),
             "--ladder {spec}: want {message:?} in {stderr}"
+        );
+    }
+
+    // Input ffmpeg cannot read: a missing file (found by the probe), nothing on stdin (ffmpeg
+    // itself fails). Both exit 1 with ffmpeg's reason, at once.
+    let cases = [
+        (
+            "/nonexistent/input.mp4",
+            "ffprobe could not read the input \"/nonexistent/input.mp4\"",
+        ),
+        (
+            "-",
+            "ffmpeg exited with exit status: 1: pipe:: Invalid data found",
+        ),
+    ];
+    for (input, message) in cases {
+        let args = [
+            "moqt://127.0.0.1:9",
+            "--broadcast",
+            "ladder/bad",
+            "--ladder",
+            "240p",
+            "--input",
+            input,
+            "--tls-insecure",
+        ];
+        let out = within(
+            Duration::from_secs(10),
+            "bad input exits",
+            command(PUBLISH, &args).output(),
+        )
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--input {input}: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "--input {input}: want {message:?} in {stderr}"
         );
     }
 }
