@@ -24,7 +24,8 @@ pub struct PublishArgs {
     /// The broadcast name (the track namespace, `/`-separated).
     #[arg(long, value_name = "NAME")]
     pub broadcast: String,
-    /// Read fMP4 from this file (`-` = stdin, the default).
+    /// Read fMP4 from this file (`-` = stdin, the default); with `--ladder`, ffmpeg's input
+    /// (a file, URL, `-`, or a lavfi graph with `--input-format lavfi`).
     #[arg(
         long,
         short = 'i',

@@ -19,7 +19,10 @@
 //! the first rendition to reach a keyframe takes the next group ID and stamps its capture
 //! timestamp ([`GroupAligner`]); every other rendition's keyframe at the same presentation time
 //! gets that same ID and timestamp, and its later frames are stamped relative to it. So group N
-//! of every rendition starts at the same keyframe with the same LOC timestamp.
+//! of every rendition starts at the same keyframe with the same LOC timestamp. (Audio frames
+//! are stamped by the pacing clock directly; when it re-anchors after a stall of the input,
+//! video follows at the next keyframe, so audio and video may differ by that stall for up to
+//! one GOP.)
 //!
 //! ffmpeg starts each output file's timeline at zero, so every output is padded to start at
 //! the input's time zero (`fps=start_time=0` repeats the first picture, `aresample` with
