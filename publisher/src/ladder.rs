@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use banyan_media::catalog::Catalog;
@@ -354,24 +355,30 @@ async fn ladder_inner(options: &LadderOptions, broadcast: &Arc<Broadcast>) -> an
                 options.ffmpeg
             )
         })?;
-    let errors = Arc::new(Mutex::new(VecDeque::<String>::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let errors = errors.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("ffmpeg: {line}");
-                let mut e = errors.lock();
-                if e.len() == 8 {
-                    e.pop_front();
-                }
-                e.push_back(line);
+    // ffmpeg's stderr (errors only: `-loglevel error`) goes to ours; its last lines explain
+    // a failure.
+    let stderr = child.stderr.take();
+    let mut errors = tokio::spawn(async move {
+        let mut tail = VecDeque::new();
+        let Some(stderr) = stderr else { return tail };
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("ffmpeg: {line}");
+            if tail.len() == 8 {
+                tail.pop_front();
             }
-        });
-    }
-    let ffmpeg_failed = |status: std::process::ExitStatus| {
-        let tail: Vec<String> = errors.lock().iter().cloned().collect();
-        anyhow::anyhow!("ffmpeg exited with {status}: {}", tail.join(" | "))
+            tail.push_back(line);
+        }
+        tail
+    });
+    let ffmpeg_failed = |status: std::process::ExitStatus| async move {
+        // ffmpeg has exited: its stderr ends at once (bounded, in case a child of it kept it).
+        let tail = tokio::time::timeout(Duration::from_secs(2), &mut errors)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        anyhow::anyhow!("ffmpeg exited with {status}: {}", Vec::from(tail).join(" | "))
     };
     let outputs = publish_outputs(options, broadcast, listeners, audio);
     tokio::pin!(outputs);
@@ -381,14 +388,14 @@ async fn ladder_inner(options: &LadderOptions, broadcast: &Arc<Broadcast>) -> an
             r?;
             let status = child.wait().await.context("waiting for ffmpeg")?;
             if !status.success() {
-                return Err(ffmpeg_failed(status));
+                return Err(ffmpeg_failed(status).await);
             }
             Ok(())
         }
         status = child.wait() => {
             let status = status.context("waiting for ffmpeg")?;
             if !status.success() {
-                return Err(ffmpeg_failed(status));
+                return Err(ffmpeg_failed(status).await);
             }
             // ffmpeg is done; its outputs drain to their ends.
             outputs.await
