@@ -68,10 +68,22 @@ impl MediaTrack {
 
     /// Write one frame; `new_group` starts a group with it (a keyframe, for video). Frames
     /// before the first group start are dropped. Returns the (group, object) it became.
-    pub fn write(&self, mut frame: LocFrame, new_group: bool) -> Option<(u64, u64)> {
+    pub fn write(&self, frame: LocFrame, new_group: bool) -> Option<(u64, u64)> {
+        let group = new_group.then(|| self.next_group.load(Ordering::Relaxed));
+        self.write_in(frame, group)
+    }
+
+    /// Write one frame, starting group `group` with it when given: IDs chosen by the caller
+    /// (a ladder numbers its renditions' groups by keyframe time, so they match across
+    /// renditions). A group older than the next this track expects is refused (`None`, the
+    /// frame dropped); IDs may skip. Returns the (group, object) it became.
+    pub fn write_in(&self, mut frame: LocFrame, group: Option<u64>) -> Option<(u64, u64)> {
         let mut current = self.current.lock();
-        if new_group {
-            let group = self.next_group.fetch_add(1, Ordering::Relaxed);
+        if let Some(group) = group {
+            if group < self.next_group.load(Ordering::Relaxed) {
+                return None;
+            }
+            self.next_group.store(group + 1, Ordering::Relaxed);
             // Opening a newer group closes the older ones; dropping the old subgroup
             // finishes it. Group IDs only grow, so the track always takes the new group.
             let subgroup = self.track.open_subgroup(group, 0, Some(self.priority), true)?;

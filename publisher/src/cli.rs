@@ -9,12 +9,14 @@ use banyan_moq::coding::TrackNamespace;
 
 use crate::broadcast::Broadcast;
 use crate::connect::ConnectArgs;
+use crate::ladder::LadderOptions;
 use crate::source::{Fmp4Options, Input, SyntheticOptions};
 
 /// Publish a live broadcast to a MoQT relay: fragmented MP4 from ffmpeg (stdin) or a file, or
 /// a synthetic timestamped source.
 #[derive(clap::Parser, Debug)]
 #[command(name = "banyan-publish", version)]
+#[command(group(clap::ArgGroup::new("generated").args(["synthetic", "ladder"]).multiple(false)))]
 pub struct PublishArgs {
     /// Relay connection.
     #[command(flatten)]
@@ -22,7 +24,8 @@ pub struct PublishArgs {
     /// The broadcast name (the track namespace, `/`-separated).
     #[arg(long, value_name = "NAME")]
     pub broadcast: String,
-    /// Read fMP4 from this file (`-` = stdin, the default).
+    /// Read fMP4 from this file (`-` = stdin, the default); with `--ladder`, ffmpeg's input
+    /// (a file, URL, `-`, or a lavfi graph with `--input-format lavfi`).
     #[arg(
         long,
         short = 'i',
@@ -40,11 +43,20 @@ pub struct PublishArgs {
     /// Generate synthetic frames instead of reading fMP4.
     #[arg(long)]
     pub synthetic: bool,
-    /// Synthetic: frames per second.
-    #[arg(long, default_value_t = 30.0, requires = "synthetic")]
+    /// Encode a rendition ladder with ffmpeg from `--input` (any input ffmpeg reads): a comma
+    /// list of presets (1080p, 720p, 480p, 360p, 240p) or a `.toml` file of `[[rendition]]`
+    /// name/width/height/bitrate. Each rendition is a video track `video/NAME`, keyframes
+    /// aligned (`--fps`, `--gop`).
+    #[arg(long, value_name = "PRESETS|FILE.toml", conflicts_with = "synthetic")]
+    pub ladder: Option<String>,
+    /// Ladder: ffmpeg's input format (`-f`), e.g. `lavfi` for a test source.
+    #[arg(long, value_name = "FORMAT", requires = "ladder")]
+    pub input_format: Option<String>,
+    /// Synthetic and ladder: frames per second.
+    #[arg(long, default_value_t = 30.0, requires = "generated")]
     pub fps: f64,
-    /// Synthetic: frames per group.
-    #[arg(long, default_value_t = 30, requires = "synthetic")]
+    /// Synthetic and ladder: frames per group (the keyframe interval of every rendition).
+    #[arg(long, default_value_t = 30, requires = "generated")]
     pub gop: u64,
     /// Synthetic: bits per second (`2M`, `500k`, `64000`).
     #[arg(long, default_value = "2M", value_parser = parse_rate, requires = "synthetic")]
@@ -78,6 +90,10 @@ pub struct WatchArgs {
     /// Stop after this long (default: until the broadcast ends).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Watch this rendition of a ladder (`720p` or its track name `video/720p`) instead of the
+    /// catalog's first video track.
+    #[arg(long, value_name = "NAME")]
+    pub rendition: Option<String>,
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
@@ -122,6 +138,24 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
                 duration: args.duration,
             };
             tokio::spawn(crate::source::run_synthetic(options, broadcast))
+        } else if let Some(spec) = &args.ladder {
+            anyhow::ensure!(args.fps > 0.0 && args.fps <= 240.0, "--fps must be in (0, 240]");
+            anyhow::ensure!(args.gop > 0, "--gop must be at least 1");
+            if args.looped && args.input == "-" {
+                anyhow::bail!("--loop needs a file (--input FILE), not stdin");
+            }
+            let options = LadderOptions {
+                renditions: crate::ladder::parse_ladder(spec)?,
+                input: args.input.clone(),
+                input_format: args.input_format.clone(),
+                looped: args.looped,
+                fps: args.fps,
+                gop: args.gop,
+                wait_subscribers: args.wait_subscribers,
+                ffmpeg: "ffmpeg".into(),
+                ffprobe: "ffprobe".into(),
+            };
+            tokio::spawn(crate::ladder::run_ladder(options, broadcast))
         } else {
             let input = if args.input == "-" {
                 Input::Stdin
@@ -167,7 +201,8 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     result
 }
 
-fn parse_rate(s: &str) -> Result<u64, String> {
+/// A rate like `2M`, `500k`, `64000` (bits per second).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (digits, mult) = match s.char_indices().last() {
         Some((i, 'k' | 'K')) => (s.get(..i).unwrap_or_default(), 1_000.0),

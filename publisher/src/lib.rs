@@ -9,6 +9,9 @@
 //! - [`source`]: fMP4 (stdin or file, paced, looped) and synthetic sources feeding the broadcast;
 //!   the catalog builder ([`source::start_tracks`]) and pacing clock ([`source::Clock`]) are shared
 //!   with `banyan-ingest`.
+//! - [`ladder`]: `--ladder`: one ffmpeg encoding a rendition ladder with aligned keyframes,
+//!   each rendition a video track; group IDs and timestamps aligned by keyframe time
+//!   ([`ladder::GroupAligner`]).
 //! - [`publish`]: serving SUBSCRIBEs from the broadcast (a `banyan_moq::track::Fanout` per media
 //!   subscription) and the reconnecting publish loop ([`publish::run_announced`] also tells when
 //!   the relay first accepted the namespace).
@@ -18,6 +21,7 @@
 pub mod broadcast;
 pub mod cli;
 pub mod connect;
+pub mod ladder;
 pub mod publish;
 pub mod source;
 pub mod watch;

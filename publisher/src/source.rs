@@ -28,8 +28,10 @@ pub const MAX_LAG: Duration = Duration::from_millis(500);
 /// Audio frames are grouped into groups of about this much media time.
 pub const AUDIO_GROUP: Duration = Duration::from_millis(500);
 
-const VIDEO_PRIORITY: u8 = 128;
-const AUDIO_PRIORITY: u8 = 64;
+/// Publisher priority of video group streams.
+pub const VIDEO_PRIORITY: u8 = 128;
+/// Publisher priority of audio group streams.
+pub const AUDIO_PRIORITY: u8 = 64;
 
 /// Where fMP4 comes from.
 #[derive(Debug, Clone)]

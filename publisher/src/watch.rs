@@ -297,6 +297,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
     let rendezvous = rendezvous_ms(args.rendezvous);
     let mut player = Player::new(open_output(&args.output).await?);
+    player.rendition = args.rendition.clone();
     let deadline = args.duration.map(|d| player.started + d);
     let mut tracks: Vec<Watched> = Vec::new();
     let mut backoff = Backoff::default();
@@ -510,12 +511,21 @@ async fn read_catalog(
         .map_err(|_| anyhow::anyhow!("no catalog within {CATALOG_WAIT:?} of its SUBSCRIBE_OK"))?
 }
 
-/// The first video and first audio track; their mux configurations when output is wanted.
-fn select_tracks(catalog: &Catalog, mux: bool) -> anyhow::Result<(Vec<Watched>, Option<Vec<TrackConfig>>)> {
+/// The first video (or the rendition named `rendition`: see [`find_rendition`]) and first
+/// audio track; their mux configurations when output is wanted.
+fn select_tracks(
+    catalog: &Catalog,
+    mux: bool,
+    rendition: Option<&str>,
+) -> anyhow::Result<(Vec<Watched>, Option<Vec<TrackConfig>>)> {
     let mut selected = Vec::new();
     let mut configs = Vec::new();
     for kind in [MediaKind::Video, MediaKind::Audio] {
-        let Some(track) = catalog.tracks().iter().find(|t| t.media_kind() == Some(kind)) else {
+        let track = match (kind, rendition) {
+            (MediaKind::Video, Some(name)) => Some(find_rendition(catalog, name)?),
+            _ => catalog.tracks().iter().find(|t| t.media_kind() == Some(kind)),
+        };
+        let Some(track) = track else {
             continue;
         };
         if mux {
@@ -535,6 +545,28 @@ fn select_tracks(catalog: &Catalog, mux: bool) -> anyhow::Result<(Vec<Watched>, 
         "the catalog has no LOC video or audio track"
     );
     Ok((selected, mux.then_some(configs)))
+}
+
+/// The video track of rendition `name`: the track named `name`, or `video/<name>` (as
+/// `banyan-publish --ladder` names them), or the video track whose `label` is `name`.
+fn find_rendition<'c>(catalog: &'c Catalog, name: &str) -> anyhow::Result<&'c banyan_media::Track> {
+    let videos = || {
+        catalog
+            .tracks()
+            .iter()
+            .filter(|t| t.media_kind() == Some(MediaKind::Video))
+    };
+    let prefixed = format!("video/{name}");
+    videos()
+        .find(|t| t.name == name || t.name == prefixed)
+        .or_else(|| videos().find(|t| t.label.as_deref() == Some(name)))
+        .ok_or_else(|| {
+            let names: Vec<&str> = videos().map(|t| t.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--rendition {name}: no such video track (the catalog has: {})",
+                names.join(", ")
+            )
+        })
 }
 
 /// Forward a subscription's objects (every subgroup read concurrently) to the main loop.
@@ -655,6 +687,8 @@ struct Ending<'a, S> {
 /// latencies, and the MP4 it writes.
 struct Player {
     summary: Summary,
+    /// `--rendition`: the video track to watch, by rendition name (`None`: the first).
+    rendition: Option<String>,
     /// Receive latency of each object sent after the subscription (µs).
     latencies: Vec<u64>,
     /// How far behind live each played object was (µs).
@@ -673,6 +707,7 @@ struct Player {
 impl Player {
     fn new(output: Option<Output>) -> Self {
         Self {
+            rendition: None,
             summary: Summary::default(),
             latencies: Vec::new(),
             behind_live: Vec::new(),
@@ -770,7 +805,7 @@ impl Player {
     /// The first catalog: pick the tracks to watch and, when writing fMP4, write its init
     /// segment.
     async fn start(&mut self, catalog: &Catalog) -> anyhow::Result<Vec<Watched>> {
-        let (tracks, configs) = select_tracks(catalog, self.output.is_some())?;
+        let (tracks, configs) = select_tracks(catalog, self.output.is_some(), self.rendition.as_deref())?;
         if let (Some(out), Some(configs)) = (self.output.as_mut(), configs) {
             let m = Muxer::new(configs);
             out.write_all(&m.init_segment().context("writing the MP4 init segment")?)
@@ -1727,5 +1762,33 @@ mod tests {
         assert_eq!(missing(&BTreeSet::from([1, 2, 3])), 0);
         assert_eq!(missing(&BTreeSet::from([1, 2, 6, 7])), 3);
         assert_eq!(missing(&BTreeSet::new()), 0);
+    }
+
+    #[test]
+    fn rendition_picks_a_video_track_by_name() {
+        let video = |name: &str, label: Option<&str>| banyan_media::Track {
+            name: name.into(),
+            packaging: Some("loc".into()),
+            role: Some("video".into()),
+            label: label.map(Into::into),
+            ..Default::default()
+        };
+        let mut audio = video("audio", None);
+        audio.role = Some("audio".into());
+        let catalog = Catalog::live(vec![
+            video("video/720p", Some("720p")),
+            video("video/360p", Some("360p")),
+            audio,
+        ]);
+        assert_eq!(find_rendition(&catalog, "360p").unwrap().name, "video/360p");
+        assert_eq!(find_rendition(&catalog, "video/720p").unwrap().name, "video/720p");
+        let err = find_rendition(&catalog, "1080p").unwrap_err().to_string();
+        assert!(err.contains("video/720p, video/360p"), "{err}");
+        assert!(find_rendition(&catalog, "audio").is_err(), "only video tracks");
+        let (tracks, _) = select_tracks(&catalog, false, None).unwrap();
+        assert_eq!(tracks[0].name, "video/720p", "the first video track by default");
+        let (tracks, _) = select_tracks(&catalog, false, Some("360p")).unwrap();
+        let names: Vec<&str> = tracks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["video/360p", "audio"]);
     }
 }

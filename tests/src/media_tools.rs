@@ -1,5 +1,5 @@
 //! Checking media with the ordinary tools, as a user would: `ffprobe` decodes a file (or bytes)
-//! and reports how many frames of each stream it decoded. Used by the tests of the fMP4 muxer,
+//! and reports how many frames of each stream it decoded (and a video stream's size). Used by the tests of the fMP4 muxer,
 //! the publisher and the ingest gateway, which all judge their output this way.
 //!
 //! These are test helpers: a missing tool or an ffprobe failure panics with a message that says
@@ -40,6 +40,46 @@ pub fn ffprobe_frames_of(data: &[u8]) -> Vec<(String, u64)> {
     let output = child.wait_with_output().expect("ffprobe runs");
     writer.join().expect("the stdin writer does not panic");
     frames(&output, "stdin")
+}
+
+/// `(width, height, frames decoded)` of the first video stream of the file at `path`.
+pub fn ffprobe_video_size(path: &Path) -> (u32, u32, u64) {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .expect(INSTALL);
+    let input = path.display();
+    assert!(
+        output.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let fields: Vec<u64> = text
+        .trim()
+        .split(',')
+        .map(|f| {
+            f.parse()
+                .unwrap_or_else(|e| panic!("ffprobe {input}: {text:?}: {e}"))
+        })
+        .collect();
+    let [width, height, frames] = fields[..] else {
+        panic!("ffprobe {input}: expected width,height,frames, got {text:?}");
+    };
+    let size = |v: u64| u32::try_from(v).unwrap_or_else(|e| panic!("ffprobe {input}: {v}: {e}"));
+    (size(width), size(height), frames)
 }
 
 fn probe() -> Command {
