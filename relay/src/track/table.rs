@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_moq::coding::{FullTrackName, TrackNamespace};
+use banyan_moq::coding::{FullTrackName, TrackName, TrackNamespace};
 use banyan_moq::message::HopPath;
 use banyan_moq::session::Subscription;
 use parking_lot::Mutex;
@@ -199,6 +199,18 @@ impl Tracks {
     /// Every track at this relay now.
     pub fn all(&self) -> Vec<Arc<Track>> {
         self.tracks.lock().values().cloned().collect()
+    }
+
+    /// The most viewers (subscribers that are not child relays) any track of `namespace`
+    /// whose name passes `counted` has now.
+    pub fn viewers_of(&self, namespace: &TrackNamespace, counted: impl Fn(&TrackName) -> bool) -> usize {
+        self.tracks
+            .lock()
+            .iter()
+            .filter(|(name, _)| &name.namespace == namespace && counted(&name.name))
+            .map(|(_, track)| track.viewers())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The parents this registry asks, if any.

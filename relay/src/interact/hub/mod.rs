@@ -2,13 +2,16 @@
 //!
 //! At the broadcast's origin (its namespace is published here, or this relay has no
 //! parents) accepted likes are summed and written once per window to the local `likes`
-//! track, comments to `chat/<room>` and gifts, once recorded in the ledger, to `events`:
+//! track, the live viewer count (own viewers plus child relays' reports) to `viewers` when it
+//! changed, comments to `chat/<room>` and gifts, once recorded in the ledger, to `events`:
 //! tracks that flow down the tree like video. Elsewhere the relay publishes its own
-//! `interact` track to a parent: its sum as a LIKE datagram every window, and accepted
-//! comments and gifts in order on one stream.
+//! `interact` track to a parent: its sum as a LIKE datagram every window, its viewer count
+//! as a VIEWERS datagram on change and every [`REPORT_REFRESH`], and accepted comments and
+//! gifts in order on one stream.
 //!
 //! A broadcast's state lives while it is used (an `interact` publication is being served,
-//! or, at the origin, the publisher is here) and for [`InteractConfig::idle`] after; then a
+//! viewers of its media are counted here, or, at the origin, the publisher is here) and for
+//! [`InteractConfig::idle`] after; then a
 //! sweep frees it: the origin ends its down tracks, a relay sends its final like total to
 //! its parent reliably and ends its publication. A broadcast used again later starts afresh,
 //! under a new like source id towards the parent so its new count never hides behind the old.
@@ -21,7 +24,8 @@
 //!   role, the sweep that frees idle ones) and the track names.
 //! - `publication.rs`: [`Hub::serve`], a viewer's or child relay's `interact` publication:
 //!   its streams read, each object admitted and applied.
-//! - `origin.rs`: the origin's down tracks: the like total per window on `likes`, comments on
+//! - `origin.rs`: the origin's down tracks: the like total per window on `likes`, the viewer
+//!   count on `viewers`, comments on
 //!   `chat/<room>`, gifts recorded in the ledger and announced on `events`.
 //! - `upward.rs`: elsewhere, the relay's own `interact` publication to its parent.
 
@@ -41,6 +45,9 @@ use tokio::sync::{mpsc, watch};
 use super::ledger::Ledger;
 use super::likes::LikeSum;
 use super::viewer::parse_room;
+use super::viewers::ChildCounts;
+#[cfg(doc)]
+use super::viewers::REPORT_REFRESH;
 use super::InteractConfig;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
@@ -55,6 +62,8 @@ mod upward;
 pub const INTERACT: &[u8] = b"interact";
 /// The origin's like total track.
 pub const LIKES: &[u8] = b"likes";
+/// The origin's live viewer count track.
+pub const VIEWERS: &[u8] = b"viewers";
 /// The origin's recorded-gifts track.
 pub const EVENTS: &[u8] = b"events";
 /// The prefix of the origin's per-room chat tracks.
@@ -89,6 +98,9 @@ pub struct Hub {
     source: u64,
     /// Broadcast states created so far (the counter).
     created: AtomicU64,
+    /// `interact` publications served so far (the counter): each child's count is kept
+    /// under its publication's number.
+    served: AtomicU64,
     /// The gift ledger, at an origin configured with one.
     ledger: Option<Arc<Ledger>>,
     broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
@@ -100,6 +112,10 @@ pub struct Hub {
 struct Broadcast {
     namespace: TrackNamespace,
     likes: Mutex<LikeSum>,
+    /// The latest viewer counts child relays reported.
+    children: Mutex<ChildCounts>,
+    /// The subtree's viewer count last computed (own viewers plus children's reports).
+    count: AtomicU64,
     role: Role,
     /// This state's like source id towards the parent (not at the origin).
     source: u64,
@@ -151,6 +167,8 @@ enum Role {
     Origin {
         likes: Arc<Track>,
         likes_group: AtomicU64,
+        viewers: Arc<Track>,
+        viewers_group: AtomicU64,
         events: Arc<Track>,
         events_group: AtomicU64,
         /// Room → its track and where the next comment goes.
@@ -183,6 +201,7 @@ impl Hub {
             metrics,
             source,
             created: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
             tasks: Arc::default(),
@@ -208,8 +227,13 @@ impl Hub {
         let mut broadcasts = self.broadcasts.lock();
         broadcasts.retain(|namespace, broadcast| {
             let in_use = broadcast.publications.load(Ordering::SeqCst) > 0
+                || broadcast.count.load(Ordering::SeqCst) > 0
                 || (matches!(broadcast.role, Role::Origin { .. })
-                    && self.namespaces.route(namespace).is_some());
+                    && self.namespaces.route(namespace).is_some())
+                || self
+                    .tracks
+                    .viewers_of(namespace, |name| !Self::is_interaction_track(name))
+                    > 0;
             let mut last_used = broadcast.last_used.lock();
             if in_use {
                 *last_used = now;
@@ -227,11 +251,16 @@ impl Hub {
             tracing::debug!(broadcast = %broadcast.namespace, "interactions: freeing idle broadcast state");
             broadcast.freed.send_replace(true);
             if let Role::Origin {
-                likes, events, rooms, ..
+                likes,
+                viewers,
+                events,
+                rooms,
+                ..
             } = &broadcast.role
             {
                 const REASON: &str = "broadcast over";
                 self.tracks.end_local(likes, REASON);
+                self.tracks.end_local(viewers, REASON);
                 self.tracks.end_local(events, REASON);
                 for room in rooms.lock().values() {
                     self.tracks.end_local(&room.track, REASON);
@@ -240,11 +269,14 @@ impl Hub {
         }
     }
 
-    /// Whether `name` is an interaction track sent down the tree (`likes`, `events`,
-    /// `chat/<room>`).
+    /// Whether `name` is an interaction track sent down the tree (`likes`, `viewers`,
+    /// `events`, `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
-        bytes.as_ref() == LIKES || bytes.as_ref() == EVENTS || bytes.starts_with(CHAT_PREFIX)
+        bytes.as_ref() == LIKES
+            || bytes.as_ref() == VIEWERS
+            || bytes.as_ref() == EVENTS
+            || bytes.starts_with(CHAT_PREFIX)
     }
 
     /// Whether `name` is any interaction track: one sent down, or the `interact` track
@@ -265,6 +297,27 @@ impl Hub {
         if let Some(room) = chat_room(&name.name, self.config.rooms) {
             self.room(&broadcast, room);
         }
+    }
+
+    /// A viewer (not a child relay) is now subscribed to `name`: when it is the broadcast's
+    /// media, make sure the broadcast has state here, so its viewers are counted and the
+    /// count reported up (or, at the origin, published) even if nobody sends interactions.
+    pub fn watched(self: &Arc<Self>, name: &FullTrackName) {
+        if !Self::is_interaction_track(&name.name) {
+            let _ = self.broadcast(&name.namespace);
+        }
+    }
+
+    /// The broadcast's viewers in this relay's subtree at `now`: its own viewers (the most
+    /// viewers any of its media tracks has here: child relays are not viewers, and a viewer
+    /// of audio and video is one) plus the latest counts its child relays reported.
+    fn subtree_count(&self, broadcast: &Broadcast, now: Instant) -> u64 {
+        let own = self
+            .tracks
+            .viewers_of(&broadcast.namespace, |name| !Self::is_interaction_track(name));
+        let count = (own as u64).saturating_add(broadcast.children.lock().sum(now));
+        broadcast.count.store(count, Ordering::SeqCst);
+        count
     }
 
     fn is_origin(&self, namespace: &TrackNamespace) -> bool {
@@ -291,6 +344,10 @@ impl Hub {
                 namespace: namespace.clone(),
                 name: TrackName::new(LIKES.to_vec()),
             });
+            let viewers = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(VIEWERS.to_vec()),
+            });
             let events = self.tracks.local(FullTrackName {
                 namespace: namespace.clone(),
                 name: TrackName::new(EVENTS.to_vec()),
@@ -298,6 +355,8 @@ impl Hub {
             Role::Origin {
                 likes,
                 likes_group: AtomicU64::new(0),
+                viewers,
+                viewers_group: AtomicU64::new(0),
                 events,
                 events_group: AtomicU64::new(0),
                 rooms: Mutex::new(HashMap::new()),
@@ -310,6 +369,8 @@ impl Hub {
         let broadcast = Arc::new(Broadcast {
             namespace: namespace.clone(),
             likes: Mutex::new(LikeSum::new()),
+            children: Mutex::new(ChildCounts::new()),
+            count: AtomicU64::new(0),
             role,
             source,
             publications: AtomicUsize::new(0),
