@@ -10,7 +10,6 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -95,17 +94,6 @@ impl Control {
     }
 }
 
-fn live() -> Live {
-    Live {
-        groups: u64::MAX,
-        objects: 5,
-        interval: Duration::from_millis(20),
-        min_size: 100,
-        max_size: 300,
-        finish: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_describe_the_relay_and_continue_after_refusals() {
     let control = Control::start(1).await;
@@ -186,7 +174,7 @@ async fn broadcasts_are_listed_with_viewers_local_at_the_origin_and_with_the_par
     let _publisher = LivePublisher::start(
         origin.connect(&client, TransportKind::Quic).await,
         "hb/show",
-        live(),
+        Live::endless(),
         false,
     )
     .await;

@@ -25,15 +25,12 @@ const BROADCAST: &str = "count/show";
 /// How soon after viewers join or leave the count must show it (issue 21).
 const FRESH: Duration = Duration::from_secs(2);
 
-fn live() -> Live {
-    Live {
-        groups: u64::MAX,
-        objects: 5,
-        interval: Duration::from_millis(20),
-        min_size: 100,
-        max_size: 300,
-        finish: false,
-    }
+/// An origin relay with a publisher of the test broadcast on it (keep both).
+async fn origin_with_publisher(id: &str) -> (TestRelay, LivePublisher) {
+    let origin = relay_under(id, None).await;
+    let session = origin.connect(&origin.client(), TransportKind::Quic).await;
+    let publisher = LivePublisher::start(session, BROADCAST, Live::endless(), false).await;
+    (origin, publisher)
 }
 
 /// A relay under `parent` (none: an origin).
@@ -107,15 +104,8 @@ fn leave(viewers: Vec<(Session, Subscription)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_viewer_through_an_edge_reads_1_not_2() {
-    let origin = relay_under("vc-origin", None).await;
+    let (origin, _publisher) = origin_with_publisher("vc-origin").await;
     let edge = relay_under("vc-edge", Some(&origin)).await;
-    let _publisher = LivePublisher::start(
-        origin.connect(&origin.client(), TransportKind::Quic).await,
-        BROADCAST,
-        live(),
-        false,
-    )
-    .await;
     let (_watch, mut count) = follow_count(&origin).await;
     count_reaches(&mut count, 0, "the origin's first count, 0", 10).await;
 
@@ -152,16 +142,9 @@ async fn one_viewer_through_an_edge_reads_1_not_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_viewers_over_two_edges_are_counted_within_2s_of_joining_and_leaving() {
-    let origin = relay_under("vc2-origin", None).await;
+    let (origin, _publisher) = origin_with_publisher("vc2-origin").await;
     let edge_a = relay_under("vc2-a", Some(&origin)).await;
     let edge_b = relay_under("vc2-b", Some(&origin)).await;
-    let _publisher = LivePublisher::start(
-        origin.connect(&origin.client(), TransportKind::Quic).await,
-        BROADCAST,
-        live(),
-        false,
-    )
-    .await;
     let (_at_origin, mut origin_count) = follow_count(&origin).await;
     // The count also flows down like video: a page on edge B reads it there.
     let (_at_edge, mut edge_count) = follow_count(&edge_b).await;
