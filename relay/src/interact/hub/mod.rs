@@ -11,9 +11,8 @@
 //!
 //! A broadcast's state lives while it is used (an `interact` publication is being served,
 //! viewers of its media are counted here, or, at the origin, the publisher is here) and for
-//! [`InteractConfig::idle`] after; then a
-//! sweep frees it: the origin ends its down tracks, a relay sends its final like total to
-//! its parent reliably and ends its publication. A broadcast used again later starts afresh,
+//! [`InteractConfig::idle`] after; then a sweep frees it: the origin ends its down tracks, a
+//! relay sends its final like total to its parent reliably and ends its publication. A broadcast used again later starts afresh,
 //! under a new like source id towards the parent so its new count never hides behind the old.
 //!
 //! Each broadcast has one task of the hub's own (its `likes` writer at the origin, its
@@ -25,8 +24,8 @@
 //! - `publication.rs`: [`Hub::serve`], a viewer's or child relay's `interact` publication:
 //!   its streams read, each object admitted and applied.
 //! - `origin.rs`: the origin's down tracks: the like total per window on `likes`, the viewer
-//!   count on `viewers`, comments on
-//!   `chat/<room>`, gifts recorded in the ledger and announced on `events`.
+//!   count on `viewers`, comments on `chat/<room>`, gifts recorded in the ledger and
+//!   announced on `events`.
 //! - `upward.rs`: elsewhere, the relay's own `interact` publication to its parent.
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! At the broadcast's origin: its down tracks, written by the relay itself. The like total
-//! once per window on `likes` and the viewer count on `viewers` (each when it changed), each comment on its room's `chat/<room>` track, and each gift,
-//! once recorded in the ledger, on `events`.
+//! on `likes` and the viewer count on `viewers` (each checked once per window, written when it
+//! changed), each comment on its room's `chat/<room>` track, and each gift, once recorded in
+//! the ledger, on `events`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
