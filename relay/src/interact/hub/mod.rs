@@ -79,6 +79,9 @@ pub fn chat_room(name: &TrackName, rooms: u64) -> Option<u64> {
     parse_room(bytes.strip_prefix(CHAT_PREFIX)?, rooms).ok()
 }
 
+/// Each broadcast's own viewers at a relay (broadcasts with none left out).
+type OwnViewers = HashMap<TrackNamespace, usize>;
+
 /// Most broadcasts with interaction state at one relay.
 const MAX_BROADCASTS: usize = 10_000;
 /// Comments queued for a parent before new ones are refused as rate limited.
@@ -103,6 +106,9 @@ pub struct Hub {
     /// The gift ledger, at an origin configured with one.
     ledger: Option<Arc<Ledger>>,
     broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
+    /// Own viewers per broadcast (see [`Hub::own_viewers`]) and when they were counted: one
+    /// pass over the track table serves every broadcast for half a window.
+    own: Mutex<Option<(Instant, Arc<OwnViewers>)>>,
     /// Each broadcast's task (see the module doc), aborted when the sweeper stops.
     tasks: Arc<Tasks>,
 }
@@ -203,6 +209,7 @@ impl Hub {
             served: AtomicU64::new(0),
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
+            own: Mutex::new(None),
             tasks: Arc::default(),
         })
     }
@@ -222,6 +229,7 @@ impl Hub {
     /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`
     /// (run every quarter of it by [`sweep_every`]).
     fn sweep(&self, now: Instant) {
+        let own = self.own_viewers(now);
         let mut freed = Vec::new();
         let mut broadcasts = self.broadcasts.lock();
         broadcasts.retain(|namespace, broadcast| {
@@ -229,10 +237,7 @@ impl Hub {
                 || broadcast.count.load(Ordering::SeqCst) > 0
                 || (matches!(broadcast.role, Role::Origin { .. })
                     && self.namespaces.route(namespace).is_some())
-                || self
-                    .tracks
-                    .viewers_of(namespace, |name| !Self::is_interaction_track(name))
-                    > 0;
+                || own.contains_key(namespace);
             let mut last_used = broadcast.last_used.lock();
             if in_use {
                 *last_used = now;
@@ -303,6 +308,8 @@ impl Hub {
     /// count reported up (or, at the origin, published) even if nobody sends interactions.
     pub fn watched(self: &Arc<Self>, name: &FullTrackName) {
         if !Self::is_interaction_track(&name.name) {
+            // The next count includes this viewer, however recent the last pass was.
+            *self.own.lock() = None;
             let _ = self.broadcast(&name.namespace);
         }
     }
@@ -312,11 +319,35 @@ impl Hub {
     /// of audio and video is one) plus the latest counts its child relays reported.
     fn subtree_count(&self, broadcast: &Broadcast, now: Instant) -> u64 {
         let own = self
-            .tracks
-            .viewers_of(&broadcast.namespace, |name| !Self::is_interaction_track(name));
+            .own_viewers(now)
+            .get(&broadcast.namespace)
+            .copied()
+            .unwrap_or(0);
         let count = (own as u64).saturating_add(broadcast.children.lock().sum(now));
         broadcast.count.store(count, Ordering::SeqCst);
         count
+    }
+
+    /// Every broadcast's own viewers at this relay (those with any): the most viewers any of
+    /// its media tracks has. Counted in one pass over the track table, reused for half a
+    /// window unless a viewer joined since ([`Hub::watched`]), so while viewers only watch or
+    /// leave the work per window grows with the tracks here, not with tracks × broadcasts (a
+    /// leave is seen at most half a window late).
+    fn own_viewers(&self, now: Instant) -> Arc<OwnViewers> {
+        let mut own = self.own.lock();
+        match &*own {
+            Some((at, counted)) if now.saturating_duration_since(*at) < self.config.window / 2 => {
+                counted.clone()
+            }
+            _ => {
+                let counted = Arc::new(
+                    self.tracks
+                        .viewers_by_namespace(|name| !Self::is_interaction_track(name)),
+                );
+                *own = Some((now, counted.clone()));
+                counted
+            }
+        }
     }
 
     fn is_origin(&self, namespace: &TrackNamespace) -> bool {
