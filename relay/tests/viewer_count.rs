@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use banyan_moq::coding::SessionErrorCode;
 use banyan_moq::session::{Session, Subscription, TrackEvent, TransportKind};
-use banyan_relay::interact::payload::decode_total;
+use banyan_relay::interact::payload::{decode_total, Up};
+use banyan_relay::interact::Refusal;
 use common::live::{Live, LivePublisher};
-use common::{relay, subscribe_msg, within, TestRelay};
+use common::{interact, like_datagram, poll_until, relay, subscribe_msg, within, TestRelay};
 use tokio::sync::watch;
 
 const BROADCAST: &str = "count/show";
@@ -181,4 +182,41 @@ async fn fifty_viewers_over_two_edges_are_counted_within_2s_of_joining_and_leavi
     ] {
         assert!(took <= FRESH, "{what}: the count took {took:?}, over {FRESH:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_report_a_count_and_malformed_reports_are_refused() {
+    let (origin, _publisher) = origin_with_publisher("vc3-origin").await;
+    let edge = relay_under("vc3-edge", Some(&origin)).await;
+    let (_watch, mut count) = follow_count(&origin).await;
+    let browser = viewer(&edge).await;
+    count_reaches(&mut count, 1, "the edge's viewer counted", 10).await;
+
+    // A viewer (no Hop ID) claims 1,000 viewers, then sends a truncated report: both are
+    // refused as malformed at the edge and counted, and the count stays 1.
+    let forger = edge.connect(&edge.client(), TransportKind::Quic).await;
+    let writer = interact(&forger, BROADCAST).await;
+    let mut datagram = like_datagram(0, 1, 1);
+    datagram.payload = Up::Viewers { count: 1000 }.encode();
+    writer.send_datagram(datagram.clone()).unwrap();
+    datagram.group_id = 1;
+    datagram.payload = Up::Viewers { count: 1000 }.encode().slice(..1);
+    writer.send_datagram(datagram).unwrap();
+    within(
+        "both reports refused as malformed",
+        10,
+        poll_until(|| edge.metrics.interact_refused(Refusal::Malformed) >= 2),
+    )
+    .await;
+    // Two of the edge's one-second refreshes later the count is still the one viewer.
+    let settle = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::timeout_at(settle, count.changed()).await.is_ok() {
+        assert_eq!(
+            count.borrow().map(|(n, _)| n),
+            Some(1),
+            "a viewer's report was counted"
+        );
+    }
+    assert_eq!(edge.metrics.interact_refused(Refusal::Malformed), 2);
+    drop((browser, writer, forger));
 }
