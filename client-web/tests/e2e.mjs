@@ -14,7 +14,7 @@
 //   origin, page B and banyan-watch on the edge. Likes clicked in A are counted in B and by
 //   banyan-watch, likes clicked in B (summed by the edge, sent up) in A; a gift clicked in B is
 //   reported sent once the origin's ledger has it (HTTP totals checked) and shows in A; both pages
-//   show 3 viewers (A, B, banyan-watch: the edge relay is not one); a comment
+//   and banyan-watch show 3 viewers (A, B, banyan-watch: the edge relay is not one); a comment
 //   typed in A appears in B's chat panel and one typed in B in A's (same room); B reloaded shows
 //   both from the room's history. Cross-page delays are printed.
 // Stage 4 (narrow link): a fresh relay gets banyan-impair in front of its UDP port, capping
@@ -707,7 +707,11 @@ async function main() {
         throw new Error(`${e.message}; ${JSON.stringify(await viewersOf(p))}`);
       });
     }
-    log(`viewer count: pages A (origin) and B (edge) show 3 viewers (A, B, banyan-watch) within ${Date.now() - t0} ms`);
+    await waitFor("banyan-watch to report viewers 3", 10_000, () => /viewers 3\b/.test(watcher.text), 50)
+      .catch((e) => {
+        throw new Error(`${e.message}\nbanyan-watch:\n${tail(watcher, 10)}`);
+      });
+    log(`viewer count: pages A (origin) and B (edge) and banyan-watch (edge) show 3 viewers (A, B, banyan-watch) within ${Date.now() - t0} ms`);
     // Comments: A → B and B → A, same room.
     const sendComment = async (p, text) => {
       await p.fill("#chat-input", text);
