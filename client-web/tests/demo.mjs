@@ -5,6 +5,8 @@
 // for a relay, and must:
 //   - play real H.264 from the relay control assigned (the edge, not the origin), under 250 ms
 //     glass to glass, with the chat room control assigned shown;
+//   - show 1 viewer beside the like counter, as control's /v1/status counts (the edge relay
+//     pulling the broadcast from the origin is no viewer);
 //   - count a like clicked on the page, and show a comment typed in it;
 //   - keep its chat room across a reload (the page names its room to control).
 // A second Chromium page, with WebTransport deleted by an init script (a browser without it, as
@@ -97,6 +99,28 @@ async function main() {
     const room = (await page.textContent("#room"))?.trim();
     if (!/^\d+$/.test(room ?? "")) throw new Error(`the page shows no chat room: ${JSON.stringify(room)}`);
     log(`playing from ${playing.relay} over ${playing.transport} (assigned by control): ${playing.framesDecoded} frames of ${playing.videoCodec} ${playing.width}x${playing.height}, latency ${latency.toFixed(1)} ms (median over 1 s), chat room ${room}`);
+
+    // The live viewer count (issue 21): one page through origin ← edge is 1 viewer, on the
+    // page and in the control plane's /v1/status (the edge relay pulling the broadcast is not).
+    const { searchParams } = new URL(url);
+    const broadcastName = searchParams.get("broadcast");
+    const controlUrl = searchParams.get("control") ?? `http://127.0.0.1:${ports.control}`;
+    const countAt = Date.now();
+    await waitFor("the page to show 1 viewer", 10_000, async () => {
+      const shown = await page.evaluate(() => document.getElementById("viewers")?.dataset["count"]);
+      return (await stats())?.viewers === 1 && shown === "1";
+    }, 50).catch(async (e) => {
+      throw new Error(`${e.message}; banyanStats.viewers ${(await stats())?.viewers}`);
+    });
+    const pageCountMs = Date.now() - countAt;
+    let lastStatus;
+    await waitFor("/v1/status to count 1 viewer", 10_000, async () => {
+      lastStatus = await (await fetch(new URL("/v1/status", controlUrl))).json();
+      return lastStatus.broadcasts?.find((b) => b.broadcast === broadcastName)?.viewers === 1;
+    }, 200).catch((e) => {
+      throw new Error(`${e.message}; ${JSON.stringify(lastStatus?.broadcasts)}`);
+    });
+    log(`viewer count: the page shows 1 viewer after ${pageCountMs} ms and /v1/status counts 1 for ${broadcastName} (origin ← edge, the edge not counted)`);
 
     const text = `hello from the quick start ${Date.now()}`;
     const shown = await likeAndComment(page, text);

@@ -13,7 +13,8 @@
 // Stage 3 (interactions): an edge relay pulls from that relay (the origin); page A watches on the
 //   origin, page B and banyan-watch on the edge. Likes clicked in A are counted in B and by
 //   banyan-watch, likes clicked in B (summed by the edge, sent up) in A; a gift clicked in B is
-//   reported sent once the origin's ledger has it (HTTP totals checked) and shows in A; a comment
+//   reported sent once the origin's ledger has it (HTTP totals checked) and shows in A; both pages
+//   and banyan-watch show 3 viewers (A, B, banyan-watch: the edge relay is not one); a comment
 //   typed in A appears in B's chat panel and one typed in B in A's (same room); B reloaded shows
 //   both from the room's history. Cross-page delays are printed.
 // Stage 4 (narrow link): a fresh relay gets banyan-impair in front of its UDP port, capping
@@ -701,6 +702,26 @@ async function main() {
       });
     const likeToWatch = Date.now() - t0;
     log(`likes: 3 clicked in page A (origin) counted in page B (edge) after ${likeAtoB} ms; 2 clicked in B counted in A after ${likeBtoA} ms; total ${finalA} in A, ${finalB} in B, banyan-watch (edge) reported likes ${finalA} within ${likeToWatch} ms`);
+    // The live viewer count: A (origin), B and banyan-watch (edge) are 3; the edge relay pulling
+    // the broadcast from the origin is no viewer. Both pages show it beside the like counter.
+    t0 = Date.now();
+    const viewersOf = async (p) => ({
+      stats: (await statsOf(p))?.viewers,
+      shown: await p.evaluate(() => document.getElementById("viewers")?.dataset["count"]),
+    });
+    for (const [name, p] of [["A", watchPage], ["B", pageB]]) {
+      await waitFor(`page ${name} to show 3 viewers`, 10_000, async () => {
+        const v = await viewersOf(p);
+        return v.stats === 3 && v.shown === "3";
+      }, 20).catch(async (e) => {
+        throw new Error(`${e.message}; ${JSON.stringify(await viewersOf(p))}`);
+      });
+    }
+    await waitFor("banyan-watch to report viewers 3", 10_000, () => /viewers 3\b/.test(watcher.text), 50)
+      .catch((e) => {
+        throw new Error(`${e.message}\nbanyan-watch:\n${tail(watcher, 10)}`);
+      });
+    log(`viewer count: pages A (origin) and B (edge) and banyan-watch (edge) show 3 viewers (A, B, banyan-watch) within ${Date.now() - t0} ms`);
     // Comments: A → B and B → A, same room.
     const sendComment = async (p, text) => {
       await p.fill("#chat-input", text);

@@ -93,7 +93,7 @@ describe("Interactions", () => {
 
   it("subscribes to likes, chat/<room> and events; keeps the newest like total", async () => {
     await interactions.attach(session as unknown as Session);
-    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes"]);
+    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes", "viewers"]);
     const seen: number[] = [];
     interactions.onLikes = (n) => seen.push(n);
     session.push("likes", 4, 0, encodeTotal(10));
@@ -101,6 +101,25 @@ describe("Interactions", () => {
     session.push("likes", 5, 0, encodeTotal(12));
     expect(interactions.likes).toBe(12);
     expect(seen).toEqual([10, 12]);
+  });
+
+  it("follows the live viewer count up and down, ignoring late groups and bad objects", async () => {
+    await interactions.attach(session as unknown as Session);
+    const seen: number[] = [];
+    const errors: string[] = [];
+    interactions.onViewers = (n) => seen.push(n);
+    interactions.onError = (e) => errors.push(e);
+    expect(interactions.viewers).toBeUndefined();
+    session.push("viewers", 0, 0, encodeTotal(1));
+    session.push("viewers", 1, 0, encodeTotal(50));
+    session.push("viewers", 0, 0, encodeTotal(1)); // an older group arriving late
+    session.push("viewers", 2, 0, encodeTotal(50)); // unchanged: no callback
+    session.push("viewers", 3, 0, encodeTotal(0)); // everyone left
+    session.push("viewers", 4, 0, new Uint8Array([0x05, 0x00])); // trailing byte: malformed
+    expect(interactions.viewers).toBe(0);
+    expect(seen).toEqual([1, 50, 0]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^viewers: /);
   });
 
   it("fetches the last N comments before the largest and merges them in room order", async () => {

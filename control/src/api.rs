@@ -122,7 +122,9 @@ pub struct Load {
 pub struct BroadcastLoad {
     /// The namespace as a `/`-separated path, e.g. `live/show1`.
     pub namespace: String,
-    /// Downstream subscriber sessions for it (viewers and child relays).
+    /// Viewer sessions subscribed to it at this relay: the most viewers any one of its
+    /// tracks has, child relays left out (each counts its own viewers), so the sum over the
+    /// fleet counts every viewer once.
     #[serde(default)]
     pub viewers: u32,
     /// True when a publisher publishes it on this relay directly (this relay is its origin).
@@ -298,7 +300,8 @@ pub struct BroadcastStatus {
     /// Its origin relay, if one is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
-    /// Viewers over all relays.
+    /// Viewers over all relays: the sum of each relay's own viewers (child relays are not
+    /// viewers), the figure the origin's `viewers` track carries.
     pub viewers: u64,
     /// Smoothed join velocity, viewers per second.
     pub join_rate: f64,

@@ -767,6 +767,43 @@ mod tests {
     }
 
     #[test]
+    fn a_broadcast_counts_each_viewer_once_over_a_tree() {
+        // origin ← edge, one browser on the edge (issue 21): relays report their own viewers,
+        // child relays left out, so the origin reports 0 and the broadcast has 1 viewer.
+        let now = Instant::now();
+        let mut reg = Registry::new(Policy::default());
+        reg.heartbeat(origin_hb("o"), now);
+        let mut edge = hb("e", "eu", 100, 1);
+        edge.broadcasts.push(BroadcastLoad {
+            namespace: "live/a".into(),
+            viewers: 1,
+            local: false,
+            rooms: Default::default(),
+        });
+        edge.parents.push(ParentLink {
+            namespace: "live/a".into(),
+            upstream: "moqt://o:1".into(),
+        });
+        reg.heartbeat(edge, now);
+        let status = reg.status(now);
+        let show = status
+            .broadcasts
+            .iter()
+            .find(|b| b.broadcast == "live/a")
+            .unwrap();
+        assert_eq!(show.viewers, 1, "{status:?}");
+        assert_eq!(show.relays, ["e", "o"]);
+        assert_eq!(show.origin.as_deref(), Some("o"));
+        let per_relay: Vec<(String, u32)> = status
+            .relays
+            .iter()
+            .map(|r| (r.relay_id.clone(), r.broadcasts[0].viewers))
+            .collect();
+        assert_eq!(per_relay, [("e".to_string(), 1), ("o".to_string(), 0)]);
+        assert_eq!(status.relays[0].parents[0].relay_id.as_deref(), Some("o"));
+    }
+
+    #[test]
     fn chat_rooms_fill_up_to_their_size_in_turn_per_broadcast() {
         let now = Instant::now();
         let mut reg = Registry::new(Policy {

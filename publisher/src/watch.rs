@@ -30,9 +30,10 @@
 //! inside a run splits it), `incomplete_groups` (groups that arrived only in part) and
 //! `longest_stall_ms` (the longest time without an object).
 //!
-//! It also subscribes to the broadcast's `likes` track (docs/interactions.md: one group per like
-//! window, its object the cumulative total) and reports the latest total as `likes` in the
-//! progress line and the summary; a relay without interactions just leaves it out.
+//! It also subscribes to the broadcast's `likes` and `viewers` tracks (docs/interactions.md: a
+//! group per new value, its object the cumulative like total or the live viewer count) and
+//! reports the latest as `likes` and `viewers` in the progress line and the summary; a relay
+//! without interactions just leaves them out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -137,6 +138,10 @@ pub struct Summary {
     /// The broadcast's like total, as last read from its `likes` track (absent until one arrives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub likes: Option<u64>,
+    /// The broadcast's live viewer count, as last read from its `viewers` track (absent until
+    /// one arrives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub viewers: Option<u64>,
 }
 
 /// Per-track figures.
@@ -208,10 +213,11 @@ enum Msg {
     TrackEnd {
         track: usize,
     },
-    /// A new cumulative total on the `likes` track.
-    Likes {
+    /// A new value on the `likes` or `viewers` track.
+    Counter {
+        counter: Counter,
         group: u64,
-        total: u64,
+        value: u64,
     },
 }
 
@@ -628,15 +634,34 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
     }
 }
 
-/// Follow the broadcast's `likes` track (each object a cumulative total). A relay without
+/// The origin's tracks of one number each that the watcher reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counter {
+    /// `likes`: the cumulative like total.
+    Likes,
+    /// `viewers`: the live viewer count.
+    Viewers,
+}
+
+impl Counter {
+    fn track(self) -> &'static str {
+        match self {
+            Counter::Likes => "likes",
+            Counter::Viewers => "viewers",
+        }
+    }
+}
+
+/// Follow the broadcast's `likes` or `viewers` track (each object one number). A relay without
 /// interactions refuses the SUBSCRIBE: then there is nothing to report. It asks for no
 /// rendezvous: it is sent once the catalog has arrived, so the broadcast is there, and an origin
-/// relay serves `likes` itself; a wait would only delay the answer of a relay without them.
-async fn read_likes(session: Session, namespace: TrackNamespace, tx: mpsc::Sender<Msg>) {
-    let mut sub = match subscribe(&session, &namespace, "likes", None).await {
+/// relay serves these tracks itself; a wait would only delay the answer of a relay without them.
+async fn read_counter(session: Session, namespace: TrackNamespace, counter: Counter, tx: mpsc::Sender<Msg>) {
+    let track = counter.track();
+    let mut sub = match subscribe(&session, &namespace, track, None).await {
         Ok(sub) => sub,
         Err(e) => {
-            tracing::debug!(error = %format!("{e:#}"), "no likes track");
+            tracing::debug!(error = %format!("{e:#}"), track, "no counter track");
             return;
         }
     };
@@ -650,12 +675,20 @@ async fn read_likes(session: Session, namespace: TrackNamespace, tx: mpsc::Sende
             let group = reader.group_id();
             while let Ok(Some(object)) = reader.next().await {
                 match decode_total(&object.payload) {
-                    Some(total) => {
-                        if tx.send(Msg::Likes { group, total }).await.is_err() {
+                    Some(value) => {
+                        if tx
+                            .send(Msg::Counter {
+                                counter,
+                                group,
+                                value,
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
-                    None => tracing::debug!(group, "malformed likes object"),
+                    None => tracing::debug!(group, track, "malformed counter object"),
                 }
             }
         });
@@ -719,8 +752,8 @@ impl Player {
         }
     }
 
-    /// Subscribe to every track not yet ended, and to the likes; their objects arrive on the
-    /// returned channel.
+    /// Subscribe to every track not yet ended, and to the likes and viewer count; their objects
+    /// arrive on the returned channel.
     async fn subscribe(
         &mut self,
         session: &Session,
@@ -743,7 +776,14 @@ impl Player {
         // With no media subscription the channel closes at once, which `play` takes for a
         // lost session: the viewer reconnects rather than watch nothing.
         if !subs.is_empty() {
-            subs.spawn(read_likes(session.clone(), namespace.clone(), tx));
+            for counter in [Counter::Likes, Counter::Viewers] {
+                subs.spawn(read_counter(
+                    session.clone(),
+                    namespace.clone(),
+                    counter,
+                    tx.clone(),
+                ));
+            }
         }
         (subs, rx)
     }
@@ -757,7 +797,7 @@ impl Player {
         stats_tick: &mut tokio::time::Interval,
         mut ending: Ending<'_, impl std::future::Future<Output = ()>>,
     ) -> anyhow::Result<bool> {
-        let mut likes_group = None;
+        let (mut likes_group, mut viewers_group) = (None, None);
         loop {
             let deadline_sleep = async {
                 match ending.deadline {
@@ -777,11 +817,15 @@ impl Player {
             };
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Likes { group, total }) => {
-                        // Groups may overlap on their streams: a total from an older group is stale.
-                        if likes_group.is_none_or(|g| group >= g) {
-                            likes_group = Some(group);
-                            self.summary.likes = Some(total);
+                    Some(Msg::Counter { counter, group, value }) => {
+                        let (newest, latest) = match counter {
+                            Counter::Likes => (&mut likes_group, &mut self.summary.likes),
+                            Counter::Viewers => (&mut viewers_group, &mut self.summary.viewers),
+                        };
+                        // Groups may overlap on their streams: a value from an older group is stale.
+                        if newest.is_none_or(|g| group >= g) {
+                            *newest = Some(group);
+                            *latest = Some(value);
                         }
                     }
                     Some(msg) => {
@@ -827,7 +871,7 @@ impl Player {
         };
         let primary = tracks.first();
         format!(
-            "watch: objects {} groups {} gaps {} skipped {} stalls {} latency p50 {} ms behind live p50 {} ms{}",
+            "watch: objects {} groups {} gaps {} skipped {} stalls {} latency p50 {} ms behind live p50 {} ms{}{}",
             self.summary.objects,
             self.summary.groups,
             primary.map_or(0, |t| t.summary.gaps),
@@ -838,6 +882,9 @@ impl Player {
             self.summary
                 .likes
                 .map_or(String::new(), |n| format!(" likes {n}")),
+            self.summary
+                .viewers
+                .map_or(String::new(), |n| format!(" viewers {n}")),
         )
     }
 
@@ -889,7 +936,7 @@ impl Player {
     async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
         let track = match &msg {
             Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
-            Msg::Likes { .. } => return Ok(()),
+            Msg::Counter { .. } => return Ok(()),
         };
         self.release_stalled(tracks, now_us).await?;
         let Some(t) = tracks.get_mut(track) else {
@@ -930,7 +977,7 @@ impl Player {
                 t.ended = true;
                 t.order.drain()
             }
-            Msg::Likes { .. } => return Ok(()),
+            Msg::Counter { .. } => return Ok(()),
         };
         self.deliver_all(track, ready, tracks, now_us).await?;
         if tracks.get(track).is_some_and(|t| t.ended) {

@@ -1,7 +1,7 @@
 //! A relay with `--control` sends the control plane valid heartbeats: its id, URLs on its bound
 //! ports, certificate hash, region and capacity; it keeps sending after refusals; a broadcast
-//! published on it is listed as local with its viewers, and on a child relay as pulled from its
-//! parent, with the subscribers of each chat room; and a `drain: true` answer drains the relay process (GOAWAY, /health draining) and it
+//! published on it is listed as local with its viewers (a child relay pulling it is not one), and
+//! on a child relay as pulled from its parent, with the subscribers of each chat room; and a `drain: true` answer drains the relay process (GOAWAY, /health draining) and it
 //! exits 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -10,7 +10,6 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -95,17 +94,6 @@ impl Control {
     }
 }
 
-fn live() -> Live {
-    Live {
-        groups: u64::MAX,
-        objects: 5,
-        interval: Duration::from_millis(20),
-        min_size: 100,
-        max_size: 300,
-        finish: false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_describe_the_relay_and_continue_after_refusals() {
     let control = Control::start(1).await;
@@ -186,7 +174,7 @@ async fn broadcasts_are_listed_with_viewers_local_at_the_origin_and_with_the_par
     let _publisher = LivePublisher::start(
         origin.connect(&client, TransportKind::Quic).await,
         "hb/show",
-        live(),
+        Live::endless(),
         false,
     )
     .await;
@@ -239,15 +227,22 @@ async fn broadcasts_are_listed_with_viewers_local_at_the_origin_and_with_the_par
     assert_eq!(heartbeat.parents.len(), 1, "{heartbeat:?}");
     assert_eq!(heartbeat.parents[0].namespace, "hb/show");
     assert_eq!(heartbeat.parents[0].upstream, parent_url);
-    // The origin now counts the child relay among the viewers of hb/show.
-    control
-        .wait_for("the origin counting the child as a viewer", |h| {
-            h.relay_id == "hb-origin"
-                && h.broadcasts
-                    .iter()
-                    .any(|b| b.namespace == "hb/show" && b.viewers >= 2)
+    // The child relay pulling hb/show is not a viewer of the origin: the origin's next
+    // heartbeat (the child's subscription is in place) still lists its one viewer, so the
+    // fleet's sum over relays is the two viewers, not three.
+    let seen = control.wait_all("heartbeats so far", |_| true).await.len();
+    let all = control
+        .wait_all("the origin's next heartbeat", |all| {
+            all.iter().skip(seen).any(|h| h.relay_id == "hb-origin")
         })
         .await;
+    let next = all.iter().skip(seen).find(|h| h.relay_id == "hb-origin").unwrap();
+    let at_origin = next.broadcasts.iter().find(|b| b.namespace == "hb/show").unwrap();
+    assert_eq!(
+        at_origin.viewers, 1,
+        "the child relay counted as a viewer: {next:?}"
+    );
+    assert_eq!(show.viewers, 1, "{heartbeat:?}");
     // Egress is measured while objects flow to the two subscribers.
     control
         .wait_for("the origin reporting egress", |h| {

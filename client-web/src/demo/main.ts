@@ -3,7 +3,7 @@
  * relay's WebSocket URL `&ws=ws://host:port/`), or `/?broadcast=NAME` to ask the control plane
  * (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay (its `webtransport` and
  * `websocket` URLs) and a chat room. `&transport=webtransport|websocket` forces a transport. Live figures are exposed to automation as
- * `window.banyanStats`; the like button, chat panel and gift button use the interaction tracks.
+ * `window.banyanStats`; the like button, viewer count, chat panel and gift button use the interaction tracks.
  */
 import * as api from "../api";
 import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
@@ -12,7 +12,7 @@ declare global {
   interface Window {
     banyanStats:
       | PlayerStats
-      | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; transport: undefined; likes: 0 };
+      | { state: "error"; lastError: string; framesDecoded: 0; framesDropped: 0; latencyMs: undefined; relay: ""; transport: undefined; likes: 0; viewers: 0 };
     /** The client API, for automation and the console. */
     banyan: typeof api;
     /** The page's player (automation: `banyanPlayer.interactions.comments`). */
@@ -113,6 +113,14 @@ function showLikes(total: number): void {
   }, 30);
 }
 
+/** The live viewer count beside the like counter (`data-count` for automation). */
+function showViewers(count: number): void {
+  const viewers = $("viewers");
+  viewers.textContent = `👁 ${count}`;
+  viewers.title = `${count} watching now`;
+  viewers.dataset["count"] = String(count);
+}
+
 function floatHeart(): void {
   const heart = document.createElement("span");
   heart.className = "heart";
@@ -181,6 +189,7 @@ async function main(): Promise<void> {
   const interactions = player.interactions;
   if (interactions) {
     interactions.onLikes = showLikes;
+    interactions.onViewers = showViewers;
     interactions.onComment = showComment;
     interactions.onGift = showGift;
     interactions.onError = notice;
@@ -224,6 +233,7 @@ main().catch((e: unknown) => {
     relay: "",
     transport: undefined,
     likes: 0,
+    viewers: 0,
   };
   errorBox.textContent = message;
   $("overlay").textContent = "not playing";

@@ -6,7 +6,7 @@
  *   subgroup stream when the viewer stops liking, so a lost datagram never loses a like);
  *   comments are the objects of one subgroup stream (kept in order); each gift attempt is a
  *   stream of its own, retried with the same client id until `events` shows it;
- * - down: SUBSCRIBE `likes` (the broadcast's total), `chat/<room>` (comment `seq` is object
+ * - down: SUBSCRIBE `likes` (the broadcast's total), `viewers` (its live viewer count), `chat/<room>` (comment `seq` is object
  *   `seq % 64` of group `seq / 64`) with the last N comments FETCHed on join, and `events`.
  *
  * The owner (the Player) calls {@link Interactions.attach} with each new session; a reconnect
@@ -72,6 +72,8 @@ export class Interactions {
   readonly room: string;
   /** The broadcast's like total, as last read from the `likes` track (undefined before the first). */
   likes: number | undefined;
+  /** The broadcast's live viewer count, as last read from the `viewers` track (undefined before the first). */
+  viewers: number | undefined;
   /** Likes this viewer sent (over every session). */
   likesSent = 0;
   /** How many comments the last history FETCH (on joining the room) returned. */
@@ -80,6 +82,8 @@ export class Interactions {
   readonly comments: ChatComment[] = [];
   /** Called when the `likes` track shows a new total. */
   onLikes: (total: number) => void = () => {};
+  /** Called when the `viewers` track shows a new count. */
+  onViewers: (count: number) => void = () => {};
   /** Called for each comment not seen before (history included), in arrival order. */
   onComment: (comment: ChatComment) => void = () => {};
   /** Called for each gift announcement on `events` (deduplicated by `seq`). */
@@ -105,7 +109,6 @@ export class Interactions {
   private commentChain: Promise<unknown> = Promise.resolve();
   private repeatTimer: ReturnType<typeof setTimeout> | undefined;
   private finalTimer: ReturnType<typeof setTimeout> | undefined;
-  private lastLikesGroup = -1;
   private readonly commentWaiters = new Set<(c: ChatComment) => void>();
   private readonly giftWaiters = new Map<string, (e: GiftEvent) => void>();
   private stopped = false;
@@ -118,7 +121,7 @@ export class Interactions {
   }
 
   /**
-   * Use `session` from now on: subscribe to `likes`, `chat/<room>` and `events`, fetch the
+   * Use `session` from now on: subscribe to `likes`, `viewers`, `chat/<room>` and `events`, fetch the
    * room's recent comments. Resolves once the subscriptions are set up.
    */
   async attach(session: Session): Promise<void> {
@@ -131,10 +134,22 @@ export class Interactions {
     this.publication = undefined;
     this.commentStream = undefined;
     this.source = randomSource();
-    this.lastLikesGroup = -1;
     for (const wake of this.sessionWaiters.splice(0)) wake(session);
     if (this.sourceTotal > 0) this.sendLikes(session);
-    await Promise.all([this.subscribeLikes(session), this.subscribeChat(session), this.subscribeEvents(session)]);
+    await Promise.all([
+      this.followNumber(session, "likes", (total) => {
+        if (total === this.likes) return;
+        this.likes = total;
+        this.onLikes(total);
+      }),
+      this.followNumber(session, "viewers", (count) => {
+        if (count === this.viewers) return;
+        this.viewers = count;
+        this.onViewers(count);
+      }),
+      this.subscribeChat(session),
+      this.subscribeEvents(session),
+    ]);
   }
 
   /** Stop: end the publication, forget the session. */
@@ -339,20 +354,22 @@ export class Interactions {
 
   // ---- down ----
 
-  private async subscribeLikes(session: Session): Promise<void> {
-    const sub = await this.trySubscribe(session, "likes");
+  /**
+   * Follow a track whose objects are one number each (`likes`, `viewers`): one group per new
+   * value, so an older group arriving late is ignored; `onValue` hears each newer value.
+   */
+  private async followNumber(session: Session, track: string, onValue: (value: number) => void): Promise<void> {
+    const sub = await this.trySubscribe(session, track);
     if (!sub) return;
+    let lastGroup = -1;
     sub.onObject = (o) => {
-      if (o.payload.length === 0 || o.groupId < this.lastLikesGroup) return;
+      if (o.payload.length === 0 || o.groupId < lastGroup) return;
       try {
-        const total = decodeTotal(o.payload);
-        this.lastLikesGroup = o.groupId;
-        if (total !== this.likes) {
-          this.likes = total;
-          this.onLikes(total);
-        }
+        const value = decodeTotal(o.payload);
+        lastGroup = o.groupId;
+        onValue(value);
       } catch (e) {
-        this.onError(`likes: ${describe(e)}`);
+        this.onError(`${track}: ${describe(e)}`);
       }
     };
   }

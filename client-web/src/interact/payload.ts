@@ -97,7 +97,7 @@ export function decodeGiftEvent(payload: Uint8Array): GiftEvent {
   }));
 }
 
-/** A `likes` track object: the broadcast's cumulative like total. */
+/** A `likes` track object (the broadcast's cumulative like total) or a `viewers` track object (its live viewer count). */
 export function encodeTotal(total: number): Uint8Array {
   return new Writer().varint(total).finish();
 }

@@ -110,6 +110,8 @@ export interface PlayerStats {
   reconnects: number;
   /** The broadcast's like total, from the `likes` track (0 before the first). */
   likes: number;
+  /** The broadcast's live viewer count, from the `viewers` track (0 before the first). */
+  viewers: number;
   lastError: string | undefined;
 }
 
@@ -162,6 +164,7 @@ export class Player {
       stallMs: 0,
       reconnects: 0,
       likes: 0,
+      viewers: 0,
       lastError: undefined,
     };
     if (options.interactions !== false) {
@@ -391,6 +394,7 @@ export class Player {
     this.stats.framesDropped = this.otherDropped + this.videoBuffer.dropped;
     this.stats.audioFramesDecoded = this.audio?.decoded ?? 0;
     this.stats.likes = this.interactions?.likes ?? 0;
+    this.stats.viewers = this.interactions?.viewers ?? 0;
     if (now - this.lastStats > 250) {
       this.lastStats = now;
       this.options.onStats?.(this.stats);

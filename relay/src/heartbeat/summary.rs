@@ -50,9 +50,11 @@ pub struct TrackSummary {
 /// namespaces published on it, sorted by namespace and bounded by [`MAX_HEARTBEAT_ITEMS`].
 ///
 /// - A namespace is carried when one of its tracks is live or it is published here.
-/// - `viewers` is the most subscribers any one of its tracks has: a viewer subscribes each
-///   track it plays once, so this counts viewer sessions (and child relays) without counting a
-///   viewer of audio and video twice.
+/// - `viewers` is the most viewers (subscribers that are not child relays) any one of its
+///   tracks has: a viewer subscribes each track it plays once, so this counts viewer sessions
+///   without counting a viewer of audio and video twice, and a child relay pulling the
+///   broadcast is not a viewer (its own heartbeat counts the viewers behind it), so the
+///   control plane's sum over relays counts each viewer once.
 /// - `local` is true when it is published here or a live track of it comes from a publisher on
 ///   this relay (not from a parent).
 /// - Each distinct (namespace, parent URL) of a live track is a parent link.
@@ -81,8 +83,8 @@ pub fn broadcasts(
         let entry = carried
             .entry(track.namespace.clone())
             .or_insert_with(|| empty_load(track.namespace.clone()));
-        let subscribers = u32::try_from(track.subscribers).unwrap_or(u32::MAX);
-        entry.viewers = entry.viewers.max(subscribers);
+        let viewers = u32::try_from(track.viewers).unwrap_or(u32::MAX);
+        entry.viewers = entry.viewers.max(viewers);
         if let Some(room) = track.chat_room.filter(|_| track.viewers > 0) {
             let viewers = u32::try_from(track.viewers).unwrap_or(u32::MAX);
             if rooms < MAX_HEARTBEAT_ITEMS && entry.rooms.insert(room, viewers).is_none() {

@@ -70,6 +70,22 @@ fn chat(namespace: &str, room: u64, subscribers: usize, relays: usize) -> TrackS
 }
 
 #[test]
+fn a_child_relay_is_not_a_viewer() {
+    // origin ← edge, one browser on the edge: the origin's track has one subscriber, the
+    // edge relay; the edge's has the browser. The fleet counts one viewer, not two.
+    let (origin, _) = broadcasts(
+        [TrackSummary {
+            viewers: 0,
+            ..track("live/demo", 1, None, true)
+        }],
+        ["live/demo".to_string()],
+    );
+    let (edge, _) = broadcasts([track("live/demo", 1, Some("moqt://origin:1"), true)], []);
+    assert_eq!(origin[0].viewers, 0);
+    assert_eq!(edge[0].viewers, 1);
+}
+
+#[test]
 fn broadcasts_group_tracks_by_namespace() {
     let (broadcasts, parents) = broadcasts(
         [

@@ -5,11 +5,13 @@
 //!
 //! # Module map
 //! - [`payload`]: the wire format of interaction objects (`interact` track up, `likes`,
-//!   `chat/<room>` and `events` tracks down).
+//!   `viewers`, `chat/<room>` and `events` tracks down).
 //! - [`likes`]: cumulative like counters per source, summed without double counting, and the
 //!   aggregation window that decides when a new total goes out.
 //! - [`viewer`]: per-publisher admission: rate limits ([`viewer::Limit`], governor), size limits,
 //!   UTF-8 and room checks.
+//! - [`viewers`]: the live viewer count: child relays' latest reports (a gauge, expired when
+//!   a child goes silent) and when a relay sends its own count up.
 //! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id).
 //! - [`hub`]: per-broadcast state wired to sessions and tracks, one file per part it owns:
 //!   the table of broadcasts and its sweep (`hub/mod.rs`), serving a viewer's or child
@@ -23,6 +25,7 @@ pub mod ledger;
 pub mod likes;
 pub mod payload;
 pub mod viewer;
+pub mod viewers;
 
 use std::time::Duration;
 

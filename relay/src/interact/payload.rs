@@ -14,6 +14,8 @@ pub const TYPE_LIKE: u64 = 0x1;
 pub const TYPE_COMMENT: u64 = 0x2;
 /// Up-track object type: a gift.
 pub const TYPE_GIFT: u64 = 0x3;
+/// Up-track object type: a child relay's viewer count (relays only).
+pub const TYPE_VIEWERS: u64 = 0x4;
 
 /// One object on an `interact` track (viewer → edge, relay → parent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,12 @@ pub enum Up {
         /// How many of `kind`.
         amount: u64,
     },
+    /// A child relay's live viewer count: its own viewers plus its children's latest
+    /// counts. A gauge (it goes down when viewers leave); only relays may send it.
+    Viewers {
+        /// Viewers in the sender's subtree now.
+        count: u64,
+    },
 }
 
 impl Up {
@@ -62,6 +70,7 @@ impl Up {
                 kind: varint(buf)?,
                 amount: varint(buf)?,
             },
+            TYPE_VIEWERS => Up::Viewers { count: varint(buf)? },
             _ => return Err(Refusal::Malformed),
         };
         if buf.has_remaining() {
@@ -93,6 +102,10 @@ impl Up {
                 put_string(client_id, &mut buf);
                 encode_varint(*kind, &mut buf);
                 encode_varint(*amount, &mut buf);
+            }
+            Up::Viewers { count } => {
+                encode_varint(TYPE_VIEWERS, &mut buf);
+                encode_varint(*count, &mut buf);
             }
         }
         buf.freeze()
@@ -171,14 +184,15 @@ impl GiftEvent {
     }
 }
 
-/// Encode a `likes` track object: the broadcast's cumulative like total.
+/// Encode a `likes` track object (the broadcast's cumulative like total) or a `viewers`
+/// track object (its live viewer count): one varint.
 pub fn encode_total(total: u64) -> Bytes {
     let mut buf = BytesMut::new();
     encode_varint(total, &mut buf);
     buf.freeze()
 }
 
-/// Decode a `likes` track object.
+/// Decode a `likes` or `viewers` track object.
 pub fn decode_total(mut payload: Bytes) -> Result<u64, Refusal> {
     let total = varint(&mut payload)?;
     if payload.has_remaining() {
@@ -232,6 +246,8 @@ mod tests {
                 kind: 3,
                 amount: 10,
             },
+            Up::Viewers { count: 0 },
+            Up::Viewers { count: 50_000 },
         ]
     }
 

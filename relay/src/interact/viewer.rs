@@ -103,6 +103,11 @@ pub enum Admitted {
         /// Amount, at least 1.
         amount: u64,
     },
+    /// A child relay's viewer count (see [`super::viewers`]).
+    Viewers {
+        /// Viewers in the child's subtree.
+        count: u64,
+    },
 }
 
 /// What one publication of an `interact` track may still send: its rate limits, room and like
@@ -119,6 +124,8 @@ pub struct Admission<C: Clock = DefaultClock> {
     refused: u64,
     /// The only room this publisher may comment in (its token's `room` claim), if restricted.
     room: Option<u64>,
+    /// A child relay's publication: it may report a viewer count.
+    relay: bool,
 }
 
 impl Admission {
@@ -130,7 +137,10 @@ impl Admission {
     /// A child relay's publication: it already enforced its viewers' rates, so only the size,
     /// encoding and room rules apply.
     pub fn relay(config: &InteractConfig) -> Self {
-        Self::unlimited(config)
+        Self {
+            relay: true,
+            ..Self::unlimited(config)
+        }
     }
 }
 
@@ -153,6 +163,7 @@ impl<C: Clock + Clone> Admission<C> {
             claimed: 0,
             refused: 0,
             room: None,
+            relay: false,
         }
     }
 
@@ -202,6 +213,9 @@ impl<C: Clock + Clone> Admission<C> {
                     amount,
                 })
             }
+            // A viewer's count would be its own say-so: only relays report counts.
+            Up::Viewers { count } if self.relay => Ok(Admitted::Viewers { count }),
+            Up::Viewers { .. } => Err(Refusal::Malformed),
         }
     }
 
@@ -376,6 +390,16 @@ mod tests {
             relay.admit(Bytes::from_static(&[0x02, 0x05])),
             Err(Refusal::Malformed)
         );
+    }
+
+    #[test]
+    fn only_a_relay_may_report_a_viewer_count() {
+        let clock = FakeRelativeClock::default();
+        let count = Up::Viewers { count: 40 }.encode();
+        let mut viewer = Admission::viewer_with_clock(&config(), &clock);
+        assert_eq!(viewer.admit(count.clone()), Err(Refusal::Malformed));
+        let mut relay = Admission::relay(&config());
+        assert_eq!(relay.admit(count), Ok(Admitted::Viewers { count: 40 }));
     }
 
     #[test]

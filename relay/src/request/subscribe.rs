@@ -54,6 +54,10 @@ impl SessionHandler {
             Ok(info) => info,
             Err((code, reason)) => return request.reject(code, &reason).await,
         };
+        if path.is_empty() {
+            // A viewer of the broadcast's media: counted from now.
+            self.shared.interact.watched(&track.name);
+        }
         // The Largest Object that SUBSCRIBE_OK reports is the one the filters are relative to
         // (draft-18 §Subscription Filters; {0, 0} when nothing has arrived yet), so the start
         // is fixed here, not when the forwarder first looks at the cache: objects arriving in

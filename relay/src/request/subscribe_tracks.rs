@@ -83,6 +83,9 @@ impl SessionHandler {
         }
         let Some(info) = track.live_info() else { return };
         let guard = SubscriberGuard::join(&track, relay);
+        if !relay {
+            self.shared.interact.watched(&track.name);
+        }
         let publish = Publish {
             track_namespace: track.name.namespace.clone(),
             track_name: track.name.name.clone(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banyan_moq::coding::{FullTrackName, TrackNamespace};
+use banyan_moq::coding::{FullTrackName, TrackName, TrackNamespace};
 use banyan_moq::message::HopPath;
 use banyan_moq::session::Subscription;
 use parking_lot::Mutex;
@@ -199,6 +199,23 @@ impl Tracks {
     /// Every track at this relay now.
     pub fn all(&self) -> Vec<Arc<Track>> {
         self.tracks.lock().values().cloned().collect()
+    }
+
+    /// Per namespace with any, the most viewers (subscribers that are not child relays) any
+    /// of its tracks whose name passes `counted` has now: one pass over the table.
+    pub fn viewers_by_namespace(
+        &self,
+        counted: impl Fn(&TrackName) -> bool,
+    ) -> HashMap<TrackNamespace, usize> {
+        let mut viewers: HashMap<TrackNamespace, usize> = HashMap::new();
+        for (name, track) in self.tracks.lock().iter() {
+            let n = track.viewers();
+            if n > 0 && counted(&name.name) {
+                let most = viewers.entry(name.namespace.clone()).or_default();
+                *most = (*most).max(n);
+            }
+        }
+        viewers
     }
 
     /// The parents this registry asks, if any.

@@ -97,6 +97,19 @@ pub struct Live {
 }
 
 impl Live {
+    /// A small stream that runs until the subscription ends: 5 objects of 100-300 bytes per
+    /// group, one every 20 ms.
+    pub fn endless() -> Self {
+        Self {
+            groups: u64::MAX,
+            objects: 5,
+            interval: Duration::from_millis(20),
+            min_size: 100,
+            max_size: 300,
+            finish: false,
+        }
+    }
+
     /// The size of object `object` of group `group`.
     pub fn size(&self, group: u64, object: u64) -> usize {
         let span = self.max_size.saturating_sub(self.min_size) as u64 + 1;

@@ -2,15 +2,17 @@
 //!
 //! At the broadcast's origin (its namespace is published here, or this relay has no
 //! parents) accepted likes are summed and written once per window to the local `likes`
-//! track, comments to `chat/<room>` and gifts, once recorded in the ledger, to `events`:
+//! track, the live viewer count (own viewers plus child relays' reports) to `viewers` when it
+//! changed, comments to `chat/<room>` and gifts, once recorded in the ledger, to `events`:
 //! tracks that flow down the tree like video. Elsewhere the relay publishes its own
-//! `interact` track to a parent: its sum as a LIKE datagram every window, and accepted
-//! comments and gifts in order on one stream.
+//! `interact` track to a parent: its sum as a LIKE datagram every window, its viewer count
+//! as a VIEWERS datagram on change and every [`REPORT_REFRESH`], and accepted comments and
+//! gifts in order on one stream.
 //!
 //! A broadcast's state lives while it is used (an `interact` publication is being served,
-//! or, at the origin, the publisher is here) and for [`InteractConfig::idle`] after; then a
-//! sweep frees it: the origin ends its down tracks, a relay sends its final like total to
-//! its parent reliably and ends its publication. A broadcast used again later starts afresh,
+//! viewers of its media are counted here, or, at the origin, the publisher is here) and for
+//! [`InteractConfig::idle`] after; then a sweep frees it: the origin ends its down tracks, a
+//! relay sends its final like total to its parent reliably and ends its publication. A broadcast used again later starts afresh,
 //! under a new like source id towards the parent so its new count never hides behind the old.
 //!
 //! Each broadcast has one task of the hub's own (its `likes` writer at the origin, its
@@ -21,8 +23,9 @@
 //!   role, the sweep that frees idle ones) and the track names.
 //! - `publication.rs`: [`Hub::serve`], a viewer's or child relay's `interact` publication:
 //!   its streams read, each object admitted and applied.
-//! - `origin.rs`: the origin's down tracks: the like total per window on `likes`, comments on
-//!   `chat/<room>`, gifts recorded in the ledger and announced on `events`.
+//! - `origin.rs`: the origin's down tracks: the like total per window on `likes`, the viewer
+//!   count on `viewers`, comments on `chat/<room>`, gifts recorded in the ledger and
+//!   announced on `events`.
 //! - `upward.rs`: elsewhere, the relay's own `interact` publication to its parent.
 
 use std::collections::HashMap;
@@ -41,6 +44,9 @@ use tokio::sync::{mpsc, watch};
 use super::ledger::Ledger;
 use super::likes::LikeSum;
 use super::viewer::parse_room;
+use super::viewers::ChildCounts;
+#[cfg(doc)]
+use super::viewers::REPORT_REFRESH;
 use super::InteractConfig;
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
@@ -55,6 +61,8 @@ mod upward;
 pub const INTERACT: &[u8] = b"interact";
 /// The origin's like total track.
 pub const LIKES: &[u8] = b"likes";
+/// The origin's live viewer count track.
+pub const VIEWERS: &[u8] = b"viewers";
 /// The origin's recorded-gifts track.
 pub const EVENTS: &[u8] = b"events";
 /// The prefix of the origin's per-room chat tracks.
@@ -70,6 +78,9 @@ pub fn chat_room(name: &TrackName, rooms: u64) -> Option<u64> {
     let bytes = name.as_bytes();
     parse_room(bytes.strip_prefix(CHAT_PREFIX)?, rooms).ok()
 }
+
+/// Each broadcast's own viewers at a relay (broadcasts with none left out).
+type OwnViewers = HashMap<TrackNamespace, usize>;
 
 /// Most broadcasts with interaction state at one relay.
 const MAX_BROADCASTS: usize = 10_000;
@@ -89,9 +100,15 @@ pub struct Hub {
     source: u64,
     /// Broadcast states created so far (the counter).
     created: AtomicU64,
+    /// `interact` publications served so far (the counter): each child's count is kept
+    /// under its publication's number.
+    served: AtomicU64,
     /// The gift ledger, at an origin configured with one.
     ledger: Option<Arc<Ledger>>,
     broadcasts: Mutex<HashMap<TrackNamespace, Arc<Broadcast>>>,
+    /// Own viewers per broadcast (see [`Hub::own_viewers`]) and when they were counted: one
+    /// pass over the track table serves every broadcast for half a window.
+    own: Mutex<Option<(Instant, Arc<OwnViewers>)>>,
     /// Each broadcast's task (see the module doc), aborted when the sweeper stops.
     tasks: Arc<Tasks>,
 }
@@ -100,6 +117,10 @@ pub struct Hub {
 struct Broadcast {
     namespace: TrackNamespace,
     likes: Mutex<LikeSum>,
+    /// The latest viewer counts child relays reported.
+    children: Mutex<ChildCounts>,
+    /// The subtree's viewer count last computed (own viewers plus children's reports).
+    count: AtomicU64,
     role: Role,
     /// This state's like source id towards the parent (not at the origin).
     source: u64,
@@ -151,6 +172,8 @@ enum Role {
     Origin {
         likes: Arc<Track>,
         likes_group: AtomicU64,
+        viewers: Arc<Track>,
+        viewers_group: AtomicU64,
         events: Arc<Track>,
         events_group: AtomicU64,
         /// Room → its track and where the next comment goes.
@@ -183,8 +206,10 @@ impl Hub {
             metrics,
             source,
             created: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             ledger,
             broadcasts: Mutex::new(HashMap::new()),
+            own: Mutex::new(None),
             tasks: Arc::default(),
         })
     }
@@ -204,12 +229,15 @@ impl Hub {
     /// Free the state of every broadcast unused for [`InteractConfig::idle`] at `now`
     /// (run every quarter of it by [`sweep_every`]).
     fn sweep(&self, now: Instant) {
+        let own = self.own_viewers(now);
         let mut freed = Vec::new();
         let mut broadcasts = self.broadcasts.lock();
         broadcasts.retain(|namespace, broadcast| {
             let in_use = broadcast.publications.load(Ordering::SeqCst) > 0
+                || broadcast.count.load(Ordering::SeqCst) > 0
                 || (matches!(broadcast.role, Role::Origin { .. })
-                    && self.namespaces.route(namespace).is_some());
+                    && self.namespaces.route(namespace).is_some())
+                || own.contains_key(namespace);
             let mut last_used = broadcast.last_used.lock();
             if in_use {
                 *last_used = now;
@@ -227,11 +255,16 @@ impl Hub {
             tracing::debug!(broadcast = %broadcast.namespace, "interactions: freeing idle broadcast state");
             broadcast.freed.send_replace(true);
             if let Role::Origin {
-                likes, events, rooms, ..
+                likes,
+                viewers,
+                events,
+                rooms,
+                ..
             } = &broadcast.role
             {
                 const REASON: &str = "broadcast over";
                 self.tracks.end_local(likes, REASON);
+                self.tracks.end_local(viewers, REASON);
                 self.tracks.end_local(events, REASON);
                 for room in rooms.lock().values() {
                     self.tracks.end_local(&room.track, REASON);
@@ -240,11 +273,14 @@ impl Hub {
         }
     }
 
-    /// Whether `name` is an interaction track sent down the tree (`likes`, `events`,
-    /// `chat/<room>`).
+    /// Whether `name` is an interaction track sent down the tree (`likes`, `viewers`,
+    /// `events`, `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
-        bytes.as_ref() == LIKES || bytes.as_ref() == EVENTS || bytes.starts_with(CHAT_PREFIX)
+        bytes.as_ref() == LIKES
+            || bytes.as_ref() == VIEWERS
+            || bytes.as_ref() == EVENTS
+            || bytes.starts_with(CHAT_PREFIX)
     }
 
     /// Whether `name` is any interaction track: one sent down, or the `interact` track
@@ -264,6 +300,53 @@ impl Hub {
         };
         if let Some(room) = chat_room(&name.name, self.config.rooms) {
             self.room(&broadcast, room);
+        }
+    }
+
+    /// A viewer (not a child relay) is now subscribed to `name`: when it is the broadcast's
+    /// media, make sure the broadcast has state here, so its viewers are counted and the
+    /// count reported up (or, at the origin, published) even if nobody sends interactions.
+    pub fn watched(self: &Arc<Self>, name: &FullTrackName) {
+        if !Self::is_interaction_track(&name.name) {
+            // The next count includes this viewer, however recent the last pass was.
+            *self.own.lock() = None;
+            let _ = self.broadcast(&name.namespace);
+        }
+    }
+
+    /// The broadcast's viewers in this relay's subtree at `now`: its own viewers (the most
+    /// viewers any of its media tracks has here: child relays are not viewers, and a viewer
+    /// of audio and video is one) plus the latest counts its child relays reported.
+    fn subtree_count(&self, broadcast: &Broadcast, now: Instant) -> u64 {
+        let own = self
+            .own_viewers(now)
+            .get(&broadcast.namespace)
+            .copied()
+            .unwrap_or(0);
+        let count = (own as u64).saturating_add(broadcast.children.lock().sum(now));
+        broadcast.count.store(count, Ordering::SeqCst);
+        count
+    }
+
+    /// Every broadcast's own viewers at this relay (those with any): the most viewers any of
+    /// its media tracks has. Counted in one pass over the track table, reused for half a
+    /// window unless a viewer joined since ([`Hub::watched`]), so while viewers only watch or
+    /// leave the work per window grows with the tracks here, not with tracks × broadcasts (a
+    /// leave is seen at most half a window late).
+    fn own_viewers(&self, now: Instant) -> Arc<OwnViewers> {
+        let mut own = self.own.lock();
+        match &*own {
+            Some((at, counted)) if now.saturating_duration_since(*at) < self.config.window / 2 => {
+                counted.clone()
+            }
+            _ => {
+                let counted = Arc::new(
+                    self.tracks
+                        .viewers_by_namespace(|name| !Self::is_interaction_track(name)),
+                );
+                *own = Some((now, counted.clone()));
+                counted
+            }
         }
     }
 
@@ -291,6 +374,10 @@ impl Hub {
                 namespace: namespace.clone(),
                 name: TrackName::new(LIKES.to_vec()),
             });
+            let viewers = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(VIEWERS.to_vec()),
+            });
             let events = self.tracks.local(FullTrackName {
                 namespace: namespace.clone(),
                 name: TrackName::new(EVENTS.to_vec()),
@@ -298,6 +385,8 @@ impl Hub {
             Role::Origin {
                 likes,
                 likes_group: AtomicU64::new(0),
+                viewers,
+                viewers_group: AtomicU64::new(0),
                 events,
                 events_group: AtomicU64::new(0),
                 rooms: Mutex::new(HashMap::new()),
@@ -310,6 +399,8 @@ impl Hub {
         let broadcast = Arc::new(Broadcast {
             namespace: namespace.clone(),
             likes: Mutex::new(LikeSum::new()),
+            children: Mutex::new(ChildCounts::new()),
+            count: AtomicU64::new(0),
             role,
             source,
             publications: AtomicUsize::new(0),

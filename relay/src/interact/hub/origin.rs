@@ -1,6 +1,7 @@
 //! At the broadcast's origin: its down tracks, written by the relay itself. The like total
-//! once per window on `likes`, each comment on its room's `chat/<room>` track, and each gift,
-//! once recorded in the ledger, on `events`.
+//! on `likes` and the viewer count on `viewers` (each checked once per window, written when it
+//! changed), each comment on its room's `chat/<room>` track, and each gift, once recorded in
+//! the ledger, on `events`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -114,14 +115,20 @@ impl Hub {
         }
     }
 
-    /// At the origin: once per window, a new `likes` group when the total changed.
+    /// At the origin: once per window, a new `likes` group when the total changed and a new
+    /// `viewers` group when the viewer count changed (the first count, even 0, at once).
     pub(super) async fn publish_likes(self: Arc<Self>, broadcast: Arc<Broadcast>) {
         let Role::Origin {
-            likes, likes_group, ..
+            likes,
+            likes_group,
+            viewers,
+            viewers_group,
+            ..
         } = &broadcast.role
         else {
             return;
         };
+        let mut published: Option<u64> = None;
         let mut tick = tokio::time::interval(self.config.window);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -137,6 +144,12 @@ impl Hub {
             if let Some(total) = total {
                 let group = likes_group.fetch_add(1, Ordering::Relaxed);
                 likes.producer.append_group(group, encode_total(total));
+            }
+            let count = self.subtree_count(&broadcast, Instant::now());
+            if published != Some(count) {
+                published = Some(count);
+                let group = viewers_group.fetch_add(1, Ordering::Relaxed);
+                viewers.producer.append_group(group, encode_total(count));
             }
         }
     }

@@ -2,6 +2,7 @@
 //! read, each object admitted for its publisher and applied to the broadcast (summed, posted
 //! or recorded at the origin, queued for the parent elsewhere).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,8 @@ impl Hub {
                 .await;
         };
         let _serving = Serving::new(broadcast.clone());
+        // A child relay's viewer count is kept under this number while the publication lives.
+        let id = self.served.fetch_add(1, Ordering::Relaxed);
         let mut subscription = request.accept(RequestOk::default()).await?;
         let mut publisher = if from_relay {
             Admission::relay(&self.config)
@@ -54,7 +57,7 @@ impl Hub {
                 event = subscription.next() => match event {
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         // A refused like datagram is dropped; `apply` counts it.
-                        let _ = self.apply(&broadcast, &mut publisher, &mut attached, datagram.payload).await;
+                        let _ = self.apply(&broadcast, id, &mut publisher, &mut attached, datagram.payload).await;
                     }
                     Ok(Some(TrackEvent::Subgroup(reader))) => {
                         while readers.try_join_next().is_some() {}
@@ -65,7 +68,7 @@ impl Hub {
                     Err(e) => break Err(e),
                 },
                 Some((payload, reply)) = received.recv() => {
-                    self.apply_replying(&broadcast, &mut publisher, &mut attached, payload, reply).await;
+                    self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply).await;
                 }
             }
         };
@@ -74,7 +77,7 @@ impl Hub {
         drop(objects);
         let _ = tokio::time::timeout(PUBLICATION_DRAIN, async {
             while let Some((payload, reply)) = received.recv().await {
-                self.apply_replying(&broadcast, &mut publisher, &mut attached, payload, reply)
+                self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply)
                     .await;
             }
         })
@@ -82,6 +85,7 @@ impl Hub {
         if let Some(source) = attached {
             broadcast.likes.lock().detach(source, Instant::now());
         }
+        broadcast.children.lock().forget(id);
         result
     }
 
@@ -90,12 +94,13 @@ impl Hub {
     async fn apply_replying(
         &self,
         broadcast: &Arc<Broadcast>,
+        id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
         payload: Bytes,
         reply: Option<tokio::sync::oneshot::Sender<Refusal>>,
     ) {
-        if let Err(refusal) = self.apply(broadcast, publisher, attached, payload).await {
+        if let Err(refusal) = self.apply(broadcast, id, publisher, attached, payload).await {
             if let Some(reply) = reply {
                 let _ = reply.send(refusal);
             }
@@ -105,6 +110,7 @@ impl Hub {
     async fn apply(
         &self,
         broadcast: &Arc<Broadcast>,
+        id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
         payload: Bytes,
@@ -113,6 +119,11 @@ impl Hub {
             self.metrics.interact_refuse(*refusal);
         })?;
         match admitted {
+            Admitted::Viewers { count } => broadcast
+                .children
+                .lock()
+                .report(id, count, Instant::now())
+                .inspect_err(|refusal| self.metrics.interact_refuse(*refusal)),
             Admitted::Like {
                 source,
                 total,

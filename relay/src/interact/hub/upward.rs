@@ -1,6 +1,7 @@
 //! Off the origin: this relay's own `interact` publication to its parent, carrying the
-//! subtree's like sum as a datagram every window and the accepted comments and gifts in
-//! order on one stream, reopened on another parent when one goes away.
+//! subtree's like sum as a datagram every window, the subtree's viewer count as a datagram
+//! when it changed (checked every window) and every [`REPORT_REFRESH`], and the accepted
+//! comments and gifts in order on one stream, reopened on another parent when one goes away.
 
 use std::sync::Arc;
 
@@ -10,8 +11,10 @@ use banyan_moq::message::{HopPath, Message, Parameters, Publish};
 use banyan_moq::session::{Error as SessionError, TrackWriter};
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::super::payload::Up;
+use super::super::viewers::{Reporter, REPORT_REFRESH};
 use super::{Broadcast, Hub, INTERACT};
 
 impl Hub {
@@ -92,6 +95,8 @@ impl Hub {
         let mut object = 0u64;
         let comment_group = *group;
         *group += 1;
+        // A new publication hears the count at once.
+        let mut counts = Reporter::new(REPORT_REFRESH);
         loop {
             // A comment taken but not yet delivered goes first (again, after a reconnect).
             if let Some(payload) = pending.clone() {
@@ -105,20 +110,14 @@ impl Hub {
             }
             tokio::select! {
                 _ = tick.tick() => {
+                    let count = self.subtree_count(broadcast, Instant::now());
+                    if counts.due(count, Instant::now()) {
+                        sender.send_datagram(datagram(group, Up::Viewers { count }.encode()))?;
+                    }
                     let total = broadcast.likes.lock().total();
                     if total > 0 {
-                        let datagram = ObjectDatagram {
-                            track_alias: 0,
-                            group_id: *group,
-                            object_id: 0,
-                            publisher_priority: None,
-                            properties: ObjectProperties::default(),
-                            end_of_group: false,
-                            status: ObjectStatus::Normal,
-                            payload: Up::Like { source: broadcast.source, total }.encode(),
-                        };
-                        *group += 1;
-                        sender.send_datagram(datagram)?;
+                        let like = Up::Like { source: broadcast.source, total }.encode();
+                        sender.send_datagram(datagram(group, like))?;
                     }
                 }
                 comment = comments.recv() => match comment {
@@ -153,6 +152,22 @@ impl Hub {
             }
         }
     }
+}
+
+/// The next datagram of the publication (group numbers count up), carrying `payload`.
+fn datagram(group: &mut u64, payload: Bytes) -> ObjectDatagram {
+    let datagram = ObjectDatagram {
+        track_alias: 0,
+        group_id: *group,
+        object_id: 0,
+        publisher_priority: None,
+        properties: ObjectProperties::default(),
+        end_of_group: false,
+        status: ObjectStatus::Normal,
+        payload,
+    };
+    *group += 1;
+    datagram
 }
 
 /// How a publication to the parent ended without an error.
