@@ -36,18 +36,14 @@ for n in "${counts[@]}"; do
   port=$(sed -n 's/^listening: udp .*:\([0-9]*\) http .*/\1/p' "$relay_out")
   http=$(sed -n 's/^listening: udp .* http \(.*\)$/\1/p' "$relay_out")
   echo "== 1 -> $n (relay pid $relay_pid, port $port) load: $(uptime | sed 's/.*load average: //')" >&2
-  flame=""
-  if [[ ${BANYAN_FLAME:-0} != 0 ]]; then # 6 s inside the window (3 s ramp-up, then 10 s measured)
-    (sleep 6; bench/scripts/flamegraph.sh "$out/flame-$n.svg" 6 -p "$relay_pid" \
-      "banyan-relay, 1 -> $n, ${FANOUT_FPS:-30} fps x ${FANOUT_SIZE:-20KB}") 2>"$out/flame-$n.log" &
-    flame=$!
-  fi
+  # 6 s inside the window (3 s ramp-up, then 10 s measured).
+  flame_start 6 6 "$out/flame-$n.svg" -p "$relay_pid" "banyan-relay, 1 -> $n, ${FANOUT_FPS:-30} fps x ${FANOUT_SIZE:-20KB}"
   "${pin_bench[@]}" "$release/banyan-bench" "moqt://127.0.0.1:$port/" --publishers 1 --subscribers "$n" \
     --fps "${FANOUT_FPS:-30}" --object-size "${FANOUT_SIZE:-20KB}" --gop "${FANOUT_GOP:-30}" --ramp-up 3s --duration 10s \
     --relay-pid "$relay_pid" --tls-hash "$hash" --json ${BENCH_FLAGS:-} >"$out/fanout-$n.json" \
     2>"$out/fanout-$n.log" || echo "bench failed for N=$n (see $out/fanout-$n.log)" >&2
   tail -n 12 "$out/fanout-$n.log" >&2
-  if [[ -n $flame ]]; then wait "$flame" || echo "no flame graph for N=$n (see $out/flame-$n.log)" >&2; cat "$out/flame-$n.log" >&2; fi
+  flame_wait
   curl -fsS "http://$http/metrics" >"$out/metrics-$n.txt" 2>/dev/null || echo "no /metrics from the relay for N=$n" >&2
   kill -TERM "$relay_pid"; wait "$relay_pid" || true
 done

@@ -84,17 +84,12 @@ jq -e 'any(.broadcasts[]; .broadcast == "bench/0")' <<<"$status" >/dev/null \
 
 echo "== flash crowd: $viewers viewers over $arrival, relays of $capacity (up to $max_spawned spawned), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 rc=0
-flame=""
-if [[ ${BANYAN_FLAME:-0} != 0 ]]; then
-  (sleep 2; bench/scripts/flamegraph.sh "$out/flame-core0.svg" 6 -C 0 \
-    "core 0 in a flash crowd: $viewers viewers over $arrival, relays of $capacity") 2>"$out/flame.log" &
-  flame=$!
-fi
+flame_start 2 6 "$out/flame-core0.svg" -C 0 "core 0 in a flash crowd: $viewers viewers over $arrival, relays of $capacity"
 "${pin_bench[@]}" "$bin/banyan-bench" flash "http://$control" --broadcast bench/0 \
   --viewers "$viewers" --arrival "$arrival" --watch "$watch" \
   --expect-media 99 --expect-ttff-p95 1.5s --json >"$out/flash.json" 2>"$out/flash.log" || rc=$?
 grep -v '^ *[0-9.]*s  arrived' "$out/flash.log" >&2 || true
-if [[ -n $flame ]]; then wait "$flame" || echo "no flame graph (see $out/flame.log)" >&2; cat "$out/flame.log" >&2; fi
+flame_wait
 # The spawner's start-to-registered time: control's "spawned relay process" line against its
 # "relay registered" line (the relay's first heartbeat), both from control's log.
 echo "spawner: relay started -> registered (control log):" >&2

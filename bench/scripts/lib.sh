@@ -61,3 +61,21 @@ limit_cpu() {
   fi
   echo "$1" >"$cpu_group/cgroup.procs"
 }
+
+# Profiling beside a run (BANYAN_FLAME=1; nothing otherwise): flame_start DELAY SECONDS OUT.svg
+# -p PID|-C CPU TITLE runs bench/scripts/flamegraph.sh in the background after DELAY seconds,
+# its report in OUT.log; flame_wait waits for it and prints that report.
+flame_pid=""
+flame_log=""
+flame_start() {
+  [[ ${BANYAN_FLAME:-0} != 0 ]] || return 0
+  flame_log=${3%.svg}.log
+  (sleep "$1"; bench/scripts/flamegraph.sh "$3" "$2" "$4" "$5" "$6") 2>"$flame_log" &
+  flame_pid=$!
+}
+flame_wait() {
+  [[ -n $flame_pid ]] || return 0
+  wait "$flame_pid" || echo "no flame graph (see $flame_log)" >&2
+  cat "$flame_log" >&2
+  flame_pid=""
+}

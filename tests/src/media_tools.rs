@@ -61,12 +61,7 @@ pub fn ffprobe_video_size(path: &Path) -> (u32, u32, u64) {
         .output()
         .expect(INSTALL);
     let input = path.display();
-    assert!(
-        output.status.success(),
-        "ffprobe {input}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = stdout(&output, &input.to_string());
     let fields: Vec<u64> = text
         .trim()
         .split(',')
@@ -96,13 +91,18 @@ fn probe() -> Command {
     command
 }
 
-fn frames(output: &Output, input: &str) -> Vec<(String, u64)> {
+/// ffprobe's stdout, once it has succeeded (else the test fails with what it said).
+fn stdout<'o>(output: &'o Output, input: &str) -> std::borrow::Cow<'o, str> {
     assert!(
         output.status.success(),
         "ffprobe {input}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout)
+}
+
+fn frames(output: &Output, input: &str) -> Vec<(String, u64)> {
+    stdout(output, input)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
