@@ -180,7 +180,7 @@ async fn run_case(hops: usize, loss: f64, live: Live) -> Case {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn glass_to_glass_p99_stays_under_250ms_through_three_hops_at_three_percent_loss() {
+async fn glass_to_glass_p99_stays_in_budget_through_three_relays_under_loss() {
     let live = Live {
         groups: 4,
         objects: 30,
