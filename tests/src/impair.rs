@@ -42,7 +42,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 /// Largest number of datagrams held in one direction's release queue; beyond it, datagrams
@@ -369,6 +369,7 @@ pub struct ProxyStats {
 pub struct Proxy {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
+    impairments: watch::Sender<(Impairment, Impairment)>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -381,13 +382,16 @@ impl Proxy {
         let local_addr = listen.local_addr()?;
         let counters = Arc::new(Counters::default());
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (impairments, changes) =
+            watch::channel((config.client_to_server.clone(), config.server_to_client.clone()));
         let driver = Driver::new(config, listen, counters.clone());
         let handle = Proxy {
             local_addr,
             counters,
+            impairments,
             _shutdown: shutdown_tx,
         };
-        Ok((handle, driver.run(shutdown_rx)))
+        Ok((handle, driver.run(shutdown_rx, changes)))
     }
 
     /// [`Proxy::bind`], then spawns the driver on the current tokio runtime.
@@ -405,6 +409,19 @@ impl Proxy {
     /// A snapshot of the counters.
     pub fn stats(&self) -> ProxyStats {
         self.counters.snapshot()
+    }
+
+    /// The impairments in force, client → server and server → client.
+    pub fn impairments(&self) -> (Impairment, Impairment) {
+        self.impairments.borrow().clone()
+    }
+
+    /// Changes the impairments while traffic flows (e.g. lowers a rate cap to see a player
+    /// adapt, then lifts it). Datagrams already scheduled keep their release times; the new
+    /// model applies from the next datagram, and a new rate cap starts from an empty link.
+    pub fn set_impairments(&self, client_to_server: Impairment, server_to_client: Impairment) {
+        self.impairments
+            .send_replace((client_to_server, server_to_client));
     }
 }
 
@@ -500,6 +517,14 @@ impl<T: Ord> Lane<T> {
         }
     }
 
+    /// Replaces the model from now on; what is already queued keeps its release time.
+    pub(crate) fn set_impairment(&mut self, impairment: Impairment, now: Instant) {
+        if impairment.rate_bytes_per_s != self.impairment.rate_bytes_per_s {
+            self.link_free_at = now;
+        }
+        self.impairment = impairment;
+    }
+
     /// Runs loss, rate, delay, reordering and duplication for one datagram bound for `to`.
     pub(crate) fn admit(&mut self, now: Instant, to: T, payload: &[u8], c: &DirectionCounters) {
         bump(&c.packets_in, 1);
@@ -586,6 +611,7 @@ enum Event {
     FromUpstream(SocketAddr, io::Result<usize>),
     Release,
     Sweep,
+    Changed,
 }
 
 #[derive(Debug)]
@@ -618,7 +644,11 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut shutdown: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut shutdown: oneshot::Receiver<()>,
+        mut changes: watch::Receiver<(Impairment, Impairment)>,
+    ) {
         let mut from_client = vec![0u8; MAX_DATAGRAM];
         let mut from_upstream = vec![0u8; MAX_DATAGRAM];
         let sweep_every = (self.config.idle_timeout / 4).max(Duration::from_millis(10));
@@ -629,6 +659,7 @@ impl Driver {
             let event = tokio::select! {
                 biased;
                 _ = &mut shutdown => Event::Shutdown,
+                Ok(()) = changes.changed() => Event::Changed,
                 _ = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => Event::Release,
                 r = self.listen.recv_from(&mut from_client) => Event::FromClient(r),
                 (client, r) = poll_upstreams(&self.clients, &mut self.poll_start, &mut from_upstream) => {
@@ -658,6 +689,11 @@ impl Driver {
                     tracing::debug!(%client, error = %e, "impair: upstream socket error");
                 }
                 Event::Sweep => self.sweep(now),
+                Event::Changed => {
+                    let (c2s, s2c) = changes.borrow_and_update().clone();
+                    self.c2s.set_impairment(c2s, now);
+                    self.s2c.set_impairment(s2c, now);
+                }
             }
         }
     }

@@ -350,3 +350,41 @@ async fn reordering_is_counted_and_observed() {
     let overtaken = got.windows(2).filter(|w| w[1] < w[0]).count();
     assert!(overtaken > 0, "no datagram arrived out of order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impairments_change_while_traffic_flows() {
+    let (echo, _log) = echo_server().await;
+    let proxy = proxy(echo, Impairment::default(), Impairment::default(), 7).await;
+    let socket = client(&proxy).await;
+
+    // Clean: 100 datagrams there and back.
+    let receiver = {
+        let socket = socket.clone();
+        tokio::spawn(async move { collect(&socket, Duration::from_secs(5), |g| g.len() >= 100).await })
+    };
+    send_numbered(&socket, 100, 100).await;
+    assert_eq!(receiver.await.unwrap().len(), 100);
+
+    // Everything lost on the way back from now on: the echo still answers, nothing returns.
+    let blackhole: Impairment = "loss=100%".parse().unwrap();
+    proxy.set_impairments(Impairment::default(), blackhole.clone());
+    assert_eq!(proxy.impairments().1, blackhole);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send_numbered(&socket, 100, 100).await;
+    let s = stats_when(&proxy, |s| s.server_to_client.dropped_loss >= 100).await;
+    assert_eq!(s.server_to_client.dropped_loss, 100);
+    assert_eq!(
+        s.server_to_client.forwarded, 100,
+        "only the clean phase came back"
+    );
+
+    // Lifted again: traffic returns.
+    proxy.set_impairments(Impairment::default(), Impairment::default());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let receiver = {
+        let socket = socket.clone();
+        tokio::spawn(async move { collect(&socket, Duration::from_secs(5), |g| g.len() >= 100).await })
+    };
+    send_numbered(&socket, 100, 100).await;
+    assert_eq!(receiver.await.unwrap().len(), 100);
+}

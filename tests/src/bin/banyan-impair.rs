@@ -7,6 +7,11 @@
 //!
 //! The plain flags apply to both directions; `--c2s` / `--s2c` take `key=value,...` overrides
 //! for one direction. Counters are printed to stderr every second.
+//!
+//! While it runs, each line on stdin changes the impairments: `c2s SPEC`, `s2c SPEC` or
+//! `both SPEC`, with SPEC as for `--c2s` (applied on top of what is in force; `rate=none` lifts a
+//! cap). Each accepted change is echoed to stderr as `impair: c2s ... s2c ...`, and a bad line
+//! gets an error there and changes nothing. Tests use it to cap a link mid-run and lift it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use banyan_tests::impair::{ImpairmentArgs, Proxy, ProxyConfig};
 use clap::Parser;
+use tokio::io::AsyncBufReadExt;
 
 /// UDP impairment proxy: seeded delay, jitter, loss, reordering, duplication and a rate cap per
 /// direction, one upstream socket per client.
@@ -40,6 +46,29 @@ struct Args {
     /// Forget a client after this long without traffic.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     idle_timeout: Duration,
+}
+
+/// Applies one stdin command (`c2s SPEC`, `s2c SPEC`, `both SPEC`) to the running proxy.
+fn change(proxy: &Proxy, line: &str) -> anyhow::Result<()> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(());
+    }
+    let (which, spec) = line
+        .split_once(char::is_whitespace)
+        .context("expected `c2s SPEC`, `s2c SPEC` or `both SPEC`")?;
+    let (mut c2s, mut s2c) = proxy.impairments();
+    match which {
+        "c2s" => c2s.apply_spec(spec.trim())?,
+        "s2c" => s2c.apply_spec(spec.trim())?,
+        "both" => {
+            c2s.apply_spec(spec.trim())?;
+            s2c.apply_spec(spec.trim())?;
+        }
+        other => anyhow::bail!("unknown direction {other:?} (c2s, s2c or both)"),
+    }
+    proxy.set_impairments(c2s, s2c);
+    Ok(())
 }
 
 #[tokio::main]
@@ -75,8 +104,20 @@ async fn main() -> anyhow::Result<()> {
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
     loop {
         tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => match change(&proxy, &line) {
+                    Ok(()) => {
+                        let (c2s, s2c) = proxy.impairments();
+                        eprintln!("impair: c2s {c2s:?} s2c {s2c:?}");
+                    }
+                    Err(e) => eprintln!("impair: {line:?} ignored: {e:#}"),
+                },
+                Ok(None) | Err(_) => stdin_open = false,
+            },
             _ = tick.tick() => {
                 let s = proxy.stats();
                 eprintln!(
