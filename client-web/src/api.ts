@@ -44,6 +44,7 @@ export { MoqtError, Subscription, type TrackObject, type SessionClosed } from ".
 export { JitterBuffer, PlayoutClock, type Frame, type JitterOptions } from "./player/jitter";
 export { parseCatalog, type MediaTrack, type ParsedCatalog } from "./player/catalog";
 export { VideoRenderer, type VideoPayload } from "./player/video";
+export { RenditionSwitcher, ladderOf, startRendition, type SwitchRecord } from "./player/renditions";
 export { Publication, SubgroupWriter } from "./session/publication";
 export { Interactions, InteractionError, type ChatComment, type InteractionsOptions } from "./interact/interactions";
 export { refusalLabel, type GiftEvent } from "./interact/payload";
@@ -72,7 +73,7 @@ export function connect(target: RelayTarget): Promise<Session> {
 /**
  * What `watch` takes: the relay (`hash` and `token` as for `connect`) and the player's own
  * options (`broadcast`, `canvas`, `targetLatencyMs`, `audio`, `onStats`, `interactions`, `room`,
- * `rendezvousTimeoutMs`; see {@link PlayerOptions}).
+ * `rendezvousTimeoutMs`, `rendition`, `startBitrate`; see {@link PlayerOptions}).
  */
 export interface WatchOptions extends RelayTarget, Omit<PlayerOptions, keyof RelayTarget | "serverCertificateHashes"> {}
 

@@ -63,6 +63,10 @@ describe("PlaybackMeter", () => {
     m.shown(at(2800), 2800);
     expect(m.stalls).toBe(2);
     expect(m.stallTotalMs(2800)).toBe(1110 + 700);
+    expect(m.longestStallMs(2800)).toBe(1110);
+    // One in progress counts once it is the longest.
+    m.tick(4000, true);
+    expect(m.longestStallMs(4000)).toBe(1200);
   });
 
   it("does not count time spent not playing (reconnecting) as a stall", () => {

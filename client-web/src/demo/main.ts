@@ -4,6 +4,8 @@
  * (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay (its `webtransport` and
  * `websocket` URLs) and a chat room. `&transport=webtransport|websocket` forces a transport. Live figures are exposed to automation as
  * `window.banyanStats`; the like button, viewer count, chat panel and gift button use the interaction tracks.
+ * With a rendition ladder in the catalog the picker beside the buttons offers Auto (adaptive
+ * bitrate, the default) and each rendition; `&rendition=NAME` starts on one.
  */
 import * as api from "../api";
 import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
@@ -82,10 +84,51 @@ function render(stats: PlayerStats): void {
     `decoded   ${stats.framesDecoded}  dropped ${stats.framesDropped}  groups skipped ${stats.groupsSkipped}`,
     `stalls    ${stats.stalls}  (${(stats.stallMs / 1000).toFixed(1)} s frozen)`,
     `video     ${stats.videoCodec} ${stats.width}x${stats.height}  buffer ${ms(stats.bufferedMs)}`,
+    ...renditionLines(stats),
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
     `transport ${stats.transport ?? "–"}`,
   ].join("\n");
   errorBox.textContent = stats.lastError ?? "";
+  showRenditions(stats);
+}
+
+/** The overlay's adaptive-bitrate lines: rendition, estimate, switches and the last three. */
+function renditionLines(stats: PlayerStats): string[] {
+  if (stats.renditions.length === 0) return [];
+  const kbps = (v: number | undefined) => (v === undefined ? "–" : `${v} kbit/s`);
+  const playing = stats.renditions.find((r) => r.name === stats.rendition);
+  const lines = [
+    `rendition ${stats.rendition} (${kbps(playing ? Math.round(playing.bitrate / 1000) : undefined)}, ${stats.renditionMode})  estimate ${kbps(stats.estimateKbps)}`,
+    `switches  ${stats.switches}  longest stall ${ms0(stats.longestStallMs)}`,
+  ];
+  for (const s of stats.switchLog.slice(-3)) {
+    lines.push(`  ${new Date(s.atMs).toLocaleTimeString()} ${s.from} -> ${s.to} at group ${s.group} (${s.reason}, estimate ${kbps(s.estimateKbps)})`);
+  }
+  return lines;
+}
+
+const ms0 = (v: number) => `${v.toFixed(0)} ms`;
+
+/** The rendition picker: Auto and one entry per rendition, filled once the catalog is known. */
+function showRenditions(stats: PlayerStats): void {
+  const picker = $<HTMLSelectElement>("rendition");
+  const names = stats.renditions.map((r) => r.name);
+  picker.hidden = names.length === 0;
+  if (picker.dataset["names"] === names.join(",")) return;
+  picker.dataset["names"] = names.join(",");
+  const option = (value: string, label: string) => {
+    const o = document.createElement("option");
+    o.value = value;
+    o.textContent = label;
+    return o;
+  };
+  picker.replaceChildren(
+    option("auto", "Auto"),
+    ...stats.renditions.map((r) =>
+      option(r.name, `${r.name.replace(/^video\//, "")}${r.width && r.height ? ` · ${r.width}x${r.height}` : ""} · ${Math.round(r.bitrate / 1000)} kbit/s`),
+    ),
+  );
+  picker.value = stats.renditionMode === "auto" ? "auto" : stats.rendition;
 }
 
 // ---- likes: the counter counts up to each new total, with a pop ----
@@ -164,6 +207,7 @@ function showGift(e: GiftEvent): void {
 async function main(): Promise<void> {
   const target = await resolveTarget();
   const latency = params.get("latency");
+  const rendition = params.get("rendition");
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
@@ -172,6 +216,7 @@ async function main(): Promise<void> {
     ...(transport ? { transport } : {}),
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),
+    ...(rendition ? { rendition } : {}),
     onStats: render,
   });
   window.banyanStats = player.stats;
@@ -195,6 +240,13 @@ async function main(): Promise<void> {
     interactions.onError = notice;
   }
   $("unmute").addEventListener("click", () => void player.unmute());
+  $<HTMLSelectElement>("rendition").addEventListener("change", (event) => {
+    try {
+      player.setRendition((event.target as HTMLSelectElement).value);
+    } catch (e) {
+      fail(e);
+    }
+  });
   $("like").addEventListener("click", () => {
     $("like").classList.add("liked");
     floatHeart();

@@ -1,6 +1,8 @@
 /**
  * The MSF catalog (draft-ietf-moq-msf, "Catalog"): JSON on the `catalog` track. We read the
- * independent catalog (the first object of a group) and pick one video and one audio track.
+ * independent catalog (the first object of a group) and pick one video and one audio track; every
+ * video track is also listed in `videos` (a rendition ladder: tracks sharing an `altGroup`, each
+ * with its `bitrate`, for the player's adaptive bitrate).
  * Decoder configuration comes from `initDataList` entries of type `inline` (base64) referenced
  * by a track's `initRef` (what `banyan-media` writes), or later from the LOC config property.
  * Unknown fields are ignored, as the draft requires.
@@ -18,6 +20,8 @@ export interface MediaTrack {
   channels?: number;
   framerate?: number;
   bitrate?: number;
+  /** The MSF `altGroup`: tracks sharing one are alternatives (renditions) of each other. */
+  altGroup?: number;
   /** WebCodecs `description` (avcC, OpusHead...) if the catalog carries it inline. */
   description?: Uint8Array;
   /** Banyan marks synthetic filler tracks: their payloads are not decodable. */
@@ -27,6 +31,8 @@ export interface MediaTrack {
 export interface ParsedCatalog {
   video?: MediaTrack;
   audio?: MediaTrack;
+  /** Every video track, in catalog order (the first is `video`). */
+  videos: MediaTrack[];
   tracks: MediaTrack[];
 }
 
@@ -83,11 +89,12 @@ export function parseCatalog(bytes: Uint8Array, namespace: string): ParsedCatalo
     set("samplerate", num("samplerate"));
     set("framerate", num("framerate"));
     set("bitrate", num("bitrate"));
+    set("altGroup", num("altGroup"));
     if (typeof t["channelConfig"] === "string") set("channels", parseInt(t["channelConfig"], 10) || undefined);
     if (typeof t["initRef"] === "string") set("description", init.get(t["initRef"]));
     tracks.push(track);
   }
-  const out: ParsedCatalog = { tracks };
+  const out: ParsedCatalog = { tracks, videos: tracks.filter((t) => t.role === "video") };
   const video = tracks.find((t) => t.role === "video");
   const audio = tracks.find((t) => t.role === "audio");
   if (video) out.video = video;

@@ -26,6 +26,7 @@ export class PlaybackMeter {
   /** The largest behind-live sample so far (ms), or undefined before any. */
   maxMs: number | undefined;
   private closedStallMs = 0;
+  private longestClosedMs = 0;
   private shownCaptureMs: number | undefined;
   private shownAt: number | undefined;
   private stalled = false;
@@ -45,6 +46,7 @@ export class PlaybackMeter {
       if (gap > this.stallMs) {
         if (!this.stalled) this.stalls++;
         this.closedStallMs += gap;
+        this.longestClosedMs = Math.max(this.longestClosedMs, gap);
       }
     }
     this.stalled = false;
@@ -61,7 +63,10 @@ export class PlaybackMeter {
    */
   tick(now: number, playing: boolean): void {
     if (!playing) {
-      if (this.stalled && this.shownAt !== undefined) this.closedStallMs += now - this.shownAt;
+      if (this.stalled && this.shownAt !== undefined) {
+        this.closedStallMs += now - this.shownAt;
+        this.longestClosedMs = Math.max(this.longestClosedMs, now - this.shownAt);
+      }
       this.stalled = false;
       this.shownAt = undefined;
       this.shownCaptureMs = undefined;
@@ -89,6 +94,12 @@ export class PlaybackMeter {
   stallTotalMs(now: number): number {
     const open = this.stalled && this.shownAt !== undefined ? now - this.shownAt : 0;
     return this.closedStallMs + open;
+  }
+
+  /** The longest single stall (ms), the one in progress included; 0 before any. */
+  longestStallMs(now: number): number {
+    const open = this.stalled && this.shownAt !== undefined ? now - this.shownAt : 0;
+    return Math.max(this.longestClosedMs, open);
   }
 
   /**

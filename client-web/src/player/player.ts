@@ -2,6 +2,14 @@
  * The player: connect → catalog → subscribe video (and audio) → jitter buffer → WebCodecs, with
  * live stats, and reconnect on GOAWAY or connection failure that resumes at the next group.
  * Its {@link Interactions} (likes, chat, gifts) follow it onto each new session.
+ *
+ * Adaptive bitrate: when the catalog offers a ladder (two or more video tracks of one `altGroup`
+ * with a `bitrate`), the player starts at {@link startRendition}'s choice, feeds the
+ * {@link Estimator} with every object of the rendition it plays (size, capture and arrival
+ * time), asks the {@link Chooser} at each group boundary (with the decoder's health: frames it
+ * refused or shed, its queue), and switches make-before-break at a group boundary
+ * ({@link RenditionSwitcher}). {@link Player.setRendition} pins one rendition (the page's picker)
+ * or returns to `auto`.
  */
 import { Interactions } from "../interact/interactions";
 import { browserEnvironment, connectRelay, plan, relayUrls, type ChooseOptions, type RelayUrls } from "../session/choose";
@@ -13,11 +21,13 @@ import {
   type TrackObject,
 } from "../session/session";
 import { transportOfUrl, type TransportKind } from "../session/transport";
+import { Chooser, Estimator } from "./abr";
 import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
 import { locMeta } from "./loc";
 import { PlaybackMeter } from "./meter";
+import { ladderOf, RenditionSwitcher, startRendition, type Action, type SwitchRecord } from "./renditions";
 import { VideoRenderer, type VideoPayload } from "./video";
 
 export interface PlayerOptions {
@@ -56,6 +66,17 @@ export interface PlayerOptions {
    * asks again, with its usual backoff. 0: no wait (a draft-18 relay then refuses at once).
    */
   rendezvousTimeoutMs?: number;
+  /**
+   * Which rendition of a ladder to play: `auto` (the default: adaptive bitrate) or a video track
+   * name from the catalog (e.g. `video/360p`), kept until {@link Player.setRendition} changes it.
+   */
+  rendition?: string;
+  /**
+   * Bits per second to start from in `auto` (the highest rendition at most half of it). Default:
+   * the browser's `navigator.connection.downlink` where it has one (Chromium), else the lowest
+   * rendition. See {@link startRendition}.
+   */
+  startBitrate?: number;
 }
 
 /** The default {@link PlayerOptions.rendezvousTimeoutMs}. */
@@ -113,7 +134,26 @@ export interface PlayerStats {
   /** The broadcast's live viewer count, from the `viewers` track (0 before the first). */
   viewers: number;
   lastError: string | undefined;
+  /** The video track being decoded (a rendition of the ladder, or the only video track). */
+  rendition: string;
+  /** The ladder the catalog offers, highest bitrate first (empty with a single video track). */
+  renditions: { name: string; bitrate: number; width: number | undefined; height: number | undefined }[];
+  /** `auto`: the ABR rule chooses; `manual`: a rendition was picked. */
+  renditionMode: "auto" | "manual";
+  /** The ABR estimate of the bandwidth received (kbit/s; undefined before the first group). */
+  estimateKbps: number | undefined;
+  /** Rendition switches completed. */
+  switches: number;
+  /** The last 10 switches (time, from, to, first group, reason, estimate when asked). */
+  switchLog: SwitchRecord[];
+  /** The longest single stall (ms), the one in progress included. */
+  longestStallMs: number;
 }
+
+/** Decoder health: more frames than this refused or shed by the decoder in one group is "behind". */
+const BEHIND_DROPPED_PER_GROUP = 3;
+/** Decoder health: a decode queue deeper than this at a group boundary is "behind". */
+const BEHIND_DECODE_QUEUE = 10;
 
 const wallNow = () => performance.timeOrigin + performance.now();
 
@@ -135,6 +175,16 @@ export class Player {
   private wake: (() => void) | undefined;
   /** RENDEZVOUS_TIMEOUT of the catalog and media SUBSCRIBEs (ms). */
   private readonly rendezvous: number;
+  /** The ladder (highest first; empty: a single video track, no switching). */
+  private ladder: MediaTrack[] = [];
+  private switcher: RenditionSwitcher | undefined;
+  private estimator = new Estimator();
+  private chooser: Chooser | undefined;
+  private manual: string | undefined;
+  /** Video subscriptions of the current session, by track name. */
+  private readonly videoSubs = new Map<string, Subscription>();
+  private estimatedGroup = -1;
+  private droppedAtGroup = 0;
 
   constructor(private readonly options: PlayerOptions) {
     this.rendezvous = options.rendezvousTimeoutMs ?? DEFAULT_RENDEZVOUS_TIMEOUT_MS;
@@ -166,7 +216,15 @@ export class Player {
       likes: 0,
       viewers: 0,
       lastError: undefined,
+      rendition: "",
+      renditions: [],
+      renditionMode: options.rendition && options.rendition !== "auto" ? "manual" : "auto",
+      estimateKbps: undefined,
+      switches: 0,
+      switchLog: [],
+      longestStallMs: 0,
     };
+    if (this.stats.renditionMode === "manual") this.manual = options.rendition;
     if (options.interactions !== false) {
       this.interactions = new Interactions({ broadcast: options.broadcast, room: options.room ?? "0" });
     }
@@ -178,6 +236,26 @@ export class Player {
   async unmute(): Promise<void> {
     await this.audio?.start();
     await this.audio?.resume();
+  }
+
+  /**
+   * Play `name` (a rendition's track name) from now on, or `auto` to let the ABR rule choose
+   * again. The switch is make-before-break at the next group boundary. Throws for a name the
+   * ladder does not have (once the catalog is known).
+   */
+  setRendition(name: string): void {
+    if (name === "auto") {
+      this.manual = undefined;
+      this.stats.renditionMode = "auto";
+      this.chooser = undefined; // rebuilt at the next group, starting from what plays
+      return;
+    }
+    if (this.ladder.length > 0 && !this.ladder.some((t) => t.name === name)) {
+      throw new Error(`no rendition ${JSON.stringify(name)} (the ladder has ${this.ladder.map((t) => t.name).join(", ")})`);
+    }
+    this.manual = name;
+    this.stats.renditionMode = "manual";
+    if (this.switcher) this.apply(this.switcher.want(name, "manual", this.stats.estimateKbps));
   }
 
   stop(): void {
@@ -265,8 +343,9 @@ export class Player {
   private async subscribeAll(session: Session): Promise<void> {
     const catalog = await this.loadCatalog(session);
     this.catalog = catalog;
-    const video = catalog.video;
-    if (!video) throw new MoqtError("catalog has no video track");
+    const first = catalog.video;
+    if (!first) throw new MoqtError("catalog has no video track");
+    const video = this.chooseVideo(catalog);
     this.stats.videoCodec = video.codec;
     this.video ??= new VideoRenderer(this.options.canvas, video, {
       onRendered: (captureUs, w, h) => {
@@ -290,12 +369,146 @@ export class Player {
       subs.push(session.subscribe(audio.namespace, audio.name, mediaSubscribeOptions("audio", this.rendezvous)));
     }
     const [videoSub, audioSub] = await Promise.all(subs);
-    if (videoSub) this.feed(videoSub, video, this.videoBuffer);
+    this.videoSubs.clear();
+    if (videoSub) this.feedVideo(videoSub, video);
     if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
     this.stats.state = "playing";
     void this.interactions?.attach(session).catch((e: unknown) => (this.stats.lastError = `interactions: ${String(e)}`));
     // Playing again: an error from a failed reconnect attempt no longer describes the player.
     this.stats.lastError = undefined;
+  }
+
+  /**
+   * The video track to subscribe first in a session: the only one, or with a ladder the one the
+   * switcher plays (kept across reconnects), the manual choice, or {@link startRendition}'s.
+   */
+  private chooseVideo(catalog: ParsedCatalog): MediaTrack {
+    const first = catalog.video as MediaTrack;
+    this.ladder = ladderOf(catalog.videos);
+    this.stats.renditions = this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0, width: t.width, height: t.height }));
+    if (this.ladder.length < 2) {
+      this.ladder = [];
+      this.switcher = undefined;
+      this.stats.rendition = first.name;
+      return first;
+    }
+    const known = (name: string | undefined) => this.ladder.find((t) => t.name === name);
+    let start: MediaTrack | undefined;
+    if (this.switcher && known(this.switcher.target)) {
+      start = known(this.switcher.restart());
+    } else {
+      const downlink = (navigator as { connection?: { downlink?: number } }).connection?.downlink;
+      start = known(this.manual) ?? startRendition(this.ladder, this.options.startBitrate ?? (downlink ? downlink * 1e6 : undefined));
+      const previous = this.switcher;
+      this.switcher = new RenditionSwitcher((start ?? first).name);
+      if (previous) {
+        this.switcher.switches = previous.switches;
+        this.switcher.log.push(...previous.log);
+      }
+    }
+    if (this.manual && !known(this.manual)) {
+      this.stats.lastError = `no rendition ${JSON.stringify(this.manual)} in the catalog: playing auto`;
+      this.manual = undefined;
+      this.stats.renditionMode = "auto";
+    }
+    const track = start ?? first;
+    this.stats.rendition = track.name;
+    this.chooser = undefined;
+    this.estimator = new Estimator();
+    this.estimatedGroup = -1;
+    return track;
+  }
+
+  /** Feed a video subscription: through the switcher when there is a ladder. */
+  private feedVideo(sub: Subscription, track: MediaTrack): void {
+    this.videoSubs.set(track.name, sub);
+    const switcher = this.switcher;
+    if (!switcher) {
+      this.feed(sub, track, this.videoBuffer);
+      return;
+    }
+    let newestGroup = -1;
+    sub.onObject = (o: TrackObject) => {
+      if (o.payload.length === 0) return;
+      const verdict = switcher.object(track.name, o.groupId, o.objectId, wallNow());
+      this.apply(verdict.actions);
+      if (!verdict.play) return;
+      this.bytes.push({ at: performance.now(), n: o.payload.length });
+      const meta = locMeta(o.properties, "video");
+      if (meta.captureUs === undefined) {
+        this.otherDropped++;
+        this.stats.lastError = "object without a LOC Timestamp";
+        return;
+      }
+      if (o.groupId > newestGroup) {
+        newestGroup = o.groupId;
+        sub.cancelGroupsBefore(newestGroup - 1);
+      }
+      const arrivalMs = wallNow();
+      if (switcher.playing === track.name) this.estimate(o.groupId, o.payload.length, meta.captureUs, arrivalMs);
+      const data: VideoPayload = { data: o.payload, track };
+      if (meta.config) data.config = meta.config;
+      this.videoBuffer.push({ group: o.groupId, object: o.objectId, captureUs: meta.captureUs, arrivalMs, keyframe: o.objectId === 0, data });
+      this.wake?.();
+    };
+    sub.onStreamEnd = (group, end) => {
+      const ended = switcher.streamEnded(track.name, group);
+      this.apply(ended.actions);
+      if (!ended.forBuffer) return;
+      if (end === "finished") this.videoBuffer.groupEnded(group);
+      else this.videoBuffer.groupReset(group);
+      this.wake?.();
+    };
+  }
+
+  /** One object of the playing rendition for the estimator; at a group boundary, ask the chooser. */
+  private estimate(group: number, bytes: number, captureUs: number, arrivalMs: number): void {
+    this.estimator.object(group, bytes, captureUs, Math.round(arrivalMs * 1000));
+    const estimate = this.estimator.estimate;
+    this.stats.estimateKbps = estimate === undefined ? undefined : Math.round(estimate / 1000);
+    if (group <= this.estimatedGroup) return;
+    const boundary = this.estimatedGroup >= 0;
+    this.estimatedGroup = group;
+    // Decoder health over the group that just ended: frames it refused or shed, its queue.
+    const dropped = this.otherDropped - this.droppedAtGroup;
+    this.droppedAtGroup = this.otherDropped;
+    if (!boundary || this.manual || !this.switcher) return;
+    const target = this.ladder.find((t) => t.name === this.switcher?.target);
+    if (!target) return;
+    if (!this.chooser || this.chooser.current.name !== target.name) {
+      this.chooser = new Chooser(this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0 })), target.bitrate ?? 0);
+    }
+    const behind = dropped > BEHIND_DROPPED_PER_GROUP || (this.video?.decodeQueueSize ?? 0) > BEHIND_DECODE_QUEUE;
+    const next = this.chooser.onGroup(estimate, behind);
+    if (next) this.apply(this.switcher.want(next.name, "auto", this.stats.estimateKbps));
+  }
+
+  /** Carry out the switcher's actions on this session. */
+  private apply(actions: Action[]): void {
+    for (const a of actions) {
+      if (a.kind === "cancelBefore") {
+        this.videoSubs.get(a.track)?.cancelGroupsBefore(a.group);
+      } else if (a.kind === "unsubscribe") {
+        this.videoSubs.get(a.track)?.unsubscribe();
+        this.videoSubs.delete(a.track);
+      } else {
+        const track = this.ladder.find((t) => t.name === a.track);
+        const session = this.session;
+        if (!track || !session) continue;
+        session
+          .subscribe(track.namespace, track.name, mediaSubscribeOptions("video", this.rendezvous))
+          .then((sub) => {
+            // Given up (or the session changed) while the SUBSCRIBE was on its way.
+            if (this.session !== session || !this.switcher?.subscribed.includes(track.name)) sub.unsubscribe();
+            else this.feedVideo(sub, track);
+          })
+          .catch((e: unknown) => {
+            this.stats.lastError = `rendition ${track.name}: ${e instanceof Error ? e.message : String(e)}`;
+            // Keep what plays: the pending choice is dropped.
+            if (this.switcher && this.session === session) this.apply(this.switcher.want(this.switcher.playing, "auto", undefined));
+          });
+      }
+    }
   }
 
   private async loadCatalog(session: Session): Promise<ParsedCatalog> {
@@ -358,7 +571,10 @@ export class Player {
   private tick = (): void => {
     if (this.stopped) return;
     const now = wallNow();
-    for (const f of this.videoBuffer.pop(now)) this.video?.decode(f);
+    for (const f of this.videoBuffer.pop(now)) {
+      if (this.switcher) this.apply(this.switcher.released(f.group));
+      this.video?.decode(f);
+    }
     for (const f of this.audioBuffer.pop(now)) this.audio?.decode(f);
     this.meter.tick(now, this.stats.state === "playing");
     this.updateStats(now);
@@ -391,6 +607,12 @@ export class Player {
     this.stats.behindLiveMaxMs = this.meter.maxMs;
     this.stats.stalls = this.meter.stalls;
     this.stats.stallMs = this.meter.stallTotalMs(wall);
+    this.stats.longestStallMs = this.meter.longestStallMs(wall);
+    if (this.switcher) {
+      this.stats.rendition = this.switcher.playing;
+      this.stats.switches = this.switcher.switches;
+      this.stats.switchLog = [...this.switcher.log];
+    }
     this.stats.framesDropped = this.otherDropped + this.videoBuffer.dropped;
     this.stats.audioFramesDecoded = this.audio?.decoded ?? 0;
     this.stats.likes = this.interactions?.likes ?? 0;

@@ -3,6 +3,11 @@
  * Configuration comes from the catalog (codec string, inline description) or from the LOC
  * Video Config property on each group's first object; without a description H.264 is fed as
  * Annex B. A decoder error resets it and waits for the next keyframe.
+ *
+ * Renditions: a frame may name the track it came from (`VideoPayload.track`). At a keyframe
+ * whose track has another codec string, size or description than the decoder's, the decoder is
+ * configured again in place: WebCodecs runs a `configure` after the chunks queued before it, so
+ * the old rendition's last frames still come out and the picture does not blank.
  */
 import type { Frame } from "./jitter";
 import type { MediaTrack } from "./catalog";
@@ -11,6 +16,8 @@ export interface VideoPayload {
   data: Uint8Array;
   /** The LOC Video Config (WebCodecs description) carried by this object, if any. */
   config?: Uint8Array;
+  /** The rendition it belongs to, when not the renderer's own track. */
+  track?: MediaTrack;
 }
 
 export interface VideoEvents {
@@ -38,16 +45,22 @@ export class VideoRenderer {
     this.ctx = canvas.getContext("2d");
   }
 
+  /** Chunks waiting in the decoder (0 when there is none). */
+  get decodeQueueSize(): number {
+    return this.decoder?.decodeQueueSize ?? 0;
+  }
+
   decode(frame: Frame<VideoPayload>): void {
-    if (this.track.synthetic) {
-      this.drawSynthetic(frame);
+    const track = frame.data.track ?? this.track;
+    if (track.synthetic) {
+      this.drawSynthetic(frame, track);
       return;
     }
     if (frame.keyframe) {
-      const description = frame.data.config ?? this.track.description;
-      const key = `${this.track.codec}|${description ? hexOf(description) : "annexb"}`;
+      const description = frame.data.config ?? track.description;
+      const key = `${track.codec}|${track.width ?? 0}x${track.height ?? 0}|${description ? hexOf(description) : "annexb"}`;
       if (!this.decoder || this.decoder.state === "closed" || key !== this.configured) {
-        this.configure(description, key);
+        this.configure(track, description, key);
       }
       this.needKeyframe = false;
     }
@@ -83,10 +96,10 @@ export class VideoRenderer {
    * A synthetic track's payload is filler, not media: draw a card naming the frame instead, and
    * report it played out so the overlay's latency and counters still work.
    */
-  private drawSynthetic(frame: Frame<VideoPayload>): void {
+  private drawSynthetic(frame: Frame<VideoPayload>, track: MediaTrack): void {
     const { canvas, ctx } = this;
-    const width = this.track.width ?? canvas.width;
-    const height = this.track.height ?? canvas.height;
+    const width = track.width ?? canvas.width;
+    const height = track.height ?? canvas.height;
     if (canvas.width !== width || canvas.height !== height) {
       canvas.width = width;
       canvas.height = height;
@@ -103,20 +116,30 @@ export class VideoRenderer {
     this.events.onRendered(frame.captureUs, width, height);
   }
 
-  private configure(description: Uint8Array | undefined, key: string): void {
+  private configure(track: MediaTrack, description: Uint8Array | undefined, key: string): void {
+    const config: VideoDecoderConfig = { codec: track.codec, optimizeForLatency: true };
+    if (description) config.description = description as Uint8Array<ArrayBuffer>;
+    if (track.width) config.codedWidth = track.width;
+    if (track.height) config.codedHeight = track.height;
+    if (this.decoder?.state === "configured") {
+      // Another rendition: configure again in place, after the chunks already queued.
+      try {
+        this.decoder.configure(config);
+        this.configured = key;
+        return;
+      } catch {
+        // not accepted in place: start a fresh decoder below
+      }
+    }
     this.close();
     const decoder = new VideoDecoder({
       output: (f) => this.render(f),
       error: (e) => this.fail(`decoder: ${e.message}`),
     });
-    const config: VideoDecoderConfig = { codec: this.track.codec, optimizeForLatency: true };
-    if (description) config.description = description as Uint8Array<ArrayBuffer>;
-    if (this.track.width) config.codedWidth = this.track.width;
-    if (this.track.height) config.codedHeight = this.track.height;
     try {
       decoder.configure(config);
     } catch (e) {
-      this.events.onError(`configure ${this.track.codec}: ${e instanceof Error ? e.message : String(e)}`);
+      this.events.onError(`configure ${track.codec}: ${e instanceof Error ? e.message : String(e)}`);
       decoder.close();
       return;
     }
