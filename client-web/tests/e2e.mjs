@@ -50,6 +50,12 @@
 //   viewers and 30 bench viewers in 3 s; control's page must draw the broadcast's tree with every
 //   relay carrying it as a node and every parent link control reports as an edge, spawned relays
 //   included, and graph the spawn (screenshot test-results/operator.png).
+// Stage 9 (adaptive bitrate, tests/abr.mjs): banyan-publish --ladder (lavfi test source, 360p at
+//   500 kbit/s + 180p at 200 kbit/s, aligned keyframes, one group a second) into an origin, an
+//   edge pulling it, and banyan-impair between the edge and the page: with relay -> page capped at
+//   560 kbit/s the page moves down to the low rendition within 10 s and stays there 4 s, with the
+//   cap lifted it moves back up within 25 s; no stall longer than one GOP (1 s), no reconnect;
+//   the timeline is printed.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all
 // chosen by the OS. Run with `npm run e2e` (builds the page first). Environment:
@@ -63,6 +69,7 @@
 //                       BANYAN_E2E_ONLY=golive  stage 6 alone
 //                       BANYAN_E2E_ONLY=ingest  stage 7 alone
 //                       BANYAN_E2E_ONLY=operator  stage 8 alone
+//                       BANYAN_E2E_ONLY=abr  stage 9 alone
 //   BANYAN_GOLIVE_CODEC=vp8  stage 6 publishes this codec (the publish page's &codec=) instead of
 //                       its first choice, H.264
 import { spawn, execFileSync } from "node:child_process";
@@ -77,6 +84,7 @@ import { children, decoded, latencySamples, logger, quantile, start, stopChild, 
 import { transportsStage } from "./transports.mjs";
 import { ingestStage } from "./ingest.mjs";
 import { operatorStage } from "./operator.mjs";
+import { abrStage } from "./abr.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkg = resolve(here, "..");
@@ -434,6 +442,10 @@ async function main() {
     }
     if (process.env.BANYAN_E2E_ONLY === "operator") {
       summary.operator = await operatorStage(browser, bin, results);
+      return summary;
+    }
+    if (process.env.BANYAN_E2E_ONLY === "abr") {
+      summary.abr = await abrStage(browser, bin, tls, pageBase, startRelay);
       return summary;
     }
     if (process.env.BANYAN_E2E_ONLY === "transports") {
@@ -818,6 +830,7 @@ async function main() {
     summary.goLive = await goLiveStage(executablePath, tls, pageBase);
     summary.ingest = await ingestStage(browser, bin, tls, pageBase, startRelay);
     summary.operator = await operatorStage(browser, bin, results);
+    summary.abr = await abrStage(browser, bin, tls, pageBase, startRelay);
     return summary;
   } finally {
     await browser.close();

@@ -277,4 +277,35 @@ describe("JitterBuffer", () => {
       expect(buf.groupsSkipped).toBe(0);
     });
   });
+
+  it("lets another rendition replace groups not yet released, never one that was", () => {
+    const buf = new JitterBuffer<string>(new PlayoutClock(), { targetLatencyMs: 50 });
+    for (const f of [frame(0, 0, 3, 10), frame(0, 1, 3, 10), frame(1, 0, 3, 10)]) buf.push(f);
+    const due = (g: number, o: number) => frame(g, o, 3, 10).captureUs / 1000 + 60;
+    expect(names(buf.pop(due(0, 1)))).toEqual(["0/0", "0/1"]);
+    expect(buf.replaceFrom(0)).toBe(false);
+    expect(buf.replaceFrom(1)).toBe(true);
+    // The new rendition's group 1 (same IDs, other payloads) plays in its place.
+    buf.push({ ...frame(1, 0, 3, 10), data: "1/0 new" });
+    buf.groupEnded(0);
+    expect(names(buf.pop(due(1, 0)))).toEqual(["1/0 new"]);
+    expect(buf.dropped).toBe(0);
+    expect(buf.replaceFrom(1)).toBe(false);
+  });
+
+  it("rejoins the group playing from another rendition's keyframe", () => {
+    const buf = new JitterBuffer<string>(new PlayoutClock(), { targetLatencyMs: 50 });
+    for (const f of [frame(0, 0, 3, 10), frame(0, 1, 3, 10)]) buf.push(f);
+    const due = (g: number, o: number) => frame(g, o, 3, 10).captureUs / 1000 + 60;
+    expect(names(buf.pop(due(0, 0)))).toEqual(["0/0"]);
+    expect(buf.replaceFrom(0)).toBe(false);
+    expect(buf.replaceFrom(0, true)).toBe(true);
+    // The new rendition's group 0 from its keyframe: what is already due comes out at once.
+    for (const o of [0, 1, 2]) buf.push({ ...frame(0, o, 3, 10), data: `0/${o} new` });
+    expect(names(buf.pop(due(0, 1)))).toEqual(["0/0 new", "0/1 new"]);
+    buf.push(frame(1, 0, 3, 10));
+    buf.groupEnded(0);
+    expect(names(buf.pop(due(1, 0)))).toEqual(["0/2 new", "1/0"]);
+    expect(buf.groupsSkipped).toBe(0); // played in full from the new rendition
+  });
 });

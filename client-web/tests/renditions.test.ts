@@ -55,34 +55,66 @@ describe("startRendition", () => {
 });
 
 describe("RenditionSwitcher", () => {
-  it("switches make-before-break at the first new keyframe newer than what plays", () => {
+  it("switches make-before-break at the first new keyframe newer than what the decoder has", () => {
     const s = new RenditionSwitcher(HIGH);
     expect(group(s, HIGH, 10).played).toBe(3);
+    expect(s.released(10)).toEqual([]);
     expect(s.want(LOW, "auto", 700)).toEqual([{ kind: "subscribe", track: LOW }]);
     expect(s.subscribed.sort()).toEqual([HIGH, LOW]);
-    // The new subscription starts inside group 10, then brings group 10 whole: neither is newer
-    // than what plays, so nothing of it plays and the old rendition goes on.
+    // The new subscription starts inside group 10, then brings group 10 whole: the decoder is
+    // in group 10 already, so nothing of it plays and the old rendition goes on.
     expect(s.object(LOW, 10, 2, 0).play).toBe(false);
     expect(s.object(LOW, 10, 0, 0).play).toBe(false);
     expect(group(s, HIGH, 11, 1).played).toBe(1); // group 11 begins on the old rendition
+    expect(group(s, HIGH, 12, 1).played).toBe(1); // and 12: both still in the jitter buffer
     expect(s.playing).toBe(HIGH);
-    // Group 12's keyframe on the new one commits the switch.
+    // Group 12's keyframe on the new one commits the switch; the old one's group 12 leaves the buffer.
     const commit = s.object(LOW, 12, 0, 5000);
     expect(commit.play).toBe(true);
-    expect(commit.actions).toEqual([{ kind: "cancelBefore", track: LOW, group: 12 }]);
+    expect(commit.actions).toEqual([
+      { kind: "cancelBefore", track: LOW, group: 12 },
+      { kind: "replaceFrom", group: 12, rejoin: false },
+    ]);
     expect(s.playing).toBe(LOW);
     expect(s.switches).toBe(1);
     expect(s.log).toEqual([{ atMs: 5000, from: HIGH, to: LOW, group: 12, reason: "auto", estimateKbps: 700 }]);
     // The old rendition still finishes group 11; its group 12 and the new one's group 11 are dropped.
     expect(s.object(HIGH, 11, 1, 0).play).toBe(true);
-    expect(s.object(HIGH, 12, 0, 0).play).toBe(false);
+    expect(s.object(HIGH, 12, 1, 0).play).toBe(false);
     expect(s.object(LOW, 11, 1, 0).play).toBe(false);
     expect(s.object(LOW, 12, 1, 0).play).toBe(true);
     // Stream ends: the old one's group 11 concerns the buffer and retires it (unsubscribe).
     expect(s.streamEnded(LOW, 11)).toEqual({ forBuffer: false, actions: [] });
+    expect(s.streamEnded(HIGH, 12)).toEqual({ forBuffer: false, actions: [] });
     expect(s.streamEnded(HIGH, 11)).toEqual({ forBuffer: true, actions: [{ kind: "unsubscribe", track: HIGH }] });
     expect(s.subscribed).toEqual([LOW]);
     expect(s.object(HIGH, 11, 2, 0).play).toBe(false);
+  });
+
+  it("a keyframe of a group nothing was played of yet needs no replacing", () => {
+    const s = new RenditionSwitcher(LOW);
+    group(s, LOW, 5);
+    s.released(5);
+    s.want(HIGH, "auto", 900);
+    expect(s.object(HIGH, 6, 0, 1).actions).toEqual([{ kind: "cancelBefore", track: HIGH, group: 6 }]);
+    expect(s.playing).toBe(HIGH);
+  });
+
+  it("a switch down may rejoin the group playing from the new rendition's keyframe", () => {
+    const s = new RenditionSwitcher(HIGH);
+    group(s, HIGH, 7);
+    s.released(7); // frozen inside group 7: its next frames are stuck on a narrowed link
+    s.want(LOW, "auto", 300, true);
+    expect(s.object(LOW, 6, 0, 0).play).toBe(false); // older than what the decoder has
+    const commit = s.object(LOW, 7, 0, 9);
+    expect(commit.play).toBe(true);
+    expect(commit.actions).toEqual([
+      { kind: "cancelBefore", track: LOW, group: 7 },
+      { kind: "replaceFrom", group: 7, rejoin: true },
+    ]);
+    // Nothing more of the old rendition plays; it goes once the decoder has the new group 7.
+    expect(s.object(HIGH, 7, 5, 0).play).toBe(false);
+    expect(s.released(7)).toEqual([{ kind: "unsubscribe", track: HIGH }]);
   });
 
   it("retires the old rendition once the decoder starts the new one's group", () => {
@@ -121,7 +153,8 @@ describe("RenditionSwitcher", () => {
     const actions: Action[] = [];
     for (let g = 1; g <= PENDING_GROUPS + 1; g++) {
       actions.push(...group(s, HIGH, g).actions);
-      expect(s.object(LOW, g, 1, 0).play).toBe(false); // never a keyframe
+      s.released(g);
+      expect(s.object(LOW, g, 0, 0).play).toBe(false); // always a group too late
     }
     expect(actions).toEqual([{ kind: "unsubscribe", track: LOW }]);
     expect(s.target).toBe(HIGH);

@@ -224,6 +224,27 @@ export class JitterBuffer<T = Uint8Array> {
     this.highest.clear();
   }
 
+  /**
+   * Forget the held frames of `group` and later: another rendition replaces them from `group`
+   * on. Refused (false, nothing changed) once a frame of `group` or later was released, unless
+   * `rejoin` and `group` is the one playing: it then starts over at the other rendition's
+   * keyframe of that group (its frames already due come out at once, the decoder catches up to
+   * live); the group is then settled as the new rendition plays it.
+   */
+  replaceFrom(group: number, rejoin = false): boolean {
+    const released = Math.max(this.current?.group ?? -Infinity, this.expect?.group ?? -Infinity);
+    if (released > group || (released === group && !rejoin)) return false;
+    this.queue = this.queue.filter((f) => f.group < group);
+    for (const set of [this.broken, this.ended]) for (const g of set) if (g >= group) set.delete(g);
+    for (const g of this.highest.keys()) if (g >= group) this.highest.delete(g);
+    if (released === group) {
+      this.current = undefined;
+      this.expect = undefined;
+      this.floor = group;
+    }
+    return true;
+  }
+
   /** How far the buffered media spans, in ms of capture time. */
   bufferedMs(): number {
     const first = this.queue[0];

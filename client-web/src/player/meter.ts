@@ -96,6 +96,11 @@ export class PlaybackMeter {
     return this.closedStallMs + open;
   }
 
+  /** Time since the last frame was shown (ms), while playing; undefined before the first. */
+  sinceShownMs(now: number): number | undefined {
+    return this.shownAt === undefined ? undefined : now - this.shownAt;
+  }
+
   /** The longest single stall (ms), the one in progress included; 0 before any. */
   longestStallMs(now: number): number {
     const open = this.stalled && this.shownAt !== undefined ? now - this.shownAt : 0;

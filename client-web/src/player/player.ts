@@ -85,10 +85,13 @@ export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 5000;
 /**
  * The SUBSCRIBE options of a media track. No GROUP_ORDER: the relay then uses the publisher's
  * preference (Banyan's media tracks declare descending, newest group first), which is what a
- * live player wants under congestion. Audio (priority 1) comes before video (2).
+ * live player wants under congestion. Audio (priority 1) comes before video (2). A rendition
+ * switched down to (`downSwitch`) gets 1 too: it must overtake the larger one it replaces, which
+ * a narrowed link is still busy with, or its first keyframe waits behind that backlog while the
+ * picture is frozen.
  */
-export function mediaSubscribeOptions(role: MediaTrack["role"], rendezvousTimeoutMs: number): SubscribeOptions {
-  return { subscriberPriority: role === "audio" ? 1 : 2, rendezvousTimeoutMs };
+export function mediaSubscribeOptions(role: MediaTrack["role"], rendezvousTimeoutMs: number, downSwitch = false): SubscribeOptions {
+  return { subscriberPriority: role === "audio" || downSwitch ? 1 : 2, rendezvousTimeoutMs };
 }
 
 export interface PlayerStats {
@@ -154,6 +157,13 @@ export interface PlayerStats {
 const BEHIND_DROPPED_PER_GROUP = 3;
 /** Decoder health: a decode queue deeper than this at a group boundary is "behind". */
 const BEHIND_DECODE_QUEUE = 10;
+/**
+ * No new frame for this long (ms) while playing: the chooser is asked at once, as behind,
+ * rather than at the end of the group (a link that suddenly narrowed would otherwise freeze
+ * the picture for up to a group before the switch is even asked for, and the new rendition's
+ * keyframe can be up to a group away). Below the meter's 500 ms stall threshold.
+ */
+const STALLED_ASK_MS = 250;
 
 const wallNow = () => performance.timeOrigin + performance.now();
 
@@ -184,6 +194,12 @@ export class Player {
   /** Video subscriptions of the current session, by track name. */
   private readonly videoSubs = new Map<string, Subscription>();
   private estimatedGroup = -1;
+  /** The group during which the chooser was last asked early (stalled picture). */
+  private askedEarly = -1;
+  /** A rendition whose groups were cancelled while a switch down is pending (see askIfStalled). */
+  private starved: string | undefined;
+  /** The first group of a new rendition: not given to the estimator. */
+  private skipSample = -1;
   private droppedAtGroup = 0;
 
   constructor(private readonly options: PlayerOptions) {
@@ -255,7 +271,7 @@ export class Player {
     }
     this.manual = name;
     this.stats.renditionMode = "manual";
-    if (this.switcher) this.apply(this.switcher.want(name, "manual", this.stats.estimateKbps));
+    if (this.switcher) this.apply(this.switcher.want(name, "manual", this.stats.estimateKbps, this.isDown(name)));
   }
 
   stop(): void {
@@ -414,6 +430,7 @@ export class Player {
     const track = start ?? first;
     this.stats.rendition = track.name;
     this.chooser = undefined;
+    this.starved = undefined;
     this.estimator = new Estimator();
     this.estimatedGroup = -1;
     return track;
@@ -463,30 +480,79 @@ export class Player {
 
   /** One object of the playing rendition for the estimator; at a group boundary, ask the chooser. */
   private estimate(group: number, bytes: number, captureUs: number, arrivalMs: number): void {
-    this.estimator.object(group, bytes, captureUs, Math.round(arrivalMs * 1000));
+    // A straggler of a group already ended would end the newer one early: not counted.
+    if (group < this.estimatedGroup) return;
+    const boundary = group !== this.estimatedGroup;
+    // The first group of a subscription (the session's first, or a new rendition's) is not
+    // sampled: it follows the subscription's start (what the relay had cached comes in a burst,
+    // objects the player did not play share the link) and, after a switch, the retiring
+    // rendition's last group, so its arrival times say little about the link. The group before
+    // it is sampled as it stands.
+    const fresh = this.estimatedGroup < 0 || (this.switcher !== undefined && this.switcher.switches > 0 && group === this.switcher.from);
+    if (boundary && fresh) {
+      this.estimator.endGroup();
+      this.skipSample = group;
+    }
+    if (group !== this.skipSample) this.estimator.object(group, bytes, captureUs, Math.round(arrivalMs * 1000));
     const estimate = this.estimator.estimate;
     this.stats.estimateKbps = estimate === undefined ? undefined : Math.round(estimate / 1000);
-    if (group <= this.estimatedGroup) return;
-    const boundary = this.estimatedGroup >= 0;
+    if (!boundary) return;
+    const first = this.estimatedGroup < 0;
     this.estimatedGroup = group;
     // Decoder health over the group that just ended: frames it refused or shed, its queue.
     const dropped = this.otherDropped - this.droppedAtGroup;
     this.droppedAtGroup = this.otherDropped;
-    if (!boundary || this.manual || !this.switcher) return;
-    const target = this.ladder.find((t) => t.name === this.switcher?.target);
+    if (first) return;
+    const behind = dropped > BEHIND_DROPPED_PER_GROUP || (this.video?.decodeQueueSize ?? 0) > BEHIND_DECODE_QUEUE;
+    this.ask(behind);
+  }
+
+  /** Ask the chooser (auto only) and start the switch it asks for. */
+  private ask(behind: boolean): void {
+    const switcher = this.switcher;
+    if (this.manual || !switcher) return;
+    const target = this.ladder.find((t) => t.name === switcher.target);
     if (!target) return;
     if (!this.chooser || this.chooser.current.name !== target.name) {
       this.chooser = new Chooser(this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0 })), target.bitrate ?? 0);
     }
-    const behind = dropped > BEHIND_DROPPED_PER_GROUP || (this.video?.decodeQueueSize ?? 0) > BEHIND_DECODE_QUEUE;
-    const next = this.chooser.onGroup(estimate, behind);
-    if (next) this.apply(this.switcher.want(next.name, "auto", this.stats.estimateKbps));
+    const next = this.chooser.onGroup(this.estimator.estimate, behind);
+    if (next) this.apply(switcher.want(next.name, "auto", this.stats.estimateKbps, this.isDown(next.name)));
+  }
+
+  /**
+   * The picture has not moved for {@link STALLED_ASK_MS}: ask at once, once per group. A switch
+   * down asked for here stops reading the frozen rendition's groups at once (they come too late
+   * to show and hold the narrowed link the smaller rendition needs for its keyframe); the
+   * rendition itself stays subscribed until the switch is made, as always.
+   */
+  private askIfStalled(wall: number): void {
+    if (this.stats.state !== "playing" || this.askedEarly === this.estimatedGroup) return;
+    const since = this.meter.sinceShownMs(wall);
+    if (since === undefined || since < STALLED_ASK_MS) return;
+    this.askedEarly = this.estimatedGroup;
+    const switcher = this.switcher;
+    const playing = switcher?.playing;
+    this.ask(true);
+    if (switcher && playing && switcher.target !== playing && this.isDown(switcher.target)) {
+      this.videoSubs.get(playing)?.cancelGroupsBefore(Number.MAX_SAFE_INTEGER);
+      this.starved = playing;
+    }
+  }
+
+  /** `name` has a lower bitrate than the rendition playing. */
+  private isDown(name: string): boolean {
+    const bitrate = (n: string | undefined) => this.ladder.find((t) => t.name === n)?.bitrate ?? 0;
+    return bitrate(name) < bitrate(this.switcher?.playing);
   }
 
   /** Carry out the switcher's actions on this session. */
   private apply(actions: Action[]): void {
     for (const a of actions) {
-      if (a.kind === "cancelBefore") {
+      if (a.kind === "replaceFrom") {
+        // Cannot be refused: the switcher takes a group only while nothing of it was released.
+        this.videoBuffer.replaceFrom(a.group, a.rejoin);
+      } else if (a.kind === "cancelBefore") {
         this.videoSubs.get(a.track)?.cancelGroupsBefore(a.group);
       } else if (a.kind === "unsubscribe") {
         this.videoSubs.get(a.track)?.unsubscribe();
@@ -495,8 +561,9 @@ export class Player {
         const track = this.ladder.find((t) => t.name === a.track);
         const session = this.session;
         if (!track || !session) continue;
+        const down = this.isDown(track.name);
         session
-          .subscribe(track.namespace, track.name, mediaSubscribeOptions("video", this.rendezvous))
+          .subscribe(track.namespace, track.name, mediaSubscribeOptions("video", this.rendezvous, down))
           .then((sub) => {
             // Given up (or the session changed) while the SUBSCRIBE was on its way.
             if (this.session !== session || !this.switcher?.subscribed.includes(track.name)) sub.unsubscribe();
@@ -504,8 +571,11 @@ export class Player {
           })
           .catch((e: unknown) => {
             this.stats.lastError = `rendition ${track.name}: ${e instanceof Error ? e.message : String(e)}`;
+            if (this.session !== session || !this.switcher) return;
+            // What plays no longer sends anything: start the session over (same rendition).
+            if (this.starved === this.switcher.playing) session.close(0, "rendition switch failed");
             // Keep what plays: the pending choice is dropped.
-            if (this.switcher && this.session === session) this.apply(this.switcher.want(this.switcher.playing, "auto", undefined));
+            else this.apply(this.switcher.want(this.switcher.playing, "auto", undefined));
           });
       }
     }
@@ -577,6 +647,7 @@ export class Player {
     }
     for (const f of this.audioBuffer.pop(now)) this.audio?.decode(f);
     this.meter.tick(now, this.stats.state === "playing");
+    this.askIfStalled(now);
     this.updateStats(now);
     const due = [this.videoBuffer.nextDue(now), this.audioBuffer.nextDue(now)].filter(
       (d): d is number => d !== undefined,

@@ -7,10 +7,13 @@
  * A switch, from rendition A (playing) to B:
  * 1. `want(B)`: subscribe B while A keeps playing (B is *pending*).
  * 2. B's objects are dropped until the first keyframe (object 0) of a group G newer than every
- *    group A has delivered. That commits the switch: groups `< G` come from A, groups `>= G`
- *    from B (B becomes *playing*, A *retiring*), and B's older groups are no longer read. The
+ *    group the decoder has been given. That commits the switch: groups `< G` come from A, groups
+ *    `>= G` from B (B becomes *playing*, A *retiring*); what A had delivered of G and later but
+ *    not yet played leaves the jitter buffer, and B's older groups are no longer read. The
  *    renditions of a ladder are aligned (group N starts at the same keyframe time in every one),
- *    so the jitter buffer sees one continuous stream of group IDs.
+ *    so the jitter buffer sees one continuous stream of group IDs. (A larger rendition's
+ *    keyframe comes after the smaller one's of the same group: it is still taken while that
+ *    group waits in the jitter buffer, else an up-switch could chase the next group forever.)
  * 3. A is unsubscribed once its last group `G - 1` has ended or the decoder has started group G
  *    (B's keyframe), whichever comes first. The picture never waits for B.
  *
@@ -30,7 +33,12 @@ export type Action =
   | { kind: "subscribe"; track: string }
   | { kind: "unsubscribe"; track: string }
   /** Stop reading groups older than `group` of `track` (they will not be played). */
-  | { kind: "cancelBefore"; track: string; group: number };
+  | { kind: "cancelBefore"; track: string; group: number }
+  /**
+   * Take the frames of `group` and later out of the jitter buffer: the new rendition replaces
+   * them (`rejoin`: `group` is the one playing, started over from the new rendition's keyframe).
+   */
+  | { kind: "replaceFrom"; group: number; rejoin: boolean };
 
 /** One completed switch. */
 export interface SwitchRecord {
@@ -87,14 +95,19 @@ export class RenditionSwitcher {
   switches = 0;
   /** The last {@link SWITCH_LOG} switches, oldest first. */
   readonly log: SwitchRecord[] = [];
-  private from = 0;
+  /** The first group played from `playing` (0 before any switch). */
+  from = 0;
   /** Newest group of `playing` given to the buffer. */
   private newest = -1;
-  private pending: { track: string; waited: number; reason: SwitchRecord["reason"]; estimateKbps: number | undefined } | undefined;
+  /** Newest group given to the decoder. */
+  private releasedGroup = -1;
+  private pending:
+    | { track: string; waited: number; reason: SwitchRecord["reason"]; estimateKbps: number | undefined; rejoin: boolean }
+    | undefined;
   /** The previous rendition, still delivering groups before `until`. */
   private retiring: { track: string; until: number } | undefined;
   /** A choice made while a rendition was retiring. */
-  private queued: { track: string; reason: SwitchRecord["reason"]; estimateKbps: number | undefined } | undefined;
+  private queued: { track: string; reason: SwitchRecord["reason"]; estimateKbps: number | undefined; rejoin: boolean } | undefined;
 
   constructor(start: string) {
     this.playing = start;
@@ -110,17 +123,22 @@ export class RenditionSwitcher {
     return [this.playing, this.pending?.track, this.retiring?.track].filter((t): t is string => t !== undefined);
   }
 
-  /** Switch to `track` (no-op if it is already the target). */
-  want(track: string, reason: SwitchRecord["reason"], estimateKbps: number | undefined): Action[] {
+  /**
+   * Switch to `track` (no-op if it is already the target). With `rejoin` (a switch down: the
+   * picture may be frozen on a link too narrow for what plays) the switch may also take the
+   * group being played, from the new rendition's keyframe of it (the relay starts a
+   * subscription at the first object of its newest group), rather than wait for the next one.
+   */
+  want(track: string, reason: SwitchRecord["reason"], estimateKbps: number | undefined, rejoin = false): Action[] {
     if (track === this.target) return [];
     if (this.retiring) {
       // Nothing is pending while one retires: the choice waits for it to go.
-      this.queued = track === this.playing ? undefined : { track, reason, estimateKbps };
+      this.queued = track === this.playing ? undefined : { track, reason, estimateKbps, rejoin };
       return [];
     }
     const actions = this.dropPending();
     if (track !== this.playing) {
-      this.pending = { track, waited: 0, reason, estimateKbps };
+      this.pending = { track, waited: 0, reason, estimateKbps, rejoin };
       actions.push({ kind: "subscribe", track });
     }
     return actions;
@@ -139,7 +157,8 @@ export class RenditionSwitcher {
     }
     if (this.retiring && track === this.retiring.track) return { play: group < this.retiring.until, actions: [] };
     if (this.pending && track === this.pending.track) {
-      if (object !== 0 || group <= this.newest) return { play: false, actions: [] };
+      const first = this.pending.rejoin ? this.releasedGroup : this.releasedGroup + 1;
+      if (object !== 0 || group < first) return { play: false, actions: [] };
       return { play: true, actions: this.commit(group, nowMs) };
     }
     return { play: false, actions: [] };
@@ -160,6 +179,7 @@ export class RenditionSwitcher {
 
   /** The decoder was given a frame of `group`. */
   released(group: number): Action[] {
+    this.releasedGroup = Math.max(this.releasedGroup, group);
     return this.retiring && group >= this.retiring.until ? this.retire() : [];
   }
 
@@ -171,6 +191,7 @@ export class RenditionSwitcher {
     this.queued = undefined;
     this.from = 0;
     this.newest = -1;
+    this.releasedGroup = -1;
     return this.playing;
   }
 
@@ -181,11 +202,15 @@ export class RenditionSwitcher {
     this.log.push({ atMs: nowMs, from: this.playing, to: p.track, group, reason: p.reason, estimateKbps: p.estimateKbps });
     if (this.log.length > SWITCH_LOG) this.log.shift();
     this.switches += 1;
+    const replace = group <= this.newest;
+    const rejoin = group <= this.releasedGroup;
     this.playing = p.track;
     this.pending = undefined;
     this.from = group;
     this.newest = group;
-    return [{ kind: "cancelBefore", track: p.track, group }];
+    const actions: Action[] = [{ kind: "cancelBefore", track: p.track, group }];
+    if (replace || rejoin) actions.push({ kind: "replaceFrom", group, rejoin });
+    return actions;
   }
 
   private retire(): Action[] {
@@ -195,7 +220,7 @@ export class RenditionSwitcher {
     const actions: Action[] = [{ kind: "unsubscribe", track: r.track }];
     const q = this.queued;
     this.queued = undefined;
-    if (q) actions.push(...this.want(q.track, q.reason, q.estimateKbps));
+    if (q) actions.push(...this.want(q.track, q.reason, q.estimateKbps, q.rejoin));
     return actions;
   }
 
