@@ -5,7 +5,8 @@
  * `websocket` URLs) and a chat room. `&transport=webtransport|websocket` forces a transport. Live figures are exposed to automation as
  * `window.banyanStats`; the like button, viewer count, chat panel and gift button use the interaction tracks.
  * With a rendition ladder in the catalog the picker beside the buttons offers Auto (adaptive
- * bitrate, the default) and each rendition; `&rendition=NAME` starts on one.
+ * bitrate, the default) and each rendition; `&rendition=NAME` starts on one. `&audio=0` plays
+ * video only (the audio track is not subscribed).
  */
 import * as api from "../api";
 import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
@@ -208,6 +209,7 @@ async function main(): Promise<void> {
   const target = await resolveTarget();
   const latency = params.get("latency");
   const rendition = params.get("rendition");
+  const audio = params.get("audio");
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
@@ -217,6 +219,7 @@ async function main(): Promise<void> {
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),
     ...(rendition ? { rendition } : {}),
+    ...(audio === "0" ? { audio: false } : {}),
     onStats: render,
   });
   window.banyanStats = player.stats;
