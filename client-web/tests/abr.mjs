@@ -37,13 +37,11 @@ const DOWN_WITHIN_MS = 10_000;
 const HOLD_LOW_MS = 4_000;
 /**
  * From lifting the cap to the page playing the high rendition again: the estimate must hold
- * above 1.4 x the high bitrate (700 kbit/s) for 3 groups in a row (3 s), then up to 1 s for the
- * next keyframe: 4-5 s at best. Measured 3.2-13 s in 9 runs of 12 and over 25 s in 3: on an
- * uncapped link the estimator's samples from the low rendition's small objects are dominated by
- * arrival-time noise of a few ms and sit near 2x its bitrate (350-600 kbit/s), so the rule moves
- * up only when a few groups in a row catch a burst (see docs/performance.md); 40 s.
+ * above 1.4 x the high bitrate (700 kbit/s) for 3 groups in a row (3 s) and 3 groups must have
+ * passed since the last switch, then up to 1 s for the next keyframe: 4-5 s at best, measured
+ * 3.7-8.8 s; 20 s for a slow CI core.
  */
-const UP_WITHIN_MS = 40_000;
+const UP_WITHIN_MS = 20_000;
 /** One GOP: the longest stall allowed. */
 const GOP_MS = 1_000;
 

@@ -3,7 +3,7 @@
 // whose keyframe is a quarter of the group's bytes, a publisher clock offset, seeded jitter. The
 // scenarios and bounds are the Rust ones, so the two implementations are held to one rule.
 import { describe, expect, it } from "vitest";
-import { Chooser, Estimator, type Rendition } from "../src/player/abr";
+import { BROWSER_MIN_COUNTED_BYTES, Chooser, Estimator, type Rendition } from "../src/player/abr";
 
 const FPS = 30;
 const PROPAGATION_US = 20_000;
@@ -67,8 +67,7 @@ const ladder = (): Rendition[] => [
   { name: "video/720p", bitrate: 2_500_000 },
 ];
 
-function estimateOver(groups: number, capacity: number, jitterUs: number, stream: number): number {
-  const e = new Estimator();
+function estimateOver(groups: number, capacity: number, jitterUs: number, stream: number, e = new Estimator()): number {
   play(groups, () => capacity, jitterUs, 0, stream, undefined, e);
   return e.estimate as number;
 }
@@ -125,5 +124,37 @@ describe("ABR chooser", () => {
     expect(c.current.name).toBe("video/240p");
     expect(c.onGroup(undefined, false)).toBeUndefined();
     expect(new Estimator().estimate).toBeUndefined();
+  });
+
+  // The browser player's option (not the Rust rule): objects counting less than a datagram
+  // beyond the base are left out, their extra delay being the page's arrival-time noise.
+  it("browser: a fast link seen through milliseconds of arrival noise is not taken for a slow one", () => {
+    // A 20 Mbit/s link, a 300 kbit/s rendition whose P-frames vary by +-30 %, and arrival noise
+    // as a page sees it (main thread): 0-2 ms mostly, 2-10 ms one object in five. Idle link: each
+    // object leaves when captured.
+    const run = (e: Estimator): number => {
+      let seed = 12345;
+      const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      for (let g = 0; g < 10; g++) {
+        for (let i = 0; i < FPS; i++) {
+          const mean = 300_000 / 8 / FPS;
+          const bytes = Math.floor(i === 0 ? 300_000 / 8 / 4 : mean * 0.75 * (0.7 + 0.6 * rand()));
+          const captureUs = g * 1_000_000 + Math.floor((i * 1_000_000) / FPS);
+          const noiseUs = rand() < 0.8 ? rand() * 2_000 : 2_000 + rand() * 8_000;
+          const arrivalUs = captureUs + PROPAGATION_US + Math.floor((bytes * 8 * 1e6) / 20e6 + noiseUs);
+          e.object(g, bytes, captureUs, arrivalUs);
+        }
+      }
+      e.endGroup();
+      return e.estimate as number;
+    };
+    const plain = run(new Estimator());
+    const browser = run(new Estimator({ minCountedBytes: BROWSER_MIN_COUNTED_BYTES }));
+    console.log(`20 Mbit/s link, 300 kbit/s rendition, page-like arrival noise: plain ${plain} bit/s, browser ${browser} bit/s`);
+    expect(plain).toBeLessThan(0.25 * 20e6); // the noise, not the link
+    expect(browser).toBeGreaterThan(0.5 * 20e6);
+    // A link slower than the stream is still measured at its pace.
+    const slow = estimateOver(6, 1.5e6, 0, 2_500_000, new Estimator({ minCountedBytes: BROWSER_MIN_COUNTED_BYTES }));
+    expect(Math.abs(slow - 1.5e6)).toBeLessThanOrEqual(0.15e6);
   });
 });

@@ -54,7 +54,7 @@
 //   500 kbit/s + 180p at 200 kbit/s, aligned keyframes, one group a second) into an origin, an
 //   edge pulling it, and banyan-impair between the edge and the page: with relay -> page capped at
 //   560 kbit/s the page moves down to the low rendition within 10 s and stays there 4 s, with the
-//   cap lifted it moves back up within 40 s; no stall longer than one GOP (1 s), no reconnect;
+//   cap lifted it moves back up within 20 s; no stall longer than one GOP (1 s), no reconnect;
 //   the timeline is printed.
 //
 // Nothing waits a fixed time: every step polls a condition with a deadline. Ports are all

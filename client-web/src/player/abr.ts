@@ -7,7 +7,8 @@
 // its size); an object that did not wait behind another took `delay - base` for the bytes it has
 // beyond the base object's, a queued one took from the previous arrival to its own for all its
 // bytes; idle gaps never count. A group's sample is counted bytes over busy time; the estimate
-// moves towards a higher sample by SMOOTHING and drops to a lower one at once.
+// moves towards a higher sample by SMOOTHING and drops to a lower one at once. (The browser
+// player also leaves out objects counting less than a datagram: `minCountedBytes`.)
 //
 // Chooser: down at once below `downBelow` x the playing bitrate (or when falling behind), to the
 // highest rendition whose bitrate x `downHeadroom` fits; up one step after `upHold` groups in a
@@ -19,6 +20,21 @@ export const BASE_WINDOW_GROUPS = 10;
 export const SMOOTHING = 0.3;
 /** The least busy time counted for one object, µs (a smaller one is clock noise). */
 export const MIN_BUSY_US = 250;
+/**
+ * What the browser player passes as {@link EstimatorOptions.minCountedBytes}: one datagram's
+ * worth. An object that needs no more datagrams than the base object takes no longer on the
+ * link, so its extra delay is arrival-time noise, which in a page (main-thread scheduling) is
+ * milliseconds and would drown the few bytes it counts.
+ */
+export const BROWSER_MIN_COUNTED_BYTES = 1200;
+
+export interface EstimatorOptions {
+  /**
+   * An object adds to its group's sample only if it counts at least this many bytes (default 0,
+   * as the Rust rule).
+   */
+  minCountedBytes?: number;
+}
 
 export interface Rendition {
   /** Its track name. */
@@ -42,6 +58,11 @@ export class Estimator {
   private value?: number;
   /** Group samples taken so far. */
   samples = 0;
+  private readonly minCounted: number;
+
+  constructor(options: EstimatorOptions = {}) {
+    this.minCounted = options.minCountedBytes ?? 0;
+  }
 
   /**
    * One video object of `bytes` in `group`, captured at `captureUs` (publisher clock) and read
@@ -61,7 +82,7 @@ export class Estimator {
     const start = queued ? (this.previousArrivalUs as number) : earliest;
     const counted = queued ? bytes : Math.max(0, bytes - base.size);
     const busy = arrivalUs - start;
-    if (busy >= MIN_BUSY_US && counted > 0) {
+    if (busy >= MIN_BUSY_US && counted > 0 && counted >= this.minCounted) {
       this.group.bytes += counted;
       this.group.busyUs += busy;
     }

@@ -21,7 +21,7 @@ import {
   type TrackObject,
 } from "../session/session";
 import { transportOfUrl, type TransportKind } from "../session/transport";
-import { Chooser, Estimator } from "./abr";
+import { BROWSER_MIN_COUNTED_BYTES, Chooser, Estimator } from "./abr";
 import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
@@ -164,6 +164,12 @@ const BEHIND_DECODE_QUEUE = 10;
  * keyframe can be up to a group away). Below the meter's 500 ms stall threshold.
  */
 const STALLED_ASK_MS = 250;
+/**
+ * No object of the rendition playing has arrived for this long (ms): asked at once as well. It
+ * sees a narrowed link before the picture does (the jitter buffer still has frames to show);
+ * on a healthy link objects come every frame interval (33 ms at 30 fps).
+ */
+const SILENT_ASK_MS = 150;
 
 const wallNow = () => performance.timeOrigin + performance.now();
 
@@ -188,7 +194,7 @@ export class Player {
   /** The ladder (highest first; empty: a single video track, no switching). */
   private ladder: MediaTrack[] = [];
   private switcher: RenditionSwitcher | undefined;
-  private estimator = new Estimator();
+  private estimator = new Estimator({ minCountedBytes: BROWSER_MIN_COUNTED_BYTES });
   private chooser: Chooser | undefined;
   private manual: string | undefined;
   /** Video subscriptions of the current session, by track name. */
@@ -196,6 +202,8 @@ export class Player {
   private estimatedGroup = -1;
   /** The group during which the chooser was last asked early (stalled picture). */
   private askedEarly = -1;
+  /** When the last object of the rendition playing arrived (performance.now()). */
+  private lastArrival: number | undefined;
   /** A rendition whose groups were cancelled while a switch down is pending (see askIfStalled). */
   private starved: string | undefined;
   /** The first group of a new rendition: not given to the estimator. */
@@ -431,7 +439,8 @@ export class Player {
     this.stats.rendition = track.name;
     this.chooser = undefined;
     this.starved = undefined;
-    this.estimator = new Estimator();
+    this.lastArrival = undefined;
+    this.estimator = new Estimator({ minCountedBytes: BROWSER_MIN_COUNTED_BYTES });
     this.estimatedGroup = -1;
     return track;
   }
@@ -462,7 +471,10 @@ export class Player {
         sub.cancelGroupsBefore(newestGroup - 1);
       }
       const arrivalMs = wallNow();
-      if (switcher.playing === track.name) this.estimate(o.groupId, o.payload.length, meta.captureUs, arrivalMs);
+      if (switcher.playing === track.name) {
+        this.lastArrival = performance.now();
+        this.estimate(o.groupId, o.payload.length, meta.captureUs, arrivalMs);
+      }
       const data: VideoPayload = { data: o.payload, track };
       if (meta.config) data.config = meta.config;
       this.videoBuffer.push({ group: o.groupId, object: o.objectId, captureUs: meta.captureUs, arrivalMs, keyframe: o.objectId === 0, data });
@@ -483,12 +495,11 @@ export class Player {
     // A straggler of a group already ended would end the newer one early: not counted.
     if (group < this.estimatedGroup) return;
     const boundary = group !== this.estimatedGroup;
-    // The first group of a subscription (the session's first, or a new rendition's) is not
-    // sampled: it follows the subscription's start (what the relay had cached comes in a burst,
-    // objects the player did not play share the link) and, after a switch, the retiring
-    // rendition's last group, so its arrival times say little about the link. The group before
-    // it is sampled as it stands.
-    const fresh = this.estimatedGroup < 0 || (this.switcher !== undefined && this.switcher.switches > 0 && group === this.switcher.from);
+    // The first group of a new rendition is not sampled: it follows the subscription's start
+    // (what the relay had cached comes in a burst, objects the player did not play share the
+    // link) and the retiring rendition's last group, so its arrival times say little about the
+    // link. The group before it is sampled as it stands.
+    const fresh = this.switcher !== undefined && this.switcher.switches > 0 && group === this.switcher.from;
     if (boundary && fresh) {
       this.estimator.endGroup();
       this.skipSample = group;
@@ -507,7 +518,11 @@ export class Player {
     this.ask(behind);
   }
 
-  /** Ask the chooser (auto only) and start the switch it asks for. */
+  /**
+   * Ask the chooser (auto only) and start the switch it asks for. Behind with no estimate yet
+   * (the first groups, or a link that narrowed before any sample): an estimate of 0, so the
+   * chooser goes down to the lowest rendition rather than wait for a measurement.
+   */
   private ask(behind: boolean): void {
     const switcher = this.switcher;
     if (this.manual || !switcher) return;
@@ -516,7 +531,7 @@ export class Player {
     if (!this.chooser || this.chooser.current.name !== target.name) {
       this.chooser = new Chooser(this.ladder.map((t) => ({ name: t.name, bitrate: t.bitrate ?? 0 })), target.bitrate ?? 0);
     }
-    const next = this.chooser.onGroup(this.estimator.estimate, behind);
+    const next = this.chooser.onGroup(this.estimator.estimate ?? (behind ? 0 : undefined), behind);
     if (next) this.apply(switcher.want(next.name, "auto", this.stats.estimateKbps, this.isDown(next.name)));
   }
 
@@ -529,7 +544,8 @@ export class Player {
   private askIfStalled(wall: number): void {
     if (this.stats.state !== "playing" || this.askedEarly === this.estimatedGroup) return;
     const since = this.meter.sinceShownMs(wall);
-    if (since === undefined || since < STALLED_ASK_MS) return;
+    const silent = this.lastArrival === undefined ? 0 : performance.now() - this.lastArrival;
+    if ((since === undefined || since < STALLED_ASK_MS) && silent < SILENT_ASK_MS) return;
     this.askedEarly = this.estimatedGroup;
     const switcher = this.switcher;
     const playing = switcher?.playing;
