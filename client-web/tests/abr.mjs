@@ -10,13 +10,15 @@
 // DOWN_WITHIN_MS and stay there while capped; the cap is lifted (`s2c rate=none`) and it must
 // move back up within UP_WITHIN_MS. Over the whole run no stall may be longer than one GOP
 // (1000 ms) and the page must not reconnect. The timeline (estimate, rendition, decoded size,
-// frames dropped, stalls, switches) is printed once a second.
+// frames dropped, stalls, switches) is printed once a second; screenshot test-results/abr.png.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { banyanStats, logger, start, stopChild, tail, waitFor } from "./harness.mjs";
 
 const log = logger("e2e");
+const results = join(dirname(fileURLToPath(import.meta.url)), "..", "test-results");
 
 const HIGH = "video/high";
 const LOW = "video/low";
@@ -172,6 +174,7 @@ export async function abrStage(browser, bin, tls, pageBase, startRelay) {
     if (!/rendition video\/high .*estimate \d+ kbit\/s/.test(overlay) || !/switches\s+\d+/.test(overlay)) {
       throw new Error(`the overlay lacks the rendition, estimate or switches:\n${overlay}`);
     }
+    await page.screenshot({ path: join(results, "abr.png") });
     const options = await page.$$eval("#rendition option", (os) => os.map((o) => o.value));
     if (options.join(",") !== `auto,${HIGH},${LOW}`) throw new Error(`the picker offers ${options.join(",")}`);
     return {
