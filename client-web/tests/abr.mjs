@@ -41,7 +41,7 @@ const HOLD_LOW_MS = 4_000;
  * From lifting the cap to the page playing the high rendition again: the estimate must hold
  * above 1.4 x the high bitrate (700 kbit/s) for 3 groups in a row (3 s) and 3 groups must have
  * passed since the last switch, then up to 1 s for the next keyframe: 4-5 s at best, measured
- * 3.7-8.8 s; 20 s for a slow CI core.
+ * 3.3-8.8 s; 20 s for a slow CI core.
  */
 const UP_WITHIN_MS = 20_000;
 /** One GOP: the longest stall allowed. */
