@@ -13,8 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use banyan_moq::coding::{TrackName, TrackNamespace};
+use banyan_moq::message::{Message, Parameters, Publish};
+use banyan_moq::session::{Session, TrackWriter};
+use banyan_publisher::connect::ConnectArgs;
 use banyan_publisher::record::export::read_segment;
 use banyan_publisher::record::store::{Segment, Stored};
+use banyan_relay::interact::payload::Up;
 use banyan_tests::media_tools::ffprobe_frames;
 use common::{command, until, within, Log, TestRelay, PUBLISH};
 use tokio::process::Child;
@@ -81,6 +86,52 @@ async fn export(rec: &Path, out: &Path) -> Vec<(String, u64)> {
     assert!(export.status.success(), "{stderr}");
     eprint!("{stderr}");
     ffprobe_frames(out)
+}
+
+/// A viewer of `broadcast` that comments `text` in room 0 and sends a like total of 3 on its
+/// `interact` track; keep what it returns until the relay has taken them.
+async fn comment_and_like(relay: &TestRelay, broadcast: &str, text: &str) -> (Session, TrackWriter) {
+    let args = ConnectArgs {
+        url: relay.url().parse().unwrap(),
+        tls_hash: Some(relay.hash.clone()),
+        tls_ca: None,
+        tls_insecure: false,
+        token: None,
+        connect_timeout: Duration::from_secs(5),
+    };
+    let (session, driver) = args.connector().unwrap().connect(None).await.unwrap();
+    tokio::spawn(driver.run());
+    let publish = Publish {
+        request_id: 0,
+        track_namespace: TrackNamespace::from_path(broadcast).unwrap(),
+        track_name: TrackName::from("interact"),
+        track_alias: 0,
+        parameters: Parameters::default(),
+        track_properties: Default::default(),
+    };
+    let mut writer = session.publish(publish).await.unwrap();
+    let answer = within(
+        Duration::from_secs(10),
+        "PUBLISH_OK for interact",
+        writer.next_request(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(answer, Some(Message::RequestOk(_))), "{answer:?}");
+    let comment = Up::Comment {
+        room: "0".into(),
+        text: text.to_string().into(),
+    };
+    for (group, up) in [(0, comment), (1, Up::Like { source: 7, total: 3 })] {
+        let mut stream = writer
+            .sender()
+            .open_subgroup(group, 0, None, false)
+            .await
+            .unwrap();
+        stream.write_payload(0, up.encode()).await.unwrap();
+        stream.finish();
+    }
+    (session, writer)
 }
 
 fn publish(relay: &TestRelay, broadcast: &str, clip: &Path) -> (Child, Log) {
@@ -185,6 +236,13 @@ async fn a_broadcast_is_recorded_exported_and_opens_as_hls() {
     let root = tmp.path().join("rec");
     let (mut recorder, rlog) = record(&relay, "show/one", &root, &[]);
     let (mut publisher, plog) = publish(&relay, "show/one", &clip);
+    let video_index = root.join("show/one/video/index.jsonl");
+    until(Duration::from_secs(20), "two video segments", &rlog, || {
+        std::fs::read_to_string(&video_index).is_ok_and(|t| t.lines().count() >= 2)
+    })
+    .await;
+    let sent_ms = common::unix_ms();
+    let _viewer = comment_and_like(&relay, "show/one", "hello, recording").await;
     let code = exit_code(&mut recorder, &rlog, Duration::from_secs(60)).await;
     assert_eq!(
         code,
@@ -211,6 +269,26 @@ async fn a_broadcast_is_recorded_exported_and_opens_as_hls() {
     assert!(playlist.contains("#EXT-X-VERSION:7") && playlist.contains("#EXT-X-MAP:URI=\"init.mp4\""));
     assert!(playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
 
+    let timeline: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("timeline.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    eprintln!("timeline: {timeline:?}");
+    let chat = timeline
+        .iter()
+        .find(|e| e["track"] == "chat/0")
+        .expect("the comment is in the timeline");
+    assert_eq!(chat["text"], "hello, recording");
+    let accepted = chat["accepted_unix_ms"].as_u64().unwrap();
+    assert!(
+        accepted >= sent_ms && chat["arrival_unix_ms"].as_u64().unwrap() >= accepted,
+        "{chat}"
+    );
+    assert!(
+        timeline.iter().any(|e| e["track"] == "likes" && e["value"] == 3),
+        "the like total is in the timeline: {timeline:?}"
+    );
     let out = tmp.path().join("export.mp4");
     let probed = export(&rec, &out).await;
     let (v, a) = (frames_of(&probed, "h264"), frames_of(&probed, "opus"));
