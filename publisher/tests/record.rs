@@ -321,7 +321,7 @@ async fn a_broadcast_is_recorded_exported_and_opens_as_hls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_older_recordings_then_the_oldest_segments() {
+async fn retention_deletes_older_recordings_then_the_oldest_segments_and_by_age() {
     let (tmp, clip, relay) = setup().await;
     let root = tmp.path().join("rec");
     // An older recording of 200 KB.
@@ -335,6 +335,9 @@ async fn retention_deletes_older_recordings_then_the_oldest_segments() {
     std::fs::write(old.join("video/0.m4s"), vec![0u8; 200_000]).unwrap();
     const BOUND: u64 = 150 * 1024;
     let (mut recorder, rlog) = record(&relay, "show/two", &root, &["--max-bytes", "150k"]);
+    // A second recorder of the same broadcast elsewhere, keeping 3 s.
+    let aged = tmp.path().join("aged");
+    let (mut recorder_aged, alog) = record(&relay, "show/two", &aged, &["--max-age", "3s"]);
     let (mut publisher, _plog) = publish(&relay, "show/two", &clip);
     assert_eq!(
         exit_code(&mut recorder, &rlog, Duration::from_secs(60)).await,
@@ -342,6 +345,29 @@ async fn retention_deletes_older_recordings_then_the_oldest_segments() {
         "{}",
         rlog.text()
     );
+    assert_eq!(
+        exit_code(&mut recorder_aged, &alog, Duration::from_secs(30)).await,
+        0,
+        "{}",
+        alog.text()
+    );
+    let aged = aged.join("show/two");
+    let kept = index(&aged, "video");
+    let newest = kept.last().unwrap();
+    let oldest_start = kept[0].captures_us[0];
+    let cutoff = (newest.received_unix_ms - 3000) * 1000;
+    eprintln!(
+        "--max-age 3s kept {} video segments (seq {}..{}), the oldest starting {} ms before the last write",
+        kept.len(),
+        kept[0].seq,
+        newest.seq,
+        newest.received_unix_ms - oldest_start / 1000
+    );
+    // Checked at every write (audio every half second): nothing older than 3 s before the
+    // last check, a little before the last video write.
+    assert!(oldest_start + 1_000_000 >= cutoff, "an old segment is kept");
+    assert!(kept[0].seq > 0 && kept.len() <= 5, "older segments deleted");
+    check_every_file(&aged);
     within(Duration::from_secs(20), "publisher exits", publisher.wait())
         .await
         .unwrap();
