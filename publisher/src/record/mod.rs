@@ -224,6 +224,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let Some(rec) = recording.as_mut() else {
             continue;
         };
+        if !first {
+            if let Err(e) = rec.check_catalog(&catalog) {
+                session.close(SessionErrorCode::NoError, "catalog changed");
+                driver.abort();
+                return Err(e);
+            }
+        }
         if catalog.is_complete == Some(true) {
             session.close(SessionErrorCode::NoError, "broadcast complete");
             driver.abort();

@@ -348,6 +348,26 @@ impl Recording {
         Ok(rec)
     }
 
+    /// Check a catalog received after a reconnect: each recorded track it still has must have
+    /// the codec configuration the recording started with (a restarted publisher may encode
+    /// differently; its frames cannot go under the old init segment).
+    pub fn check_catalog(&self, catalog: &Catalog) -> anyhow::Result<()> {
+        for t in &self.tracks {
+            let Some(track) = catalog.tracks().iter().find(|c| c.name == t.name) else {
+                continue;
+            };
+            let config =
+                TrackConfig::from_catalog(catalog, track).with_context(|| format!("track {}", t.name))?;
+            anyhow::ensure!(
+                t.muxer.tracks() == [config],
+                "track {}: the broadcast's codec configuration changed during the recording; \
+                 record the new stream into another --dir",
+                t.name
+            );
+        }
+        Ok(())
+    }
+
     /// The recording's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
