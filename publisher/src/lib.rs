@@ -1,4 +1,4 @@
-//! `banyan-publisher`: the `banyan-publish` and `banyan-watch` binaries as a library, so tests
+//! `banyan-publisher`: the `banyan-publish`, `banyan-watch` and `banyan-record` binaries as a library, so tests
 //! and other tools can drive them.
 //!
 //! # Module map
@@ -16,6 +16,8 @@
 //!   subscription) and the reconnecting publish loop ([`publish::run_announced`] also tells when
 //!   the relay first accepted the namespace).
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
+//! - [`record`]: `banyan-record`: record a broadcast to disk (CMAF segments per group, index,
+//!   HLS playlists, interaction timeline, retention) and export a recording to one MP4.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 
 pub mod broadcast;
@@ -23,5 +25,6 @@ pub mod cli;
 pub mod connect;
 pub mod ladder;
 pub mod publish;
+pub mod record;
 pub mod source;
 pub mod watch;

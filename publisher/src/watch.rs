@@ -195,7 +195,7 @@ pub struct GroupRun {
 
 /// What the subscription tasks report.
 #[derive(Debug)]
-enum Msg {
+pub(crate) enum Msg {
     Object {
         track: usize,
         group: u64,
@@ -410,7 +410,7 @@ async fn open_output(output: &str) -> anyhow::Result<Option<Output>> {
     })
 }
 
-async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
+pub(crate) async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
     let wake = Instant::now() + delay;
     match deadline {
         Some(d) if d <= wake => {
@@ -426,7 +426,7 @@ async fn sleep_or_deadline(delay: Duration, deadline: Option<Instant>) -> bool {
 
 /// `wait` as RENDEZVOUS_TIMEOUT milliseconds; `None` (the parameter left out, which means 0)
 /// for no wait.
-fn rendezvous_ms(wait: Duration) -> Option<u64> {
+pub(crate) fn rendezvous_ms(wait: Duration) -> Option<u64> {
     // A draft-18 varint carries any u64.
     let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
     (ms > 0).then_some(ms)
@@ -452,7 +452,7 @@ fn subscribe_message(namespace: &TrackNamespace, name: &str, rendezvous: Option<
     }
 }
 
-async fn subscribe(
+pub(crate) async fn subscribe(
     session: &Session,
     namespace: &TrackNamespace,
     name: &str,
@@ -467,7 +467,7 @@ async fn subscribe(
 
 /// [`subscribe`], tried again [`SUBSCRIBE_RETRIES`] times with a growing pause while the
 /// session lives (a lossy link can fail a request that the next attempt gets through).
-async fn subscribe_retrying(
+pub(crate) async fn subscribe_retrying(
     session: &Session,
     namespace: &TrackNamespace,
     name: &str,
@@ -493,7 +493,7 @@ async fn subscribe_retrying(
 
 /// Subscribe to the catalog (waiting up to `rendezvous` ms for a publisher) and read its first
 /// object (the current independent catalog).
-async fn read_catalog(
+pub(crate) async fn read_catalog(
     session: &Session,
     namespace: &TrackNamespace,
     rendezvous: Option<u64>,
@@ -576,7 +576,7 @@ fn find_rendition<'c>(catalog: &'c Catalog, name: &str) -> anyhow::Result<&'c ba
 }
 
 /// Forward a subscription's objects (every subgroup read concurrently) to the main loop.
-async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender<Msg>) {
+pub(crate) async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender<Msg>) {
     let mut readers = tokio::task::JoinSet::new();
     let mut ended = false;
     loop {
@@ -636,7 +636,7 @@ async fn read_subscription(track: usize, mut sub: Subscription, tx: mpsc::Sender
 
 /// The origin's tracks of one number each that the watcher reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Counter {
+pub(crate) enum Counter {
     /// `likes`: the cumulative like total.
     Likes,
     /// `viewers`: the live viewer count.
@@ -697,7 +697,7 @@ async fn read_counter(session: Session, namespace: TrackNamespace, counter: Coun
 }
 
 /// A `likes` object: exactly one varint, the total.
-fn decode_total(payload: &[u8]) -> Option<u64> {
+pub(crate) fn decode_total(payload: &[u8]) -> Option<u64> {
     let mut buf = payload;
     let total = banyan_moq::coding::decode_varint(&mut buf).ok()?;
     buf.is_empty().then_some(total)
