@@ -16,6 +16,8 @@
 //!   subscription) and the reconnecting publish loop ([`publish::run_announced`] also tells when
 //!   the relay first accepted the namespace).
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
+//! - [`rendition`]: `banyan-watch --rendition auto`: the ladder from the catalog, the
+//!   bandwidth rule fed from the objects played, make-before-break switches, the timeline.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 
 pub mod broadcast;
@@ -23,5 +25,6 @@ pub mod cli;
 pub mod connect;
 pub mod ladder;
 pub mod publish;
+pub mod rendition;
 pub mod source;
 pub mod watch;

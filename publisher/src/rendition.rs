@@ -1,0 +1,537 @@
+//! `banyan-watch --rendition auto`: which rendition of a ladder the viewer plays, and the
+//! make-before-break switch from one to the next.
+//!
+//! The rule is [`banyan_media::abr`]'s: the [`Estimator`] is fed every video object played
+//! (its size, LOC capture time and arrival time), and the [`Chooser`] is asked at each group
+//! boundary (a group's stream ended, or the next group's first object arrived). The viewer
+//! counts as falling behind live when a group was skipped since the last boundary (the relay
+//! reset it, the reorder rule gave it up, or it never came): the relay's newest-first order
+//! under congestion shows as skipped groups before anything else.
+//!
+//! The viewer starts on the lowest rendition (the quickest first frame) and climbs as the rule
+//! allows. A switch is made before the old rendition is broken:
+//! 1. SUBSCRIBE the new rendition; the old one keeps playing.
+//! 2. The new rendition's first group that starts at its keyframe (object 0) and is newer than
+//!    every group the old one has played is the *switch group*. Renditions are aligned (the
+//!    same group IDs start at the same keyframe time), so the old rendition plays up to the
+//!    group before it and the new one from it; the viewer's reorder rule
+//!    ([`crate::watch::GroupOrder`]) holds the switch group until the old one's last group has
+//!    ended, as it would any newer group.
+//! 3. Once the old rendition's group before the switch group has ended (or it sends an object
+//!    of the switch group or later), the old subscription is dropped (its request stream is
+//!    closed: UNSUBSCRIBE).
+//!
+//! No decision is taken while a switch is under way. The timeline (once a second and at each
+//! switch) goes to stderr as `watch: abr ...` lines and into the summary's `abr` object.
+
+use std::collections::HashMap;
+
+use banyan_media::abr::{Chooser, Estimator, Policy, Rendition};
+use banyan_media::catalog::Catalog;
+use banyan_media::MediaKind;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Subscriptions of renditions carry track numbers from here up in the viewer's messages
+/// (below it: the index of a watched track).
+pub const TAG_BASE: usize = 1 << 20;
+
+/// At most this many timeline points are kept for the summary (later ones are only printed).
+pub const MAX_TIMELINE: usize = 3_600;
+
+/// The ladder `--rendition auto` chooses from: the catalog's video tracks in the first video
+/// track's `altGroup` (every video track if it has none), each with its `bitrate`.
+pub fn ladder(catalog: &Catalog) -> anyhow::Result<Vec<Rendition>> {
+    let videos: Vec<&banyan_media::Track> = catalog
+        .tracks()
+        .iter()
+        .filter(|t| t.media_kind() == Some(MediaKind::Video))
+        .collect();
+    let first = videos
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--rendition auto: the catalog has no video track"))?;
+    let mut ladder = Vec::new();
+    for track in videos.iter().filter(|t| t.alt_group == first.alt_group) {
+        let bitrate = track.bitrate.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--rendition auto: video track {} has no bitrate in the catalog",
+                track.name
+            )
+        })?;
+        ladder.push(Rendition {
+            name: track.name.clone(),
+            bitrate,
+        });
+    }
+    Ok(ladder)
+}
+
+/// One point of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    /// Milliseconds since the viewer started.
+    pub t_ms: u64,
+    /// `tick` (once a second) or `switch` (a switch decided: `rendition` is the new one).
+    pub event: &'static str,
+    /// The estimate, kbit/s (none before the first group's sample).
+    pub estimate_kbps: Option<u64>,
+    /// The rendition playing (for a switch: the one switched to).
+    pub rendition: String,
+    /// Switches decided so far.
+    pub switches: u64,
+    /// The video's stalls so far (pauses over 500 ms between played objects).
+    pub stalls: u64,
+    /// How far behind live the latest video object played was, milliseconds.
+    pub behind_live_ms: Option<f64>,
+}
+
+/// The summary's `abr` object.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AbrSummary {
+    /// The ladder, lowest bitrate first: (track name, bits per second).
+    pub ladder: Vec<(String, u64)>,
+    /// The rendition playing at the end.
+    pub rendition: String,
+    /// Switches decided.
+    pub switches: u64,
+    /// Switches completed (the old rendition unsubscribed).
+    pub switches_done: u64,
+    /// Rendition SUBSCRIBEs the relay accepted: one per session, one per switch.
+    pub subscriptions: u64,
+    /// Groups played per rendition.
+    pub groups_played: HashMap<String, u64>,
+    /// Video objects of a rendition received but not played: the new rendition's before its
+    /// switch group, the old one's from it on.
+    pub overlap_objects: u64,
+    /// The timeline: a point a second and one per switch (the first [`MAX_TIMELINE`]).
+    pub timeline: Vec<Point>,
+}
+
+/// A rendition subscribed: its name and the tag its messages carry.
+#[derive(Debug, Clone)]
+struct Source {
+    name: String,
+    tag: usize,
+}
+
+/// A switch under way.
+#[derive(Debug)]
+struct Pending {
+    to: Source,
+    /// The switch group, once the new rendition has started one (see the module docs).
+    switch_group: Option<u64>,
+}
+
+/// What [`Auto::route`] makes of a message from a rendition's subscription.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Play it (as the video track's).
+    Play,
+    /// Drop it: the other rendition plays that group.
+    Drop,
+}
+
+/// What the viewer must do after a message: subscribe a rendition, unsubscribe one.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Subscribe this rendition's track, its messages tagged with the tag given.
+    pub subscribe: Option<(String, usize)>,
+    /// Drop the subscription with this tag.
+    pub unsubscribe: Option<usize>,
+}
+
+/// The state of `--rendition auto` (see the module docs). Sans-IO: the viewer routes each
+/// message of a rendition through it and carries out the [`Actions`] it returns.
+#[derive(Debug)]
+pub struct Auto {
+    chooser: Chooser,
+    estimator: Estimator,
+    playing: Source,
+    pending: Option<Pending>,
+    next_tag: usize,
+    /// The group the estimator is in (its samples end at group boundaries).
+    group: Option<u64>,
+    /// The newest group the playing rendition has passed on.
+    newest_played: Option<u64>,
+    /// The video's skipped groups at the last decision.
+    skipped: u64,
+    started: Instant,
+    behind_live_us: Option<u64>,
+    summary: AbrSummary,
+}
+
+impl Auto {
+    /// Choose from `ladder` (see [`ladder`]), starting on its lowest rendition; `None` for an
+    /// empty ladder.
+    pub fn new(ladder: Vec<Rendition>, started: Instant) -> Option<Self> {
+        let chooser = Chooser::new(ladder.clone(), 0, Policy::default())?;
+        let mut by_bitrate: Vec<(String, u64)> = ladder.into_iter().map(|r| (r.name, r.bitrate)).collect();
+        by_bitrate.sort_by_key(|(_, b)| *b);
+        let playing = Source {
+            name: chooser.current().name.clone(),
+            tag: TAG_BASE,
+        };
+        Some(Self {
+            chooser,
+            estimator: Estimator::new(),
+            summary: AbrSummary {
+                ladder: by_bitrate,
+                rendition: playing.name.clone(),
+                ..AbrSummary::default()
+            },
+            playing,
+            pending: None,
+            next_tag: TAG_BASE + 1,
+            group: None,
+            newest_played: None,
+            skipped: 0,
+            started,
+            behind_live_us: None,
+        })
+    }
+
+    /// A new session: any switch under way is forgotten (its subscription went with the old
+    /// session) and the rendition playing is subscribed again, with a fresh tag. Returns the
+    /// track to subscribe and its tag.
+    pub fn resubscribe(&mut self) -> (String, usize) {
+        if let Some(p) = self.pending.take() {
+            // The switch was decided: finish it on the new session rather than go back.
+            self.playing.name = p.to.name;
+        }
+        self.playing.tag = self.take_tag();
+        self.newest_played = None;
+        (self.playing.name.clone(), self.playing.tag)
+    }
+
+    /// The rendition playing.
+    pub fn playing(&self) -> &str {
+        &self.playing.name
+    }
+
+    /// A video object (`object_id` of `group`, `bytes` long, captured at `capture_us`, arrived
+    /// at `arrival_us`) from the subscription tagged `tag`; `skipped`: the video's skipped groups
+    /// so far. Whether to play it, and what to subscribe or unsubscribe.
+    #[allow(clippy::too_many_arguments)]
+    pub fn object(
+        &mut self,
+        tag: usize,
+        group: u64,
+        object_id: u64,
+        bytes: usize,
+        capture_us: Option<u64>,
+        arrival_us: u64,
+        skipped: u64,
+    ) -> (Route, Actions) {
+        let mut actions = Actions::default();
+        let route = self.route(tag, group, object_id, &mut actions);
+        // An older group's tail (the old rendition's, around a switch) is played but not
+        // measured: the estimator's samples end at group boundaries.
+        if route == Route::Play && self.group.is_none_or(|g| group >= g) {
+            let boundary = self.group.is_some_and(|g| g != group);
+            if let Some(capture) = capture_us {
+                self.estimator.object(group, bytes, capture, arrival_us);
+            }
+            self.group = Some(group);
+            if boundary {
+                // The next group started: the previous one's sample is in.
+                self.decide(skipped, &mut actions);
+            }
+        }
+        if route == Route::Play {
+            if tag == self.playing.tag && self.newest_played.is_none_or(|n| group > n) {
+                self.newest_played = Some(group);
+            }
+            if object_id == 0 {
+                let name = self.source_name(tag).to_string();
+                *self.summary.groups_played.entry(name).or_default() += 1;
+            }
+        } else {
+            self.summary.overlap_objects += 1;
+        }
+        (route, actions)
+    }
+
+    /// The stream of `group` ended on the subscription tagged `tag`. Whether to pass the end
+    /// on, and what to subscribe or unsubscribe.
+    pub fn group_end(&mut self, tag: usize, group: u64, skipped: u64) -> (Route, Actions) {
+        let mut actions = Actions::default();
+        let switch_group = self.pending.as_ref().and_then(|p| p.switch_group);
+        let route = if tag == self.playing.tag {
+            match switch_group {
+                Some(s) if group >= s => Route::Drop,
+                Some(s) => {
+                    if group + 1 >= s {
+                        // The old rendition's last group is done: break.
+                        self.complete_switch(&mut actions);
+                    }
+                    Route::Play
+                }
+                None => Route::Play,
+            }
+        } else if self.pending.as_ref().is_some_and(|p| p.to.tag == tag) {
+            match switch_group {
+                Some(s) if group >= s => Route::Play,
+                _ => Route::Drop,
+            }
+        } else {
+            Route::Drop
+        };
+        if route == Route::Play && self.group == Some(group) {
+            self.estimator.end_group();
+            self.group = None;
+            self.decide(skipped, &mut actions);
+        }
+        (route, actions)
+    }
+
+    /// The latest video object played was `behind_us` behind live.
+    pub fn played(&mut self, behind_us: u64) {
+        self.behind_live_us = Some(behind_us);
+    }
+
+    /// A timeline point at `now` (`event`: `tick` or `switch`), printed and kept.
+    pub fn point(&mut self, event: &'static str, stalls: u64, now: Instant) -> Point {
+        let point = Point {
+            t_ms: u64::try_from(now.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX),
+            event,
+            estimate_kbps: self.estimator.estimate().map(|e| e / 1000),
+            rendition: self
+                .pending
+                .as_ref()
+                .map_or(&self.playing.name, |p| &p.to.name)
+                .clone(),
+            switches: self.chooser.switches(),
+            stalls,
+            behind_live_ms: self.behind_live_us.map(|us| us as f64 / 1000.0),
+        };
+        if self.summary.timeline.len() < MAX_TIMELINE {
+            self.summary.timeline.push(point.clone());
+        }
+        point
+    }
+
+    /// The summary's `abr` object.
+    pub fn summary(&self) -> AbrSummary {
+        let mut summary = self.summary.clone();
+        summary.rendition = self.playing.name.clone();
+        summary.switches = self.chooser.switches();
+        summary
+    }
+
+    fn route(&mut self, tag: usize, group: u64, object_id: u64, actions: &mut Actions) -> Route {
+        let newest_played = self.newest_played;
+        let Some(pending) = self.pending.as_mut() else {
+            return if tag == self.playing.tag {
+                Route::Play
+            } else {
+                Route::Drop
+            };
+        };
+        if tag == pending.to.tag {
+            if pending.switch_group.is_none() && object_id == 0 && newest_played.is_none_or(|n| group > n) {
+                pending.switch_group = Some(group);
+                tracing::debug!(group, to = %pending.to.name, "switch group");
+            }
+            return match pending.switch_group {
+                Some(s) if group >= s => Route::Play,
+                _ => Route::Drop,
+            };
+        }
+        if tag != self.playing.tag {
+            return Route::Drop;
+        }
+        match pending.switch_group {
+            Some(s) if group >= s => {
+                // The old rendition has moved past the switch: break.
+                self.complete_switch(actions);
+                Route::Drop
+            }
+            _ => Route::Play,
+        }
+    }
+
+    fn complete_switch(&mut self, actions: &mut Actions) {
+        if let Some(p) = self.pending.take() {
+            actions.unsubscribe = Some(self.playing.tag);
+            self.playing = p.to;
+            self.summary.switches_done += 1;
+        }
+    }
+
+    /// A group boundary: ask the chooser (unless a switch is under way).
+    fn decide(&mut self, skipped: u64, actions: &mut Actions) {
+        let behind = skipped > self.skipped;
+        self.skipped = skipped;
+        if self.pending.is_some() {
+            return;
+        }
+        let Some(to) = self.chooser.on_group(self.estimator.estimate(), behind) else {
+            return;
+        };
+        let to = to.name.clone();
+        if to == self.playing.name {
+            return;
+        }
+        let tag = self.take_tag();
+        actions.subscribe = Some((to.clone(), tag));
+        self.pending = Some(Pending {
+            to: Source { name: to, tag },
+            switch_group: None,
+        });
+    }
+
+    fn source_name(&self, tag: usize) -> &str {
+        match &self.pending {
+            Some(p) if p.to.tag == tag => &p.to.name,
+            _ => &self.playing.name,
+        }
+    }
+
+    fn take_tag(&mut self) -> usize {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn auto() -> Auto {
+        let ladder = vec![
+            Rendition {
+                name: "video/high".into(),
+                bitrate: 1_000_000,
+            },
+            Rendition {
+                name: "video/low".into(),
+                bitrate: 200_000,
+            },
+        ];
+        Auto::new(ladder, Instant::now()).unwrap()
+    }
+
+    /// Ten objects of `group` from `tag` captured 33 ms apart from `at_us` (a 40 kB keyframe,
+    /// then 5 kB frames), over a 1 ms path at `bytes_per_us`; the actions, and how many
+    /// messages were played.
+    fn group(a: &mut Auto, tag: usize, group: u64, at_us: u64, bytes_per_us: u64) -> (Vec<Actions>, u64) {
+        let mut actions = Vec::new();
+        let mut played = 0;
+        for o in 0..10 {
+            let size: u64 = if o == 0 { 40_000 } else { 5_000 };
+            let capture = at_us + o * 33_000;
+            let arrival = capture + 1_000 + size / bytes_per_us;
+            let (route, act) = a.object(tag, group, o, size as usize, Some(capture), arrival, 0);
+            played += u64::from(route == Route::Play);
+            actions.push(act);
+        }
+        let (route, act) = a.group_end(tag, group, 0);
+        if route == Route::Play {
+            played += 1;
+        }
+        actions.push(act);
+        (actions, played)
+    }
+
+    #[test]
+    fn starts_low_climbs_make_before_break_and_drops_the_old_rendition() {
+        let mut a = auto();
+        let (name, low) = a.resubscribe();
+        assert_eq!(name, "video/low");
+        // 1 byte/µs: 8 Mbit/s, far above 1.4 x 1 Mbit/s.
+        let mut subscribe = None;
+        for g in 1..=5 {
+            let (actions, played) = group(&mut a, low, g, g * 1_000_000, 1);
+            assert_eq!(played, 11);
+            if let Some(act) = actions.into_iter().find(|a| a.subscribe.is_some()) {
+                subscribe = act.subscribe.map(|s| (g, s));
+                break;
+            }
+        }
+        let (decided_at, (to, high)) = subscribe.expect("climbed");
+        assert_eq!(to, "video/high");
+        assert!(decided_at >= 3, "after up_hold groups: at {decided_at}");
+        // The new rendition's cached current group (mid-way for the old) is not played; its next
+        // group is the switch group.
+        let g = decided_at + 1;
+        let (route, _) = a.object(high, decided_at, 0, 10_000, None, 0, 0);
+        assert_eq!(route, Route::Drop, "a group the old rendition played");
+        let (route, _) = a.object(low, g, 0, 10_000, None, 0, 0);
+        assert_eq!(route, Route::Play, "the old rendition plays on");
+        let (route, _) = a.object(high, g + 1, 0, 10_000, None, 0, 0);
+        assert_eq!(route, Route::Play, "the switch group");
+        let (route, act) = a.object(low, g, 1, 10_000, None, 0, 0);
+        assert_eq!((route, act.unsubscribe), (Route::Play, None));
+        let (route, act) = a.group_end(low, g, 0);
+        assert_eq!(route, Route::Play);
+        assert_eq!(
+            act.unsubscribe,
+            Some(low),
+            "the old one's last group ended: break"
+        );
+        assert_eq!(a.playing(), "video/high");
+        let (route, _) = a.object(low, g + 1, 0, 10_000, None, 0, 0);
+        assert_eq!(route, Route::Drop, "the old subscription's stragglers");
+        let s = a.summary();
+        assert_eq!((s.switches, s.switches_done), (1, 1));
+    }
+
+    #[test]
+    fn a_skipped_group_switches_down() {
+        let ladder = vec![
+            Rendition {
+                name: "video/high".into(),
+                bitrate: 1_000_000,
+            },
+            Rendition {
+                name: "video/low".into(),
+                bitrate: 200_000,
+            },
+        ];
+        let mut a = Auto::new(ladder, Instant::now()).unwrap();
+        let (_, tag) = a.resubscribe();
+        // Climb first.
+        let mut to_high = None;
+        for g in 1..=6 {
+            let (actions, _) = group(&mut a, tag, g, g * 1_000_000, 1);
+            if let Some(s) = actions.into_iter().find_map(|a| a.subscribe) {
+                to_high = Some((g, s.1));
+                break;
+            }
+        }
+        let (g, high) = to_high.unwrap();
+        a.object(high, g + 1, 0, 10_000, None, 0, 0);
+        let (_, act) = a.object(tag, g + 1, 0, 10_000, None, 0, 0);
+        assert_eq!(act.unsubscribe, Some(tag));
+        // On the high rendition, a group is skipped: down at the next boundary.
+        let (_, act) = a.group_end(high, g + 1, 1);
+        assert_eq!(act.subscribe.map(|s| s.0).as_deref(), Some("video/low"));
+        assert_eq!(a.summary().switches, 2);
+    }
+
+    #[test]
+    fn the_ladder_is_the_first_videos_alt_group_with_bitrates() {
+        let video = |name: &str, alt: Option<u64>, bitrate: Option<u64>| banyan_media::Track {
+            name: name.into(),
+            packaging: Some("loc".into()),
+            role: Some("video".into()),
+            alt_group: alt,
+            bitrate,
+            ..Default::default()
+        };
+        let catalog = Catalog::live(vec![
+            video("video/720p", Some(1), Some(2_000_000)),
+            video("video/360p", Some(1), Some(600_000)),
+            video("screen", Some(2), Some(100_000)),
+        ]);
+        let names: Vec<String> = ladder(&catalog).unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["video/720p", "video/360p"]);
+        let catalog = Catalog::live(vec![video("video", None, None)]);
+        let err = ladder(&catalog).unwrap_err().to_string();
+        assert!(err.contains("video track video has no bitrate"), "{err}");
+        assert!(ladder(&Catalog::live(vec![])).is_err());
+    }
+}
