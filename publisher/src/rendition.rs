@@ -11,14 +11,17 @@
 //! The viewer starts on the lowest rendition (the quickest first frame) and climbs as the rule
 //! allows. A switch is made before the old rendition is broken:
 //! 1. SUBSCRIBE the new rendition; the old one keeps playing.
-//! 2. The new rendition's first group that starts at its keyframe (object 0) and is newer than
-//!    every group the old one has played is the *switch group*. Renditions are aligned (the
+//! 2. When the new rendition's first object arrives, the *switch group* is set: the first group
+//!    it will deliver whole (from its keyframe, object 0) that the old one has not started (the
+//!    renditions' objects of one group arrive nearly together, so waiting for a keyframe of the
+//!    new one that beats the old one's could wait forever). Renditions are aligned (the
 //!    same group IDs start at the same keyframe time), so the old rendition plays up to the
 //!    group before it and the new one from it; the viewer's reorder rule
 //!    ([`crate::watch::GroupOrder`]) holds the switch group until the old one's last group has
 //!    ended, as it would any newer group.
-//! 3. Once the old rendition's group before the switch group has ended (or it sends an object
-//!    of the switch group or later), the old subscription is dropped (its request stream is
+//! 3. Once the stream of the old rendition's last group played has ended (cleanly or reset;
+//!    the stream may end after the next group has started), or the old one sends an object a
+//!    group past the switch group, the old subscription is dropped (its request stream is
 //!    closed: UNSUBSCRIBE).
 //!
 //! No decision is taken while a switch is under way. The timeline (once a second and at each
@@ -151,7 +154,7 @@ pub struct Auto {
     next_tag: usize,
     /// The group the estimator is in (its samples end at group boundaries).
     group: Option<u64>,
-    /// The newest group the playing rendition has passed on.
+    /// The newest group the playing rendition (not the one switched to) has passed on.
     newest_played: Option<u64>,
     /// The video's skipped groups at the last decision.
     skipped: u64,
@@ -260,8 +263,8 @@ impl Auto {
             match switch_group {
                 Some(s) if group >= s => Route::Drop,
                 Some(s) => {
-                    if group + 1 >= s {
-                        // The old rendition's last group is done: break.
+                    if self.newest_played.is_none_or(|n| group >= n) {
+                        // The old rendition's last group played is done: break.
                         self.complete_switch(&mut actions);
                     }
                     Route::Play
@@ -328,9 +331,19 @@ impl Auto {
             };
         };
         if tag == pending.to.tag {
-            if pending.switch_group.is_none() && object_id == 0 && newest_played.is_none_or(|n| group > n) {
-                pending.switch_group = Some(group);
-                tracing::debug!(group, to = %pending.to.name, "switch group");
+            tracing::trace!(group, object_id, ?newest_played, "new rendition's object");
+            if pending.switch_group.is_none() {
+                // The first group the new rendition will deliver whole, and that the old one
+                // has not started.
+                let whole = if object_id == 0 {
+                    group
+                } else {
+                    group.saturating_add(1)
+                };
+                let after_old = newest_played.map_or(whole, |n| n.saturating_add(1));
+                let switch = whole.max(after_old);
+                pending.switch_group = Some(switch);
+                tracing::debug!(group = switch, to = %pending.to.name, "switch group");
             }
             return match pending.switch_group {
                 Some(s) if group >= s => Route::Play,
@@ -342,8 +355,12 @@ impl Auto {
         }
         match pending.switch_group {
             Some(s) if group >= s => {
-                // The old rendition has moved past the switch: break.
-                self.complete_switch(actions);
+                // The old rendition is past the switch; its last group's end is still due
+                // (its stream may end after the next group has started). A whole group later
+                // it is not coming: break anyway.
+                if group > s {
+                    self.complete_switch(actions);
+                }
                 Route::Drop
             }
             _ => Route::Play,
@@ -352,6 +369,8 @@ impl Auto {
 
     fn complete_switch(&mut self, actions: &mut Actions) {
         if let Some(p) = self.pending.take() {
+            self.newest_played = p.switch_group;
+            tracing::debug!(from = %self.playing.name, to = %p.to.name, "switch done");
             actions.unsubscribe = Some(self.playing.tag);
             self.playing = p.to;
             self.summary.switches_done += 1;
@@ -361,6 +380,9 @@ impl Auto {
     /// A group boundary: ask the chooser (unless a switch is under way).
     fn decide(&mut self, skipped: u64, actions: &mut Actions) {
         let behind = skipped > self.skipped;
+        if behind {
+            tracing::debug!(skipped, before = self.skipped, group = ?self.group, "groups skipped since the last boundary");
+        }
         self.skipped = skipped;
         if self.pending.is_some() {
             return;
@@ -454,17 +476,24 @@ mod tests {
         let (decided_at, (to, high)) = subscribe.expect("climbed");
         assert_eq!(to, "video/high");
         assert!(decided_at >= 3, "after up_hold groups: at {decided_at}");
-        // The new rendition's cached current group (mid-way for the old) is not played; its next
-        // group is the switch group.
+        // The old rendition has started group g when the new one's first object (its cached
+        // group g, from the keyframe) arrives: the new one plays from group g + 1.
         let g = decided_at + 1;
-        let (route, _) = a.object(high, decided_at, 0, 10_000, None, 0, 0);
-        assert_eq!(route, Route::Drop, "a group the old rendition played");
         let (route, _) = a.object(low, g, 0, 10_000, None, 0, 0);
         assert_eq!(route, Route::Play, "the old rendition plays on");
+        let (route, _) = a.object(high, g, 0, 10_000, None, 0, 0);
+        assert_eq!(route, Route::Drop, "a group the old rendition has started");
         let (route, _) = a.object(high, g + 1, 0, 10_000, None, 0, 0);
         assert_eq!(route, Route::Play, "the switch group");
         let (route, act) = a.object(low, g, 1, 10_000, None, 0, 0);
         assert_eq!((route, act.unsubscribe), (Route::Play, None));
+        // The old rendition's next group starts before its current group's stream has ended.
+        let (route, act) = a.object(low, g + 1, 0, 10_000, None, 0, 0);
+        assert_eq!(
+            (route, act.unsubscribe),
+            (Route::Drop, None),
+            "its end is still due"
+        );
         let (route, act) = a.group_end(low, g, 0);
         assert_eq!(route, Route::Play);
         assert_eq!(
@@ -505,6 +534,9 @@ mod tests {
         let (g, high) = to_high.unwrap();
         a.object(high, g + 1, 0, 10_000, None, 0, 0);
         let (_, act) = a.object(tag, g + 1, 0, 10_000, None, 0, 0);
+        assert_eq!(act.unsubscribe, None);
+        // A whole group past the switch: the old one's end of group g is not coming.
+        let (_, act) = a.object(tag, g + 2, 0, 10_000, None, 0, 0);
         assert_eq!(act.unsubscribe, Some(tag));
         // On the high rendition, a group is skipped: down at the next boundary.
         let (_, act) = a.group_end(high, g + 1, 1);

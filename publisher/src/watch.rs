@@ -1098,6 +1098,7 @@ impl Player {
                 ..
             } => {
                 if !clean {
+                    tracing::debug!(group, objects, "group stream reset");
                     t.given_up.insert(group);
                     if objects > 0 {
                         t.incomplete.insert(group);
@@ -1239,6 +1240,7 @@ impl Player {
                     let give_up = t.order.tick(now_us);
                     self.summary.late_objects += give_up.dropped;
                     for group in give_up.groups {
+                        tracing::debug!(group, "given up: a newer group waited too long");
                         t.given_up.insert(group);
                         // Played on without the rest of it (if any of it played).
                         if t.seen_groups.contains(&group) {
@@ -1305,6 +1307,7 @@ impl Player {
                 // IDs jumped too fast for one publisher's groups: a publisher switch.
                 let ms = start_us.saturating_sub(last_start_us) / 1000;
                 if group > last + 1 && (group - last).saturating_mul(MIN_GROUP_MS) <= ms {
+                    tracing::debug!(last, group, "groups never received");
                     t.holes.insert(last + 1, group - 1);
                 }
             }
