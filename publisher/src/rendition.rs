@@ -24,8 +24,15 @@
 //!    group past the switch group, the old subscription is dropped (its request stream is
 //!    closed: UNSUBSCRIBE).
 //!
-//! No decision is taken while a switch is under way. The timeline (once a second and at each
-//! switch) goes to stderr as `watch: abr ...` lines and into the summary's `abr` object.
+//! The chooser is asked once per group ID, at the first sign that the group ended on either
+//! rendition (its stream's end, or the next group's first object played), so a switch whose new
+//! rendition does not arrive (a capped link) is still reconsidered. A decision taken while a
+//! switch is under way overtakes it: if the new rendition has started playing, that switch is
+//! completed at once (the old one dropped) and the next one starts from it; if not, the new
+//! rendition is dropped.
+//!
+//! The timeline (once a second and at each switch) goes to stderr as `watch: abr ...` lines and
+//! into the summary's `abr` object.
 
 use std::collections::HashMap;
 
@@ -99,6 +106,8 @@ pub struct AbrSummary {
     pub switches: u64,
     /// Switches completed (the old rendition unsubscribed).
     pub switches_done: u64,
+    /// Switches given up before the new rendition played (the next decision went back).
+    pub switches_given_up: u64,
     /// Rendition SUBSCRIBEs the relay accepted: one per session, one per switch.
     pub subscriptions: u64,
     /// Groups played per rendition.
@@ -123,6 +132,8 @@ struct Pending {
     to: Source,
     /// The switch group, once the new rendition has started one (see the module docs).
     switch_group: Option<u64>,
+    /// Some of the new rendition has been played.
+    started: bool,
 }
 
 /// What [`Auto::route`] makes of a message from a rendition's subscription.
@@ -141,6 +152,8 @@ pub struct Actions {
     pub subscribe: Option<(String, usize)>,
     /// Drop the subscription with this tag.
     pub unsubscribe: Option<usize>,
+    /// The chooser switched (a `switch` point is due).
+    pub switched: bool,
 }
 
 /// The state of `--rendition auto` (see the module docs). Sans-IO: the viewer routes each
@@ -158,6 +171,8 @@ pub struct Auto {
     newest_played: Option<u64>,
     /// The video's skipped groups at the last decision.
     skipped: u64,
+    /// The newest group a decision was taken at (each group once, whichever rendition's).
+    decided: Option<u64>,
     started: Instant,
     behind_live_us: Option<u64>,
     summary: AbrSummary,
@@ -188,6 +203,7 @@ impl Auto {
             group: None,
             newest_played: None,
             skipped: 0,
+            decided: None,
             started,
             behind_live_us: None,
         })
@@ -230,19 +246,22 @@ impl Auto {
         // An older group's tail (the old rendition's, around a switch) is played but not
         // measured: the estimator's samples end at group boundaries.
         if route == Route::Play && self.group.is_none_or(|g| group >= g) {
-            let boundary = self.group.is_some_and(|g| g != group);
+            let ended = self.group.filter(|&g| g != group);
             if let Some(capture) = capture_us {
                 self.estimator.object(group, bytes, capture, arrival_us);
             }
             self.group = Some(group);
-            if boundary {
+            if let Some(ended) = ended {
                 // The next group started: the previous one's sample is in.
-                self.decide(skipped, &mut actions);
+                self.boundary(ended, skipped, &mut actions);
             }
         }
         if route == Route::Play {
             if tag == self.playing.tag && self.newest_played.is_none_or(|n| group > n) {
                 self.newest_played = Some(group);
+            }
+            if let Some(p) = self.pending.as_mut().filter(|p| p.to.tag == tag) {
+                p.started = true;
             }
             if object_id == 0 {
                 let name = self.source_name(tag).to_string();
@@ -262,7 +281,7 @@ impl Auto {
         let route = if tag == self.playing.tag {
             match switch_group {
                 Some(s) if group >= s => Route::Drop,
-                Some(s) => {
+                Some(_) => {
                     if self.newest_played.is_none_or(|n| group >= n) {
                         // The old rendition's last group played is done: break.
                         self.complete_switch(&mut actions);
@@ -277,13 +296,15 @@ impl Auto {
                 _ => Route::Drop,
             }
         } else {
-            Route::Drop
+            return (Route::Drop, actions);
         };
         if route == Route::Play && self.group == Some(group) {
             self.estimator.end_group();
             self.group = None;
-            self.decide(skipped, &mut actions);
         }
+        // A group's end on either rendition is a boundary, played or not: a switch whose new
+        // rendition does not arrive is reconsidered.
+        self.boundary(group, skipped, &mut actions);
         (route, actions)
     }
 
@@ -377,20 +398,39 @@ impl Auto {
         }
     }
 
-    /// A group boundary: ask the chooser (unless a switch is under way).
-    fn decide(&mut self, skipped: u64, actions: &mut Actions) {
-        let behind = skipped > self.skipped;
-        if behind {
-            tracing::debug!(skipped, before = self.skipped, group = ?self.group, "groups skipped since the last boundary");
-        }
-        self.skipped = skipped;
-        if self.pending.is_some() {
+    /// `group` has ended (its stream, or the next group began): ask the chooser, once a group.
+    fn boundary(&mut self, group: u64, skipped: u64, actions: &mut Actions) {
+        if self.decided.is_some_and(|d| group <= d) {
             return;
         }
+        self.decided = Some(group);
+        let behind = skipped > self.skipped;
+        if behind {
+            tracing::debug!(
+                skipped,
+                before = self.skipped,
+                group,
+                "groups skipped since the last boundary"
+            );
+        }
+        self.skipped = skipped;
         let Some(to) = self.chooser.on_group(self.estimator.estimate(), behind) else {
             return;
         };
         let to = to.name.clone();
+        actions.switched = true;
+        // A switch under way is overtaken: if the new rendition already plays, it is the one
+        // playing now (the old one goes); if not, it is given up.
+        if let Some(p) = self.pending.take() {
+            if p.started {
+                self.pending = Some(p);
+                self.complete_switch(actions);
+            } else {
+                tracing::debug!(to = %p.to.name, "switch given up");
+                actions.unsubscribe = Some(p.to.tag);
+                self.summary.switches_given_up += 1;
+            }
+        }
         if to == self.playing.name {
             return;
         }
@@ -399,6 +439,7 @@ impl Auto {
         self.pending = Some(Pending {
             to: Source { name: to, tag },
             switch_group: None,
+            started: false,
         });
     }
 

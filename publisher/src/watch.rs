@@ -184,6 +184,9 @@ pub struct TrackSummary {
     pub stalls: u64,
     /// Their total length, milliseconds.
     pub stall_ms_total: f64,
+    /// The longest pause between two objects played (after reordering), milliseconds: the
+    /// longest the picture (or sound) froze, stall or not.
+    pub longest_pause_ms: f64,
     /// Runs of consecutive group IDs in the order played, the first [`MAX_GROUP_RUNS`].
     pub group_runs: Vec<GroupRun>,
 }
@@ -250,6 +253,8 @@ struct Watched {
     last_played_us: Option<u64>,
     stalls: u64,
     stall_us_total: u64,
+    /// The longest pause between two objects played (µs).
+    longest_pause_us: u64,
     /// The (group, object ID) the next object played should have.
     next_object: Option<(u64, u64)>,
     /// When the latest object arrived (µs since the Unix epoch).
@@ -279,6 +284,7 @@ impl Watched {
             last_played_us: None,
             stalls: 0,
             stall_us_total: 0,
+            longest_pause_us: 0,
             next_object: None,
             last_arrival_us: None,
             longest_stall_us: 0,
@@ -790,8 +796,9 @@ impl AutoPlay {
     /// Carry out what the rule asked for: subscribe a rendition (in the background: the old
     /// one plays on meanwhile) or drop one. Returns whether a switch was decided.
     fn act(&mut self, actions: Actions) -> bool {
+        let switched = actions.switched;
         let Some(link) = self.link.as_mut() else {
-            return false;
+            return switched;
         };
         if let Some(tag) = actions.unsubscribe {
             if let Some(task) = link.tasks.remove(&tag) {
@@ -799,10 +806,10 @@ impl AutoPlay {
             }
         }
         let Some((name, tag)) = actions.subscribe else {
-            return false;
+            return switched;
         };
         let Some(tx) = link.tx.upgrade() else {
-            return true;
+            return switched;
         };
         let (session, namespace, rendezvous) =
             (link.session.clone(), link.namespace.clone(), link.rendezvous);
@@ -814,7 +821,7 @@ impl AutoPlay {
             }
         });
         link.tasks.insert(tag, task.abort_handle());
-        true
+        switched
     }
 }
 
@@ -1041,6 +1048,7 @@ impl Player {
             t.summary.groups_skipped = t.groups_skipped();
             t.summary.stalls = t.stalls;
             t.summary.stall_ms_total = micros_to_ms(t.stall_us_total);
+            t.summary.longest_pause_ms = micros_to_ms(t.longest_pause_us);
             summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
         }
         if let Some(primary) = tracks.first() {
@@ -1287,6 +1295,7 @@ impl Player {
         let frame = LocFrame::from_object(t.kind, &object);
         if let Some(last) = t.last_played_us.replace(now_us) {
             let pause = now_us.saturating_sub(last);
+            t.longest_pause_us = t.longest_pause_us.max(pause);
             if pause > u64::try_from(STALL.as_micros()).unwrap_or(u64::MAX) {
                 t.stalls += 1;
                 t.stall_us_total += pause;
