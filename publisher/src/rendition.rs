@@ -499,6 +499,18 @@ mod tests {
         (actions, played)
     }
 
+    /// Groups on `tag` at 8 Mbit/s until the chooser climbs: the group it decided at and the
+    /// new rendition's tag.
+    fn climb(a: &mut Auto, tag: usize) -> (u64, usize) {
+        for g in 1..=6 {
+            let (actions, _) = group(a, tag, g, g * 1_000_000, 1);
+            if let Some(s) = actions.into_iter().find_map(|a| a.subscribe) {
+                return (g, s.1);
+            }
+        }
+        panic!("no climb in 6 groups at 8 Mbit/s");
+    }
+
     #[test]
     fn starts_low_climbs_make_before_break_and_drops_the_old_rendition() {
         let mut a = auto();
@@ -564,15 +576,7 @@ mod tests {
         let mut a = Auto::new(ladder, Instant::now()).unwrap();
         let (_, tag) = a.resubscribe();
         // Climb first.
-        let mut to_high = None;
-        for g in 1..=6 {
-            let (actions, _) = group(&mut a, tag, g, g * 1_000_000, 1);
-            if let Some(s) = actions.into_iter().find_map(|a| a.subscribe) {
-                to_high = Some((g, s.1));
-                break;
-            }
-        }
-        let (g, high) = to_high.unwrap();
+        let (g, high) = climb(&mut a, tag);
         a.object(high, g + 1, 0, 10_000, None, 0, 0);
         let (_, act) = a.object(tag, g + 1, 0, 10_000, None, 0, 0);
         assert_eq!(act.unsubscribe, None);
@@ -583,6 +587,26 @@ mod tests {
         let (_, act) = a.group_end(high, g + 1, 1);
         assert_eq!(act.subscribe.map(|s| s.0).as_deref(), Some("video/low"));
         assert_eq!(a.summary().switches, 2);
+    }
+
+    #[test]
+    fn a_switch_whose_new_rendition_never_arrives_is_given_up() {
+        let mut a = auto();
+        let (_, low) = a.resubscribe();
+        let (g, high) = climb(&mut a, low);
+        // The link is capped: nothing of high comes, and low's next group is reset after a
+        // part of it (a group skipped). At its end the switch is given up: low plays on.
+        let (route, _) = a.object(low, g + 1, 0, 40_000, None, 0, 0);
+        assert_eq!(route, Route::Play);
+        let (_, act) = a.group_end(low, g + 1, 1);
+        assert!(act.switched, "the chooser went back down");
+        assert_eq!(act.unsubscribe, Some(high), "the new rendition is dropped");
+        assert_eq!(act.subscribe, None, "low is playing already");
+        assert_eq!(a.playing(), "video/low");
+        let (route, _) = a.object(low, g + 2, 0, 40_000, None, 0, 0);
+        assert_eq!(route, Route::Play);
+        let s = a.summary();
+        assert_eq!((s.switches, s.switches_done, s.switches_given_up), (2, 0, 1));
     }
 
     #[test]

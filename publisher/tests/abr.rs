@@ -10,6 +10,9 @@
 //! 3. The cap is lifted: it moves back up within [`UP_WITHIN`].
 //!    Over the whole run no pause between two frames played is longer than [`LONGEST_PAUSE`]
 //!    (see there), and every switch completes (the old rendition unsubscribed).
+//!    Two viewers straight at the relay hold `low` and `high` throughout: the switching viewer's
+//!    rendition SUBSCRIBEs cost the relay no upstream SUBSCRIBE (`upstream_subscribe_total`
+//!    unchanged), each rendition being one coalesced track.
 //! 4. A fresh viewer on an uncapped link with 1 % loss each way for 60 s makes at most
 //!    [`MAX_SWITCHES_UNDER_LOSS`] switches (see there for the reasoning).
 //!
@@ -23,7 +26,7 @@ mod common;
 use std::time::Duration;
 
 use banyan_tests::impair::{Impairment, Proxy, ProxyConfig};
-use common::{command, stop_watcher, watcher_at, within, Log, TestRelay, PUBLISH};
+use common::{command, stop_watcher, until, watcher, watcher_at, within, Log, TestRelay, PUBLISH};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -114,7 +117,14 @@ async fn until_rendition(log: &Log, rendition: &str, within_: Duration, what: &s
     start.elapsed()
 }
 
-/// The `watch: abr` lines and the summary's figures, on stderr (the harness captures stdout).
+/// A line on the process's stderr directly: the harness captures `eprintln!`, and CI's log
+/// should show the measured figures of a passing run too.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The `watch: abr` lines and the summary's figures, on stderr.
 fn report(what: &str, log: &Log, summary: &Value) {
     use std::io::Write;
     let mut err = std::io::stderr();
@@ -175,15 +185,33 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     .await
     .unwrap();
     let proxy_url = format!("moqt://localhost:{}", proxy.local_addr().port());
+    let auto_watcher = |summary: &std::path::Path| {
+        watcher_at(
+            &proxy_url,
+            &relay,
+            "abr/test",
+            summary,
+            None,
+            &["--rendition", "auto"],
+        )
+    };
+
+    // Two viewers straight at the relay hold each rendition: the switching viewer then costs
+    // the relay no upstream SUBSCRIBE (each rendition is one coalesced track).
+    let mut fixed = Vec::new();
+    for rendition in ["low", "high"] {
+        let path = dir.path().join(format!("{rendition}.json"));
+        let (child, log) = watcher(&relay, "abr/test", &path, None, &["--rendition", rendition]);
+        until(Duration::from_secs(30), "a fixed viewer plays", &log, || {
+            log.groups() > 0
+        })
+        .await;
+        fixed.push((child, log, path));
+    }
+    let upstream_before = relay.metrics.upstream_subscribe_total.get();
+
     let summary_path = dir.path().join("capped.json");
-    let (watcher, log) = watcher_at(
-        &proxy_url,
-        &relay,
-        "abr/test",
-        &summary_path,
-        None,
-        &["--rendition", "auto"],
-    );
+    let (watcher, log) = auto_watcher(&summary_path);
     let climb = until_rendition(&log, HIGH, Duration::from_secs(40), "the first climb to high").await;
     // The switch completes at the next group (1 s GOPs): cap a viewer settled on high.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -209,15 +237,29 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = stop_watcher(watcher, &log, &summary_path).await;
     report("capped link", &log, &summary);
-    eprintln!(
+    say(&format!(
         "--- capped link: climbed in {climb:?} (from the start), down in {down:?} after the cap \
          (bound {DOWN_WITHIN:?}), up in {up:?} after lifting it (bound {UP_WITHIN:?}); the cap \
          dropped {dropped_by_cap} datagrams"
-    );
+    ));
     assert!(dropped_by_cap > 0, "the cap never bit");
     assert_eq!(
         summary["abr"]["rendition"], HIGH,
         "the last switch completed: {summary}"
+    );
+    let upstream_after = relay.metrics.upstream_subscribe_total.get();
+    say(&format!(
+        "--- capped link: the relay's upstream SUBSCRIBEs {upstream_before} before the switching \
+         viewer, {upstream_after} after its {} rendition SUBSCRIBEs",
+        summary["abr"]["subscriptions"]
+    ));
+    assert!(
+        summary["abr"]["subscriptions"].as_u64().unwrap() >= 3,
+        "it switched: {summary}"
+    );
+    assert_eq!(
+        upstream_after, upstream_before,
+        "a switch to a rendition another viewer pulls cost an upstream SUBSCRIBE"
     );
     assert_eq!(summary["sessions"], 1, "no reconnect: {summary}");
     let pause = summary["tracks"]["auto"]["longest_pause_ms"].as_f64().unwrap();
@@ -233,19 +275,14 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     };
     proxy.set_impairments(lossy.clone(), lossy);
     let summary_path = dir.path().join("lossy.json");
-    let (watcher, log) = watcher_at(
-        &proxy_url,
-        &relay,
-        "abr/test",
-        &summary_path,
-        None,
-        &["--rendition", "auto"],
-    );
+    let (watcher, log) = auto_watcher(&summary_path);
     tokio::time::sleep(LOSSY_FOR).await;
     let summary = stop_watcher(watcher, &log, &summary_path).await;
     report("1 % loss", &log, &summary);
     let lost = proxy.stats().server_to_client.dropped_loss;
-    eprintln!("--- 1 % loss: the proxy dropped {lost} relay-to-viewer datagrams");
+    say(&format!(
+        "--- 1 % loss: the proxy dropped {lost} relay-to-viewer datagrams"
+    ));
     assert!(lost > 0, "no loss happened");
     let switches = summary["abr"]["switches"].as_u64().unwrap();
     assert!(
@@ -257,11 +294,15 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
         "the viewer reached high at 1 % loss: {summary}"
     );
 
+    for (child, log, path) in fixed {
+        let summary = stop_watcher(child, &log, &path).await;
+        assert_eq!(summary["sessions"], 1, "a fixed viewer reconnected: {summary}");
+    }
     publisher.start_kill().unwrap();
     let _ = within(Duration::from_secs(10), "the publisher exits", publisher.wait()).await;
-    eprintln!(
+    say(&format!(
         "--- publisher's last line: {}",
         publisher_log.text().lines().last().unwrap_or("")
-    );
+    ));
     relay.shutdown().await;
 }
