@@ -13,6 +13,8 @@
 //!    Two viewers straight at the relay hold `low` and `high` throughout: the switching viewer's
 //!    rendition SUBSCRIBEs cost the relay no upstream SUBSCRIBE (`upstream_subscribe_total`
 //!    unchanged), each rendition being one coalesced track.
+//!    The relay's viewer count read by the switching viewer at the end is 3 (distinct sessions;
+//!    the most viewers of any one track would be 2).
 //! 4. A fresh viewer on an uncapped link with 1 % loss each way for 60 s makes at most
 //!    [`MAX_SWITCHES_UNDER_LOSS`] switches (see there for the reasoning).
 //!
@@ -247,6 +249,9 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
         summary["abr"]["rendition"], HIGH,
         "the last switch completed: {summary}"
     );
+    // The viewer count: the two fixed viewers and this one, on two renditions (the most
+    // viewers of any one track would read 2).
+    assert_eq!(summary["viewers"], 3, "viewers on two renditions: {summary}");
     let upstream_after = relay.metrics.upstream_subscribe_total.get();
     say(&format!(
         "--- capped link: the relay's upstream SUBSCRIBEs {upstream_before} before the switching \
