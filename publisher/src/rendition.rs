@@ -2,7 +2,8 @@
 //! make-before-break switch from one to the next.
 //!
 //! The rule is [`banyan_media::abr`]'s: the [`Estimator`] is fed every video object played
-//! (its size, LOC capture time and arrival time), and the [`Chooser`] is asked at each group
+//! (its size, LOC capture time and arrival time) except while a switch is under way (both
+//! renditions then share the link, and the one played would look slower than the link is), and the [`Chooser`] is asked at each group
 //! boundary (a group's stream ended, or the next group's first object arrived). The viewer
 //! counts as falling behind live when a group was skipped since the last boundary (the relay
 //! reset it, the reorder rule gave it up, or it never came): the relay's newest-first order
@@ -247,7 +248,9 @@ impl Auto {
         // measured: the estimator's samples end at group boundaries.
         if route == Route::Play && self.group.is_none_or(|g| group >= g) {
             let ended = self.group.filter(|&g| g != group);
-            if let Some(capture) = capture_us {
+            // While a switch is under way both renditions share the link: an object's busy
+            // time then includes the other rendition's bytes, which would read as a slower link.
+            if let Some(capture) = capture_us.filter(|_| self.pending.is_none()) {
                 self.estimator.object(group, bytes, capture, arrival_us);
             }
             self.group = Some(group);

@@ -215,8 +215,10 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     let summary_path = dir.path().join("capped.json");
     let (watcher, log) = auto_watcher(&summary_path);
     let climb = until_rendition(&log, HIGH, Duration::from_secs(40), "the first climb to high").await;
-    // The switch completes at the next group (1 s GOPs): cap a viewer settled on high.
+    // The switch completes at the next group (1 s GOPs): cap a viewer settled on high (one
+    // that went back down on a noisy sample climbs again first).
     tokio::time::sleep(Duration::from_secs(3)).await;
+    until_rendition(&log, HIGH, Duration::from_secs(30), "settled on high").await;
     let capped = Impairment {
         rate_bytes_per_s: Some(CAP_BYTES_PER_S),
         ..Impairment::default()
