@@ -13,6 +13,8 @@
 //!    Two viewers straight at the relay hold `low` and `high` throughout: the switching viewer's
 //!    rendition SUBSCRIBEs cost the relay no upstream SUBSCRIBE (`upstream_subscribe_total`
 //!    unchanged), each rendition being one coalesced track.
+//!    The relay's egress while capped (`bytes_out`, whose rate the heartbeat reports as
+//!    `egress_bps`) is at least 80 % of the 1.5 Mbit/s the fixed viewers pull: both renditions.
 //!    The relay's viewer count read by the switching viewer at the end is 3 (distinct sessions;
 //!    the most viewers of any one track would be 2).
 //! 4. A fresh viewer on an uncapped link with 1 % loss each way for 60 s makes at most
@@ -226,7 +228,12 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     proxy.set_impairments(Impairment::default(), capped);
     let down = until_rendition(&log, LOW, DOWN_WITHIN, "the move down under the cap").await;
     let switches_down = points(&log).last().unwrap().switches;
+    let (bytes_before, held_from) = (relay.metrics.bytes_out.get(), Instant::now());
     tokio::time::sleep(HOLD_CAPPED).await;
+    // The relay's egress (the heartbeat's `egress_bps` is the rate of this counter) counts
+    // every rendition viewers pull: the fixed viewers' 300 kbit/s and 1.2 Mbit/s at least.
+    let egress_bps =
+        (relay.metrics.bytes_out.get() - bytes_before) as f64 * 8.0 / held_from.elapsed().as_secs_f64();
     let held = points(&log);
     assert!(
         held.last()
@@ -237,6 +244,14 @@ async fn auto_rendition_follows_a_capped_link_and_holds_under_loss() {
     let dropped_by_cap = proxy.stats().server_to_client.dropped_rate;
     proxy.set_impairments(Impairment::default(), Impairment::default());
     let up = until_rendition(&log, HIGH, UP_WITHIN, "the move back up").await;
+    say(&format!(
+        "--- capped link: relay egress while capped {:.0} kbit/s (the fixed viewers pull 1,500)",
+        egress_bps / 1000.0
+    ));
+    assert!(
+        egress_bps >= 0.8 * 1_500_000.0,
+        "egress {egress_bps:.0} bit/s does not count both renditions pulled"
+    );
     // One more group on high: the switch completes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let summary = stop_watcher(watcher, &log, &summary_path).await;
