@@ -122,8 +122,8 @@ pub struct Load {
 pub struct BroadcastLoad {
     /// The namespace as a `/`-separated path, e.g. `live/show1`.
     pub namespace: String,
-    /// Viewer sessions subscribed to it at this relay: the most viewers any one of its
-    /// tracks has, child relays left out (each counts its own viewers), so the sum over the
+    /// Viewer sessions subscribed to it at this relay: distinct sessions reading any of its
+    /// tracks (viewers split over renditions each count once), child relays left out (each counts its own viewers), so the sum over the
     /// fleet counts every viewer once.
     #[serde(default)]
     pub viewers: u32,

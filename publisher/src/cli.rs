@@ -91,8 +91,11 @@ pub struct WatchArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// Watch this rendition of a ladder (`720p` or its track name `video/720p`) instead of the
-    /// catalog's first video track.
-    #[arg(long, value_name = "NAME")]
+    /// catalog's first video track; `auto`: start on the lowest and switch by the bandwidth
+    /// measured (make-before-break, at group boundaries), printing a `watch: abr` timeline line
+    /// each second and at each switch, and an `abr` object in the summary. `auto` needs
+    /// `--output none` (renditions differ in size; one MP4 track cannot hold them).
+    #[arg(long, value_name = "NAME|auto")]
     pub rendition: Option<String>,
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]

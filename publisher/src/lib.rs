@@ -18,6 +18,8 @@
 //! - [`watch`]: the native viewer: subscribe, reorder, measure, mux to fMP4, JSON summary.
 //! - [`record`]: `banyan-record`: record a broadcast to disk (CMAF segments per group, index,
 //!   HLS playlists, interaction timeline, retention) and export a recording to one MP4.
+//! - [`rendition`]: `banyan-watch --rendition auto`: the ladder from the catalog, the
+//!   bandwidth rule fed from the objects played, make-before-break switches, the timeline.
 //! - [`cli`]: the two command lines and their `run` functions (the binaries are thin).
 
 pub mod broadcast;
@@ -26,5 +28,6 @@ pub mod connect;
 pub mod ladder;
 pub mod publish;
 pub mod record;
+pub mod rendition;
 pub mod source;
 pub mod watch;

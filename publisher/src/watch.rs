@@ -35,7 +35,7 @@
 //! reports the latest as `likes` and `viewers` in the progress line and the summary; a relay
 //! without interactions just leaves them out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -55,6 +55,7 @@ use tokio::time::Instant;
 
 use crate::cli::WatchArgs;
 use crate::connect::Backoff;
+use crate::rendition::{AbrSummary, Actions, Auto, Route, TAG_BASE};
 
 /// How long a newer group is held back waiting for an older one still streaming; after that
 /// the older group would play late and is given up (see [`GroupOrder`]).
@@ -79,6 +80,9 @@ const SUBSCRIBE_RETRIES: u32 = 3;
 
 /// How long the catalog may take to arrive once its SUBSCRIBE is answered.
 const CATALOG_WAIT: Duration = Duration::from_secs(10);
+
+/// `--rendition auto`: choose the rendition by measured bandwidth (see [`crate::rendition`]).
+pub const AUTO: &str = "auto";
 
 /// The JSON summary (the last line of stdout unless stdout carries media).
 #[derive(Debug, Default, Serialize)]
@@ -142,6 +146,9 @@ pub struct Summary {
     /// one arrives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub viewers: Option<u64>,
+    /// `--rendition auto`: the ladder, the switches and the timeline (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abr: Option<AbrSummary>,
 }
 
 /// Per-track figures.
@@ -177,6 +184,9 @@ pub struct TrackSummary {
     pub stalls: u64,
     /// Their total length, milliseconds.
     pub stall_ms_total: f64,
+    /// The longest pause between two objects played (after reordering), milliseconds: the
+    /// longest the picture (or sound) froze, stall or not.
+    pub longest_pause_ms: f64,
     /// Runs of consecutive group IDs in the order played, the first [`MAX_GROUP_RUNS`].
     pub group_runs: Vec<GroupRun>,
 }
@@ -243,6 +253,8 @@ struct Watched {
     last_played_us: Option<u64>,
     stalls: u64,
     stall_us_total: u64,
+    /// The longest pause between two objects played (µs).
+    longest_pause_us: u64,
     /// The (group, object ID) the next object played should have.
     next_object: Option<(u64, u64)>,
     /// When the latest object arrived (µs since the Unix epoch).
@@ -272,6 +284,7 @@ impl Watched {
             last_played_us: None,
             stalls: 0,
             stall_us_total: 0,
+            longest_pause_us: 0,
             next_object: None,
             last_arrival_us: None,
             longest_stall_us: 0,
@@ -528,12 +541,22 @@ fn select_tracks(
     let mut configs = Vec::new();
     for kind in [MediaKind::Video, MediaKind::Audio] {
         let track = match (kind, rendition) {
-            (MediaKind::Video, Some(name)) => Some(find_rendition(catalog, name)?),
+            (MediaKind::Video, Some(name)) if name != AUTO => Some(find_rendition(catalog, name)?),
             _ => catalog.tracks().iter().find(|t| t.media_kind() == Some(kind)),
         };
         let Some(track) = track else {
             continue;
         };
+        if kind == MediaKind::Video && rendition == Some(AUTO) {
+            anyhow::ensure!(
+                !mux,
+                "--rendition auto switches between renditions of different sizes, which one MP4 \
+                 track cannot hold: use --output none"
+            );
+            // The rendition playing changes: the track is named for the choice.
+            selected.push(Watched::new(AUTO.into(), kind));
+            continue;
+        }
         if mux {
             anyhow::ensure!(
                 !track.is_synthetic(),
@@ -735,11 +758,77 @@ struct Player {
     base_us: Option<u64>,
     muxer: Option<Muxer>,
     output: Option<Output>,
+    /// `--rendition auto`: the choice and its subscriptions.
+    auto: Option<AutoPlay>,
+}
+
+/// `--rendition auto` in the viewer: the rule ([`Auto`]) and the subscriptions it asks for.
+struct AutoPlay {
+    auto: Auto,
+    /// The index of the video track among the watched ones.
+    slot: usize,
+    /// The current session's, to subscribe renditions on (none between sessions).
+    link: Option<Link>,
+    /// Rendition SUBSCRIBEs the relay accepted (the first of each session and each switch's).
+    subscriptions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One session's means to subscribe a rendition, and the rendition subscriptions on it.
+struct Link {
+    session: Session,
+    namespace: TrackNamespace,
+    rendezvous: Option<u64>,
+    /// Weak: the channel still closes when every subscription has ended (a lost session).
+    tx: mpsc::WeakSender<Msg>,
+    /// Each rendition subscription's reading task, by tag.
+    tasks: HashMap<usize, tokio::task::AbortHandle>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+impl AutoPlay {
+    /// Carry out what the rule asked for: subscribe a rendition (in the background: the old
+    /// one plays on meanwhile) or drop one. Returns whether a switch was decided.
+    fn act(&mut self, actions: Actions) -> bool {
+        let switched = actions.switched;
+        let Some(link) = self.link.as_mut() else {
+            return switched;
+        };
+        if let Some(tag) = actions.unsubscribe {
+            if let Some(task) = link.tasks.remove(&tag) {
+                task.abort();
+            }
+        }
+        let Some((name, tag)) = actions.subscribe else {
+            return switched;
+        };
+        let Some(tx) = link.tx.upgrade() else {
+            return switched;
+        };
+        let (session, namespace, rendezvous) =
+            (link.session.clone(), link.namespace.clone(), link.rendezvous);
+        let accepted = self.subscriptions.clone();
+        let task = tokio::spawn(async move {
+            if let Some(sub) = subscribe_retrying(&session, &namespace, &name, rendezvous).await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                read_subscription(tag, sub, tx).await;
+            }
+        });
+        link.tasks.insert(tag, task.abort_handle());
+        switched
+    }
 }
 
 impl Player {
     fn new(output: Option<Output>) -> Self {
         Self {
+            auto: None,
             rendition: None,
             summary: Summary::default(),
             latencies: Vec::new(),
@@ -763,14 +852,35 @@ impl Player {
     ) -> (tokio::task::JoinSet<()>, mpsc::Receiver<Msg>) {
         let (tx, rx) = mpsc::channel::<Msg>(1024);
         let mut subs = tokio::task::JoinSet::new();
+        if let Some(auto) = self.auto.as_mut() {
+            auto.link = Some(Link {
+                session: session.clone(),
+                namespace: namespace.clone(),
+                rendezvous,
+                tx: tx.downgrade(),
+                tasks: HashMap::new(),
+            });
+        }
         for (i, t) in tracks.iter_mut().enumerate() {
             if t.ended {
                 continue;
             }
-            if let Some(sub) = subscribe_retrying(session, namespace, &t.name, rendezvous).await {
+            // The video under `--rendition auto`: the rendition playing, its messages tagged.
+            let (name, tag) = match self.auto.as_mut().filter(|a| a.slot == i) {
+                Some(auto) => auto.auto.resubscribe(),
+                None => (t.name.clone(), i),
+            };
+            if let Some(sub) = subscribe_retrying(session, namespace, &name, rendezvous).await {
                 self.summary.subscriptions += 1;
                 t.summary.subscriptions += 1;
-                subs.spawn(read_subscription(i, sub, tx.clone()));
+                let task = subs.spawn(read_subscription(tag, sub, tx.clone()));
+                if let Some(auto) = self.auto.as_mut().filter(|a| a.slot == i) {
+                    auto.subscriptions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(link) = auto.link.as_mut() {
+                        link.tasks.insert(tag, task);
+                    }
+                }
             }
         }
         // With no media subscription the channel closes at once, which `play` takes for a
@@ -838,7 +948,10 @@ impl Player {
                     None => return Ok(false),
                 },
                 () = reorder_sleep => self.release_stalled(tracks, unix_micros()).await?,
-                _ = stats_tick.tick() => eprintln!("{}", self.progress(tracks)),
+                _ = stats_tick.tick() => {
+                    eprintln!("{}", self.progress(tracks));
+                    self.abr_point("tick", tracks);
+                }
                 _ = ending.session.closed() => return Ok(false),
                 _ = deadline_sleep => return Ok(true),
                 () = ending.shutdown.as_mut() => return Ok(true),
@@ -856,6 +969,23 @@ impl Player {
                 .await
                 .context("writing output")?;
             self.muxer = Some(m);
+        }
+        if self.rendition.as_deref() == Some(AUTO) {
+            let ladder = crate::rendition::ladder(catalog)?;
+            let names: Vec<String> = ladder
+                .iter()
+                .map(|r| format!("{} ({} kbit/s)", r.name, r.bitrate / 1000))
+                .collect();
+            eprintln!("watch: abr ladder {}", names.join(", "));
+            let slot = tracks.iter().position(|t| t.kind == MediaKind::Video);
+            if let (Some(auto), Some(slot)) = (Auto::new(ladder, self.started), slot) {
+                self.auto = Some(AutoPlay {
+                    auto,
+                    slot,
+                    link: None,
+                    subscriptions: Default::default(),
+                });
+            }
         }
         let names: Vec<&str> = tracks.iter().map(|t| t.name.as_str()).collect();
         eprintln!("watch: {} tracks: {}", tracks.len(), names.join(", "));
@@ -901,8 +1031,14 @@ impl Player {
             latencies,
             behind_live,
             mut output,
+            auto,
             ..
         } = self;
+        summary.abr = auto.map(|a| {
+            let mut abr = a.auto.summary();
+            abr.subscriptions = a.subscriptions.load(std::sync::atomic::Ordering::Relaxed);
+            abr
+        });
         if let Some(out) = output.as_mut() {
             out.flush().await.context("writing output")?;
         }
@@ -912,6 +1048,7 @@ impl Player {
             t.summary.groups_skipped = t.groups_skipped();
             t.summary.stalls = t.stalls;
             t.summary.stall_ms_total = micros_to_ms(t.stall_us_total);
+            t.summary.longest_pause_ms = micros_to_ms(t.longest_pause_us);
             summary.resubscribes += t.summary.subscriptions.saturating_sub(1);
         }
         if let Some(primary) = tracks.first() {
@@ -934,6 +1071,9 @@ impl Player {
     /// One message from a subscription at `now_us` (µs since the Unix epoch): give up what is
     /// late by now, reorder the message, then play what is ready.
     async fn handle(&mut self, msg: Msg, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
+        let Some(msg) = self.route_rendition(msg, tracks) else {
+            return Ok(());
+        };
         let track = match &msg {
             Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
             Msg::Counter { .. } => return Ok(()),
@@ -966,6 +1106,7 @@ impl Player {
                 ..
             } => {
                 if !clean {
+                    tracing::debug!(group, objects, "group stream reset");
                     t.given_up.insert(group);
                     if objects > 0 {
                         t.incomplete.insert(group);
@@ -986,10 +1127,100 @@ impl Player {
         Ok(())
     }
 
+    /// A message of a rendition subscription (`--rendition auto`): the video track's message if
+    /// it is to be played, after doing what the rule asks (see [`crate::rendition`]). Any other
+    /// message as it is.
+    fn route_rendition(&mut self, msg: Msg, tracks: &[Watched]) -> Option<Msg> {
+        let tag = match &msg {
+            Msg::Object { track, .. } | Msg::GroupEnd { track, .. } | Msg::TrackEnd { track } => *track,
+            Msg::Counter { .. } => return Some(msg),
+        };
+        if tag < TAG_BASE {
+            return Some(msg);
+        }
+        let auto = self.auto.as_mut()?;
+        let slot = auto.slot;
+        let skipped = tracks.get(slot).map_or(0, Watched::groups_skipped);
+        let (route, actions, msg) = match msg {
+            Msg::Object {
+                group,
+                object,
+                received_us,
+                ..
+            } => {
+                let capture = tracks
+                    .get(slot)
+                    .and_then(|t| LocFrame::from_object(t.kind, &object).ok())
+                    .map(|f| f.timestamp_us);
+                let (route, actions) = auto.auto.object(
+                    tag,
+                    group,
+                    object.object_id,
+                    object.payload.len(),
+                    capture,
+                    received_us,
+                    skipped,
+                );
+                let msg = Msg::Object {
+                    track: slot,
+                    group,
+                    object,
+                    received_us,
+                };
+                (route, actions, msg)
+            }
+            Msg::GroupEnd {
+                group,
+                objects,
+                clean,
+                ..
+            } => {
+                let (route, actions) = auto.auto.group_end(tag, group, skipped);
+                let msg = Msg::GroupEnd {
+                    track: slot,
+                    group,
+                    objects,
+                    clean,
+                };
+                (route, actions, msg)
+            }
+            Msg::TrackEnd { .. } | Msg::Counter { .. } => {
+                // The broadcast ended (every rendition ends with it).
+                (Route::Play, Actions::default(), Msg::TrackEnd { track: slot })
+            }
+        };
+        if auto.act(actions) {
+            self.abr_point("switch", tracks);
+        }
+        (route == Route::Play).then_some(msg)
+    }
+
+    /// Under `--rendition auto`, a timeline point (`tick` or `switch`) to stderr and the summary.
+    fn abr_point(&mut self, event: &'static str, tracks: &[Watched]) {
+        let Some(auto) = self.auto.as_mut() else {
+            return;
+        };
+        let stalls = tracks.get(auto.slot).map_or(0, |t| t.stalls);
+        let p = auto.auto.point(event, stalls, Instant::now());
+        eprintln!(
+            "watch: abr t {:.1} s {} estimate {} kbit/s rendition {} switches {} stalls {} behind live {} ms",
+            p.t_ms as f64 / 1000.0,
+            p.event,
+            p.estimate_kbps.map_or("-".into(), |e| e.to_string()),
+            p.rendition,
+            p.switches,
+            p.stalls,
+            p.behind_live_ms.map_or("-".into(), |b| format!("{b:.0}")),
+        );
+    }
+
     /// The session is gone (at `now_us`), and with it every group stream still open: end them
     /// unclean, as a reset would, so what was held plays now and the next session's groups wait
     /// for nothing.
     async fn session_lost(&mut self, tracks: &mut [Watched], now_us: u64) -> anyhow::Result<()> {
+        if let Some(auto) = self.auto.as_mut() {
+            auto.link = None;
+        }
         for track in 0..tracks.len() {
             let open = tracks
                 .get(track)
@@ -1017,6 +1248,7 @@ impl Player {
                     let give_up = t.order.tick(now_us);
                     self.summary.late_objects += give_up.dropped;
                     for group in give_up.groups {
+                        tracing::debug!(group, "given up: a newer group waited too long");
                         t.given_up.insert(group);
                         // Played on without the rest of it (if any of it played).
                         if t.seen_groups.contains(&group) {
@@ -1063,6 +1295,7 @@ impl Player {
         let frame = LocFrame::from_object(t.kind, &object);
         if let Some(last) = t.last_played_us.replace(now_us) {
             let pause = now_us.saturating_sub(last);
+            t.longest_pause_us = t.longest_pause_us.max(pause);
             if pause > u64::try_from(STALL.as_micros()).unwrap_or(u64::MAX) {
                 t.stalls += 1;
                 t.stall_us_total += pause;
@@ -1083,6 +1316,7 @@ impl Player {
                 // IDs jumped too fast for one publisher's groups: a publisher switch.
                 let ms = start_us.saturating_sub(last_start_us) / 1000;
                 if group > last + 1 && (group - last).saturating_mul(MIN_GROUP_MS) <= ms {
+                    tracing::debug!(last, group, "groups never received");
                     t.holes.insert(last + 1, group - 1);
                 }
             }
@@ -1131,6 +1365,9 @@ impl Player {
                 .push(received_us.saturating_sub(frame.timestamp_us));
         }
         self.behind_live.push(now_us.saturating_sub(frame.timestamp_us));
+        if let Some(auto) = self.auto.as_mut().filter(|a| a.slot == track) {
+            auto.auto.played(now_us.saturating_sub(frame.timestamp_us));
+        }
         let Some(muxer) = self.muxer.as_mut() else {
             return Ok(());
         };

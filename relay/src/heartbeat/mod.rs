@@ -239,6 +239,7 @@ impl Reporter {
             parent: t.parent_url().map(String::from),
             live: t.is_live(),
             viewers: t.viewers(),
+            viewer_sessions: t.viewer_sessions(),
             chat_room: chat_room(&t.name.name, u64::MAX),
         });
         let published = sources

@@ -42,6 +42,8 @@ pub struct TrackSummary {
     pub live: bool,
     /// Of `subscribers`, those that are viewers, not child relays.
     pub viewers: usize,
+    /// The viewers' sessions (ids at this relay; see [`crate::track::Track::viewer_sessions`]).
+    pub viewer_sessions: Vec<u64>,
     /// The room, when it is a chat room's track (`chat/<room>`).
     pub chat_room: Option<u64>,
 }
@@ -50,11 +52,11 @@ pub struct TrackSummary {
 /// namespaces published on it, sorted by namespace and bounded by [`MAX_HEARTBEAT_ITEMS`].
 ///
 /// - A namespace is carried when one of its tracks is live or it is published here.
-/// - `viewers` is the most viewers (subscribers that are not child relays) any one of its
-///   tracks has: a viewer subscribes each track it plays once, so this counts viewer sessions
-///   without counting a viewer of audio and video twice, and a child relay pulling the
-///   broadcast is not a viewer (its own heartbeat counts the viewers behind it), so the
-///   control plane's sum over relays counts each viewer once.
+/// - `viewers` is the number of distinct viewer sessions (subscribers that are not child
+///   relays) reading any of its live tracks: a viewer of audio and video counts once, and
+///   viewers split over a ladder's renditions each count once (a viewer switching renditions
+///   still once); a child relay pulling the broadcast is not a viewer (its own heartbeat counts
+///   the viewers behind it), so the control plane's sum over relays counts each viewer once.
 /// - `local` is true when it is published here or a live track of it comes from a publisher on
 ///   this relay (not from a parent).
 /// - Each distinct (namespace, parent URL) of a live track is a parent link.
@@ -70,6 +72,7 @@ pub fn broadcasts(
     let mut carried: BTreeMap<String, BroadcastLoad> = BTreeMap::new();
     let mut links: BTreeSet<(String, String)> = BTreeSet::new();
     let mut rooms = 0;
+    let mut sessions: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     for namespace in published.into_iter().filter(|n| reportable(n)) {
         carried
             .entry(namespace.clone())
@@ -83,8 +86,10 @@ pub fn broadcasts(
         let entry = carried
             .entry(track.namespace.clone())
             .or_insert_with(|| empty_load(track.namespace.clone()));
-        let viewers = u32::try_from(track.viewers).unwrap_or(u32::MAX);
-        entry.viewers = entry.viewers.max(viewers);
+        sessions
+            .entry(track.namespace.clone())
+            .or_default()
+            .extend(track.viewer_sessions.iter().copied());
         if let Some(room) = track.chat_room.filter(|_| track.viewers > 0) {
             let viewers = u32::try_from(track.viewers).unwrap_or(u32::MAX);
             if rooms < MAX_HEARTBEAT_ITEMS && entry.rooms.insert(room, viewers).is_none() {
@@ -97,6 +102,11 @@ pub fn broadcasts(
             }
             Some(_) => {}
             None => entry.local = true,
+        }
+    }
+    for (namespace, viewers) in sessions {
+        if let Some(entry) = carried.get_mut(&namespace) {
+            entry.viewers = u32::try_from(viewers.len()).unwrap_or(u32::MAX);
         }
     }
     let broadcasts = carried.into_values().take(MAX_HEARTBEAT_ITEMS).collect();

@@ -57,6 +57,7 @@ fn track(namespace: &str, subscribers: usize, parent: Option<&str>, live: bool) 
         parent: parent.map(Into::into),
         live,
         viewers: subscribers,
+        viewer_sessions: (0..subscribers as u64).collect(),
         chat_room: None,
     }
 }
@@ -65,6 +66,7 @@ fn chat(namespace: &str, room: u64, subscribers: usize, relays: usize) -> TrackS
     TrackSummary {
         chat_room: Some(room),
         viewers: subscribers - relays,
+        viewer_sessions: (0..(subscribers - relays) as u64).collect(),
         ..track(namespace, subscribers, None, true)
     }
 }
@@ -76,6 +78,7 @@ fn a_child_relay_is_not_a_viewer() {
     let (origin, _) = broadcasts(
         [TrackSummary {
             viewers: 0,
+            viewer_sessions: Vec::new(),
             ..track("live/demo", 1, None, true)
         }],
         ["live/demo".to_string()],
@@ -83,6 +86,30 @@ fn a_child_relay_is_not_a_viewer() {
     let (edge, _) = broadcasts([track("live/demo", 1, Some("moqt://origin:1"), true)], []);
     assert_eq!(origin[0].viewers, 0);
     assert_eq!(edge[0].viewers, 1);
+}
+
+#[test]
+fn viewers_are_distinct_sessions_across_renditions() {
+    let on = |name_sessions: &[u64]| TrackSummary {
+        viewers: name_sessions.len(),
+        viewer_sessions: name_sessions.to_vec(),
+        ..track("live/abr", name_sessions.len(), None, true)
+    };
+    // Viewers 1 and 2 on different renditions (each with the audio): two viewers, where the
+    // most of any one track would read... also two, but 10 on one and 5 on another read 15.
+    let (two, _) = broadcasts([on(&[1]), on(&[2]), on(&[1, 2])], []);
+    assert_eq!(two[0].viewers, 2);
+    let (fifteen, _) = broadcasts(
+        [
+            on(&(0..10).collect::<Vec<_>>()),
+            on(&(10..15).collect::<Vec<_>>()),
+        ],
+        [],
+    );
+    assert_eq!(fifteen[0].viewers, 15, "not the 10 of the busiest rendition");
+    // Viewer 3 in the middle of a switch reads both renditions: still one.
+    let (one, _) = broadcasts([on(&[3]), on(&[3])], []);
+    assert_eq!(one[0].viewers, 1);
 }
 
 #[test]

@@ -11,7 +11,7 @@ mod subscribe_namespace;
 mod subscribe_tracks;
 mod track_status;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use banyan_moq::coding::{FullTrackName, RequestErrorCode, TrackName, TrackNamespace};
@@ -57,11 +57,18 @@ pub struct Shared {
     pub tasks: Tasks,
 }
 
+/// The id the next session at this relay gets (counted per process: ids tell sessions apart
+/// in the viewer count, nothing else).
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The state of one session at the relay.
 #[derive(Debug)]
 pub struct SessionHandler {
     shared: Arc<Shared>,
     session: Session,
+    /// Tells this session's subscriptions from others' (a viewer is counted once per
+    /// broadcast however many of its tracks it reads).
+    id: u64,
     /// Claims from the session's SETUP token or URL `?jwt=`, if any.
     claims: Option<Claims>,
     subscriptions: Arc<AtomicUsize>,
@@ -80,6 +87,7 @@ impl SessionHandler {
     pub fn new(shared: Arc<Shared>, session: Session, claims: Option<Claims>) -> Arc<Self> {
         Arc::new(Self {
             session,
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             claims,
             subscriptions: Arc::new(AtomicUsize::new(0)),
             namespaces: Arc::new(AtomicUsize::new(0)),

@@ -10,7 +10,7 @@ use super::limits::Slot;
 use super::SessionHandler;
 use crate::metrics::RefuseReason;
 use crate::track::forward::forward;
-use crate::track::{SubscriberGuard, Track};
+use crate::track::{Subscriber, SubscriberGuard, Track};
 use banyan_moq::track::Start;
 
 impl SessionHandler {
@@ -82,7 +82,12 @@ impl SessionHandler {
             return;
         }
         let Some(info) = track.live_info() else { return };
-        let guard = SubscriberGuard::join(&track, relay);
+        let subscriber = if relay {
+            Subscriber::Relay
+        } else {
+            Subscriber::Viewer(self.id)
+        };
+        let guard = SubscriberGuard::join(&track, subscriber);
         if !relay {
             self.shared.interact.watched(&track.name);
         }

@@ -172,6 +172,8 @@ pub struct Track {
     subscribers: watch::Sender<usize>,
     /// Of those, the ones from child relays (requests carrying a relay path).
     relay_subscribers: AtomicUsize,
+    /// The others, viewers: how many subscriptions of this track each viewer session has.
+    viewer_sessions: Mutex<HashMap<u64, usize>>,
     datagram_senders: Mutex<HashMap<u64, TrackSender>>,
     next_subscriber: AtomicU64,
     closing: AtomicBool,
@@ -210,6 +212,7 @@ impl Track {
             state: watch::Sender::new(TrackState::Pending),
             subscribers: watch::Sender::new(0),
             relay_subscribers: AtomicUsize::new(0),
+            viewer_sessions: Mutex::new(HashMap::new()),
             datagram_senders: Mutex::new(HashMap::new()),
             next_subscriber: AtomicU64::new(0),
             closing: AtomicBool::new(false),
@@ -260,6 +263,13 @@ impl Track {
     pub fn viewers(&self) -> usize {
         self.subscribers()
             .saturating_sub(self.relay_subscribers.load(Ordering::SeqCst))
+    }
+
+    /// The viewer sessions reading this track now (their ids at this relay): a viewer of
+    /// several tracks of a broadcast (audio and video, or renditions it switches between) is
+    /// one session, counted once per broadcast ([`Tracks::viewers_by_namespace`]).
+    pub fn viewer_sessions(&self) -> Vec<u64> {
+        self.viewer_sessions.lock().keys().copied().collect()
     }
 
     /// True while objects flow (or will): upstream accepted the subscription and has not
@@ -348,27 +358,42 @@ impl Track {
     }
 }
 
+/// Who subscribes to a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subscriber {
+    /// A viewer, by its session's id at this relay.
+    Viewer(u64),
+    /// A child relay (its request carries a relay path): the viewers behind it are its own
+    /// to count.
+    Relay,
+}
+
 /// Counts a subscriber of a track for as long as it lives.
 #[derive(Debug)]
 pub struct SubscriberGuard {
     track: Arc<Track>,
-    relay: bool,
+    subscriber: Subscriber,
 }
 
 impl SubscriberGuard {
     /// Count a subscriber of a track this relay already has (one it PUBLISHes to a
-    /// SUBSCRIBE_TRACKS subscriber); `relay` when it is a child relay.
-    pub fn join(track: &Arc<Track>, relay: bool) -> Self {
-        Self::new(track.clone(), relay)
+    /// SUBSCRIBE_TRACKS subscriber).
+    pub fn join(track: &Arc<Track>, subscriber: Subscriber) -> Self {
+        Self::new(track.clone(), subscriber)
     }
 
-    /// Count a subscriber; `relay` when it is a child relay.
-    fn new(track: Arc<Track>, relay: bool) -> Self {
-        if relay {
-            track.relay_subscribers.fetch_add(1, Ordering::SeqCst);
+    /// Count a subscriber.
+    fn new(track: Arc<Track>, subscriber: Subscriber) -> Self {
+        match subscriber {
+            Subscriber::Relay => {
+                track.relay_subscribers.fetch_add(1, Ordering::SeqCst);
+            }
+            Subscriber::Viewer(session) => {
+                *track.viewer_sessions.lock().entry(session).or_default() += 1;
+            }
         }
         track.subscribers.send_modify(|n| *n += 1);
-        Self { track, relay }
+        Self { track, subscriber }
     }
 
     /// The track.
@@ -380,8 +405,19 @@ impl SubscriberGuard {
 impl Drop for SubscriberGuard {
     fn drop(&mut self) {
         self.track.subscribers.send_modify(|n| *n = n.saturating_sub(1));
-        if self.relay {
-            self.track.relay_subscribers.fetch_sub(1, Ordering::SeqCst);
+        match self.subscriber {
+            Subscriber::Relay => {
+                self.track.relay_subscribers.fetch_sub(1, Ordering::SeqCst);
+            }
+            Subscriber::Viewer(session) => {
+                let mut sessions = self.track.viewer_sessions.lock();
+                if let Some(n) = sessions.get_mut(&session) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        sessions.remove(&session);
+                    }
+                }
+            }
         }
     }
 }

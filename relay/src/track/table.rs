@@ -1,7 +1,7 @@
 //! The track table: every track at this relay by name, joined by SUBSCRIBE, replaced by a
 //! PUBLISH of the same track, and watched by SUBSCRIBE_TRACKS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::feed::live_info;
-use super::{SubscriberGuard, Track, TrackConfig, TrackState};
+use super::{Subscriber, SubscriberGuard, Track, TrackConfig, TrackState};
 use crate::metrics::Metrics;
 use crate::namespaces::Namespaces;
 use crate::upstream::Parents;
@@ -67,11 +67,18 @@ impl Tracks {
         self: &Arc<Self>,
         name: FullTrackName,
         path: &HopPath,
+        session: u64,
     ) -> (SubscriberGuard, Option<impl Future<Output = ()> + Send + 'static>) {
+        // A request with a relay path comes from a child relay; without, from a viewer.
+        let subscriber = if path.is_empty() {
+            Subscriber::Viewer(session)
+        } else {
+            Subscriber::Relay
+        };
         let mut tracks = self.tracks.lock();
         if let Some(track) = tracks.get(&name) {
             if !track.closing.load(Ordering::SeqCst) {
-                return (SubscriberGuard::new(track.clone(), !path.is_empty()), None);
+                return (SubscriberGuard::new(track.clone(), subscriber), None);
             }
         }
         let track = Arc::new(Track::new(
@@ -81,7 +88,7 @@ impl Tracks {
             self.metrics.clone(),
         ));
         tracks.insert(name, track.clone());
-        let guard = SubscriberGuard::new(track.clone(), !path.is_empty());
+        let guard = SubscriberGuard::new(track.clone(), subscriber);
         drop(tracks);
         (guard, Some(self.clone().run_upstream(track, path.clone())))
     }
@@ -201,21 +208,26 @@ impl Tracks {
         self.tracks.lock().values().cloned().collect()
     }
 
-    /// Per namespace with any, the most viewers (subscribers that are not child relays) any
-    /// of its tracks whose name passes `counted` has now: one pass over the table.
+    /// Per namespace with any, the distinct viewer sessions (not child relays) reading any
+    /// of its tracks whose name passes `counted` now: one pass over the table. A viewer of
+    /// audio and video counts once, and so do viewers split over renditions: each once.
     pub fn viewers_by_namespace(
         &self,
         counted: impl Fn(&TrackName) -> bool,
     ) -> HashMap<TrackNamespace, usize> {
-        let mut viewers: HashMap<TrackNamespace, usize> = HashMap::new();
+        let mut sessions: HashMap<TrackNamespace, HashSet<u64>> = HashMap::new();
         for (name, track) in self.tracks.lock().iter() {
-            let n = track.viewers();
-            if n > 0 && counted(&name.name) {
-                let most = viewers.entry(name.namespace.clone()).or_default();
-                *most = (*most).max(n);
+            if counted(&name.name) {
+                let viewers = track.viewer_sessions();
+                if !viewers.is_empty() {
+                    sessions
+                        .entry(name.namespace.clone())
+                        .or_default()
+                        .extend(viewers);
+                }
             }
         }
-        viewers
+        sessions.into_iter().map(|(ns, s)| (ns, s.len())).collect()
     }
 
     /// The parents this registry asks, if any.

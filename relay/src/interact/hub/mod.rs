@@ -328,8 +328,8 @@ impl Hub {
         count
     }
 
-    /// Every broadcast's own viewers at this relay (those with any): the most viewers any of
-    /// its media tracks has. Counted in one pass over the track table, reused for half a
+    /// Every broadcast's own viewers at this relay (those with any): the distinct viewer
+    /// sessions reading any of its media tracks. Counted in one pass over the track table, reused for half a
     /// window unless a viewer joined since ([`Hub::watched`]), so while viewers only watch or
     /// leave the work per window grows with the tracks here, not with tracks × broadcasts (a
     /// leave is seen at most half a window late).
