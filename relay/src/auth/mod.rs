@@ -27,12 +27,14 @@
 //! WebTransport URL ([`token_from_url`]).
 
 mod claims;
+mod grant;
 mod key;
 #[cfg(test)]
 mod tests;
 mod token;
 
 pub use claims::{Action, AuthError, ClaimsExt};
+pub use grant::{end_session, expire, Grant, Refreshed};
 pub use key::{mint_es256, mint_hs256, Authenticator, KeyError};
 pub use token::{jwt_from_tokens, token_from_url};
 

@@ -116,6 +116,7 @@ impl SessionHandler {
             None,
             self.shared.forward.clone(),
             self.shared.metrics.clone(),
+            &|tokens| self.refresh(tokens),
         )
         .await;
     }
