@@ -33,6 +33,8 @@ interface Target {
   token?: string;
   broadcast: string;
   room: string;
+  /** The control plane the token came from (it refreshes it), if any. */
+  control?: string;
 }
 
 async function resolveTarget(): Promise<Target> {
@@ -68,7 +70,10 @@ async function resolveTarget(): Promise<Target> {
   if (body.websocket) target.websocket = body.websocket;
   sessionStorage.setItem(roomKey, target.room);
   if (body.cert_sha256) target.hash = body.cert_sha256;
-  if (body.token) target.token = body.token;
+  if (body.token) {
+    target.token = body.token;
+    target.control = control;
+  }
   return target;
 }
 
@@ -84,6 +89,7 @@ function render(stats: PlayerStats): void {
     `video     ${stats.videoCodec} ${stats.width}x${stats.height}  buffer ${ms(stats.bufferedMs)}`,
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
     `transport ${stats.transport ?? "–"}`,
+    `token     refreshed ${stats.tokenRefreshes}${stats.tokenRefreshLeadS === undefined ? "" : ` (last ${stats.tokenRefreshLeadS.toFixed(1)} s before exp)`}`,
   ].join("\n");
   errorBox.textContent = stats.lastError ?? "";
 }
@@ -167,8 +173,12 @@ async function main(): Promise<void> {
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
+  const { control, ...relay } = target;
   const player = watch({
-    ...target,
+    ...relay,
+    // A token from control is refreshed there ahead of its expiry (the relay ends the session
+    // 5 s after it).
+    ...(control ? { refreshToken: api.refreshFromControl(control) } : {}),
     ...(transport ? { transport } : {}),
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),

@@ -38,7 +38,14 @@ export interface PlayerOptions {
   canvas: HTMLCanvasElement;
   /** Development certificate hashes (hex SHA-256). */
   serverCertificateHashes?: string[];
+  /** The relay token (JWT); the relay ends the session 5 s after its `exp`. */
   token?: string;
+  /**
+   * Fetch a fresh token for the current one (e.g. control's `POST /v1/refresh`); with it, the
+   * player hands the relay a fresh token (REQUEST_UPDATE on its video subscription) ahead of the
+   * current one's expiry, with no gap. Without it, the session ends with the token.
+   */
+  refreshToken?: (token: string) => Promise<string>;
   /** Jitter slack beyond the fastest recent frame (ms, default 60; aims under 150 ms total). */
   targetLatencyMs?: number;
   /** Play audio when the catalog has an audio track (default true). */
@@ -112,7 +119,35 @@ export interface PlayerStats {
   likes: number;
   /** The broadcast's live viewer count, from the `viewers` track (0 before the first). */
   viewers: number;
+  /** Tokens refreshed with the relay (see {@link PlayerOptions.refreshToken}). */
+  tokenRefreshes: number;
+  /** Seconds before the token's `exp` the last refresh was presented to the relay. */
+  tokenRefreshLeadS: number | undefined;
   lastError: string | undefined;
+}
+
+/**
+ * When to refresh a token that expires at `expS` (Unix seconds), as of `nowMs`: a quarter of
+ * its remaining life before `exp`, at least 2 s and at most 30 s before it (a 60 s token is
+ * refreshed 15 s ahead). Returns the delay in ms (0: now).
+ */
+export function refreshDelayMs(expS: number, nowMs: number): number {
+  const remainingMs = expS * 1000 - nowMs;
+  const leadMs = Math.min(30_000, Math.max(2_000, remainingMs / 4));
+  return Math.max(0, remainingMs - leadMs);
+}
+
+/** The `exp` claim of a JWT (Unix seconds), read without verifying it; undefined if absent. */
+export function tokenExpiry(token: string): number | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(payload.length / 4) * 4, "="));
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === "number" ? exp : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const wallNow = () => performance.timeOrigin + performance.now();
@@ -135,9 +170,13 @@ export class Player {
   private wake: (() => void) | undefined;
   /** RENDEZVOUS_TIMEOUT of the catalog and media SUBSCRIBEs (ms). */
   private readonly rendezvous: number;
+  /** The token in use: the given one, then each refreshed one (reconnects use it too). */
+  private token: string | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly options: PlayerOptions) {
     this.rendezvous = options.rendezvousTimeoutMs ?? DEFAULT_RENDEZVOUS_TIMEOUT_MS;
+    this.token = options.token;
     const target = options.targetLatencyMs ?? 60;
     this.videoBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
     this.audioBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
@@ -165,6 +204,8 @@ export class Player {
       reconnects: 0,
       likes: 0,
       viewers: 0,
+      tokenRefreshes: 0,
+      tokenRefreshLeadS: undefined,
       lastError: undefined,
     };
     if (options.interactions !== false) {
@@ -184,6 +225,7 @@ export class Player {
     this.stopped = true;
     this.stats.state = "stopped";
     clearTimeout(this.timer);
+    clearTimeout(this.refreshTimer);
     this.interactions?.stop();
     this.session?.close(0, "player stopped");
     this.video?.close();
@@ -202,7 +244,7 @@ export class Player {
         // The transport is chosen again for every session: after a GOAWAY or a failure too.
         const connect: ChooseOptions = { transport: this.options.transport };
         if (this.options.serverCertificateHashes) connect.serverCertificateHashes = this.options.serverCertificateHashes;
-        if (this.options.token) connect.token = this.options.token;
+        if (this.token) connect.token = this.token;
         const session = await connectRelay(urls, connect);
         this.session = session;
         this.stats.relay = session.url;
@@ -262,6 +304,34 @@ export class Player {
     }
   }
 
+  /**
+   * Refresh the token ahead of its expiry, on `sub` (the video subscription) of `session`, for
+   * as long as that session lasts: fetch a fresh token with `refreshToken`, present it to the
+   * relay (REQUEST_UPDATE), and schedule the next. A failure is retried after 1 s while the
+   * relay's 5 s allowance lasts.
+   */
+  private scheduleRefresh(session: Session, sub: Subscription): void {
+    clearTimeout(this.refreshTimer);
+    const refreshToken = this.options.refreshToken;
+    const exp = this.token ? tokenExpiry(this.token) : undefined;
+    if (!refreshToken || exp === undefined) return;
+    const attempt = async () => {
+      if (this.stopped || this.session !== session || !this.token) return;
+      try {
+        const fresh = await refreshToken(this.token);
+        await sub.refresh(fresh);
+        this.stats.tokenRefreshLeadS = exp - Date.now() / 1000;
+        this.stats.tokenRefreshes++;
+        this.token = fresh;
+        this.scheduleRefresh(session, sub);
+      } catch (e) {
+        this.stats.lastError = `token refresh: ${e instanceof Error ? e.message : String(e)}`;
+        if (Date.now() < (exp + 5) * 1000) this.refreshTimer = setTimeout(() => void attempt(), 1000);
+      }
+    };
+    this.refreshTimer = setTimeout(() => void attempt(), refreshDelayMs(exp, Date.now()));
+  }
+
   private async subscribeAll(session: Session): Promise<void> {
     const catalog = await this.loadCatalog(session);
     this.catalog = catalog;
@@ -291,6 +361,7 @@ export class Player {
     }
     const [videoSub, audioSub] = await Promise.all(subs);
     if (videoSub) this.feed(videoSub, video, this.videoBuffer);
+    if (videoSub) this.scheduleRefresh(session, videoSub);
     if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
     this.stats.state = "playing";
     void this.interactions?.attach(session).catch((e: unknown) => (this.stats.lastError = `interactions: ${String(e)}`));
