@@ -22,12 +22,14 @@ pub struct TokenSettings {
     #[arg(long, value_name = "FILE")]
     pub auth_key: Option<std::path::PathBuf>,
 
-    /// Lifetime of a viewer token (it only has to last until the viewer connects).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Lifetime of a viewer token. Relays end a session 5 s after its token's exp, so viewers
+    /// that stay longer refresh it (POST /v1/refresh) ahead of time: shorter means revocation
+    /// sooner, longer means fewer refreshes (100k viewers at 10 min: about 170 per second).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub token_ttl: std::time::Duration,
 
-    /// Lifetime of a publisher token.
+    /// Lifetime of a publisher token (refreshed like a viewer's, or the session ends with it).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub publish_token_ttl: std::time::Duration,

@@ -436,3 +436,64 @@ async fn refreshes_for_another_subject_or_badly_signed_are_refused_and_extend_no
         "closed {after_exp} ms after exp"
     );
 }
+
+/// A publisher refreshes with REQUEST_UPDATE on its PUBLISH_NAMESPACE (it has no
+/// subscription to update): its session outlives the first token, and a viewer of its track
+/// sees no gap across the first token's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_refreshes_on_its_publish_namespace() {
+    let (relay, _dir) = auth_relay().await;
+    let first = Claims {
+        publish: true,
+        subscribe: false,
+        ..viewer("publisher-1", "live/a", exp_in(2))
+    };
+    let session = viewer_session(&relay, TransportKind::Quic, &first).await;
+    let pattern = Pattern {
+        groups: 100_000,
+        objects: 10,
+        interval: Duration::from_millis(10),
+    };
+    let (mut publication, serving) = publish(session.clone(), "live/a", pattern).await;
+    let watcher = viewer_session(
+        &relay,
+        TransportKind::WebTransport,
+        &viewer("viewer-5", "live", now_ms() / 1000 + 3600),
+    )
+    .await;
+    let reader = Reader::start(watcher.subscribe(subscribe_msg("live/a", "video")).await.unwrap());
+    reader.grows("objects flow", 10).await;
+    let start = Instant::now();
+    let fresh = Claims {
+        exp: now_ms() / 1000 + 3600,
+        ..first.clone()
+    };
+    publication
+        .update(RequestUpdate {
+            request_id: session.next_request_id(),
+            parameters: Parameters {
+                authorization_tokens: vec![token(&jwt(&fresh))],
+                ..Default::default()
+            },
+        })
+        .await
+        .expect("the relay accepts the publisher's fresh token");
+    assert_eq!(relay.metrics.tokens_refreshed.get(), 1);
+    let first_end = (first.exp + EXP_LEEWAY_SECS) * 1000;
+    tokio::time::sleep(Duration::from_millis(first_end + 1500 - now_ms())).await;
+    assert!(
+        !session.is_closed(),
+        "the publisher's session was closed despite the refresh"
+    );
+    let gap = reader.longest_gap(start, Instant::now());
+    println!(
+        "publisher refresh: longest gap at the viewer across the first token's end: {} ms",
+        gap.as_millis()
+    );
+    assert!(
+        gap < Duration::from_millis(500),
+        "a {gap:?} gap across the publisher's refresh"
+    );
+    assert_eq!(relay.metrics.sessions_expired.get(), 0);
+    serving.abort();
+}
