@@ -363,6 +363,26 @@ describe("token refresh", () => {
     session.close(0, "done");
   });
 
+  it("a publisher sends REQUEST_UPDATE on its PUBLISH_NAMESPACE; the answer does not end the publication", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const publishing = session.publishNamespace("live/me");
+    await vi.waitFor(() => expect(transport.requests[0]?.written[0]?.type).toBe("PUBLISH_NAMESPACE"));
+    transport.requests[0]!.answer({ type: "REQUEST_OK", parameters: {}, trackProperties: [] });
+    const publication = await within(publishing, "REQUEST_OK");
+    let ended = false;
+    void publication.ended.then(() => (ended = true));
+    const refreshed = publication.refresh("fresh.jwt.token");
+    await vi.waitFor(() => expect(transport.requests[0]!.written[1]?.type).toBe("REQUEST_UPDATE"));
+    const update = transport.requests[0]!.written[1];
+    if (update?.type !== "REQUEST_UPDATE") throw new Error("no REQUEST_UPDATE");
+    expect(update.parameters.authorizationTokens?.[0]?.tokenValue).toEqual(payload("fresh.jwt.token"));
+    transport.requests[0]!.answer({ type: "REQUEST_OK", parameters: {}, trackProperties: [] });
+    await within(refreshed, "REQUEST_OK");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(ended).toBe(false);
+    session.close(0, "done");
+  });
+
   it("refreshes a quarter of the remaining life before exp, 2 s to 30 s ahead", () => {
     const now = 1_000_000_000_000;
     const at = (secondsLeft: number) => refreshDelayMs(now / 1000 + secondsLeft, now);

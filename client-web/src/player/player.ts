@@ -17,6 +17,7 @@ import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
 import { locMeta } from "./loc";
+import { refreshDelayMs, tokenExpiry } from "../session/token";
 import { PlaybackMeter } from "./meter";
 import { VideoRenderer, type VideoPayload } from "./video";
 
@@ -67,6 +68,8 @@ export interface PlayerOptions {
 
 /** The default {@link PlayerOptions.rendezvousTimeoutMs}. */
 export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 5000;
+
+export { refreshDelayMs, tokenExpiry };
 
 /**
  * The SUBSCRIBE options of a media track. No GROUP_ORDER: the relay then uses the publisher's
@@ -126,29 +129,6 @@ export interface PlayerStats {
   lastError: string | undefined;
 }
 
-/**
- * When to refresh a token that expires at `expS` (Unix seconds), as of `nowMs`: a quarter of
- * its remaining life before `exp`, at least 2 s and at most 30 s before it (a 60 s token is
- * refreshed 15 s ahead). Returns the delay in ms (0: now).
- */
-export function refreshDelayMs(expS: number, nowMs: number): number {
-  const remainingMs = expS * 1000 - nowMs;
-  const leadMs = Math.min(30_000, Math.max(2_000, remainingMs / 4));
-  return Math.max(0, remainingMs - leadMs);
-}
-
-/** The `exp` claim of a JWT (Unix seconds), read without verifying it; undefined if absent. */
-export function tokenExpiry(token: string): number | undefined {
-  const payload = token.split(".")[1];
-  if (!payload) return undefined;
-  try {
-    const json = atob(payload.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(payload.length / 4) * 4, "="));
-    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
-    return typeof exp === "number" ? exp : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 const wallNow = () => performance.timeOrigin + performance.now();
 

@@ -528,7 +528,7 @@ export class Session {
       throw requestError(`PUBLISH_NAMESPACE ${namespace}`, answer);
     }
     if (answer.type !== "REQUEST_OK") throw this.violation(`${answer.type} in answer to PUBLISH_NAMESPACE`);
-    return new NamespacePublication(namespace, writer, this.readPublishStream(reader));
+    return new NamespacePublication(namespace, writer, reader, () => this.takeRequestId());
   }
 
   /** Close the session (code 0 = no error). */
