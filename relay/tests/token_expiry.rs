@@ -4,7 +4,8 @@
 //! with AUTHORIZATION TOKEN, or a new request carrying one) keeps receiving past the first
 //! token's end with no gap; a refresh for another subject, with a bad signature or with a
 //! narrower scope is refused with UNAUTHORIZED, ends only that subscription (UPDATE_FAILED)
-//! and extends nothing; and `Node::end_sessions_of` ends a subject's sessions the same way.
+//! and extends nothing; a publisher refreshes on its PUBLISH_NAMESPACE; and
+//! `Node::end_sessions_of` ends one subject's sessions the same way, no one else's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -496,4 +497,81 @@ async fn a_publisher_refreshes_on_its_publish_namespace() {
     );
     assert_eq!(relay.metrics.sessions_expired.get(), 0);
     serving.abort();
+}
+
+/// `Node::end_sessions_of` ends every live session of one subject through the same path as
+/// expiry (the moderation hook: a ban ends the banned viewer's subscriptions), with the code
+/// given, and leaves other subjects' sessions open. Relay and clients over in-memory pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_sessions_of_ends_one_subjects_sessions_only() {
+    use banyan_moq::session::{PendingSession, SessionConfig};
+    use banyan_moq::Version;
+    use banyan_relay::config::RelayConfig;
+    use banyan_relay::relay::Node;
+    use banyan_tests::mem;
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.key");
+    std::fs::write(&key, SECRET).unwrap();
+    let config = RelayConfig::load_from(
+        ["banyan-relay", "--dev-cert", "--auth-key", key.to_str().unwrap()],
+        |_| None,
+    )
+    .unwrap();
+    let node = Node::new(&config, None).unwrap();
+    let link = mem::Config::symmetric(Duration::from_millis(1), 0.0);
+    let url = url::Url::parse("moqt://relay.test/").unwrap();
+    let mut sessions = Vec::new();
+    for sub in ["viewer-6", "viewer-6", "viewer-7"] {
+        let (client, server) = mem::pair(&link);
+        let accepting = PendingSession::accept_transport(
+            server,
+            link.kind,
+            Version::default(),
+            None,
+            node.session_config().clone(),
+        );
+        let relay = node.clone();
+        tokio::spawn(async move {
+            if let Ok(pending) = accepting.await {
+                relay.serve(pending).await;
+            }
+        });
+        let options = ClientOptions {
+            tokens: vec![token(&jwt(&viewer(sub, "live", now_ms() / 1000 + 3600)))],
+        };
+        let (session, driver) = Session::connect_transport(
+            client,
+            link.kind,
+            Version::default(),
+            &url,
+            options,
+            SessionConfig::default(),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(driver.run());
+        sessions.push(session);
+    }
+    // The relay registers a session once it has accepted it.
+    let ended = within("the sessions are live at the relay", 5, async {
+        loop {
+            let n = node.end_sessions_of("nobody", SessionErrorCode::Unauthorized, "test");
+            assert_eq!(n, 0);
+            if node.metrics().sessions_accepted.get() == 3 {
+                // Counted just before it is registered (same task, no await between).
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                break node.end_sessions_of("viewer-6", SessionErrorCode::Unauthorized, "banned");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(ended, 2);
+    for session in &sessions[..2] {
+        let (code, _) = closed(session, 5).await;
+        assert_eq!(code, SessionErrorCode::Unauthorized);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!sessions[2].is_closed(), "another subject's session stays open");
 }
