@@ -73,9 +73,30 @@ export function connect(target: RelayTarget): Promise<Session> {
 /**
  * What `watch` takes: the relay (`hash` and `token` as for `connect`) and the player's own
  * options (`broadcast`, `canvas`, `targetLatencyMs`, `audio`, `onStats`, `interactions`, `room`,
- * `rendezvousTimeoutMs`, `rendition`, `startBitrate`; see {@link PlayerOptions}).
+ * `rendezvousTimeoutMs`, `rendition`, `startBitrate`, `refreshToken`, e.g. {@link refreshFromControl}; see
+ * {@link PlayerOptions}).
  */
 export interface WatchOptions extends RelayTarget, Omit<PlayerOptions, keyof RelayTarget | "serverCertificateHashes"> {}
+
+/**
+ * A `refreshToken` for {@link watch} that asks the control plane at `control` (its base URL,
+ * e.g. `https://control.example`) for a fresh token: `POST /v1/refresh` with the current one.
+ * The fresh token keeps the subject, namespace and room; the player presents it to the relay
+ * before the current one expires.
+ */
+export function refreshFromControl(control: string): (token: string) => Promise<string> {
+  return async (token: string) => {
+    const response = await fetch(`${control.replace(/\/$/, "")}/v1/refresh`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token }),
+    });
+    if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/refresh`);
+    const body = (await response.json()) as { token?: unknown };
+    if (typeof body.token !== "string" || !body.token) throw new Error("control plane: /v1/refresh returned no token");
+    return body.token;
+  };
+}
 
 /** Start playing a broadcast into a canvas; reconnects by itself until `stop()`. */
 export function watch(options: WatchOptions): Player {

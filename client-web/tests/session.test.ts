@@ -7,12 +7,14 @@
 // closes the session with PROTOCOL_VIOLATION. Also: SUBSCRIBE carries the RENDEZVOUS_TIMEOUT
 // asked for (the player's default 5 s, its option, none when 0). The player's media SUBSCRIBE
 // leaves GROUP_ORDER out (the publisher's descending order applies), and a subgroup stream's end
-// is reported as finished (FIN), reset (by the relay) or cancelled (by us).
+// is reported as finished (FIN), reset (by the relay) or cancelled (by us). Token refresh: a
+// subscription's `refresh` sends REQUEST_UPDATE with the token (REQUEST_OK resolves it,
+// REQUEST_ERROR rejects it), and the player's refresh schedule and JWT `exp` reading.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader, SessionErrorCode, Writer } from "../src/coding";
 import { FetchStream, SubgroupStream, encodeFetchHeader, encodeSubgroupHeader, type SubgroupHeader } from "../src/data";
 import { decodeFrame, encodeFrame, type Message } from "../src/message";
-import { DEFAULT_RENDEZVOUS_TIMEOUT_MS, Player, mediaSubscribeOptions } from "../src/player/player";
+import { DEFAULT_RENDEZVOUS_TIMEOUT_MS, Player, mediaSubscribeOptions, refreshDelayMs, tokenExpiry } from "../src/player/player";
 import { Session, subscribeParameters, type StreamEnd } from "../src/session/session";
 
 /** A readable stream the test feeds chunk by chunk. */
@@ -333,5 +335,69 @@ describe("the player's media SUBSCRIBE and group streams", () => {
     expect(objects).toEqual(["1/0", "1/1", "1/2", "2/0", "2/1"]);
     expect(session.isOpen).toBe(true);
     session.close(0, "done");
+  });
+});
+
+describe("token refresh", () => {
+  it("sends REQUEST_UPDATE with the token on the subscription's stream; REQUEST_OK resolves, REQUEST_ERROR rejects", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const subscribing = session.subscribe("live/demo", "video");
+    await subscribeSent(0);
+    transport.requests[0]!.answer({ type: "SUBSCRIBE_OK", trackAlias: 0, parameters: {}, trackProperties: [] });
+    const sub = await within(subscribing, "SUBSCRIBE_OK");
+    const refreshed = sub.refresh("fresh.jwt.token");
+    await vi.waitFor(() => expect(transport.requests[0]!.written[1]?.type).toBe("REQUEST_UPDATE"));
+    const update = transport.requests[0]!.written[1];
+    if (update?.type !== "REQUEST_UPDATE") throw new Error("no REQUEST_UPDATE");
+    expect(update.parameters.authorizationTokens).toEqual([
+      { aliasType: "use-value", tokenType: 0, tokenValue: payload("fresh.jwt.token") },
+    ]);
+    transport.requests[0]!.answer({ type: "REQUEST_OK", parameters: {}, trackProperties: [] });
+    await within(refreshed, "REQUEST_OK");
+
+    const refused = sub.refresh("someone.elses.token");
+    refused.catch(() => {});
+    await vi.waitFor(() => expect(transport.requests[0]!.written[2]?.type).toBe("REQUEST_UPDATE"));
+    transport.requests[0]!.answer({ type: "REQUEST_ERROR", errorCode: 1n, retryInterval: 0, errorReason: "other subject" });
+    await expect(within(refused, "REQUEST_ERROR")).rejects.toThrow(/REQUEST_UPDATE on live\/demo\/video refused: code 0x1 other subject/);
+    session.close(0, "done");
+  });
+
+  it("a publisher sends REQUEST_UPDATE on its PUBLISH_NAMESPACE; the answer does not end the publication", async () => {
+    const session = await Session.connect("https://relay.test/");
+    const publishing = session.publishNamespace("live/me");
+    await vi.waitFor(() => expect(transport.requests[0]?.written[0]?.type).toBe("PUBLISH_NAMESPACE"));
+    transport.requests[0]!.answer({ type: "REQUEST_OK", parameters: {}, trackProperties: [] });
+    const publication = await within(publishing, "REQUEST_OK");
+    let ended = false;
+    void publication.ended.then(() => (ended = true));
+    const refreshed = publication.refresh("fresh.jwt.token");
+    await vi.waitFor(() => expect(transport.requests[0]!.written[1]?.type).toBe("REQUEST_UPDATE"));
+    const update = transport.requests[0]!.written[1];
+    if (update?.type !== "REQUEST_UPDATE") throw new Error("no REQUEST_UPDATE");
+    const token = update.parameters.authorizationTokens?.[0];
+    expect(token && "tokenValue" in token ? token.tokenValue : undefined).toEqual(payload("fresh.jwt.token"));
+    transport.requests[0]!.answer({ type: "REQUEST_OK", parameters: {}, trackProperties: [] });
+    await within(refreshed, "REQUEST_OK");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(ended).toBe(false);
+    session.close(0, "done");
+  });
+
+  it("refreshes a quarter of the remaining life before exp, 2 s to 30 s ahead", () => {
+    const now = 1_000_000_000_000;
+    const at = (secondsLeft: number) => refreshDelayMs(now / 1000 + secondsLeft, now);
+    expect(at(60)).toBe(45_000); // 15 s ahead
+    expect(at(600)).toBe(570_000); // capped at 30 s ahead
+    expect(at(4)).toBe(2_000); // at least 2 s ahead
+    expect(at(1)).toBe(0); // already inside the lead: now
+    expect(at(-3)).toBe(0);
+  });
+
+  it("reads a JWT's exp without verifying it", () => {
+    const b64 = (o: object) => btoa(JSON.stringify(o)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+    expect(tokenExpiry(`${b64({ alg: "HS256" })}.${b64({ ns: "live/a", exp: 1767225600 })}.sig`)).toBe(1767225600);
+    expect(tokenExpiry("not-a-jwt")).toBeUndefined();
+    expect(tokenExpiry(`${b64({})}.${b64({ ns: "x" })}.sig`)).toBeUndefined();
   });
 });

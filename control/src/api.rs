@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | POST | [`HEARTBEAT_PATH`] | [`Heartbeat`] | [`HeartbeatResponse`] |
 //! | GET | `/v1/watch/{broadcast}?region=R` | — | [`WatchResponse`] |
+//! | POST | `/v1/refresh` | [`RefreshRequest`] | [`RefreshResponse`] |
 //! | GET | `/v1/route/{namespace}?relay=ID` ([`route_path`]) | — | [`RouteResponse`] |
 //! | POST | `/v1/publish/{broadcast}?region=R` | — | [`PublishResponse`] |
 //! | POST | `/v1/relays/{id}/drain` | — | [`DrainResponse`] |
@@ -177,6 +178,25 @@ pub struct WatchResponse {
     pub token_expires: u64,
     /// The chat room to join (the `chat/<room>` track of the broadcast).
     pub chat_room: String,
+}
+
+/// A fresh token for one a client holds (`POST /v1/refresh`), asked before it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// The token to refresh: one this control plane minted, not yet past `exp` plus the
+    /// relays' 5 s allowance.
+    pub token: String,
+}
+
+/// The answer to `POST /v1/refresh`: a token with the same claims (subject, namespace,
+/// actions, room) and a new expiry. Present it to the relay (REQUEST_UPDATE with AUTHORIZATION
+/// TOKEN on an open subscription) before the old one runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResponse {
+    /// The fresh JWT.
+    pub token: String,
+    /// Its expiry, seconds since the Unix epoch.
+    pub token_expires: u64,
 }
 
 /// How a client reaches the relay it was given: the fields [`WatchResponse`] and

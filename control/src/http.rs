@@ -18,7 +18,10 @@ use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 
-use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResponse, WatchResponse};
+use crate::api::{
+    DrainResponse, ErrorBody, Heartbeat, PublishResponse, RefreshRequest, RefreshResponse, RouteResponse,
+    WatchResponse,
+};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::registry::{PlaceError, Registry};
@@ -67,6 +70,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/relays/heartbeat", post(heartbeat))
         .route("/v1/relays/{id}/drain", post(drain))
         .route("/v1/watch/{*broadcast}", get(watch))
+        .route("/v1/refresh", post(refresh))
         .route("/v1/route/{*namespace}", get(route))
         .route("/v1/publish/{*broadcast}", post(publish))
         .fallback(|| async {
@@ -209,6 +213,58 @@ async fn watch(
         token_expires: exp,
         chat_room: placement.chat_room,
     }))
+}
+
+/// A fresh token for a valid one (same claims, new expiry). Rate-limited with the
+/// assignments; 401 `bad_token` for a token this key did not sign or that has run out, 409
+/// `no_auth` when the control plane mints no tokens.
+async fn refresh(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    if let Some(refused) = rate_limit(&shared) {
+        return refused;
+    }
+    let request: RefreshRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("expected {{\"token\": \"<jwt>\"}}: {e}"),
+            )
+        }
+    };
+    let Some(minter) = &shared.minter else {
+        return error(
+            StatusCode::CONFLICT,
+            "no_auth",
+            "this control plane mints no tokens (no --auth-key); there is nothing to refresh".into(),
+        );
+    };
+    let now = unix_now();
+    // Probe the claims to pick the lifetime: publishers keep theirs longer.
+    let ttl = match minter.verify(&request.token, now) {
+        Ok(claims) if claims.publish => shared.publish_token_ttl,
+        Ok(_) => shared.token_ttl,
+        Err(e) => {
+            Metrics::inc(&shared.metrics.refresh_refused);
+            return error(StatusCode::UNAUTHORIZED, "bad_token", e.to_string());
+        }
+    };
+    let exp = now.saturating_add(ttl.as_secs().max(1));
+    match minter.refresh(&request.token, now, exp) {
+        Ok((token, _)) => {
+            Metrics::inc(&shared.metrics.refreshed);
+            Json(RefreshResponse {
+                token,
+                token_expires: exp,
+            })
+            .into_response()
+        }
+        Err(TokenError::Refused(reason)) => {
+            Metrics::inc(&shared.metrics.refresh_refused);
+            error(StatusCode::UNAUTHORIZED, "bad_token", reason)
+        }
+        Err(e) => token_error(e),
+    }
 }
 
 async fn route(

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub routes_refused: Counter,
     /// Publisher assignments.
     pub publishes: Counter,
+    /// Tokens refreshed (`POST /v1/refresh`).
+    pub refreshed: Counter,
+    /// Refresh requests refused (a token this key did not sign, malformed or run out).
+    pub refresh_refused: Counter,
     /// Drain orders.
     pub drains: Counter,
     /// Relays expired after missed heartbeats.
@@ -86,6 +90,11 @@ impl Default for Metrics {
         let routes = counter("routes", "Route lookups answered");
         let routes_refused = counter("routes_refused", "Route lookups refused");
         let publishes = counter("publishes", "Publisher assignments");
+        let refreshed = counter("tokens_refreshed", "Tokens refreshed with POST /v1/refresh");
+        let refresh_refused = counter(
+            "token_refreshes_refused",
+            "Refresh requests refused (bad signature, malformed or expired token)",
+        );
         let drains = counter("drains", "Drain orders (operator and autoscaler)");
         let expired = counter("relays_expired", "Relays dropped after missed heartbeats");
         let spawned = counter("relays_spawned", "Relays spawned");
@@ -111,6 +120,8 @@ impl Default for Metrics {
             routes,
             routes_refused,
             publishes,
+            refreshed,
+            refresh_refused,
             drains,
             expired,
             spawned,
@@ -347,6 +358,8 @@ mod tests {
             "routes_total",
             "routes_refused_total",
             "publishes_total",
+            "tokens_refreshed_total",
+            "token_refreshes_refused_total",
             "drains_total",
             "relays_expired_total",
             "relays_spawned_total",

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use crate::api::Claims;
 
@@ -22,12 +22,14 @@ pub struct TokenSettings {
     #[arg(long, value_name = "FILE")]
     pub auth_key: Option<std::path::PathBuf>,
 
-    /// Lifetime of a viewer token (it only has to last until the viewer connects).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// Lifetime of a viewer token. Relays end a session 5 s after its token's exp, so viewers
+    /// that stay longer refresh it (POST /v1/refresh) ahead of time: shorter means revocation
+    /// sooner, longer means fewer refreshes (100k viewers at 10 min: about 170 per second).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub token_ttl: std::time::Duration,
 
-    /// Lifetime of a publisher token.
+    /// Lifetime of a publisher token (refreshed like a viewer's, or the session ends with it).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub publish_token_ttl: std::time::Duration,
@@ -56,12 +58,22 @@ pub enum TokenError {
     /// Signing failed.
     #[error("signing the token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    /// A token offered for refresh that this key did not sign, that is malformed, or that
+    /// has run out (past `exp` plus the relays' allowance).
+    #[error("token refused: {0}")]
+    Refused(String),
 }
+
+/// Seconds after `exp` during which relays still accept a token (as the relay's
+/// `EXP_LEEWAY_SECS`); a token may be refreshed until then.
+pub const EXP_LEEWAY_SECS: u64 = 5;
 
 /// Signs tokens with one key.
 pub struct Minter {
     algorithm: Algorithm,
     key: EncodingKey,
+    /// Verifies tokens offered for refresh (the public half for ES256).
+    decoding: DecodingKey,
 }
 
 impl std::fmt::Debug for Minter {
@@ -90,6 +102,7 @@ impl Minter {
             Ok(Self {
                 algorithm: Algorithm::ES256,
                 key,
+                decoding: es256_public(trimmed)?,
             })
         } else if trimmed.len() < MIN_HS256_SECRET_LEN {
             Err(TokenError::ShortSecret(trimmed.len()))
@@ -97,6 +110,7 @@ impl Minter {
             Ok(Self {
                 algorithm: Algorithm::HS256,
                 key: EncodingKey::from_secret(trimmed),
+                decoding: DecodingKey::from_secret(trimmed),
             })
         }
     }
@@ -111,9 +125,11 @@ impl Minter {
     }
 
     /// A subscribe-only token for `broadcast`, expiring at `exp`, for a viewer in chat `room`.
+    /// Each viewer gets its own subject (`viewer-` and 16 random hex digits), which its
+    /// refreshed tokens keep.
     pub fn viewer(&self, broadcast: &str, room: &str, exp: u64) -> Result<String, TokenError> {
         self.mint(&Claims {
-            sub: Some("viewer".into()),
+            sub: Some(subject("viewer")?),
             ns: broadcast.trim_matches('/').to_owned(),
             publish: false,
             subscribe: true,
@@ -122,10 +138,11 @@ impl Minter {
         })
     }
 
-    /// A publish-only token for `broadcast`, expiring at `exp`.
+    /// A publish-only token for `broadcast`, expiring at `exp`, with its own subject
+    /// (`publisher-` and 16 random hex digits).
     pub fn publisher(&self, broadcast: &str, exp: u64) -> Result<String, TokenError> {
         self.mint(&Claims {
-            sub: Some("publisher".into()),
+            sub: Some(subject("publisher")?),
             ns: broadcast.trim_matches('/').to_owned(),
             publish: true,
             subscribe: false,
@@ -133,4 +150,49 @@ impl Minter {
             room: None,
         })
     }
+}
+
+impl Minter {
+    /// Verify a token this key signed, as of `now` (seconds since the Unix epoch): the
+    /// signature and algorithm, the claims, and that `now < exp + EXP_LEEWAY_SECS`.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &validation)
+            .map_err(|e| TokenError::Refused(e.to_string()))?
+            .claims;
+        if now >= claims.exp.saturating_add(EXP_LEEWAY_SECS) {
+            return Err(TokenError::Refused("the token has expired".into()));
+        }
+        Ok(claims)
+    }
+
+    /// A fresh token for the holder of `token` (verified with [`verify`](Self::verify)):
+    /// the same claims (subject, namespace, actions, room), ending at `exp`.
+    pub fn refresh(&self, token: &str, now: u64, exp: u64) -> Result<(String, Claims), TokenError> {
+        let claims = Claims {
+            exp,
+            ..self.verify(token, now)?
+        };
+        Ok((self.mint(&claims)?, claims))
+    }
+}
+
+/// A subject no other token has: `kind-` and 16 random hex digits.
+fn subject(kind: &str) -> Result<String, TokenError> {
+    let mut bytes = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| TokenError::Refused("no randomness".into()))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{kind}-{hex}"))
+}
+
+/// The public half of a PKCS#8 P-256 private key, to verify what it signs.
+fn es256_public(pem_text: &[u8]) -> Result<DecodingKey, TokenError> {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let block = pem::parse(pem_text).map_err(|e| TokenError::Pem(e.to_string()))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents())
+        .map_err(|e| TokenError::Pem(format!("not a P-256 PKCS#8 key: {e}")))?;
+    Ok(DecodingKey::from_ec_der(pair.public_key().as_ref()))
 }

@@ -331,3 +331,84 @@ async fn cors_status_page_metrics_health() {
     assert!(m.body.contains("banyan_control_relays 2"), "{}", m.body);
     assert!(m.body.contains("banyan_control_heartbeats_total 2"), "{}", m.body);
 }
+
+/// `POST /v1/refresh` answers a token this control plane minted with a fresh one: the same
+/// subject (unique per viewer), namespace, actions and room, a later expiry, accepted by a
+/// relay with the same key (HS256 and ES256). A token signed with another key, a malformed
+/// body or an expired token is refused (401 `bad_token`, 400) and counted.
+#[tokio::test]
+async fn refresh_keeps_the_subject_and_refuses_foreign_tokens() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
+    let es256 = pem::encode(&pem::Pem::new("PRIVATE KEY", pair.to_pkcs8v1().unwrap().as_ref()));
+    for key_text in [format!("{SECRET}\n"), es256] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("jwt.key");
+        std::fs::write(&key, &key_text).unwrap();
+        let c = start(&config(&[
+            "--auth-key",
+            key.to_str().unwrap(),
+            "--token-ttl",
+            "30s",
+        ]))
+        .await;
+        send(c.addr, &origin("o", "eu", 50, "live/a")).await;
+        let auth = Authenticator::from_key(key_text.as_bytes()).unwrap();
+        let first = get(c.addr, "/v1/watch/live/a?region=eu").await.json();
+        let second = get(c.addr, "/v1/watch/live/a?region=eu").await.json();
+        let token = first["token"].as_str().unwrap();
+        let claims = auth.verify(token).unwrap();
+        let other = auth.verify(second["token"].as_str().unwrap()).unwrap();
+        assert!(
+            claims.sub.as_deref().unwrap().starts_with("viewer-"),
+            "{claims:?}"
+        );
+        assert_ne!(claims.sub, other.sub, "each viewer has its own subject");
+
+        // Ask one second later, so the fresh token ends later than the first.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let body = serde_json::json!({ "token": token }).to_string();
+        let r = post(c.addr, "/v1/refresh", &body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        let fresh = auth
+            .verify(j["token"].as_str().unwrap())
+            .expect("the relay accepts the fresh token");
+        assert_eq!(fresh.sub, claims.sub, "the same subject");
+        assert_eq!(
+            (&fresh.ns, fresh.subscribe, fresh.publish),
+            (&claims.ns, true, false)
+        );
+        assert_eq!(fresh.room, claims.room);
+        assert!(fresh.exp > claims.exp, "{} > {}", fresh.exp, claims.exp);
+        assert_eq!(j["token_expires"].as_u64(), Some(fresh.exp));
+
+        let foreign = banyan_relay::auth::mint_hs256(
+            &banyan_control::api::Claims {
+                exp: claims.exp + 3600,
+                ..claims.clone()
+            },
+            b"another-secret-another-secret-0123456",
+        )
+        .unwrap();
+        let expired = banyan_relay::auth::Authenticator::from_key(key_text.as_bytes())
+            .unwrap()
+            .mint(&banyan_control::api::Claims {
+                exp: 1,
+                ..claims.clone()
+            })
+            .unwrap();
+        for (what, token) in [("another key", foreign), ("expired", expired)] {
+            let body = serde_json::json!({ "token": token }).to_string();
+            let r = post(c.addr, "/v1/refresh", &body).await;
+            assert_eq!(r.status, 401, "{what}: {}", r.body);
+            assert_eq!(r.json()["error"], "bad_token", "{what}");
+        }
+        let r = post(c.addr, "/v1/refresh", "{\"jwt\": 1}").await;
+        assert_eq!(r.status, 400, "{}", r.body);
+        let metrics = get(c.addr, "/metrics").await.body;
+        assert!(metrics.contains("tokens_refreshed_total 1"), "{metrics}");
+        assert!(metrics.contains("token_refreshes_refused_total 2"), "{metrics}");
+        c.stop().await;
+    }
+}

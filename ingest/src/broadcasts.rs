@@ -174,7 +174,9 @@ impl Registry {
             let result =
                 banyan_publisher::publish::run_announced(connector, namespace, broadcast, Some(tx)).await;
             if let Err(e) = &result {
-                tracing::debug!(broadcast = %name, error = %format!("{e:#}"), "relay session ended");
+                // E.g. the relay ended the session because the stream key's token expired
+                // (a static token cannot be refreshed): say so where an operator looks.
+                tracing::warn!(broadcast = %name, error = %format!("{e:#}"), "relay session ended");
             }
             let _ = result_tx.send(result.map_err(|e| format!("{e:#}")));
         });

@@ -127,6 +127,7 @@ pub fn init_tracing(filter: &str) {
 /// Run `banyan-publish`.
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let connector = args.connect.connector()?;
+    args.connect.announce_token_expiry("publish");
     let namespace = TrackNamespace::from_path(&args.broadcast).context("--broadcast")?;
     let broadcast = Arc::new(Broadcast::new());
     let source = {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_certs::ServerVerification;
+use banyan_moq::coding::SessionErrorCode;
 use banyan_moq::session::{Client, ClientOptions, Session, SessionConfig, SessionDriver, TransportConfig};
 use url::Url;
 
@@ -25,7 +26,8 @@ pub struct ConnectArgs {
     /// Accept any certificate. Only for loopback tests.
     #[arg(long)]
     pub tls_insecure: bool,
-    /// An authorization token (JWT) sent in SETUP.
+    /// An authorization token (JWT) sent in SETUP. The relay ends the session at the token's
+    /// `exp` (plus 5 s); a static token cannot be refreshed, so the program then exits non-zero.
     #[arg(long, value_name = "JWT", env = "BANYAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// How long connecting (QUIC + SETUP) may take before it counts as failed.
@@ -37,6 +39,8 @@ pub struct ConnectArgs {
 #[derive(Debug, Clone)]
 pub struct Connector {
     client: Client,
+    /// The `exp` of the token presented, if it is a JWT.
+    token_exp: Option<u64>,
     url: Url,
     options: ClientOptions,
     timeout: Duration,
@@ -67,6 +71,7 @@ impl ConnectArgs {
         let options = ClientOptions::with_token(self.token.as_deref());
         Ok(Connector {
             client,
+            token_exp: self.token_expiry(),
             url: self.url.clone(),
             options,
             timeout: self.connect_timeout,
@@ -74,7 +79,77 @@ impl ConnectArgs {
     }
 }
 
+impl ConnectArgs {
+    /// The `exp` of `--token` (seconds since the Unix epoch), read without verifying it (the
+    /// relay does that); `None` without a token or when it is not a JWT with `exp`.
+    pub fn token_expiry(&self) -> Option<u64> {
+        self.token.as_deref().and_then(jwt_expiry)
+    }
+
+    /// Say on stderr when `--token` runs out: the relay ends the session then.
+    pub fn announce_token_expiry(&self, program: &str) {
+        let Some(exp) = self.token_expiry() else { return };
+        let now = unix_now();
+        let end = exp.saturating_add(TOKEN_LEEWAY_SECS);
+        if end <= now {
+            eprintln!(
+                "{program}: warning: --token expired {} s ago (exp {exp}); the relay will refuse it",
+                now - exp
+            );
+        } else {
+            eprintln!(
+                "{program}: --token expires in {} s (exp {exp}); a static token cannot be refreshed, so the relay ends the session then (5 s later)",
+                exp.saturating_sub(now)
+            );
+        }
+    }
+}
+
+/// Seconds after `exp` during which the relay still accepts a token.
+const TOKEN_LEEWAY_SECS: u64 = 5;
+
+/// The `exp` claim of a JWT, decoded without verifying the signature.
+pub fn jwt_expiry(jwt: &str) -> Option<u64> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    let payload = jwt.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Exp>(&bytes).ok().map(|e| e.exp)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Connector {
+    /// When the relay ended the session (or refused the connection) because the token
+    /// expired, the error to exit with; `None` for any other cause.
+    pub fn token_expired(&self, program: &str, error: &anyhow::Error) -> Option<anyhow::Error> {
+        let code = error
+            .chain()
+            .find_map(|e| match e.downcast_ref::<banyan_moq::session::Error>()? {
+                banyan_moq::session::Error::Closed { code, .. } => Some(*code),
+                _ => None,
+            })?;
+        (code == SessionErrorCode::ExpiredAuthToken).then(|| {
+            let exp = self
+                .token_exp
+                .map_or(String::new(), |exp| format!(" (exp {exp})"));
+            anyhow::anyhow!(
+                "{program}: the relay closed the session with EXPIRED_AUTH_TOKEN: the token{exp} has expired \
+                 and a static token cannot be refreshed; get a fresh one (the control plane's /v1/watch, \
+                 /v1/publish or /v1/refresh) and run again"
+            )
+        })
+    }
+
     /// The URL dialled.
     pub fn url(&self) -> &Url {
         &self.url
@@ -122,6 +197,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwt_expiry_reads_exp_without_verifying() {
+        // {"alg":"HS256","typ":"JWT"} . {"ns":"live/a","subs":true,"exp":1767225600} . junk
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJucyI6ImxpdmUvYSIsInN1YnMiOnRydWUsImV4cCI6MTc2NzIyNTYwMH0.c2ln";
+        assert_eq!(jwt_expiry(jwt), Some(1_767_225_600));
+        assert_eq!(jwt_expiry("not a jwt"), None);
+        assert_eq!(jwt_expiry("a.!!!.c"), None);
+    }
 
     #[test]
     fn backoff_doubles_to_a_cap_and_resets() {

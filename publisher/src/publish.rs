@@ -63,8 +63,11 @@ pub async fn run_announced(
         let attempt = connect_and_announce(&connector, &namespace).await;
         let announced = match attempt {
             Ok(a) => a,
-            Err(e) if !ever_connected => return Err(e),
+            Err(e) if !ever_connected => return Err(connector.token_expired("publish", &e).unwrap_or(e)),
             Err(e) => {
+                if let Some(e) = connector.token_expired("publish", &e) {
+                    return Err(e);
+                }
                 tracing::warn!(error = %format!("{e:#}"), "reconnect failed");
                 let delay = backoff.next_delay();
                 tokio::select! {
@@ -111,6 +114,13 @@ pub async fn run_announced(
             session.close(SessionErrorCode::NoError, "broadcast complete");
             driver.abort();
             return Ok(());
+        }
+        if session.is_closed() {
+            let closed = anyhow::Error::new(session.closed().await);
+            if let Some(e) = connector.token_expired("publish", &closed) {
+                driver.abort();
+                return Err(e);
+            }
         }
         session.close(SessionErrorCode::NoError, "reconnecting");
         driver.abort();

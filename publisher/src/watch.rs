@@ -326,6 +326,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     // Ctrl-C or SIGTERM: stop watching and write the summary (one listener for the whole run).
     let shutdown = banyan_control::binary::shutdown_signal()?;
     tokio::pin!(shutdown);
+    args.connect.announce_token_expiry("watch");
+    // Set when the relay ends the session because the token expired: the summary is still
+    // written, then the viewer exits with this error.
+    let mut expired = None;
     'sessions: loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -333,8 +337,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let connected = connector.connect(None).await;
         let (session, driver) = match connected {
             Ok(pair) => pair,
-            Err(e) if first => return Err(e),
+            Err(e) if first => return Err(connector.token_expired("watch", &e).unwrap_or(e)),
             Err(e) => {
+                if let Some(e) = connector.token_expired("watch", &e) {
+                    expired = Some(e);
+                    break;
+                }
                 tracing::info!(error = %format!("{e:#}"), "reconnect failed");
                 if sleep_or_deadline(backoff.next_delay(), deadline).await {
                     break;
@@ -389,6 +397,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
         subs.abort_all();
         player.session_lost(&mut tracks, unix_micros()).await?;
+        if session.is_closed() {
+            let closed = anyhow::Error::new(session.closed().await);
+            if let Some(e) = connector.token_expired("watch", &closed) {
+                driver.abort();
+                expired = Some(e);
+                break;
+            }
+        }
         session.close(SessionErrorCode::NoError, "reconnecting");
         driver.abort();
         eprintln!("watch: lost the relay; reconnecting");
@@ -407,7 +423,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     if args.output != "-" {
         println!("{json}");
     }
-    Ok(())
+    expired.map_or(Ok(()), Err)
 }
 
 /// Where the fMP4 goes: `none`, `-` (stdout) or a file.

@@ -47,7 +47,9 @@
 //!   share: sizes, bit rates, URLs, host names), `tests.rs` (how the layers merge).
 //! - [`auth`]: JWT (HS256/ES256) tokens scoped to namespace prefixes and publish/subscribe:
 //!   `claims.rs` (what a token grants, why it is refused), `key.rs` ([`auth::Authenticator`]:
-//!   keys, verifying, minting), `token.rs` (where a token travels).
+//!   keys, verifying, minting), `token.rs` (where a token travels), `grant.rs`
+//!   ([`auth::Grant`]: the token a session lives by, its refresh, and [`auth::expire`] /
+//!   [`auth::end_session`], closing the session when it runs out).
 //! - [`heartbeat`]: reports to the control plane (`--control`) every interval: URLs, capacity,
 //!   load, broadcasts, parents; a `drain: true` answer drains the relay like SIGTERM
 //!   (`mod.rs`: [`heartbeat::Reporter`]); `summary.rs`: URLs and broadcasts; `load.rs`: egress

@@ -36,6 +36,8 @@ interface Target {
   token?: string;
   broadcast: string;
   room: string;
+  /** The control plane the token came from (it refreshes it), if any. */
+  control?: string;
 }
 
 async function resolveTarget(): Promise<Target> {
@@ -71,7 +73,10 @@ async function resolveTarget(): Promise<Target> {
   if (body.websocket) target.websocket = body.websocket;
   sessionStorage.setItem(roomKey, target.room);
   if (body.cert_sha256) target.hash = body.cert_sha256;
-  if (body.token) target.token = body.token;
+  if (body.token) {
+    target.token = body.token;
+    target.control = control;
+  }
   return target;
 }
 
@@ -88,6 +93,7 @@ function render(stats: PlayerStats): void {
     ...renditionLines(stats),
     `relay     ${stats.relay}  (${stats.state}, reconnects ${stats.reconnects})`,
     `transport ${stats.transport ?? "–"}`,
+    `token     refreshed ${stats.tokenRefreshes}${stats.tokenRefreshLeadS === undefined ? "" : ` (last ${stats.tokenRefreshLeadS.toFixed(1)} s before exp)`}`,
   ].join("\n");
   errorBox.textContent = stats.lastError ?? "";
   showRenditions(stats);
@@ -213,8 +219,12 @@ async function main(): Promise<void> {
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
+  const { control, ...relay } = target;
   const player = watch({
-    ...target,
+    ...relay,
+    // A token from control is refreshed there ahead of its expiry (the relay ends the session
+    // 5 s after it).
+    ...(control ? { refreshToken: api.refreshFromControl(control) } : {}),
     ...(transport ? { transport } : {}),
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),

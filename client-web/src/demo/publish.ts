@@ -1,6 +1,7 @@
 /**
  * The "Go live" page: `/publish.html?relay=URL&hash=HEX&broadcast=NAME` (`&ws=URL` the relay's
- * WebSocket URL, `&token=JWT` a publish token, `&transport=webtransport|websocket`,
+ * WebSocket URL, `&token=JWT` a publish token (`&control=URL`: the control plane that minted it,
+ * which refreshes it ahead of expiry), `&transport=webtransport|websocket`,
  * `&source=camera|screen`, `&size=WxH` (the camera size asked for, default 1280x720), `&bitrate=BPS`, `&codec=vp8` (or any WebCodecs codec string, comma-separated
  * in order of preference) instead of H.264 → VP8 → VP9). A preview of what is sent, a camera/screen choice,
  * the live/stop button, the publisher's stats (also `window.banyanPublishStats`) and a link to
@@ -26,6 +27,8 @@ const relay = params.get("relay") ?? undefined;
 const ws = params.get("ws") ?? undefined;
 const hash = params.get("hash") ?? undefined;
 const token = params.get("token") ?? undefined;
+/** The control plane that minted `token` (it refreshes it ahead of expiry), if any. */
+const control = params.get("control") ?? undefined;
 const forced = params.get("transport");
 const bitrate = Number(params.get("bitrate") ?? "") || undefined;
 const size = /^(\d+)x(\d+)$/.exec(params.get("size") ?? "1280x720");
@@ -81,6 +84,7 @@ async function goLive(): Promise<void> {
     ...(ws ? { websocket: ws } : {}),
     ...(hash ? { hash } : {}),
     ...(token ? { token } : {}),
+    ...(token && control ? { refreshToken: api.refreshFromControl(control) } : {}),
     ...(transport ? { transport } : {}),
     ...(bitrate ? { videoBitrate: bitrate } : {}),
     ...(codecs?.length ? { videoCodecs: codecs } : {}),

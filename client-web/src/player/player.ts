@@ -26,6 +26,7 @@ import { AudioRenderer } from "./audio";
 import { CATALOG_TRACK, parseCatalog, type MediaTrack, type ParsedCatalog } from "./catalog";
 import { JitterBuffer, PlayoutClock, type Frame } from "./jitter";
 import { locMeta } from "./loc";
+import { refreshDelayMs, tokenExpiry } from "../session/token";
 import { PlaybackMeter } from "./meter";
 import { ladderOf, RenditionSwitcher, startRendition, type Action, type SwitchRecord } from "./renditions";
 import { VideoRenderer, type VideoPayload } from "./video";
@@ -48,7 +49,14 @@ export interface PlayerOptions {
   canvas: HTMLCanvasElement;
   /** Development certificate hashes (hex SHA-256). */
   serverCertificateHashes?: string[];
+  /** The relay token (JWT); the relay ends the session 5 s after its `exp`. */
   token?: string;
+  /**
+   * Fetch a fresh token for the current one (e.g. control's `POST /v1/refresh`); with it, the
+   * player hands the relay a fresh token (REQUEST_UPDATE on its video subscription) ahead of the
+   * current one's expiry, with no gap. Without it, the session ends with the token.
+   */
+  refreshToken?: (token: string) => Promise<string>;
   /** Jitter slack beyond the fastest recent frame (ms, default 60; aims under 150 ms total). */
   targetLatencyMs?: number;
   /** Play audio when the catalog has an audio track (default true). */
@@ -81,6 +89,8 @@ export interface PlayerOptions {
 
 /** The default {@link PlayerOptions.rendezvousTimeoutMs}. */
 export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 5000;
+
+export { refreshDelayMs, tokenExpiry };
 
 /**
  * The SUBSCRIBE options of a media track. No GROUP_ORDER: the relay then uses the publisher's
@@ -136,6 +146,10 @@ export interface PlayerStats {
   likes: number;
   /** The broadcast's live viewer count, from the `viewers` track (0 before the first). */
   viewers: number;
+  /** Tokens refreshed with the relay (see {@link PlayerOptions.refreshToken}). */
+  tokenRefreshes: number;
+  /** Seconds before the token's `exp` the last refresh was presented to the relay. */
+  tokenRefreshLeadS: number | undefined;
   lastError: string | undefined;
   /** The video track being decoded (a rendition of the ladder, or the only video track). */
   rendition: string;
@@ -209,9 +223,13 @@ export class Player {
   /** The first group of a new rendition: not given to the estimator. */
   private skipSample = -1;
   private droppedAtGroup = 0;
+  /** The token in use: the given one, then each refreshed one (reconnects use it too). */
+  private token: string | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly options: PlayerOptions) {
     this.rendezvous = options.rendezvousTimeoutMs ?? DEFAULT_RENDEZVOUS_TIMEOUT_MS;
+    this.token = options.token;
     const target = options.targetLatencyMs ?? 60;
     this.videoBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
     this.audioBuffer = new JitterBuffer(this.clock, { targetLatencyMs: target });
@@ -239,6 +257,8 @@ export class Player {
       reconnects: 0,
       likes: 0,
       viewers: 0,
+      tokenRefreshes: 0,
+      tokenRefreshLeadS: undefined,
       lastError: undefined,
       rendition: "",
       renditions: [],
@@ -286,6 +306,7 @@ export class Player {
     this.stopped = true;
     this.stats.state = "stopped";
     clearTimeout(this.timer);
+    clearTimeout(this.refreshTimer);
     this.interactions?.stop();
     this.session?.close(0, "player stopped");
     this.video?.close();
@@ -304,7 +325,7 @@ export class Player {
         // The transport is chosen again for every session: after a GOAWAY or a failure too.
         const connect: ChooseOptions = { transport: this.options.transport };
         if (this.options.serverCertificateHashes) connect.serverCertificateHashes = this.options.serverCertificateHashes;
-        if (this.options.token) connect.token = this.options.token;
+        if (this.token) connect.token = this.token;
         const session = await connectRelay(urls, connect);
         this.session = session;
         this.stats.relay = session.url;
@@ -364,6 +385,36 @@ export class Player {
     }
   }
 
+  /**
+   * Refresh the token ahead of its expiry, on `sub` (the video subscription) of `session`, for
+   * as long as that session lasts: fetch a fresh token with `refreshToken`, present it to the
+   * relay (REQUEST_UPDATE), and schedule the next. A failure is retried after 1 s while the
+   * relay's 5 s allowance lasts.
+   */
+  private scheduleRefresh(session: Session, pick: () => Subscription | undefined): void {
+    clearTimeout(this.refreshTimer);
+    const refreshToken = this.options.refreshToken;
+    const exp = this.token ? tokenExpiry(this.token) : undefined;
+    if (!refreshToken || exp === undefined) return;
+    const attempt = async () => {
+      if (this.stopped || this.session !== session || !this.token) return;
+      try {
+        const sub = pick();
+        if (!sub) throw new MoqtError("no open subscription to carry the refresh");
+        const fresh = await refreshToken(this.token);
+        await sub.refresh(fresh);
+        this.stats.tokenRefreshLeadS = exp - Date.now() / 1000;
+        this.stats.tokenRefreshes++;
+        this.token = fresh;
+        this.scheduleRefresh(session, pick);
+      } catch (e) {
+        this.stats.lastError = `token refresh: ${e instanceof Error ? e.message : String(e)}`;
+        if (Date.now() < (exp + 5) * 1000) this.refreshTimer = setTimeout(() => void attempt(), 1000);
+      }
+    };
+    this.refreshTimer = setTimeout(() => void attempt(), refreshDelayMs(exp, Date.now()));
+  }
+
   private async subscribeAll(session: Session): Promise<void> {
     const catalog = await this.loadCatalog(session);
     this.catalog = catalog;
@@ -395,6 +446,9 @@ export class Player {
     const [videoSub, audioSub] = await Promise.all(subs);
     this.videoSubs.clear();
     if (videoSub) this.feedVideo(videoSub, video);
+    // Any open subscription carries a refresh for the whole session: audio's lasts as long as
+    // the session, a video one may be switched away from (see RenditionSwitcher).
+    this.scheduleRefresh(session, () => audioSub ?? this.videoSubs.values().next().value);
     if (audioSub && audio) this.feed(audioSub, audio, this.audioBuffer);
     this.stats.state = "playing";
     void this.interactions?.attach(session).catch((e: unknown) => (this.stats.lastError = `interactions: ${String(e)}`));

@@ -47,6 +47,7 @@ import {
   TrackGroups,
   firstGroupId,
 } from "./groups";
+import { refreshDelayMs, tokenExpiry } from "../session/token";
 import { locProperties, nowUs, type MediaKind } from "./loc";
 
 /** Frames the video encoder may hold before new ones are dropped. */
@@ -73,6 +74,12 @@ export interface PublisherOptions {
   videoCodecs?: string[];
   /** Called about once a second with the stats. */
   onStats?: (stats: PublishStats) => void;
+  /**
+   * Fetch a fresh token for the current one (e.g. `refreshFromControl`); with it the publisher
+   * hands the relay a fresh token (REQUEST_UPDATE on its PUBLISH_NAMESPACE) ahead of expiry.
+   * Without it, the relay ends the session 5 s after the token's `exp`.
+   */
+  refreshToken?: (token: string) => Promise<string>;
 }
 
 export interface PublishStats {
@@ -107,6 +114,8 @@ export interface PublishStats {
   firstGroup: number;
   /** Sessions re-established after the first (GOAWAY or a lost relay). */
   reconnects: number;
+  /** Tokens refreshed with the relay (see {@link PublisherOptions.refreshToken}). */
+  tokenRefreshes: number;
   lastError: string | undefined;
 }
 
@@ -275,6 +284,7 @@ export class Publisher {
   private audioOffsetUs: number | undefined;
   private stopped = false;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private lastBytes = 0;
 
   constructor(
@@ -312,6 +322,7 @@ export class Publisher {
       subscribers: { catalog: 0, video: 0, audio: 0 },
       firstGroup: first,
       reconnects: 0,
+      tokenRefreshes: 0,
       lastError: undefined,
     };
     this.ready = this.start(urls, connect);
@@ -323,6 +334,7 @@ export class Publisher {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    clearTimeout(this.refreshTimer);
     for (const r of this.readers) r.cancel().catch(() => {});
     for (const e of [this.videoEncoder, this.audioEncoder]) {
       try {
@@ -382,6 +394,7 @@ export class Publisher {
     this.session = session;
     this.stats.relay = session.url;
     this.stats.transport = session.transportKind;
+    if (this.namespace) this.scheduleRefresh(session, this.namespace, connect);
     // A GOAWAY: move now (the relay drains us anyway); the new session is the same relay URL.
     session.onGoaway = () => session.close(SessionErrorCode.NoError, "reconnecting after GOAWAY");
     void session.closed.then((c) => {
@@ -389,6 +402,32 @@ export class Publisher {
       this.stats.lastError = `the relay session ended (${c.reason || `code ${c.code}`}); reconnecting`;
       void this.reconnect(urls, connect);
     });
+  }
+
+  /**
+   * Refresh the token ahead of its expiry on `publication` (the PUBLISH_NAMESPACE of
+   * `session`), for as long as that session lasts; the fresh token also goes into `connect`
+   * for reconnects. A failure is retried after 1 s while the relay's 5 s allowance lasts.
+   */
+  private scheduleRefresh(session: Session, publication: NamespacePublication, connect: ChooseOptions): void {
+    clearTimeout(this.refreshTimer);
+    const refreshToken = this.options.refreshToken;
+    const exp = connect.token ? tokenExpiry(connect.token) : undefined;
+    if (!refreshToken || exp === undefined) return;
+    const attempt = async () => {
+      if (this.stopped || this.session !== session || !connect.token) return;
+      try {
+        const fresh = await refreshToken(connect.token);
+        await publication.refresh(fresh);
+        connect.token = fresh;
+        this.stats.tokenRefreshes++;
+        this.scheduleRefresh(session, publication, connect);
+      } catch (e) {
+        this.stats.lastError = `token refresh: ${e instanceof Error ? e.message : String(e)}`;
+        if (Date.now() < (exp + 5) * 1000) this.refreshTimer = setTimeout(() => void attempt(), 1000);
+      }
+    };
+    this.refreshTimer = setTimeout(() => void attempt(), refreshDelayMs(exp, Date.now()));
   }
 
   private async reconnect(urls: RelayUrls, connect: ChooseOptions): Promise<void> {

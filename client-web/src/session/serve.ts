@@ -6,7 +6,7 @@
  * `banyan_moq::session::{NamespacePublication, SubscribeRequest}`.
  */
 import { namespaceToPath, type KeyValuePair } from "../coding";
-import { RequestErrorCode, encodeFrame, type Parameters, type Subscribe } from "../message";
+import { RequestErrorCode, decodeFrame, encodeFrame, type Parameters, type Subscribe } from "../message";
 import { Publication, type PublicationTransport } from "./publication";
 import type { StreamReader } from "./stream";
 
@@ -15,13 +15,63 @@ export class NamespacePublication {
   /** Settles when the relay ends the publication or the session closes. */
   readonly ended: Promise<void>;
   private finished = false;
+  /** The REQUEST_UPDATE awaiting its answer, if any. */
+  private pendingUpdate: { resolve: () => void; reject: (e: Error) => void } | undefined;
 
   constructor(
     readonly namespace: string,
     private readonly writer: WritableStreamDefaultWriter<Uint8Array>,
-    ended: Promise<void>,
+    reader: StreamReader,
+    private readonly takeRequestId: () => number = () => 0,
   ) {
-    this.ended = ended;
+    this.ended = this.read(reader);
+  }
+
+  /**
+   * Present a fresh token (same subject, same or wider scope) for the session: REQUEST_UPDATE
+   * with AUTHORIZATION TOKEN on the PUBLISH_NAMESPACE stream. Resolves on REQUEST_OK; rejects
+   * on REQUEST_ERROR (the relay then ends the publication).
+   */
+  async refresh(token: string): Promise<void> {
+    if (this.pendingUpdate) throw new Error("a REQUEST_UPDATE is already in flight");
+    const answered = new Promise<void>((resolve, reject) => (this.pendingUpdate = { resolve, reject }));
+    try {
+      await this.writer.write(
+        encodeFrame({
+          type: "REQUEST_UPDATE",
+          requestId: this.takeRequestId(),
+          parameters: { authorizationTokens: [{ aliasType: "use-value", tokenType: 0, tokenValue: new TextEncoder().encode(token) }] },
+        }),
+      );
+    } catch (e) {
+      this.pendingUpdate = undefined;
+      throw e instanceof Error ? e : new Error(String(e));
+    }
+    return answered;
+  }
+
+  /** Read the request stream until the relay ends it: answers to REQUEST_UPDATE, GOAWAY. */
+  private async read(reader: StreamReader): Promise<void> {
+    try {
+      for (;;) {
+        const m = await reader.decode((r) => decodeFrame(r));
+        if (m === undefined) return;
+        if (m.type === "GOAWAY" || m.type === "REQUEST_UPDATE") continue;
+        if ((m.type === "REQUEST_OK" || m.type === "REQUEST_ERROR") && this.pendingUpdate) {
+          const { resolve, reject } = this.pendingUpdate;
+          this.pendingUpdate = undefined;
+          if (m.type === "REQUEST_OK") resolve();
+          else reject(new Error(`REQUEST_UPDATE on ${this.namespace} refused: code 0x${m.errorCode.toString(16)} ${m.errorReason}`));
+          continue;
+        }
+        return;
+      }
+    } catch {
+      return;
+    } finally {
+      this.pendingUpdate?.reject(new Error(`the publication of ${this.namespace} ended`));
+      this.pendingUpdate = undefined;
+    }
   }
 
   /** Withdraw the namespace: FIN on the request stream (what dropping Rust's publication does). */

@@ -154,6 +154,8 @@ export class Subscription {
   private minGroup = 0;
   /** Bytes received on this subscription's data streams (payloads and headers). */
   bytesReceived = 0;
+  /** The REQUEST_UPDATE awaiting its REQUEST_OK / REQUEST_ERROR, if any. */
+  private pendingUpdate: { resolve: () => void; reject: (e: Error) => void } | undefined;
 
   constructor(
     readonly session: Session,
@@ -181,6 +183,31 @@ export class Subscription {
     }
   }
 
+  /**
+   * Present a fresh token (same subject, same or wider scope) to keep the session alive past
+   * the current token's expiry: REQUEST_UPDATE with AUTHORIZATION TOKEN on this subscription's
+   * request stream (draft-18 §REQUEST_UPDATE). Resolves on REQUEST_OK; rejects with the
+   * REQUEST_ERROR (a refused update also ends this subscription, with PUBLISH_DONE
+   * UPDATE_FAILED). One update at a time.
+   */
+  async refresh(token: string): Promise<void> {
+    if (this.pendingUpdate) throw new MoqtError("a REQUEST_UPDATE is already in flight");
+    const answered = new Promise<void>((resolve, reject) => (this.pendingUpdate = { resolve, reject }));
+    try {
+      await this.writer.write(
+        encodeFrame({
+          type: "REQUEST_UPDATE",
+          requestId: this.session.takeRequestId(),
+          parameters: { authorizationTokens: [{ aliasType: "use-value", tokenType: 0, tokenValue: utf8(token) }] },
+        }),
+      );
+    } catch (e) {
+      this.pendingUpdate = undefined;
+      throw new MoqtError(`REQUEST_UPDATE on ${this.namespace}/${this.name}: ${describe(e)}`);
+    }
+    return answered;
+  }
+
   /** End the subscription: STOP_SENDING + FIN on the request stream, cancel data streams. */
   unsubscribe(): void {
     for (const stream of this.streams.keys()) void stream.cancel();
@@ -195,14 +222,25 @@ export class Subscription {
   async readRequestStream(): Promise<void> {
     const message = await this.reader.decode((r) => decodeFrame(r));
     if (message === undefined) {
+      this.pendingUpdate?.reject(new MoqtError("subscription ended before the REQUEST_UPDATE was answered"));
+      this.pendingUpdate = undefined;
       this.resolveDone(undefined);
       return;
     }
     if (message.type === "PUBLISH_DONE") {
+      this.pendingUpdate?.reject(new MoqtError(`subscription ended: ${message.errorReason || "PUBLISH_DONE"}`));
+      this.pendingUpdate = undefined;
       this.resolveDone(message);
       return;
     }
     if (message.type === "GOAWAY") return this.readRequestStream();
+    if ((message.type === "REQUEST_OK" || message.type === "REQUEST_ERROR") && this.pendingUpdate) {
+      const { resolve, reject } = this.pendingUpdate;
+      this.pendingUpdate = undefined;
+      if (message.type === "REQUEST_OK") resolve();
+      else reject(requestError(`REQUEST_UPDATE on ${this.namespace}/${this.name}`, message));
+      return this.readRequestStream();
+    }
     throw new DecodeError("invalid", `unexpected ${message.type} on a subscription stream`);
   }
 
@@ -490,7 +528,7 @@ export class Session {
       throw requestError(`PUBLISH_NAMESPACE ${namespace}`, answer);
     }
     if (answer.type !== "REQUEST_OK") throw this.violation(`${answer.type} in answer to PUBLISH_NAMESPACE`);
-    return new NamespacePublication(namespace, writer, this.readPublishStream(reader));
+    return new NamespacePublication(namespace, writer, reader, () => this.takeRequestId());
   }
 
   /** Close the session (code 0 = no error). */
@@ -536,7 +574,8 @@ export class Session {
     return waiter;
   }
 
-  private takeRequestId(): number {
+  /** @internal The next Request ID of this (client) session. */
+  takeRequestId(): number {
     // Client-initiated requests use even IDs (draft-18 §10.1).
     const id = this.nextRequestId;
     this.nextRequestId += 2;

@@ -77,6 +77,12 @@ impl SessionDriver {
                 result
             }
             Err(e) => {
+                // A stream failing because the peer closed the connection is not our error:
+                // keep the peer's code (e.g. EXPIRED_AUTH_TOKEN) rather than closing over it.
+                if let Some(closed) = peer_closed(&shared) {
+                    tracing::debug!(error = %e, by_peer = %closed, "session closed by peer");
+                    return Err(closed);
+                }
                 tracing::debug!(error = %e, code = %e.session_code(), "closing session");
                 shared.close(e.session_code(), &e.to_string());
                 result
@@ -336,4 +342,12 @@ async fn handle_request_stream(
             .await;
     }
     Ok(())
+}
+
+/// The peer's close, when the transport has already been closed by the peer.
+fn peer_closed(shared: &Shared) -> Option<Error> {
+    match shared.transport.close_reason()? {
+        reason @ super::transport::TransportError::Closed { .. } => Some(reason.into()),
+        _ => None,
+    }
 }

@@ -8,8 +8,8 @@ use super::stream::RequestStream;
 use super::subscriber::Subscription;
 use crate::coding::{RequestErrorCode, StreamResetCode, TrackNamespace};
 use crate::message::{
-    Fetch, FetchOk, Message, Namespace, NamespaceDone, Publish, PublishNamespace, RequestOk, Subscribe,
-    SubscribeNamespace, SubscribeOk, SubscribeTracks, TrackStatus,
+    Fetch, FetchOk, Message, Namespace, NamespaceDone, Publish, PublishNamespace, RequestOk, RequestUpdate,
+    Subscribe, SubscribeNamespace, SubscribeOk, SubscribeTracks, TrackStatus,
 };
 
 impl Session {
@@ -206,6 +206,43 @@ impl NamespacePublication {
     /// Withdraw the namespace (finish our side of the request stream).
     pub fn withdraw(mut self) {
         self.stream.finish();
+    }
+
+    /// Publisher side: send REQUEST_UPDATE (e.g. a fresh AUTHORIZATION TOKEN) and wait for
+    /// the answer: `Ok` on REQUEST_OK, [`Error::Refused`] on REQUEST_ERROR (the receiver then
+    /// ends the publication).
+    pub async fn update(&mut self, update: RequestUpdate) -> Result<(), Error> {
+        let timeout = self.stream.session().shared.config.request_timeout;
+        self.stream.send(&update.into()).await?;
+        match self.stream.response(timeout).await? {
+            Message::RequestOk(_) => Ok(()),
+            other => Err(super::stream::unexpected(&other, "REQUEST_OK")),
+        }
+    }
+
+    /// Receiver side: the next REQUEST_UPDATE the publisher sends, or `None` once it ends the
+    /// publication (FIN, reset or session close). Answer it with [`respond`](Self::respond).
+    /// Messages other than REQUEST_UPDATE and GOAWAY are a protocol violation.
+    pub async fn next_update(&mut self) -> Result<Option<RequestUpdate>, Error> {
+        loop {
+            match self.stream.next().await {
+                Ok(None) | Err(Error::Cancelled(_)) => return Ok(None),
+                Ok(Some(Message::Goaway(_))) => continue,
+                Ok(Some(Message::RequestUpdate(update))) => return Ok(Some(update)),
+                Ok(Some(other)) => {
+                    return Err(Error::violation(format!(
+                        "unexpected message type {:#x} on a PUBLISH_NAMESPACE stream",
+                        other.type_id()
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Receiver side: answer a REQUEST_UPDATE (REQUEST_OK or REQUEST_ERROR).
+    pub async fn respond(&mut self, answer: Message) -> Result<(), Error> {
+        self.stream.send(&answer).await
     }
 
     /// Resolves when the other side ends the publication (FIN, reset or session close).

@@ -85,6 +85,13 @@ pub enum AuthError {
     /// The token does not grant this action.
     #[error("authorization token does not allow {0}")]
     NotAllowed(Action),
+    /// A token offered to refresh a session names another subject (`sub`) than the session's.
+    #[error("authorization token is for another subject than this session's")]
+    OtherSubject,
+    /// A token offered to refresh a session grants less (namespace or actions) than the
+    /// session's.
+    #[error("authorization token grants less than this session's token")]
+    NarrowerScope,
 }
 
 impl AuthError {
@@ -96,7 +103,9 @@ impl AuthError {
             AuthError::Missing
             | AuthError::BadSignature
             | AuthError::WrongNamespace
-            | AuthError::NotAllowed(_) => RequestErrorCode::Unauthorized,
+            | AuthError::NotAllowed(_)
+            | AuthError::OtherSubject
+            | AuthError::NarrowerScope => RequestErrorCode::Unauthorized,
         }
     }
 
@@ -108,7 +117,9 @@ impl AuthError {
             AuthError::Missing
             | AuthError::BadSignature
             | AuthError::WrongNamespace
-            | AuthError::NotAllowed(_) => SessionErrorCode::Unauthorized,
+            | AuthError::NotAllowed(_)
+            | AuthError::OtherSubject
+            | AuthError::NarrowerScope => SessionErrorCode::Unauthorized,
         }
     }
 }

@@ -4,13 +4,18 @@
 //! A token is a JWT signed with HS256 (shared secret) or ES256 (ECDSA P-256). Its claims are
 //! [`Claims`] (JSON names and meaning there), defined in `banyan_control::api` beside the
 //! control plane that mints them; [`ClaimsExt`] is what the relay reads from them. `ns` and
-//! `exp` are required; `sub` is optional and only logged.
+//! `exp` are required; `sub` is optional (logged, and a refresh must keep it).
 //!
 //! Prefix matching is by namespace field, not by string: `ns = "live/a"` covers
 //! `live/a` and `live/a/video` but not `live/ab`.
 //!
 //! Expiry: a token is accepted while `now < exp + 5 s` ([`EXP_LEEWAY_SECS`], for clock skew
 //! between the minting host and the relay). `nbf`, `iat`, `iss` and `aud` are not checked.
+//!
+//! A session lasts as long as its token ([`Grant`], `grant.rs`): at `exp + 5 s` [`expire`]
+//! closes it with EXPIRED_AUTH_TOKEN through [`end_session`], unless a fresh token for the same
+//! subject and at least the same scope arrived first (REQUEST_UPDATE with AUTHORIZATION TOKEN
+//! on an open subscription, or a new request carrying one; see `relay/README.md`).
 //!
 //! # Keys ([`Authenticator::from_key`])
 //! - A file starting with `-----BEGIN` is PEM and selects ES256:
@@ -27,12 +32,14 @@
 //! WebTransport URL ([`token_from_url`]).
 
 mod claims;
+mod grant;
 mod key;
 #[cfg(test)]
 mod tests;
 mod token;
 
 pub use claims::{Action, AuthError, ClaimsExt};
+pub use grant::{end_session, expire, Grant, Refreshed};
 pub use key::{mint_es256, mint_hs256, Authenticator, KeyError};
 pub use token::{jwt_from_tokens, token_from_url};
 

@@ -136,6 +136,10 @@ pub struct Metrics {
     groups_skipped: [Counter; 2],
     /// Tokens refused (missing, malformed, expired, bad signature, out of scope).
     pub auth_failures: Counter,
+    /// Sessions closed because their token expired (EXPIRED_AUTH_TOKEN).
+    pub sessions_expired: Counter,
+    /// Session tokens extended by a fresh token for the same subject.
+    pub tokens_refreshed: Counter,
     /// Requests refused, by reason, indexed like [`RefuseReason::ALL`].
     requests_refused: [Counter; 6],
     /// Likes added to this relay's sums (accepted from viewers or child relays).

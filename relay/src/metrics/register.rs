@@ -52,6 +52,14 @@ impl Default for Metrics {
                 SKIP_REASONS.map(SkipReason::as_str),
             ),
             auth_failures: r.counter("auth_failures", "Authorization tokens refused"),
+            sessions_expired: r.counter(
+                "sessions_expired",
+                "Sessions closed with EXPIRED_AUTH_TOKEN because their token ran out",
+            ),
+            tokens_refreshed: r.counter(
+                "tokens_refreshed",
+                "Session tokens extended by a fresh token for the same subject",
+            ),
             likes_in: r.counter("likes_in", "Likes added to this relay's sums"),
             comments_in: r.counter("comments_in", "Comments accepted"),
             gifts_in: r.counter("gifts_recorded", "Gifts newly recorded in the ledger"),

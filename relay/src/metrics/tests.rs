@@ -164,6 +164,8 @@ fn every_series_is_exported_under_its_name() {
         "cache_evictions_total",
         "cache_bytes",
         "auth_failures_total",
+        "sessions_expired_total",
+        "tokens_refreshed_total",
         "likes_in_total",
         "comments_in_total",
         "interaction_broadcasts",

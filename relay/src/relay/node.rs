@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use banyan_moq::coding::SessionErrorCode;
 use banyan_moq::session::{PendingSession, SessionConfig};
 
 use super::session::{serve_session, Sessions};
@@ -83,6 +84,18 @@ impl Node {
     /// until the session ends. Runs the session's driver; returns when the session is over.
     pub async fn serve(&self, pending: PendingSession) {
         serve_session(pending, &self.shared, &self.sessions).await;
+    }
+
+    /// End every live session whose token names `subject` (its `sub` claim) with `code` and
+    /// `reason` through [`auth::end_session`](crate::auth::end_session), the path token expiry
+    /// takes: their subscriptions and requests stop at once. Returns how many were ended.
+    /// For moderation (a ban ends the banned viewer's sessions) and revocation.
+    pub fn end_sessions_of(&self, subject: &str, code: SessionErrorCode, reason: &str) -> usize {
+        let sessions = self.sessions.of_subject(subject);
+        for session in &sessions {
+            crate::auth::end_session(session, code, reason);
+        }
+        sessions.len()
     }
 
     /// Stop the relay-wide background work (track feeds, the sweeper) and refuse new work.

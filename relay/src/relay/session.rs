@@ -13,21 +13,21 @@ use parking_lot::Mutex;
 use tracing::Instrument;
 
 use super::Node;
-use crate::auth::{self, Claims};
+use crate::auth::{self, Claims, Grant};
 use crate::request::{SessionHandler, Shared};
 
-/// Live sessions, for GOAWAY at shutdown.
+/// Live sessions, for GOAWAY at shutdown and for ending a subject's sessions.
 #[derive(Debug, Default)]
 pub(super) struct Sessions {
-    map: Mutex<HashMap<u64, Session>>,
+    map: Mutex<HashMap<u64, (Session, Arc<Grant>)>>,
     next: AtomicU64,
     pub(super) changed: tokio::sync::Notify,
 }
 
 impl Sessions {
-    fn insert(&self, session: Session) -> u64 {
+    fn insert(&self, session: Session, grant: Arc<Grant>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.map.lock().insert(id, session);
+        self.map.lock().insert(id, (session, grant));
         id
     }
 
@@ -41,7 +41,21 @@ impl Sessions {
     }
 
     pub(super) fn all(&self) -> Vec<Session> {
-        self.map.lock().values().cloned().collect()
+        self.map
+            .lock()
+            .values()
+            .map(|(session, _)| session.clone())
+            .collect()
+    }
+
+    /// The live sessions whose token names `subject` (`sub`).
+    pub(super) fn of_subject(&self, subject: &str) -> Vec<Session> {
+        self.map
+            .lock()
+            .values()
+            .filter(|(_, grant)| grant.subject().as_deref() == Some(subject))
+            .map(|(session, _)| session.clone())
+            .collect()
     }
 }
 
@@ -84,9 +98,10 @@ pub(super) async fn serve_session(pending: PendingSession, shared: &Arc<Shared>,
     };
     let _gauge = shared.metrics.session_guard(kind);
     shared.metrics.sessions_accepted.inc();
-    let id = sessions.insert(session.clone());
+    let grant = Arc::new(Grant::new(claims));
+    let id = sessions.insert(session.clone(), grant.clone());
     tracing::info!("session started");
-    let handler = SessionHandler::new(shared.clone(), session, claims);
+    let handler = SessionHandler::new(shared.clone(), session, grant);
     let driver = tokio::spawn(driver.run().in_current_span());
     handler.run().await;
     match driver.await {

@@ -19,7 +19,7 @@ use banyan_moq::message::{FetchType, HopPath, Token};
 use banyan_moq::session::{Request, Session};
 use governor::DefaultDirectRateLimiter;
 
-use crate::auth::{Action, AuthError, Authenticator, Claims, ClaimsExt as _};
+use crate::auth::{Action, AuthError, Authenticator, ClaimsExt as _, Grant, Refreshed};
 use crate::interact::hub::{Hub, INTERACT};
 use crate::metrics::{Metrics, RefuseReason};
 use crate::namespaces::Namespaces;
@@ -69,8 +69,9 @@ pub struct SessionHandler {
     /// Tells this session's subscriptions from others' (a viewer is counted once per
     /// broadcast however many of its tracks it reads).
     id: u64,
-    /// Claims from the session's SETUP token or URL `?jwt=`, if any.
-    claims: Option<Claims>,
+    /// The token speaking for the session (from SETUP or URL `?jwt=`, else the first
+    /// request's) and when it runs out; refreshed by later tokens for the same subject.
+    grant: Arc<Grant>,
     subscriptions: Arc<AtomicUsize>,
     namespaces: Arc<AtomicUsize>,
     rate: DefaultDirectRateLimiter,
@@ -83,12 +84,12 @@ pub struct SessionHandler {
 }
 
 impl SessionHandler {
-    /// A handler for `session` with the claims established at setup.
-    pub fn new(shared: Arc<Shared>, session: Session, claims: Option<Claims>) -> Arc<Self> {
+    /// A handler for `session` with the grant established at setup.
+    pub fn new(shared: Arc<Shared>, session: Session, grant: Arc<Grant>) -> Arc<Self> {
         Arc::new(Self {
             session,
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
-            claims,
+            grant,
             subscriptions: Arc::new(AtomicUsize::new(0)),
             namespaces: Arc::new(AtomicUsize::new(0)),
             rate: shared.limits.rate_limiter(),
@@ -101,6 +102,14 @@ impl SessionHandler {
     /// Serve the session's requests until it closes. Each request runs as a task of the
     /// session's own set, aborted when the session ends.
     pub async fn run(self: Arc<Self>) {
+        if self.shared.auth.is_some() {
+            let (grant, session) = (self.grant.clone(), self.session.clone());
+            let metrics = self.shared.metrics.clone();
+            self.tasks.spawn(async move {
+                crate::auth::expire(&grant, &session).await;
+                metrics.sessions_expired.inc();
+            });
+        }
         while let Some(request) = self.session.accept().await {
             if self.rate.check().is_err() {
                 self.shared.metrics.refuse(RefuseReason::RateLimited);
@@ -173,17 +182,59 @@ impl SessionHandler {
         }
     }
 
-    /// The claims that speak for a request: its own token, else the session's. `None` when the
-    /// relay runs without auth.
-    fn claims_for(&self, tokens: &[Token]) -> Result<Option<Claims>, AuthError> {
+    /// The claims that speak for a request: its own token, else the session's grant. `None`
+    /// when the relay runs without auth. A request's own token for another subject than the
+    /// grant's is refused; one for the same subject covering the grant's scope refreshes the
+    /// grant (a narrower one authorizes only its own request).
+    fn claims_for(&self, tokens: &[Token]) -> Result<Option<crate::auth::Claims>, AuthError> {
         let Some(auth) = &self.shared.auth else {
             return Ok(None);
         };
         let claims = match crate::auth::jwt_from_tokens(tokens) {
-            Some(jwt) => auth.verify(&jwt?)?,
-            None => self.claims.clone().ok_or(AuthError::Missing)?,
+            Some(jwt) => {
+                let claims = auth.verify(&jwt?)?;
+                match self.grant.refresh(&claims) {
+                    Ok(refreshed) => self.refreshed(refreshed),
+                    Err(AuthError::NarrowerScope) => {}
+                    Err(e) => return Err(e),
+                }
+                claims
+            }
+            None => self.grant.claims().ok_or(AuthError::Missing)?,
         };
         Ok(Some(claims))
+    }
+
+    /// Refresh the session's grant with the token a REQUEST_UPDATE carries on one of its open
+    /// requests: verified in full (signature, expiry), then it must name the grant's subject
+    /// and cover its namespace and actions ([`Grant::refresh`]). An update without a token
+    /// (or a relay without auth) changes nothing. A refused token extends nothing.
+    pub fn refresh(&self, tokens: &[Token]) -> Result<(), AuthError> {
+        let Some(auth) = &self.shared.auth else {
+            return Ok(());
+        };
+        let Some(jwt) = crate::auth::jwt_from_tokens(tokens) else {
+            return Ok(());
+        };
+        let result = auth.verify(&jwt?).and_then(|claims| self.grant.refresh(&claims));
+        match result {
+            Ok(refreshed) => {
+                self.refreshed(refreshed);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "token refresh refused");
+                self.shared.metrics.auth_failures.inc();
+                Err(e)
+            }
+        }
+    }
+
+    fn refreshed(&self, refreshed: Refreshed) {
+        if refreshed == Refreshed::Extended {
+            self.shared.metrics.tokens_refreshed.inc();
+            tracing::debug!(deadline_ms = self.grant.deadline(), "session token refreshed");
+        }
     }
 
     /// The relay path of a request (empty when it comes straight from a client), refused when

@@ -1,9 +1,11 @@
 //! PUBLISH_NAMESPACE: register the session as the namespace's publisher until it withdraws,
-//! closes or is replaced by another session (`--publisher-takeover`).
+//! closes or is replaced by another session (`--publisher-takeover`). A REQUEST_UPDATE on it
+//! may carry a fresh token for the session (refused: the publication ends).
 
 use std::sync::Arc;
 
 use banyan_moq::coding::RequestErrorCode;
+use banyan_moq::message::{Message, RequestError, RequestOk};
 use banyan_moq::session::PublishNamespaceRequest;
 
 use super::SessionHandler;
@@ -33,13 +35,38 @@ impl SessionHandler {
             }
         };
         let mut publication = request.accept().await?;
-        tokio::select! {
-            _ = publication.withdrawn() => {}
-            _ = self.session.closed() => {}
-            // Replaced by another session (`--publisher-takeover`): ending the request stream
-            // tells this publisher its namespace is no longer routed to it.
-            () = guard.replaced() => {
-                tracing::info!(%namespace, "publisher replaced by another session");
+        {
+            let replaced = guard.replaced();
+            tokio::pin!(replaced);
+            loop {
+                tokio::select! {
+                    update = publication.next_update() => match update {
+                        // A fresh token for the session (draft-18: REQUEST_UPDATE may carry
+                        // AUTHORIZATION TOKEN); a refused one ends the publication.
+                        Ok(Some(update)) => {
+                            let answer: Message = match self.refresh(&update.parameters.authorization_tokens) {
+                                Ok(()) => RequestOk::default().into(),
+                                Err(e) => {
+                                    let reason = format!("token refresh refused: {e}");
+                                    let refusal = RequestError::new(e.request_code(), 0, reason.as_str());
+                                    let _ = publication.respond(refusal.into()).await;
+                                    break;
+                                }
+                            };
+                            if publication.respond(answer).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = self.session.closed() => break,
+                    // Replaced by another session (`--publisher-takeover`): ending the request
+                    // stream tells this publisher its namespace is no longer routed to it.
+                    () = &mut replaced => {
+                        tracing::info!(%namespace, "publisher replaced by another session");
+                        break;
+                    }
+                }
             }
         }
         drop(publication);

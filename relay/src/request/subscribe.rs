@@ -83,6 +83,7 @@ impl SessionHandler {
             end_group,
             self.shared.forward.clone(),
             self.shared.metrics.clone(),
+            &|tokens| self.refresh(tokens),
         )
         .await;
         Ok(())

@@ -121,6 +121,7 @@ impl SessionHandler {
             None,
             self.shared.forward.clone(),
             self.shared.metrics.clone(),
+            &|tokens| self.refresh(tokens),
         )
         .await;
     }

@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banyan_moq::coding::{PublishDoneCode, RequestErrorCode};
-use banyan_moq::message::{Message, RequestError, RequestOk};
+use banyan_moq::message::{Message, RequestError, RequestOk, Token};
 use banyan_moq::session::{Error as SessionError, TrackWriter};
 use banyan_moq::track::{Fanout, LatencyBudget, Start, Step};
 use tokio::sync::watch;
 
+use crate::auth::AuthError;
 use crate::interact::hub::Hub;
 use crate::metrics::Metrics;
 use crate::track::{SubscriberGuard, TrackState};
@@ -34,7 +35,9 @@ pub struct ForwardConfig {
     pub latency_budget: LatencyBudget,
 }
 
-/// Forward a track to one subscriber until it unsubscribes or the track ends.
+/// Forward a track to one subscriber until it unsubscribes or the track ends. A
+/// REQUEST_UPDATE carrying AUTHORIZATION TOKEN is handed to `refresh` (the session's token
+/// refresh); a refused token fails the update, which ends the subscription (draft-18).
 pub async fn forward(
     guard: SubscriberGuard,
     mut writer: TrackWriter,
@@ -42,6 +45,7 @@ pub async fn forward(
     end_group: Option<u64>,
     config: ForwardConfig,
     metrics: Arc<Metrics>,
+    refresh: &(dyn Fn(&[Token]) -> Result<(), AuthError> + Sync),
 ) {
     let track = guard.track().clone();
     let sender = writer.sender();
@@ -77,7 +81,7 @@ pub async fn forward(
                 Step::Ended => sent_all = true,
             },
             request = writer.next_request() => {
-                if let Some(outcome) = answer(&mut writer, request).await {
+                if let Some(outcome) = answer(&mut writer, request, refresh).await {
                     break outcome;
                 }
             }
@@ -103,9 +107,21 @@ pub async fn forward(
 
 /// Answer what the subscriber sent on its subscription's stream: `Some` when that ends the
 /// subscription.
-async fn answer(writer: &mut TrackWriter, request: Result<Option<Message>, SessionError>) -> Option<Outcome> {
+async fn answer(
+    writer: &mut TrackWriter,
+    request: Result<Option<Message>, SessionError>,
+    refresh: &(dyn Fn(&[Token]) -> Result<(), AuthError> + Sync),
+) -> Option<Outcome> {
     match request {
         Ok(Some(Message::RequestUpdate(update))) => {
+            if let Err(e) = refresh(&update.parameters.authorization_tokens) {
+                let reason = format!("token refresh refused: {e}");
+                let reply = RequestError::new(e.request_code(), 0, reason.as_str());
+                if writer.respond(reply.into()).await.is_err() {
+                    return Some(Outcome::Gone);
+                }
+                return Some(Outcome::Done(PublishDoneCode::UpdateFailed, reason));
+            }
             let reply: Message = if update.parameters.subscription_filter.is_some() {
                 RequestError::new(
                     RequestErrorCode::NotSupported,
