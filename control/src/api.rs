@@ -357,8 +357,11 @@ pub struct BroadcastSample {
 /// | `subs` | bool    | may subscribe (SUBSCRIBE, FETCH, TRACK_STATUS, SUBSCRIBE_NAMESPACE) under `ns`; default false |
 /// | `exp`  | integer | expiry, seconds since the Unix epoch. Required. |
 /// | `room` | string  | the chat room the control plane assigned (`chat_room`); when present, the viewer's comments must name it. Optional. |
-/// | `sub`  | string  | who the token was minted for, only logged. Optional: the control plane always sets it, other minters need not. |
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// | `sub`  | string  | who the token was minted for: logged, and the identity moderation bans and times out. Optional: the control plane always sets it, other minters need not. |
+/// | `mod`  | bool    | a moderator of the broadcasts under `ns`: may send moderation actions (delete, timeout, ban, slow mode, gates); default false |
+/// | `fol`  | bool    | the viewer follows the broadcaster: may comment while the chat is followers-only; default false |
+/// | `paid` | bool    | the viewer subscribes (pays): may comment while the chat is subscribers-only (or followers-only); default false |
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Who the token was minted for; informational (logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,6 +380,19 @@ pub struct Claims {
     /// present, comments the viewer sends must be in this room (others are a forged room).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// A moderator of the broadcasts under `ns` (JSON `mod`).
+    #[serde(rename = "mod", default, skip_serializing_if = "is_false")]
+    pub moderator: bool,
+    /// Follows the broadcaster (JSON `fol`): passes a followers-only gate.
+    #[serde(rename = "fol", default, skip_serializing_if = "is_false")]
+    pub follower: bool,
+    /// Subscribes to the broadcaster (JSON `paid`): passes a subscribers- or followers-only gate.
+    #[serde(rename = "paid", default, skip_serializing_if = "is_false")]
+    pub subscriber: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Why a [`Heartbeat`] was refused by [`Heartbeat::validate`].
@@ -643,6 +659,7 @@ mod tests {
             subscribe: true,
             exp: 1_700_000_060,
             room: Some("3".into()),
+            ..Claims::default()
         };
         assert_eq!(
             serde_json::to_string(&viewer).unwrap(),

@@ -119,6 +119,7 @@ impl Minter {
             subscribe: true,
             exp,
             room: Some(room.to_owned()),
+            ..Claims::default()
         })
     }
 
@@ -131,6 +132,7 @@ impl Minter {
             subscribe: false,
             exp,
             room: None,
+            ..Claims::default()
         })
     }
 }

@@ -85,6 +85,9 @@ pub enum AuthError {
     /// The token does not grant this action.
     #[error("authorization token does not allow {0}")]
     NotAllowed(Action),
+    /// The token's `sub` is banned from the broadcast by a moderator.
+    #[error("banned from this broadcast")]
+    Banned,
 }
 
 impl AuthError {
@@ -96,7 +99,8 @@ impl AuthError {
             AuthError::Missing
             | AuthError::BadSignature
             | AuthError::WrongNamespace
-            | AuthError::NotAllowed(_) => RequestErrorCode::Unauthorized,
+            | AuthError::NotAllowed(_)
+            | AuthError::Banned => RequestErrorCode::Unauthorized,
         }
     }
 
@@ -108,7 +112,8 @@ impl AuthError {
             AuthError::Missing
             | AuthError::BadSignature
             | AuthError::WrongNamespace
-            | AuthError::NotAllowed(_) => SessionErrorCode::Unauthorized,
+            | AuthError::NotAllowed(_)
+            | AuthError::Banned => SessionErrorCode::Unauthorized,
         }
     }
 }

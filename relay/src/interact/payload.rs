@@ -6,6 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use banyan_moq::coding::{decode_varint, encode_varint};
 
+use super::moderation::Action;
 use super::Refusal;
 
 /// Up-track object type: a cumulative like count.
@@ -16,6 +17,11 @@ pub const TYPE_COMMENT: u64 = 0x2;
 pub const TYPE_GIFT: u64 = 0x3;
 /// Up-track object type: a child relay's viewer count (relays only).
 pub const TYPE_VIEWERS: u64 = 0x4;
+/// Up-track object type: a moderation action from a moderator (token claim `mod`).
+pub const TYPE_MODERATE: u64 = 0x5;
+/// Up-track object type: a moderation action vouched for by a child relay, with the
+/// moderator's `sub` (relays only).
+pub const TYPE_MODERATED: u64 = 0x6;
 
 /// One object on an `interact` track (viewer → edge, relay → parent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +56,15 @@ pub enum Up {
         /// Viewers in the sender's subtree now.
         count: u64,
     },
+    /// A moderation action, sent by a moderator; its edge checks the `mod` claim.
+    Moderate(Action),
+    /// A moderation action a child relay admitted from moderator `by` (relays only).
+    Moderated {
+        /// The moderator's token `sub`.
+        by: Bytes,
+        /// The action.
+        action: Action,
+    },
 }
 
 impl Up {
@@ -71,6 +86,11 @@ impl Up {
                 amount: varint(buf)?,
             },
             TYPE_VIEWERS => Up::Viewers { count: varint(buf)? },
+            TYPE_MODERATE => Up::Moderate(Action::decode(buf)?),
+            TYPE_MODERATED => Up::Moderated {
+                by: string(buf)?,
+                action: Action::decode(buf)?,
+            },
             _ => return Err(Refusal::Malformed),
         };
         if buf.has_remaining() {
@@ -106,6 +126,15 @@ impl Up {
             Up::Viewers { count } => {
                 encode_varint(TYPE_VIEWERS, &mut buf);
                 encode_varint(*count, &mut buf);
+            }
+            Up::Moderate(action) => {
+                encode_varint(TYPE_MODERATE, &mut buf);
+                action.encode(&mut buf);
+            }
+            Up::Moderated { by, action } => {
+                encode_varint(TYPE_MODERATED, &mut buf);
+                put_string(by, &mut buf);
+                action.encode(&mut buf);
             }
         }
         buf.freeze()
@@ -201,11 +230,11 @@ pub fn decode_total(mut payload: Bytes) -> Result<u64, Refusal> {
     Ok(total)
 }
 
-fn varint(buf: &mut Bytes) -> Result<u64, Refusal> {
+pub(super) fn varint(buf: &mut Bytes) -> Result<u64, Refusal> {
     decode_varint(buf).map_err(|_| Refusal::Malformed)
 }
 
-fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
+pub(super) fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
     let len = varint(buf)?;
     let len = usize::try_from(len).map_err(|_| Refusal::Malformed)?;
     if len > buf.remaining() {
@@ -214,7 +243,7 @@ fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
     Ok(buf.split_to(len))
 }
 
-fn put_string(value: &[u8], buf: &mut BytesMut) {
+pub(super) fn put_string(value: &[u8], buf: &mut BytesMut) {
     encode_varint(value.len() as u64, buf);
     buf.put_slice(value);
 }

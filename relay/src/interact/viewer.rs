@@ -12,6 +12,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use super::moderation::Action;
 use super::payload::Up;
 use super::{InteractConfig, Refusal};
 
@@ -108,6 +109,13 @@ pub enum Admitted {
         /// Viewers in the child's subtree.
         count: u64,
     },
+    /// A moderation action: from this moderator (`by` None) or vouched for by a child relay.
+    Moderate {
+        /// The moderator a child relay named.
+        by: Option<String>,
+        /// The action.
+        action: Action,
+    },
 }
 
 /// What one publication of an `interact` track may still send: its rate limits, room and like
@@ -124,8 +132,10 @@ pub struct Admission<C: Clock = DefaultClock> {
     refused: u64,
     /// The only room this publisher may comment in (its token's `room` claim), if restricted.
     room: Option<u64>,
-    /// A child relay's publication: it may report a viewer count.
+    /// A child relay's publication: it may report a viewer count and pass on moderation.
     relay: bool,
+    /// The publisher's token has the `mod` claim for the broadcast.
+    moderator: bool,
 }
 
 impl Admission {
@@ -164,7 +174,15 @@ impl<C: Clock + Clone> Admission<C> {
             refused: 0,
             room: None,
             relay: false,
+            moderator: false,
         }
+    }
+
+    /// Allow moderation actions (the publisher's token has the `mod` claim).
+    #[must_use]
+    pub fn moderator(mut self, moderator: bool) -> Self {
+        self.moderator = moderator;
+        self
     }
 
     /// Restrict comments to `room` (the room the control plane assigned the viewer).
@@ -216,6 +234,20 @@ impl<C: Clock + Clone> Admission<C> {
             // A viewer's count would be its own say-so: only relays report counts.
             Up::Viewers { count } if self.relay => Ok(Admitted::Viewers { count }),
             Up::Viewers { .. } => Err(Refusal::Malformed),
+            Up::Moderate(action) if self.moderator => {
+                self.charge()?;
+                Ok(Admitted::Moderate { by: None, action })
+            }
+            Up::Moderate(_) => Err(Refusal::NotModerator),
+            // A relay vouches for the moderator it names; a viewer could name anyone.
+            Up::Moderated { by, action } if self.relay => {
+                if by.len() > super::moderation::MAX_SUB_BYTES {
+                    return Err(Refusal::TooLarge);
+                }
+                let by = String::from_utf8(by.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+                Ok(Admitted::Moderate { by: Some(by), action })
+            }
+            Up::Moderated { .. } => Err(Refusal::NotModerator),
         }
     }
 
@@ -400,6 +432,35 @@ mod tests {
         assert_eq!(viewer.admit(count.clone()), Err(Refusal::Malformed));
         let mut relay = Admission::relay(&config());
         assert_eq!(relay.admit(count), Ok(Admitted::Viewers { count: 40 }));
+    }
+
+    #[test]
+    fn only_moderators_and_relays_may_moderate() {
+        let ban = Up::Moderate(Action::Ban { sub: "eve".into() }).encode();
+        let vouched = Up::Moderated {
+            by: Bytes::from_static(b"alice"),
+            action: Action::Ban { sub: "eve".into() },
+        }
+        .encode();
+        let mut viewer = Admission::viewer(&config());
+        assert_eq!(viewer.admit(ban.clone()), Err(Refusal::NotModerator));
+        assert_eq!(viewer.admit(vouched.clone()), Err(Refusal::NotModerator));
+        let mut moderator = Admission::viewer(&config()).moderator(true);
+        assert_eq!(
+            moderator.admit(ban),
+            Ok(Admitted::Moderate {
+                by: None,
+                action: Action::Ban { sub: "eve".into() }
+            })
+        );
+        let mut relay = Admission::relay(&config());
+        assert_eq!(
+            relay.admit(vouched),
+            Ok(Admitted::Moderate {
+                by: Some("alice".into()),
+                action: Action::Ban { sub: "eve".into() }
+            })
+        );
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl SessionHandler {
     /// Serve the session's requests until it closes. Each request runs as a task of the
     /// session's own set, aborted when the session ends.
     pub async fn run(self: Arc<Self>) {
+        if let Some(watch) = self.clone().ban_watch() {
+            self.tasks.spawn(watch);
+        }
         while let Some(request) = self.session.accept().await {
             if self.rate.check().is_err() {
                 self.shared.metrics.refuse(RefuseReason::RateLimited);
@@ -152,7 +155,8 @@ impl SessionHandler {
         }
     }
 
-    /// Check `tokens` (from the request) or the session's claims for `action` on `namespace`.
+    /// Check `tokens` (from the request) or the session's claims for `action` on `namespace`;
+    /// a viewer banned from the broadcast is refused too.
     fn authorize(
         &self,
         tokens: &[Token],
@@ -160,9 +164,45 @@ impl SessionHandler {
         namespace: &TrackNamespace,
     ) -> Result<(), AuthError> {
         match self.claims_for(tokens)? {
-            Some(claims) => claims.check(action, namespace),
+            Some(claims) => {
+                claims.check(action, namespace)?;
+                match &claims.sub {
+                    Some(sub) if self.shared.interact.banned(namespace, sub) => Err(AuthError::Banned),
+                    _ => Ok(()),
+                }
+            }
             None => Ok(()),
         }
+    }
+
+    /// For a viewer's session whose token names a `sub` and is scoped to one broadcast (or
+    /// less): a task closing the session, and so every subscription it has, as soon as this
+    /// relay learns the viewer is banned from that broadcast (`UNAUTHORIZED`, reason
+    /// "banned"). Relays' sessions and broader tokens are left to per-request refusals.
+    fn ban_watch(self: Arc<Self>) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let claims = self.claims.as_ref()?;
+        let sub = claims.sub.clone()?;
+        let prefix = claims.prefix()?;
+        if self.session.peer_setup().hop_id.is_some() {
+            return None;
+        }
+        let mut notices = self.shared.interact.ban_notices();
+        Some(async move {
+            loop {
+                notices.borrow_and_update();
+                let bans = self.shared.interact.bans_of(&sub);
+                if bans.iter().any(|broadcast| prefix.has_prefix(broadcast)) {
+                    tracing::info!(%sub, "closing a banned viewer's session");
+                    self.shared.metrics.refuse(RefuseReason::Unauthorized);
+                    self.session
+                        .close(banyan_moq::coding::SessionErrorCode::Unauthorized, "banned");
+                    return;
+                }
+                if notices.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     /// The claims that speak for a request: its own token, else the session's. `None` when the

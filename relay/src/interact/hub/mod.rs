@@ -53,6 +53,7 @@ use crate::namespaces::Namespaces;
 use crate::tasks::Tasks;
 use crate::track::{Track, Tracks};
 
+mod moderate;
 mod origin;
 mod publication;
 mod upward;
@@ -65,6 +66,8 @@ pub const LIKES: &[u8] = b"likes";
 pub const VIEWERS: &[u8] = b"viewers";
 /// The origin's recorded-gifts track.
 pub const EVENTS: &[u8] = b"events";
+/// The origin's moderation track (each action and the state after it).
+pub const MOD: &[u8] = b"mod";
 /// The prefix of the origin's per-room chat tracks.
 pub const CHAT_PREFIX: &[u8] = b"chat/";
 
@@ -111,6 +114,8 @@ pub struct Hub {
     own: Mutex<Option<(Instant, Arc<OwnViewers>)>>,
     /// Each broadcast's task (see the module doc), aborted when the sweeper stops.
     tasks: Arc<Tasks>,
+    /// Bumped when any broadcast's bans may have changed (see [`Hub::ban_notices`]).
+    bans: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -130,6 +135,11 @@ struct Broadcast {
     last_used: Mutex<Instant>,
     /// Turns true when the sweep frees it; its tasks then end.
     freed: watch::Sender<bool>,
+    /// Its moderation state here.
+    moderation: Mutex<moderate::Moderation>,
+    /// Turns true once the moderation state is known (restored at the origin, first `mod`
+    /// update elsewhere); comments wait for it.
+    synced: watch::Sender<bool>,
 }
 
 impl Broadcast {
@@ -176,6 +186,8 @@ enum Role {
         viewers_group: AtomicU64,
         events: Arc<Track>,
         events_group: AtomicU64,
+        /// The `mod` track (group = action sequence number).
+        moderation: Arc<Track>,
         /// Room → its track and where the next comment goes.
         rooms: Mutex<HashMap<u64, Room>>,
     },
@@ -211,6 +223,7 @@ impl Hub {
             broadcasts: Mutex::new(HashMap::new()),
             own: Mutex::new(None),
             tasks: Arc::default(),
+            bans: watch::channel(0).0,
         })
     }
 
@@ -258,11 +271,13 @@ impl Hub {
                 likes,
                 viewers,
                 events,
+                moderation,
                 rooms,
                 ..
             } = &broadcast.role
             {
                 const REASON: &str = "broadcast over";
+                self.tracks.end_local(moderation, REASON);
                 self.tracks.end_local(likes, REASON);
                 self.tracks.end_local(viewers, REASON);
                 self.tracks.end_local(events, REASON);
@@ -274,10 +289,11 @@ impl Hub {
     }
 
     /// Whether `name` is an interaction track sent down the tree (`likes`, `viewers`,
-    /// `events`, `chat/<room>`).
+    /// `events`, `mod`, `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
         bytes.as_ref() == LIKES
+            || bytes.as_ref() == MOD
             || bytes.as_ref() == VIEWERS
             || bytes.as_ref() == EVENTS
             || bytes.starts_with(CHAT_PREFIX)
@@ -382,7 +398,12 @@ impl Hub {
                 namespace: namespace.clone(),
                 name: TrackName::new(EVENTS.to_vec()),
             });
+            let moderation = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(MOD.to_vec()),
+            });
             Role::Origin {
+                moderation,
                 likes,
                 likes_group: AtomicU64::new(0),
                 viewers,
@@ -406,12 +427,23 @@ impl Hub {
             publications: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
             freed: watch::channel(false).0,
+            moderation: Mutex::default(),
+            synced: watch::channel(false).0,
         });
         broadcasts.insert(namespace.clone(), broadcast.clone());
         self.metrics.interact_broadcasts.set(broadcasts.len() as i64);
         match queued {
-            None => self.tasks.spawn(self.clone().publish_likes(broadcast.clone())),
-            Some(queued) => self.tasks.spawn(self.clone().upstream(broadcast.clone(), queued)),
+            None => {
+                let (hub, started) = (self.clone(), broadcast.clone());
+                self.tasks
+                    .spawn(async move { hub.start_moderation(&started).await });
+                self.tasks.spawn(self.clone().publish_likes(broadcast.clone()));
+            }
+            Some(queued) => {
+                self.tasks.spawn(self.clone().upstream(broadcast.clone(), queued));
+                self.tasks
+                    .spawn(self.clone().follow_moderation(broadcast.clone()));
+            }
         }
         Some(broadcast)
     }

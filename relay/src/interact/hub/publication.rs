@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::super::moderation::Identity;
 use super::super::payload::{ChatObject, Up};
 use super::super::viewer::{Admission, Admitted};
 use super::super::Refusal;
@@ -22,12 +23,14 @@ use super::{Broadcast, Hub, Role, Serving, PUBLICATION_DRAIN};
 
 impl Hub {
     /// Serve a viewer's (or child relay's) PUBLISH of an `interact` track until it ends;
-    /// a viewer's comments are held to `room` when its token names one.
+    /// a viewer's comments are held to `room` when its token names one and judged against
+    /// the broadcast's moderation as `who` (`who.moderator` may send moderation actions).
     pub async fn serve(
         self: Arc<Self>,
         request: PublishRequest,
         from_relay: bool,
         room: Option<u64>,
+        who: Identity,
     ) -> Result<(), SessionError> {
         let namespace = request.message.track_namespace.clone();
         let Some(broadcast) = self.broadcast(&namespace) else {
@@ -45,8 +48,12 @@ impl Hub {
         let mut publisher = if from_relay {
             Admission::relay(&self.config)
         } else {
-            Admission::viewer(&self.config).in_room(room)
+            Admission::viewer(&self.config)
+                .in_room(room)
+                .moderator(who.moderator)
         };
+        // A relay's comments were judged at their edge.
+        let who = (!from_relay).then_some(who);
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
         let mut attached = None;
@@ -57,7 +64,7 @@ impl Hub {
                 event = subscription.next() => match event {
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         // A refused like datagram is dropped; `apply` counts it.
-                        let _ = self.apply(&broadcast, id, &mut publisher, &mut attached, datagram.payload).await;
+                        let _ = self.apply(&broadcast, id, &mut publisher, &mut attached, who.as_ref(), datagram.payload).await;
                     }
                     Ok(Some(TrackEvent::Subgroup(reader))) => {
                         while readers.try_join_next().is_some() {}
@@ -68,7 +75,7 @@ impl Hub {
                     Err(e) => break Err(e),
                 },
                 Some((payload, reply)) = received.recv() => {
-                    self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply).await;
+                    self.apply_replying(&broadcast, id, &mut publisher, &mut attached, who.as_ref(), payload, reply).await;
                 }
             }
         };
@@ -77,8 +84,16 @@ impl Hub {
         drop(objects);
         let _ = tokio::time::timeout(PUBLICATION_DRAIN, async {
             while let Some((payload, reply)) = received.recv().await {
-                self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply)
-                    .await;
+                self.apply_replying(
+                    &broadcast,
+                    id,
+                    &mut publisher,
+                    &mut attached,
+                    who.as_ref(),
+                    payload,
+                    reply,
+                )
+                .await;
             }
         })
         .await;
@@ -97,10 +112,11 @@ impl Hub {
         id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
+        who: Option<&Identity>,
         payload: Bytes,
         reply: Option<tokio::sync::oneshot::Sender<Refusal>>,
     ) {
-        if let Err(refusal) = self.apply(broadcast, id, publisher, attached, payload).await {
+        if let Err(refusal) = self.apply(broadcast, id, publisher, attached, who, payload).await {
             if let Some(reply) = reply {
                 let _ = reply.send(refusal);
             }
@@ -113,6 +129,7 @@ impl Hub {
         id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
+        who: Option<&Identity>,
         payload: Bytes,
     ) -> Result<(), Refusal> {
         let admitted = publisher.admit(payload).inspect_err(|refusal| {
@@ -142,7 +159,20 @@ impl Hub {
                 self.metrics.likes_in.inc_by(likes.total().saturating_sub(before));
                 Ok(())
             }
+            Admitted::Moderate { by, action } => {
+                let by = by
+                    .or_else(|| who.and_then(|who| who.sub.clone()))
+                    .unwrap_or_else(|| "moderator".into());
+                self.forward_action(broadcast, by, action)
+                    .await
+                    .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))
+            }
             Admitted::Comment { room, text } => {
+                if let Some(who) = who {
+                    self.judge_comment(broadcast, who)
+                        .await
+                        .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))?;
+                }
                 self.metrics.comments_in.inc();
                 match &broadcast.role {
                     Role::Origin { .. } => {
