@@ -129,7 +129,12 @@ impl SessionHandler {
             tracing::info!(error = %e, "request refused: not authorized");
             self.shared.metrics.auth_failures.inc();
             self.shared.metrics.refuse(RefuseReason::Unauthorized);
-            let _ = request.reject(e.request_code(), "not authorized").await;
+            let reason = if e == AuthError::Banned {
+                "banned"
+            } else {
+                "not authorized"
+            };
+            let _ = request.reject(e.request_code(), reason).await;
             return;
         }
         let path = match self.check_path(&request) {
