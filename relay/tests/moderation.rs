@@ -286,8 +286,7 @@ async fn refused_as_banned(relay: &TestRelay, sub: &str) -> Error {
             session.subscribe(subscribe_msg(BROADCAST, "chat/0")),
         )
         .await
-        .err()
-        .expect("a banned viewer's SUBSCRIBE is refused"),
+        .expect_err("a banned viewer's SUBSCRIBE is refused"),
         Err(e) => e,
     };
     assert!(

@@ -12,7 +12,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use super::moderation::Action;
+use super::moderation::{Action, Identity};
 use super::payload::Up;
 use super::{InteractConfig, Refusal};
 
@@ -136,6 +136,8 @@ pub struct Admission<C: Clock = DefaultClock> {
     relay: bool,
     /// The publisher's token has the `mod` claim for the broadcast.
     moderator: bool,
+    /// Who the viewer is, for moderation (not for a child relay).
+    who: Option<Identity>,
 }
 
 impl Admission {
@@ -175,14 +177,22 @@ impl<C: Clock + Clone> Admission<C> {
             room: None,
             relay: false,
             moderator: false,
+            who: None,
         }
     }
 
-    /// Allow moderation actions (the publisher's token has the `mod` claim).
+    /// The viewer `who` publishes (moderation judges its comments; its `mod` claim allows
+    /// moderation actions).
     #[must_use]
-    pub fn moderator(mut self, moderator: bool) -> Self {
-        self.moderator = moderator;
+    pub fn viewer_is(mut self, who: Identity) -> Self {
+        self.moderator = who.moderator;
+        self.who = Some(who);
         self
+    }
+
+    /// The viewer, when [`Admission::viewer_is`] named one.
+    pub fn who(&self) -> Option<&Identity> {
+        self.who.as_ref()
     }
 
     /// Restrict comments to `room` (the room the control plane assigned the viewer).
@@ -445,7 +455,10 @@ mod tests {
         let mut viewer = Admission::viewer(&config());
         assert_eq!(viewer.admit(ban.clone()), Err(Refusal::NotModerator));
         assert_eq!(viewer.admit(vouched.clone()), Err(Refusal::NotModerator));
-        let mut moderator = Admission::viewer(&config()).moderator(true);
+        let mut moderator = Admission::viewer(&config()).viewer_is(Identity {
+            moderator: true,
+            ..Identity::default()
+        });
         assert_eq!(
             moderator.admit(ban),
             Ok(Admitted::Moderate {

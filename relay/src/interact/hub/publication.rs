@@ -48,12 +48,9 @@ impl Hub {
         let mut publisher = if from_relay {
             Admission::relay(&self.config)
         } else {
-            Admission::viewer(&self.config)
-                .in_room(room)
-                .moderator(who.moderator)
+            // A relay's comments were judged at their edge; a viewer's are judged here.
+            Admission::viewer(&self.config).in_room(room).viewer_is(who)
         };
-        // A relay's comments were judged at their edge.
-        let who = (!from_relay).then_some(who);
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
         let mut attached = None;
@@ -64,7 +61,7 @@ impl Hub {
                 event = subscription.next() => match event {
                     Ok(Some(TrackEvent::Datagram(datagram))) => {
                         // A refused like datagram is dropped; `apply` counts it.
-                        let _ = self.apply(&broadcast, id, &mut publisher, &mut attached, who.as_ref(), datagram.payload).await;
+                        let _ = self.apply(&broadcast, id, &mut publisher, &mut attached, datagram.payload).await;
                     }
                     Ok(Some(TrackEvent::Subgroup(reader))) => {
                         while readers.try_join_next().is_some() {}
@@ -75,7 +72,7 @@ impl Hub {
                     Err(e) => break Err(e),
                 },
                 Some((payload, reply)) = received.recv() => {
-                    self.apply_replying(&broadcast, id, &mut publisher, &mut attached, who.as_ref(), payload, reply).await;
+                    self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply).await;
                 }
             }
         };
@@ -84,16 +81,8 @@ impl Hub {
         drop(objects);
         let _ = tokio::time::timeout(PUBLICATION_DRAIN, async {
             while let Some((payload, reply)) = received.recv().await {
-                self.apply_replying(
-                    &broadcast,
-                    id,
-                    &mut publisher,
-                    &mut attached,
-                    who.as_ref(),
-                    payload,
-                    reply,
-                )
-                .await;
+                self.apply_replying(&broadcast, id, &mut publisher, &mut attached, payload, reply)
+                    .await;
             }
         })
         .await;
@@ -112,11 +101,10 @@ impl Hub {
         id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
-        who: Option<&Identity>,
         payload: Bytes,
         reply: Option<tokio::sync::oneshot::Sender<Refusal>>,
     ) {
-        if let Err(refusal) = self.apply(broadcast, id, publisher, attached, who, payload).await {
+        if let Err(refusal) = self.apply(broadcast, id, publisher, attached, payload).await {
             if let Some(reply) = reply {
                 let _ = reply.send(refusal);
             }
@@ -129,7 +117,6 @@ impl Hub {
         id: u64,
         publisher: &mut Admission,
         attached: &mut Option<u64>,
-        who: Option<&Identity>,
         payload: Bytes,
     ) -> Result<(), Refusal> {
         let admitted = publisher.admit(payload).inspect_err(|refusal| {
@@ -161,14 +148,14 @@ impl Hub {
             }
             Admitted::Moderate { by, action } => {
                 let by = by
-                    .or_else(|| who.and_then(|who| who.sub.clone()))
+                    .or_else(|| publisher.who().and_then(|who| who.sub.clone()))
                     .unwrap_or_else(|| "moderator".into());
                 self.forward_action(broadcast, by, action)
                     .await
                     .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))
             }
             Admitted::Comment { room, text } => {
-                if let Some(who) = who {
+                if let Some(who) = publisher.who() {
                     self.judge_comment(broadcast, who)
                         .await
                         .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))?;
