@@ -177,6 +177,13 @@ pub struct WatchResponse {
     pub token_expires: u64,
     /// The chat room to join (the `chat/<room>` track of the broadcast).
     pub chat_room: String,
+    /// The viewer's name in the token (`sub`): the `user` asked for, or `anon-…`. Moderation
+    /// times out and bans by it.
+    #[serde(default)]
+    pub sub: String,
+    /// The token carries the `mod` claim (the user is a named moderator of the broadcast).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub moderator: bool,
 }
 
 /// How a client reaches the relay it was given: the fields [`WatchResponse`] and
@@ -542,11 +549,13 @@ mod tests {
             token: "t".into(),
             token_expires: 7,
             chat_room: "0".into(),
+            sub: "anon-1".into(),
+            moderator: false,
         };
         let json = serde_json::to_string(&watch).unwrap();
         assert_eq!(
             json,
-            r#"{"broadcast":"live/a","relay_id":"r","region":"eu","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7,"chat_room":"0"}"#
+            r#"{"broadcast":"live/a","relay_id":"r","region":"eu","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7,"chat_room":"0","sub":"anon-1"}"#
         );
         assert_eq!(serde_json::from_str::<WatchResponse>(&json).unwrap(), watch);
         let publish = PublishResponse {

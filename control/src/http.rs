@@ -22,7 +22,7 @@ use crate::api::{DrainResponse, ErrorBody, Heartbeat, PublishResponse, RouteResp
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::registry::{PlaceError, Registry};
-use crate::token::{Minter, TokenError};
+use crate::token::{valid_user, Minter, Moderators, TokenError};
 
 /// The largest request body accepted (a heartbeat listing thousands of broadcasts fits).
 pub const MAX_BODY: usize = 1 << 20;
@@ -40,6 +40,8 @@ pub struct Shared {
     pub token_ttl: Duration,
     /// Publisher token lifetime.
     pub publish_token_ttl: Duration,
+    /// Who moderates which broadcast (`--moderator`).
+    pub moderators: Moderators,
     /// Assignment rate limiter ([`assignment_limiter`]).
     pub limiter: DefaultDirectRateLimiter,
     /// Counters.
@@ -187,6 +189,20 @@ async fn watch(
             ))
         }
     };
+    // The viewer's name (the token's `sub`, what moderators time out and ban): `user`, or
+    // a fresh anonymous one.
+    let sub = match query.get("user") {
+        Some(user) if valid_user(user) => user.clone(),
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_user",
+                "user must be 1-64 of A-Z a-z 0-9 _ . -".into(),
+            ))
+        }
+        None => anonymous(),
+    };
+    let moderator = shared.moderators.allows(&broadcast, &sub);
     let placed = shared
         .registry
         .lock()
@@ -198,7 +214,12 @@ async fn watch(
         }
         place_error(e)
     })?;
-    let (token, exp) = mint(&shared, &broadcast, Some(&placement.chat_room)).map_err(token_error)?;
+    let viewer = Viewer {
+        sub: &sub,
+        room: &placement.chat_room,
+        moderator,
+    };
+    let (token, exp) = mint(&shared, &broadcast, Some(viewer)).map_err(token_error)?;
     Metrics::inc(&shared.metrics.watch_assigned);
     Ok(Json(WatchResponse {
         broadcast,
@@ -208,6 +229,8 @@ async fn watch(
         token,
         token_expires: exp,
         chat_room: placement.chat_room,
+        sub,
+        moderator,
     }))
 }
 
@@ -307,10 +330,33 @@ fn rate_limit(shared: &Shared) -> Option<Response> {
     Some(response)
 }
 
-/// A publisher token (`room` None) or a viewer token for chat `room`, for `broadcast`, and its
-/// expiry; empty without a key.
-fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String, u64), TokenError> {
-    let publisher = room.is_none();
+/// A fresh anonymous viewer name, `anon-` and 16 hex digits: SipHash under the process's
+/// random keys of a counter and the clock, so names do not repeat or follow a pattern.
+fn anonymous() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("anon-{:016x}", hasher.finish())
+}
+
+/// Who a viewer token is for.
+struct Viewer<'a> {
+    sub: &'a str,
+    room: &'a str,
+    moderator: bool,
+}
+
+/// A publisher token (`viewer` None) or a viewer's token, for `broadcast`, and its expiry;
+/// empty without a key.
+fn mint(shared: &Shared, broadcast: &str, viewer: Option<Viewer<'_>>) -> Result<(String, u64), TokenError> {
+    let publisher = viewer.is_none();
     let ttl = if publisher {
         shared.publish_token_ttl
     } else {
@@ -320,9 +366,9 @@ fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String,
     let Some(minter) = &shared.minter else {
         return Ok((String::new(), exp));
     };
-    let minted = match room {
+    let minted = match viewer {
         None => minter.publisher(broadcast, exp),
-        Some(room) => minter.viewer(broadcast, room, exp),
+        Some(v) => minter.viewer(broadcast, v.sub, v.room, exp, v.moderator),
     };
     minted.map(|token| (token, exp))
 }
