@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader } from "../src/coding";
 import { SubgroupStream, decodeDatagram, decodeSubgroupHeader } from "../src/data";
+import { hex } from "./helpers";
 import { Interactions, decodeUp, encodeChat, encodeTotal, type Up } from "../src/interact";
 import { Publication } from "../src/session/publication";
 import type { FetchedObject, Session, TrackObject } from "../src/session/session";
@@ -91,9 +92,25 @@ describe("Interactions", () => {
   });
   afterEach(() => vi.useRealTimers());
 
+  it("marks a deleted comment removed, now and in later history, and knows its own ban", async () => {
+    const bob = new Interactions({ broadcast: "live/show", room: "3", sub: "bob" });
+    await bob.attach(session as unknown as Session);
+    const removed: number[] = [];
+    bob.onRemoved = (c) => removed.push(c.seq);
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "spam" }));
+    // seq 1 by "m": delete 3#0; state: no slow mode, open, bans ["bob"], deleted [3#0].
+    session.push("mod", 1, 0, hex("0101016d010003000000010362" + "6f62" + "00010300"));
+    expect(removed).toEqual([0]);
+    expect(bob.comments[0]?.removed).toBe(true);
+    expect(bob.standing()).toEqual({ banned: true, timedOutUntil: undefined });
+    // A comment in the deleted set arriving later (a history FETCH) is removed at once.
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "spam" }));
+    expect(bob.comments).toHaveLength(1);
+  });
+
   it("subscribes to likes, chat/<room> and events; keeps the newest like total", async () => {
     await interactions.attach(session as unknown as Session);
-    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes", "viewers"]);
+    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes", "mod", "viewers"]);
     const seen: number[] = [];
     interactions.onLikes = (n) => seen.push(n);
     session.push("likes", 4, 0, encodeTotal(10));

@@ -4,9 +4,24 @@
  * (`/v1/watch/{broadcast}`, same origin or `&control=URL`) for a relay (its `webtransport` and
  * `websocket` URLs) and a chat room. `&transport=webtransport|websocket` forces a transport. Live figures are exposed to automation as
  * `window.banyanStats`; the like button, viewer count, chat panel and gift button use the interaction tracks.
+ * `&user=NAME` asks control for a token in that name; `&mod=1` (with a NAME control lists as a
+ * `--moderator` of the broadcast) shows the moderator's controls: delete on each comment, timeout,
+ * ban, slow mode, gates, and the action log. Viewers see "message removed" and their own timeout or ban.
  */
 import * as api from "../api";
-import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
+import {
+  comment,
+  describeAction,
+  gift,
+  like,
+  moderate,
+  watch,
+  type ChatComment,
+  type GiftEvent,
+  type ModAction,
+  type ModUpdate,
+  type PlayerStats,
+} from "../api";
 
 declare global {
   interface Window {
@@ -33,6 +48,10 @@ interface Target {
   token?: string;
   broadcast: string;
   room: string;
+  /** This viewer's name in the token. */
+  sub?: string;
+  /** The token has the `mod` claim. */
+  moderator?: boolean;
 }
 
 async function resolveTarget(): Promise<Target> {
@@ -52,7 +71,11 @@ async function resolveTarget(): Promise<Target> {
   // A reload asks for the chat room this tab was in: control keeps it while it has space.
   const roomKey = `banyan.room.${broadcast}`;
   const previous = sessionStorage.getItem(roomKey);
-  const query = previous && /^\d+$/.test(previous) ? `?room=${previous}` : "";
+  const asked = new URLSearchParams();
+  if (previous && /^\d+$/.test(previous)) asked.set("room", previous);
+  const user = params.get("user");
+  if (user) asked.set("user", user);
+  const query = asked.size > 0 ? `?${asked}` : "";
   const response = await fetch(`${control}/v1/watch/${encodeURIComponent(broadcast).replace(/%2F/g, "/")}${query}`);
   if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/watch/${broadcast}`);
   const body = (await response.json()) as {
@@ -61,6 +84,8 @@ async function resolveTarget(): Promise<Target> {
     cert_sha256?: string;
     token?: string;
     chat_room?: string;
+    sub?: string;
+    moderator?: boolean;
   };
   if (!body.webtransport && !body.websocket) throw new Error("control plane assigned a relay without a WebTransport or WebSocket URL");
   const target: Target = { broadcast, room: body.chat_room ?? "0" };
@@ -69,6 +94,8 @@ async function resolveTarget(): Promise<Target> {
   sessionStorage.setItem(roomKey, target.room);
   if (body.cert_sha256) target.hash = body.cert_sha256;
   if (body.token) target.token = body.token;
+  if (body.sub) target.sub = body.sub;
+  if (body.moderator) target.moderator = true;
   return target;
 }
 
@@ -144,7 +171,8 @@ function chatLine(text: string, ms: number, className?: string, seq?: number): H
 
 function showComment(c: ChatComment): void {
   const list = $("chat-list");
-  const line = chatLine(c.text, c.acceptedMs, "comment", c.seq);
+  const line = chatLine(c.removed ? "message removed" : c.text, c.acceptedMs, c.removed ? "comment removed" : "comment", c.seq);
+  if (moderatorView && !c.removed) line.prepend(deleteButton(c));
   // Keep the origin's order: history can arrive after live comments.
   const after = Array.from(list.querySelectorAll<HTMLLIElement>("li.comment")).find(
     (li) => Number(li.dataset["seq"]) > c.seq,
@@ -155,10 +183,94 @@ function showComment(c: ChatComment): void {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+/** A comment a moderator deleted: its text replaced by "message removed". */
+function showRemoved(c: ChatComment): void {
+  const line = $("chat-list").querySelector<HTMLLIElement>(`li.comment[data-seq="${c.seq}"]`);
+  if (!line) return;
+  line.classList.add("removed");
+  line.lastChild?.remove();
+  line.append("message removed");
+  line.querySelector("button.delete")?.remove();
+}
+
 function showGift(e: GiftEvent): void {
   const list = $("chat-list");
   list.appendChild(chatLine(`🎁 gift #${e.seq}: ${e.amount} × kind ${e.kind}`, Date.now(), "gift"));
   list.scrollTop = list.scrollHeight;
+}
+
+// ---- moderation ----
+
+let moderatorView = false;
+let moderatorAct: (action: ModAction) => void = () => {};
+
+function deleteButton(c: ChatComment): HTMLButtonElement {
+  const button = document.createElement("button");
+  button.className = "delete";
+  button.textContent = "✕";
+  button.title = `delete comment #${c.seq}`;
+  button.addEventListener("click", () => moderatorAct({ kind: "delete", room: Number(currentRoom), seq: c.seq }));
+  return button;
+}
+
+let currentRoom = "0";
+
+/** The viewer's own standing and, for moderators, the action log. */
+function showModeration(update: ModUpdate, standing: { banned: boolean; timedOutUntil: number | undefined }): void {
+  const state = update.state;
+  const modes = [
+    state.slowSecs > 0 ? `slow mode: one comment per ${state.slowSecs} s` : "",
+    state.gate !== "open" ? `${state.gate}-only chat` : "",
+  ].filter(Boolean);
+  const mine = standing.banned
+    ? "You are banned from this chat."
+    : standing.timedOutUntil
+      ? `You are timed out until ${new Date(standing.timedOutUntil).toLocaleTimeString()}.`
+      : "";
+  const status = $("mod-status");
+  status.textContent = [mine, ...modes].filter(Boolean).join(" · ");
+  status.dataset["banned"] = String(standing.banned);
+  status.dataset["timedOut"] = String(standing.timedOutUntil !== undefined);
+  if (moderatorView && update.action) {
+    const log = $("mod-log");
+    const li = document.createElement("li");
+    li.textContent = `${new Date(update.atMs).toLocaleTimeString()} ${update.by}: ${describeAction(update.action)}`;
+    log.prepend(li);
+    while (log.children.length > 100) log.lastElementChild?.remove();
+  }
+}
+
+/** The moderator's controls (timeout, ban, slow mode, gate) and the action log so far, read
+ * from the origin's store when `&log=URL` names its HTTP listener. */
+function setUpModeratorPanel(act: (action: ModAction) => void): void {
+  $("mod-panel").hidden = false;
+  const who = () => $<HTMLInputElement>("mod-user").value.trim();
+  $("mod-timeout").addEventListener("click", () =>
+    act({ kind: "timeout", sub: who(), secs: Number($<HTMLInputElement>("mod-secs").value) || 60 }),
+  );
+  $("mod-ban").addEventListener("click", () => act({ kind: "ban", sub: who() }));
+  $("mod-unban").addEventListener("click", () => act({ kind: "unban", sub: who() }));
+  $("mod-slow").addEventListener("click", () =>
+    act({ kind: "slow", secs: Number($<HTMLInputElement>("mod-slow-secs").value) || 0 }),
+  );
+  $<HTMLSelectElement>("mod-gate").addEventListener("change", (e) => {
+    const gate = (e.target as HTMLSelectElement).value as "open" | "followers" | "subscribers";
+    act({ kind: "gate", gate });
+  });
+  const logUrl = params.get("log");
+  if (logUrl) {
+    void fetch(logUrl)
+      .then((r) => r.json() as Promise<{ at_ms: number; moderator: string; action: string }[]>)
+      .then((entries) => {
+        const log = $("mod-log");
+        for (const e of entries) {
+          const li = document.createElement("li");
+          li.textContent = `${new Date(e.at_ms).toLocaleTimeString()} ${e.moderator}: ${e.action}`;
+          log.prepend(li);
+        }
+      })
+      .catch(() => {});
+  }
 }
 
 async function main(): Promise<void> {
@@ -167,8 +279,9 @@ async function main(): Promise<void> {
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
+  const { moderator: _moderator, ...relayTarget } = target;
   const player = watch({
-    ...target,
+    ...relayTarget,
     ...(transport ? { transport } : {}),
     canvas: $<HTMLCanvasElement>("video"),
     ...(latency ? { targetLatencyMs: Number(latency) } : {}),
@@ -186,12 +299,21 @@ async function main(): Promise<void> {
   };
   const fail = (e: unknown) => notice(e instanceof Error ? e.message : String(e));
   $("room").textContent = target.room;
+  currentRoom = target.room;
+  if (params.get("mod") === "1") {
+    if (!target.moderator && target.token) notice("?mod=1: control did not grant this user the mod claim (see --moderator)");
+    moderatorView = true;
+    moderatorAct = (action) => void moderate(player, action).catch(fail);
+    setUpModeratorPanel(moderatorAct);
+  }
   const interactions = player.interactions;
   if (interactions) {
     interactions.onLikes = showLikes;
     interactions.onViewers = showViewers;
     interactions.onComment = showComment;
     interactions.onGift = showGift;
+    interactions.onRemoved = showRemoved;
+    interactions.onModeration = (update) => showModeration(update, interactions.standing());
     interactions.onError = notice;
   }
   $("unmute").addEventListener("click", () => void player.unmute());

@@ -455,6 +455,7 @@ fn count(buf: &mut Bytes, max: usize) -> Result<usize, Refusal> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::payload::Up;
     use super::*;
 
     fn viewer(sub: &str) -> Identity {
@@ -507,6 +508,30 @@ mod tests {
             ),
             Err(Refusal::TooLarge),
             "a timeout over a day"
+        );
+    }
+
+    /// The bytes client-web's tests decode (`MOD_UPDATE` in client-web/tests/interact.test.ts).
+    #[test]
+    fn the_update_the_browser_decodes_is_these_bytes() {
+        let update = Update {
+            seq: 7,
+            at_ms: 1,
+            by: "m".into(),
+            action: Some(Action::Slow { secs: 5 }),
+            state: State {
+                slow_secs: 5,
+                gate: Gate::Followers,
+                bans: ["eve".to_owned()].into(),
+                deleted: [(0, 3)].into(),
+                ..State::default()
+            },
+        };
+        let hex: String = update.encode().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "0701016d0104050501010365766500010003");
+        assert_eq!(
+            Up::Moderate(Action::Ban { sub: "eve".into() }).encode().as_ref(),
+            [0x05, 0x02, 0x03, b'e', b'v', b'e']
         );
     }
 
