@@ -89,12 +89,12 @@ describe("interaction payloads (docs/interactions.md)", () => {
     expect(toHex(encodeTotal(15_293))).toBe("bbbd");
     expect(decodeTotal(hex("bbbd"))).toBe(15_293);
     expect(catchDecode(() => decodeTotal(hex("bbbd00")))).toBeInstanceOf(DecodeError);
-    expect(toHex(encodeChat({ acceptedMs: 37, text: "hi" }))).toBe("25026869");
-    expect(decodeChat(hex("25026869"))).toEqual({ acceptedMs: 37, text: "hi" });
-    const chat = { acceptedMs: 1_700_000_000_000, text: "hi 👋" };
+    expect(toHex(encodeChat({ acceptedMs: 37, text: "hi", author: "ann" }))).toBe("25026869" + "03616e6e");
+    expect(decodeChat(hex("2502686903616e6e"))).toEqual({ acceptedMs: 37, text: "hi", author: "ann" });
+    const chat = { acceptedMs: 1_700_000_000_000, text: "hi 👋", author: "" };
     expect(decodeChat(encodeChat(chat))).toEqual(chat);
     // Invalid UTF-8 in a comment is refused.
-    expect(catchDecode(() => decodeChat(hex("0102fffe")))).toBeInstanceOf(DecodeError);
+    expect(catchDecode(() => decodeChat(hex("0102fffe00")))).toBeInstanceOf(DecodeError);
     expect(toHex(encodeGiftEvent({ seq: 9, clientId: "c", kind: 2, amount: 3 }))).toBe("0901630203");
     expect(decodeGiftEvent(hex("0901630203"))).toEqual({ seq: 9, clientId: "c", kind: 2, amount: 3 });
   });

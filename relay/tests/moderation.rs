@@ -224,16 +224,16 @@ async fn until(
     .await
 }
 
-/// The comments of `chat/0` as they arrive: (seq, text).
-fn chat(mut subscription: Subscription) -> mpsc::UnboundedReceiver<(u64, String)> {
+/// The comments of `chat/0` as they arrive: (seq, text, author).
+fn chat(mut subscription: Subscription) -> mpsc::UnboundedReceiver<(u64, String, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(event)) = subscription.next().await {
             if let TrackEvent::Subgroup(mut reader) = event {
                 let group = reader.group_id();
                 while let Ok(Some(object)) = reader.next().await {
-                    let text = ChatObject::decode(object.payload).unwrap().text;
-                    let _ = tx.send((group * CHAT_GROUP + object.object_id, text));
+                    let chat = ChatObject::decode(object.payload).unwrap();
+                    let _ = tx.send((group * CHAT_GROUP + object.object_id, chat.text, chat.author));
                 }
             }
         }
@@ -241,11 +241,13 @@ fn chat(mut subscription: Subscription) -> mpsc::UnboundedReceiver<(u64, String)
     rx
 }
 
-async fn seen(chat: &mut mpsc::UnboundedReceiver<(u64, String)>, text: &str) -> u64 {
+/// Wait for comment `text` by `author`; returns its sequence number.
+async fn seen(chat: &mut mpsc::UnboundedReceiver<(u64, String, String)>, text: &str, author: &str) -> u64 {
     within(&format!("comment {text:?} reaches the chat"), 10, async {
         loop {
-            let (seq, got) = chat.recv().await.expect("chat ended");
+            let (seq, got, by) = chat.recv().await.expect("chat ended");
             if got == text {
+                assert_eq!(by, author, "the comment names its author (the token's sub)");
                 return seq;
             }
         }
@@ -330,10 +332,10 @@ async fn moderation_reaches_every_edge_within_a_second_and_survives_an_origin_re
 
     // Delete: gone from both viewers' state and from a fresh joiner's history.
     send(&ann_writer, 0, vec![comment("hello")]).await;
-    let hello = seen(&mut bob_chat, "hello").await;
+    let hello = seen(&mut bob_chat, "hello", "ann").await;
     send(&bob_writer, 1, vec![comment("spam")]).await;
-    let spam = seen(&mut ann_chat, "spam").await;
-    assert_eq!(seen(&mut bob_chat, "spam").await, spam);
+    let spam = seen(&mut ann_chat, "spam", "bob").await;
+    assert_eq!(seen(&mut bob_chat, "spam", "bob").await, spam);
     let ordered = Instant::now();
     send(&mia_writer, 0, vec![order(Action::Delete { room: 0, seq: spam })]).await;
     let deleted = |u: &Update| u.state.is_deleted(0, spam);
@@ -354,7 +356,7 @@ async fn moderation_reaches_every_edge_within_a_second_and_survives_an_origin_re
     let cat = connect(&edges[1], &viewer("cat", false)).await.unwrap();
     let cat_writer = interact(&cat, BROADCAST).await;
     send(&cat_writer, 0, vec![comment("first")]).await;
-    seen(&mut bob_chat, "first").await;
+    seen(&mut bob_chat, "first", "cat").await;
     let code = write_until_stopped(&cat_writer, 1, comment("second"), 10).await;
     assert_eq!(code, Refusal::SlowMode.code());
     send(&mia_writer, 2, vec![order(Action::Slow { secs: 0 })]).await;

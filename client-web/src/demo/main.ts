@@ -172,7 +172,14 @@ function chatLine(text: string, ms: number, className?: string, seq?: number): H
 function showComment(c: ChatComment): void {
   const list = $("chat-list");
   const line = chatLine(c.removed ? "message removed" : c.text, c.acceptedMs, c.removed ? "comment removed" : "comment", c.seq);
-  if (moderatorView && !c.removed) line.prepend(deleteButton(c));
+  if (c.author) {
+    // The author before the text (the text stays the line's last node).
+    const author = document.createElement("b");
+    author.className = "author";
+    author.textContent = `${c.author} `;
+    line.lastChild?.before(author);
+  }
+  if (moderatorView && !c.removed) line.prepend(...moderatorButtons(c));
   // Keep the origin's order: history can arrive after live comments.
   const after = Array.from(list.querySelectorAll<HTMLLIElement>("li.comment")).find(
     (li) => Number(li.dataset["seq"]) > c.seq,
@@ -190,7 +197,7 @@ function showRemoved(c: ChatComment): void {
   line.classList.add("removed");
   line.lastChild?.remove();
   line.append("message removed");
-  line.querySelector("button.delete")?.remove();
+  for (const b of line.querySelectorAll("button.mod")) b.remove();
 }
 
 function showGift(e: GiftEvent): void {
@@ -204,13 +211,24 @@ function showGift(e: GiftEvent): void {
 let moderatorView = false;
 let moderatorAct: (action: ModAction) => void = () => {};
 
-function deleteButton(c: ChatComment): HTMLButtonElement {
-  const button = document.createElement("button");
-  button.className = "delete";
-  button.textContent = "✕";
-  button.title = `delete comment #${c.seq}`;
-  button.addEventListener("click", () => moderatorAct({ kind: "delete", room: Number(currentRoom), seq: c.seq }));
-  return button;
+/** A moderator's buttons on a comment: delete it; time out (60 s) or ban its author. */
+function moderatorButtons(c: ChatComment): HTMLButtonElement[] {
+  const button = (className: string, label: string, title: string, action: ModAction) => {
+    const b = document.createElement("button");
+    b.className = `mod ${className}`;
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener("click", () => moderatorAct(action));
+    return b;
+  };
+  const buttons = [button("delete", "✕", `delete comment #${c.seq}`, { kind: "delete", room: Number(currentRoom), seq: c.seq })];
+  if (c.author) {
+    buttons.push(
+      button("timeout", "⏱", `time out ${c.author} for 60 s`, { kind: "timeout", sub: c.author, secs: 60 }),
+      button("ban", "⛔", `ban ${c.author}`, { kind: "ban", sub: c.author }),
+    );
+  }
+  return buttons;
 }
 
 let currentRoom = "0";

@@ -50,6 +50,8 @@ export interface ChatComment {
   /** When the origin accepted it, ms since the Unix epoch. */
   acceptedMs: number;
   text: string;
+  /** Its author (the viewer token's `sub`; empty without auth): whom a moderator times out or bans. */
+  author: string;
   /** A moderator deleted it ("message removed"). */
   removed?: boolean;
 }
@@ -531,7 +533,7 @@ export class Interactions {
       return;
     }
     this.seen.add(seq);
-    const comment: ChatComment = { seq, acceptedMs: chat.acceptedMs, text: chat.text };
+    const comment: ChatComment = { seq, acceptedMs: chat.acceptedMs, text: chat.text, author: chat.author };
     if (this.moderation?.deleted.has(`${this.room}#${seq}`)) comment.removed = true;
     // Insert in sequence order (history may arrive after live comments).
     let at = this.comments.length;

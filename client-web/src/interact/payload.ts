@@ -191,17 +191,23 @@ export interface ChatObject {
   /** When the origin accepted the comment, ms since the Unix epoch. */
   acceptedMs: number;
   text: string;
+  /** Its author: the viewer token's `sub` (empty without auth). */
+  author: string;
 }
 
 /** Comments per group on a `chat/<room>` track. */
 export const CHAT_GROUP = 64;
 
 export function encodeChat(c: ChatObject): Uint8Array {
-  return new Writer().varint(c.acceptedMs).string(c.text).finish();
+  return new Writer().varint(c.acceptedMs).string(c.text).string(c.author).finish();
 }
 
 export function decodeChat(payload: Uint8Array): ChatObject {
-  return whole(payload, (r) => ({ acceptedMs: r.varint("accepted ms"), text: r.string("comment text", MAX_STRING) }));
+  return whole(payload, (r) => ({
+    acceptedMs: r.varint("accepted ms"),
+    text: r.string("comment text", MAX_STRING),
+    author: r.lossyString("comment author", MAX_STRING),
+  }));
 }
 
 /** One object of the `events` track: a gift as the origin's ledger recorded it. */

@@ -17,6 +17,8 @@ pub const TYPE_COMMENT: u64 = 0x2;
 pub const TYPE_GIFT: u64 = 0x3;
 /// Up-track object type: a child relay's viewer count (relays only).
 pub const TYPE_VIEWERS: u64 = 0x4;
+/// Up-track object type: a comment a child relay admitted, with its author's `sub` (relays only).
+pub const TYPE_COMMENT_BY: u64 = 0x7;
 /// Up-track object type: a moderation action from a moderator (token claim `mod`).
 pub const TYPE_MODERATE: u64 = 0x5;
 /// Up-track object type: a moderation action vouched for by a child relay, with the
@@ -56,6 +58,15 @@ pub enum Up {
         /// Viewers in the sender's subtree now.
         count: u64,
     },
+    /// A comment a child relay admitted, naming its author (the viewer token's `sub`).
+    CommentBy {
+        /// The room.
+        room: Bytes,
+        /// The text.
+        text: Bytes,
+        /// The author's `sub` (empty when the edge runs without auth).
+        by: Bytes,
+    },
     /// A moderation action, sent by a moderator; its edge checks the `mod` claim.
     Moderate(Action),
     /// A moderation action a child relay admitted from moderator `by` (relays only).
@@ -86,6 +97,11 @@ impl Up {
                 amount: varint(buf)?,
             },
             TYPE_VIEWERS => Up::Viewers { count: varint(buf)? },
+            TYPE_COMMENT_BY => Up::CommentBy {
+                room: string(buf)?,
+                text: string(buf)?,
+                by: string(buf)?,
+            },
             TYPE_MODERATE => Up::Moderate(Action::decode(buf)?),
             TYPE_MODERATED => Up::Moderated {
                 by: string(buf)?,
@@ -127,6 +143,12 @@ impl Up {
                 encode_varint(TYPE_VIEWERS, &mut buf);
                 encode_varint(*count, &mut buf);
             }
+            Up::CommentBy { room, text, by } => {
+                encode_varint(TYPE_COMMENT_BY, &mut buf);
+                put_string(room, &mut buf);
+                put_string(text, &mut buf);
+                put_string(by, &mut buf);
+            }
             Up::Moderate(action) => {
                 encode_varint(TYPE_MODERATE, &mut buf);
                 action.encode(&mut buf);
@@ -149,6 +171,8 @@ pub struct ChatObject {
     pub accepted_ms: u64,
     /// The comment text (valid UTF-8).
     pub text: String,
+    /// Its author: the viewer token's `sub` (empty without auth), so moderators can act on it.
+    pub author: String,
 }
 
 impl ChatObject {
@@ -157,6 +181,7 @@ impl ChatObject {
         let mut buf = BytesMut::new();
         encode_varint(self.accepted_ms, &mut buf);
         put_string(self.text.as_bytes(), &mut buf);
+        put_string(self.author.as_bytes(), &mut buf);
         buf.freeze()
     }
 
@@ -164,11 +189,17 @@ impl ChatObject {
     pub fn decode(mut payload: Bytes) -> Result<Self, Refusal> {
         let accepted_ms = varint(&mut payload)?;
         let text = string(&mut payload)?;
+        let author = string(&mut payload)?;
         if payload.has_remaining() {
             return Err(Refusal::Malformed);
         }
         let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
-        Ok(Self { accepted_ms, text })
+        let author = String::from_utf8(author.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+        Ok(Self {
+            accepted_ms,
+            text,
+            author,
+        })
     }
 }
 
@@ -254,6 +285,16 @@ mod tests {
 
     fn samples() -> Vec<Up> {
         vec![
+            Up::CommentBy {
+                room: Bytes::from_static(b"1"),
+                text: Bytes::from_static(b"hi"),
+                by: Bytes::from_static(b"ann"),
+            },
+            Up::Moderate(Action::Delete { room: 1, seq: 2 }),
+            Up::Moderated {
+                by: Bytes::from_static(b"mia"),
+                action: Action::Gate(super::super::moderation::Gate::Followers),
+            },
             Up::Like {
                 source: 0x3fff_ffff_ffff_ffff,
                 total: 0,
@@ -343,6 +384,7 @@ mod tests {
         let chat = ChatObject {
             accepted_ms: 1_700_000_000_000,
             text: "hi 👋".into(),
+            author: "ann".into(),
         };
         assert_eq!(ChatObject::decode(chat.encode()), Ok(chat));
         assert_eq!(decode_total(encode_total(123_456_789)), Ok(123_456_789));
@@ -360,6 +402,7 @@ mod tests {
         let mut bad = BytesMut::new();
         encode_varint(1, &mut bad);
         put_string(&[0xff, 0xfe], &mut bad);
+        put_string(b"ann", &mut bad);
         assert_eq!(ChatObject::decode(bad.freeze()), Err(Refusal::InvalidUtf8));
     }
 }

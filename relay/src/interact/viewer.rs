@@ -94,6 +94,8 @@ pub enum Admitted {
         room: u64,
         /// The text.
         text: String,
+        /// The author a child relay named (`None` from a viewer: its own token says).
+        by: Option<String>,
     },
     /// A checked gift.
     Gift {
@@ -211,18 +213,16 @@ impl<C: Clock + Clone> Admission<C> {
     pub fn admit(&mut self, payload: Bytes) -> Result<Admitted, Refusal> {
         match Up::decode(payload)? {
             Up::Like { source, total } => self.like(source, total),
-            Up::Comment { room, text } => {
-                if text.len() > self.config.max_comment_bytes {
+            Up::Comment { room, text } => self.comment(&room, &text, None),
+            // A relay names the author it admitted; a viewer could name anyone.
+            Up::CommentBy { room, text, by } if self.relay => {
+                if by.len() > super::moderation::MAX_SUB_BYTES {
                     return Err(Refusal::TooLarge);
                 }
-                let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
-                let room = parse_room(&room, self.config.rooms)?;
-                if self.room.is_some_and(|assigned| assigned != room) {
-                    return Err(Refusal::BadRoom);
-                }
-                self.charge()?;
-                Ok(Admitted::Comment { room, text })
+                let by = String::from_utf8(by.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+                self.comment(&room, &text, Some(by))
             }
+            Up::CommentBy { .. } => Err(Refusal::Malformed),
             Up::Gift {
                 client_id,
                 kind,
@@ -259,6 +259,19 @@ impl<C: Clock + Clone> Admission<C> {
             }
             Up::Moderated { .. } => Err(Refusal::NotModerator),
         }
+    }
+
+    fn comment(&mut self, room: &[u8], text: &[u8], by: Option<String>) -> Result<Admitted, Refusal> {
+        if text.len() > self.config.max_comment_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+        let room = parse_room(room, self.config.rooms)?;
+        if self.room.is_some_and(|assigned| assigned != room) {
+            return Err(Refusal::BadRoom);
+        }
+        self.charge()?;
+        Ok(Admitted::Comment { room, text, by })
     }
 
     fn like(&mut self, source: u64, total: u64) -> Result<Admitted, Refusal> {
@@ -402,7 +415,8 @@ mod tests {
             relay.admit(comment(b"3", "ok ✓".as_bytes())),
             Ok(Admitted::Comment {
                 room: 3,
-                text: "ok ✓".into()
+                text: "ok ✓".into(),
+                by: None
             })
         );
         assert_eq!(relay.admit(comment(b"3", &[b'a'; 17])), Err(Refusal::TooLarge));

@@ -154,25 +154,37 @@ impl Hub {
                     .await
                     .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))
             }
-            Admitted::Comment { room, text } => {
+            Admitted::Comment { room, text, by } => {
                 if let Some(who) = publisher.who() {
                     self.judge_comment(broadcast, who)
                         .await
                         .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))?;
                 }
                 self.metrics.comments_in.inc();
+                let author = by
+                    .or_else(|| publisher.who().and_then(|who| who.sub.clone()))
+                    .unwrap_or_default();
                 match &broadcast.role {
                     Role::Origin { .. } => {
                         let accepted_ms = SystemTime::now()
                             .duration_since(UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis() as u64);
-                        self.post(broadcast, room, ChatObject { accepted_ms, text });
+                        self.post(
+                            broadcast,
+                            room,
+                            ChatObject {
+                                accepted_ms,
+                                text,
+                                author,
+                            },
+                        );
                         Ok(())
                     }
                     Role::Edge { comments } => {
-                        let up = Up::Comment {
+                        let up = Up::CommentBy {
                             room: Bytes::from(room.to_string()),
                             text: Bytes::from(text),
+                            by: Bytes::from(author),
                         };
                         comments.try_send(up.encode()).map_err(|_| {
                             self.metrics.interact_refuse(Refusal::RateLimited);
