@@ -15,8 +15,9 @@
 //! relay sends its final like total to its parent reliably and ends its publication. A broadcast used again later starts afresh,
 //! under a new like source id towards the parent so its new count never hides behind the old.
 //!
-//! Each broadcast has one task of the hub's own (its `likes` writer at the origin, its
-//! publication to the parent elsewhere); the hub owns them, and they stop with its sweeper.
+//! Each broadcast has tasks of the hub's own (its `likes` writer and moderation start at the
+//! origin; its publication to the parent and its `mod` follower elsewhere); the hub owns them,
+//! and they stop with its sweeper.
 //!
 //! # Module map
 //! - `mod.rs`: [`Hub`], its table of broadcasts (admission up to a maximum, the origin or edge
@@ -27,6 +28,9 @@
 //!   count on `viewers`, comments on `chat/<room>`, gifts recorded in the ledger and
 //!   announced on `events`.
 //! - `upward.rs`: elsewhere, the relay's own `interact` publication to its parent.
+//! - `moderate.rs`: moderation: at the origin actions recorded in the store and published on
+//!   `mod` (the state replayed from the store first); elsewhere the `mod` track followed; the
+//!   comment verdict, deleted-comment lookups for FETCH and ban notices for sessions.
 
 use std::collections::HashMap;
 use std::future::Future;
