@@ -141,6 +141,9 @@ struct Broadcast {
     freed: watch::Sender<bool>,
     /// Its moderation state here.
     moderation: Mutex<moderate::Moderation>,
+    /// Whether this relay follows the broadcast's `mod` track (below the origin, from the
+    /// first interaction user on: a viewer publishing `interact` or subscribing to a down track).
+    following: std::sync::atomic::AtomicBool,
     /// Turns true once the moderation state is known (restored at the origin, first `mod`
     /// update elsewhere); comments wait for it.
     synced: watch::Sender<bool>,
@@ -311,8 +314,16 @@ impl Hub {
 
     /// Before a SUBSCRIBE or FETCH for `name`: at the broadcast's origin, make sure the local
     /// interaction track exists so the request finds it rather than asking the publisher.
+    /// Elsewhere, a subscriber of an interaction track is an interaction user: the relay
+    /// follows the broadcast's moderation from then on.
     pub fn prepare(self: &Arc<Self>, name: &FullTrackName) {
-        if !Self::is_down_track(&name.name) || !self.is_origin(&name.namespace) {
+        if !Self::is_down_track(&name.name) {
+            return;
+        }
+        if !self.is_origin(&name.namespace) {
+            if let Some(broadcast) = self.broadcast(&name.namespace) {
+                self.follow(&broadcast);
+            }
             return;
         }
         let Some(broadcast) = self.broadcast(&name.namespace) else {
@@ -432,6 +443,7 @@ impl Hub {
             last_used: Mutex::new(Instant::now()),
             freed: watch::channel(false).0,
             moderation: Mutex::default(),
+            following: std::sync::atomic::AtomicBool::new(false),
             synced: watch::channel(false).0,
         });
         broadcasts.insert(namespace.clone(), broadcast.clone());
@@ -443,11 +455,7 @@ impl Hub {
                     .spawn(async move { hub.start_moderation(&started).await });
                 self.tasks.spawn(self.clone().publish_likes(broadcast.clone()));
             }
-            Some(queued) => {
-                self.tasks.spawn(self.clone().upstream(broadcast.clone(), queued));
-                self.tasks
-                    .spawn(self.clone().follow_moderation(broadcast.clone()));
-            }
+            Some(queued) => self.tasks.spawn(self.clone().upstream(broadcast.clone(), queued)),
         }
         Some(broadcast)
     }

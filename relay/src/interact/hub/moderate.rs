@@ -218,6 +218,18 @@ impl Hub {
         self.bans.send_modify(|n| *n += 1);
     }
 
+    /// Below the origin, once per broadcast state: start following its `mod` track.
+    pub(super) fn follow(self: &Arc<Self>, broadcast: &Arc<Broadcast>) {
+        if matches!(broadcast.role, Role::Edge { .. })
+            && !broadcast
+                .following
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.tasks
+                .spawn(self.clone().follow_moderation(broadcast.clone()));
+        }
+    }
+
     /// Below the origin: follow the broadcast's `mod` track from the parent until the
     /// broadcast is freed, taking each update's state as this relay's.
     pub(super) async fn follow_moderation(self: Arc<Self>, broadcast: Arc<Broadcast>) {

@@ -42,6 +42,11 @@ impl Hub {
                 .await;
         };
         let _serving = Serving::new(broadcast.clone());
+        if !from_relay {
+            // A viewer's comments are judged here: learn the moderation state. (A relay in
+            // the middle follows once a child's follower subscribes to `mod` through it.)
+            self.follow(&broadcast);
+        }
         // A child relay's viewer count is kept under this number while the publication lives.
         let id = self.served.fetch_add(1, Ordering::Relaxed);
         let mut subscription = request.accept(RequestOk::default()).await?;
