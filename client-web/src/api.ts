@@ -14,7 +14,7 @@
  * ```
  */
 import type { ChatComment } from "./interact/interactions";
-import type { GiftEvent } from "./interact/payload";
+import type { GiftEvent, ModAction, ModUpdate } from "./interact/payload";
 import { Player, type PlayerOptions, type PlayerStats } from "./player/player";
 import { Publisher, type PublisherOptions, type PublishStats } from "./publish/publisher";
 import { connectRelay, relayUrls, type ChooseOptions } from "./session/choose";
@@ -47,7 +47,15 @@ export { VideoRenderer, type VideoPayload } from "./player/video";
 export { RenditionSwitcher, ladderOf, startRendition, type SwitchRecord } from "./player/renditions";
 export { Publication, SubgroupWriter } from "./session/publication";
 export { Interactions, InteractionError, type ChatComment, type InteractionsOptions } from "./interact/interactions";
-export { refusalLabel, type GiftEvent } from "./interact/payload";
+export {
+  describeAction,
+  refusalLabel,
+  type Gate,
+  type GiftEvent,
+  type ModAction,
+  type ModState,
+  type ModUpdate,
+} from "./interact/payload";
 
 export interface RelayTarget {
   /** WebTransport URL, e.g. `https://127.0.0.1:4443/` (a `ws://`/`wss://` URL: the WebSocket one). */
@@ -137,6 +145,16 @@ export async function comment(player: Player, text: string): Promise<ChatComment
  */
 export async function gift(player: Player, kind = 1, amount = 1, timeoutMs?: number): Promise<GiftEvent> {
   return interactionsOf(player, "gift").gift(kind, amount, timeoutMs);
+}
+
+/**
+ * Send a moderation action (delete a comment, time out or ban a viewer by name, slow mode, a
+ * followers-/subscribers-only gate). The player's token needs the `mod` claim (control mints it
+ * for `?user=NAME` when NAME is a `--moderator` of the broadcast). Resolves with the `mod` update
+ * carrying it once the origin applied it; rejects with `not_moderator` and the like.
+ */
+export async function moderate(player: Player, action: ModAction): Promise<ModUpdate> {
+  return interactionsOf(player, "moderate").moderate(action);
 }
 
 /**

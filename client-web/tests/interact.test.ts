@@ -4,6 +4,8 @@ import { SubgroupStream, decodeDatagram, decodeSubgroupHeader } from "../src/dat
 import {
   decodeChat,
   decodeGiftEvent,
+  decodeModUpdate,
+  describeAction,
   decodeTotal,
   decodeUp,
   encodeChat,
@@ -24,7 +26,36 @@ const UP_VECTORS: [string, Up][] = [
   ["0202313206" + "68c3a96c6c6f", { type: "comment", room: "12", text: "héllo" }],
   ["0303632d31030a", { type: "gift", clientId: "c-1", kind: 3, amount: 10 }],
   ["020000", { type: "comment", room: "", text: "" }],
+  ["050203657665", { type: "moderate", action: { kind: "ban", sub: "eve" } }],
+  ["05000003", { type: "moderate", action: { kind: "delete", room: 0, seq: 3 } }],
+  ["050103626f621e", { type: "moderate", action: { kind: "timeout", sub: "bob", secs: 30 } }],
+  ["050502", { type: "moderate", action: { kind: "gate", gate: "subscribers" } }],
 ];
+
+// A `mod` track object (relay/src/interact/moderation.rs `Update`, the same bytes in its tests):
+// seq 7, at 1 ms, by "m", action slow 5 s, state: slow 5, followers-only, bans ["eve"], no
+// timeouts, deleted [0#3].
+const MOD_UPDATE = "0701016d0104050501010365766500010003";
+
+describe("moderation updates", () => {
+  it("decode the state a `mod` object carries", () => {
+    const update = decodeModUpdate(hex(MOD_UPDATE));
+    expect(update).toEqual({
+      seq: 7,
+      atMs: 1,
+      by: "m",
+      action: { kind: "slow", secs: 5 },
+      state: { slowSecs: 5, gate: "followers", bans: ["eve"], timeouts: new Map(), deleted: new Set(["0#3"]) },
+    });
+    expect(describeAction({ kind: "delete", room: 0, seq: 3 })).toBe("delete 0#3");
+    const bytes = hex(MOD_UPDATE);
+    for (let cut = 0; cut < bytes.length; cut++) {
+      expect(catchDecode(() => decodeModUpdate(bytes.subarray(0, cut))), `cut ${cut}`).toBeInstanceOf(DecodeError);
+    }
+    expect(refusalLabel(0x1007)).toBe("banned");
+    expect(refusalLabel(0x100b)).toBe("not_moderator");
+  });
+});
 
 describe("interaction payloads (docs/interactions.md)", () => {
   for (const [h, up] of UP_VECTORS) {
@@ -58,12 +89,12 @@ describe("interaction payloads (docs/interactions.md)", () => {
     expect(toHex(encodeTotal(15_293))).toBe("bbbd");
     expect(decodeTotal(hex("bbbd"))).toBe(15_293);
     expect(catchDecode(() => decodeTotal(hex("bbbd00")))).toBeInstanceOf(DecodeError);
-    expect(toHex(encodeChat({ acceptedMs: 37, text: "hi" }))).toBe("25026869");
-    expect(decodeChat(hex("25026869"))).toEqual({ acceptedMs: 37, text: "hi" });
-    const chat = { acceptedMs: 1_700_000_000_000, text: "hi 👋" };
+    expect(toHex(encodeChat({ acceptedMs: 37, text: "hi", author: "ann" }))).toBe("25026869" + "03616e6e");
+    expect(decodeChat(hex("2502686903616e6e"))).toEqual({ acceptedMs: 37, text: "hi", author: "ann" });
+    const chat = { acceptedMs: 1_700_000_000_000, text: "hi 👋", author: "" };
     expect(decodeChat(encodeChat(chat))).toEqual(chat);
     // Invalid UTF-8 in a comment is refused.
-    expect(catchDecode(() => decodeChat(hex("0102fffe")))).toBeInstanceOf(DecodeError);
+    expect(catchDecode(() => decodeChat(hex("0102fffe00")))).toBeInstanceOf(DecodeError);
     expect(toHex(encodeGiftEvent({ seq: 9, clientId: "c", kind: 2, amount: 3 }))).toBe("0901630203");
     expect(decodeGiftEvent(hex("0901630203"))).toEqual({ seq: 9, clientId: "c", kind: 2, amount: 3 });
   });

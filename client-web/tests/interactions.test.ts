@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Reader } from "../src/coding";
 import { SubgroupStream, decodeDatagram, decodeSubgroupHeader } from "../src/data";
+import { hex } from "./helpers";
 import { Interactions, decodeUp, encodeChat, encodeTotal, type Up } from "../src/interact";
 import { Publication } from "../src/session/publication";
 import type { FetchedObject, Session, TrackObject } from "../src/session/session";
@@ -91,9 +92,25 @@ describe("Interactions", () => {
   });
   afterEach(() => vi.useRealTimers());
 
+  it("marks a deleted comment removed, now and in later history, and knows its own ban", async () => {
+    const bob = new Interactions({ broadcast: "live/show", room: "3", sub: "bob" });
+    await bob.attach(session as unknown as Session);
+    const removed: number[] = [];
+    bob.onRemoved = (c) => removed.push(c.seq);
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "spam", author: "" }));
+    // seq 1 by "m": delete 3#0; state: no slow mode, open, bans ["bob"], deleted [3#0].
+    session.push("mod", 1, 0, hex("0101016d010003000000010362" + "6f62" + "00010300"));
+    expect(removed).toEqual([0]);
+    expect(bob.comments[0]?.removed).toBe(true);
+    expect(bob.standing()).toEqual({ banned: true, timedOutUntil: undefined });
+    // A comment in the deleted set arriving later (a history FETCH) is removed at once.
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "spam", author: "" }));
+    expect(bob.comments).toHaveLength(1);
+  });
+
   it("subscribes to likes, chat/<room> and events; keeps the newest like total", async () => {
     await interactions.attach(session as unknown as Session);
-    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes", "viewers"]);
+    expect([...session.subs.keys()].sort()).toEqual(["chat/3", "events", "likes", "mod", "viewers"]);
     const seen: number[] = [];
     interactions.onLikes = (n) => seen.push(n);
     session.push("likes", 4, 0, encodeTotal(10));
@@ -127,15 +144,15 @@ describe("Interactions", () => {
     session.history = [20, 21].map((seq) => ({
       groupId: Math.floor(seq / 64),
       objectId: seq % 64,
-      payload: encodeChat({ acceptedMs: seq, text: `c${seq}` }),
+      payload: encodeChat({ acceptedMs: seq, text: `c${seq}`, author: "" }),
       properties: [],
     }));
     const attached = interactions.attach(session as unknown as Session);
     await settle();
     // A live comment that beats the history, and a duplicate of a fetched one.
-    session.push("chat/3", 1, 6, encodeChat({ acceptedMs: 70, text: "c70" }));
+    session.push("chat/3", 1, 6, encodeChat({ acceptedMs: 70, text: "c70", author: "" }));
     await attached;
-    session.push("chat/3", 0, 21, encodeChat({ acceptedMs: 21, text: "c21" }));
+    session.push("chat/3", 0, 21, encodeChat({ acceptedMs: 21, text: "c21", author: "" }));
     expect(session.fetches).toEqual([
       { name: "chat/3", start: { group: 0, object: 20 }, end: { group: 1, object: 6 } },
     ]);
@@ -199,9 +216,9 @@ describe("Interactions", () => {
     const two = interactions.comment("second");
     // Both are written at once, in call order; each resolves when the room shows it.
     await vi.waitFor(() => expect(session.objects(0)).toHaveLength(2));
-    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "first" }));
-    await expect(one).resolves.toEqual({ seq: 0, acceptedMs: 1, text: "first" });
-    session.push("chat/3", 0, 1, encodeChat({ acceptedMs: 2, text: "second" }));
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "first", author: "" }));
+    await expect(one).resolves.toEqual({ seq: 0, acceptedMs: 1, text: "first", author: "" });
+    session.push("chat/3", 0, 1, encodeChat({ acceptedMs: 2, text: "second", author: "" }));
     await expect(two).resolves.toMatchObject({ seq: 1 });
     expect(session.objects(0)).toEqual([
       { id: 0, up: { type: "comment", room: "3", text: "first" } },
@@ -219,7 +236,7 @@ describe("Interactions", () => {
     // room only after the STOP_SENDING.
     session.streams[0]?.stop(0x1001);
     await vi.advanceTimersByTimeAsync(10);
-    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "flood 0" }));
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 1, text: "flood 0", author: "" }));
     await vi.advanceTimersByTimeAsync(2_500);
     expect(await Promise.all(outcomes)).toEqual(["ok", "rate_limited", "rate_limited"]);
   });
@@ -236,7 +253,7 @@ describe("Interactions", () => {
     const next = interactions.comment("later");
     await vi.waitFor(() => expect(session.streams).toHaveLength(2));
     await vi.waitFor(() => expect(session.objects(1)).toEqual([{ id: 0, up: { type: "comment", room: "3", text: "later" } }]));
-    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 3, text: "later" }));
+    session.push("chat/3", 0, 0, encodeChat({ acceptedMs: 3, text: "later", author: "" }));
     await expect(next).resolves.toMatchObject({ text: "later" });
   });
 });

@@ -178,6 +178,13 @@ pub struct WatchResponse {
     pub token_expires: u64,
     /// The chat room to join (the `chat/<room>` track of the broadcast).
     pub chat_room: String,
+    /// The viewer's name in the token (`sub`): the `user` asked for, or `anon-…`. Moderation
+    /// times out and bans by it.
+    #[serde(default)]
+    pub sub: String,
+    /// The token carries the `mod` claim (the user is a named moderator of the broadcast).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub moderator: bool,
 }
 
 /// A fresh token for one a client holds (`POST /v1/refresh`), asked before it expires.
@@ -377,8 +384,11 @@ pub struct BroadcastSample {
 /// | `subs` | bool    | may subscribe (SUBSCRIBE, FETCH, TRACK_STATUS, SUBSCRIBE_NAMESPACE) under `ns`; default false |
 /// | `exp`  | integer | expiry, seconds since the Unix epoch. Required. |
 /// | `room` | string  | the chat room the control plane assigned (`chat_room`); when present, the viewer's comments must name it. Optional. |
-/// | `sub`  | string  | who the token was minted for, only logged. Optional: the control plane always sets it, other minters need not. |
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// | `sub`  | string  | who the token was minted for: logged, and the identity moderation bans and times out. Optional: the control plane always sets it, other minters need not. |
+/// | `mod`  | bool    | a moderator of the broadcasts under `ns`: may send moderation actions (delete, timeout, ban, slow mode, gates); default false |
+/// | `fol`  | bool    | the viewer follows the broadcaster: may comment while the chat is followers-only; default false |
+/// | `paid` | bool    | the viewer subscribes (pays): may comment while the chat is subscribers-only (or followers-only); default false |
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Who the token was minted for; informational (logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,6 +407,19 @@ pub struct Claims {
     /// present, comments the viewer sends must be in this room (others are a forged room).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// A moderator of the broadcasts under `ns` (JSON `mod`).
+    #[serde(rename = "mod", default, skip_serializing_if = "is_false")]
+    pub moderator: bool,
+    /// Follows the broadcaster (JSON `fol`): passes a followers-only gate.
+    #[serde(rename = "fol", default, skip_serializing_if = "is_false")]
+    pub follower: bool,
+    /// Subscribes to the broadcaster (JSON `paid`): passes a subscribers- or followers-only gate.
+    #[serde(rename = "paid", default, skip_serializing_if = "is_false")]
+    pub subscriber: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// Why a [`Heartbeat`] was refused by [`Heartbeat::validate`].
@@ -546,11 +569,13 @@ mod tests {
             token: "t".into(),
             token_expires: 7,
             chat_room: "0".into(),
+            sub: "anon-1".into(),
+            moderator: false,
         };
         let json = serde_json::to_string(&watch).unwrap();
         assert_eq!(
             json,
-            r#"{"broadcast":"live/a","relay_id":"r","region":"eu","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7,"chat_room":"0"}"#
+            r#"{"broadcast":"live/a","relay_id":"r","region":"eu","moqt":"moqt://r:1","cert_sha256":"ab","token":"t","token_expires":7,"chat_room":"0","sub":"anon-1"}"#
         );
         assert_eq!(serde_json::from_str::<WatchResponse>(&json).unwrap(), watch);
         let publish = PublishResponse {
@@ -663,6 +688,7 @@ mod tests {
             subscribe: true,
             exp: 1_700_000_060,
             room: Some("3".into()),
+            ..Claims::default()
         };
         assert_eq!(
             serde_json::to_string(&viewer).unwrap(),

@@ -25,7 +25,7 @@ use crate::api::{
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::registry::{PlaceError, Registry};
-use crate::token::{Minter, TokenError};
+use crate::token::{valid_user, Minter, Moderators, TokenError};
 
 /// The largest request body accepted (a heartbeat listing thousands of broadcasts fits).
 pub const MAX_BODY: usize = 1 << 20;
@@ -43,6 +43,8 @@ pub struct Shared {
     pub token_ttl: Duration,
     /// Publisher token lifetime.
     pub publish_token_ttl: Duration,
+    /// Who moderates which broadcast (`--moderator`).
+    pub moderators: Moderators,
     /// Assignment rate limiter ([`assignment_limiter`]).
     pub limiter: DefaultDirectRateLimiter,
     /// Counters.
@@ -191,6 +193,20 @@ async fn watch(
             ))
         }
     };
+    // The viewer's name (the token's `sub`, what moderators time out and ban): `user`, or
+    // a fresh anonymous one.
+    let sub = match query.get("user") {
+        Some(user) if valid_user(user) => user.clone(),
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_user",
+                "user must be 1-64 of A-Z a-z 0-9 _ . -".into(),
+            ))
+        }
+        None => crate::token::subject("anon").map_err(token_error)?,
+    };
+    let moderator = shared.moderators.allows(&broadcast, &sub);
     let placed = shared
         .registry
         .lock()
@@ -202,7 +218,12 @@ async fn watch(
         }
         place_error(e)
     })?;
-    let (token, exp) = mint(&shared, &broadcast, Some(&placement.chat_room)).map_err(token_error)?;
+    let viewer = Viewer {
+        sub: &sub,
+        room: &placement.chat_room,
+        moderator,
+    };
+    let (token, exp) = mint(&shared, &broadcast, Some(viewer)).map_err(token_error)?;
     Metrics::inc(&shared.metrics.watch_assigned);
     Ok(Json(WatchResponse {
         broadcast,
@@ -212,6 +233,8 @@ async fn watch(
         token,
         token_expires: exp,
         chat_room: placement.chat_room,
+        sub,
+        moderator,
     }))
 }
 
@@ -363,10 +386,17 @@ fn rate_limit(shared: &Shared) -> Option<Response> {
     Some(response)
 }
 
-/// A publisher token (`room` None) or a viewer token for chat `room`, for `broadcast`, and its
-/// expiry; empty without a key.
-fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String, u64), TokenError> {
-    let publisher = room.is_none();
+/// Who a viewer token is for.
+struct Viewer<'a> {
+    sub: &'a str,
+    room: &'a str,
+    moderator: bool,
+}
+
+/// A publisher token (`viewer` None) or a viewer's token, for `broadcast`, and its expiry;
+/// empty without a key.
+fn mint(shared: &Shared, broadcast: &str, viewer: Option<Viewer<'_>>) -> Result<(String, u64), TokenError> {
+    let publisher = viewer.is_none();
     let ttl = if publisher {
         shared.publish_token_ttl
     } else {
@@ -376,9 +406,9 @@ fn mint(shared: &Shared, broadcast: &str, room: Option<&str>) -> Result<(String,
     let Some(minter) = &shared.minter else {
         return Ok((String::new(), exp));
     };
-    let minted = match room {
+    let minted = match viewer {
         None => minter.publisher(broadcast, exp),
-        Some(room) => minter.viewer(broadcast, room, exp),
+        Some(v) => minter.viewer(broadcast, v.sub, v.room, exp, v.moderator),
     };
     minted.map(|token| (token, exp))
 }

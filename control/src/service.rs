@@ -35,6 +35,9 @@ pub enum ControlError {
     /// The spawner could not be set up.
     #[error("spawner: {0}")]
     Spawner(#[from] SpawnError),
+    /// A `--moderator` entry is not BROADCAST=USER.
+    #[error("{0}")]
+    Moderator(String),
 }
 
 /// The control plane service, bound and ready to [`run`](Control::run).
@@ -108,6 +111,8 @@ impl Control {
             minter,
             token_ttl: config.token.token_ttl,
             publish_token_ttl: config.token.publish_token_ttl,
+            moderators: crate::token::Moderators::parse(&config.token.moderator)
+                .map_err(ControlError::Moderator)?,
             limiter: assignment_limiter(config.watch_rate, config.watch_burst),
             metrics: Metrics::default(),
             history: Mutex::new(History::new(HISTORY_INTERVAL, HISTORY_SPAN, Instant::now())),

@@ -33,6 +33,51 @@ pub struct TokenSettings {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
     #[serde(with = "crate::layered::serde_duration")]
     pub publish_token_ttl: std::time::Duration,
+
+    /// A moderator the broadcaster names, as BROADCAST=USER (repeatable; TOML
+    /// `moderator = ["live/demo=alice"]`): a viewer asking `/v1/watch/BROADCAST?user=USER` gets a
+    /// token with the `mod` claim. Control has no login: put it behind a proxy that sets `user`.
+    #[arg(long, value_name = "BROADCAST=USER", action = clap::ArgAction::Append)]
+    #[serde(default)]
+    pub moderator: Vec<String>,
+}
+
+/// The moderators named in [`TokenSettings::moderator`]: (broadcast, user) pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moderators(Vec<(String, String)>);
+
+impl Moderators {
+    /// Parse `BROADCAST=USER` entries (each part non-empty, the user a valid viewer name).
+    pub fn parse(entries: &[String]) -> Result<Self, String> {
+        let mut named = Vec::new();
+        for entry in entries {
+            let Some((broadcast, user)) = entry.split_once('=') else {
+                return Err(format!("--moderator {entry:?}: expected BROADCAST=USER"));
+            };
+            let broadcast = broadcast.trim().trim_matches('/');
+            if broadcast.is_empty() || !valid_user(user.trim()) {
+                return Err(format!(
+                    "--moderator {entry:?}: expected BROADCAST=USER (USER: 1-64 of A-Z a-z 0-9 _ . -)"
+                ));
+            }
+            named.push((broadcast.to_owned(), user.trim().to_owned()));
+        }
+        Ok(Self(named))
+    }
+
+    /// Whether `user` moderates `broadcast`.
+    pub fn allows(&self, broadcast: &str, user: &str) -> bool {
+        let broadcast = broadcast.trim_matches('/');
+        self.0.iter().any(|(b, u)| b == broadcast && u == user)
+    }
+}
+
+/// Whether `user` may be a viewer's name (`sub`): 1-64 ASCII letters, digits, `_`, `.`, `-`.
+pub fn valid_user(user: &str) -> bool {
+    (1..=64).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The smallest HS256 secret accepted, in bytes (as the relay).
@@ -124,17 +169,25 @@ impl Minter {
         )?)
     }
 
-    /// A subscribe-only token for `broadcast`, expiring at `exp`, for a viewer in chat `room`.
-    /// Each viewer gets its own subject (`viewer-` and 16 random hex digits), which its
-    /// refreshed tokens keep.
-    pub fn viewer(&self, broadcast: &str, room: &str, exp: u64) -> Result<String, TokenError> {
+    /// A subscribe-only token for viewer `sub` of `broadcast`, expiring at `exp`, in chat
+    /// `room`; with the `mod` claim when `moderator`.
+    pub fn viewer(
+        &self,
+        broadcast: &str,
+        sub: &str,
+        room: &str,
+        exp: u64,
+        moderator: bool,
+    ) -> Result<String, TokenError> {
         self.mint(&Claims {
-            sub: Some(subject("viewer")?),
+            sub: Some(sub.to_owned()),
+            moderator,
             ns: broadcast.trim_matches('/').to_owned(),
             publish: false,
             subscribe: true,
             exp,
             room: Some(room.to_owned()),
+            ..Claims::default()
         })
     }
 
@@ -148,6 +201,7 @@ impl Minter {
             subscribe: false,
             exp,
             room: None,
+            ..Claims::default()
         })
     }
 }
@@ -180,8 +234,9 @@ impl Minter {
     }
 }
 
-/// A subject no other token has: `kind-` and 16 random hex digits.
-fn subject(kind: &str) -> Result<String, TokenError> {
+/// A subject no other token has: `kind-` and 16 random hex digits (`anon-…` for a viewer who
+/// gave no name, `publisher-…`).
+pub(crate) fn subject(kind: &str) -> Result<String, TokenError> {
     let mut bytes = [0u8; 8];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| TokenError::Refused("no randomness".into()))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

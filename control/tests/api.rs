@@ -90,6 +90,53 @@ async fn watch_fills_region_below_high_water_then_spills_then_refuses() {
     );
 }
 
+/// Moderators: a user the broadcaster named (`--moderator BROADCAST=USER`) gets a token with
+/// the `mod` claim for that broadcast only; other viewers are named by `user` or anonymously
+/// (distinct names) without it; a malformed `user` is a clear 400.
+#[tokio::test]
+async fn watch_mints_the_mod_claim_for_named_moderators_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hs.key");
+    std::fs::write(&key, format!("{SECRET}\n")).unwrap();
+    let c = start(&config(&[
+        "--auth-key",
+        key.to_str().unwrap(),
+        "--moderator",
+        "live/a=alice",
+    ]))
+    .await;
+    send(c.addr, &origin("o", "eu", 50, "live/a")).await;
+    send(c.addr, &origin("o2", "eu", 50, "live/b")).await;
+    let auth = Authenticator::from_key(SECRET.as_bytes()).unwrap();
+    let claims = |path: &'static str| {
+        let auth = &auth;
+        async move {
+            let r = get(c.addr, path).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let j = r.json();
+            let claims = auth.verify(j["token"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                claims.sub.as_deref(),
+                j["sub"].as_str(),
+                "the page learns its name"
+            );
+            assert_eq!(claims.moderator, j["moderator"].as_bool().unwrap_or(false));
+            claims
+        }
+    };
+    let alice = claims("/v1/watch/live/a?user=alice").await;
+    assert!(alice.moderator && alice.sub.as_deref() == Some("alice"));
+    assert!(
+        !claims("/v1/watch/live/b?user=alice").await.moderator,
+        "only where named"
+    );
+    assert!(!claims("/v1/watch/live/a?user=bob").await.moderator);
+    let (a, b) = (claims("/v1/watch/live/a").await, claims("/v1/watch/live/a").await);
+    assert!(a.sub.as_deref().unwrap().starts_with("anon-") && a.sub != b.sub);
+    let r = get(c.addr, "/v1/watch/live/a?user=a%20b").await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("bad_user")));
+}
+
 /// Chat rooms over HTTP: the edges' heartbeats say who is in which room; a returning viewer
 /// naming its room gets it back while it has space; a malformed room is a clear 400.
 #[tokio::test]

@@ -23,6 +23,7 @@ fn token(ns: &str, publish: bool, secret: &[u8]) -> String {
         subscribe: !publish,
         exp,
         room: None,
+        ..Default::default()
     };
     mint_hs256(&claims, secret).unwrap()
 }

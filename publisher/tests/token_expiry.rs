@@ -34,6 +34,7 @@ async fn a_watcher_with_an_expiring_static_token_exits_with_a_clear_error() {
             subscribe: true,
             exp,
             room: None,
+            ..Claims::default()
         },
         SECRET.as_bytes(),
     )

@@ -6,6 +6,9 @@
 //! - `GET /certificate.sha256`: the development certificate's SHA-256 as hex and a newline
 //!   (404 without `--dev-cert`), with `Access-Control-Allow-Origin: *` so a browser page on
 //!   another origin can fetch it for WebTransport `serverCertificateHashes`.
+//! - `GET /v1/gifts/{broadcast}`: gift totals from the ledger (404 without one).
+//! - `GET /v1/moderation/{broadcast}`: the moderation action log from the ledger's file,
+//!   oldest first (404 without a ledger).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,7 @@ use axum::{Json, Router};
 use banyan_moq::coding::TrackNamespace;
 
 use crate::interact::ledger::Ledger;
+use crate::interact::moderation::Action;
 use crate::metrics::Metrics;
 
 /// The content type of `/metrics` (OpenMetrics text, what [`Metrics::render`] encodes).
@@ -71,6 +75,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health", get(health))
         .route("/certificate.sha256", get(certificate_hash))
         .route("/v1/gifts/{*broadcast}", get(gift_totals))
+        .route("/v1/moderation/{*broadcast}", get(moderation_log))
         .with_state(state)
 }
 
@@ -143,6 +148,51 @@ async fn gift_totals(State(state): State<HttpState>, Path(broadcast): Path<Strin
         Ok(Ok(totals)) => Json(totals).into_response(),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("gift ledger: {e}\n")).into_response(),
+    }
+}
+
+/// Most actions `GET /v1/moderation/{broadcast}` returns (the newest).
+const LOG_ACTIONS: usize = 500;
+
+/// One entry of the moderation action log (`GET /v1/moderation/{broadcast}`).
+#[derive(Debug, serde::Serialize)]
+struct LogEntry {
+    seq: u64,
+    at_ms: u64,
+    moderator: String,
+    /// The action in words (`ban eve`, `delete 3#17`).
+    action: String,
+}
+
+/// `GET /v1/moderation/{broadcast}`: the broadcast's moderation actions from the store,
+/// oldest first (the newest 500), as JSON `[{"seq", "at_ms", "moderator", "action"}]`; 404 on
+/// a relay without a ledger.
+async fn moderation_log(State(state): State<HttpState>, Path(broadcast): Path<String>) -> Response {
+    let Some(ledger) = &state.gifts else {
+        return (StatusCode::NOT_FOUND, "no ledger on this relay\n").into_response();
+    };
+    let namespace = match TrackNamespace::from_path(&broadcast) {
+        Ok(namespace) => namespace,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let (ledger, namespace) = (ledger.clone(), namespace.to_string());
+    match tokio::task::spawn_blocking(move || ledger.actions(&namespace, LOG_ACTIONS)).await {
+        Ok(Ok(actions)) => {
+            let entries: Vec<LogEntry> = actions
+                .into_iter()
+                .map(|logged| LogEntry {
+                    seq: logged.seq,
+                    at_ms: logged.at_ms,
+                    moderator: logged.moderator,
+                    action: Action::decode(&mut bytes::Bytes::from(logged.action))
+                        .map_or_else(|e| format!("unreadable: {e}"), |a| a.describe()),
+                })
+                .collect();
+            let cors = (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            ([cors], Json(entries)).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("ledger: {e}\n")).into_response(),
     }
 }
 

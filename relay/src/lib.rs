@@ -58,11 +58,12 @@
 //!   registry, encoded as OpenMetrics text: `mod.rs` ([`metrics::Metrics`], its handles and
 //!   gauge guards), `register.rs` (each metric's exported name, help text and labels).
 //! - [`http`]: the internal HTTP listener: `/metrics`, `/health`, `/certificate.sha256`,
-//!   `/v1/gifts/{broadcast}`.
-//! - [`interact`]: likes, comments and gifts up and down the tree: viewers' `interact`
-//!   tracks, per-viewer admission (rate, size, UTF-8, room), cumulative like sums forwarded to
-//!   the parent, the origin's `likes`, `chat/<room>` and `events` tracks and its SQLite gift
-//!   ledger; see `docs/interactions.md`.
+//!   `/v1/gifts/{broadcast}`, `/v1/moderation/{broadcast}`.
+//! - [`interact`]: likes, comments, gifts and moderation up and down the tree: viewers'
+//!   `interact` tracks, per-viewer admission (rate, size, UTF-8, room, bans, timeouts, slow
+//!   mode, gates), cumulative like sums forwarded to the parent, the origin's `likes`,
+//!   `chat/<room>`, `events` and `mod` tracks and its SQLite gift ledger and moderation log;
+//!   see `docs/interactions.md`.
 //!
 //! # Where tasks run, and who owns them
 //! Library code spawns nothing behind its caller's back: work that runs in the background is

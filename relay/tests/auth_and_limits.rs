@@ -55,6 +55,7 @@ fn claims(ns: &str, publish: bool, subscribe: bool) -> Claims {
         subscribe,
         exp: now() + 3600,
         room: None,
+        ..Default::default()
     }
 }
 

@@ -879,6 +879,7 @@ fn viewer_token(room: Option<&str>) -> banyan_moq::session::ClientOptions {
         subscribe: true,
         exp,
         room: room.map(str::to_owned),
+        ..Default::default()
     };
     let jwt = mint_hs256(&claims, AUTH_SECRET.as_bytes()).unwrap();
     banyan_moq::session::ClientOptions::with_token(Some(&jwt))

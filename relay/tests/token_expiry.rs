@@ -38,6 +38,7 @@ fn viewer(sub: &str, ns: &str, exp: u64) -> Claims {
         subscribe: true,
         exp,
         room: None,
+        ..Claims::default()
     }
 }
 

@@ -37,15 +37,20 @@ pub fn decode_total(mut payload: Bytes) -> Option<u64> {
     (!payload.has_remaining()).then_some(total)
 }
 
-/// The text of one `chat/<room>` object (`accepted_ms` varint, `text` string); `None` if
-/// malformed or not UTF-8.
+/// The text of one `chat/<room>` object (`accepted_ms` varint, `text` string, `author`
+/// string); `None` if malformed or not UTF-8.
 pub fn decode_chat_text(mut payload: Bytes) -> Option<String> {
     let _accepted_ms = decode_varint(&mut payload).ok()?;
     let len = usize::try_from(decode_varint(&mut payload).ok()?).ok()?;
-    if payload.remaining() != len {
+    if payload.remaining() < len {
         return None;
     }
-    String::from_utf8(payload.to_vec()).ok()
+    let text = payload.split_to(len);
+    let author = usize::try_from(decode_varint(&mut payload).ok()?).ok()?;
+    if payload.remaining() != author {
+        return None;
+    }
+    String::from_utf8(text.to_vec()).ok()
 }
 
 /// The text of a bench comment: who sent it, its number, and when (µs since the Unix epoch).
@@ -90,6 +95,7 @@ mod tests {
         let mut chat = BytesMut::new();
         encode_varint(1_700_000_000_000, &mut chat);
         put_string(b"hello", &mut chat);
+        put_string(b"ann", &mut chat);
         assert_eq!(decode_chat_text(chat.freeze()), Some("hello".into()));
         assert_eq!(decode_chat_text(Bytes::from_static(&[0x01, 0x03, b'a'])), None);
     }

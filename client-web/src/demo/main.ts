@@ -7,9 +7,24 @@
  * With a rendition ladder in the catalog the picker beside the buttons offers Auto (adaptive
  * bitrate, the default) and each rendition; `&rendition=NAME` starts on one. `&audio=0` plays
  * video only (the audio track is not subscribed).
+ * `&user=NAME` asks control for a token in that name; `&mod=1` (with a NAME control lists as a
+ * `--moderator` of the broadcast) shows the moderator's controls: delete on each comment, timeout,
+ * ban, slow mode, gates, and the action log. Viewers see "message removed" and their own timeout or ban.
  */
 import * as api from "../api";
-import { comment, gift, like, watch, type ChatComment, type GiftEvent, type PlayerStats } from "../api";
+import {
+  comment,
+  describeAction,
+  gift,
+  like,
+  moderate,
+  watch,
+  type ChatComment,
+  type GiftEvent,
+  type ModAction,
+  type ModUpdate,
+  type PlayerStats,
+} from "../api";
 
 declare global {
   interface Window {
@@ -38,6 +53,10 @@ interface Target {
   room: string;
   /** The control plane the token came from (it refreshes it), if any. */
   control?: string;
+  /** This viewer's name in the token. */
+  sub?: string;
+  /** The token has the `mod` claim. */
+  moderator?: boolean;
 }
 
 async function resolveTarget(): Promise<Target> {
@@ -57,7 +76,11 @@ async function resolveTarget(): Promise<Target> {
   // A reload asks for the chat room this tab was in: control keeps it while it has space.
   const roomKey = `banyan.room.${broadcast}`;
   const previous = sessionStorage.getItem(roomKey);
-  const query = previous && /^\d+$/.test(previous) ? `?room=${previous}` : "";
+  const asked = new URLSearchParams();
+  if (previous && /^\d+$/.test(previous)) asked.set("room", previous);
+  const user = params.get("user");
+  if (user) asked.set("user", user);
+  const query = asked.size > 0 ? `?${asked}` : "";
   const response = await fetch(`${control}/v1/watch/${encodeURIComponent(broadcast).replace(/%2F/g, "/")}${query}`);
   if (!response.ok) throw new Error(`control plane: HTTP ${response.status} for /v1/watch/${broadcast}`);
   const body = (await response.json()) as {
@@ -66,6 +89,8 @@ async function resolveTarget(): Promise<Target> {
     cert_sha256?: string;
     token?: string;
     chat_room?: string;
+    sub?: string;
+    moderator?: boolean;
   };
   if (!body.webtransport && !body.websocket) throw new Error("control plane assigned a relay without a WebTransport or WebSocket URL");
   const target: Target = { broadcast, room: body.chat_room ?? "0" };
@@ -77,6 +102,8 @@ async function resolveTarget(): Promise<Target> {
     target.token = body.token;
     target.control = control;
   }
+  if (body.sub) target.sub = body.sub;
+  if (body.moderator) target.moderator = true;
   return target;
 }
 
@@ -194,7 +221,15 @@ function chatLine(text: string, ms: number, className?: string, seq?: number): H
 
 function showComment(c: ChatComment): void {
   const list = $("chat-list");
-  const line = chatLine(c.text, c.acceptedMs, "comment", c.seq);
+  const line = chatLine(c.removed ? "message removed" : c.text, c.acceptedMs, c.removed ? "comment removed" : "comment", c.seq);
+  if (c.author) {
+    // The author before the text (the text stays the line's last node).
+    const author = document.createElement("b");
+    author.className = "author";
+    author.textContent = `${c.author} `;
+    line.lastChild?.before(author);
+  }
+  if (moderatorView && !c.removed) line.prepend(...moderatorButtons(c));
   // Keep the origin's order: history can arrive after live comments.
   const after = Array.from(list.querySelectorAll<HTMLLIElement>("li.comment")).find(
     (li) => Number(li.dataset["seq"]) > c.seq,
@@ -205,10 +240,105 @@ function showComment(c: ChatComment): void {
   if (atBottom) list.scrollTop = list.scrollHeight;
 }
 
+/** A comment a moderator deleted: its text replaced by "message removed". */
+function showRemoved(c: ChatComment): void {
+  const line = $("chat-list").querySelector<HTMLLIElement>(`li.comment[data-seq="${c.seq}"]`);
+  if (!line) return;
+  line.classList.add("removed");
+  line.lastChild?.remove();
+  line.append("message removed");
+  for (const b of line.querySelectorAll("button.mod")) b.remove();
+}
+
 function showGift(e: GiftEvent): void {
   const list = $("chat-list");
   list.appendChild(chatLine(`🎁 gift #${e.seq}: ${e.amount} × kind ${e.kind}`, Date.now(), "gift"));
   list.scrollTop = list.scrollHeight;
+}
+
+// ---- moderation ----
+
+let moderatorView = false;
+let moderatorAct: (action: ModAction) => void = () => {};
+
+/** A moderator's buttons on a comment: delete it; time out (60 s) or ban its author. */
+function moderatorButtons(c: ChatComment): HTMLButtonElement[] {
+  const button = (className: string, label: string, title: string, action: ModAction) => {
+    const b = document.createElement("button");
+    b.className = `mod ${className}`;
+    b.textContent = label;
+    b.title = title;
+    b.addEventListener("click", () => moderatorAct(action));
+    return b;
+  };
+  const buttons = [button("delete", "✕", `delete comment #${c.seq}`, { kind: "delete", room: Number(currentRoom), seq: c.seq })];
+  if (c.author) {
+    buttons.push(
+      button("timeout", "⏱", `time out ${c.author} for 60 s`, { kind: "timeout", sub: c.author, secs: 60 }),
+      button("ban", "⛔", `ban ${c.author}`, { kind: "ban", sub: c.author }),
+    );
+  }
+  return buttons;
+}
+
+let currentRoom = "0";
+
+/** The viewer's own standing and, for moderators, the action log. */
+function showModeration(update: ModUpdate, standing: { banned: boolean; timedOutUntil: number | undefined }): void {
+  const state = update.state;
+  const modes = [
+    state.slowSecs > 0 ? `slow mode: one comment per ${state.slowSecs} s` : "",
+    state.gate !== "open" ? `${state.gate}-only chat` : "",
+  ].filter(Boolean);
+  const mine = standing.banned
+    ? "You are banned from this chat."
+    : standing.timedOutUntil
+      ? `You are timed out until ${new Date(standing.timedOutUntil).toLocaleTimeString()}.`
+      : "";
+  const status = $("mod-status");
+  status.textContent = [mine, ...modes].filter(Boolean).join(" · ");
+  status.dataset["banned"] = String(standing.banned);
+  status.dataset["timedOut"] = String(standing.timedOutUntil !== undefined);
+  if (moderatorView && update.action) {
+    const log = $("mod-log");
+    const li = document.createElement("li");
+    li.textContent = `${new Date(update.atMs).toLocaleTimeString()} ${update.by}: ${describeAction(update.action)}`;
+    log.prepend(li);
+    while (log.children.length > 100) log.lastElementChild?.remove();
+  }
+}
+
+/** The moderator's controls (timeout, ban, slow mode, gate) and the action log so far, read
+ * from the origin's store when `&log=URL` names its HTTP listener. */
+function setUpModeratorPanel(act: (action: ModAction) => void): void {
+  $("mod-panel").hidden = false;
+  const who = () => $<HTMLInputElement>("mod-user").value.trim();
+  $("mod-timeout").addEventListener("click", () =>
+    act({ kind: "timeout", sub: who(), secs: Number($<HTMLInputElement>("mod-secs").value) || 60 }),
+  );
+  $("mod-ban").addEventListener("click", () => act({ kind: "ban", sub: who() }));
+  $("mod-unban").addEventListener("click", () => act({ kind: "unban", sub: who() }));
+  $("mod-slow").addEventListener("click", () =>
+    act({ kind: "slow", secs: Number($<HTMLInputElement>("mod-slow-secs").value) || 0 }),
+  );
+  $<HTMLSelectElement>("mod-gate").addEventListener("change", (e) => {
+    const gate = (e.target as HTMLSelectElement).value as "open" | "followers" | "subscribers";
+    act({ kind: "gate", gate });
+  });
+  const logUrl = params.get("log");
+  if (logUrl) {
+    void fetch(logUrl)
+      .then((r) => r.json() as Promise<{ at_ms: number; moderator: string; action: string }[]>)
+      .then((entries) => {
+        const log = $("mod-log");
+        for (const e of entries) {
+          const li = document.createElement("li");
+          li.textContent = `${new Date(e.at_ms).toLocaleTimeString()} ${e.moderator}: ${e.action}`;
+          log.prepend(li);
+        }
+      })
+      .catch(() => {});
+  }
 }
 
 async function main(): Promise<void> {
@@ -219,7 +349,7 @@ async function main(): Promise<void> {
   const forced = params.get("transport");
   const transport = api.parseTransport(forced);
   if (forced && !transport) throw new Error(`?transport=${forced}: use webtransport or websocket`);
-  const { control, ...relay } = target;
+  const { control, moderator: _moderator, ...relay } = target;
   const player = watch({
     ...relay,
     // A token from control is refreshed there ahead of its expiry (the relay ends the session
@@ -244,12 +374,21 @@ async function main(): Promise<void> {
   };
   const fail = (e: unknown) => notice(e instanceof Error ? e.message : String(e));
   $("room").textContent = target.room;
+  currentRoom = target.room;
+  if (params.get("mod") === "1") {
+    if (!target.moderator && target.token) notice("?mod=1: control did not grant this user the mod claim (see --moderator)");
+    moderatorView = true;
+    moderatorAct = (action) => void moderate(player, action).catch(fail);
+    setUpModeratorPanel(moderatorAct);
+  }
   const interactions = player.interactions;
   if (interactions) {
     interactions.onLikes = showLikes;
     interactions.onViewers = showViewers;
     interactions.onComment = showComment;
     interactions.onGift = showGift;
+    interactions.onRemoved = showRemoved;
+    interactions.onModeration = (update) => showModeration(update, interactions.standing());
     interactions.onError = notice;
   }
   $("unmute").addEventListener("click", () => void player.unmute());

@@ -7,7 +7,8 @@
  *   comments are the objects of one subgroup stream (kept in order); each gift attempt is a
  *   stream of its own, retried with the same client id until `events` shows it;
  * - down: SUBSCRIBE `likes` (the broadcast's total), `viewers` (its live viewer count), `chat/<room>` (comment `seq` is object
- *   `seq % 64` of group `seq / 64`) with the last N comments FETCHed on join, and `events`.
+ *   `seq % 64` of group `seq / 64`) with the last N comments FETCHed on join, `events`, and `mod` (each
+ *   moderation action with the whole state after it: deleted comments, bans, timeouts, slow mode, gate).
  *
  * The owner (the Player) calls {@link Interactions.attach} with each new session; a reconnect
  * starts a new publication with a new like source (as the relay expects), and the comment
@@ -19,10 +20,14 @@ import {
   CHAT_GROUP,
   decodeChat,
   decodeGiftEvent,
+  decodeModUpdate,
   decodeTotal,
   encodeUp,
   refusalLabel,
   type GiftEvent,
+  type ModAction,
+  type ModState,
+  type ModUpdate,
 } from "./payload";
 
 export interface InteractionsOptions {
@@ -34,6 +39,8 @@ export interface InteractionsOptions {
   history?: number;
   /** The most comments kept in {@link Interactions.comments} (default 200). */
   keep?: number;
+  /** This viewer's name in its token (`sub` of `/v1/watch`), to know its own timeout or ban. */
+  sub?: string;
 }
 
 /** One comment of the room, as the origin ordered it. */
@@ -43,6 +50,10 @@ export interface ChatComment {
   /** When the origin accepted it, ms since the Unix epoch. */
   acceptedMs: number;
   text: string;
+  /** Its author (the viewer token's `sub`; empty without auth): whom a moderator times out or bans. */
+  author: string;
+  /** A moderator deleted it ("message removed"). */
+  removed?: boolean;
 }
 
 /** A refused or failed interaction; `refusal` is the edge's label (`rate_limited`, …) when it gave one. */
@@ -88,6 +99,12 @@ export class Interactions {
   onComment: (comment: ChatComment) => void = () => {};
   /** Called for each gift announcement on `events` (deduplicated by `seq`). */
   onGift: (event: GiftEvent) => void = () => {};
+  /** The broadcast's moderation state, from the latest `mod` object (undefined before the first). */
+  moderation: ModState | undefined;
+  /** Called for each `mod` object: an action (undefined in the first) and the state after it. */
+  onModeration: (update: ModUpdate) => void = () => {};
+  /** Called when a comment already shown was deleted by a moderator. */
+  onRemoved: (comment: ChatComment) => void = () => {};
   /** Called when something fails in the background (a refused like or comment, a failed subscription). */
   onError: (message: string) => void = () => {};
 
@@ -112,12 +129,59 @@ export class Interactions {
   private readonly commentWaiters = new Set<(c: ChatComment) => void>();
   private readonly giftWaiters = new Map<string, (e: GiftEvent) => void>();
   private stopped = false;
+  private lastModSeq = -1;
+  private readonly modWaiters = new Set<(u: ModUpdate) => void>();
 
   constructor(options: InteractionsOptions) {
     this.broadcast = options.broadcast;
     this.room = options.room ?? "0";
     this.history = options.history ?? 50;
     this.keep = options.keep ?? 200;
+    this.sub = options.sub;
+  }
+
+  /** This viewer's name (`sub`), when known. */
+  readonly sub: string | undefined;
+
+  /** This viewer's own standing: banned, timed out until (ms), or free to comment. */
+  standing(now = Date.now()): { banned: boolean; timedOutUntil: number | undefined } {
+    const state = this.moderation;
+    if (!state || !this.sub) return { banned: false, timedOutUntil: undefined };
+    const until = state.timeouts.get(this.sub);
+    return { banned: state.bans.includes(this.sub), timedOutUntil: until !== undefined && until > now ? until : undefined };
+  }
+
+  /**
+   * Send a moderation action (needs a token with the `mod` claim); resolves with the `mod` update
+   * that carries it, rejects when the edge refuses it (`not_moderator`, …) or it does not show in 10 s.
+   */
+  async moderate(action: ModAction): Promise<ModUpdate> {
+    const since = this.lastModSeq;
+    const shown = new Promise<ModUpdate>((resolve) => {
+      const waiter = (u: ModUpdate) => {
+        if (u.seq > since && u.action && JSON.stringify(u.action) === JSON.stringify(action)) {
+          this.modWaiters.delete(waiter);
+          resolve(u);
+        }
+      };
+      this.modWaiters.add(waiter);
+    });
+    const publication = await this.currentPublication();
+    const stream = await publication.openSubgroup(this.nextGroup++);
+    await stream.write(0, encodeUp({ type: "moderate", action }));
+    await stream.finish();
+    const refused = stream.closed.then((code) =>
+      code === undefined ? new Promise<never>(() => {}) : Promise.reject(refusalError("moderation", code)),
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new InteractionError("moderation action not applied within 10 s")), COMMENT_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([shown, refused, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -149,6 +213,7 @@ export class Interactions {
       }),
       this.subscribeChat(session),
       this.subscribeEvents(session),
+      this.subscribeModeration(session),
     ]);
   }
 
@@ -415,6 +480,31 @@ export class Interactions {
     };
   }
 
+  private async subscribeModeration(session: Session): Promise<void> {
+    const sub = await this.trySubscribe(session, "mod");
+    if (!sub) return;
+    sub.onObject = (o: TrackObject) => {
+      if (o.payload.length === 0) return;
+      let update: ModUpdate;
+      try {
+        update = decodeModUpdate(o.payload);
+      } catch (e) {
+        this.onError(`mod: ${describe(e)}`);
+        return;
+      }
+      this.lastModSeq = Math.max(this.lastModSeq, update.seq);
+      this.moderation = update.state;
+      for (const c of this.comments) {
+        if (!c.removed && update.state.deleted.has(`${this.room}#${c.seq}`)) {
+          c.removed = true;
+          this.onRemoved(c);
+        }
+      }
+      for (const waiter of [...this.modWaiters]) waiter(update);
+      this.onModeration(update);
+    };
+  }
+
   /**
    * No RENDEZVOUS_TIMEOUT here: the broadcast's origin relay publishes `likes`, `chat/<room>`
    * and `events` itself (an edge gets them from its parent), so there is no publisher to wait
@@ -443,7 +533,8 @@ export class Interactions {
       return;
     }
     this.seen.add(seq);
-    const comment: ChatComment = { seq, acceptedMs: chat.acceptedMs, text: chat.text };
+    const comment: ChatComment = { seq, acceptedMs: chat.acceptedMs, text: chat.text, author: chat.author };
+    if (this.moderation?.deleted.has(`${this.room}#${seq}`)) comment.removed = true;
     // Insert in sequence order (history may arrive after live comments).
     let at = this.comments.length;
     while (at > 0 && (this.comments[at - 1]?.seq ?? -1) > seq) at--;

@@ -6,7 +6,7 @@
 import { DecodeError, Reader, Writer, incompleteAs } from "../coding";
 
 /** Up-track (`interact`) object types. */
-export const UpType = { Like: 0x1, Comment: 0x2, Gift: 0x3 } as const;
+export const UpType = { Like: 0x1, Comment: 0x2, Gift: 0x3, Moderate: 0x5 } as const;
 
 /** The longest string field accepted when decoding (the relay refuses far less). */
 const MAX_STRING = 1 << 16;
@@ -18,7 +18,130 @@ export type Up =
   /** A comment for one chat room (`room` as the control plane assigned it: "0", "1", …). */
   | { type: "comment"; room: string; text: string }
   /** A gift; `clientId` (1 to 64 bytes) makes retries idempotent. */
-  | { type: "gift"; clientId: string; kind: number; amount: number };
+  | { type: "gift"; clientId: string; kind: number; amount: number }
+  /** A moderation action (the edge refuses it as `not_moderator` without the token's `mod` claim). */
+  | { type: "moderate"; action: ModAction };
+
+/** Who may comment: everybody, followers (token claim `fol` or `paid`), subscribers (`paid`). */
+export type Gate = "open" | "followers" | "subscribers";
+const GATES: Gate[] = ["open", "followers", "subscribers"];
+
+/** A moderation action, mirroring `relay/src/interact/moderation.rs`. */
+export type ModAction =
+  /** Remove comment `seq` of `room` everywhere. */
+  | { kind: "delete"; room: number; seq: number }
+  /** Refuse `sub`'s comments for `secs` seconds (0 lifts it). */
+  | { kind: "timeout"; sub: string; secs: number }
+  /** Refuse `sub`'s comments and close their sessions until unbanned. */
+  | { kind: "ban"; sub: string }
+  | { kind: "unban"; sub: string }
+  /** One comment per viewer per `secs` seconds (0: off). */
+  | { kind: "slow"; secs: number }
+  | { kind: "gate"; gate: Gate };
+
+const MOD_KINDS = ["delete", "timeout", "ban", "unban", "slow", "gate"] as const;
+
+function writeAction(w: Writer, a: ModAction): void {
+  w.varint(MOD_KINDS.indexOf(a.kind));
+  switch (a.kind) {
+    case "delete":
+      w.varint(a.room).varint(a.seq);
+      break;
+    case "timeout":
+      w.string(a.sub).varint(a.secs);
+      break;
+    case "ban":
+    case "unban":
+      w.string(a.sub);
+      break;
+    case "slow":
+      w.varint(a.secs);
+      break;
+    case "gate":
+      w.varint(GATES.indexOf(a.gate));
+      break;
+  }
+}
+
+function readAction(r: Reader): ModAction {
+  const kind = MOD_KINDS[r.varint("moderation action")];
+  switch (kind) {
+    case "delete":
+      return { kind, room: r.varint("room"), seq: r.varint("seq") };
+    case "timeout":
+      return { kind, sub: r.string("sub", MAX_STRING), secs: r.varint("secs") };
+    case "ban":
+    case "unban":
+      return { kind, sub: r.string("sub", MAX_STRING) };
+    case "slow":
+      return { kind, secs: r.varint("secs") };
+    case "gate": {
+      const gate = GATES[r.varint("gate")];
+      if (!gate) throw DecodeError.invalid("unknown gate");
+      return { kind, gate };
+    }
+    default:
+      throw DecodeError.invalid("unknown moderation action");
+  }
+}
+
+/** One words-long description of an action (`ban eve`, `delete 0#17`), as the relay's action log. */
+export function describeAction(a: ModAction): string {
+  switch (a.kind) {
+    case "delete":
+      return `delete ${a.room}#${a.seq}`;
+    case "timeout":
+      return `timeout ${a.sub} ${a.secs}s`;
+    case "ban":
+    case "unban":
+      return `${a.kind} ${a.sub}`;
+    case "slow":
+      return `slow ${a.secs}s`;
+    case "gate":
+      return `gate ${a.gate}`;
+  }
+}
+
+/** A broadcast's moderation state, as every `mod` object carries it whole. */
+export interface ModState {
+  slowSecs: number;
+  gate: Gate;
+  bans: string[];
+  /** Timed-out viewers and when their timeout ends (ms since the Unix epoch). */
+  timeouts: Map<string, number>;
+  /** Deleted comments as `room#seq`. */
+  deleted: Set<string>;
+}
+
+/** One object of the origin's `mod` track: an action as recorded (none in the first) and the state after it. */
+export interface ModUpdate {
+  seq: number;
+  atMs: number;
+  by: string;
+  action: ModAction | undefined;
+  state: ModState;
+}
+
+export function decodeModUpdate(payload: Uint8Array): ModUpdate {
+  return whole(payload, (r) => {
+    const seq = r.varint("seq");
+    const atMs = r.varint("at ms");
+    const by = r.lossyString("moderator", MAX_STRING);
+    const hasAction = r.varint("has action");
+    const action = hasAction === 1 ? readAction(r) : undefined;
+    if (hasAction > 1) throw DecodeError.invalid("bad action flag");
+    const slowSecs = r.varint("slow secs");
+    const gate = GATES[r.varint("gate")];
+    if (!gate) throw DecodeError.invalid("unknown gate");
+    const bans: string[] = [];
+    for (let n = r.varint("bans"); n > 0; n--) bans.push(r.string("sub", MAX_STRING));
+    const timeouts = new Map<string, number>();
+    for (let n = r.varint("timeouts"); n > 0; n--) timeouts.set(r.string("sub", MAX_STRING), r.varint("until"));
+    const deleted = new Set<string>();
+    for (let n = r.varint("deleted"); n > 0; n--) deleted.add(`${r.varint("room")}#${r.varint("seq")}`);
+    return { seq, atMs, by, action, state: { slowSecs, gate, bans, timeouts, deleted } };
+  });
+}
 
 export function encodeUp(up: Up): Uint8Array {
   const w = new Writer();
@@ -31,6 +154,10 @@ export function encodeUp(up: Up): Uint8Array {
       break;
     case "gift":
       w.varint(UpType.Gift).string(up.clientId).varint(up.kind).varint(up.amount);
+      break;
+    case "moderate":
+      w.varint(UpType.Moderate);
+      writeAction(w, up.action);
       break;
   }
   return w.finish();
@@ -51,6 +178,8 @@ export function decodeUp(payload: Uint8Array): Up {
           kind: r.varint("gift kind"),
           amount: r.varint("gift amount"),
         };
+      case UpType.Moderate:
+        return { type: "moderate", action: readAction(r) };
       default:
         throw DecodeError.invalid(`unknown interaction type 0x${type.toString(16)}`);
     }
@@ -62,17 +191,23 @@ export interface ChatObject {
   /** When the origin accepted the comment, ms since the Unix epoch. */
   acceptedMs: number;
   text: string;
+  /** Its author: the viewer token's `sub` (empty without auth). */
+  author: string;
 }
 
 /** Comments per group on a `chat/<room>` track. */
 export const CHAT_GROUP = 64;
 
 export function encodeChat(c: ChatObject): Uint8Array {
-  return new Writer().varint(c.acceptedMs).string(c.text).finish();
+  return new Writer().varint(c.acceptedMs).string(c.text).string(c.author).finish();
 }
 
 export function decodeChat(payload: Uint8Array): ChatObject {
-  return whole(payload, (r) => ({ acceptedMs: r.varint("accepted ms"), text: r.string("comment text", MAX_STRING) }));
+  return whole(payload, (r) => ({
+    acceptedMs: r.varint("accepted ms"),
+    text: r.string("comment text", MAX_STRING),
+    author: r.lossyString("comment author", MAX_STRING),
+  }));
 }
 
 /** One object of the `events` track: a gift as the origin's ledger recorded it. */
@@ -114,6 +249,12 @@ export const Refusal = {
   0x1004: "bad_room",
   0x1005: "malformed",
   0x1006: "unavailable",
+  0x1007: "banned",
+  0x1008: "timed_out",
+  0x1009: "slow_mode",
+  0x100a: "gated",
+  0x100b: "not_moderator",
+  0x100c: "pending",
 } as const satisfies Record<number, string>;
 
 /** The label of a refusal code, e.g. `rate_limited` for 0x1001. */

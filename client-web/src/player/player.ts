@@ -67,6 +67,8 @@ export interface PlayerOptions {
   interactions?: boolean;
   /** The chat room (the control plane's `chat_room`; default `"0"`). */
   room?: string;
+  /** The viewer's name in its token (the control plane's `sub`), to show its own timeout or ban. */
+  sub?: string;
   /**
    * How long (ms) the relay may hold the catalog and media SUBSCRIBEs while nobody publishes
    * the broadcast yet (RENDEZVOUS_TIMEOUT; default 5000, so a viewer can open the page before
@@ -270,7 +272,11 @@ export class Player {
     };
     if (this.stats.renditionMode === "manual") this.manual = options.rendition;
     if (options.interactions !== false) {
-      this.interactions = new Interactions({ broadcast: options.broadcast, room: options.room ?? "0" });
+      this.interactions = new Interactions({
+        broadcast: options.broadcast,
+        room: options.room ?? "0",
+        ...(options.sub ? { sub: options.sub } : {}),
+      });
     }
     void this.run();
     this.tick();

@@ -106,6 +106,7 @@ pub fn token(ns: &str, publish: bool, subscribe: bool) -> String {
         subscribe,
         exp: unix_ms() / 1000 + 3600,
         room: None,
+        ..Default::default()
     };
     mint_hs256(&claims, SECRET.as_bytes()).unwrap()
 }

@@ -92,6 +92,9 @@ pub enum AuthError {
     /// session's.
     #[error("authorization token grants less than this session's token")]
     NarrowerScope,
+    /// The token's `sub` is banned from the broadcast by a moderator.
+    #[error("banned from this broadcast")]
+    Banned,
 }
 
 impl AuthError {
@@ -105,7 +108,8 @@ impl AuthError {
             | AuthError::WrongNamespace
             | AuthError::NotAllowed(_)
             | AuthError::OtherSubject
-            | AuthError::NarrowerScope => RequestErrorCode::Unauthorized,
+            | AuthError::NarrowerScope
+            | AuthError::Banned => RequestErrorCode::Unauthorized,
         }
     }
 
@@ -119,7 +123,8 @@ impl AuthError {
             | AuthError::WrongNamespace
             | AuthError::NotAllowed(_)
             | AuthError::OtherSubject
-            | AuthError::NarrowerScope => SessionErrorCode::Unauthorized,
+            | AuthError::NarrowerScope
+            | AuthError::Banned => SessionErrorCode::Unauthorized,
         }
     }
 }

@@ -23,6 +23,7 @@ fn claims(ns: &str, publish: bool, subscribe: bool) -> Claims {
         subscribe,
         exp: NOW + 60,
         room: None,
+        ..Default::default()
     }
 }
 

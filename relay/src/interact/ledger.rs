@@ -2,6 +2,10 @@
 //! (broadcast, client id): a retry of the same gift finds its first record and is not counted
 //! again. A record is durable (`synchronous = FULL`) before [`Ledger::record`] returns, so the
 //! `events` object that tells the viewer "sent" never precedes the record.
+//!
+//! The same file keeps the moderation action log ([`Ledger::record_action`]): who did what
+//! to which broadcast and when, replayed into the broadcast's state when the origin starts
+//! it again ([`Ledger::actions`]).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -43,6 +47,19 @@ pub struct Totals {
     pub amount: u64,
 }
 
+/// One moderation action as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedAction {
+    /// Its sequence number (unique across broadcasts).
+    pub seq: u64,
+    /// The moderator's token `sub`.
+    pub moderator: String,
+    /// The encoded action ([`Action::to_bytes`](super::moderation::Action::to_bytes)).
+    pub action: Vec<u8>,
+    /// When the origin recorded it, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// The ledger: one SQLite connection behind a mutex (writes are serialized by SQLite anyway).
 #[derive(Debug)]
 pub struct Ledger {
@@ -64,7 +81,15 @@ impl Ledger {
                 amount INTEGER NOT NULL,
                 recorded_ms INTEGER NOT NULL,
                 UNIQUE (broadcast, client_id)
-            );",
+            );
+            CREATE TABLE IF NOT EXISTS moderation (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                broadcast TEXT NOT NULL,
+                moderator TEXT NOT NULL,
+                action BLOB NOT NULL,
+                recorded_ms INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS moderation_by_broadcast ON moderation (broadcast, seq);",
         )?;
         Ok(Self { db: Mutex::new(db) })
     }
@@ -106,6 +131,51 @@ impl Ledger {
             kind: kind.unsigned_abs(),
             amount: amount.unsigned_abs(),
         })
+    }
+
+    /// Record moderation `action` (its [`Action::to_bytes`](super::moderation::Action::to_bytes))
+    /// by `moderator` on `broadcast` at `at_ms`; returns its sequence number.
+    pub fn record_action(
+        &self,
+        broadcast: &str,
+        moderator: &str,
+        action: &[u8],
+        at_ms: u64,
+    ) -> Result<u64, LedgerError> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO moderation (broadcast, moderator, action, recorded_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                broadcast,
+                moderator,
+                action,
+                i64::try_from(at_ms).unwrap_or(i64::MAX)
+            ],
+        )?;
+        Ok(db.last_insert_rowid().unsigned_abs())
+    }
+
+    /// The broadcast's moderation actions, oldest first: the last `limit` of them.
+    pub fn actions(&self, broadcast: &str, limit: usize) -> Result<Vec<LoggedAction>, LedgerError> {
+        let db = self.db();
+        let mut statement = db.prepare(
+            "SELECT seq, moderator, action, recorded_ms FROM moderation WHERE broadcast = ?1
+             ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = statement.query_map(
+            params![broadcast, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |row| {
+                Ok(LoggedAction {
+                    seq: row.get::<_, i64>(0)?.unsigned_abs(),
+                    moderator: row.get(1)?,
+                    action: row.get(2)?,
+                    at_ms: row.get::<_, i64>(3)?.unsigned_abs(),
+                })
+            },
+        )?;
+        let mut actions = rows.collect::<Result<Vec<_>, _>>()?;
+        actions.reverse();
+        Ok(actions)
     }
 
     /// The broadcast's totals.
@@ -156,5 +226,28 @@ mod tests {
         assert_eq!(reopened.totals("b").unwrap(), Totals { gifts: 2, amount: 15 });
         assert!(!reopened.record("b", b"g1", 1, 10).unwrap().new);
         assert_eq!(reopened.totals("nobody").unwrap(), Totals::default());
+    }
+
+    #[test]
+    fn moderation_actions_survive_reopening_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gifts.sqlite3");
+        let ledger = Ledger::open(&path).unwrap();
+        let a = ledger.record_action("b", "mod1", b"ban", 10).unwrap();
+        let b = ledger.record_action("other", "mod1", b"x", 11).unwrap();
+        let c = ledger.record_action("b", "mod2", b"slow", 12).unwrap();
+        assert!(a < b && b < c);
+        drop(ledger);
+        let reopened = Ledger::open(&path).unwrap();
+        let actions = reopened.actions("b", 100).unwrap();
+        assert_eq!(
+            actions
+                .iter()
+                .map(|a| (a.seq, a.moderator.as_str(), a.action.as_slice(), a.at_ms))
+                .collect::<Vec<_>>(),
+            [(a, "mod1", &b"ban"[..], 10), (c, "mod2", &b"slow"[..], 12)]
+        );
+        assert_eq!(reopened.actions("b", 1).unwrap().len(), 1, "the last one");
+        assert_eq!(reopened.actions("b", 1).unwrap()[0].seq, c);
     }
 }

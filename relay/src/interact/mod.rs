@@ -12,7 +12,10 @@
 //!   UTF-8 and room checks.
 //! - [`viewers`]: the live viewer count: child relays' latest reports (a gauge, expired when
 //!   a child goes silent) and when a relay sends its own count up.
-//! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id).
+//! - [`moderation`]: moderation actions (delete, timeout, ban, slow mode, gates), the state
+//!   they build, the verdict on a comment and the `mod` track object; no sockets or clocks.
+//! - [`ledger`]: the origin's append-only gift ledger in SQLite (exactly once per client id),
+//!   and in the same file the moderation action log.
 //! - [`hub`]: per-broadcast state wired to sessions and tracks, one file per part it owns:
 //!   the table of broadcasts and its sweep (`hub/mod.rs`), serving a viewer's or child
 //!   relay's `interact` publication (`publication.rs`), the origin's `likes`, `chat/<room>`
@@ -23,6 +26,7 @@
 pub mod hub;
 pub mod ledger;
 pub mod likes;
+pub mod moderation;
 pub mod payload;
 pub mod viewer;
 pub mod viewers;
@@ -97,17 +101,42 @@ pub enum Refusal {
     /// A gift reached an origin without a working ledger (`--gift-ledger`); the viewer retries.
     #[error("gift ledger unavailable")]
     Unavailable,
+    /// The commenter is banned from the broadcast's chat.
+    #[error("banned")]
+    Banned,
+    /// The commenter is timed out.
+    #[error("timed out")]
+    TimedOut,
+    /// Slow mode: the commenter's previous comment is too recent.
+    #[error("slow mode")]
+    SlowMode,
+    /// The chat is followers- or subscribers-only and the token lacks the claim.
+    #[error("chat is followers- or subscribers-only")]
+    Gated,
+    /// A moderation action from a publisher whose token has no `mod` claim for the broadcast.
+    #[error("not a moderator")]
+    NotModerator,
+    /// The relay does not know the broadcast's moderation state yet (it is on its way from
+    /// the origin); the viewer retries.
+    #[error("moderation state not known yet")]
+    Pending,
 }
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 6] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::RateLimited,
         Refusal::TooLarge,
         Refusal::InvalidUtf8,
         Refusal::BadRoom,
         Refusal::Malformed,
         Refusal::Unavailable,
+        Refusal::Banned,
+        Refusal::TimedOut,
+        Refusal::SlowMode,
+        Refusal::Gated,
+        Refusal::NotModerator,
+        Refusal::Pending,
     ];
 
     /// The code the relay stops a viewer's stream with (STOP_SENDING; documented in
@@ -120,6 +149,12 @@ impl Refusal {
             Refusal::BadRoom => 0x1004,
             Refusal::Malformed => 0x1005,
             Refusal::Unavailable => 0x1006,
+            Refusal::Banned => 0x1007,
+            Refusal::TimedOut => 0x1008,
+            Refusal::SlowMode => 0x1009,
+            Refusal::Gated => 0x100a,
+            Refusal::NotModerator => 0x100b,
+            Refusal::Pending => 0x100c,
         }
     }
 
@@ -132,6 +167,12 @@ impl Refusal {
             Refusal::BadRoom => "bad_room",
             Refusal::Malformed => "malformed",
             Refusal::Unavailable => "unavailable",
+            Refusal::Banned => "banned",
+            Refusal::TimedOut => "timed_out",
+            Refusal::SlowMode => "slow_mode",
+            Refusal::Gated => "gated",
+            Refusal::NotModerator => "not_moderator",
+            Refusal::Pending => "pending",
         }
     }
 }

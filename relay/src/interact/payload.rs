@@ -6,6 +6,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use banyan_moq::coding::{decode_varint, encode_varint};
 
+use super::moderation::Action;
 use super::Refusal;
 
 /// Up-track object type: a cumulative like count.
@@ -16,6 +17,13 @@ pub const TYPE_COMMENT: u64 = 0x2;
 pub const TYPE_GIFT: u64 = 0x3;
 /// Up-track object type: a child relay's viewer count (relays only).
 pub const TYPE_VIEWERS: u64 = 0x4;
+/// Up-track object type: a comment a child relay admitted, with its author's `sub` (relays only).
+pub const TYPE_COMMENT_BY: u64 = 0x7;
+/// Up-track object type: a moderation action from a moderator (token claim `mod`).
+pub const TYPE_MODERATE: u64 = 0x5;
+/// Up-track object type: a moderation action vouched for by a child relay, with the
+/// moderator's `sub` (relays only).
+pub const TYPE_MODERATED: u64 = 0x6;
 
 /// One object on an `interact` track (viewer → edge, relay → parent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +58,24 @@ pub enum Up {
         /// Viewers in the sender's subtree now.
         count: u64,
     },
+    /// A comment a child relay admitted, naming its author (the viewer token's `sub`).
+    CommentBy {
+        /// The room.
+        room: Bytes,
+        /// The text.
+        text: Bytes,
+        /// The author's `sub` (empty when the edge runs without auth).
+        by: Bytes,
+    },
+    /// A moderation action, sent by a moderator; its edge checks the `mod` claim.
+    Moderate(Action),
+    /// A moderation action a child relay admitted from moderator `by` (relays only).
+    Moderated {
+        /// The moderator's token `sub`.
+        by: Bytes,
+        /// The action.
+        action: Action,
+    },
 }
 
 impl Up {
@@ -71,6 +97,16 @@ impl Up {
                 amount: varint(buf)?,
             },
             TYPE_VIEWERS => Up::Viewers { count: varint(buf)? },
+            TYPE_COMMENT_BY => Up::CommentBy {
+                room: string(buf)?,
+                text: string(buf)?,
+                by: string(buf)?,
+            },
+            TYPE_MODERATE => Up::Moderate(Action::decode(buf)?),
+            TYPE_MODERATED => Up::Moderated {
+                by: string(buf)?,
+                action: Action::decode(buf)?,
+            },
             _ => return Err(Refusal::Malformed),
         };
         if buf.has_remaining() {
@@ -107,6 +143,21 @@ impl Up {
                 encode_varint(TYPE_VIEWERS, &mut buf);
                 encode_varint(*count, &mut buf);
             }
+            Up::CommentBy { room, text, by } => {
+                encode_varint(TYPE_COMMENT_BY, &mut buf);
+                put_string(room, &mut buf);
+                put_string(text, &mut buf);
+                put_string(by, &mut buf);
+            }
+            Up::Moderate(action) => {
+                encode_varint(TYPE_MODERATE, &mut buf);
+                action.encode(&mut buf);
+            }
+            Up::Moderated { by, action } => {
+                encode_varint(TYPE_MODERATED, &mut buf);
+                put_string(by, &mut buf);
+                action.encode(&mut buf);
+            }
         }
         buf.freeze()
     }
@@ -120,6 +171,8 @@ pub struct ChatObject {
     pub accepted_ms: u64,
     /// The comment text (valid UTF-8).
     pub text: String,
+    /// Its author: the viewer token's `sub` (empty without auth), so moderators can act on it.
+    pub author: String,
 }
 
 impl ChatObject {
@@ -128,6 +181,7 @@ impl ChatObject {
         let mut buf = BytesMut::new();
         encode_varint(self.accepted_ms, &mut buf);
         put_string(self.text.as_bytes(), &mut buf);
+        put_string(self.author.as_bytes(), &mut buf);
         buf.freeze()
     }
 
@@ -135,11 +189,17 @@ impl ChatObject {
     pub fn decode(mut payload: Bytes) -> Result<Self, Refusal> {
         let accepted_ms = varint(&mut payload)?;
         let text = string(&mut payload)?;
+        let author = string(&mut payload)?;
         if payload.has_remaining() {
             return Err(Refusal::Malformed);
         }
         let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
-        Ok(Self { accepted_ms, text })
+        let author = String::from_utf8(author.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+        Ok(Self {
+            accepted_ms,
+            text,
+            author,
+        })
     }
 }
 
@@ -201,11 +261,11 @@ pub fn decode_total(mut payload: Bytes) -> Result<u64, Refusal> {
     Ok(total)
 }
 
-fn varint(buf: &mut Bytes) -> Result<u64, Refusal> {
+pub(super) fn varint(buf: &mut Bytes) -> Result<u64, Refusal> {
     decode_varint(buf).map_err(|_| Refusal::Malformed)
 }
 
-fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
+pub(super) fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
     let len = varint(buf)?;
     let len = usize::try_from(len).map_err(|_| Refusal::Malformed)?;
     if len > buf.remaining() {
@@ -214,7 +274,7 @@ fn string(buf: &mut Bytes) -> Result<Bytes, Refusal> {
     Ok(buf.split_to(len))
 }
 
-fn put_string(value: &[u8], buf: &mut BytesMut) {
+pub(super) fn put_string(value: &[u8], buf: &mut BytesMut) {
     encode_varint(value.len() as u64, buf);
     buf.put_slice(value);
 }
@@ -225,6 +285,16 @@ mod tests {
 
     fn samples() -> Vec<Up> {
         vec![
+            Up::CommentBy {
+                room: Bytes::from_static(b"1"),
+                text: Bytes::from_static(b"hi"),
+                by: Bytes::from_static(b"ann"),
+            },
+            Up::Moderate(Action::Delete { room: 1, seq: 2 }),
+            Up::Moderated {
+                by: Bytes::from_static(b"mia"),
+                action: Action::Gate(super::super::moderation::Gate::Followers),
+            },
             Up::Like {
                 source: 0x3fff_ffff_ffff_ffff,
                 total: 0,
@@ -314,6 +384,7 @@ mod tests {
         let chat = ChatObject {
             accepted_ms: 1_700_000_000_000,
             text: "hi 👋".into(),
+            author: "ann".into(),
         };
         assert_eq!(ChatObject::decode(chat.encode()), Ok(chat));
         assert_eq!(decode_total(encode_total(123_456_789)), Ok(123_456_789));
@@ -331,6 +402,7 @@ mod tests {
         let mut bad = BytesMut::new();
         encode_varint(1, &mut bad);
         put_string(&[0xff, 0xfe], &mut bad);
+        put_string(b"ann", &mut bad);
         assert_eq!(ChatObject::decode(bad.freeze()), Err(Refusal::InvalidUtf8));
     }
 }

@@ -12,6 +12,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use super::moderation::{Action, Identity};
 use super::payload::Up;
 use super::{InteractConfig, Refusal};
 
@@ -93,6 +94,8 @@ pub enum Admitted {
         room: u64,
         /// The text.
         text: String,
+        /// The author a child relay named (`None` from a viewer: its own token says).
+        by: Option<String>,
     },
     /// A checked gift.
     Gift {
@@ -107,6 +110,13 @@ pub enum Admitted {
     Viewers {
         /// Viewers in the child's subtree.
         count: u64,
+    },
+    /// A moderation action: from this moderator (`by` None) or vouched for by a child relay.
+    Moderate {
+        /// The moderator a child relay named.
+        by: Option<String>,
+        /// The action.
+        action: Action,
     },
 }
 
@@ -124,8 +134,12 @@ pub struct Admission<C: Clock = DefaultClock> {
     refused: u64,
     /// The only room this publisher may comment in (its token's `room` claim), if restricted.
     room: Option<u64>,
-    /// A child relay's publication: it may report a viewer count.
+    /// A child relay's publication: it may report a viewer count and pass on moderation.
     relay: bool,
+    /// The publisher's token has the `mod` claim for the broadcast.
+    moderator: bool,
+    /// Who the viewer is, for moderation (not for a child relay).
+    who: Option<Identity>,
 }
 
 impl Admission {
@@ -164,7 +178,23 @@ impl<C: Clock + Clone> Admission<C> {
             refused: 0,
             room: None,
             relay: false,
+            moderator: false,
+            who: None,
         }
+    }
+
+    /// The viewer `who` publishes (moderation judges its comments; its `mod` claim allows
+    /// moderation actions).
+    #[must_use]
+    pub fn viewer_is(mut self, who: Identity) -> Self {
+        self.moderator = who.moderator;
+        self.who = Some(who);
+        self
+    }
+
+    /// The viewer, when [`Admission::viewer_is`] named one.
+    pub fn who(&self) -> Option<&Identity> {
+        self.who.as_ref()
     }
 
     /// Restrict comments to `room` (the room the control plane assigned the viewer).
@@ -183,18 +213,16 @@ impl<C: Clock + Clone> Admission<C> {
     pub fn admit(&mut self, payload: Bytes) -> Result<Admitted, Refusal> {
         match Up::decode(payload)? {
             Up::Like { source, total } => self.like(source, total),
-            Up::Comment { room, text } => {
-                if text.len() > self.config.max_comment_bytes {
+            Up::Comment { room, text } => self.comment(&room, &text, None),
+            // A relay names the author it admitted; a viewer could name anyone.
+            Up::CommentBy { room, text, by } if self.relay => {
+                if by.len() > super::moderation::MAX_SUB_BYTES {
                     return Err(Refusal::TooLarge);
                 }
-                let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
-                let room = parse_room(&room, self.config.rooms)?;
-                if self.room.is_some_and(|assigned| assigned != room) {
-                    return Err(Refusal::BadRoom);
-                }
-                self.charge()?;
-                Ok(Admitted::Comment { room, text })
+                let by = String::from_utf8(by.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+                self.comment(&room, &text, Some(by))
             }
+            Up::CommentBy { .. } => Err(Refusal::Malformed),
             Up::Gift {
                 client_id,
                 kind,
@@ -216,7 +244,34 @@ impl<C: Clock + Clone> Admission<C> {
             // A viewer's count would be its own say-so: only relays report counts.
             Up::Viewers { count } if self.relay => Ok(Admitted::Viewers { count }),
             Up::Viewers { .. } => Err(Refusal::Malformed),
+            Up::Moderate(action) if self.moderator => {
+                self.charge()?;
+                Ok(Admitted::Moderate { by: None, action })
+            }
+            Up::Moderate(_) => Err(Refusal::NotModerator),
+            // A relay vouches for the moderator it names; a viewer could name anyone.
+            Up::Moderated { by, action } if self.relay => {
+                if by.len() > super::moderation::MAX_SUB_BYTES {
+                    return Err(Refusal::TooLarge);
+                }
+                let by = String::from_utf8(by.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+                Ok(Admitted::Moderate { by: Some(by), action })
+            }
+            Up::Moderated { .. } => Err(Refusal::NotModerator),
         }
+    }
+
+    fn comment(&mut self, room: &[u8], text: &[u8], by: Option<String>) -> Result<Admitted, Refusal> {
+        if text.len() > self.config.max_comment_bytes {
+            return Err(Refusal::TooLarge);
+        }
+        let text = String::from_utf8(text.to_vec()).map_err(|_| Refusal::InvalidUtf8)?;
+        let room = parse_room(room, self.config.rooms)?;
+        if self.room.is_some_and(|assigned| assigned != room) {
+            return Err(Refusal::BadRoom);
+        }
+        self.charge()?;
+        Ok(Admitted::Comment { room, text, by })
     }
 
     fn like(&mut self, source: u64, total: u64) -> Result<Admitted, Refusal> {
@@ -360,7 +415,8 @@ mod tests {
             relay.admit(comment(b"3", "ok ✓".as_bytes())),
             Ok(Admitted::Comment {
                 room: 3,
-                text: "ok ✓".into()
+                text: "ok ✓".into(),
+                by: None
             })
         );
         assert_eq!(relay.admit(comment(b"3", &[b'a'; 17])), Err(Refusal::TooLarge));
@@ -400,6 +456,38 @@ mod tests {
         assert_eq!(viewer.admit(count.clone()), Err(Refusal::Malformed));
         let mut relay = Admission::relay(&config());
         assert_eq!(relay.admit(count), Ok(Admitted::Viewers { count: 40 }));
+    }
+
+    #[test]
+    fn only_moderators_and_relays_may_moderate() {
+        let ban = Up::Moderate(Action::Ban { sub: "eve".into() }).encode();
+        let vouched = Up::Moderated {
+            by: Bytes::from_static(b"alice"),
+            action: Action::Ban { sub: "eve".into() },
+        }
+        .encode();
+        let mut viewer = Admission::viewer(&config());
+        assert_eq!(viewer.admit(ban.clone()), Err(Refusal::NotModerator));
+        assert_eq!(viewer.admit(vouched.clone()), Err(Refusal::NotModerator));
+        let mut moderator = Admission::viewer(&config()).viewer_is(Identity {
+            moderator: true,
+            ..Identity::default()
+        });
+        assert_eq!(
+            moderator.admit(ban),
+            Ok(Admitted::Moderate {
+                by: None,
+                action: Action::Ban { sub: "eve".into() }
+            })
+        );
+        let mut relay = Admission::relay(&config());
+        assert_eq!(
+            relay.admit(vouched),
+            Ok(Admitted::Moderate {
+                by: Some("alice".into()),
+                action: Action::Ban { sub: "eve".into() }
+            })
+        );
     }
 
     #[test]

@@ -148,8 +148,10 @@ pub struct Metrics {
     pub comments_in: Counter,
     /// Gifts newly recorded in this relay's ledger (retries not counted).
     pub gifts_in: Counter,
+    /// Moderation actions applied at this relay as the origin (recorded in the store when it has one).
+    pub moderation_actions: Counter,
     /// Interaction objects refused, by [`Refusal`], indexed like [`Refusal::ALL`].
-    interact_refused: [Counter; 6],
+    interact_refused: [Counter; 12],
     /// Broadcasts with interaction state at this relay (freed when idle).
     pub interact_broadcasts: Gauge,
     /// Delay from receiving an object to writing its first byte downstream, in seconds

@@ -63,6 +63,10 @@ impl Default for Metrics {
             likes_in: r.counter("likes_in", "Likes added to this relay's sums"),
             comments_in: r.counter("comments_in", "Comments accepted"),
             gifts_in: r.counter("gifts_recorded", "Gifts newly recorded in the ledger"),
+            moderation_actions: r.counter(
+                "moderation_actions",
+                "Moderation actions applied at this relay as the origin",
+            ),
             subscriptions: r.gauge("subscriptions", "Active downstream subscriptions"),
             upstream_subscriptions: r.gauge("upstream_subscriptions", "Active upstream subscriptions"),
             tracks_awaiting_publisher: r.gauge(

@@ -170,6 +170,7 @@ fn every_series_is_exported_under_its_name() {
         "comments_in_total",
         "interaction_broadcasts",
         "gifts_recorded_total",
+        "moderation_actions_total",
         "forward_delay_seconds_sum",
         "forward_delay_seconds_count",
     ]

@@ -81,7 +81,10 @@ impl SessionHandler {
             track.caught_up(last, FETCH_CATCH_UP).await;
         }
         self.shared.metrics.cache_hits.inc();
-        let objects = track.cache.range(start, end);
+        let mut objects = track.cache.range(start, end);
+        // Comments a moderator deleted are not history.
+        objects
+            .retain(|(group, _, _, object)| !self.shared.interact.is_deleted(&track.name, *group, object.id));
         // FETCH_OK's End Location uses the request's encoding: the last Object plus one.
         let end_location = objects
             .last()

@@ -110,6 +110,9 @@ impl SessionHandler {
                 metrics.sessions_expired.inc();
             });
         }
+        if let Some(watch) = self.clone().ban_watch() {
+            self.tasks.spawn(watch);
+        }
         while let Some(request) = self.session.accept().await {
             if self.rate.check().is_err() {
                 self.shared.metrics.refuse(RefuseReason::RateLimited);
@@ -143,7 +146,12 @@ impl SessionHandler {
             tracing::info!(error = %e, "request refused: not authorized");
             self.shared.metrics.auth_failures.inc();
             self.shared.metrics.refuse(RefuseReason::Unauthorized);
-            let _ = request.reject(e.request_code(), "not authorized").await;
+            let reason = if e == AuthError::Banned {
+                "banned"
+            } else {
+                "not authorized"
+            };
+            let _ = request.reject(e.request_code(), reason).await;
             return;
         }
         let path = match self.check_path(&request) {
@@ -169,7 +177,8 @@ impl SessionHandler {
         }
     }
 
-    /// Check `tokens` (from the request) or the session's claims for `action` on `namespace`.
+    /// Check `tokens` (from the request) or the session's claims for `action` on `namespace`;
+    /// a viewer banned from the broadcast is refused too.
     fn authorize(
         &self,
         tokens: &[Token],
@@ -177,9 +186,48 @@ impl SessionHandler {
         namespace: &TrackNamespace,
     ) -> Result<(), AuthError> {
         match self.claims_for(tokens)? {
-            Some(claims) => claims.check(action, namespace),
+            Some(claims) => {
+                claims.check(action, namespace)?;
+                match &claims.sub {
+                    Some(sub) if self.shared.interact.banned(namespace, sub) => Err(AuthError::Banned),
+                    _ => Ok(()),
+                }
+            }
             None => Ok(()),
         }
+    }
+
+    /// For a viewer's session whose token names a `sub` and is scoped to one broadcast (or
+    /// less): a task closing the session, and so every subscription it has, as soon as this
+    /// relay learns the viewer is banned from that broadcast (`UNAUTHORIZED`, reason
+    /// "banned"). Relays' sessions and broader tokens are left to per-request refusals.
+    fn ban_watch(self: Arc<Self>) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let claims = self.grant.claims()?;
+        let sub = claims.sub.clone()?;
+        let prefix = claims.prefix()?;
+        if self.session.peer_setup().hop_id.is_some() {
+            return None;
+        }
+        let mut notices = self.shared.interact.ban_notices();
+        Some(async move {
+            loop {
+                notices.borrow_and_update();
+                let bans = self.shared.interact.bans_of(&sub);
+                if bans.iter().any(|broadcast| prefix.has_prefix(broadcast)) {
+                    tracing::info!(%sub, "closing a banned viewer's session");
+                    self.shared.metrics.refuse(RefuseReason::Unauthorized);
+                    crate::auth::end_session(
+                        &self.session,
+                        banyan_moq::coding::SessionErrorCode::Unauthorized,
+                        "banned",
+                    );
+                    return;
+                }
+                if notices.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     /// The claims that speak for a request: its own token, else the session's grant. `None`

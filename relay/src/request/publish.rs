@@ -10,6 +10,7 @@ use banyan_moq::session::PublishRequest;
 use super::{track_name, SessionHandler};
 use crate::auth::{Action, ClaimsExt as _};
 use crate::interact::hub::INTERACT;
+use crate::interact::moderation::Identity;
 use crate::metrics::RefuseReason;
 
 impl SessionHandler {
@@ -38,11 +39,23 @@ impl SessionHandler {
                 Ok(None) => None,
                 Err(_) => Some(u64::MAX),
             };
+            // Who comments, for moderation: the token's `sub`, and whether its `mod` claim
+            // covers the broadcast.
+            let who = match &claims {
+                Ok(Some(claims)) => Identity {
+                    sub: claims.sub.clone(),
+                    moderator: claims.moderator
+                        && claims.check(Action::Subscribe, &message.track_namespace).is_ok(),
+                    follower: claims.follower,
+                    subscriber: claims.subscriber,
+                },
+                _ => Identity::default(),
+            };
             return self
                 .shared
                 .interact
                 .clone()
-                .serve(request, from_relay, room)
+                .serve(request, from_relay, room, who)
                 .await;
         }
         let name = match track_name(&message.track_namespace, &message.track_name) {

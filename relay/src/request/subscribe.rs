@@ -37,7 +37,7 @@ impl SessionHandler {
             .shared
             .tracks
             .rendezvous(message.parameters.rendezvous_timeout);
-        let (guard, upstream) = self.shared.tracks.subscribe(name, &path, self.id);
+        let (guard, upstream) = self.shared.tracks.subscribe(name, &path, Some(self.id));
         if let Some(upstream) = upstream {
             self.shared.tasks.spawn(upstream);
         }

@@ -67,13 +67,13 @@ impl Tracks {
         self: &Arc<Self>,
         name: FullTrackName,
         path: &HopPath,
-        session: u64,
+        session: Option<u64>,
     ) -> (SubscriberGuard, Option<impl Future<Output = ()> + Send + 'static>) {
-        // A request with a relay path comes from a child relay; without, from a viewer.
-        let subscriber = if path.is_empty() {
-            Subscriber::Viewer(session)
-        } else {
-            Subscriber::Relay
+        // A request with a relay path comes from a child relay, one without from a viewer's
+        // `session`; no session is this relay itself (e.g. following moderation): not a viewer.
+        let subscriber = match session {
+            Some(session) if path.is_empty() => Subscriber::Viewer(session),
+            _ => Subscriber::Relay,
         };
         let mut tracks = self.tracks.lock();
         if let Some(track) = tracks.get(&name) {

@@ -15,8 +15,9 @@
 //! relay sends its final like total to its parent reliably and ends its publication. A broadcast used again later starts afresh,
 //! under a new like source id towards the parent so its new count never hides behind the old.
 //!
-//! Each broadcast has one task of the hub's own (its `likes` writer at the origin, its
-//! publication to the parent elsewhere); the hub owns them, and they stop with its sweeper.
+//! Each broadcast has tasks of the hub's own (its `likes` writer and moderation start at the
+//! origin; its publication to the parent and its `mod` follower elsewhere); the hub owns them,
+//! and they stop with its sweeper.
 //!
 //! # Module map
 //! - `mod.rs`: [`Hub`], its table of broadcasts (admission up to a maximum, the origin or edge
@@ -27,6 +28,9 @@
 //!   count on `viewers`, comments on `chat/<room>`, gifts recorded in the ledger and
 //!   announced on `events`.
 //! - `upward.rs`: elsewhere, the relay's own `interact` publication to its parent.
+//! - `moderate.rs`: moderation: at the origin actions recorded in the store and published on
+//!   `mod` (the state replayed from the store first); elsewhere the `mod` track followed; the
+//!   comment verdict, deleted-comment lookups for FETCH and ban notices for sessions.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -53,6 +57,7 @@ use crate::namespaces::Namespaces;
 use crate::tasks::Tasks;
 use crate::track::{Track, Tracks};
 
+mod moderate;
 mod origin;
 mod publication;
 mod upward;
@@ -65,6 +70,8 @@ pub const LIKES: &[u8] = b"likes";
 pub const VIEWERS: &[u8] = b"viewers";
 /// The origin's recorded-gifts track.
 pub const EVENTS: &[u8] = b"events";
+/// The origin's moderation track (each action and the state after it).
+pub const MOD: &[u8] = b"mod";
 /// The prefix of the origin's per-room chat tracks.
 pub const CHAT_PREFIX: &[u8] = b"chat/";
 
@@ -111,6 +118,8 @@ pub struct Hub {
     own: Mutex<Option<(Instant, Arc<OwnViewers>)>>,
     /// Each broadcast's task (see the module doc), aborted when the sweeper stops.
     tasks: Arc<Tasks>,
+    /// Bumped when any broadcast's bans may have changed (see [`Hub::ban_notices`]).
+    bans: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -130,6 +139,14 @@ struct Broadcast {
     last_used: Mutex<Instant>,
     /// Turns true when the sweep frees it; its tasks then end.
     freed: watch::Sender<bool>,
+    /// Its moderation state here.
+    moderation: Mutex<moderate::Moderation>,
+    /// Whether this relay follows the broadcast's `mod` track (below the origin, from the
+    /// first interaction user on: a viewer publishing `interact` or subscribing to a down track).
+    following: std::sync::atomic::AtomicBool,
+    /// Turns true once the moderation state is known (restored at the origin, first `mod`
+    /// update elsewhere); comments wait for it.
+    synced: watch::Sender<bool>,
 }
 
 impl Broadcast {
@@ -176,6 +193,8 @@ enum Role {
         viewers_group: AtomicU64,
         events: Arc<Track>,
         events_group: AtomicU64,
+        /// The `mod` track (group = action sequence number).
+        moderation: Arc<Track>,
         /// Room → its track and where the next comment goes.
         rooms: Mutex<HashMap<u64, Room>>,
     },
@@ -211,6 +230,7 @@ impl Hub {
             broadcasts: Mutex::new(HashMap::new()),
             own: Mutex::new(None),
             tasks: Arc::default(),
+            bans: watch::channel(0).0,
         })
     }
 
@@ -258,11 +278,13 @@ impl Hub {
                 likes,
                 viewers,
                 events,
+                moderation,
                 rooms,
                 ..
             } = &broadcast.role
             {
                 const REASON: &str = "broadcast over";
+                self.tracks.end_local(moderation, REASON);
                 self.tracks.end_local(likes, REASON);
                 self.tracks.end_local(viewers, REASON);
                 self.tracks.end_local(events, REASON);
@@ -274,10 +296,11 @@ impl Hub {
     }
 
     /// Whether `name` is an interaction track sent down the tree (`likes`, `viewers`,
-    /// `events`, `chat/<room>`).
+    /// `events`, `mod`, `chat/<room>`).
     pub fn is_down_track(name: &TrackName) -> bool {
         let bytes = name.as_bytes();
         bytes.as_ref() == LIKES
+            || bytes.as_ref() == MOD
             || bytes.as_ref() == VIEWERS
             || bytes.as_ref() == EVENTS
             || bytes.starts_with(CHAT_PREFIX)
@@ -291,8 +314,16 @@ impl Hub {
 
     /// Before a SUBSCRIBE or FETCH for `name`: at the broadcast's origin, make sure the local
     /// interaction track exists so the request finds it rather than asking the publisher.
+    /// Elsewhere, a subscriber of an interaction track is an interaction user: the relay
+    /// follows the broadcast's moderation from then on.
     pub fn prepare(self: &Arc<Self>, name: &FullTrackName) {
-        if !Self::is_down_track(&name.name) || !self.is_origin(&name.namespace) {
+        if !Self::is_down_track(&name.name) {
+            return;
+        }
+        if !self.is_origin(&name.namespace) {
+            if let Some(broadcast) = self.broadcast(&name.namespace) {
+                self.follow(&broadcast);
+            }
             return;
         }
         let Some(broadcast) = self.broadcast(&name.namespace) else {
@@ -382,7 +413,12 @@ impl Hub {
                 namespace: namespace.clone(),
                 name: TrackName::new(EVENTS.to_vec()),
             });
+            let moderation = self.tracks.local(FullTrackName {
+                namespace: namespace.clone(),
+                name: TrackName::new(MOD.to_vec()),
+            });
             Role::Origin {
+                moderation,
                 likes,
                 likes_group: AtomicU64::new(0),
                 viewers,
@@ -406,11 +442,19 @@ impl Hub {
             publications: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
             freed: watch::channel(false).0,
+            moderation: Mutex::default(),
+            following: std::sync::atomic::AtomicBool::new(false),
+            synced: watch::channel(false).0,
         });
         broadcasts.insert(namespace.clone(), broadcast.clone());
         self.metrics.interact_broadcasts.set(broadcasts.len() as i64);
         match queued {
-            None => self.tasks.spawn(self.clone().publish_likes(broadcast.clone())),
+            None => {
+                let (hub, started) = (self.clone(), broadcast.clone());
+                self.tasks
+                    .spawn(async move { hub.start_moderation(&started).await });
+                self.tasks.spawn(self.clone().publish_likes(broadcast.clone()));
+            }
             Some(queued) => self.tasks.spawn(self.clone().upstream(broadcast.clone(), queued)),
         }
         Some(broadcast)

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::super::moderation::Identity;
 use super::super::payload::{ChatObject, Up};
 use super::super::viewer::{Admission, Admitted};
 use super::super::Refusal;
@@ -22,12 +23,14 @@ use super::{Broadcast, Hub, Role, Serving, PUBLICATION_DRAIN};
 
 impl Hub {
     /// Serve a viewer's (or child relay's) PUBLISH of an `interact` track until it ends;
-    /// a viewer's comments are held to `room` when its token names one.
+    /// a viewer's comments are held to `room` when its token names one and judged against
+    /// the broadcast's moderation as `who` (`who.moderator` may send moderation actions).
     pub async fn serve(
         self: Arc<Self>,
         request: PublishRequest,
         from_relay: bool,
         room: Option<u64>,
+        who: Identity,
     ) -> Result<(), SessionError> {
         let namespace = request.message.track_namespace.clone();
         let Some(broadcast) = self.broadcast(&namespace) else {
@@ -39,13 +42,19 @@ impl Hub {
                 .await;
         };
         let _serving = Serving::new(broadcast.clone());
+        if !from_relay {
+            // A viewer's comments are judged here: learn the moderation state. (A relay in
+            // the middle follows once a child's follower subscribes to `mod` through it.)
+            self.follow(&broadcast);
+        }
         // A child relay's viewer count is kept under this number while the publication lives.
         let id = self.served.fetch_add(1, Ordering::Relaxed);
         let mut subscription = request.accept(RequestOk::default()).await?;
         let mut publisher = if from_relay {
             Admission::relay(&self.config)
         } else {
-            Admission::viewer(&self.config).in_room(room)
+            // A relay's comments were judged at their edge; a viewer's are judged here.
+            Admission::viewer(&self.config).in_room(room).viewer_is(who)
         };
         let (objects, mut received) =
             mpsc::channel::<(Bytes, Option<tokio::sync::oneshot::Sender<Refusal>>)>(64);
@@ -142,20 +151,45 @@ impl Hub {
                 self.metrics.likes_in.inc_by(likes.total().saturating_sub(before));
                 Ok(())
             }
-            Admitted::Comment { room, text } => {
+            Admitted::Moderate { by, action } => {
+                let by = by
+                    .or_else(|| publisher.who().and_then(|who| who.sub.clone()))
+                    .unwrap_or_else(|| "moderator".into());
+                self.forward_action(broadcast, by, action)
+                    .await
+                    .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))
+            }
+            Admitted::Comment { room, text, by } => {
+                if let Some(who) = publisher.who() {
+                    self.judge_comment(broadcast, who)
+                        .await
+                        .inspect_err(|refusal| self.metrics.interact_refuse(*refusal))?;
+                }
                 self.metrics.comments_in.inc();
+                let author = by
+                    .or_else(|| publisher.who().and_then(|who| who.sub.clone()))
+                    .unwrap_or_default();
                 match &broadcast.role {
                     Role::Origin { .. } => {
                         let accepted_ms = SystemTime::now()
                             .duration_since(UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis() as u64);
-                        self.post(broadcast, room, ChatObject { accepted_ms, text });
+                        self.post(
+                            broadcast,
+                            room,
+                            ChatObject {
+                                accepted_ms,
+                                text,
+                                author,
+                            },
+                        );
                         Ok(())
                     }
                     Role::Edge { comments } => {
-                        let up = Up::Comment {
+                        let up = Up::CommentBy {
                             room: Bytes::from(room.to_string()),
                             text: Bytes::from(text),
+                            by: Bytes::from(author),
                         };
                         comments.try_send(up.encode()).map_err(|_| {
                             self.metrics.interact_refuse(Refusal::RateLimited);
