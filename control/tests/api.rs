@@ -407,7 +407,7 @@ async fn refresh_keeps_the_subject_and_refuses_foreign_tokens() {
         let claims = auth.verify(token).unwrap();
         let other = auth.verify(second["token"].as_str().unwrap()).unwrap();
         assert!(
-            claims.sub.as_deref().unwrap().starts_with("viewer-"),
+            claims.sub.as_deref().unwrap().starts_with("anon-"),
             "{claims:?}"
         );
         assert_ne!(claims.sub, other.sub, "each viewer has its own subject");
