@@ -406,10 +406,7 @@ async fn refresh_keeps_the_subject_and_refuses_foreign_tokens() {
         let token = first["token"].as_str().unwrap();
         let claims = auth.verify(token).unwrap();
         let other = auth.verify(second["token"].as_str().unwrap()).unwrap();
-        assert!(
-            claims.sub.as_deref().unwrap().starts_with("anon-"),
-            "{claims:?}"
-        );
+        assert!(claims.sub.as_deref().unwrap().starts_with("anon-"), "{claims:?}");
         assert_ne!(claims.sub, other.sub, "each viewer has its own subject");
 
         // Ask one second later, so the fresh token ends later than the first.
