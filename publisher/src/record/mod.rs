@@ -450,14 +450,17 @@ fn interaction_event(
             "kind": kind, "amount": amount, "arrival_unix_ms": arrival_unix_ms});
         return Some((format!("events#{seq}"), event));
     }
+    // A comment: when the edge accepted it, its text, and its author (the viewer token's `sub`,
+    // empty without auth; docs/interactions.md).
     let accepted = decode_varint(&mut buf).ok()?;
     let text = string(&mut buf)?;
+    let author = string(&mut buf)?;
     if !buf.is_empty() {
         return None;
     }
     let id = object.object_id;
     let event = serde_json::json!({"track": track, "group": group, "object": id, "seq": group * 64 + id,
-        "accepted_unix_ms": accepted, "text": text, "arrival_unix_ms": arrival_unix_ms});
+        "accepted_unix_ms": accepted, "text": text, "author": author, "arrival_unix_ms": arrival_unix_ms});
     Some((format!("{track}#{group}/{id}"), event))
 }
 
@@ -483,6 +486,8 @@ mod tests {
         banyan_moq::coding::encode_varint(1_700_000_000_000, &mut payload);
         banyan_moq::coding::encode_varint(2, &mut payload);
         payload.extend_from_slice(b"hi");
+        banyan_moq::coding::encode_varint(3, &mut payload);
+        payload.extend_from_slice(b"ann");
         let object = SubgroupObject {
             object_id: 3,
             payload: payload.clone().into(),
@@ -491,6 +496,7 @@ mod tests {
         let (key, event) = interaction_event("chat/0", 1, &object, 5).unwrap();
         assert_eq!(key, "chat/0#1/3");
         assert_eq!(event["text"], "hi");
+        assert_eq!(event["author"], "ann");
         assert_eq!(event["seq"], 67);
         assert_eq!(event["accepted_unix_ms"], 1_700_000_000_000u64);
         payload.push(0);
