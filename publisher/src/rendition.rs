@@ -566,17 +566,7 @@ mod tests {
 
     #[test]
     fn a_skipped_group_switches_down() {
-        let ladder = vec![
-            Rendition {
-                name: "video/high".into(),
-                bitrate: 1_000_000,
-            },
-            Rendition {
-                name: "video/low".into(),
-                bitrate: 200_000,
-            },
-        ];
-        let mut a = Auto::new(ladder, Instant::now()).unwrap();
+        let mut a = auto();
         let (_, tag) = a.resubscribe();
         // Climb first.
         let (g, high) = climb(&mut a, tag);

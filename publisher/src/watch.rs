@@ -1392,21 +1392,14 @@ impl Player {
         let base = *self
             .base_us
             .get_or_insert(frame.timestamp_us.saturating_sub(500_000));
-        let pts = frame.timestamp_us.saturating_sub(base);
-        let mut dts = pts.saturating_sub(frame.decode_offset_us);
-        if let Some(last) = t.last_dts {
-            dts = dts.max(last + 1);
-        }
-        t.last_dts = Some(dts);
-        let sample = Sample {
-            track_id: u32::try_from(track + 1).unwrap_or(1),
-            timescale: 1_000_000,
-            decode_time: dts,
-            composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
-            duration: 0,
-            keyframe: object.object_id == 0,
-            data: frame.payload,
-        };
+        let sample = frame_sample(
+            frame,
+            base,
+            &mut t.last_dts,
+            u32::try_from(track + 1).unwrap_or(1),
+            object.object_id == 0,
+        );
+        let dts = sample.decode_time;
         if let Some(mut previous) = t.pending.replace(sample) {
             let delta = u32::try_from(dts.saturating_sub(previous.decode_time)).unwrap_or(u32::MAX);
             // Across a gap the delta is the outage, not a frame: keep the usual duration.
@@ -1590,6 +1583,33 @@ impl GroupOrder {
             out.extend(held.objects);
         }
         out
+    }
+}
+
+/// A LOC frame as an MP4 sample of `track_id` (µs timescale, duration left 0 for the caller):
+/// presentation time from `base`, decode time from the frame's decode offset, kept strictly
+/// increasing after `last_dts` (which it updates), as a fragment's decode times must be.
+pub(crate) fn frame_sample(
+    frame: LocFrame,
+    base: u64,
+    last_dts: &mut Option<u64>,
+    track_id: u32,
+    keyframe: bool,
+) -> Sample {
+    let pts = frame.timestamp_us.saturating_sub(base);
+    let mut dts = pts.saturating_sub(frame.decode_offset_us);
+    if let Some(last) = *last_dts {
+        dts = dts.max(last + 1);
+    }
+    *last_dts = Some(dts);
+    Sample {
+        track_id,
+        timescale: 1_000_000,
+        decode_time: dts,
+        composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
+        duration: 0,
+        keyframe,
+        data: frame.payload,
     }
 }
 

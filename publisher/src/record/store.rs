@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banyan_media::catalog::Catalog;
-use banyan_media::fmp4::{Muxer, Sample};
+use banyan_media::fmp4::Muxer;
 use banyan_media::{LocFrame, MediaKind, TrackConfig};
 use banyan_moq::data::SubgroupObject;
 use serde::{Deserialize, Serialize};
@@ -470,22 +470,14 @@ impl Recording {
         for o in objects {
             let frame = LocFrame::from_object(t.kind, o)
                 .with_context(|| format!("track {} group {group} object {}", t.name, o.object_id))?;
-            let pts = frame.timestamp_us.saturating_sub(base);
-            let mut dts = pts.saturating_sub(frame.decode_offset_us);
-            if let Some(last) = t.last_dts {
-                dts = dts.max(last + 1);
-            }
-            t.last_dts = Some(dts);
             captures.push(frame.timestamp_us);
-            samples.push(Sample {
-                track_id: 1,
-                timescale: 1_000_000,
-                decode_time: dts,
-                composition_offset: i64::try_from(pts).unwrap_or(0) - i64::try_from(dts).unwrap_or(0),
-                duration: 0,
-                keyframe: o.object_id == 0,
-                data: frame.payload,
-            });
+            samples.push(crate::watch::frame_sample(
+                frame,
+                base,
+                &mut t.last_dts,
+                1,
+                o.object_id == 0,
+            ));
         }
         let default_duration = match t.kind {
             MediaKind::Video => 33_333,
